@@ -1,0 +1,7 @@
+"""s2d-bench: a benchmark harness for the sparse-to-dense post-training workflow.
+
+Teacher GRPO (sparse reward) -> forward-KL warmup -> on-policy distillation (dense) -> optional
+student GRPO, evaluated with avg@k after every stage. See README.md.
+"""
+
+__version__ = "0.1.0"

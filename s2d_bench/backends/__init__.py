@@ -1,0 +1,6 @@
+"""Training backends: one Protocol (base.py), registered implementations."""
+
+from s2d_bench.registry import Registry
+
+BACKENDS: Registry = Registry("backend")
+BACKENDS.register("torch", "s2d_bench.backends.torch_backend:TorchBackend", "plain PyTorch loops; CPU or one GPU")

@@ -1,0 +1,311 @@
+"""Typed run configuration: dataclasses, YAML loading and `key.sub=value` overrides.
+
+Every field carries its help text. Unknown keys are an error with a "did you mean", values are
+coerced to the field's type, and each dataclass validates itself in `__post_init__` with a
+message that names the fix. No interpolation, no defaults lists: what the YAML says is what runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from s2d_bench.errors import UserError
+from s2d_bench.registry import suggest
+
+PACKAGE_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = "tiny"
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@dataclass
+class TaskConfig:
+    name: str = _help("registered task that supplies labeled/unlabeled/test prompts", "add3mix")
+    seed: int = _help("seed of the generated world: splits and pretraining corpus", 0)
+    n_labeled: int = _help("labeled prompts: the scarce resource of stage 1, stage 3, baseline", 256)
+    n_unlabeled: int = _help("unlabeled prompts the dense bridge samples from", 20000)
+    n_test: int = _help("held-out problems every evaluation uses", 200)
+    max_digits: int = _help("operands have 1..max_digits digits", 3)
+    pretrain_correct_prob: float = _help("share of pretraining examples with the right answer", 0.35)
+
+    def __post_init__(self) -> None:
+        _require(self.n_labeled > 0 and self.n_test > 0, "task.n_labeled and task.n_test must be > 0")
+        _require(self.n_unlabeled > 0, "task.n_unlabeled must be > 0: the bridge needs prompts")
+        _require(0.0 <= self.pretrain_correct_prob <= 1.0, "task.pretrain_correct_prob is in [0, 1]")
+        _require(1 <= self.max_digits <= 6, "task.max_digits must be between 1 and 6")
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = _help("next-token steps on the noisy corpus; 0 keeps the model as built", 400)
+    batch_size: int = _help("sequences per step", 128)
+    lr: float = _help("AdamW learning rate", 1e-3)
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "pretrain: steps >= 0, batch_size > 0, lr > 0")
+
+
+@dataclass
+class ModelConfig:
+    builder: str = _help("named model builder (s2d-bench ls); ignored when path is set", "")
+    path: str = _help("local HF directory or hub id; used as is, without pretraining", "")
+    pretrain: PretrainConfig = _help("pretraining of a built model on the task's corpus", factory=PretrainConfig)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.builder) != bool(self.path), "set exactly one of model.builder and model.path")
+
+
+@dataclass
+class GRPOConfig:
+    steps: int = _help("policy updates", 60)
+    prompts_per_step: int = _help("labeled prompts drawn per step (groups)", 32)
+    samples_per_prompt: int = _help("group size k; advantages are normalised within a group", 8)
+    lr: float = _help("AdamW learning rate", 2e-4)
+    clip_low: float = _help("ratio clip below: 1 - clip_low", 0.2)
+    clip_high: float = _help("ratio clip above: 1 + clip_high (DAPO uses 0.28)", 0.2)
+    kl_coef: float = _help("weight of the k3 KL to the stage's initial policy; 0 is off", 0.0)
+    scale_rewards: bool = _help("divide advantages by the group std (Dr. GRPO: false)", True)
+    updates_per_batch: int = _help("optimizer steps on each batch of rollouts", 1)
+    temperature: float = _help("rollout sampling temperature", 1.0)
+    max_new_tokens: int = _help("completion length cap", 16)
+    max_grad_norm: float = _help("gradient clipping norm", 1.0)
+
+    def __post_init__(self) -> None:
+        _require(self.samples_per_prompt >= 2, "GRPO needs samples_per_prompt >= 2: advantages compare samples within a group")
+        _require(self.steps >= 0 and self.prompts_per_step > 0, "GRPO: steps >= 0 and prompts_per_step > 0")
+        _require(self.lr > 0 and self.temperature > 0, "GRPO: lr and temperature must be > 0")
+        _require(self.clip_low >= 0 and self.clip_high >= 0, "GRPO: clip_low and clip_high must be >= 0")
+        _require(self.updates_per_batch >= 1 and self.kl_coef >= 0, "GRPO: updates_per_batch >= 1, kl_coef >= 0")
+
+
+@dataclass
+class DistillConfig:
+    steps: int = _help("optimizer steps", 250)
+    batch_size: int = _help("prompts per step, one completion each", 128)
+    lr: float = _help("AdamW learning rate", 1e-3)
+    temperature: float = _help("rollout sampling temperature", 1.0)
+    max_new_tokens: int = _help("completion length cap", 16)
+    max_grad_norm: float = _help("gradient clipping norm", 1.0)
+    estimator: str = _help("'full': exact KL over the vocabulary; 'sampled': log-ratio of the sampled token as a per-token advantage (OPD only)", "full")
+
+    def __post_init__(self) -> None:
+        _require(self.estimator in ("full", "sampled"), f"estimator must be 'full' or 'sampled', not '{self.estimator}'")
+        _require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "distill: steps >= 0, batch_size > 0, lr > 0")
+
+
+@dataclass
+class StagesConfig:
+    teacher_rl: GRPOConfig = _help("stage 1: GRPO on the teacher with the labeled prompts", factory=GRPOConfig)
+    warmup: DistillConfig = _help("stage 2a: forward KL(teacher || student) on teacher rollouts", factory=DistillConfig)
+    opd: DistillConfig = _help("stage 2b: reverse KL(student || teacher) on student rollouts", factory=DistillConfig)
+    student_rl: GRPOConfig = _help("stage 3: GRPO on the student", factory=GRPOConfig)
+
+
+@dataclass
+class ArmConfig:
+    stages: list[str] = _help("stage names in order (s2d-bench ls)", factory=list)
+    overrides: dict[str, Any] = _help("'stage.field: value' changes for this arm only", factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.stages), "an arm needs at least one stage")
+
+
+@dataclass
+class EvalConfig:
+    samples: int = _help("k samples per problem; the metric is avg@k", 16)
+    temperature: float = _help("sampling temperature", 1.0)
+    top_p: float = _help("nucleus sampling mass", 1.0)
+    max_new_tokens: int = _help("completion length cap", 16)
+    prompts_per_batch: int = _help("problems per generation batch (x samples sequences)", 50)
+
+    def __post_init__(self) -> None:
+        _require(self.samples >= 1 and self.prompts_per_batch >= 1, "eval.samples and eval.prompts_per_batch must be >= 1")
+        _require(self.temperature > 0 and 0 < self.top_p <= 1, "eval: temperature > 0 and 0 < top_p <= 1")
+
+
+def _default_arms() -> dict[str, ArmConfig]:
+    return {
+        "direct-grpo": ArmConfig(["student_rl"], {"student_rl.steps": 480, "student_rl.lr": 3e-4}),
+        "bridge": ArmConfig(["teacher_rl", "warmup", "opd"]),
+        "full": ArmConfig(["teacher_rl", "warmup", "opd", "student_rl"]),
+    }
+
+
+@dataclass
+class RunConfig:
+    name: str = _help("name of the experiment; the default run directory is runs/<name>", "tiny")
+    run_dir: str = _help("where models, records and logs go; empty means runs/<name>", "")
+    seed: int = _help("seed of every stage's sampling and training (not of the base models)", 0)
+    backend: str = _help("registered training backend (s2d-bench ls)", "torch")
+    device: str = _help("'cpu', 'cuda', or 'auto' (cuda when available)", "auto")
+    threads: int = _help("torch CPU threads; 1 is fastest for tiny models on a shared machine", 1)
+    task: TaskConfig = _help("the verifiable task", factory=TaskConfig)
+    teacher: ModelConfig = _help("the teacher", factory=lambda: ModelConfig(builder="tiny-qwen3-teacher"))
+    student: ModelConfig = _help("the deployment student", factory=lambda: ModelConfig(builder="tiny-qwen3-student", pretrain=PretrainConfig(steps=800)))
+    stages: StagesConfig = _help("default settings of each stage", factory=StagesConfig)
+    arms: dict[str, ArmConfig] = _help("named stage sequences to run and compare", factory=_default_arms)
+    eval: EvalConfig = _help("avg@k evaluation after every stage", factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.threads >= 1, "threads must be >= 1")
+        _require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, not '{self.device}'")
+        _require(bool(self.arms), "arms is empty: name at least one arm")
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}")
+
+    def stage_config(self, arm: str, stage: str) -> Any:
+        """The effective config of `stage` inside `arm`: the stage default plus the arm's overrides."""
+        base = to_dict(getattr(self.stages, stage))
+        for key, value in self.arms[arm].overrides.items():
+            owner, _, name = key.partition(".")
+            if owner == stage:
+                base[name] = value
+        return from_dict(type(getattr(self.stages, stage)), base, f"arms.{arm}.overrides.{stage}")
+
+
+def to_dict(cfg: Any) -> Any:
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a config (or any JSON-able value)."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- building from plain data
+
+
+def _coerce(kind: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        _require(isinstance(value, dict), f"{where} must be a mapping of fields, got {value!r}")
+        return from_dict(kind, value, where)
+    if origin is dict:
+        _require(isinstance(value, dict), f"{where} must be a mapping, got {value!r}")
+        _, value_kind = typing.get_args(kind)
+        return {str(k): _coerce(value_kind, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        _require(isinstance(value, list), f"{where} must be a list, got {value!r}")
+        (item_kind,) = typing.get_args(kind)
+        return [_coerce(item_kind, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind is bool:
+        _require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+        return value
+    if kind in (int, float):
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where} must be a number ({kind.__name__}), got {value!r}") from None
+        _require(kind is float or float(value) == number, f"{where} must be an integer, got {value!r}")
+        return number
+    if kind is str:
+        _require(isinstance(value, (str, int, float)), f"{where} must be a string, got {value!r}")
+        return str(value)
+    return value  # typing.Any
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass `cls` from `data`, rejecting unknown keys with a suggestion."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise UserError(f"unknown key '{where}.{key}'.{suggest(str(key), names)} Known keys: {', '.join(names)}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _set_path(raw: dict[str, Any], cls: type, path: list[str], value: Any) -> None:
+    """Set `raw[path] = value`, seeding a missing free-form mapping (like `arms`) with its default."""
+    key, rest = path[0], path[1:]
+    if not rest:
+        raw[key] = value
+        return
+    kind = None
+    if dataclasses.is_dataclass(cls):
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        if key not in names:
+            raise UserError(f"unknown key '{key}' in override.{suggest(key, list(names))} Known keys: {', '.join(names)}")
+        kind = typing.get_type_hints(cls)[key]
+        if key not in raw and typing.get_origin(kind) is dict:
+            raw[key] = {k: to_dict(v) for k, v in getattr(cls(), key).items()}
+        if typing.get_origin(kind) is dict and typing.get_args(kind)[1] is Any:
+            raw.setdefault(key, {})[".".join(rest)] = value  # free-form dotted keys, e.g. arm overrides
+            return
+    elif typing.get_origin(cls) is dict:
+        kind = typing.get_args(cls)[1]
+    sub = raw.setdefault(key, {})
+    _require(isinstance(sub, dict), f"cannot set '{'.'.join(path)}': '{key}' is not a mapping")
+    _set_path(sub, kind, rest, value)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'stages.opd.lr=1e-4' -> (['stages', 'opd', 'lr'], 1e-4); values are read as YAML."""
+    key, sep, value = text.partition("=")
+    _require(bool(sep) and bool(key), f"override '{text}' is not of the form key.sub=value")
+    return key.strip().split("."), yaml.safe_load(value) if value.strip() else ""
+
+
+def resolve_config_path(path: str | None) -> Path:
+    """A file path, or the name of a shipped config (configs/<name>.yaml)."""
+    if path is None:
+        path = DEFAULT_CONFIG
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    shipped = PACKAGE_CONFIGS / f"{path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in PACKAGE_CONFIGS.glob("*.yaml"))
+    raise UserError(f"config '{path}' not found: give a YAML file path or a shipped config ({', '.join(names)})")
+
+
+def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Load a YAML config (file path or shipped name) and apply `key.sub=value` overrides."""
+    source = resolve_config_path(path)
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source} is not valid YAML: {exc}") from None
+    _require(isinstance(raw, dict), f"{source} must hold a mapping of config keys")
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(raw, RunConfig, keys, value)
+    cfg = from_dict(RunConfig, raw)
+    validate_arms(cfg)
+    return cfg
+
+
+def validate_arms(cfg: RunConfig) -> None:
+    """Every arm names registered stages, and its overrides name real stage fields."""
+    from s2d_bench.stages import STAGES
+
+    for arm_name, arm in cfg.arms.items():
+        for stage in arm.stages:
+            STAGES.check(stage)
+        for key in arm.overrides:
+            stage, _, name = key.partition(".")
+            _require(stage in arm.stages, f"arms.{arm_name}.overrides: '{key}' names a stage the arm does not run ({', '.join(arm.stages)})")
+        for stage in arm.stages:
+            cfg.stage_config(arm_name, stage)  # raises on unknown fields or bad values

@@ -1,0 +1,1 @@
+"""Generation, avg@k evaluation and result records."""

@@ -1,0 +1,107 @@
+"""The workflow's objectives, once, as pure tensor functions.
+
+Every backend calls these, so backends cannot drift apart. Shapes: N sequences, T completion
+positions, V vocabulary, G groups of k samples (N = G * k). `mask` is (N, T), 1.0 on completion
+tokens (EOS included) and 0.0 on padding. "Token mean" divides by the number of real tokens in
+the batch (DAPO's aggregation), so long completions are not down-weighted per token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token mean of (N, T) values over the mask; 0 for an empty mask."""
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def grpo_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """Group-normalised advantages: (G, k) rewards -> (G, k).
+
+    A_i = (r_i - mean(r)) / (std(r) + eps) within each group; `scale=False` drops the division
+    (Dr. GRPO). std is the unbiased sample std, as in TRL. A group whose samples all score the
+    same gets advantage 0: it carries no signal.
+    """
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if not scale:
+        return centred
+    return centred / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    ref_logp: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped-ratio GRPO loss, token mean.
+
+    logp, old_logp, ref_logp, mask: (N, T); advantages: (N,), one per sequence.
+    per token: -min(rho * A, clip(rho, 1 - clip_low, 1 + clip_high) * A), rho = exp(logp - old_logp);
+    plus kl_coef * k3(ref || policy) = exp(ref - logp) - (ref - logp) - 1 when a reference is given.
+    """
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.unsqueeze(1)
+    unclipped = ratio * adv
+    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    stats = {"clip_frac": masked_mean((clipped < unclipped).float(), mask).item()}
+    if ref_logp is not None and kl_coef > 0:
+        log_ratio = ref_logp - logp
+        k3 = torch.exp(log_ratio) - log_ratio - 1.0
+        per_token = per_token + kl_coef * k3
+        stats["kl_ref"] = masked_mean(k3, mask).item()
+    return masked_mean(per_token, mask), stats
+
+
+def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) over the full vocabulary, per token, token mean. Logits (N, T, V).
+
+    sum_v p_T(v) (log p_T(v) - log p_S(v)): mass-covering; it pulls the student onto every token
+    the teacher would say, which is what a warmup on teacher rollouts wants.
+    """
+    t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
+    s_logp = F.log_softmax(student_logits.float(), dim=-1)
+    per_token = (t_logp.exp() * (t_logp - s_logp)).sum(-1)
+    return masked_mean(per_token, mask)
+
+
+def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(student || teacher) over the full vocabulary, per token, token mean. Logits (N, T, V).
+
+    sum_v p_S(v) (log p_S(v) - log p_T(v)): mode-seeking; evaluated on the student's own
+    samples it is the dense per-token signal of on-policy distillation.
+    """
+    t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
+    s_logp = F.log_softmax(student_logits.float(), dim=-1)
+    per_token = (s_logp.exp() * (s_logp - t_logp)).sum(-1)
+    return masked_mean(per_token, mask)
+
+
+def sampled_reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sampled-token reverse-KL estimator: (N, T) log-probs of the sampled tokens -> scalar.
+
+    The per-token advantage is log p_T(y_t) - log p_S(y_t) (no gradient), applied as a policy
+    gradient: loss = -mean(A_t * log p_S(y_t)). Its expectation under student sampling is the
+    gradient of the sequence-level reverse KL with the future terms dropped (one-step credit).
+    """
+    advantage = (teacher_logp - student_logp).detach()
+    return masked_mean(-advantage * student_logp, mask)
+
+
+def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean per-token entropy of the distribution behind (N, T, V) logits, token mean."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+
+
+def token_nll(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced cross entropy, token mean: logits (N, T, V), tokens (N, T) -> scalar."""
+    logp = F.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return masked_mean(-logp, mask)

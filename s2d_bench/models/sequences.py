@@ -1,0 +1,99 @@
+"""Prompt/completion batches: chat-templated prompts, left-padded; completions right-padded.
+
+Every training loop and every backend builds its inputs here, so that "which logit scores which
+completion token" is decided once: the logit at position P + t - 1 scores completion token t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def encode_prompts(tok: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
+    """Render each user message with the tokenizer's chat template, ready for the reply."""
+    chats = [[{"role": "user", "content": p}] for p in prompts]
+    texts = tok.apply_chat_template(chats, tokenize=False, add_generation_prompt=True)
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def encode_completions(tok: PreTrainedTokenizerBase, completions: list[str]) -> list[list[int]]:
+    """Completion text plus the end-of-turn token the model must learn to emit."""
+    return [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in completions]
+
+
+@dataclass
+class Batch:
+    """Prompts and completions joined into one left-aligned-by-prompt tensor.
+
+    input_ids, attention_mask, position_ids: (N, P + T); completion_ids, completion_mask: (N, T).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    prompt_len: int
+
+    def to(self, device: torch.device | str) -> "Batch":
+        move = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
+        return Batch(**move)
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (N, max_len), rows aligned to the right edge."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding aware)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def join(prompt_ids: list[list[int]], completion_ids: torch.Tensor, completion_mask: torch.Tensor, pad_id: int) -> Batch:
+    """Join prompts (lists) with completions (N, T) and their mask (1 up to and including EOS)."""
+    p_ids, p_mask = left_pad(prompt_ids, pad_id)
+    input_ids = torch.cat([p_ids, completion_ids.cpu()], dim=1)
+    attention_mask = torch.cat([p_mask, completion_mask.cpu().long()], dim=1)
+    return Batch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions(attention_mask),
+        completion_ids=completion_ids.cpu(),
+        completion_mask=completion_mask.cpu().float(),
+        prompt_len=p_ids.shape[1],
+    )
+
+
+def join_texts(tok: PreTrainedTokenizerBase, prompts: list[str], completions: list[str]) -> Batch:
+    """A batch from prompt and completion strings (teacher-forcing data such as pretraining)."""
+    rows = encode_completions(tok, completions)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width))
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return join(encode_prompts(tok, prompts), ids, mask, tok.pad_token_id)
+
+
+def completion_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    """Logits that score each completion token: (N, T, V)."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+    p = batch.prompt_len
+    return out.logits[:, p - 1 : -1].float()
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(token) under `logits`: (N, T, V), (N, T) -> (N, T)."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,249 @@
+"""Run the arms of a config: build base models, run each stage once, evaluate after every stage.
+
+Every model the workflow produces is a *node*: a base model, or a stage applied to a parent model
+(and, for distillation, a teacher node) with a given stage config and seed. A node's id hashes
+exactly those inputs, so two arms that share a prefix (`bridge` and `full` both start with
+teacher_rl -> warmup -> opd) share its nodes, and a rerun finds finished nodes on disk.
+
+On disk, under `<run_dir>/nodes/<id>/`:
+  model/              the trained model (HF directory); its presence means training finished
+  stage.json          what the stage consumed and how long it took
+  metrics.jsonl       per-step training metrics, rewritten if the stage is redone
+  eval-<hash>.json    the evaluation record for one eval config; completions-<hash>.jsonl beside it
+A run killed mid-stage leaves no `model/` (it is written as `model.partial/` and renamed), so
+only that stage is redone. `<run_dir>/results.jsonl` collects every record in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from s2d_bench.backends import BACKENDS
+from s2d_bench.config import RunConfig, config_hash, to_dict
+from s2d_bench.errors import UserError
+from s2d_bench.harness.evaluate import evaluate
+from s2d_bench.harness.provenance import git_commit, package_versions
+from s2d_bench.models import MODELS
+from s2d_bench.models.builders import check_pair, load_pretrained, save
+from s2d_bench.models.pretrain import pretrain
+from s2d_bench.stages import STAGES, StageInputs
+from s2d_bench.tasks import TASKS
+
+EVAL_SEED = 1234  # one sampling seed for every evaluation: common random numbers across models
+
+
+@dataclass
+class Node:
+    id: str
+    stage: str  # "base" or a registered stage name
+    role: str  # "teacher" or "student"
+    parent: str | None = None
+    teacher: str | None = None
+    cfg: dict[str, Any] = field(default_factory=dict)
+    arms: list[str] = field(default_factory=list)
+
+
+def _node_id(stage: str, inputs: dict[str, Any]) -> str:
+    return f"{stage}-{config_hash(inputs)}"
+
+
+def plan(cfg: RunConfig) -> list[Node]:
+    """Nodes in execution order, each once, with the arms that use it."""
+    nodes: dict[str, Node] = {}
+    base = {}
+    for role in ("teacher", "student"):
+        model_cfg = getattr(cfg, role)
+        inputs = {"role": role, "model": to_dict(model_cfg), "task": to_dict(cfg.task)}
+        base[role] = Node(_node_id(f"base-{role}", inputs), "base", role, cfg=to_dict(model_cfg))
+        nodes[base[role].id] = base[role]
+    for arm_name, arm in cfg.arms.items():
+        current = {"teacher": base["teacher"].id, "student": base["student"].id}
+        for stage_name in arm.stages:
+            stage = STAGES.get(stage_name)
+            stage_cfg = to_dict(cfg.stage_config(arm_name, stage_name))
+            teacher = current["teacher"] if stage.needs_teacher else None
+            inputs = {"parent": current[stage.trains], "teacher": teacher, "cfg": stage_cfg, "seed": cfg.seed, "backend": cfg.backend}
+            node = nodes.setdefault(_node_id(stage_name, inputs), Node(_node_id(stage_name, inputs), stage_name, stage.trains, current[stage.trains], teacher, stage_cfg))
+            if arm_name not in node.arms:
+                node.arms.append(arm_name)
+            current[stage.trains] = node.id
+    return list(nodes.values())
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but torch sees no GPU: use device=cpu (or auto)")
+    return name
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class Runner:
+    """Executes a plan in a run directory. Holds paths and the task, never model state."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.root = cfg.output_dir
+        self.device = resolve_device(cfg.device)
+        self.task = TASKS.get(cfg.task.name)(cfg.task)
+        self.splits = self.task.splits()
+        self.backend = BACKENDS.get(cfg.backend)()
+        self.nodes = {n.id: n for n in plan(cfg)}
+        self.eval_hash = config_hash({"eval": to_dict(cfg.eval), "task": to_dict(cfg.task), "seed": EVAL_SEED})
+
+    def arm_paths(self) -> dict[str, list[str]]:
+        """Each arm's stage nodes in order (plan order is execution order)."""
+        return {arm: [n.id for n in self.nodes.values() if arm in n.arms] for arm in self.cfg.arms}
+
+    def node_dir(self, node: Node) -> Path:
+        return self.root / "nodes" / node.id
+
+    def model_ref(self, node: Node) -> str:
+        model_cfg = getattr(self.cfg, node.role)
+        if node.stage == "base" and model_cfg.path:
+            return model_cfg.path
+        return str(self.node_dir(node) / "model")
+
+    def result_path(self, node: Node) -> Path:
+        return self.node_dir(node) / f"eval-{self.eval_hash}.json"
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> list[dict[str, Any]]:
+        torch.set_num_threads(self.cfg.threads)
+        transformers.utils.logging.disable_progress_bar()  # per-load bars drown the stage bars
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_json(self.root / "config.json", to_dict(self.cfg))
+        records = []
+        for node in self.nodes.values():
+            if not self.is_trained(node):
+                self.train(node)
+            if not self.result_path(node).exists():
+                self.evaluate(node)
+            records.append(json.loads(self.result_path(node).read_text()))
+        self.write_results()
+        return records
+
+    def is_trained(self, node: Node) -> bool:
+        model_cfg = getattr(self.cfg, node.role)
+        return (node.stage == "base" and bool(model_cfg.path)) or (self.node_dir(node) / "model").is_dir()
+
+    def _load(self, node_id: str) -> tuple[Any, Any]:
+        return load_pretrained(self.model_ref(self.nodes[node_id]), self.device)
+
+    def _seed(self, node: Node) -> int:
+        return int(node.id.rsplit("-", 1)[1][:8], 16)
+
+    def train(self, node: Node) -> None:
+        out = self.node_dir(node)
+        out.mkdir(parents=True, exist_ok=True)
+        partial = out / "model.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        start = time.perf_counter()
+        with open(out / "metrics.jsonl", "w") as metrics:
+            def log(row: dict) -> None:
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+
+            if node.stage == "base":
+                model, tok, report = self._train_base(node, log)
+            else:
+                model, tok, report = self._train_stage(node, log)
+        save(model, tok, partial)
+        _write_json(out / "stage.json", {
+            "node": node.id, "stage": node.stage, "steps": report["steps"], "seconds": time.perf_counter() - start,
+            "labeled_draws": len(report["draws"]), "labeled_ids": sorted(set(report["draws"])),
+        })
+        os.replace(partial, out / "model")
+
+    def _train_base(self, node: Node, log) -> tuple[Any, Any, dict]:
+        model_cfg = getattr(self.cfg, node.role)
+        model, tok = MODELS.get(model_cfg.builder)(seed=self.cfg.task.seed)
+        model.to(self.device)
+        pretrain(model, tok, self.task.pretrain_examples, model_cfg.pretrain, self.cfg.task.seed, log, desc=f"pretrain {node.role}")
+        return model, tok, {"steps": model_cfg.pretrain.steps, "draws": []}
+
+    def _train_stage(self, node: Node, log) -> tuple[Any, Any, dict]:
+        stage = STAGES.get(node.stage)
+        model, tok = self._load(node.parent)
+        teacher = None
+        if node.teacher is not None:
+            teacher, teacher_tok = self._load(node.teacher)
+            check_pair(teacher_tok, tok)
+        stage_cfg = type(getattr(self.cfg.stages, node.stage))(**node.cfg)
+        torch.manual_seed(self._seed(node))
+        inputs = StageInputs(self.backend, model, teacher, tok, self.splits, self.task.grade, stage_cfg, self._seed(node), log)
+        report = stage.run(inputs)
+        return model, tok, {"steps": report.steps, "draws": report.labeled_draws}
+
+    # ------------------------------------------------------------------ evaluation and records
+    def evaluate(self, node: Node) -> None:
+        model, tok = self._load(node.id)
+        completions = self.node_dir(node) / f"completions-{self.eval_hash}.jsonl"
+        completions.parent.mkdir(parents=True, exist_ok=True)
+        desc = f"eval {node.stage}" + ("" if node.stage != "base" else f" {node.role}")
+        result = evaluate(self.backend, model, tok, self.splits.test, self.task.grade, self.cfg.eval, EVAL_SEED, completions, desc)
+        draws, unique = self.labeled_consumed(node)
+        record = {
+            "run": self.cfg.name, "node": node.id, "stage": node.stage, "role": node.role, "arms": node.arms,
+            "seed": self.cfg.seed, "task": self.cfg.task.name, "backend": self.cfg.backend,
+            "model": getattr(self.cfg, node.role).builder or getattr(self.cfg, node.role).path,
+            "config_hash": config_hash({k: v for k, v in to_dict(self.cfg).items() if k != "run_dir"}),
+            "node_config": node.cfg, "eval_config": to_dict(self.cfg.eval),
+            "metric": f"avg@{result.score.k}", "n": result.score.n, "k": result.score.k,
+            "mean": result.score.mean, "stderr": result.score.stderr,
+            "labeled_draws": draws, "labeled_unique": unique,
+            "train_seconds": self._train_seconds(node), "eval_seconds": result.seconds,
+            "git_commit": git_commit(), "versions": package_versions(), "timestamp": time.time(),
+        }
+        _write_json(self.result_path(node), record)
+
+    def ancestors(self, node: Node) -> list[Node]:
+        """The node and every node it was built from (parents and teachers), each once."""
+        seen: dict[str, Node] = {}
+        stack = [node.id]
+        while stack:
+            current = self.nodes[stack.pop()]
+            if current.id not in seen:
+                seen[current.id] = current
+                stack.extend(i for i in (current.parent, current.teacher) if i)
+        return list(seen.values())
+
+    def _stage_info(self, node: Node) -> dict[str, Any]:
+        path = self.node_dir(node) / "stage.json"
+        return json.loads(path.read_text()) if path.exists() else {"labeled_draws": 0, "labeled_ids": [], "seconds": 0.0}
+
+    def labeled_consumed(self, node: Node) -> tuple[int, int]:
+        """Labeled examples behind this model: draws (with repeats) and distinct problems."""
+        infos = [self._stage_info(n) for n in self.ancestors(node)]
+        return sum(i["labeled_draws"] for i in infos), len({pid for i in infos for pid in i["labeled_ids"]})
+
+    def _train_seconds(self, node: Node) -> float:
+        return self._stage_info(node)["seconds"]
+
+    def write_results(self) -> None:
+        """results.jsonl: every evaluation record in this run directory (all seeds), oldest first."""
+        records = [json.loads(p.read_text()) for p in sorted((self.root / "nodes").glob("*/eval-*.json"))]
+        records.sort(key=lambda r: r["timestamp"])
+        tmp = self.root / "results.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.replace(tmp, self.root / "results.jsonl")
+
+
+def run(cfg: RunConfig) -> tuple[Runner, list[dict[str, Any]]]:
+    runner = Runner(cfg)
+    return runner, runner.run()

@@ -1,0 +1,43 @@
+"""The workflow's stages, one file each, and the registry the config names them by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from s2d_bench.backends.base import Backend, Grader, Logger, StageReport
+from s2d_bench.registry import Registry
+from s2d_bench.tasks.base import Splits
+
+
+@dataclass
+class StageInputs:
+    """Everything a stage entry function may use; `model` is trained in place."""
+
+    backend: Backend
+    model: PreTrainedModel
+    teacher: PreTrainedModel | None
+    tok: PreTrainedTokenizerBase
+    splits: Splits
+    grade: Grader
+    cfg: Any
+    seed: int
+    log: Logger
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    trains: str  # "teacher" or "student"
+    needs_teacher: bool
+    uses_labels: bool
+    run: Callable[[StageInputs], StageReport]
+
+
+STAGES: Registry = Registry("stage")
+STAGES.register("teacher_rl", "s2d_bench.stages.teacher_rl:STAGE", "1: GRPO on the teacher, labeled prompts, sparse 0/1 reward")
+STAGES.register("warmup", "s2d_bench.stages.warmup:STAGE", "2a: forward KL(teacher || student) on teacher rollouts")
+STAGES.register("opd", "s2d_bench.stages.opd:STAGE", "2b: on-policy distillation, reverse KL(student || teacher) per token")
+STAGES.register("student_rl", "s2d_bench.stages.student_rl:STAGE", "3: GRPO on the student, labeled prompts")
