@@ -249,7 +249,9 @@ def _set_path(raw: dict[str, Any], cls: type, path: list[str], value: Any) -> No
             raise UserError(f"unknown key '{key}' in override.{suggest(key, list(names))} Known keys: {', '.join(names)}")
         kind = typing.get_type_hints(cls)[key]
         if key not in raw and typing.get_origin(kind) is dict:
-            raw[key] = {k: to_dict(v) for k, v in getattr(cls(), key).items()}
+            spec = names[key]
+            default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+            raw[key] = {k: to_dict(v) for k, v in default.items()}
         if typing.get_origin(kind) is dict and typing.get_args(kind)[1] is Any:
             raw.setdefault(key, {})[".".join(rest)] = value  # free-form dotted keys, e.g. arm overrides
             return

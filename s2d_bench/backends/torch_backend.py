@@ -96,7 +96,7 @@ class TorchBackend:
             )
             grad_norm = _step(model, opt, loss, cfg.max_grad_norm)
         with torch.no_grad():
-            stats.update(loss=float(loss), grad_norm=grad_norm, entropy=float(losses.entropy(logits, mask)))
+            stats.update(loss=loss.item(), grad_norm=grad_norm, entropy=float(losses.entropy(logits, mask)))
         return stats
 
     # ------------------------------------------------------------------ stages 2a and 2b
@@ -133,7 +133,7 @@ class TorchBackend:
                 mask = batch.completion_mask
                 metrics = {
                     "step": step,
-                    "loss": float(loss),
+                    "loss": loss.item(),
                     "grad_norm": grad_norm,
                     "kl_forward": float(losses.forward_kl(s_logits, t_logits, mask)),
                     "kl_reverse": float(losses.reverse_kl(s_logits, t_logits, mask)),

@@ -40,5 +40,5 @@ def pretrain(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        log({"step": step, "loss": float(loss)})
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        log({"step": step, "loss": loss.item()})
+        bar.set_postfix(loss=f"{loss.item():.3f}")

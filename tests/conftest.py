@@ -1,0 +1,34 @@
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+# Budgets small enough for seconds per run; shapes as in the shipped tiny config.
+TINY_OVERRIDES = [
+    "teacher.pretrain.steps=20",
+    "student.pretrain.steps=20",
+    "teacher.pretrain.batch_size=16",
+    "student.pretrain.batch_size=16",
+    "stages.teacher_rl.steps=2",
+    "stages.teacher_rl.prompts_per_step=4",
+    "stages.student_rl.steps=2",
+    "stages.student_rl.prompts_per_step=4",
+    "stages.warmup.steps=2",
+    "stages.warmup.batch_size=8",
+    "stages.opd.steps=2",
+    "stages.opd.batch_size=8",
+    "arms.direct-grpo.overrides.student_rl.steps=2",
+    "task.n_test=6",
+    "task.n_labeled=16",
+    "task.n_unlabeled=64",
+    "eval.samples=2",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    return TINY_OVERRIDES + [f"run_dir={tmp_path / 'run'}"]

@@ -1,0 +1,115 @@
+import math
+
+import pytest
+import torch
+
+from s2d_bench import losses
+
+
+def logits_of(*probs):
+    """(1, T, V) logits whose softmax is exactly the given rows."""
+    return torch.tensor([probs], dtype=torch.float64).log()
+
+
+def test_grpo_advantages_are_group_normalised_by_hand():
+    adv = losses.grpo_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]), eps=0.0 + 1e-12)
+    # group 1: mean 0.5, unbiased std sqrt(1/3) -> +-0.5 / 0.57735 = +-0.8660
+    assert adv[0].tolist() == pytest.approx([0.8660254, -0.8660254, -0.8660254, 0.8660254], abs=1e-6)
+    # a group with one outcome carries no signal
+    assert adv[1].abs().max().item() == 0.0
+
+
+def test_grpo_advantages_unscaled_only_centre():
+    adv = losses.grpo_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), scale=False)
+    assert adv[0].tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25])
+
+
+def test_policy_loss_clips_asymmetrically_and_takes_token_mean():
+    # seq 0: tokens with ratio 1.5 and 1.0, A = +1; seq 1: ratio 0.5 and a padded slot, A = -1
+    old = torch.zeros(2, 2)
+    logp = torch.tensor([[math.log(1.5), 0.0], [math.log(0.5), 5.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    adv = torch.tensor([1.0, -1.0])
+    loss, stats = losses.policy_loss(logp, old, adv, mask, clip_low=0.2, clip_high=0.3)
+    # token losses: -min(1.5, 1.3) = -1.3; -min(1.0, 1.0) = -1.0; -min(-0.5, -0.8) = 0.8
+    assert loss.item() == pytest.approx((-1.3 - 1.0 + 0.8) / 3)
+    assert stats["clip_frac"] == pytest.approx(2 / 3)
+
+
+def test_policy_loss_gradient_vanishes_outside_the_clip():
+    logp = torch.tensor([[math.log(1.5)]], requires_grad=True)
+    loss, _ = losses.policy_loss(logp, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1))
+    loss.backward()
+    assert logp.grad.item() == 0.0
+
+
+def test_policy_loss_k3_kl_to_reference():
+    logp = torch.tensor([[0.0]])
+    ref = torch.tensor([[math.log(0.5)]])
+    loss, stats = losses.policy_loss(logp, logp, torch.tensor([0.0]), torch.ones(1, 1), ref_logp=ref, kl_coef=0.1)
+    k3 = 0.5 - math.log(0.5) - 1.0  # exp(r) - r - 1 with r = log 0.5
+    assert stats["kl_ref"] == pytest.approx(k3)
+    assert loss.item() == pytest.approx(0.1 * k3)
+
+
+def test_forward_and_reverse_kl_by_hand():
+    teacher = logits_of([0.5, 0.5], [0.9, 0.1])
+    student = logits_of([0.25, 0.75], [0.1, 0.9])
+    mask = torch.tensor([[1.0, 0.0]])  # second position is padding and must not count
+    fwd = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    rev = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert losses.forward_kl(student, teacher, mask).item() == pytest.approx(fwd)
+    assert losses.reverse_kl(student, teacher, mask).item() == pytest.approx(rev)
+    assert fwd != pytest.approx(rev)  # the two directions are different objectives
+
+
+def test_kl_is_zero_iff_equal_and_invariant_to_logit_shift():
+    z = torch.randn(2, 3, 7)
+    mask = torch.ones(2, 3)
+    assert losses.reverse_kl(z, z + 3.0, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.forward_kl(z, torch.randn(2, 3, 7), mask).item() > 0
+
+
+def test_reverse_kl_gradient_equals_closed_form():
+    # d/dz_j KL(softmax(z) || q) = p_j (log p_j - log q_j - KL), averaged over the real tokens
+    torch.manual_seed(0)
+    z = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 3, 5, dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    losses.reverse_kl(z, t, mask).backward()
+    p, logp, logq = z.softmax(-1), z.log_softmax(-1), t.log_softmax(-1)
+    kl = (p * (logp - logq)).sum(-1, keepdim=True)
+    expected = p * (logp - logq - kl) * mask.unsqueeze(-1) / mask.sum()
+    assert torch.allclose(z.grad, expected.detach(), atol=1e-12)
+
+
+def test_sampled_estimator_is_unbiased_for_the_exact_reverse_kl_gradient():
+    # E_{y ~ p_S}[grad of the sampled loss at y] must equal the gradient of the exact KL
+    torch.manual_seed(1)
+    z = torch.randn(1, 1, 6, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(1, 1, 6, dtype=torch.float64)
+    mask = torch.ones(1, 1, dtype=torch.float64)
+    exact = torch.autograd.grad(losses.reverse_kl(z, t, mask), z)[0]
+    p = z.softmax(-1).detach()
+    expected = torch.zeros_like(z)
+    for y in range(6):
+        tok = torch.tensor([[y]])
+        s_logp = z.log_softmax(-1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+        t_logp = t.log_softmax(-1).gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+        expected += p[0, 0, y] * torch.autograd.grad(losses.sampled_reverse_kl(s_logp, t_logp, mask), z)[0]
+    assert torch.allclose(exact, expected, atol=1e-10)
+
+
+def test_sampled_reverse_kl_value_by_hand():
+    s = torch.tensor([[math.log(0.5)]])
+    t = torch.tensor([[math.log(0.25)]])
+    # advantage = log 0.25 - log 0.5 = -log 2; loss = -A * log p_S = -(-log 2)(log 0.5) = -(log 2)^2
+    assert losses.sampled_reverse_kl(s, t, torch.ones(1, 1)).item() == pytest.approx(-(math.log(2) ** 2))
+
+
+def test_entropy_and_nll_by_hand():
+    z = logits_of([0.5, 0.5], [1.0, 1e-30])
+    mask = torch.tensor([[1.0, 1.0]])
+    assert losses.entropy(z, mask).item() == pytest.approx(math.log(2) / 2, abs=1e-6)
+    tokens = torch.tensor([[1, 0]])
+    assert losses.token_nll(z, tokens, mask).item() == pytest.approx(math.log(2) / 2, abs=1e-6)

@@ -1,0 +1,47 @@
+import torch
+
+from s2d_bench.backends.torch_backend import TorchBackend
+from s2d_bench.harness.sampling import Sampling, next_token
+from s2d_bench.models import MODELS
+from s2d_bench.models.sequences import encode_prompts, left_pad
+
+
+def test_greedy_cached_sampling_matches_transformers_generate_with_left_padding():
+    model, tok = MODELS.get("tiny-qwen3-teacher")(seed=3)
+    prompts = ["1+2=", "123+456=", "99+1="]  # different lengths: left padding is exercised
+    roll = TorchBackend().generate(model, tok, prompts, Sampling(k=2, top_k=1, max_new_tokens=12), seed=0)
+    ids, mask = left_pad(encode_prompts(tok, prompts), tok.pad_token_id)
+    ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12, min_new_tokens=12, eos_token_id=None, pad_token_id=tok.pad_token_id)
+    expected = ref[:, ids.shape[1] :]
+    got = roll.batch.completion_ids
+    for i in range(len(prompts)):
+        for j in range(2):
+            row, m = got[i * 2 + j], roll.batch.completion_mask[i * 2 + j].bool()
+            assert torch.equal(row[m], expected[i, : int(m.sum())])
+
+
+def test_k_samples_per_prompt_end_at_eos_and_are_reproducible():
+    model, tok = MODELS.get("tiny-qwen3-student")(seed=0)
+    s = Sampling(k=4, temperature=1.0, max_new_tokens=10)
+    a = TorchBackend().generate(model, tok, ["1+1=", "2+2="], s, seed=7)
+    b = TorchBackend().generate(model, tok, ["1+1=", "2+2="], s, seed=7)
+    assert len(a.texts) == 8 and torch.equal(a.batch.completion_ids, b.batch.completion_ids)
+    ids, mask = a.batch.completion_ids, a.batch.completion_mask
+    for row, m in zip(ids, mask):
+        n = int(m.sum())
+        assert m[:n].all() and not m[n:].any()  # the mask is a prefix
+        assert (row[n:] == tok.pad_token_id).all()
+        if n < ids.shape[1]:
+            assert row[n - 1] == tok.eos_token_id  # a row stops only at EOS
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -5.0]])  # probabilities 0.665, 0.245, 0.090, 0.0006
+    gen = torch.Generator().manual_seed(0)
+
+    def draws(top_p: float) -> set[int]:
+        return {int(next_token(logits, Sampling(top_p=top_p), gen)) for _ in range(300)}
+
+    assert draws(0.6) == {0}  # 0.665 >= 0.6 already
+    assert draws(0.8) == {0, 1}  # 0.665 < 0.8 <= 0.910
+    assert {0, 1, 2} <= draws(1.0)

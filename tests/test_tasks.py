@@ -1,0 +1,46 @@
+import random
+
+from s2d_bench.config import TaskConfig
+from s2d_bench.tasks.arithmetic import AdditionTask
+from s2d_bench.tasks.base import last_boxed
+
+
+def test_splits_are_disjoint_deterministic_and_sized():
+    cfg = TaskConfig(n_labeled=50, n_unlabeled=500, n_test=40)
+    a, b = AdditionTask(cfg).splits(), AdditionTask(cfg).splits()
+    assert a == b
+    ids = [set(p.id for p in s) for s in (a.labeled, a.unlabeled, a.test)]
+    assert [len(s) for s in ids] == [50, 500, 40]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert AdditionTask(TaskConfig(seed=1, n_labeled=50, n_unlabeled=500, n_test=40)).splits().test != a.test
+
+
+def test_problem_format_and_exact_grading():
+    task = AdditionTask(TaskConfig(n_labeled=4, n_unlabeled=4, n_test=4))
+    p = task.problem(7, 385)
+    assert (p.prompt, p.answer) == ("007+385=", "0392")
+    assert task.grade("\\boxed{0392}", p)
+    assert task.grade("first \\boxed{1111} then \\boxed{0392}", p)  # the last box counts
+    assert not task.grade("\\boxed{392}", p)  # exact: the padded form is the answer
+    assert not task.grade("0392", p)  # no box, no credit
+
+
+def test_last_boxed_matches_braces():
+    assert last_boxed("\\boxed{\\frac{1}{2}} and more") == "\\frac{1}{2}"
+    assert last_boxed("\\boxed{unclosed") is None
+    assert last_boxed("nothing") is None
+
+
+def test_pretrain_corpus_is_noisy_at_the_configured_rate_and_avoids_test():
+    task = AdditionTask(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=100, pretrain_correct_prob=0.35))
+    examples = task.pretrain_examples(random.Random(0), 4000)
+    test_prompts = {p.prompt for p in task.splits().test}
+    assert not any(prompt in test_prompts for prompt, _ in examples)
+    right = 0
+    for prompt, completion in examples:
+        a, b = prompt.rstrip("=").split("+")
+        gold = f"{int(a) + int(b):04d}"
+        got = last_boxed(completion)
+        assert len(got) == 4 and sum(x != y for x, y in zip(got, gold)) <= 1  # at most one digit off
+        right += got == gold
+    assert 0.31 < right / len(examples) < 0.39
