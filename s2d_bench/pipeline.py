@@ -87,10 +87,15 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+def _write_atomic(path: Path, text: str) -> None:
+    """Write then rename, per process: seeds run side by side share one run directory."""
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 class Runner:
@@ -239,11 +244,5 @@ class Runner:
         """results.jsonl: every evaluation record in this run directory (all seeds), oldest first."""
         records = [json.loads(p.read_text()) for p in sorted((self.root / "nodes").glob("*/eval-*.json"))]
         records.sort(key=lambda r: r["timestamp"])
-        tmp = self.root / "results.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(tmp, self.root / "results.jsonl")
+        _write_atomic(self.root / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
-
-def run(cfg: RunConfig) -> tuple[Runner, list[dict[str, Any]]]:
-    runner = Runner(cfg)
-    return runner, runner.run()
