@@ -61,6 +61,46 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
     click.echo(f"\nrecords: {cfg.output_dir / 'results.jsonl'}")
 
 
+@main.command(name="eval")
+@click.option("--model", required=True, help="Local HF directory or hub id.")
+@click.option("--tasks", "tasks", default="math500", show_default=True, help="Comma-separated benchmarks (see `s2d-bench ls`).")
+@click.option("--samples", type=int, default=None, help="k samples per problem (default: the benchmark's, 16).")
+@click.option("--limit", type=int, default=None, help="Only the first N problems of each benchmark.")
+@click.option("--engine", default="hf", show_default=True, help="hf or vllm.")
+@click.option("--data", default=None, help="JSON Lines file, or a folder of them; default $S2D_DATA_DIR, else the hub.")
+@click.option("--out", "out_dir", default="runs/eval", show_default=True, help="Where results and completions go.")
+@click.option("--temperature", type=float, default=None)
+@click.option("--top-p", type=float, default=None)
+@click.option("--top-k", type=int, default=None)
+@click.option("--max-new-tokens", type=int, default=None)
+@click.option("--thinking/--no-thinking", default=False, show_default=True, help="Qwen3 thinking mode.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
+@click.option("--batch-prompts", type=int, default=8, show_default=True, help="HF engine: prompts per batch (x k sequences).")
+@click.option("--tensor-parallel", type=int, default=1, show_default=True, help="vLLM engine: GPUs per model.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--grading-timeout", type=float, default=5.0, show_default=True, help="Seconds per answer before a grader is killed.")
+@_fail_cleanly
+def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, device: str, dtype: str, batch_prompts: int, tensor_parallel: int, **opts) -> None:
+    """Evaluate one model on benchmarks: avg@k, pass@k, maj@k, grader agreement.
+
+    Results and every completion go to OUT/<benchmark>/, so re-grading never regenerates.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from pathlib import Path
+
+    from s2d_bench.harness.engines import EngineConfig
+    from s2d_bench.harness.suite import SuiteOptions, render, run_suite
+
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise UserError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16")
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    engine_cfg = EngineConfig(device=device, dtype=dtype, prompts_per_batch=batch_prompts, tensor_parallel_size=tensor_parallel, thinking=thinking)
+    records = run_suite(model, names, engine, engine_cfg, SuiteOptions(**opts), Path(out_dir))
+    click.echo(render(records))
+    click.echo(f"\nresults: {Path(out_dir)}/<benchmark>/results.json")
+
+
 @main.command(name="ls")
 def ls() -> None:
     """List registered backends, stages, tasks, model builders and shipped configs."""
@@ -68,9 +108,13 @@ def ls() -> None:
     from s2d_bench.config import PACKAGE_CONFIGS
     from s2d_bench.models import MODELS
     from s2d_bench.stages import STAGES
-    from s2d_bench.tasks import TASKS
+    from s2d_bench.harness.engines import ENGINES
+    from s2d_bench.harness.grading import GRADERS
+    from s2d_bench.tasks import BENCHMARKS, TASKS
 
-    for title, registry in (("backends", BACKENDS), ("stages", STAGES), ("tasks", TASKS), ("models", MODELS)):
+    registries = (("backends", BACKENDS), ("stages", STAGES), ("tasks", TASKS), ("benchmarks", BENCHMARKS),
+                  ("engines", ENGINES), ("graders", GRADERS), ("models", MODELS))
+    for title, registry in registries:
         click.echo(f"{title}:")
         for name, summary in registry.summaries().items():
             click.echo(f"  {name:<20} {summary}")

@@ -130,14 +130,15 @@ class ArmConfig:
 @dataclass
 class EvalConfig:
     samples: int = _help("k samples per problem; the metric is avg@k", 16)
-    temperature: float = _help("sampling temperature", 1.0)
+    temperature: float = _help("sampling temperature; 0 is greedy", 1.0)
     top_p: float = _help("nucleus sampling mass", 1.0)
+    top_k: int = _help("sample from the k most likely tokens; 0 is off", 0)
     max_new_tokens: int = _help("completion length cap", 16)
     prompts_per_batch: int = _help("problems per generation batch (x samples sequences)", 50)
 
     def __post_init__(self) -> None:
         _require(self.samples >= 1 and self.prompts_per_batch >= 1, "eval.samples and eval.prompts_per_batch must be >= 1")
-        _require(self.temperature > 0 and 0 < self.top_p <= 1, "eval: temperature > 0 and 0 < top_p <= 1")
+        _require(self.temperature >= 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "eval: temperature >= 0, 0 < top_p <= 1, top_k >= 0")
 
 
 def _default_arms() -> dict[str, ArmConfig]:

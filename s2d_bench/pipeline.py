@@ -30,6 +30,7 @@ import transformers
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, config_hash, to_dict
 from s2d_bench.errors import UserError
+from s2d_bench.harness.engines import EngineConfig, HFEngine, resolve_device
 from s2d_bench.harness.evaluate import evaluate
 from s2d_bench.harness.provenance import git_commit, package_versions
 from s2d_bench.models import MODELS
@@ -77,14 +78,6 @@ def plan(cfg: RunConfig) -> list[Node]:
                 node.arms.append(arm_name)
             current[stage.trains] = node.id
     return list(nodes.values())
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but torch sees no GPU: use device=cpu (or auto)")
-    return name
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -201,7 +194,8 @@ class Runner:
         completions = self.node_dir(node) / f"completions-{self.eval_hash}.jsonl"
         completions.parent.mkdir(parents=True, exist_ok=True)
         desc = f"eval {node.stage}" + ("" if node.stage != "base" else f" {node.role}")
-        result = evaluate(self.backend, model, tok, self.splits.test, self.task.grade, self.cfg.eval, EVAL_SEED, completions, desc)
+        engine = HFEngine(model, tok, EngineConfig(prompts_per_batch=self.cfg.eval.prompts_per_batch))
+        result = evaluate(engine, self.splits.test, self.cfg.eval, EVAL_SEED, self.task.grader, None, completions, desc)
         draws, unique = self.labeled_consumed(node)
         record = {
             "run": self.cfg.name, "node": node.id, "stage": node.stage, "role": node.role, "arms": node.arms,
@@ -210,7 +204,8 @@ class Runner:
             "config_hash": config_hash({k: v for k, v in to_dict(self.cfg).items() if k != "run_dir"}),
             "node_config": node.cfg, "eval_config": to_dict(self.cfg.eval),
             "metric": f"avg@{result.score.k}", "n": result.score.n, "k": result.score.k,
-            "mean": result.score.mean, "stderr": result.score.stderr,
+            "mean": result.score.mean, "stderr": result.score.stderr, "pass_at": result.pass_at, "maj": result.maj,
+            "no_answer": result.no_answer, "samples_per_second": result.samples_per_second,
             "labeled_draws": draws, "labeled_unique": unique,
             "train_seconds": self._train_seconds(node), "eval_seconds": result.seconds,
             "git_commit": git_commit(), "versions": package_versions(), "timestamp": time.time(),

@@ -1,22 +1,27 @@
 """avg@k evaluation of one model on a problem set, with every completion kept.
 
-The same function serves the pipeline's after-stage evaluation and (later) `s2d-bench eval`, so a
-number in a leaderboard and a number from the command line are computed the same way.
+The same function serves the pipeline's after-stage evaluation and `s2d-bench eval`, so a number
+in a leaderboard and a number from the command line are computed the same way. Generation comes
+first (any engine), grading second (in a process pool), and every completion is written out with
+its extracted answer and verdicts, so re-grading never needs to regenerate.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from s2d_bench.backends.base import Backend, Grader
 from s2d_bench.config import EvalConfig
-from s2d_bench.harness.metrics import AvgAtK, avg_at_k
+from s2d_bench.harness.engines import Engine
+from s2d_bench.harness.grading import GradingPool, Verdict, grade
+from s2d_bench.harness.hendrycks import strip_string
+from s2d_bench.harness.metrics import AvgAtK, avg_at_k, maj_at_k, pass_at_k
 from s2d_bench.harness.sampling import Sampling
 from s2d_bench.tasks.base import Problem
 
@@ -24,38 +29,96 @@ from s2d_bench.tasks.base import Problem
 @dataclass(frozen=True)
 class EvalResult:
     score: AvgAtK
-    seconds: float
-    samples_per_second: float
+    pass_at: dict[int, float]  # unbiased pass@k' for k' = 1, 2, 4, ... <= k
+    maj: float  # maj@k
+    agreement: float | None  # share of samples on which the audit grader agrees with the primary
+    timeouts: int  # samples whose grading was killed (counted wrong)
+    no_answer: float  # share of samples without a boxed answer
+    seconds: float  # generation and grading
+    samples_per_second: float  # generation only
+    tokens_per_second: float  # generation only
+    breakdown: list[dict[str, Any]] = field(default_factory=list)  # per subject and per level
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["score"] = asdict(self.score)
+        return out
+
+
+def sampling_of(cfg: EvalConfig) -> Sampling:
+    return Sampling(k=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens)
+
+
+def _powers_of_two(k: int) -> list[int]:
+    return [2**i for i in range(k.bit_length()) if 2**i <= k]
+
+
+def _breakdown(problems: list[Problem], per_problem: list[float]) -> list[dict[str, Any]]:
+    frame = pd.DataFrame({"subject": [p.subject for p in problems], "level": [p.level for p in problems], "mean": per_problem})
+    rows = []
+    for column in ("subject", "level"):
+        if frame[column].replace("", None).notna().any():
+            for key, group in frame.groupby(column):
+                rows.append({"by": column, "group": str(key), "n": len(group), "mean": float(group["mean"].mean())})
+    return rows
 
 
 def evaluate(
-    backend: Backend,
-    model: PreTrainedModel,
-    tok: PreTrainedTokenizerBase,
+    engine: Engine,
     problems: list[Problem],
-    grade: Grader,
     cfg: EvalConfig,
     seed: int,
+    grader: str = "exact",
+    audit: str | None = None,
     completions_path: Path | None = None,
     desc: str = "eval",
+    pool: GradingPool | None = None,
 ) -> EvalResult:
-    """Sample cfg.samples completions per problem, grade each, and return avg@k."""
-    sampling = Sampling(k=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    """Sample cfg.samples completions per problem, grade each, and summarise."""
+    sampling = sampling_of(cfg)
+    k = sampling.k
     start = time.perf_counter()
-    correct: list[list[bool]] = []
-    rows = []
-    bar = tqdm(total=len(problems) * cfg.samples, desc=desc, unit="sample", dynamic_ncols=True)
-    for first in range(0, len(problems), cfg.prompts_per_batch):
-        chunk = problems[first : first + cfg.prompts_per_batch]
-        roll = backend.generate(model, tok, [p.prompt for p in chunk], sampling, seed + first)
-        for i, problem in enumerate(chunk):
-            texts = roll.texts[i * cfg.samples : (i + 1) * cfg.samples]
-            outcome = [bool(grade(t, problem)) for t in texts]
-            correct.append(outcome)
-            rows.extend({"id": problem.id, "sample": j, "text": t, "correct": c} for j, (t, c) in enumerate(zip(texts, outcome)))
-        bar.update(len(chunk) * cfg.samples)
-    bar.close()
-    seconds = time.perf_counter() - start
+    with tqdm(total=len(problems) * k, desc=desc, unit="sample", dynamic_ncols=True) as bar:
+        completions = engine.generate([p.prompt for p in problems], sampling, seed, progress=bar.update)
+    gen_seconds = time.perf_counter() - start
+    if len(completions) != len(problems) * k:
+        raise RuntimeError(f"engine returned {len(completions)} completions for {len(problems)} problems x k={k}")
+    golds = [p.answer for p in problems for _ in range(k)]
+    verdicts = grade([c.text for c in completions], golds, grader, audit, pool)
+    correct = [[v.correct for v in verdicts[i * k : (i + 1) * k]] for i in range(len(problems))]
+    answers = [[v.extracted for v in verdicts[i * k : (i + 1) * k]] for i in range(len(problems))]
+    score = avg_at_k(correct, k)
     if completions_path is not None:
-        completions_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return EvalResult(score=avg_at_k(correct, cfg.samples), seconds=seconds, samples_per_second=len(rows) / seconds)
+        _write_completions(completions_path, problems, completions, verdicts, k, grader, audit)
+    tokens = sum(c.tokens for c in completions)
+    return EvalResult(
+        score=score,
+        pass_at={kk: pass_at_k(correct, kk) for kk in _powers_of_two(k)},
+        maj=maj_at_k(answers, correct, key=_vote_key),
+        agreement=None if audit is None else sum(v.correct == v.audit for v in verdicts) / len(verdicts),
+        timeouts=sum(v.timed_out for v in verdicts),
+        no_answer=sum(v.extracted is None for v in verdicts) / len(verdicts),
+        seconds=time.perf_counter() - start,
+        samples_per_second=len(completions) / gen_seconds,
+        tokens_per_second=tokens / gen_seconds,
+        breakdown=_breakdown(problems, [sum(row) / k for row in correct]),
+    )
+
+
+def _vote_key(answer: str) -> str:
+    try:
+        return strip_string(answer)
+    except Exception:  # noqa: BLE001 - an odd string still votes, as itself
+        return answer
+
+
+def _write_completions(path: Path, problems, completions, verdicts: list[Verdict], k: int, grader: str, audit: str | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i, (c, v) in enumerate(zip(completions, verdicts)):
+            row = {
+                "id": problems[i // k].id, "sample": i % k, "text": c.text, "tokens": c.tokens,
+                "extracted": v.extracted, "correct": v.correct, "grader": grader,
+                "audit": v.audit, "audit_grader": audit, "timed_out": v.timed_out,
+            }
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -31,3 +31,33 @@ def avg_at_k(correct: list[list[bool]], k: int) -> AvgAtK:
     mean = sum(per_problem) / n
     var = sum((p - mean) ** 2 for p in per_problem) / (n - 1) if n > 1 else 0.0
     return AvgAtK(n=n, k=k, mean=mean, stderr=math.sqrt(var / n))
+
+
+def pass_at_k(correct: list[list[bool]], k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021) from n >= k samples per problem, averaged over problems.
+
+    Per problem with c of n samples right: 1 - C(n - c, k) / C(n, k), the chance that k samples
+    drawn without replacement contain a right one.
+    """
+    total = 0.0
+    for row in correct:
+        n, c = len(row), sum(row)
+        if k > n:
+            raise ValueError(f"pass@{k} needs at least {k} samples per problem, got {n}")
+        total += 1.0 - (math.comb(n - c, k) / math.comb(n, k))
+    return total / len(correct)
+
+
+def maj_at_k(answers: list[list[str | None]], correct: list[list[bool]], key=lambda a: a) -> float:
+    """Majority vote: per problem, the most frequent answer (by `key`) among those given is
+    scored; ties go to the answer seen first; a problem with no answers at all is wrong."""
+    right = 0
+    for row, outcome in zip(answers, correct):
+        votes: dict[object, list[int]] = {}
+        for i, a in enumerate(row):
+            if a is not None:
+                votes.setdefault(key(a), []).append(i)
+        if votes:
+            winner = max(votes.values(), key=len)  # dicts keep insertion order: first wins ties
+            right += outcome[winner[0]]
+    return right / len(answers)

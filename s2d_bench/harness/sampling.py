@@ -25,7 +25,12 @@ class Sampling:
 
 
 def next_token(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> torch.Tensor:
-    """Sample one token per row from (N, V) logits with temperature, top-k and top-p."""
+    """Sample one token per row from (N, V) logits with temperature, top-k and top-p.
+
+    Temperature 0 is greedy decoding (argmax), as in vLLM and lm-eval.
+    """
+    if s.temperature == 0:
+        return logits.argmax(dim=-1)
     logits = logits.float() / s.temperature
     if s.top_k > 0:
         kth = torch.topk(logits, min(s.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
@@ -46,15 +51,17 @@ def sample(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     s: Sampling,
-    eos_id: int,
+    eos_id: int | list[int],
     pad_id: int,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """k completions per left-padded prompt: (B, P) -> ids (B*k, T), mask (B*k, T).
 
-    Row i*k + j is sample j of prompt i. The mask is 1 up to and including EOS; ids after EOS
-    are `pad_id`. T <= s.max_new_tokens (the loop stops when every row has ended).
+    Row i*k + j is sample j of prompt i. The mask is 1 up to and including EOS (any of
+    `eos_id` when it is a list: Qwen3 ends turns with either of two tokens); ids after EOS are
+    `pad_id`. T <= s.max_new_tokens (the loop stops when every row has ended).
     """
+    eos = torch.tensor(eos_id if isinstance(eos_id, list) else [eos_id], device=prompt_ids.device)
     was_training = model.training
     model.eval()
     pos = positions(prompt_mask)
@@ -72,7 +79,7 @@ def sample(
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         tokens.append(tok)
         alive.append(~done)
-        done = done | (tok == eos_id)
+        done = done | torch.isin(tok, eos)
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)

@@ -55,13 +55,13 @@ def tiny_qwen3_student(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokeni
     return tiny_qwen3(Qwen3Shape(layers=2, hidden=48, heads=2, kv_heads=1, mlp=128), seed)
 
 
-def load_pretrained(path_or_id: str, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local directory or a hub id (float32)."""
+def load_pretrained(path_or_id: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local directory or a hub id (float32 unless told)."""
     local = Path(path_or_id)
     if path_or_id.startswith((".", "/")) and not local.is_dir():
         raise UserError(f"model path '{path_or_id}' does not exist: point model.path at a saved HF directory")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(path_or_id)
     except OSError as exc:
         raise UserError(f"cannot load model '{path_or_id}': {exc}. Use a local directory when offline.") from None

@@ -12,10 +12,14 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def encode_prompts(tok: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
-    """Render each user message with the tokenizer's chat template, ready for the reply."""
+def encode_prompts(tok: PreTrainedTokenizerBase, prompts: list[str], **template_kwargs) -> list[list[int]]:
+    """Render each user message with the tokenizer's chat template, ready for the reply.
+
+    `template_kwargs` reach the template (Qwen3: `enable_thinking=False`); templates ignore
+    keywords they do not use.
+    """
     chats = [[{"role": "user", "content": p}] for p in prompts]
-    texts = tok.apply_chat_template(chats, tokenize=False, add_generation_prompt=True)
+    texts = tok.apply_chat_template(chats, tokenize=False, add_generation_prompt=True, **template_kwargs)
     return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 

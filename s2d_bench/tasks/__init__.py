@@ -8,3 +8,9 @@ TASKS.register(
     "s2d_bench.tasks.arithmetic:AdditionTask",
     "zero-padded addition of 1-3 digit operands, answered as \\boxed{dddd}; exact grading",
 )
+
+BENCHMARKS: Registry = Registry("benchmark")
+BENCHMARKS.register("math500", "s2d_bench.tasks.benchmarks:MATH500", "MATH-500 (PRM800K test split), avg@16, math-verify")
+BENCHMARKS.register("aime24", "s2d_bench.tasks.benchmarks:AIME24", "AIME 2024 I+II, 30 problems, avg@16")
+BENCHMARKS.register("aime25", "s2d_bench.tasks.benchmarks:AIME25", "AIME 2025 I+II, 30 problems, avg@16")
+BENCHMARKS.register("gsm8k", "s2d_bench.tasks.benchmarks:GSM8K", "GSM8K test, 1,319 problems")

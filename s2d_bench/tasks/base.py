@@ -10,6 +10,8 @@ class Problem:
     id: str
     prompt: str  # the user message, before any chat template
     answer: str  # the gold final answer, as the grader compares it
+    subject: str = ""  # for per-subject breakdowns (MATH)
+    level: int | None = None  # for per-level breakdowns (MATH 1-5)
 
 
 @dataclass(frozen=True)
@@ -22,16 +24,26 @@ class Splits:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} in `text`, braces matched; None when absent or unclosed."""
-    start = text.rfind("\\boxed{")
+    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces matched.
+
+    The brace-less form `\\boxed 5` yields the token after the space. None when there is no
+    box, or the last one is unclosed: a truncated answer is no answer.
+    """
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     if start < 0:
         return None
-    depth, begin = 0, start + len("\\boxed{")
-    for i in range(begin - 1, len(text)):
-        if text[i] == "{":
+    rest = text[start + (5 if text.startswith("\\fbox", start) else 6) :]
+    if rest.startswith(" "):
+        token = rest.strip().split("$")[0].split()
+        return token[0] if token else None
+    if not rest.startswith("{"):
+        return None
+    depth = 0
+    for i, ch in enumerate(rest):
+        if ch == "{":
             depth += 1
-        elif text[i] == "}":
+        elif ch == "}":
             depth -= 1
             if depth == 0:
-                return text[begin:i]
+                return rest[1:i]
     return None

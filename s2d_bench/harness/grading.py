@@ -1,0 +1,180 @@
+"""Grading model answers against gold answers, safely.
+
+Three rules make the numbers trustworthy:
+- the answer is the content of the *last* `\\boxed{}`; a completion without one is wrong;
+- math-verify is called gold first, `verify(parse(gold), parse(pred))`: it is not symmetric;
+- math-verify runs in worker processes with a hard per-item deadline. Its own timeouts use
+  `signal.alarm`, which fails outside the main thread and cannot stop a C-level sympy hang
+  (`10^{10^{10}}`), so they are switched off and a stuck worker is killed and replaced instead.
+  A timeout counts as wrong and is counted.
+
+Graders are plain functions `(gold, pred) -> bool` in the GRADERS registry; the ones that can
+hang are listed in ISOLATED and only ever run inside the pool.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+from s2d_bench.registry import Registry
+from s2d_bench.tasks.base import last_boxed
+
+GRADERS: Registry = Registry("grader")
+GRADERS.register("math_verify", "s2d_bench.harness.grading:math_verify_equal", "math-verify, gold first, in a killable process pool")
+GRADERS.register("hendrycks", "s2d_bench.harness.hendrycks:is_equiv", "Hendrycks MATH string normalisation (the audit grader)")
+GRADERS.register("exact", "s2d_bench.harness.grading:exact_equal", "the boxed answer equals the gold string")
+ISOLATED = {"math_verify"}
+
+
+def exact_equal(gold: str, pred: str | None) -> bool:
+    return pred is not None and pred.strip() == gold.strip()
+
+
+def math_verify_equal(gold: str, pred: str | None) -> bool:
+    """math-verify on boxed forms of both answers, gold first, with its alarm timeouts off."""
+    if pred is None:
+        return False
+    from math_verify import parse, verify
+
+    gold_parsed = parse(f"$\\boxed{{{gold}}}$", parsing_timeout=None)
+    pred_parsed = parse(f"$\\boxed{{{pred}}}$", parsing_timeout=None)
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    extracted: str | None
+    correct: bool  # by the primary grader
+    audit: bool | None  # by the audit grader, None when there is none
+    timed_out: bool = False
+
+
+def _worker(conn: Connection) -> None:
+    """Grade (key, grader, gold, pred) items until told to stop with None."""
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # the one-time "timeout disabled" warning
+    while (item := conn.recv()) is not None:
+        key, grader, gold, pred = item
+        try:
+            conn.send((key, bool(GRADERS.get(grader)(gold, pred))))
+        except Exception:  # noqa: BLE001 - unparseable garbage is a wrong answer, not a crash
+            conn.send((key, False))
+
+
+class _Slot:
+    """One worker process and the item it is grading."""
+
+    def __init__(self, ctx: mp.context.BaseContext) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.key: tuple | None = None
+        self.deadline = 0.0
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, OSError):
+                self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class GradingPool:
+    """Runs isolated graders in `workers` processes; an item over `timeout` seconds is killed.
+
+    Identical (grader, gold, pred) items are graded once. Use as a context manager, or call
+    close(); workers start on first use.
+    """
+
+    def __init__(self, workers: int | None = None, timeout: float = 5.0) -> None:
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.timeout = timeout
+        self._ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
+        self._slots: list[_Slot] = []
+        self.timeouts = 0
+
+    def __enter__(self) -> "GradingPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for slot in self._slots:
+            slot.stop()
+        self._slots = []
+
+    def run(self, items: list[tuple[str, str, str | None]]) -> dict[tuple, bool | None]:
+        """{(grader, gold, pred): verdict} for every item; None marks a timeout."""
+        todo = deque(dict.fromkeys(items))
+        results: dict[tuple, bool | None] = {}
+        if not todo:
+            return results
+        while len(self._slots) < min(self.workers, len(todo)):
+            self._slots.append(_Slot(self._ctx))
+        while todo or any(s.key is not None for s in self._slots):
+            for slot in self._slots:
+                if slot.key is None and todo:
+                    slot.key = todo.popleft()
+                    slot.deadline = time.monotonic() + self.timeout
+                    slot.conn.send((slot.key, *slot.key))
+            busy = [s for s in self._slots if s.key is not None]
+            ready = wait([s.conn for s in busy], timeout=max(0.0, min(s.deadline for s in busy) - time.monotonic()))
+            for slot in busy:
+                if slot.conn in ready:
+                    key, ok = slot.conn.recv()
+                    results[key], slot.key = ok, None
+                elif time.monotonic() >= slot.deadline:
+                    results[slot.key] = None
+                    self.timeouts += 1
+                    self._replace(slot)
+        return results
+
+    def _replace(self, slot: _Slot) -> None:
+        slot.stop(kill=True)
+        self._slots[self._slots.index(slot)] = _Slot(self._ctx)
+
+
+def grade(
+    completions: list[str],
+    golds: list[str],
+    grader: str = "math_verify",
+    audit: str | None = "hendrycks",
+    pool: GradingPool | None = None,
+) -> list[Verdict]:
+    """One Verdict per completion (completions[i] answers golds[i])."""
+    for name in (grader, audit):
+        if name is not None:
+            GRADERS.check(name)
+    extracted = [last_boxed(c) for c in completions]
+    names = [n for n in (grader, audit) if n is not None]
+    items = [(n, g, e) for n in names for g, e in zip(golds, extracted) if e is not None]
+    isolated = [it for it in items if it[0] in ISOLATED]
+    verdicts: dict[tuple, bool | None] = {}
+    if isolated:
+        owned = pool is None
+        pool = pool or GradingPool()
+        try:
+            verdicts.update(pool.run(isolated))
+        finally:
+            if owned:
+                pool.close()
+    for item in dict.fromkeys(it for it in items if it[0] not in ISOLATED):
+        verdicts[item] = GRADERS.get(item[0])(item[1], item[2])
+    out = []
+    for g, e in zip(golds, extracted):
+        main = verdicts.get((grader, g, e), False) if e is not None else False
+        second = (verdicts.get((audit, g, e), False) if e is not None else False) if audit else None
+        out.append(Verdict(extracted=e, correct=bool(main), audit=None if second is None else bool(second), timed_out=main is None and e is not None))
+    return out
