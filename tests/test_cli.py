@@ -10,7 +10,7 @@ def _run(*args):
 def test_ls_lists_what_is_registered():
     out = _run("ls")
     assert out.exit_code == 0
-    for name in ("torch", "teacher_rl", "warmup", "opd", "student_rl", "add3mix", "tiny-qwen3-teacher", "tiny"):
+    for name in ("torch", "teacher_rl", "warmup", "opd", "student_rl", "add3mix", "tiny-qwen3-teacher", "tiny", "math500", "aime25", "math_verify", "vllm"):
         assert name in out.output
 
 
@@ -33,3 +33,40 @@ def test_run_prints_the_table(tiny_overrides):
     out = _run("run", *tiny_overrides)
     assert out.exit_code == 0, out.output
     assert "avg@2" in out.output and "direct-grpo" in out.output and "student_rl" in out.output
+
+
+def test_eval_writes_results_and_every_completion(tmp_path):
+    import json
+
+    from s2d_bench.models.builders import save, tiny_qwen3_student
+
+    model, tok = tiny_qwen3_student()
+    save(model, tok, tmp_path / "model")
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"id": f"q{i}", "problem": f"What is {i}+1?", "answer": str(i + 1)} for i in range(3)]
+    (data / "math500.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "aime24.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    out = _run("eval", "--model", str(tmp_path / "model"), "--tasks", "math500,aime24", "--data", str(data),
+               "--samples", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "ev"))
+    assert out.exit_code == 0, out.output
+    assert "avg@2" in out.output and "aime24" in out.output
+    record = json.loads((tmp_path / "ev" / "math500" / "results.json").read_text())
+    assert (record["n"], record["k"], record["grader"], record["audit_grader"]) == (3, 2, "math_verify", "hendrycks")
+    lines = [json.loads(x) for x in (tmp_path / "ev" / "math500" / "completions.jsonl").read_text().splitlines()]
+    assert [(x["id"], x["sample"]) for x in lines] == [(f"q{i}", j) for i in range(3) for j in range(2)]
+    assert all({"text", "extracted", "correct", "tokens", "grader"} <= x.keys() for x in lines)
+
+
+def test_eval_user_errors(tmp_path):
+    (tmp_path / "math500.jsonl").write_text('{"id": "a", "problem": "p", "answer": "1"}\n')
+    cases = {
+        ("eval", "--model", str(tmp_path / "nope"), "--tasks", "math500", "--data", str(tmp_path), "--engine", "vllm"): "pip install 's2d-bench[vllm]'",
+        ("eval", "--model", str(tmp_path / "nope"), "--tasks", "math500", "--data", str(tmp_path)): "does not exist",
+        ("eval", "--model", str(tmp_path / "nope"), "--tasks", "math501", "--data", str(tmp_path)): "Did you mean 'math500'",
+        ("eval", "--model", str(tmp_path / "nope"), "--tasks", "aime24", "--data", str(tmp_path)): "aime24.jsonl",
+    }
+    for args, hint in cases.items():
+        out = _run(*args)
+        assert out.exit_code == 2, (args, out.output)
+        assert hint in out.output and "Traceback" not in out.output

@@ -1,0 +1,76 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from s2d_bench.harness.grading import GradingPool, grade
+from s2d_bench.harness.hendrycks import is_equiv
+
+GOLDEN = [json.loads(line) for line in (Path(__file__).parent / "data" / "grading_golden.jsonl").read_text().splitlines()]
+DATA = Path(os.environ.get("S2D_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+needs_data = pytest.mark.skipif(not (DATA / "math500.jsonl").is_file(), reason=f"real data not at {DATA} (set S2D_DATA_DIR)")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with GradingPool(workers=2, timeout=5.0) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def golden_verdicts(pool):
+    return grade([r["completion"] for r in GOLDEN], [r["gold"] for r in GOLDEN], pool=pool)
+
+
+@pytest.mark.parametrize("index", range(len(GOLDEN)), ids=[r["case"] for r in GOLDEN])
+def test_golden_grading(index, golden_verdicts):
+    row = GOLDEN[index]
+    assert golden_verdicts[index].correct is row["expected"], row
+
+
+def test_golden_file_covers_the_required_kinds():
+    cases = " ".join(r["case"] for r in GOLDEN)
+    for kind in ("fraction", "decimal", "interval", "set", "units", "text", "choice", "degrees", "percent", "matrix", "tower"):
+        assert kind in cases
+    assert {r["expected"] for r in GOLDEN} == {True, False}
+
+
+def test_a_hanging_answer_is_killed_counted_and_the_pool_goes_on():
+    with GradingPool(workers=1, timeout=2.0) as pool:
+        verdicts = grade(["\\boxed{9^{9^{9^{9}}}}", "\\boxed{\\frac{1}{2}}"], ["1", "0.5"], pool=pool)
+        assert pool.timeouts == 1
+    assert verdicts[0].timed_out and not verdicts[0].correct
+    assert verdicts[1].correct and not verdicts[1].timed_out
+
+
+def test_gold_goes_first_and_identical_items_are_graded_once(pool):
+    before = pool.timeouts
+    verdicts = grade(["\\boxed{0.5}"] * 50, ["\\frac{1}{2}"] * 50, pool=pool)
+    assert all(v.correct for v in verdicts) and pool.timeouts == before
+    assert pool.run([("math_verify", "1", "1"), ("math_verify", "1", "1")]) == {("math_verify", "1", "1"): True}
+
+
+def test_audit_grader_disagrees_where_strings_differ_but_values_match(pool):
+    v = grade(["\\boxed{\\frac{2}{4}}", "\\boxed{0.5}"], ["\\frac{1}{2}", "\\frac{1}{2}"], pool=pool)
+    assert [x.correct for x in v] == [True, True]
+    assert [x.audit for x in v] == [False, True]  # Hendrycks normalises 0.5, not 2/4
+
+
+def test_hendrycks_normalisation_by_hand():
+    assert is_equiv("\\frac{1}{2}", "\\dfrac12")
+    assert is_equiv("5", "5 \\text{ cm}")
+    assert is_equiv("30", "30^\\circ")
+    assert is_equiv("\\frac{3}{4}", "3/4")
+    assert not is_equiv("5", None)
+    assert not is_equiv("5", "6")
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["math500", "aime24", "aime25", "gsm8k_test"])
+def test_every_gold_answer_grades_correct_against_itself(name, pool):
+    rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+    golds = [r["answer"] for r in rows]
+    verdicts = grade([f"The final answer is $\\boxed{{{g}}}$." for g in golds], golds, pool=pool)
+    failing = [(r["id"], r["answer"]) for r, v in zip(rows, verdicts) if not v.correct]
+    assert failing == []
