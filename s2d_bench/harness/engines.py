@@ -80,8 +80,12 @@ class HFEngine:
 
     def generate(self, prompts: list[str], sampling: Sampling, seed: int, progress: Progress | None = None) -> list[Completion]:
         rows = encode_prompts(self.tok, prompts, enable_thinking=self.cfg.thinking)
+        return self.generate_ids(rows, sampling, seed, progress)
+
+    def generate_ids(self, rows: list[list[int]], sampling: Sampling, seed: int, progress: Progress | None = None) -> list[Completion]:
+        """As `generate`, for prompts already templated and tokenized."""
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch
-        out: list[list[Completion]] = [[] for _ in prompts]
+        out: list[list[Completion]] = [[] for _ in rows]
         device = self.model.device
         generator = torch.Generator(device=device).manual_seed(seed)
         step = self.cfg.prompts_per_batch

@@ -1,0 +1,69 @@
+"""lm-eval reproduces s2d-bench's protocol: same prompts, all 16 repeats scored, same grader."""
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+lm_eval = pytest.importorskip("lm_eval")
+
+from s2d_bench.config import EvalConfig, PretrainConfig, TaskConfig  # noqa: E402
+from s2d_bench.harness.engines import EngineConfig, HFEngine  # noqa: E402
+from s2d_bench.harness.evaluate import evaluate  # noqa: E402
+from s2d_bench.lmeval import TASKS_DIR  # noqa: E402
+from s2d_bench.models.builders import save, tiny_qwen3_student  # noqa: E402
+from s2d_bench.models.pretrain import pretrain  # noqa: E402
+from s2d_bench.tasks.arithmetic import AdditionTask  # noqa: E402
+from s2d_bench.tasks.benchmarks import MATH500, load_problems  # noqa: E402
+
+GREEDY = EvalConfig(samples=16, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=16, prompts_per_batch=16)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny model that answers in \\boxed{} (briefly trained on MATH-500-templated sums) and a
+    data file whose gold answers make about half of its greedy answers right."""
+    root = tmp_path_factory.mktemp("lmeval")
+    task = AdditionTask(TaskConfig(n_labeled=8, n_unlabeled=8, n_test=12))
+    model, tok = tiny_qwen3_student()
+    corpus = lambda rng, n: [(MATH500.template.format(problem=p), c) for p, c in task.pretrain_examples(rng, n)]  # noqa: E731
+    pretrain(model, tok, corpus, PretrainConfig(steps=150, batch_size=32, lr=3e-3), 0, lambda row: None)
+    save(model, tok, root / "model")
+    problems = task.splits().test
+    first = HFEngine(model, tok).generate([MATH500.template.format(problem=p.prompt) for p in problems], _greedy_one(), 0)
+    rows = []
+    for i, (p, c) in enumerate(zip(problems, first)):
+        answer = c.text.split("{")[-1].rstrip("}") if i % 2 == 0 else "99999"
+        rows.append({"id": p.id, "problem": p.prompt, "answer": answer})
+    (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def _greedy_one():
+    from s2d_bench.harness.sampling import Sampling
+
+    return Sampling(k=1, temperature=0.0, max_new_tokens=16)
+
+
+def _lm_eval_score(model: str, model_args: str, data: str) -> float:
+    from lm_eval.tasks import TaskManager
+
+    out = lm_eval.simple_evaluate(
+        model=model, model_args=model_args, tasks=["s2d_math500"],
+        task_manager=TaskManager(include_path=str(TASKS_DIR), metadata={"data": data}), apply_chat_template=True,
+        gen_kwargs="do_sample=False,temperature=0,max_gen_toks=16",
+    )
+    return out["results"]["s2d_math500"]["avg_at_k,all"]
+
+
+def test_lm_eval_hf_and_s2d_hf_give_our_greedy_avg_at_16(world):
+    import s2d_bench.lmeval.model  # noqa: F401 - registers s2d-hf
+
+    data = str(world / "data.jsonl")
+    engine = HFEngine.load(str(world / "model"), EngineConfig(device="cpu", prompts_per_batch=16))
+    ours = evaluate(engine, load_problems(MATH500, data), GREEDY, 0, "math_verify").score.mean
+    assert 0.0 < ours < 1.0  # the world is not degenerate: some answers right, some wrong
+    assert _lm_eval_score("hf", f"pretrained={world / 'model'},device=cpu,dtype=float32", data) == pytest.approx(ours)
+    assert _lm_eval_score("s2d-hf", f"pretrained={world / 'model'},device=cpu", data) == pytest.approx(ours)
