@@ -45,3 +45,19 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert draws(0.6) == {0}  # 0.665 >= 0.6 already
     assert draws(0.8) == {0, 1}  # 0.665 < 0.8 <= 0.910
     assert {0, 1, 2} <= draws(1.0)
+
+
+def test_in_kernel_gqa_attention_matches_transformers_sdpa_under_left_padding():
+    from s2d_bench.models.attention import NAME, use_fast_cpu_attention
+    from s2d_bench.models.builders import tiny_qwen3_teacher
+    from s2d_bench.models.sequences import encode_prompts, left_pad, positions
+
+    model, tok = tiny_qwen3_teacher(seed=3)  # 4 query heads share 2 KV heads
+    ids, mask = left_pad(encode_prompts(tok, ["1+1=", "123+456=", "7"]), tok.pad_token_id)
+    model.set_attn_implementation("sdpa")
+    reference = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
+    use_fast_cpu_attention(model)
+    assert model.config._attn_implementation == NAME
+    fast = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
+    real = mask.bool()
+    torch.testing.assert_close(fast[real], reference[real], rtol=1e-4, atol=1e-5)

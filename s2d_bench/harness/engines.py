@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.errors import UserError
 from s2d_bench.harness.sampling import Sampling, sample
+from s2d_bench.models.attention import use_fast_cpu_attention
 from s2d_bench.models.builders import load_pretrained
 from s2d_bench.models.sequences import encode_prompts, left_pad
 from s2d_bench.registry import Registry
@@ -68,6 +69,7 @@ class HFEngine:
 
     def __init__(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: EngineConfig = EngineConfig()) -> None:
         self.model, self.tok, self.cfg = model, tok, cfg
+        use_fast_cpu_attention(model)
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.eos_ids = sorted({*eos, tok.eos_token_id} - {None})

@@ -1,0 +1,148 @@
+"""Evaluation throughput: s2d-bench's avg@16 generation against lm-eval's `hf` model, and grading.
+
+1. Generation: the same tiny Qwen3 model (built from config, float32, CPU) and the same first N
+   MATH-500 problems, 16 samples each at temperature 1.0, through (a) s2d-bench's HF engine and
+   (b) lm-eval 0.4.13's `hf` model on the shipped `s2d_math500` task (repeats: 16). Both generate
+   to EOS or max tokens; samples/s and generated tokens/s are reported for each.
+2. Grading: 8,000 distinct completions built from MATH-500 gold answers (right, reformatted,
+   and other problems' answers), graded by math-verify in the process pool plus the audit grader.
+
+Usage: python benchmarks/eval_throughput.py [--data ../shared/data] [--problems 16] [--max-new-tokens 64]
+Prints a table and writes benchmarks/results/eval_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from s2d_bench.config import EvalConfig  # noqa: E402
+from s2d_bench.harness.engines import EngineConfig, HFEngine  # noqa: E402
+from s2d_bench.harness.evaluate import evaluate  # noqa: E402
+from s2d_bench.harness.grading import GradingPool, grade  # noqa: E402
+from s2d_bench.models.builders import Qwen3Shape, save, tiny_qwen3  # noqa: E402
+from s2d_bench.tasks.benchmarks import MATH500, load_problems  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+
+
+def ours(model_dir: Path, data: str, n: int, max_new: int) -> dict:
+    engine = HFEngine.load(str(model_dir), EngineConfig(device="cpu", prompts_per_batch=8))
+    problems = load_problems(MATH500, data, n)
+    cfg = EvalConfig(samples=16, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new, prompts_per_batch=8)
+    start = time.perf_counter()
+    result = evaluate(engine, problems, cfg, 0, "math_verify", None)
+    seconds = time.perf_counter() - start
+    return {"samples": n * 16, "seconds": seconds, "gen_samples_per_s": result.samples_per_second, "gen_tokens_per_s": result.tokens_per_second}
+
+
+def lm_eval_hf(model_dir: Path, data: str, n: int, max_new: int, batch_size: int) -> dict:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from transformers import AutoTokenizer
+
+    from s2d_bench.lmeval import TASKS_DIR
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    start = time.perf_counter()
+    out = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={model_dir},device=cpu,dtype=float32", batch_size=batch_size,
+        tasks=["s2d_math500"], task_manager=TaskManager(include_path=str(TASKS_DIR), metadata={"data": data, "limit": n}),
+        apply_chat_template=True, log_samples=True,
+        gen_kwargs=f"do_sample=True,temperature=1.0,top_p=1.0,top_k=0,max_gen_toks={max_new}",
+    )
+    seconds = time.perf_counter() - start
+    samples = out["samples"]["s2d_math500"]
+    texts = [t for s in samples for t in s["resps"][0]]
+    tokens = sum(min(len(tok(t, add_special_tokens=False)["input_ids"]) + 1, max_new) for t in texts)  # + EOS
+    # lm-eval's wall time includes its set-up; its generation is nearly all of it here.
+    return {"samples": len(texts), "seconds": seconds, "gen_samples_per_s": len(texts) / seconds, "gen_tokens_per_s": tokens / seconds}
+
+
+def grading_items(data: str, count: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """`count` distinct (completion, gold) pairs: right answers, reformatted ones and wrong ones."""
+    golds = [p.answer for p in load_problems(MATH500, data)]
+    rng = random.Random(seed)
+    completions, targets = [], []
+    for i in range(count):
+        gold = golds[i % len(golds)]
+        kind = i % 4
+        if kind == 0:
+            answer = gold
+        elif kind == 1:
+            answer = f"{gold} " + " " * (i // len(golds))  # right, spaced differently
+        elif kind == 2:
+            answer = golds[rng.randrange(len(golds))]  # another problem's answer
+        else:
+            answer = str(rng.randint(0, 10**6))
+        completions.append(f"Step {i}: reasoning...\nThe final answer is $\\boxed{{{answer}}}$.")
+        targets.append(gold)
+    return completions, targets
+
+
+def grading(data: str, count: int, workers: int) -> dict:
+    completions, golds = grading_items(data, count)
+    start = time.perf_counter()
+    with GradingPool(workers=workers, timeout=5.0) as pool:
+        verdicts = grade(completions, golds, "math_verify", "hendrycks", pool)
+        timeouts = pool.timeouts
+    seconds = time.perf_counter() - start
+    distinct = len({(c, g) for c, g in zip(completions, golds)})
+    return {"completions": count, "distinct": distinct, "workers": workers, "seconds": seconds,
+            "per_s": count / seconds, "correct": sum(v.correct for v in verdicts), "timeouts": timeouts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent.parent / "shared" / "data"))
+    parser.add_argument("--problems", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--lm-eval-batch-size", type=int, default=16)
+    parser.add_argument("--grading-count", type=int, default=8000)
+    parser.add_argument("--grading-workers", type=int, default=2)
+    parser.add_argument("--skip-lm-eval", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    model_dir = ROOT / "results" / "tiny-teacher-random"
+    # The tiny teacher's shape, with room for MATH prompts (lm-eval truncates to max positions).
+    model, tok = tiny_qwen3(Qwen3Shape(layers=4, hidden=96, heads=4, kv_heads=2, mlp=256, max_positions=4096), seed=0)
+    save(model, tok, model_dir)
+
+    report: dict = {"device": "cpu", "torch_threads": 1, "cpu_count": os.cpu_count(), "model": "tiny-qwen3-teacher (random init)", **vars(args)}
+    report["s2d_bench"] = ours(model_dir, args.data, args.problems, args.max_new_tokens)
+    if not args.skip_lm_eval:
+        report["lm_eval_hf"] = lm_eval_hf(model_dir, args.data, args.problems, args.max_new_tokens, args.lm_eval_batch_size)
+        report["speedup_samples_per_s"] = report["s2d_bench"]["gen_samples_per_s"] / report["lm_eval_hf"]["gen_samples_per_s"]
+    report["grading"] = grading(args.data, args.grading_count, args.grading_workers)
+
+    print(f"\navg@16 generation, {args.problems} MATH-500 problems x 16, max {args.max_new_tokens} new tokens, 1 torch thread")
+    print(f"{'engine':<22}{'samples':>9}{'seconds':>10}{'samples/s':>12}{'tokens/s':>11}")
+    for name in ("s2d_bench", "lm_eval_hf"):
+        if name in report:
+            r = report[name]
+            print(f"{name:<22}{r['samples']:>9}{r['seconds']:>10.1f}{r['gen_samples_per_s']:>12.1f}{r['gen_tokens_per_s']:>11.0f}")
+    if "speedup_samples_per_s" in report:
+        print(f"speed-up (samples/s): {report['speedup_samples_per_s']:.1f}x  (target >= 5x)")
+    g = report["grading"]
+    print(f"\ngrading {g['completions']} completions ({g['distinct']} distinct), {g['workers']} workers: "
+          f"{g['seconds']:.1f} s, {g['per_s']:.0f}/s, {g['timeouts']} timeouts  (target < 60 s)")
+    out = ROOT / "results" / "eval_throughput.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
