@@ -92,8 +92,6 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
     from s2d_bench.harness.engines import EngineConfig
     from s2d_bench.harness.suite import SuiteOptions, render, run_suite
 
-    if dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise UserError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16")
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     engine_cfg = EngineConfig(device=device, dtype=dtype, prompts_per_batch=batch_prompts, tensor_parallel_size=tensor_parallel, thinking=thinking)
     records = run_suite(model, names, engine, engine_cfg, SuiteOptions(**opts), Path(out_dir))

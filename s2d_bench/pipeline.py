@@ -192,7 +192,6 @@ class Runner:
     def evaluate(self, node: Node) -> None:
         model, tok = self._load(node.id)
         completions = self.node_dir(node) / f"completions-{self.eval_hash}.jsonl"
-        completions.parent.mkdir(parents=True, exist_ok=True)
         desc = f"eval {node.stage}" + ("" if node.stage != "base" else f" {node.role}")
         engine = HFEngine(model, tok, EngineConfig(prompts_per_batch=self.cfg.eval.prompts_per_batch))
         result = evaluate(engine, self.splits.test, self.cfg.eval, EVAL_SEED, self.task.grader, None, completions, desc)

@@ -63,6 +63,7 @@ def test_eval_user_errors(tmp_path):
     cases = {
         ("eval", "--model", str(tmp_path / "nope"), "--tasks", "math500", "--data", str(tmp_path), "--engine", "vllm"): "pip install 's2d-bench[vllm]'",
         ("eval", "--model", str(tmp_path / "nope"), "--tasks", "math500", "--data", str(tmp_path)): "does not exist",
+        ("eval", "--model", str(tmp_path / "nope"), "--dtype", "fp8"): "use auto, float32",
         ("eval", "--model", str(tmp_path / "nope"), "--tasks", "math501", "--data", str(tmp_path)): "Did you mean 'math500'",
         ("eval", "--model", str(tmp_path / "nope"), "--tasks", "aime24", "--data", str(tmp_path)): "aime24.jsonl",
     }

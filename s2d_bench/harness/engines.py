@@ -26,6 +26,7 @@ ENGINES.register("hf", "s2d_bench.harness.engines:HFEngine", "transformers model
 ENGINES.register("vllm", "s2d_bench.harness.vllm_engine:VLLMEngine", "vLLM, n=k sampling, tensor parallel", extra="vllm")
 
 Progress = Callable[[int], None]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class EngineConfig:
     prompts_per_batch: int = 8  # HF engine: prompts per forward (x k sequences)
     tensor_parallel_size: int = 1  # vLLM engine
     thinking: bool = False  # Qwen3 thinking mode, passed to the chat template as enable_thinking
+
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise UserError(f"dtype {self.dtype}: use auto, {', '.join(DTYPES)}")
 
 
 class Engine(Protocol):
@@ -61,7 +66,7 @@ def resolve_device(name: str) -> str:
 def resolve_dtype(name: str, device: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    return DTYPES[name]
 
 
 class HFEngine:

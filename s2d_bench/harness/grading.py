@@ -174,7 +174,7 @@ def grade(
         verdicts[item] = GRADERS.get(item[0])(item[1], item[2])
     out = []
     for g, e in zip(golds, extracted):
-        main = verdicts.get((grader, g, e), False) if e is not None else False
-        second = (verdicts.get((audit, g, e), False) if e is not None else False) if audit else None
-        out.append(Verdict(extracted=e, correct=bool(main), audit=None if second is None else bool(second), timed_out=main is None and e is not None))
+        main = verdicts.get((grader, g, e), False)  # no answer extracted: never graded, wrong
+        second = bool(verdicts.get((audit, g, e), False)) if audit else None
+        out.append(Verdict(extracted=e, correct=bool(main), audit=second, timed_out=main is None))
     return out

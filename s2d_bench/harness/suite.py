@@ -56,7 +56,6 @@ def run_suite(model: str, benchmarks: list[str], engine_name: str, engine_cfg: E
     """Evaluate `model` on each benchmark; return (and write) one record per benchmark."""
     specs = {name: BENCHMARKS.get(name) for name in benchmarks}  # unknown names fail before loading
     problem_sets = {name: load_problems(spec, opts.data, opts.limit) for name, spec in specs.items()}
-    ENGINES.check(engine_name)
     engine = ENGINES.get(engine_name).load(model, engine_cfg)
     records = []
     with GradingPool(opts.grading_workers, opts.grading_timeout) as pool:
