@@ -48,7 +48,7 @@ def test_top_p_keeps_the_smallest_nucleus():
 
 
 def test_in_kernel_gqa_attention_matches_transformers_sdpa_under_left_padding():
-    from s2d_bench.models.attention import NAME, use_fast_cpu_attention
+    from s2d_bench.models.attention import NAME
     from s2d_bench.models.builders import tiny_qwen3_teacher
     from s2d_bench.models.sequences import encode_prompts, left_pad, positions
 
@@ -56,8 +56,53 @@ def test_in_kernel_gqa_attention_matches_transformers_sdpa_under_left_padding():
     ids, mask = left_pad(encode_prompts(tok, ["1+1=", "123+456=", "7"]), tok.pad_token_id)
     model.set_attn_implementation("sdpa")
     reference = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
-    use_fast_cpu_attention(model)
-    assert model.config._attn_implementation == NAME
+    model.set_attn_implementation(NAME)
     fast = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
     real = mask.bool()
     torch.testing.assert_close(fast[real], reference[real], rtol=1e-4, atol=1e-5)
+
+
+def test_shared_prefix_decoding_matches_repeated_prompt_cache():
+    """Shared-prefix attention reads one prompt cache for k samples; tokens must not change."""
+    from s2d_bench.harness.sampling import sample
+    from s2d_bench.harness.shared_prefix import NAME, use_shared_prefix_attention
+    from s2d_bench.models.builders import tiny_qwen3_teacher
+
+    model, tok = tiny_qwen3_teacher(seed=5)  # random weights: long, varied completions
+    ids, mask = left_pad(encode_prompts(tok, ["1+1=", "123+456=", "7"]), tok.pad_token_id)
+    s = Sampling(k=3, temperature=1.0, max_new_tokens=24)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        return sample(model, ids, mask, s, tok.eos_token_id, tok.pad_token_id, torch.Generator().manual_seed(11))
+
+    model.set_attn_implementation("sdpa")
+    ref_ids, ref_mask = run()
+    use_shared_prefix_attention(model)
+    assert model.config._attn_implementation == NAME
+    got_ids, got_mask = run()
+    assert ref_mask.sum() > 3 * 3 * 4  # samples ran for several steps
+    assert torch.equal(got_mask, ref_mask) and torch.equal(got_ids, ref_ids)
+    assert len({tuple(r.tolist()) for r in got_ids}) > 3  # the k samples of a prompt differ
+
+
+def test_shared_prefix_attention_equals_plain_attention_for_several_new_tokens():
+    """A multi-token step over the shared cache (causal within the new tokens) matches SDPA."""
+    from s2d_bench.harness.shared_prefix import KWARG, prefill, use_shared_prefix_attention
+    from s2d_bench.models.builders import tiny_qwen3_teacher
+    from s2d_bench.models.sequences import positions
+
+    model, tok = tiny_qwen3_teacher(seed=2)
+    model.eval()
+    ids, mask = left_pad(encode_prompts(tok, ["12+3=", "4="]), tok.pad_token_id)
+    k, new = 2, torch.tensor([[5, 6, 7], [8, 9, 10], [5, 5, 5], [11, 12, 13]])
+    full_ids = torch.cat([ids.repeat_interleave(k, 0), new], 1)
+    full_mask = torch.cat([mask.repeat_interleave(k, 0), torch.ones_like(new)], 1)
+    model.set_attn_implementation("sdpa")
+    with torch.no_grad():
+        ref = model(input_ids=full_ids, attention_mask=full_mask, position_ids=positions(full_mask)).logits[:, -3:]
+        use_shared_prefix_attention(model)
+        pos = positions(mask)
+        _, cache = prefill(model, ids, mask, k, capacity=8)
+        new_pos = pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(3)
+        got = model(input_ids=new, position_ids=new_pos, past_key_values=cache, use_cache=True, **{KWARG: cache}).logits
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)

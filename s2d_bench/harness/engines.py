@@ -1,7 +1,7 @@
 """Generation engines: k completions per prompt behind one interface.
 
 `hf` runs the harness's own KV-cache sampler on a transformers model (CPU or CUDA, bf16 on
-GPUs that support it): one prefill per prompt, expanded to k samples. `vllm` (optional extra)
+GPUs that support it): one prefill per prompt, whose cache the k samples share. `vllm` (optional extra)
 asks vLLM for `n=k` samples per prompt. Both render prompts with the model's chat template, so
 a score does not depend on the engine that produced it.
 """
@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.errors import UserError
 from s2d_bench.harness.sampling import Sampling, sample
-from s2d_bench.models.attention import use_fast_cpu_attention
+from s2d_bench.harness.shared_prefix import use_shared_prefix_attention
 from s2d_bench.models.builders import load_pretrained
 from s2d_bench.models.sequences import encode_prompts, left_pad
 from s2d_bench.registry import Registry
@@ -74,7 +74,7 @@ class HFEngine:
 
     def __init__(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: EngineConfig = EngineConfig()) -> None:
         self.model, self.tok, self.cfg = model, tok, cfg
-        use_fast_cpu_attention(model)
+        use_shared_prefix_attention(model)
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.eos_ids = sorted({*eos, tok.eos_token_id} - {None})

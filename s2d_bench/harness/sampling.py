@@ -1,8 +1,10 @@
 """Batched sampling with a KV cache: each prompt is prefilled once, then expanded to k samples.
 
 `transformers.generate(num_return_sequences=k)` repeats every prompt k times before the prefill;
-for avg@16 that is 16x the prefill work. Here the prompt cache is computed once and
-`repeat_interleave`d, and the loop also returns the exact token ids and mask that training needs.
+for avg@16 that is 16x the prefill work. Here the prompt cache is computed once; on a model
+switched to shared-prefix attention (the evaluation engines) it is never copied either,
+otherwise it is `repeat_interleave`d. The loop also returns the exact token ids and mask that
+training needs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from s2d_bench.harness.shared_prefix import KWARG, prefill, supports_shared_prefix
 from s2d_bench.models.sequences import positions
 
 
@@ -65,12 +68,15 @@ def sample(
     was_training = model.training
     model.eval()
     pos = positions(prompt_mask)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, past_key_values=DynamicCache(), use_cache=True)
-    cache = out.past_key_values
-    if s.k > 1:
+    if supports_shared_prefix(model):  # the prompt cache stays at batch B; see shared_prefix.py
+        logits, cache = prefill(model, prompt_ids, prompt_mask, s.k, s.max_new_tokens)
+        extra, mask = {KWARG: cache}, None
+    else:
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
+        cache, extra, logits = out.past_key_values, {}, out.logits[:, -1]
         cache.batch_repeat_interleave(s.k)
-    logits = out.logits[:, -1].repeat_interleave(s.k, dim=0)
-    mask = prompt_mask.repeat_interleave(s.k, dim=0)
+        mask = prompt_mask.repeat_interleave(s.k, dim=0)
+    logits = logits.repeat_interleave(s.k, dim=0)
     next_pos = pos[:, -1:].repeat_interleave(s.k, dim=0) + 1
     done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     tokens, alive = [], []
@@ -82,8 +88,9 @@ def sample(
         done = done | torch.isin(tok, eos)
         if bool(done.all()):
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True, **extra)
         logits = out.logits[:, -1]
         next_pos = next_pos + 1
     model.train(was_training)

@@ -9,7 +9,7 @@ batch of the tiny teacher, and 3.3x faster end to end without it, with identical
 from __future__ import annotations
 
 import torch
-from transformers import AttentionInterface, AttentionMaskInterface, PreTrainedModel
+from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.masking_utils import sdpa_mask
 
 NAME = "s2d_sdpa_gqa"
@@ -41,8 +41,3 @@ def sdpa_gqa_forward(
 AttentionInterface.register(NAME, sdpa_gqa_forward)
 AttentionMaskInterface.register(NAME, sdpa_mask)
 
-
-def use_fast_cpu_attention(model: PreTrainedModel) -> None:
-    """Switch a CPU model on plain SDPA to the in-kernel GQA variant; anything else is left alone."""
-    if model.device.type == "cpu" and getattr(model.config, "_attn_implementation", None) == "sdpa":
-        model.set_attn_implementation(NAME)

@@ -1,0 +1,156 @@
+"""Shared-prefix decoding: k samples of one prompt read the prompt's KV cache once, not k times.
+
+For avg@16 every prompt is sampled 16 times. The usual way (and transformers' `generate`)
+copies the prompt's keys and values 16 times and then, at every decoding step, reads all 16
+copies and re-concatenates the growing cache. Here the prompt cache stays at batch B, the
+generated tokens' cache is a preallocated (B*k) buffer written in place, and attention is
+computed in two parts joined by one softmax:
+
+    scores = [q . K_prompt (shared by the k samples of a prompt) | q . K_generated (per sample)]
+
+With prompts of P tokens and T generated ones, a step reads B*(P + k*T) cached positions
+instead of B*k*(P + T): for MATH prompts (hundreds of tokens) and k = 16, most of the work.
+The result equals ordinary attention up to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface, AttentionMaskInterface, DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
+from transformers.masking_utils import sdpa_mask
+
+from s2d_bench.models.attention import sdpa_gqa_forward
+
+NAME = "s2d_shared_prefix"
+KWARG = "s2d_shared_prefix"  # the forward keyword that carries the cache down to attention
+
+
+class SharedPrefixLayer(DynamicLayer):
+    """One layer's cache: prompt keys/values at batch B, generated ones in a (B*k, ..., capacity) buffer."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, k: int, capacity: int) -> None:
+        super().__init__()
+        self.prompt_keys, self.prompt_values = keys, values
+        b, heads, _, dim = keys.shape
+        self.gen_keys = keys.new_empty(b * k, heads, capacity, dim)
+        self.gen_values = values.new_empty(b * k, heads, capacity, dim)
+        self.length = 0
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        t = key_states.shape[-2]
+        if self.length + t > self.gen_keys.shape[-2]:
+            raise RuntimeError(f"shared-prefix cache full: capacity {self.gen_keys.shape[-2]} tokens")
+        self.gen_keys[:, :, self.length : self.length + t] = key_states
+        self.gen_values[:, :, self.length : self.length + t] = value_states
+        self.length += t
+        return self.gen_keys[:, :, : self.length], self.gen_values[:, :, : self.length]
+
+    def get_seq_length(self) -> int:
+        return self.prompt_keys.shape[-2] + self.length
+
+
+class SharedPrefixCache(Cache):
+    """Per layer, prompt keys/values (B, Hkv, P, D), left-padded, shared by the k samples of each prompt."""
+
+    def __init__(self, prompt_kv: list[tuple[torch.Tensor, torch.Tensor]], prompt_mask: torch.Tensor, k: int, capacity: int) -> None:
+        super().__init__(layers=[SharedPrefixLayer(keys, values, k, capacity) for keys, values in prompt_kv])
+        self.k = k
+        # Additive mask over prompt positions (left padding is -inf), shaped to broadcast over heads and queries.
+        bias = torch.zeros(prompt_mask.shape, dtype=prompt_kv[0][0].dtype, device=prompt_mask.device)
+        self.prompt_bias = bias.masked_fill(prompt_mask == 0, float("-inf"))[:, None, None, :]
+
+
+def prefill(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, k: int, capacity: int) -> tuple[torch.Tensor, SharedPrefixCache]:
+    """Last-position logits (B, V) and the shared cache of left-padded prompts.
+
+    Each prompt is run alone, unpadded, so attention is plain causal (the fused kernel skips the
+    masked half, which a padding mask would prevent); the caches are then placed left-padded
+    side by side. Positions count real tokens only, so the keys equal a padded batch's.
+    """
+    lengths = prompt_mask.sum(1).tolist()
+    width = prompt_ids.shape[1]
+    logits, per_prompt = [], []
+    for row, length in zip(prompt_ids, lengths):
+        out = model(input_ids=row[width - length :][None], use_cache=True, past_key_values=DynamicCache(), logits_to_keep=1)
+        logits.append(out.logits[:, -1])
+        per_prompt.append([(layer.keys, layer.values) for layer in out.past_key_values.layers])
+    prompt_kv = []
+    for layer in range(len(per_prompt[0])):
+        keys, values = per_prompt[0][layer]
+        shape = (len(lengths), keys.shape[1], width, keys.shape[3])
+        all_keys, all_values = keys.new_zeros(shape), values.new_zeros(shape)
+        for i, length in enumerate(lengths):
+            all_keys[i, :, width - length :] = per_prompt[i][layer][0][0]
+            all_values[i, :, width - length :] = per_prompt[i][layer][1][0]
+        prompt_kv.append((all_keys, all_values))
+    return torch.cat(logits), SharedPrefixCache(prompt_kv, prompt_mask, k, capacity)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scale + bias) v and the log-sum-exp of each query's scores (float32).
+
+    On the CPU this is torch's fused flash kernel, which returns the log-sum-exp and never
+    materialises the score matrix; elsewhere plain matmuls (the decode step is small there).
+    """
+    if q.device.type == "cpu":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias, scale=scale)
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+    if bias is not None:
+        scores = scores + bias
+    return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v), torch.logsumexp(scores, dim=-1)
+
+
+def shared_prefix_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """Attention for a decoding step over a SharedPrefixCache; anything else goes to plain SDPA.
+
+    query (B*k, H, q, D); key/value: the generated part only, (B*k, Hkv, t, D), t >= q.
+    The two parts are attended separately and merged by their log-sum-exps (as flash-decoding
+    merges splits). Returns (B*k, q, H, D) like every transformers attention function.
+    """
+    cache = kwargs.get(KWARG)
+    if not isinstance(cache, SharedPrefixCache):
+        return sdpa_gqa_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    layer = cache.layers[module.layer_idx]
+    bk, heads, q, dim = query.shape
+    k, kv_heads, t = cache.k, key.shape[1], key.shape[2]
+    b, rows = bk // k, heads // kv_heads * q  # rows: the query vectors of one sample that share a KV head
+    scale = dim**-0.5 if scaling is None else scaling
+    # Prompt part: the k samples' queries for a KV head become one block of k * rows queries.
+    qp = query.reshape(b, k, kv_heads, rows, dim).transpose(1, 2).reshape(b, kv_heads, k * rows, dim)
+    out_p, lse_p = attend(qp, layer.prompt_keys, layer.prompt_values, cache.prompt_bias, scale)
+    out_p = out_p.reshape(b, kv_heads, k, rows, dim).transpose(1, 2).reshape(bk, kv_heads, rows, dim)
+    lse_p = lse_p.reshape(b, kv_heads, k, rows).transpose(1, 2).reshape(bk, kv_heads, rows)
+    # Generated part: per sample, causal within the q new tokens.
+    bias = None
+    if q > 1:
+        future = torch.ones(q, t, dtype=torch.bool, device=query.device).triu(t - q + 1)
+        bias = torch.zeros(q, t, dtype=query.dtype, device=query.device).masked_fill(future, float("-inf"))
+        bias = bias.repeat(heads // kv_heads, 1)
+    out_g, lse_g = attend(query.reshape(bk, kv_heads, rows, dim), key, value, bias, scale)
+    lse = torch.logaddexp(lse_p, lse_g)
+    out = out_p * torch.exp(lse_p - lse)[..., None].to(out_p.dtype) + out_g * torch.exp(lse_g - lse)[..., None].to(out_g.dtype)
+    return out.view(bk, heads, q, dim).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(NAME, shared_prefix_attention)
+AttentionMaskInterface.register(NAME, sdpa_mask)
+
+
+def use_shared_prefix_attention(model: torch.nn.Module) -> None:
+    """Switch a model on SDPA (or on s2d_sdpa_gqa) to shared-prefix decoding; others are left alone."""
+    if getattr(model.config, "_attn_implementation", None) in ("sdpa", "s2d_sdpa_gqa"):
+        model.set_attn_implementation(NAME)
+
+
+def supports_shared_prefix(model: torch.nn.Module) -> bool:
+    return getattr(model.config, "_attn_implementation", None) == NAME
