@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from s2d_bench.backends.torch_backend import TorchBackend
@@ -106,3 +107,19 @@ def test_shared_prefix_attention_equals_plain_attention_for_several_new_tokens()
         new_pos = pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(3)
         got = model(input_ids=new, position_ids=new_pos, past_key_values=cache, use_cache=True, **{KWARG: cache}).logits
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_shared_prefix_cache_grows_past_its_first_buffer_and_stops_at_its_budget(monkeypatch):
+    from s2d_bench.harness.shared_prefix import SharedPrefixLayer
+
+    monkeypatch.setattr(SharedPrefixLayer, "INITIAL", 2)
+    keys = torch.randn(2, 1, 3, 4)
+    layer = SharedPrefixLayer(keys, keys.clone(), k=2, capacity=5)
+    assert layer.gen_keys.shape == (4, 1, 2, 4)  # memory follows what is generated
+    steps = [torch.randn(4, 1, 1, 4) for _ in range(5)]
+    for step in steps:
+        got_keys, got_values = layer.update(step, -step)
+    assert torch.equal(got_keys, torch.cat(steps, dim=2)) and torch.equal(got_values, -got_keys)
+    assert layer.get_seq_length() == 3 + 5
+    with pytest.raises(RuntimeError, match="capacity 5"):
+        layer.update(steps[0], steps[0])

@@ -27,25 +27,43 @@ KWARG = "s2d_shared_prefix"  # the forward keyword that carries the cache down t
 
 
 class SharedPrefixLayer(DynamicLayer):
-    """One layer's cache: prompt keys/values at batch B, generated ones in a (B*k, ..., capacity) buffer."""
+    """One layer's cache: prompt keys/values at batch B, generated ones in a (B*k) buffer written in place.
+
+    The buffer starts small and doubles when full, up to `capacity` (the token budget): memory
+    follows what is generated, not the budget (32k tokens x 16 samples would not fit), and the
+    copying stays linear in the generated length, where `torch.cat` per step is quadratic.
+    """
+
+    INITIAL = 256
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, k: int, capacity: int) -> None:
         super().__init__()
-        self.prompt_keys, self.prompt_values = keys, values
+        self.prompt_keys, self.prompt_values, self.capacity = keys, values, capacity
         b, heads, _, dim = keys.shape
-        self.gen_keys = keys.new_empty(b * k, heads, capacity, dim)
-        self.gen_values = values.new_empty(b * k, heads, capacity, dim)
+        size = min(capacity, self.INITIAL)
+        self.gen_keys = keys.new_empty(b * k, heads, size, dim)
+        self.gen_values = values.new_empty(b * k, heads, size, dim)
         self.length = 0
         self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
 
+    def _grow(self, needed: int) -> None:
+        if needed > self.capacity:
+            raise RuntimeError(f"shared-prefix cache full: capacity {self.capacity} tokens")
+        size = min(self.capacity, max(needed, 2 * self.gen_keys.shape[-2]))
+        for name in ("gen_keys", "gen_values"):
+            old = getattr(self, name)
+            new = old.new_empty(*old.shape[:2], size, old.shape[-1])
+            new[:, :, : self.length] = old[:, :, : self.length]
+            setattr(self, name, new)
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        t = key_states.shape[-2]
-        if self.length + t > self.gen_keys.shape[-2]:
-            raise RuntimeError(f"shared-prefix cache full: capacity {self.gen_keys.shape[-2]} tokens")
-        self.gen_keys[:, :, self.length : self.length + t] = key_states
-        self.gen_values[:, :, self.length : self.length + t] = value_states
-        self.length += t
-        return self.gen_keys[:, :, : self.length], self.gen_values[:, :, : self.length]
+        end = self.length + key_states.shape[-2]
+        if end > self.gen_keys.shape[-2]:
+            self._grow(end)
+        self.gen_keys[:, :, self.length : end] = key_states
+        self.gen_values[:, :, self.length : end] = value_states
+        self.length = end
+        return self.gen_keys[:, :, :end], self.gen_values[:, :, :end]
 
     def get_seq_length(self) -> int:
         return self.prompt_keys.shape[-2] + self.length
