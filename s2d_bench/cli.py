@@ -61,6 +61,82 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
     click.echo(f"\nrecords: {cfg.output_dir / 'results.jsonl'}")
 
 
+@main.command()
+@click.option("--config", "config_path", default=None, help="YAML file, or a shipped config name (default: tiny).")
+@click.option("--drop", "drops", multiple=True, help="Stage to drop from the full workflow: teacher-rl, warmup, opd, student-rl (repeatable).")
+@click.option("--baseline", "baselines", multiple=True, help="Baseline arm to add: direct-grpo, replay (repeatable).")
+@click.option("--all", "everything", is_flag=True, help="Every drop and every baseline: the component grid.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Seeds seed, seed+1, ...; intervals pool over them.")
+@click.argument("overrides", nargs=-1)
+@_fail_cleanly
+def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str, ...], everything: bool, seeds: int, overrides: tuple[str, ...]) -> None:
+    """Run the full workflow and its ablations; shared stages run once (content-addressed cache).
+
+    Finished stages are reused across arms, seeds, reruns and `s2d-bench run`; killing it and
+    running it again finishes the grid. Prints the leaderboard of the config's suite at the end.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import dataclasses
+    import time
+
+    from s2d_bench.ablations import ablation_config, cache_savings
+    from s2d_bench.config import load_config
+    from s2d_bench.leaderboards import build, render
+    from s2d_bench.pipeline import Runner
+
+    if seeds < 1:
+        raise CLIError("--seeds must be >= 1")
+    cfg = ablation_config(load_config(config_path, list(overrides)), list(drops), list(baselines), everything)
+    start, runners = time.perf_counter(), []
+    for seed in range(cfg.seed, cfg.seed + seeds):
+        runner = Runner(dataclasses.replace(cfg, seed=seed))
+        click.echo(f"s2d-bench ablate '{cfg.name}' seed={seed} arms={','.join(cfg.arms)} -> {cfg.output_dir}", err=True)
+        runner.run()
+        runners.append(runner)
+    click.echo(render(build(runners[0].store, cfg.name), "md"))
+    saved = cache_savings(runners)
+    click.echo(f"\nwall {time.perf_counter() - start:.0f} s; stages trained {saved['stages_run']} instead of {saved['stages_alone']} "
+               f"({saved['train_seconds_run']:.0f} s of training instead of {saved['train_seconds_alone']:.0f} s, counting stages reused "
+               f"from earlier runs at their original cost); store: {runners[0].store.path}")
+
+
+@main.group(invoke_without_command=True)
+@click.option("--suite", default=None, help="Suite (a config's name, or an eval --suite); default: the only one, else tiny.")
+@click.option("--format", "fmt", default="md", show_default=True, help="md, csv, html or latex.")
+@click.option("--store", "store_path", default=None, help="Results store (default: $S2D_STORE, else results/s2d-bench.sqlite).")
+@click.pass_context
+@_fail_cleanly
+def leaderboard(ctx: click.Context, suite: str | None, fmt: str, store_path: str | None) -> None:
+    """Print a suite's leaderboard: avg@k [95% CI] per arm, delta vs full, budget, C1/C2 detail."""
+    from s2d_bench.store import Store
+
+    store = Store(store_path)
+    ctx.obj = (store, suite or _default_suite(store))
+    if ctx.invoked_subcommand is None:
+        from s2d_bench.leaderboards import build, render
+
+        click.echo(render(build(*ctx.obj), fmt).rstrip("\n"))
+
+
+@leaderboard.command()
+@click.option("--out", "out_dir", default="leaderboards", show_default=True, help="Folder the tables and the plot go to.")
+@click.pass_obj
+@_fail_cleanly
+def publish(obj, out_dir: str) -> None:
+    """Write the suite's tables (md, csv, html, tex) and its stage plot (png) into OUT."""
+    from pathlib import Path
+
+    from s2d_bench.leaderboards import build, publish as write
+
+    for path in write(build(*obj), Path(out_dir)):
+        click.echo(path)
+
+
+def _default_suite(store) -> str:
+    suites = store.suites()
+    return suites[0] if len(suites) == 1 else "tiny"
+
+
 @main.command(name="eval")
 @click.option("--model", required=True, help="Local HF directory or hub id.")
 @click.option("--tasks", "tasks", default="math500", show_default=True, help="Comma-separated benchmarks (see `s2d-bench ls`).")
@@ -80,8 +156,11 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--tensor-parallel", type=int, default=1, show_default=True, help="vLLM engine: GPUs per model.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--grading-timeout", type=float, default=5.0, show_default=True, help="Seconds per answer before a grader is killed.")
+@click.option("--store", "store_path", default=None, help="Results store the records also go to (default: $S2D_STORE, else results/s2d-bench.sqlite).")
+@click.option("--suite", default="eval", show_default=True, help="Leaderboard suite the records belong to.")
 @_fail_cleanly
-def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, device: str, dtype: str, batch_prompts: int, tensor_parallel: int, **opts) -> None:
+def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, device: str, dtype: str, batch_prompts: int,
+             tensor_parallel: int, store_path: str, suite: str, **opts) -> None:
     """Evaluate one model on benchmarks: avg@k, pass@k, maj@k, grader agreement.
 
     Results and every completion go to OUT/<benchmark>/, so re-grading never regenerates.
@@ -94,7 +173,9 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     engine_cfg = EngineConfig(device=device, dtype=dtype, prompts_per_batch=batch_prompts, tensor_parallel_size=tensor_parallel, thinking=thinking)
-    records = run_suite(model, names, engine, engine_cfg, SuiteOptions(**opts), Path(out_dir))
+    from s2d_bench.store import Store
+
+    records = run_suite(model, names, engine, engine_cfg, SuiteOptions(**opts), Path(out_dir), Store(store_path), suite)
     click.echo(render(records))
     click.echo(f"\nresults: {Path(out_dir)}/<benchmark>/results.json")
 

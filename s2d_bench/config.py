@@ -116,6 +116,10 @@ class StagesConfig:
     warmup: DistillConfig = _help("stage 2a: forward KL(teacher || student) on teacher rollouts", factory=DistillConfig)
     opd: DistillConfig = _help("stage 2b: reverse KL(student || teacher) on student rollouts", factory=DistillConfig)
     student_rl: GRPOConfig = _help("stage 3: GRPO on the student", factory=GRPOConfig)
+    replay: DistillConfig = _help(
+        "control for stage 3: more on-policy distillation, no labels; `s2d-bench ablate` matches its steps to stage 3's updates",
+        factory=lambda: DistillConfig(steps=120),
+    )
 
 
 @dataclass
@@ -153,6 +157,7 @@ def _default_arms() -> dict[str, ArmConfig]:
 class RunConfig:
     name: str = _help("name of the experiment; the default run directory is runs/<name>", "tiny")
     run_dir: str = _help("where models, records and logs go; empty means runs/<name>", "")
+    store: str = _help("SQLite results store shared by runs, ablations and evals; empty: $S2D_STORE, else results/s2d-bench.sqlite", "")
     seed: int = _help("seed of every stage's sampling and training (not of the base models)", 0)
     backend: str = _help("registered training backend (s2d-bench ls)", "torch")
     device: str = _help("'cpu', 'cuda', or 'auto' (cuda when available)", "auto")

@@ -10,8 +10,11 @@ On disk, under `<run_dir>/nodes/<id>/`:
   stage.json          what the stage consumed and how long it took
   metrics.jsonl       per-step training metrics, rewritten if the stage is redone
   eval-<hash>.json    the evaluation record for one eval config; completions-<hash>.jsonl beside it
+  diagnostics.json    C1 (teacher RL) or C2 (distillation stages), see diagnostics.py
 A run killed mid-stage leaves no `model/` (it is written as `model.partial/` and renamed), so
-only that stage is redone. `<run_dir>/results.jsonl` collects every record in the run directory.
+only that stage is redone. `<run_dir>/results.jsonl` collects every record in the run directory,
+and every record, arm path and diagnostic also goes to the results store (store.py), keyed so
+that a rerun replaces rather than duplicates: a kill between a file and the store loses nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import torch
 import transformers
 
+from s2d_bench import diagnostics
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, config_hash, to_dict
 from s2d_bench.errors import UserError
@@ -37,9 +41,11 @@ from s2d_bench.models import MODELS
 from s2d_bench.models.builders import check_pair, load_pretrained, save
 from s2d_bench.models.pretrain import pretrain
 from s2d_bench.stages import STAGES, StageInputs
+from s2d_bench.store import Store
 from s2d_bench.tasks import TASKS
 
 EVAL_SEED = 1234  # one sampling seed for every evaluation: common random numbers across models
+C2_STAGES = ("warmup", "opd")  # distillation stages around which the teacher-student KL is measured
 
 
 @dataclass
@@ -103,10 +109,19 @@ class Runner:
         self.backend = BACKENDS.get(cfg.backend)()
         self.nodes = {n.id: n for n in plan(cfg)}
         self.eval_hash = config_hash({"eval": to_dict(cfg.eval), "task": to_dict(cfg.task), "seed": EVAL_SEED})
+        self.store = Store(cfg.store)
 
     def arm_paths(self) -> dict[str, list[str]]:
         """Each arm's stage nodes in order (plan order is execution order)."""
         return {arm: [n.id for n in self.nodes.values() if arm in n.arms] for arm in self.cfg.arms}
+
+    def base(self, role: str) -> Node:
+        return next(n for n in self.nodes.values() if n.stage == "base" and n.role == role)
+
+    def arm_rows(self) -> dict[str, list[tuple[str, str]]]:
+        """Each arm as the store keeps it: the base student, then the arm's stage nodes."""
+        start = [(self.base("student").id, "base")]
+        return {arm: start + [(i, self.nodes[i].stage) for i in ids] for arm, ids in self.arm_paths().items()}
 
     def node_dir(self, node: Node) -> Path:
         return self.root / "nodes" / node.id
@@ -126,15 +141,36 @@ class Runner:
         transformers.utils.logging.disable_progress_bar()  # per-load bars drown the stage bars
         self.root.mkdir(parents=True, exist_ok=True)
         _write_json(self.root / "config.json", to_dict(self.cfg))
+        self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows())
         records = []
         for node in self.nodes.values():
             if not self.is_trained(node):
                 self.train(node)
             if not self.result_path(node).exists():
                 self.evaluate(node)
-            records.append(json.loads(self.result_path(node).read_text()))
+            record = json.loads(self.result_path(node).read_text())
+            self.store.put_eval(f"{node.id}:{self.eval_hash}", self.cfg.name, record)
+            self.diagnose(node)
+            records.append(record)
         self.write_results()
         return records
+
+    def diagnose(self, node: Node) -> None:
+        """C1 after teacher RL, C2 around each distillation stage; computed once, stored every run."""
+        path = self.node_dir(node) / "diagnostics.json"
+        if not path.exists():
+            if node.stage == "teacher_rl":
+                gain = diagnostics.reward_gain(self.node_dir(node) / "metrics.jsonl")
+                result = {"kind": "c1", **(gain or {})}
+            elif node.stage in C2_STAGES:
+                (teacher, tok), (before, _), (after, _) = (self._load(i) for i in (node.teacher, node.parent, node.id))
+                prompts = [p.prompt for p in self.splits.test]
+                result = {"kind": "c2", **diagnostics.c2(self.backend, teacher, before, after, tok, prompts, self.cfg.eval.max_new_tokens, EVAL_SEED)}
+            else:
+                return
+            _write_json(path, result)
+        result = json.loads(path.read_text())
+        self.store.put_diagnostic(self.cfg.name, node.id, result["kind"], {**result, "stage": node.stage, "seed": self.cfg.seed})
 
     def is_trained(self, node: Node) -> bool:
         model_cfg = getattr(self.cfg, node.role)
@@ -196,16 +232,19 @@ class Runner:
         engine = HFEngine(model, tok, EngineConfig(prompts_per_batch=self.cfg.eval.prompts_per_batch))
         result = evaluate(engine, self.splits.test, self.cfg.eval, EVAL_SEED, self.task.grader, None, completions, desc)
         draws, unique = self.labeled_consumed(node)
+        model_id = {role: getattr(self.cfg, role).builder or getattr(self.cfg, role).path for role in ("teacher", "student")}
         record = {
             "run": self.cfg.name, "node": node.id, "stage": node.stage, "role": node.role, "arms": node.arms,
-            "seed": self.cfg.seed, "task": self.cfg.task.name, "backend": self.cfg.backend,
-            "model": getattr(self.cfg, node.role).builder or getattr(self.cfg, node.role).path,
-            "config_hash": config_hash({k: v for k, v in to_dict(self.cfg).items() if k != "run_dir"}),
+            "parent": node.parent, "teacher_node": node.teacher,
+            "seed": self.cfg.seed, "task": self.cfg.task.name, "backend": self.cfg.backend, "grader": self.task.grader,
+            "model": model_id[node.role], "teacher_model": model_id["teacher"], "student_model": model_id["student"],
+            "config_hash": config_hash({k: v for k, v in to_dict(self.cfg).items() if k not in ("run_dir", "store", "arms")}),
             "node_config": node.cfg, "eval_config": to_dict(self.cfg.eval),
             "metric": f"avg@{result.score.k}", "n": result.score.n, "k": result.score.k,
             "mean": result.score.mean, "stderr": result.score.stderr, "pass_at": result.pass_at, "maj": result.maj,
             "no_answer": result.no_answer, "samples_per_second": result.samples_per_second,
-            "labeled_draws": draws, "labeled_unique": unique,
+            "labeled_draws": draws, "labeled_unique": unique, "labeled_per_stage": self.labeled_per_stage(node),
+            "per_problem": result.per_problem,
             "train_seconds": self._train_seconds(node), "eval_seconds": result.seconds,
             "git_commit": git_commit(), "versions": package_versions(), "timestamp": time.time(),
         }
@@ -222,17 +261,25 @@ class Runner:
                 stack.extend(i for i in (current.parent, current.teacher) if i)
         return list(seen.values())
 
-    def _stage_info(self, node: Node) -> dict[str, Any]:
+    def stage_info(self, node: Node) -> dict[str, Any]:
         path = self.node_dir(node) / "stage.json"
         return json.loads(path.read_text()) if path.exists() else {"labeled_draws": 0, "labeled_ids": [], "seconds": 0.0}
 
+    def labeled_per_stage(self, node: Node) -> dict[str, int]:
+        """Labeled draws behind this model, by stage (the budget column of the leaderboards)."""
+        out: dict[str, int] = {}
+        for n in self.ancestors(node):
+            if n.stage != "base":
+                out[n.stage] = out.get(n.stage, 0) + self.stage_info(n)["labeled_draws"]
+        return out
+
     def labeled_consumed(self, node: Node) -> tuple[int, int]:
         """Labeled examples behind this model: draws (with repeats) and distinct problems."""
-        infos = [self._stage_info(n) for n in self.ancestors(node)]
+        infos = [self.stage_info(n) for n in self.ancestors(node)]
         return sum(i["labeled_draws"] for i in infos), len({pid for i in infos for pid in i["labeled_ids"]})
 
     def _train_seconds(self, node: Node) -> float:
-        return self._stage_info(node)["seconds"]
+        return self.stage_info(node)["seconds"]
 
     def write_results(self) -> None:
         """results.jsonl: every evaluation record in this run directory (all seeds), oldest first."""

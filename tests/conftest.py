@@ -29,6 +29,14 @@ TINY_OVERRIDES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def private_store(tmp_path, monkeypatch):
+    """Every test writes results to its own store, never to the repository's results/."""
+    path = tmp_path / "store.sqlite"
+    monkeypatch.setenv("S2D_STORE", str(path))
+    return path
+
+
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return TINY_OVERRIDES + [f"run_dir={tmp_path / 'run'}"]

@@ -20,6 +20,11 @@ def test_user_errors_are_one_line_with_exit_status_2():
         ("run", "--config", "missing.yaml"): "not found",
         ("run", "backend=torhc"): "Did you mean 'torch'",
         ("run", "not-an-override"): "key.sub=value",
+        ("ablate",): "nothing to ablate",
+        ("ablate", "--drop", "warmpu"): "Did you mean 'warmup'",
+        ("ablate", "--all", "--seeds", "0"): "--seeds must be >= 1",
+        ("leaderboard", "--suite", "nope"): "no records for suite 'nope'",
+        ("leaderboard", "--format", "pdf"): "no records",
     }
     for args, hint in cases.items():
         out = _run(*args)
@@ -71,3 +76,15 @@ def test_eval_user_errors(tmp_path):
         out = _run(*args)
         assert out.exit_code == 2, (args, out.output)
         assert hint in out.output and "Traceback" not in out.output
+
+
+def test_ablate_then_leaderboard_and_publish(tiny_overrides, tmp_path):
+    out = _run("ablate", "--drop", "warmup", *tiny_overrides)
+    assert out.exit_code == 0, out.output
+    assert "| no-warmup" in out.output and "Δ vs full" in out.output and "stages trained 6 instead of 7" in out.output
+    csv = _run("leaderboard", "--format", "csv")
+    assert csv.exit_code == 0 and csv.output.splitlines()[0].startswith("arm,")
+    assert {line.split(",")[0] for line in csv.output.splitlines()[1:]} == {"full", "no-warmup"}
+    published = _run("leaderboard", "publish", "--out", str(tmp_path / "boards"))
+    assert published.exit_code == 0, published.output
+    assert sorted(p.name for p in (tmp_path / "boards").iterdir()) == ["tiny.csv", "tiny.html", "tiny.md", "tiny.png", "tiny.tex"]

@@ -38,6 +38,7 @@ class EvalResult:
     samples_per_second: float  # generation only
     tokens_per_second: float  # generation only
     breakdown: list[dict[str, Any]] = field(default_factory=list)  # per subject and per level
+    per_problem: dict[str, float] = field(default_factory=dict)  # problem id -> mean over its k samples
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
@@ -102,6 +103,7 @@ def evaluate(
         samples_per_second=len(completions) / gen_seconds,
         tokens_per_second=tokens / gen_seconds,
         breakdown=_breakdown(problems, [sum(row) / k for row in correct]),
+        per_problem={p.id: sum(row) / k for p, row in zip(problems, correct)},
     )
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from s2d_bench.config import EvalConfig
+from s2d_bench.config import EvalConfig, config_hash
 from s2d_bench.harness.engines import ENGINES, EngineConfig
 from s2d_bench.harness.evaluate import evaluate
 from s2d_bench.harness.grading import GradingPool
 from s2d_bench.harness.provenance import git_commit, package_versions
+from s2d_bench.store import Store
 from s2d_bench.tasks import BENCHMARKS
 from s2d_bench.tasks.benchmarks import Benchmark, load_problems
 
@@ -52,8 +53,11 @@ def eval_config(bench: Benchmark, opts: SuiteOptions, prompts_per_batch: int) ->
     )
 
 
-def run_suite(model: str, benchmarks: list[str], engine_name: str, engine_cfg: EngineConfig, opts: SuiteOptions, out: Path) -> list[dict[str, Any]]:
-    """Evaluate `model` on each benchmark; return (and write) one record per benchmark."""
+def run_suite(
+    model: str, benchmarks: list[str], engine_name: str, engine_cfg: EngineConfig, opts: SuiteOptions, out: Path,
+    store: Store | None = None, suite: str = "eval",
+) -> list[dict[str, Any]]:
+    """Evaluate `model` on each benchmark; return (and write, to `out` and the store) one record per benchmark."""
     specs = {name: BENCHMARKS.get(name) for name in benchmarks}  # unknown names fail before loading
     problem_sets = {name: load_problems(spec, opts.data, opts.limit) for name, spec in specs.items()}
     engine = ENGINES.get(engine_name).load(model, engine_cfg)
@@ -68,10 +72,13 @@ def run_suite(model: str, benchmarks: list[str], engine_name: str, engine_cfg: E
                 "eval_config": cfg.__dict__, "grader": spec.grader, "audit_grader": spec.audit,
                 "metric": f"avg@{cfg.samples}", "n": result.score.n, "k": result.score.k,
                 "mean": result.score.mean, "stderr": result.score.stderr, **_rest(result.summary()),
-                "seed": opts.seed, "data": opts.data or spec.hf_id, "limit": opts.limit,
+                "seed": opts.seed, "data": opts.data or spec.hf_id, "limit": opts.limit, "task": name, "stage": "eval",
                 "git_commit": git_commit(), "versions": package_versions(), "timestamp": time.time(),
             }
             (folder / "results.json").write_text(json.dumps(record, indent=2))
+            if store is not None:  # one row per model, benchmark and protocol: a re-evaluation replaces it
+                protocol = config_hash({"eval": cfg.__dict__, "engine": engine_name, "seed": opts.seed, "limit": opts.limit, "data": record["data"]})
+                store.put_eval(f"eval:{model}:{name}:{protocol}", suite, record)
             records.append(record)
     return records
 

@@ -41,3 +41,4 @@ STAGES.register("teacher_rl", "s2d_bench.stages.teacher_rl:STAGE", "1: GRPO on t
 STAGES.register("warmup", "s2d_bench.stages.warmup:STAGE", "2a: forward KL(teacher || student) on teacher rollouts")
 STAGES.register("opd", "s2d_bench.stages.opd:STAGE", "2b: on-policy distillation, reverse KL(student || teacher) per token")
 STAGES.register("student_rl", "s2d_bench.stages.student_rl:STAGE", "3: GRPO on the student, labeled prompts")
+STAGES.register("replay", "s2d_bench.stages.replay:STAGE", "3 (control): more OPD for stage 3's number of updates, no labels")

@@ -11,10 +11,10 @@ from s2d_bench.backends.base import DistillJob, StageReport
 from s2d_bench.stages import Stage, StageInputs
 
 
-def run(x: StageInputs) -> StageReport:
+def run(x: StageInputs, name: str = "opd") -> StageReport:
     assert x.teacher is not None
     prompts = [p.prompt for p in x.splits.unlabeled]
-    return x.backend.opd(DistillJob("opd", x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log))
+    return x.backend.opd(DistillJob(name, x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log))
 
 
 STAGE = Stage("opd", trains="student", needs_teacher=True, uses_labels=False, run=run)

@@ -1,0 +1,88 @@
+"""Leaderboards: tables and a plot rendered from the results store, nothing else.
+
+`build(store, suite)` gathers a suite's records into a `Leaderboard` (pure: the same store gives
+the same tables); `render(board, fmt)` writes it as Markdown, CSV, HTML or LaTeX; `publish`
+writes every format and the stage plot into a folder (default `leaderboards/`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from s2d_bench.errors import UserError
+from s2d_bench.leaderboards.detail import c1_table, c2_table
+from s2d_bench.leaderboards.tables import arm_table, model_table, trajectory
+from s2d_bench.store import Store
+
+FORMATS = ("md", "csv", "html", "latex")
+SUFFIX = {"md": "md", "csv": "csv", "html": "html", "latex": "tex"}
+
+
+@dataclass
+class Leaderboard:
+    suite: str
+    main: pd.DataFrame
+    trajectories: dict[str, pd.DataFrame]  # task -> arm x stage means (workflow suites only)
+    c1: pd.DataFrame
+    c2: pd.DataFrame
+
+    def sections(self) -> list[tuple[str, pd.DataFrame]]:
+        return [(title, frame) for title, frame in [
+            (f"{self.suite}", self.main),
+            ("C1: teacher reward gain from stage 1", self.c1),
+            ("C2: teacher-student KL around each distillation stage (held-out prompts)", self.c2),
+        ] if not frame.empty]
+
+
+def build(store: Store, suite: str) -> Leaderboard:
+    evals = store.evals(suite)
+    if not evals:
+        known = ", ".join(store.suites()) or "none yet"
+        raise UserError(f"no records for suite '{suite}' in {store.path} (suites: {known})")
+    arms = store.arms(suite)
+    if not arms:  # an `s2d-bench eval` suite: models x benchmarks
+        return Leaderboard(suite, model_table(evals), {}, pd.DataFrame(), pd.DataFrame())
+    diagnostics = store.diagnostics(suite)
+    tasks = sorted({r["task"] for r in evals})
+    return Leaderboard(suite, arm_table(evals, arms), {t: trajectory(evals, arms, t) for t in tasks},
+                       c1_table(evals, diagnostics), c2_table(arms, diagnostics))
+
+
+def _frame(frame: pd.DataFrame, fmt: str) -> str:
+    if fmt == "md":
+        return frame.to_markdown(index=False)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "html":
+        return frame.to_html(index=False, border=0)
+    return frame.to_latex(index=False).replace("→", r"$\rightarrow$").replace("Δ", r"$\Delta$")
+
+
+def render(board: Leaderboard, fmt: str = "md", detail: bool = True) -> str:
+    if fmt not in FORMATS:
+        raise UserError(f"format '{fmt}': use one of {', '.join(FORMATS)}")
+    sections = board.sections() if detail else board.sections()[:1]
+    if fmt == "csv":  # one table per file is what CSV readers expect: the main table
+        return _frame(board.main, fmt)
+    heading = {"md": "## {}\n\n", "html": "<h2>{}</h2>\n", "latex": "% {}\n"}[fmt]
+    return "\n\n".join(heading.format(title) + _frame(frame, fmt) for title, frame in sections) + "\n"
+
+
+def publish(board: Leaderboard, folder: Path) -> list[Path]:
+    """Write <suite>.md/.csv/.html/.tex and <suite>.png into `folder`; return the paths."""
+    from s2d_bench.leaderboards.plot import plot_trajectories
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = folder / f"{board.suite}.{SUFFIX[fmt]}"
+        path.write_text(render(board, fmt))
+        paths.append(path)
+    if board.trajectories:
+        path = folder / f"{board.suite}.png"
+        plot_trajectories(board.trajectories, board.suite, path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,38 @@
+"""The stage plot: accuracy after each stage, one line per arm, one panel per task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from s2d_bench.leaderboards.tables import STAGE_ORDER  # noqa: E402
+
+LABELS = {"base": "base student", "teacher_rl": "1: teacher RL\n(teacher)", "warmup": "2a: warmup", "opd": "2b: OPD",
+          "student_rl": "3: student RL", "replay": "3: replay\ncontrol"}
+
+
+def plot_trajectories(trajectories: dict[str, pd.DataFrame], suite: str, path: Path) -> None:
+    tasks = [t for t, frame in trajectories.items() if not frame.empty]
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(7.5 * max(1, len(tasks)), 4.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        frame = trajectories[task]
+        present = [s for s in STAGE_ORDER if s in set(frame["stage"])]
+        x_of = {stage: i for i, stage in enumerate(present)}
+        for arm, points in frame.groupby("arm", sort=False):
+            xs = [x_of[s] for s in points["stage"]]
+            style = {"linewidth": 2.6, "color": "black"} if arm == "full" else {"linewidth": 1.4}
+            ax.plot(xs, points["mean"], marker="o", label=arm, **style)
+        ax.set_xticks(range(len(present)), [LABELS.get(s, s) for s in present], fontsize=8)
+        ax.set_ylabel(f"{task}: avg@k (mean over seeds)")
+        ax.set_title(f"{suite}: accuracy after each stage")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,152 @@
+"""Leaderboard tables as pure functions of stored records (store.py): no model is touched.
+
+Rows are arms (for a workflow suite) or models (for an `s2d-bench eval` suite); columns are
+tasks. A cell is avg@k with a 95% interval from a bootstrap over problems, pooled over seeds: a
+resample draws problems with replacement and averages every seed's per-problem mean on them, so
+the interval covers problem sampling, the dominant error at n = 200-500, and seed noise enters
+through the pooled mean. The delta against the full workflow is paired (same seeds, same
+problems), which is far tighter than the difference of two independent intervals.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FULL = "full"
+STAGE_ORDER = ["base", "teacher_rl", "warmup", "opd", "student_rl", "replay"]
+BOOTSTRAP = 2000
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def bootstrap(matrix: np.ndarray, iters: int = BOOTSTRAP, seed: int = 0) -> Interval:
+    """Mean of a (seeds, problems) matrix and its 95% percentile interval, resampling problems."""
+    rng = np.random.default_rng(seed)
+    per_problem = matrix.mean(axis=0)
+    picks = rng.integers(0, per_problem.size, size=(iters, per_problem.size))
+    stats = per_problem[picks].mean(axis=1)
+    return Interval(float(per_problem.mean()), float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5)))
+
+
+def latest_by_node(evals: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(node, task) -> its newest record (a node re-evaluated under a new eval config keeps the newest)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in sorted(evals, key=lambda r: r.get("timestamp", 0)):
+        out[(r["node"], r["task"])] = r
+    return out
+
+
+def arm_paths(arms: list[dict[str, Any]]) -> dict[str, dict[int, list[dict[str, Any]]]]:
+    """arm -> seed -> its rows in stage order."""
+    out: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for row in sorted(arms, key=lambda r: (r["arm"], r["seed"], r["position"])):
+        out[row["arm"]][row["seed"]].append(row)
+    return out
+
+
+def _matrix(records: list[dict[str, Any]]) -> tuple[np.ndarray, list[str]]:
+    """(seeds, problems) of per-problem means, on the problems every record has."""
+    ids = sorted(set.intersection(*(set(r["per_problem"]) for r in records)))
+    return np.array([[r["per_problem"][i] for i in ids] for r in records]), ids
+
+
+def _final_records(paths: dict[int, list[dict[str, Any]]], evals: dict, task: str) -> dict[int, dict[str, Any]]:
+    out = {}
+    for seed, rows in paths.items():
+        record = evals.get((rows[-1]["node"], task))
+        if record is not None and record.get("per_problem"):
+            out[seed] = record
+    return out
+
+
+def _order(arms: list[str]) -> list[str]:
+    rest = sorted(a for a in arms if a != FULL)
+    return ([FULL] if FULL in arms else []) + rest
+
+
+def _budget(record: dict[str, Any]) -> str:
+    per_stage = record.get("labeled_per_stage") or {}
+    ordered = sorted(per_stage.items(), key=lambda item: STAGE_ORDER.index(item[0]) if item[0] in STAGE_ORDER else len(STAGE_ORDER))
+    parts = [f"{stage} {n}" for stage, n in ordered if n]
+    return f"{record.get('labeled_draws', 0)} ({' + '.join(parts) or 'none'})"
+
+
+def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per arm: avg@k [95% CI] per task, paired delta against `full`, budget, trajectory."""
+    by_node, paths = latest_by_node(evals), arm_paths(arms)
+    tasks = sorted({task for _, task in by_node})
+    trajectories = {task: trajectory(evals, arms, task) for task in tasks}
+    rows = []
+    for arm in _order(list(paths)):
+        row: dict[str, Any] = {"arm": arm}
+        for task in tasks:
+            finals = _final_records(paths[arm], by_node, task)
+            if not finals:
+                continue
+            matrix, ids = _matrix(list(finals.values()))
+            metric = next(iter(finals.values()))["metric"]
+            row[f"{task} {metric} [95% CI]"] = str(bootstrap(matrix))
+            row["seeds"] = len(finals)
+            full = _final_records(paths.get(FULL, {}), by_node, task)
+            common = sorted(set(finals) & set(full))
+            if arm != FULL and common:
+                mine, _ = _matrix([finals[s] for s in common])
+                theirs, _ = _matrix([full[s] for s in common])
+                row[f"{task} Δ vs full"] = str(bootstrap(mine - theirs)) if mine.shape == theirs.shape else "-"
+            row["labeled draws (per stage)"] = _budget(next(iter(finals.values())))
+            points = trajectories[task][trajectories[task]["arm"] == arm]
+            row[f"{task} after each stage"] = " → ".join(f"{p.stage} {p.mean:.3f}" for p in points.itertuples())
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    first = ["arm"] + [c for task in tasks for c in frame.columns if c.startswith(f"{task} ") and "after each stage" not in c]
+    rest = [c for c in frame.columns if c not in first]
+    return frame[first + rest].fillna("-")
+
+
+def trajectory(evals: list[dict[str, Any]], arms: list[dict[str, Any]], task: str) -> pd.DataFrame:
+    """arm x stage position: mean avg@k over seeds after each of the arm's stages (base first)."""
+    by_node, paths = latest_by_node(evals), arm_paths(arms)
+    rows = []
+    for arm in _order(list(paths)):
+        points: dict[int, list[float]] = defaultdict(list)
+        stages: dict[int, str] = {}
+        for rows_of_seed in paths[arm].values():
+            for row in rows_of_seed:
+                record = by_node.get((row["node"], task))
+                if record is not None:
+                    points[row["position"]].append(record["mean"])
+                    stages[row["position"]] = row["stage"]
+        for position in sorted(points):
+            rows.append({"arm": arm, "position": position, "stage": stages[position], "mean": float(np.mean(points[position])),
+                         "seeds": len(points[position])})
+    return pd.DataFrame(rows, columns=["arm", "position", "stage", "mean", "seeds"])
+
+
+def model_table(evals: list[dict[str, Any]]) -> pd.DataFrame:
+    """For an `s2d-bench eval` suite: one row per model, avg@k [95% CI] per benchmark."""
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in evals:
+        groups[r["model"]][r["task"]].append(r)
+    rows = []
+    for model in sorted(groups):
+        row: dict[str, Any] = {"model": model}
+        for task, records in sorted(groups[model].items()):
+            usable = [r for r in records if r.get("per_problem")]
+            if usable:
+                matrix, _ = _matrix(usable)
+                row[f"{task} {usable[-1]['metric']} [95% CI]"] = str(bootstrap(matrix))
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("-")

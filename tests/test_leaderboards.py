@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from s2d_bench.errors import UserError
+from s2d_bench.leaderboards import build, publish, render
+from s2d_bench.leaderboards.tables import bootstrap
+from s2d_bench.store import Store
+
+PROBLEMS = [f"p{i}" for i in range(40)]
+
+
+def _record(node: str, stage: str, seed: int, accuracy: list[float], **extra) -> dict:
+    per_problem = dict(zip(PROBLEMS, accuracy))
+    return {"node": node, "stage": stage, "seed": seed, "task": "add", "metric": "avg@4", "k": 4, "n": len(PROBLEMS),
+            "mean": float(np.mean(accuracy)), "stderr": 0.0, "per_problem": per_problem, "timestamp": seed,
+            "labeled_draws": 0, "labeled_per_stage": {}, **extra}
+
+
+def _fill(store: Store) -> None:
+    """Two seeds; arm full ends at 0.75 on every problem, arm no-opd at 0.5 on half and 0.25 on the rest."""
+    rng = np.random.default_rng(0)
+    store.put_eval("base", "s", _record("base", "base", 0, [0.1] * 40))
+    for seed in (0, 1):
+        store.put_eval(f"t{seed}", "s", _record(f"t{seed}", "teacher_rl", seed, [0.9] * 40, parent="tbase",
+                                                 labeled_draws=64, labeled_per_stage={"teacher_rl": 64}))
+        store.put_eval(f"f{seed}", "s", _record(f"f{seed}", "student_rl", seed, [0.75] * 40,
+                                                 labeled_draws=96, labeled_per_stage={"student_rl": 32, "teacher_rl": 64}))
+        store.put_eval(f"n{seed}", "s", _record(f"n{seed}", "student_rl", seed, list(rng.permutation([0.5] * 20 + [0.25] * 20))))
+        store.put_eval(f"w{seed}", "s", _record(f"w{seed}", "warmup", seed, [0.5 + 0.25 * seed] * 40))
+        store.put_arms("s", seed, {
+            "full": [("base", "base"), (f"t{seed}", "teacher_rl"), (f"w{seed}", "warmup"), (f"f{seed}", "student_rl")],
+            "no-opd": [("base", "base"), (f"t{seed}", "teacher_rl"), (f"n{seed}", "student_rl")],
+        })
+        store.put_diagnostic("s", f"w{seed}", "c2", {"stage": "warmup", "kl_forward_before": 2.0, "kl_forward_after": 0.5,
+                                                      "kl_reverse_before": 1.0, "kl_reverse_after": 0.25})
+
+
+def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_more_problems():
+    rng = np.random.default_rng(1)
+    small, large = rng.random((2, 30)), rng.random((2, 3000))
+    a, b = bootstrap(small), bootstrap(large)
+    assert a.low < a.mean < a.high and b.low < b.mean < b.high
+    assert (b.high - b.low) < (a.high - a.low) / 5
+    assert bootstrap(np.full((3, 10), 0.4)).low == pytest.approx(0.4)  # no spread, no interval
+
+
+def test_leaderboard_pools_seeds_pairs_the_delta_and_keeps_the_budget(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    _fill(store)
+    board = build(store, "s")
+    rows = board.main.set_index("arm")
+    assert list(rows.index) == ["full", "no-opd"]  # full first
+    assert rows.loc["full", "add avg@4 [95% CI]"].startswith("0.750 [0.750, 0.750]")
+    delta = rows.loc["no-opd", "add Δ vs full"]
+    assert delta.startswith("-0.375 [")  # paired: (0.5 + 0.25) / 2 - 0.75
+    low, high = map(float, delta.split("[")[1].rstrip("]").split(", "))
+    assert -0.45 < low < -0.375 < high < -0.3
+    assert rows.loc["full", "labeled draws (per stage)"] == "96 (teacher_rl 64 + student_rl 32)"
+    assert rows.loc["full", "add after each stage"] == "base 0.100 → teacher_rl 0.900 → warmup 0.625 → student_rl 0.750"
+    c2 = board.c2.iloc[0]
+    assert (c2["stage"], c2["arms"], c2["seeds"]) == ("warmup", "full", 2)
+    assert c2["KL(T||S) before → after"] == "2.000 → 0.500" and c2["KL(S||T) before → after"] == "1.000 → 0.250"
+    assert render(board, "md") == render(build(store, "s"), "md")  # a pure function of the store
+
+
+def test_publish_writes_every_format_and_a_png(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    _fill(store)
+    paths = publish(build(store, "s"), tmp_path / "out")
+    assert sorted(p.suffix for p in paths) == [".csv", ".html", ".md", ".png", ".tex"]
+    assert (tmp_path / "out" / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "\\begin{tabular}" in (tmp_path / "out" / "s.tex").read_text()
+    assert "<table" in (tmp_path / "out" / "s.html").read_text()
+    assert (tmp_path / "out" / "s.csv").read_text().splitlines()[0].startswith("arm,")
+
+
+def test_an_eval_suite_is_models_by_benchmarks_and_an_unknown_suite_is_a_clear_error(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.put_eval("e1", "evals", {**_record("m", "eval", 0, [1.0] * 40), "model": "tiny-a"})
+    store.put_eval("e2", "evals", {**_record("m", "eval", 0, [0.0] * 40), "model": "tiny-b"})
+    board = build(store, "evals")
+    assert list(board.main["model"]) == ["tiny-a", "tiny-b"]
+    with pytest.raises(UserError, match="suites: evals"):
+        build(store, "nope")
+    with pytest.raises(UserError, match="format"):
+        render(board, "pdf")

@@ -1,0 +1,39 @@
+import multiprocessing as mp
+
+from s2d_bench.store import Store
+
+
+def _writer(path: str, worker: int) -> None:
+    store = Store(path)
+    for i in range(40):
+        store.put_eval(f"own-{worker}-{i}", "suite", {"node": f"n{worker}-{i}", "task": "t", "mean": i / 40, "timestamp": i})
+        store.put_eval(f"shared-{i % 10}", "suite", {"node": f"s{i % 10}", "task": "t", "mean": 0.5, "timestamp": i})
+    store.put_arms("suite", worker, {"full": [(f"n{worker}-0", "base"), (f"n{worker}-1", "opd")]})
+
+
+def test_two_processes_writing_at_once_lose_nothing_and_duplicate_nothing(tmp_path):
+    path = str(tmp_path / "s.sqlite")
+    Store(path)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    store = Store(path)
+    records = store.evals("suite")
+    assert len(records) == 2 * 40 + 10  # own rows from both, each shared key once
+    assert len({r["node"] for r in records}) == len(records)
+    assert [(r["seed"], r["position"]) for r in store.arms("suite")] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_rewriting_a_key_replaces_the_row_and_arms_are_replaced_per_arm(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.put_eval("k", "a", {"node": "n", "task": "t", "mean": 0.1, "timestamp": 1})
+    store.put_eval("k", "a", {"node": "n", "task": "t", "mean": 0.2, "timestamp": 2})
+    assert [r["mean"] for r in store.evals("a")] == [0.2]
+    store.put_arms("a", 0, {"x": [("n1", "base"), ("n2", "opd"), ("n3", "student_rl")]})
+    store.put_arms("a", 0, {"x": [("n1", "base"), ("n4", "warmup")]})
+    assert [r["node"] for r in store.arms("a")] == ["n1", "n4"]
+    assert store.suites() == ["a"] and store.evals("other") == []
