@@ -107,6 +107,7 @@ class Runner:
         self.task = TASKS.get(cfg.task.name)(cfg.task)
         self.splits = self.task.splits()
         self.backend = BACKENDS.get(cfg.backend)()
+        self.backend.validate(cfg)  # options the backend cannot express fail now, not mid-run
         self.nodes = {n.id: n for n in plan(cfg)}
         self.eval_hash = config_hash({"eval": to_dict(cfg.eval), "task": to_dict(cfg.task), "seed": EVAL_SEED})
         self.store = Store(cfg.store)
@@ -141,6 +142,7 @@ class Runner:
         transformers.utils.logging.disable_progress_bar()  # per-load bars drown the stage bars
         self.root.mkdir(parents=True, exist_ok=True)
         _write_json(self.root / "config.json", to_dict(self.cfg))
+        self.preflight()
         self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows())
         records = []
         for node in self.nodes.values():
@@ -154,6 +156,19 @@ class Runner:
             records.append(record)
         self.write_results()
         return records
+
+    def preflight(self) -> None:
+        """Checks that would otherwise fail mid-run: a distilling arm needs one shared vocabulary."""
+        if any(n.teacher for n in self.nodes.values()):
+            check_pair(self._tokenizer("teacher"), self._tokenizer("student"))
+
+    def _tokenizer(self, role: str) -> Any:
+        model_cfg = getattr(self.cfg, role)
+        if model_cfg.path:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(model_cfg.path)
+        return MODELS.get(model_cfg.builder)(seed=0)[1]
 
     def diagnose(self, node: Node) -> None:
         """C1 after teacher RL, C2 around each distillation stage; computed once, stored every run."""
@@ -220,7 +235,8 @@ class Runner:
             check_pair(teacher_tok, tok)
         stage_cfg = type(getattr(self.cfg.stages, node.stage))(**node.cfg)
         torch.manual_seed(self._seed(node))
-        inputs = StageInputs(self.backend, model, teacher, tok, self.splits, self.task.grade, stage_cfg, self._seed(node), log)
+        inputs = StageInputs(self.backend, model, teacher, tok, self.splits, self.task.grade, stage_cfg, self._seed(node), log,
+                             str(self.node_dir(node)))
         report = stage.run(inputs)
         return model, tok, {"steps": report.steps, "draws": report.labeled_draws}
 

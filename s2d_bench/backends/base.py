@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from s2d_bench.config import DistillConfig, GRPOConfig
+from s2d_bench.config import DistillConfig, GRPOConfig, RunConfig
 from s2d_bench.harness.sampling import Sampling
 from s2d_bench.models.sequences import Batch
 from s2d_bench.tasks.base import Problem
@@ -56,6 +56,7 @@ class DistillJob:
     cfg: DistillConfig
     seed: int
     log: Logger
+    workdir: str | None = None  # the stage's own folder, for caches a backend keeps (TRL: teacher rollouts)
 
 
 @dataclass
@@ -68,6 +69,10 @@ class StageReport:
 
 class Backend(Protocol):
     name: str
+
+    def validate(self, cfg: RunConfig) -> None:
+        """Refuse, before any stage runs, config options this backend cannot express (UserError)."""
+        ...
 
     def generate(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str], sampling: Sampling, seed: int) -> Rollouts:
         """k = sampling.k samples for each prompt, sampled with a KV cache."""

@@ -40,6 +40,9 @@ def _lengths(batch: Batch) -> float:
 class TorchBackend:
     name = "torch"
 
+    def validate(self, cfg) -> None:  # noqa: ANN001 - every option of ours is native here
+        return None
+
     def generate(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str], sampling: Sampling, seed: int) -> Rollouts:
         rows = encode_prompts(tok, prompts)
         ids, mask = left_pad(rows, tok.pad_token_id)

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.backends.base import Backend, Grader, Logger, StageReport
+from s2d_bench.errors import UserError
 from s2d_bench.registry import Registry
 from s2d_bench.tasks.base import Splits
 
@@ -25,6 +26,14 @@ class StageInputs:
     cfg: Any
     seed: int
     log: Logger
+    workdir: str | None = None  # the stage's folder, for caches a backend may keep there
+
+
+def nonempty(items: list, stage: str, what: str) -> list:
+    """The stage's inputs, or the same clear error on every backend when there are none."""
+    if not items:
+        raise UserError(f"{stage}: the task gives no {what}; a stage cannot train on an empty set")
+    return items
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ Run alone: `s2d-bench run 'arms={o: {stages: [teacher_rl, opd]}}'`.
 """
 
 from s2d_bench.backends.base import DistillJob, StageReport
-from s2d_bench.stages import Stage, StageInputs
+from s2d_bench.stages import Stage, StageInputs, nonempty
 
 
 def run(x: StageInputs, name: str = "opd") -> StageReport:
     assert x.teacher is not None
-    prompts = [p.prompt for p in x.splits.unlabeled]
-    return x.backend.opd(DistillJob(name, x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log))
+    prompts = nonempty([p.prompt for p in x.splits.unlabeled], name, "unlabeled prompts")
+    return x.backend.opd(DistillJob(name, x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log, x.workdir))
 
 
 STAGE = Stage("opd", trains="student", needs_teacher=True, uses_labels=False, run=run)

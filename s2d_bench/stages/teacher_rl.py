@@ -8,11 +8,11 @@ Run alone: `s2d-bench run 'arms={t: {stages: [teacher_rl]}}'`.
 """
 
 from s2d_bench.backends.base import RLJob, StageReport
-from s2d_bench.stages import Stage, StageInputs
+from s2d_bench.stages import Stage, StageInputs, nonempty
 
 
 def run(x: StageInputs) -> StageReport:
-    job = RLJob("teacher_rl", x.model, x.tok, x.splits.labeled, x.grade, x.cfg, x.seed, x.log)
+    job = RLJob("teacher_rl", x.model, x.tok, nonempty(x.splits.labeled, "teacher_rl", "labeled problems"), x.grade, x.cfg, x.seed, x.log)
     return x.backend.teacher_rl(job)
 
 

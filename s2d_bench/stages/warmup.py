@@ -9,13 +9,13 @@ approximates. Run alone: `s2d-bench run 'arms={w: {stages: [warmup]}}'` (raw tea
 """
 
 from s2d_bench.backends.base import DistillJob, StageReport
-from s2d_bench.stages import Stage, StageInputs
+from s2d_bench.stages import Stage, StageInputs, nonempty
 
 
 def run(x: StageInputs) -> StageReport:
     assert x.teacher is not None
-    prompts = [p.prompt for p in x.splits.unlabeled]
-    return x.backend.warmup(DistillJob("warmup", x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log))
+    prompts = nonempty([p.prompt for p in x.splits.unlabeled], "warmup", "unlabeled prompts")
+    return x.backend.warmup(DistillJob("warmup", x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log, x.workdir))
 
 
 STAGE = Stage("warmup", trains="student", needs_teacher=True, uses_labels=False, run=run)

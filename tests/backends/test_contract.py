@@ -1,0 +1,99 @@
+"""The contract every registered backend passes: same stages, same records, same errors."""
+
+import json
+
+import pytest
+import torch
+
+from s2d_bench.backends import BACKENDS
+from s2d_bench.config import load_config
+from s2d_bench.errors import UserError
+from s2d_bench.models.builders import load_pretrained, save, tiny_qwen3_student
+from s2d_bench.pipeline import Runner
+from s2d_bench.stages import STAGES, StageInputs
+from s2d_bench.tasks.base import Splits
+
+STAGE_NAMES = ["teacher_rl", "warmup", "opd", "student_rl"]
+
+
+@pytest.fixture(params=BACKENDS.names())
+def backend(request):
+    if request.param == "trl":
+        pytest.importorskip("trl")
+    return request.param
+
+
+def _cfg(tiny_overrides, backend, *extra):
+    return load_config(None, [*tiny_overrides, f"backend={backend}", "arms={full: {stages: [teacher_rl, warmup, opd, student_rl]}}", *extra])
+
+
+def _inputs(backend: str, stage: str, cfg_overrides: list[str] = ()) -> StageInputs:
+    """Tiny models on a small add3mix world; the grader rewards even-length answers, so GRPO has signal."""
+    from s2d_bench.config import TaskConfig
+    from s2d_bench.tasks import TASKS
+
+    cfg = load_config(None, ["stages.teacher_rl.steps=2", "stages.teacher_rl.prompts_per_step=4", "stages.student_rl.steps=2",
+                             "stages.student_rl.prompts_per_step=4", "stages.warmup.steps=2", "stages.warmup.batch_size=8",
+                             "stages.opd.steps=2", "stages.opd.batch_size=8", *cfg_overrides])
+    splits = TASKS.get("add3mix")(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=6)).splits()
+    model, tok = tiny_qwen3_student(seed=0)
+    teacher, _ = tiny_qwen3_student(seed=1)
+    rows: list[dict] = []
+    inputs = StageInputs(BACKENDS.get(backend)(), model, teacher, tok, splits, lambda text, problem: len(text) % 2 == 0,
+                         getattr(cfg.stages, stage), 0, rows.append)
+    inputs.logged = rows  # type: ignore[attr-defined]
+    return inputs
+
+
+@pytest.mark.parametrize("stage", STAGE_NAMES)
+def test_a_stage_changes_the_parameters_logs_metrics_and_saves_a_model_that_reloads(backend, stage, tmp_path):
+    x = _inputs(backend, stage)
+    before = {k: v.clone() for k, v in x.model.state_dict().items()}
+    report = STAGES.get(stage).run(x)
+    assert report.steps == 2
+    assert any(not torch.equal(before[k], v) for k, v in x.model.state_dict().items()), f"{backend}: {stage} changed nothing"
+    assert len(x.logged) == 2 and all({"step", "loss"} <= set(row) for row in x.logged)
+    assert (len(report.labeled_draws) == 2 * 4) == STAGES.get(stage).uses_labels  # 2 steps x 4 labeled prompts
+    save(x.model, x.tok, tmp_path / "m")
+    reloaded, _ = load_pretrained(str(tmp_path / "m"), "cpu")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    torch.testing.assert_close(reloaded(input_ids=ids).logits, x.model.eval()(input_ids=ids).logits)
+
+
+def test_the_pipeline_writes_one_record_per_model_with_budget_and_backend(tiny_overrides, backend):
+    runner = Runner(_cfg(tiny_overrides, backend))
+    records = {r["node"]: r for r in runner.run()}
+    stage_nodes = [n for n in runner.nodes.values() if n.stage != "base"]
+    assert [n.stage for n in stage_nodes] == STAGE_NAMES
+    for node in stage_nodes:
+        assert records[node.id]["backend"] == backend and records[node.id]["per_problem"]
+        assert (runner.node_dir(node) / "metrics.jsonl").read_text().count("\n") == 2
+    assert records[stage_nodes[-1].id]["labeled_per_stage"] == {"teacher_rl": 8, "warmup": 0, "opd": 0, "student_rl": 8}
+    assert len(runner.store.evals("tiny")) == len(runner.nodes)
+
+
+def test_a_teacher_with_another_vocabulary_is_refused_before_any_stage_runs(tiny_overrides, backend, tmp_path):
+    model, tok = tiny_qwen3_student(seed=0)
+    tok.add_tokens(["<extra>"])
+    model.resize_token_embeddings(len(tok))
+    save(model, tok, tmp_path / "odd-teacher")
+    runner = Runner(_cfg(tiny_overrides, backend, "teacher.builder=", f"teacher.path={tmp_path / 'odd-teacher'}"))
+    with pytest.raises(UserError, match="different vocabularies"):
+        runner.run()
+    assert not list(runner.root.glob("nodes/*/model"))  # refused before anything trained
+
+
+@pytest.mark.parametrize("stage", STAGE_NAMES)
+def test_an_empty_prompt_set_is_the_same_clear_error(backend, stage):
+    model, tok = tiny_qwen3_student(seed=0)
+    teacher, _ = tiny_qwen3_student(seed=1)
+    cfg = load_config().stages
+    inputs = StageInputs(BACKENDS.get(backend)(), model, teacher, tok, Splits([], [], []), lambda t, p: True,
+                         getattr(cfg, stage), 0, lambda row: None)
+    with pytest.raises(UserError, match=f"{stage}: the task gives no"):
+        STAGES.get(stage).run(inputs)
+
+
+def test_grpo_with_fewer_than_two_samples_is_refused_in_config(backend):
+    with pytest.raises(UserError, match="samples_per_prompt >= 2"):
+        load_config(None, [f"backend={backend}", "stages.teacher_rl.samples_per_prompt=1"])
