@@ -61,6 +61,9 @@ def test_eval_writes_results_and_every_completion(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "ev" / "math500" / "completions.jsonl").read_text().splitlines()]
     assert [(x["id"], x["sample"]) for x in lines] == [(f"q{i}", j) for i in range(3) for j in range(2)]
     assert all({"text", "extracted", "correct", "tokens", "grader"} <= x.keys() for x in lines)
+    board = _run("leaderboard", "--suite", "eval", "--format", "csv")  # the records reached the store
+    assert board.exit_code == 0, board.output
+    assert board.output.splitlines()[0].startswith("model,aime24 avg@2") and str(tmp_path / "model") in board.output
 
 
 def test_eval_user_errors(tmp_path):
