@@ -229,10 +229,7 @@ class Runner:
     def _train_stage(self, node: Node, log) -> tuple[Any, Any, dict]:
         stage = STAGES.get(node.stage)
         model, tok = self._load(node.parent)
-        teacher = None
-        if node.teacher is not None:
-            teacher, teacher_tok = self._load(node.teacher)
-            check_pair(teacher_tok, tok)
+        teacher = self._load(node.teacher)[0] if node.teacher is not None else None  # pair checked in preflight
         stage_cfg = type(getattr(self.cfg.stages, node.stage))(**node.cfg)
         torch.manual_seed(self._seed(node))
         inputs = StageInputs(self.backend, model, teacher, tok, self.splits, self.task.grade, stage_cfg, self._seed(node), log,
