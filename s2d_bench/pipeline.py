@@ -33,7 +33,6 @@ import transformers
 from s2d_bench import diagnostics
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, config_hash, to_dict
-from s2d_bench.errors import UserError
 from s2d_bench.harness.engines import EngineConfig, HFEngine, resolve_device
 from s2d_bench.harness.evaluate import evaluate
 from s2d_bench.harness.provenance import git_commit, package_versions
