@@ -103,10 +103,15 @@ class DistillConfig:
     temperature: float = _help("rollout sampling temperature", 1.0)
     max_new_tokens: int = _help("completion length cap", 16)
     max_grad_norm: float = _help("gradient clipping norm", 1.0)
-    estimator: str = _help("'full': exact KL over the vocabulary; 'sampled': log-ratio of the sampled token as a per-token advantage (OPD only)", "full")
+    estimator: str = _help(
+        "'full': exact KL over the vocabulary; 'topk': the teacher's top_k tokens plus a tail bucket; "
+        "'sampled': log-ratio of the sampled token as a per-token advantage (OPD only)", "full")
+    top_k: int = _help("teacher tokens kept per position by estimator 'topk'", 64)
+    chunk_size: int = _help("completion positions whose full-vocabulary logits exist at once (memory); 0: all", 1024)
 
     def __post_init__(self) -> None:
-        _require(self.estimator in ("full", "sampled"), f"estimator must be 'full' or 'sampled', not '{self.estimator}'")
+        _require(self.estimator in ("full", "topk", "sampled"), f"estimator must be 'full', 'topk' or 'sampled', not '{self.estimator}'")
+        _require(self.top_k >= 1 and self.chunk_size >= 0, "distill: top_k >= 1 and chunk_size >= 0")
         _require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "distill: steps >= 0, batch_size > 0, lr > 0")
 
 
@@ -145,6 +150,23 @@ class EvalConfig:
         _require(self.temperature >= 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "eval: temperature >= 0, 0 < top_p <= 1, top_k >= 0")
 
 
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = _help("ZeRO stage of the trained model: 0 (plain data parallel), 1 optimizer, 2 + gradients, 3 + parameters sharded", 2)
+    offload_optimizer: bool = _help("keep optimizer states on the CPU (DeepSpeedCPUAdam; ZeRO >= 1)", False)
+    offload_params: bool = _help("keep sharded parameters on the CPU (ZeRO 3 only)", False)
+    teacher_zero3: bool = _help("shard the frozen teacher with ZeRO-3 across ranks (for a teacher that does not fit one device)", False)
+    bf16: bool = _help("bf16 weights and compute with fp32 master weights in the optimizer (GPUs)", False)
+    timeout_minutes: int = _help("collective timeout: ranks wait while rank 0 evaluates", 240)
+    extra: dict[str, Any] = _help("raw DeepSpeed config keys merged over the ones s2d-bench writes", factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage must be 0, 1, 2 or 3, not {self.zero_stage}")
+        _require(not self.offload_params or self.zero_stage == 3, "deepspeed.offload_params needs zero_stage: 3")
+        _require(not self.offload_optimizer or self.zero_stage >= 1, "deepspeed.offload_optimizer needs zero_stage >= 1")
+        _require(self.timeout_minutes > 0, "deepspeed.timeout_minutes must be > 0")
+
+
 def _default_arms() -> dict[str, ArmConfig]:
     return {
         "direct-grpo": ArmConfig(["student_rl"], {"student_rl.steps": 480, "student_rl.lr": 3e-4}),
@@ -168,6 +190,7 @@ class RunConfig:
     stages: StagesConfig = _help("default settings of each stage", factory=StagesConfig)
     arms: dict[str, ArmConfig] = _help("named stage sequences to run and compare", factory=_default_arms)
     eval: EvalConfig = _help("avg@k evaluation after every stage", factory=EvalConfig)
+    deepspeed: DeepSpeedConfig = _help("engine settings of backend=deepspeed (ignored by the others)", factory=DeepSpeedConfig)
 
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "threads must be >= 1")

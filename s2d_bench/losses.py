@@ -60,28 +60,51 @@ def policy_loss(
     return masked_mean(per_token, mask), stats
 
 
-def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) over the full vocabulary, per token, token mean. Logits (N, T, V).
+def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, direction: str) -> torch.Tensor:
+    """Per-token KL over the full vocabulary: (..., V) logits -> (...).
 
-    sum_v p_T(v) (log p_T(v) - log p_S(v)): mass-covering; it pulls the student onto every token
-    the teacher would say, which is what a warmup on teacher rollouts wants.
+    'forward' is KL(teacher || student) = sum_v p_T (log p_T - log p_S): mass-covering, it pulls
+    the student onto every token the teacher would say (the warmup on teacher rollouts).
+    'reverse' is KL(student || teacher): mode-seeking; on the student's own samples it is the
+    dense per-token signal of on-policy distillation.
     """
     t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
     s_logp = F.log_softmax(student_logits.float(), dim=-1)
-    per_token = (t_logp.exp() * (t_logp - s_logp)).sum(-1)
-    return masked_mean(per_token, mask)
+    p, a, b = (t_logp.exp(), t_logp, s_logp) if direction == "forward" else (s_logp.exp(), s_logp, t_logp)
+    return (p * (a - b)).sum(-1)
+
+
+def token_kl_topk(student_logits: torch.Tensor, teacher_logits: torch.Tensor, direction: str, k: int) -> torch.Tensor:
+    """Per-token KL over the teacher's top-k tokens plus one tail bucket: (..., V) -> (...).
+
+    Only k teacher log-probs per position need to be kept (or sent from a teacher server), not V.
+    Both distributions are coarsened to the same k + 1 outcomes (the k tokens, "anything else"),
+    so the value is a lower bound of the full KL that reaches it as k -> V.
+    """
+    t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
+    s_logp = F.log_softmax(student_logits.float(), dim=-1)
+    t_top, ids = t_logp.topk(min(k, t_logp.shape[-1]), dim=-1)
+    s_top = s_logp.gather(-1, ids)
+    t_all = torch.cat([t_top, _log_tail(t_top)], dim=-1)
+    s_all = torch.cat([s_top, _log_tail(s_top)], dim=-1)
+    p, a, b = (t_all.exp(), t_all, s_all) if direction == "forward" else (s_all.exp(), s_all, t_all)
+    return (p * (a - b)).sum(-1)
+
+
+def _log_tail(top_logp: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """log(1 - sum exp(top_logp)), kept finite when the top tokens hold all the mass."""
+    mass = top_logp.exp().sum(-1, keepdim=True).clamp(max=1.0 - eps)
+    return torch.log1p(-mass)
+
+
+def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) over the full vocabulary, token mean. Logits (N, T, V)."""
+    return masked_mean(token_kl(student_logits, teacher_logits, "forward"), mask)
 
 
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """KL(student || teacher) over the full vocabulary, per token, token mean. Logits (N, T, V).
-
-    sum_v p_S(v) (log p_S(v) - log p_T(v)): mode-seeking; evaluated on the student's own
-    samples it is the dense per-token signal of on-policy distillation.
-    """
-    t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
-    s_logp = F.log_softmax(student_logits.float(), dim=-1)
-    per_token = (s_logp.exp() * (s_logp - t_logp)).sum(-1)
-    return masked_mean(per_token, mask)
+    """KL(student || teacher) over the full vocabulary, token mean. Logits (N, T, V)."""
+    return masked_mean(token_kl(student_logits, teacher_logits, "reverse"), mask)
 
 
 def sampled_reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -95,10 +118,15 @@ def sampled_reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, m
     return masked_mean(-advantage * student_logp, mask)
 
 
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the distribution behind (..., V) logits: (...)."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
 def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean per-token entropy of the distribution behind (N, T, V) logits, token mean."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return masked_mean(-(logp.exp() * logp).sum(-1), mask)
+    return masked_mean(token_entropy(logits), mask)
 
 
 def token_nll(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import transformers
 
-from s2d_bench import diagnostics
+from s2d_bench import diagnostics, distributed
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, config_hash, to_dict
 from s2d_bench.harness.engines import EngineConfig, HFEngine, resolve_device
@@ -107,6 +107,7 @@ class Runner:
         self.splits = self.task.splits()
         self.backend = BACKENDS.get(cfg.backend)()
         self.backend.validate(cfg)  # options the backend cannot express fail now, not mid-run
+        self.load_device = getattr(self.backend, "load_device", None) or self.device  # DeepSpeed ZeRO-3: host memory
         self.nodes = {n.id: n for n in plan(cfg)}
         self.eval_hash = config_hash({"eval": to_dict(cfg.eval), "task": to_dict(cfg.task), "seed": EVAL_SEED})
         self.store = Store(cfg.store)
@@ -137,24 +138,35 @@ class Runner:
 
     # ------------------------------------------------------------------ running
     def run(self) -> list[dict[str, Any]]:
+        """Train what is missing, evaluate what is unevaluated; with several ranks, rank 0 writes."""
         torch.set_num_threads(self.cfg.threads)
         transformers.utils.logging.disable_progress_bar()  # per-load bars drown the stage bars
-        self.root.mkdir(parents=True, exist_ok=True)
-        _write_json(self.root / "config.json", to_dict(self.cfg))
+        main = distributed.is_main()
+        if main:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _write_json(self.root / "config.json", to_dict(self.cfg))
         self.preflight()
-        self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows())
+        if main:
+            self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows())
         records = []
         for node in self.nodes.values():
-            if not self.is_trained(node):
+            if not distributed.agree(self.is_trained(node)):
                 self.train(node)
-            if not self.result_path(node).exists():
-                self.evaluate(node)
-            record = json.loads(self.result_path(node).read_text())
-            self.store.put_eval(f"{node.id}:{self.eval_hash}", self.cfg.name, record)
-            self.diagnose(node)
-            records.append(record)
-        self.write_results()
+            if main:
+                records.append(self.finish(node))
+            distributed.barrier()
+        if main:
+            self.write_results()
         return records
+
+    def finish(self, node: Node) -> dict[str, Any]:
+        """Evaluate (once), store the record and the diagnostics of a trained node."""
+        if not self.result_path(node).exists():
+            self.evaluate(node)
+        record = json.loads(self.result_path(node).read_text())
+        self.store.put_eval(f"{node.id}:{self.eval_hash}", self.cfg.name, record)
+        self.diagnose(node)
+        return record
 
     def preflight(self) -> None:
         """Checks that would otherwise fail mid-run: a distilling arm needs one shared vocabulary."""
@@ -190,19 +202,24 @@ class Runner:
         model_cfg = getattr(self.cfg, node.role)
         return (node.stage == "base" and bool(model_cfg.path)) or (self.node_dir(node) / "model").is_dir()
 
-    def _load(self, node_id: str) -> tuple[Any, Any]:
-        return load_pretrained(self.model_ref(self.nodes[node_id]), self.device)
+    def _load(self, node_id: str, device: str | None = None) -> tuple[Any, Any]:
+        return load_pretrained(self.model_ref(self.nodes[node_id]), device or self.device)
 
     def _seed(self, node: Node) -> int:
         return int(node.id.rsplit("-", 1)[1][:8], 16)
 
     def train(self, node: Node) -> None:
+        """Every rank trains a stage together; rank 0 alone pretrains a base model and writes."""
+        main = distributed.is_main()
+        if node.stage == "base" and not main:
+            return distributed.barrier()
         out = self.node_dir(node)
-        out.mkdir(parents=True, exist_ok=True)
         partial = out / "model.partial"
-        shutil.rmtree(partial, ignore_errors=True)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(partial, ignore_errors=True)
         start = time.perf_counter()
-        with open(out / "metrics.jsonl", "w") as metrics:
+        with open(out / "metrics.jsonl", "w") if main else open(os.devnull, "w") as metrics:
             def log(row: dict) -> None:
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
@@ -211,12 +228,14 @@ class Runner:
                 model, tok, report = self._train_base(node, log)
             else:
                 model, tok, report = self._train_stage(node, log)
-        save(model, tok, partial)
-        _write_json(out / "stage.json", {
-            "node": node.id, "stage": node.stage, "steps": report["steps"], "seconds": time.perf_counter() - start,
-            "labeled_draws": len(report["draws"]), "labeled_ids": sorted(set(report["draws"])),
-        })
-        os.replace(partial, out / "model")
+        if main:
+            save(model, tok, partial)
+            _write_json(out / "stage.json", {
+                "node": node.id, "stage": node.stage, "steps": report["steps"], "seconds": time.perf_counter() - start,
+                "labeled_draws": len(report["draws"]), "labeled_ids": sorted(set(report["draws"])),
+            })
+            os.replace(partial, out / "model")
+        distributed.barrier()
 
     def _train_base(self, node: Node, log) -> tuple[Any, Any, dict]:
         model_cfg = getattr(self.cfg, node.role)
@@ -227,8 +246,8 @@ class Runner:
 
     def _train_stage(self, node: Node, log) -> tuple[Any, Any, dict]:
         stage = STAGES.get(node.stage)
-        model, tok = self._load(node.parent)
-        teacher = self._load(node.teacher)[0] if node.teacher is not None else None  # pair checked in preflight
+        model, tok = self._load(node.parent, self.load_device)
+        teacher = self._load(node.teacher, self.load_device)[0] if node.teacher is not None else None  # pair checked in preflight
         stage_cfg = type(getattr(self.cfg.stages, node.stage))(**node.cfg)
         torch.manual_seed(self._seed(node))
         inputs = StageInputs(self.backend, model, teacher, tok, self.splits, self.task.grade, stage_cfg, self._seed(node), log,

@@ -1,44 +1,74 @@
 """Plain-PyTorch backend: the four stages as short loops over `s2d_bench.losses`.
 
-One process, one device (CPU or a single GPU), AdamW at a constant learning rate. Stages 1 and 3
-share the GRPO loop; stages 2a and 2b share the distillation loop and differ only in who samples
-(teacher vs student) and which divergence is minimised.
+Stages 1 and 3 share the GRPO loop; stages 2a and 2b share the distillation loop and differ only
+in who samples (teacher vs student) and which divergence is minimised. The loops run on a
+`Runtime` (runtime.py): by default one process and AdamW at a constant learning rate; the
+DeepSpeed backend runs these same loops on its engine, each rank on its share of every batch.
 """
 
 from __future__ import annotations
 
 import copy
 import random
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from s2d_bench import losses
+from s2d_bench import chunked, losses
 from s2d_bench.backends.base import DistillJob, RLJob, Rollouts, StageReport
+from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer, shard
+from s2d_bench.errors import UserError
 from s2d_bench.harness.sampling import Sampling, sample
-from s2d_bench.models.sequences import Batch, completion_logits, encode_prompts, join, left_pad, token_logprobs
-
-
-def _optimizer(model: PreTrainedModel, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-
-
-def _step(model: PreTrainedModel, opt: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> float:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    opt.step()
-    return float(norm)
+from s2d_bench.models.sequences import Batch, completion_hidden, completion_logits, encode_prompts, join, left_pad, token_logprobs
 
 
 def _lengths(batch: Batch) -> float:
     return float(batch.completion_mask.sum(1).mean())
 
 
+def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor, cfg, rt: Runtime) -> dict:
+    """cfg.updates_per_batch clipped policy-gradient steps on one batch of rollouts."""
+    model, mask, ids = trainer.model, batch.completion_mask, batch.completion_ids
+    old_logp = ref_logp = None
+    with torch.no_grad():
+        if cfg.updates_per_batch > 1:
+            old_logp = token_logprobs(completion_logits(model, batch), ids)
+        if ref is not None:
+            ref_logp = token_logprobs(completion_logits(ref, batch), ids)
+    weight = rt.token_weight(mask)
+    for _ in range(cfg.updates_per_batch):
+        logits = completion_logits(model, batch)
+        logp = token_logprobs(logits, ids)
+        loss, stats = losses.policy_loss(
+            logp, logp.detach() if old_logp is None else old_logp, advantages, mask,
+            cfg.clip_low, cfg.clip_high, ref_logp, cfg.kl_coef,
+        )
+        grad_norm = trainer.step(loss * weight)
+    with torch.no_grad():
+        stats.update(loss=loss.item(), grad_norm=grad_norm, entropy=float(losses.entropy(logits, mask)))
+    return stats
+
+
+def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, objective: chunked.Objective, chunk: int, rt: Runtime) -> dict:
+    """One step of the student on `objective` against the frozen teacher, logits in chunks."""
+    student = trainer.model
+    with torch.no_grad():
+        t_hidden = completion_hidden(teacher, batch)
+    s_hidden = completion_hidden(student, batch)
+    loss, stats = chunked.distill_loss(
+        s_hidden, student.get_output_embeddings(), t_hidden, teacher.get_output_embeddings(),
+        batch.completion_ids, batch.completion_mask, objective, chunk, rt.most(chunked.n_chunks(batch.completion_mask, chunk)),
+    )
+    grad_norm = trainer.step(loss * rt.token_weight(batch.completion_mask))
+    return {"loss": loss.item(), "grad_norm": grad_norm, **stats, "response_length": _lengths(batch)}
+
+
 class TorchBackend:
     name = "torch"
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self.runtime = runtime or LocalRuntime()
 
     def validate(self, cfg) -> None:  # noqa: ANN001 - every option of ours is native here
         return None
@@ -61,88 +91,59 @@ class TorchBackend:
         return self._grpo(job)
 
     def _grpo(self, job: RLJob) -> StageReport:
-        """Sample k per labeled prompt, reward 0/1 by the grader, clipped policy gradient."""
-        cfg, model = job.cfg, job.policy
+        """Sample k per labeled prompt, reward 0/1 by the grader, clipped policy gradient.
+
+        Every rank draws the same prompts and samples its share; advantages are per prompt, so
+        a rank needs no other rank's rewards.
+        """
+        cfg, rt = job.cfg, self.runtime
         rng = random.Random(job.seed)
-        opt = _optimizer(model, cfg.lr)
-        ref = copy.deepcopy(model).eval() if cfg.kl_coef > 0 else None
+        ref = rt.frozen(copy.deepcopy(job.policy)) if cfg.kl_coef > 0 else None
+        trainer = rt.trainer(job.policy, cfg.lr, cfg.max_grad_norm)
+        model = trainer.model
         sampling = Sampling(k=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         draws: list[str] = []
-        bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True)
+        bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
         for step in bar:
             problems = rng.sample(job.problems, min(cfg.prompts_per_step, len(job.problems)))
             draws.extend(p.id for p in problems)
-            roll = self.generate(model, job.tok, [p.prompt for p in problems], sampling, rng.randrange(2**31))
-            rewards = torch.tensor([float(job.grade(t, problems[i // roll.k])) for i, t in enumerate(roll.texts)])
-            advantages = losses.grpo_advantages(rewards.view(len(problems), roll.k), cfg.scale_rewards).flatten()
-            metrics = self._policy_updates(model, opt, ref, roll.batch.to(model.device), advantages.to(model.device), cfg)
-            metrics.update(step=step, reward=float(rewards.mean()), response_length=_lengths(roll.batch))
-            job.log(metrics)
+            seed, mine = rng.randrange(2**31) + rt.rank, shard(problems, rt.rank, rt.world)
+            with rt.full_weights(model):
+                roll = self.generate(model, job.tok, [p.prompt for p in mine], sampling, seed)
+            rewards = torch.tensor([float(job.grade(t, mine[i // roll.k])) for i, t in enumerate(roll.texts)])
+            advantages = losses.grpo_advantages(rewards.view(len(mine), roll.k), cfg.scale_rewards).flatten()
+            metrics = policy_updates(trainer, ref, roll.batch.to(model.device), advantages.to(model.device), cfg, rt)
+            metrics = rt.mean({**metrics, "reward": float(rewards.mean()), "response_length": _lengths(roll.batch)})
+            job.log({"step": step, **metrics})
             bar.set_postfix(reward=f"{metrics['reward']:.3f}")
+        trainer.finish()
         return StageReport(steps=cfg.steps, labeled_draws=draws)
-
-    @staticmethod
-    def _policy_updates(model, opt, ref, batch: Batch, advantages: torch.Tensor, cfg) -> dict:
-        mask, ids = batch.completion_mask, batch.completion_ids
-        old_logp = ref_logp = None
-        with torch.no_grad():
-            if cfg.updates_per_batch > 1:
-                old_logp = token_logprobs(completion_logits(model, batch), ids)
-            if ref is not None:
-                ref_logp = token_logprobs(completion_logits(ref, batch), ids)
-        for _ in range(cfg.updates_per_batch):
-            logits = completion_logits(model, batch)
-            logp = token_logprobs(logits, ids)
-            loss, stats = losses.policy_loss(
-                logp, logp.detach() if old_logp is None else old_logp, advantages, mask,
-                cfg.clip_low, cfg.clip_high, ref_logp, cfg.kl_coef,
-            )
-            grad_norm = _step(model, opt, loss, cfg.max_grad_norm)
-        with torch.no_grad():
-            stats.update(loss=loss.item(), grad_norm=grad_norm, entropy=float(losses.entropy(logits, mask)))
-        return stats
 
     # ------------------------------------------------------------------ stages 2a and 2b
     def warmup(self, job: DistillJob) -> StageReport:
-        return self._distill(job, sampler=job.teacher, objective=lambda s, t, b: losses.forward_kl(s, t, b.completion_mask))
+        if job.cfg.estimator == "sampled":
+            raise UserError(f"{job.name}: estimator 'sampled' is a reverse-KL estimator (OPD only); use 'full' or 'topk'")
+        return self._distill(job, teacher_samples=True, objective=chunked.Objective("forward", job.cfg.estimator, job.cfg.top_k))
 
     def opd(self, job: DistillJob) -> StageReport:
-        if job.cfg.estimator == "sampled":
-            def objective(s: torch.Tensor, t: torch.Tensor, b: Batch) -> torch.Tensor:
-                ids = b.completion_ids
-                return losses.sampled_reverse_kl(token_logprobs(s, ids), token_logprobs(t, ids), b.completion_mask)
-        else:
-            def objective(s: torch.Tensor, t: torch.Tensor, b: Batch) -> torch.Tensor:
-                return losses.reverse_kl(s, t, b.completion_mask)
-        return self._distill(job, sampler=job.student, objective=objective)
+        return self._distill(job, teacher_samples=False, objective=chunked.Objective("reverse", job.cfg.estimator, job.cfg.top_k))
 
-    def _distill(self, job: DistillJob, sampler: PreTrainedModel, objective: Callable) -> StageReport:
-        """Sample one completion per prompt from `sampler`; the student minimises `objective`."""
-        cfg, student, teacher = job.cfg, job.student, job.teacher
+    def _distill(self, job: DistillJob, teacher_samples: bool, objective: chunked.Objective) -> StageReport:
+        """Sample one completion per prompt (teacher or student); the student minimises `objective`."""
+        cfg, rt = job.cfg, self.runtime
         rng = random.Random(job.seed)
-        opt = _optimizer(student, cfg.lr)
-        teacher.eval()
+        teacher = rt.frozen(job.teacher)
+        trainer = rt.trainer(job.student, cfg.lr, cfg.max_grad_norm)
+        sampler = teacher if teacher_samples else trainer.model
         sampling = Sampling(k=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-        bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True)
+        bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
         for step in bar:
             prompts = rng.sample(job.prompts, min(cfg.batch_size, len(job.prompts)))
-            batch = self.generate(sampler, job.tok, prompts, sampling, rng.randrange(2**31)).batch.to(student.device)
-            with torch.no_grad():
-                t_logits = completion_logits(teacher, batch)
-            s_logits = completion_logits(student, batch)
-            loss = objective(s_logits, t_logits, batch)
-            grad_norm = _step(student, opt, loss, cfg.max_grad_norm)
-            with torch.no_grad():
-                mask = batch.completion_mask
-                metrics = {
-                    "step": step,
-                    "loss": loss.item(),
-                    "grad_norm": grad_norm,
-                    "kl_forward": float(losses.forward_kl(s_logits, t_logits, mask)),
-                    "kl_reverse": float(losses.reverse_kl(s_logits, t_logits, mask)),
-                    "entropy": float(losses.entropy(s_logits, mask)),
-                    "response_length": _lengths(batch),
-                }
-            job.log(metrics)
+            seed, mine = rng.randrange(2**31) + rt.rank, shard(prompts, rt.rank, rt.world)
+            with rt.full_weights(sampler):
+                batch = self.generate(sampler, job.tok, mine, sampling, seed).batch.to(trainer.model.device)
+            metrics = rt.mean(distill_update(trainer, teacher, batch, objective, cfg.chunk_size, rt))
+            job.log({"step": step, **metrics})
             bar.set_postfix(kl=f"{metrics['kl_reverse']:.3f}")
+        trainer.finish()
         return StageReport(steps=cfg.steps)

@@ -98,6 +98,17 @@ def completion_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
     return out.logits[:, p - 1 : -1].float()
 
 
+def completion_hidden(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    """Final hidden states that predict each completion token: (N, T, H), no logits made.
+
+    The language-model head (`model.get_output_embeddings()`) maps them to `completion_logits`;
+    `s2d_bench.chunked` applies it a chunk at a time so (N, T, V) never exists at once.
+    """
+    out = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+    p = batch.prompt_len
+    return out.last_hidden_state[:, p - 1 : -1]
+
+
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log p(token) under `logits`: (N, T, V), (N, T) -> (N, T)."""
     return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

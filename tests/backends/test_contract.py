@@ -18,9 +18,15 @@ STAGE_NAMES = ["teacher_rl", "warmup", "opd", "student_rl"]
 
 @pytest.fixture(params=BACKENDS.names())
 def backend(request):
-    if request.param == "trl":
-        pytest.importorskip("trl")
+    if request.param in ("trl", "deepspeed"):
+        pytest.importorskip(request.param)
     return request.param
+
+
+def _backend(name: str, cfg):
+    backend = BACKENDS.get(name)()
+    backend.validate(cfg)  # the pipeline calls it first; DeepSpeed joins its (one-rank) process group here
+    return backend
 
 
 def _cfg(tiny_overrides, backend, *extra):
@@ -39,7 +45,7 @@ def _inputs(backend: str, stage: str, cfg_overrides: list[str] = ()) -> StageInp
     model, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)
     rows: list[dict] = []
-    inputs = StageInputs(BACKENDS.get(backend)(), model, teacher, tok, splits, lambda text, problem: len(text) % 2 == 0,
+    inputs = StageInputs(_backend(backend, cfg), model, teacher, tok, splits, lambda text, problem: len(text) % 2 == 0,
                          getattr(cfg.stages, stage), 0, rows.append)
     inputs.logged = rows  # type: ignore[attr-defined]
     return inputs
@@ -87,9 +93,9 @@ def test_a_teacher_with_another_vocabulary_is_refused_before_any_stage_runs(tiny
 def test_an_empty_prompt_set_is_the_same_clear_error(backend, stage):
     model, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)
-    cfg = load_config().stages
-    inputs = StageInputs(BACKENDS.get(backend)(), model, teacher, tok, Splits([], [], []), lambda t, p: True,
-                         getattr(cfg, stage), 0, lambda row: None)
+    cfg = load_config()
+    inputs = StageInputs(_backend(backend, cfg), model, teacher, tok, Splits([], [], []), lambda t, p: True,
+                         getattr(cfg.stages, stage), 0, lambda row: None)
     with pytest.raises(UserError, match=f"{stage}: the task gives no"):
         STAGES.get(stage).run(inputs)
 

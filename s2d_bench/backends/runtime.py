@@ -1,0 +1,97 @@
+"""Where the plain-PyTorch loops run: one process, or several under an engine such as DeepSpeed.
+
+The stage loops in `torch_backend.py` are written once against this small interface. A runtime
+wraps the model being trained (`Trainer`: forward, step, hand the weights back), prepares a
+frozen teacher, gives full weights for sampling, and says how one rank's share of a batch is
+weighted so that the mean over ranks of the gradients equals the single-process gradient.
+`LocalRuntime` is the one-process case; `deepspeed_backend.DeepSpeedRuntime` the distributed one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Protocol, Sequence, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+class Trainer(Protocol):
+    model: torch.nn.Module  # the module being trained: forward passes, sampling, its head
+
+    def step(self, loss: torch.Tensor) -> float:
+        """Backward, clip, optimizer step; returns the gradient norm before clipping."""
+        ...
+
+    def finish(self) -> None:
+        """Leave the trained weights in the model the stage was handed (it is saved next)."""
+        ...
+
+
+class Runtime(Protocol):
+    rank: int
+    world: int
+
+    def trainer(self, model: torch.nn.Module, lr: float, max_norm: float) -> Trainer: ...
+
+    def frozen(self, model: torch.nn.Module) -> torch.nn.Module: ...
+
+    def full_weights(self, model: torch.nn.Module) -> contextlib.AbstractContextManager: ...
+
+    def token_weight(self, mask: torch.Tensor) -> float: ...
+
+    def mean(self, metrics: dict[str, float]) -> dict[str, float]: ...
+
+    def most(self, n: int) -> int:
+        """The largest n over ranks (ZeRO-3 needs equal numbers of module calls on every rank)."""
+        ...
+
+
+def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
+    """This rank's share of a globally drawn list: every world-th item, starting at rank."""
+    return list(items[rank::world])
+
+
+class AdamWTrainer:
+    """torch.optim.AdamW at a constant learning rate, no weight decay, gradient clipping."""
+
+    def __init__(self, model: torch.nn.Module, lr: float, max_norm: float) -> None:
+        self.model = model
+        self.max_norm = max_norm
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+    def step(self, loss: torch.Tensor) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
+        self.opt.step()
+        return float(norm)
+
+    def finish(self) -> None:
+        return None
+
+
+class LocalRuntime:
+    """One process, one device: the model trains in place, nothing is sharded."""
+
+    rank, world = 0, 1
+
+    def trainer(self, model: torch.nn.Module, lr: float, max_norm: float) -> AdamWTrainer:
+        return AdamWTrainer(model, lr, max_norm)
+
+    def frozen(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.eval()
+
+    @contextlib.contextmanager
+    def full_weights(self, model: torch.nn.Module) -> Iterator[None]:
+        yield
+
+    def token_weight(self, mask: torch.Tensor) -> float:
+        return 1.0
+
+    def mean(self, metrics: dict[str, float]) -> dict[str, float]:
+        return metrics
+
+    def most(self, n: int) -> int:
+        return n

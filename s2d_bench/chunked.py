@@ -1,0 +1,93 @@
+"""Distillation losses from hidden states, a chunk of positions at a time.
+
+Full-vocabulary logits cost V * 4 bytes a position per model: with Qwen3's 151,936 tokens that is
+0.6 MB a position, 5 GB for one 8k-token sequence, and log-softmax plus its gradient multiply it.
+Here the language-model head runs inside the loss on `chunk` completion positions at a time, and
+each chunk's logits are recomputed in backward (activation checkpointing) instead of kept, so peak
+memory is O(chunk x V) whatever the batch's length. The per-token maths is `s2d_bench.losses`;
+this module only decides how much of it exists at once. chunk = 0 computes everything in one go
+(the reference the test compares against).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from s2d_bench import losses
+
+STATS = ("kl_forward", "kl_reverse", "entropy")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the student minimises per completion token.
+
+    direction: 'forward' (KL(T||S), the warmup) or 'reverse' (KL(S||T), on-policy distillation).
+    estimator: 'full' (exact over the vocabulary), 'topk' (teacher's top_k tokens + a tail bucket)
+    or 'sampled' (reverse only: log p_T - log p_S of the sampled token as a per-token advantage).
+    """
+
+    direction: str
+    estimator: str = "full"
+    top_k: int = 0
+
+    def per_token(self, s_logits: torch.Tensor, t_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if self.estimator == "topk":
+            return losses.token_kl_topk(s_logits, t_logits, self.direction, self.top_k)
+        if self.estimator == "sampled":
+            s_lp = torch.log_softmax(s_logits.float(), -1).gather(-1, tokens[:, None]).squeeze(-1)
+            t_lp = torch.log_softmax(t_logits.float(), -1).gather(-1, tokens[:, None]).squeeze(-1)
+            return -(t_lp - s_lp).detach() * s_lp
+        return losses.token_kl(s_logits, t_logits, self.direction)
+
+
+def _chunk(s_hidden, t_hidden, s_head, t_head, tokens, objective: Objective) -> torch.Tensor:
+    """(m, 4): the objective (with gradient) and the three monitored statistics, per position."""
+    s_logits = s_head(s_hidden)
+    with torch.no_grad():
+        t_logits = t_head(t_hidden)
+        s_detached = s_logits.detach()
+        stats = [losses.token_kl(s_detached, t_logits, "forward"), losses.token_kl(s_detached, t_logits, "reverse"),
+                 losses.token_entropy(s_detached)]
+    return torch.stack([objective.per_token(s_logits, t_logits, tokens), *stats], dim=-1)
+
+
+def n_chunks(mask: torch.Tensor, chunk: int) -> int:
+    """How many head calls `distill_loss` makes for this mask."""
+    return max(1, -(-int(mask.sum()) // chunk)) if chunk > 0 else 1
+
+
+def distill_loss(
+    s_hidden: torch.Tensor,
+    s_head: torch.nn.Module,
+    t_hidden: torch.Tensor,
+    t_head: torch.nn.Module,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    objective: Objective,
+    chunk: int = 0,
+    min_chunks: int = 1,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Token-mean objective over the completion tokens and the mean of each statistic.
+
+    s_hidden, t_hidden: (N, T, H_s), (N, T, H_t) final hidden states that predict completion
+    tokens (N, T); mask (N, T). The heads map hidden states to (.., V) logits; calling them as
+    modules keeps ZeRO-3's parameter gathering working. Padding positions are dropped first.
+    Under ZeRO-3 every head call is a collective, so all ranks must make as many: `min_chunks`
+    pads this rank's chunk count (empty chunks) up to the most any rank needs (`n_chunks`).
+    """
+    keep = mask.bool()
+    hs, ht, tok = s_hidden[keep], t_hidden[keep].detach(), tokens[keep]
+    size = chunk if chunk > 0 else max(len(tok), 1)
+    rows = []
+    for start in range(0, max(len(tok), size * min_chunks), size):
+        part = (hs[start : start + size], ht[start : start + size], s_head, t_head, tok[start : start + size], objective)
+        rows.append(checkpoint(_chunk, *part, use_reentrant=False) if chunk > 0 else _chunk(*part))
+    values = torch.cat(rows) if rows else hs.new_zeros(0, 4)
+    count = max(len(tok), 1)
+    loss = values[:, 0].sum() / count
+    means = (values[:, 1:].detach().sum(0) / count).tolist()
+    return loss, dict(zip(STATS, means))

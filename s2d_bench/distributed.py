@@ -1,0 +1,44 @@
+"""Who does what when several processes run one config (`deepspeed` or `accelerate launch`).
+
+Every rank trains each stage together; rank 0 alone writes files, evaluates and talks to the
+results store, and the others wait for it at a barrier. With one process (or before any process
+group exists) every helper here is a no-op, so single-process code never needs to ask.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if _active() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if _active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world() > 1:
+        dist.barrier()
+
+
+def agree(value: T) -> T:
+    """Rank 0's value on every rank: decisions (is this stage done?) must not diverge."""
+    if world() == 1:
+        return value
+    box: list[Any] = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,62 @@
+"""One rank of the DeepSpeed data-parallel check (run by test_deepspeed.py, never collected).
+
+Every rank builds the same tiny models and the same fixed batch (8 prompts x 2 teacher samples),
+keeps its share of the prompts, and takes one step of each stage's update (GRPO, forward KL,
+reverse KL, top-k reverse KL) with SGD through `torch_backend`'s update functions on a DeepSpeed runtime,
+once per ZeRO stage named on the command line. It writes the final parameters to
+<out>/<zero>-rank<r>-of-<world>.pt.
+"""
+
+import sys
+
+import torch
+
+from s2d_bench import chunked, losses
+from s2d_bench.backends.deepspeed_backend import DeepSpeedRuntime
+from s2d_bench.backends.runtime import shard
+from s2d_bench.backends.torch_backend import TorchBackend, distill_update, policy_updates
+from s2d_bench.config import DeepSpeedConfig, GRPOConfig
+from s2d_bench.harness.sampling import Sampling
+from s2d_bench.models.builders import tiny_qwen3_student
+from s2d_bench.models.sequences import encode_prompts, join
+
+PROMPTS = ["12+34=", "5+6=", "100+200=", "7+8=", "9+9=", "31+4=", "250+250=", "1+0="]
+K = 2
+
+
+def fixed_batch(tok, teacher, prompts):
+    """The teacher's samples for `prompts`, k each; rows of one prompt stay together."""
+    roll = TorchBackend().generate(teacher, tok, PROMPTS, Sampling(k=K, temperature=1.0, max_new_tokens=8), seed=3)
+    rows = [i * K + j for i, p in enumerate(PROMPTS) if p in prompts for j in range(K)]
+    ids, mask = roll.batch.completion_ids[rows], roll.batch.completion_mask[rows]
+    return join([r for r in encode_prompts(tok, prompts) for _ in range(K)], ids, mask, tok.pad_token_id)
+
+
+def main(out: str, stages: list[int]) -> None:
+    torch.manual_seed(0)
+    for zero in stages:
+        # Plain SGD (DeepSpeed builds it from the config): the parameter change is then proportional to the
+        # gradient. Adam's first step is lr * g / (|g| + eps), which turns float-rounding noise in
+        # near-zero gradients into lr-sized differences and would hide a real mismatch behind a loose tolerance.
+        rt = DeepSpeedRuntime(DeepSpeedConfig(zero_stage=zero, extra={"optimizer": {"type": "SGD", "params": {"lr": 0.5}}}))
+        student, tok = tiny_qwen3_student(seed=0)
+        teacher, _ = tiny_qwen3_student(seed=1)
+        batch = fixed_batch(tok, teacher, shard(PROMPTS, rt.rank, rt.world))
+        teacher = rt.frozen(teacher)
+        rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]] * 2)[[PROMPTS.index(p) for p in shard(PROMPTS, rt.rank, rt.world)]]
+        advantages = losses.grpo_advantages(rewards).flatten()
+        cfg = GRPOConfig(lr=1e-3)
+        objectives = [chunked.Objective("forward"), chunked.Objective("reverse"), chunked.Objective("reverse", "topk", 8)]
+        for step in range(1 + len(objectives)):
+            trainer = rt.trainer(student, lr=1e-3, max_norm=1.0)
+            if step == 0:
+                policy_updates(trainer, None, batch, advantages, cfg, rt)
+            else:
+                distill_update(trainer, teacher, batch, objectives[step - 1], 5, rt)  # chunks of 5 positions
+            trainer.finish()
+        flat = torch.cat([p.detach().flatten().float() for p in student.parameters()])
+        torch.save(flat, f"{out}/{zero}-rank{rt.rank}-of-{rt.world}.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], [int(z) for z in sys.argv[2].split(",")])
