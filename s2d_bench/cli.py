@@ -30,7 +30,9 @@ def _fail_cleanly(fn):
 
 @click.group()
 @click.version_option(package_name="s2d-bench")
-def main() -> None:
+@click.option("--local_rank", "--local-rank", type=int, default=None, hidden=True,
+              help="set by the `deepspeed` launcher; the rank is read from the environment")
+def main(local_rank: int | None) -> None:
     """s2d-bench: the sparse-to-dense post-training workflow as a benchmark.
 
     Teacher GRPO -> forward-KL warmup -> on-policy distillation -> student GRPO, with avg@k
@@ -49,6 +51,7 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
     Finished stages in the run directory are reused, so a rerun resumes where it stopped.
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from s2d_bench import distributed
     from s2d_bench.config import load_config
     from s2d_bench.pipeline import Runner
     from s2d_bench.report import render
@@ -57,8 +60,9 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
     runner = Runner(cfg)
     click.echo(f"s2d-bench run '{cfg.name}' seed={cfg.seed} backend={cfg.backend} device={runner.device} -> {cfg.output_dir}", err=True)
     records = runner.run()
-    click.echo(render(records, runner.arm_paths()))
-    click.echo(f"\nrecords: {cfg.output_dir / 'results.jsonl'}")
+    if distributed.is_main():  # under a multi-process launch the other ranks hold no records
+        click.echo(render(records, runner.arm_paths()))
+        click.echo(f"\nrecords: {cfg.output_dir / 'results.jsonl'}")
 
 
 @main.command()

@@ -44,6 +44,9 @@ class TaskConfig:
     n_test: int = _help("held-out problems every evaluation uses", 200)
     max_digits: int = _help("operands have 1..max_digits digits", 3)
     pretrain_correct_prob: float = _help("share of pretraining examples with the right answer", 0.35)
+    train_data: str = _help("task 'math': JSON Lines file or hub dataset id of training problems (fields problem, answer)", "")
+    test_benchmark: str = _help("task 'math': registered benchmark every evaluation uses (s2d-bench ls)", "math500")
+    data_dir: str = _help("task 'math': folder holding the benchmark's JSON Lines file; empty: $S2D_DATA_DIR, else the hub", "")
 
     def __post_init__(self) -> None:
         _require(self.n_labeled > 0 and self.n_test > 0, "task.n_labeled and task.n_test must be > 0")

@@ -8,6 +8,11 @@ TASKS.register(
     "s2d_bench.tasks.arithmetic:AdditionTask",
     "zero-padded addition of 1-3 digit operands, answered as \\boxed{dddd}; exact grading",
 )
+TASKS.register(
+    "math",
+    "s2d_bench.tasks.math_task:MathTask",
+    "competition maths: training problems from task.train_data, evaluation on task.test_benchmark; math-verify grading",
+)
 
 BENCHMARKS: Registry = Registry("benchmark")
 BENCHMARKS.register("math500", "s2d_bench.tasks.benchmarks:MATH500", "MATH-500 (PRM800K test split), avg@16, math-verify")

@@ -8,6 +8,7 @@ DeepSpeed JIT-builds its shared-memory helper on first use (about 30 s on a fres
 under ~/.cache/torch_extensions after that).
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import torch
 pytest.importorskip("deepspeed")
 
 from s2d_bench.models.builders import tiny_qwen3_student  # noqa: E402
+from s2d_bench.store import Store  # noqa: E402
 
 WORKER = Path(__file__).with_name("ds_worker.py")
 ZERO_STAGES = "2,3"
@@ -58,3 +60,27 @@ def test_two_ranks_agree_and_equal_one_rank_after_a_step_of_each_stage(tmp_path)
         start = torch.cat([p.detach().flatten() for p in tiny_qwen3_student(seed=0)[0].parameters()])
         assert (rank0 - start).abs().max() > 1e-4, "nothing trained"
         torch.testing.assert_close(rank0, single, rtol=1e-4, atol=1e-5, msg=f"ZeRO-{zero}: 2 ranks differ from 1 rank")
+
+
+def test_s2d_bench_run_on_two_ranks_trains_together_and_writes_once(tiny_overrides, tmp_path):
+    """The launcher's view: two processes of `s2d-bench run backend=deepspeed`; rank 0 alone evaluates and writes."""
+    port, = _ports(1)
+    store = tmp_path / "store.sqlite"
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+        cmd = [sys.executable, "-m", "s2d_bench.cli", f"--local_rank={rank}", "run", *tiny_overrides, "backend=deepspeed", f"store={store}"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [proc.communicate(timeout=240) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    assert "records:" in outputs[0][0] and "records:" not in outputs[1][0]
+    run = tmp_path / "run"
+    nodes = sorted(p.name for p in (run / "nodes").iterdir())
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["node"] for r in records) == nodes and all(r["backend"] == "deepspeed" for r in records)
+    for node in nodes:
+        if not node.startswith("base"):
+            assert (run / "nodes" / node / "metrics.jsonl").read_text().count("\n") == 2  # one row a step, not one per rank
+    assert len(Store(str(store)).evals("tiny")) == len(nodes)

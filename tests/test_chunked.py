@@ -1,0 +1,77 @@
+"""The chunked distillation loss: same value and gradients as all-at-once, and the top-k estimator."""
+
+import pytest
+import torch
+
+from s2d_bench import chunked, losses
+
+N, T, H, V = 3, 5, 8, 11
+OBJECTIVES = [chunked.Objective("forward"), chunked.Objective("reverse"), chunked.Objective("reverse", "topk", 4),
+              chunked.Objective("forward", "topk", 4), chunked.Objective("reverse", "sampled")]
+
+
+def _world(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s_head, t_head = torch.nn.Linear(H, V, bias=False), torch.nn.Linear(H, V, bias=False)
+    with torch.no_grad():
+        s_head.weight.copy_(torch.randn(V, H, generator=g))
+        t_head.weight.copy_(torch.randn(V, H, generator=g))
+    s_hidden = torch.randn(N, T, H, generator=g, requires_grad=True)
+    t_hidden = torch.randn(N, T, H, generator=g)
+    tokens = torch.randint(0, V, (N, T), generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.float)
+    return s_hidden, s_head, t_hidden, t_head, tokens, mask
+
+
+def _loss_and_grads(objective, chunk, min_chunks=1):
+    s_hidden, s_head, t_hidden, t_head, tokens, mask = _world()
+    loss, stats = chunked.distill_loss(s_hidden, s_head, t_hidden, t_head, tokens, mask, objective, chunk, min_chunks)
+    loss.backward()
+    return loss.detach(), s_hidden.grad, s_head.weight.grad, stats
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: f"{o.direction}-{o.estimator}")
+@pytest.mark.parametrize("chunk", [1, 3, 5])
+def test_chunked_loss_and_gradients_equal_the_unchunked_ones(objective, chunk):
+    whole = _loss_and_grads(objective, 0)
+    parts = _loss_and_grads(objective, chunk)
+    for a, b in zip(whole[:3], parts[:3]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert whole[3] == pytest.approx(parts[3], rel=1e-5)
+
+
+def test_padding_chunks_for_other_ranks_changes_nothing():
+    objective = chunked.Objective("reverse")
+    base, padded = _loss_and_grads(objective, 4), _loss_and_grads(objective, 4, min_chunks=7)  # 11 tokens: 3 chunks, padded to 7
+    for a, b in zip(base[:3], padded[:3]):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_unchunked_loss_is_the_logit_loss_of_losses_py():
+    s_hidden, s_head, t_hidden, t_head, tokens, mask = _world()
+    s_logits, t_logits = s_head(s_hidden), t_head(t_hidden)
+    for direction, reference in (("forward", losses.forward_kl), ("reverse", losses.reverse_kl)):
+        loss, stats = chunked.distill_loss(s_hidden, s_head, t_hidden, t_head, tokens, mask, chunked.Objective(direction), 2)
+        assert loss.item() == pytest.approx(reference(s_logits, t_logits, mask).item(), rel=1e-5)
+        assert stats[f"kl_{direction}"] == pytest.approx(loss.item(), rel=1e-5)
+    assert stats["entropy"] == pytest.approx(losses.entropy(s_logits, mask).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_top_k_kl_is_a_lower_bound_that_reaches_the_full_kl_at_k_equal_v(direction):
+    g = torch.Generator().manual_seed(1)
+    s, t = torch.randn(20, V, generator=g), torch.randn(20, V, generator=g) * 3
+    full = losses.token_kl(s, t, direction)
+    torch.testing.assert_close(losses.token_kl_topk(s, t, direction, V), full, rtol=1e-4, atol=1e-5)
+    previous = torch.zeros_like(full)
+    for k in (1, 3, 6, 9):  # coarser partitions lose information: KL grows with k, never above the full KL
+        value = losses.token_kl_topk(s, t, direction, k)
+        assert (value >= -1e-6).all() and (value <= full + 1e-5).all() and (value >= previous - 1e-5).all()
+        previous = value
+
+
+def test_top_k_kl_by_hand():
+    """Teacher (0.5, 0.3, 0.2), student (0.2, 0.3, 0.5), k=1: buckets {token 0} vs the rest."""
+    t, s = torch.tensor([[0.5, 0.3, 0.2]]).log(), torch.tensor([[0.2, 0.3, 0.5]]).log()
+    expected = 0.5 * torch.log(torch.tensor(0.5 / 0.2)) + 0.5 * torch.log(torch.tensor(0.5 / 0.8))
+    assert losses.token_kl_topk(s, t, "forward", 1).item() == pytest.approx(expected.item(), rel=1e-5)
