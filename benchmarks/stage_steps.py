@@ -96,6 +96,13 @@ def timed(fn, device: str, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _deepspeed_runtime(bf16: bool):
+    from s2d_bench.backends.deepspeed_backend import DeepSpeedRuntime
+    from s2d_bench.config import DeepSpeedConfig
+
+    return DeepSpeedRuntime(DeepSpeedConfig(zero_stage=2, bf16=bf16))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="qwen3-1.7b", choices=sorted(SHAPES))
@@ -105,11 +112,15 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=1024)
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--runtime", default="local", choices=["local", "deepspeed"],
+                    help="local: bf16 weights and AdamW states; deepspeed: ZeRO-2, bf16 compute, fp32 master weights")
     ap.add_argument("--out", default="results/stage_steps.json")
     args = ap.parse_args()
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    cuda = args.device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda and args.runtime == "local" else torch.float32  # DeepSpeed casts to bf16 itself
     student, teacher = build(args.shape, args.device, dtype, 0), build(args.shape, args.device, dtype, 1).eval()
-    rt = LocalRuntime()
+    rt = LocalRuntime() if args.runtime == "local" else _deepspeed_runtime(cuda)
+    teacher = rt.frozen(teacher)
     n_s, n_t = n_matmul_params(student), n_matmul_params(teacher)
     rows = []
     for stage in ("teacher_rl", "warmup", "opd", "student_rl"):
@@ -134,8 +145,9 @@ def main() -> None:
                      "peak_gib": peak})
         print(f"{stage:<11} step {seconds:7.3f} s  train {tokens / seconds:9.0f} tok/s  MFU {rows[-1]['mfu']:.3f}  "
               f"sample {sample_tps:8.0f} tok/s  peak {peak:.1f} GiB", flush=True)
+        trainer.finish()
         del trainer
-    info = {"shape": args.shape, "params_trained": sum(p.numel() for p in student.parameters()), "dtype": str(dtype),
+    info = {"runtime": args.runtime, "shape": args.shape, "params_trained": sum(p.numel() for p in student.parameters()), "dtype": str(dtype),
             "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", "args": vars(args), "stages": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2))

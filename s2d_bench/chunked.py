@@ -34,25 +34,27 @@ class Objective:
     estimator: str = "full"
     top_k: int = 0
 
-    def per_token(self, s_logits: torch.Tensor, t_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def per_token(self, s_logp: torch.Tensor, t_logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(m,) objective from (m, V) normalised log-probabilities and the (m,) sampled tokens."""
         if self.estimator == "topk":
-            return losses.token_kl_topk(s_logits, t_logits, self.direction, self.top_k)
+            return losses.topk_kl_from_logp(s_logp, t_logp, self.direction, self.top_k)
         if self.estimator == "sampled":
-            s_lp = torch.log_softmax(s_logits.float(), -1).gather(-1, tokens[:, None]).squeeze(-1)
-            t_lp = torch.log_softmax(t_logits.float(), -1).gather(-1, tokens[:, None]).squeeze(-1)
+            s_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)
             return -(t_lp - s_lp).detach() * s_lp
-        return losses.token_kl(s_logits, t_logits, self.direction)
+        return losses.kl_from_logp(s_logp, t_logp, self.direction)
 
 
 def _chunk(s_hidden, t_hidden, s_head, t_head, tokens, objective: Objective) -> torch.Tensor:
-    """(m, 4): the objective (with gradient) and the three monitored statistics, per position."""
-    s_logits = s_head(s_hidden)
+    """(m, 4): the objective (with gradient) and the three monitored statistics, per position.
+
+    One log-softmax per model per chunk serves the objective and all three statistics."""
+    s_logp = torch.log_softmax(s_head(s_hidden).float(), dim=-1)
     with torch.no_grad():
-        t_logits = t_head(t_hidden)
-        s_detached = s_logits.detach()
-        stats = [losses.token_kl(s_detached, t_logits, "forward"), losses.token_kl(s_detached, t_logits, "reverse"),
-                 losses.token_entropy(s_detached)]
-    return torch.stack([objective.per_token(s_logits, t_logits, tokens), *stats], dim=-1)
+        t_logp = torch.log_softmax(t_head(t_hidden).float(), dim=-1)
+        s_fixed = s_logp.detach()
+        stats = [losses.kl_from_logp(s_fixed, t_logp, "forward"), losses.kl_from_logp(s_fixed, t_logp, "reverse"),
+                 -(s_fixed.exp() * s_fixed).sum(-1)]
+    return torch.stack([objective.per_token(s_logp, t_logp, tokens), *stats], dim=-1)
 
 
 def n_chunks(mask: torch.Tensor, chunk: int) -> int:

@@ -328,7 +328,23 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig
         _set_path(raw, RunConfig, keys, value)
     cfg = from_dict(RunConfig, raw)
     validate_arms(cfg)
+    validate_names(cfg)
     return cfg
+
+
+def validate_names(cfg: RunConfig) -> None:
+    """Every registered name the config uses exists (backend, task, benchmark, builders): checked by
+    name only, so a config that needs an optional extra or a hub checkpoint still validates offline."""
+    from s2d_bench.backends import BACKENDS
+    from s2d_bench.models import MODELS
+    from s2d_bench.tasks import BENCHMARKS, TASKS
+
+    BACKENDS.check(cfg.backend)
+    TASKS.check(cfg.task.name)
+    BENCHMARKS.check(cfg.task.test_benchmark)
+    for role in ("teacher", "student"):
+        if getattr(cfg, role).builder:
+            MODELS.check(getattr(cfg, role).builder)
 
 
 def validate_arms(cfg: RunConfig) -> None:

@@ -68,8 +68,11 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, directi
     'reverse' is KL(student || teacher): mode-seeking; on the student's own samples it is the
     dense per-token signal of on-policy distillation.
     """
-    t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
-    s_logp = F.log_softmax(student_logits.float(), dim=-1)
+    return kl_from_logp(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1), direction)
+
+
+def kl_from_logp(s_logp: torch.Tensor, t_logp: torch.Tensor, direction: str) -> torch.Tensor:
+    """`token_kl` from normalised log-probabilities (callers that already hold them)."""
     p, a, b = (t_logp.exp(), t_logp, s_logp) if direction == "forward" else (s_logp.exp(), s_logp, t_logp)
     return (p * (a - b)).sum(-1)
 
@@ -81,14 +84,16 @@ def token_kl_topk(student_logits: torch.Tensor, teacher_logits: torch.Tensor, di
     Both distributions are coarsened to the same k + 1 outcomes (the k tokens, "anything else"),
     so the value is a lower bound of the full KL that reaches it as k -> V.
     """
-    t_logp = F.log_softmax(teacher_logits.float(), dim=-1)
-    s_logp = F.log_softmax(student_logits.float(), dim=-1)
+    return topk_kl_from_logp(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1), direction, k)
+
+
+def topk_kl_from_logp(s_logp: torch.Tensor, t_logp: torch.Tensor, direction: str, k: int) -> torch.Tensor:
+    """`token_kl_topk` from normalised log-probabilities."""
     t_top, ids = t_logp.topk(min(k, t_logp.shape[-1]), dim=-1)
     s_top = s_logp.gather(-1, ids)
     t_all = torch.cat([t_top, _log_tail(t_top)], dim=-1)
     s_all = torch.cat([s_top, _log_tail(s_top)], dim=-1)
-    p, a, b = (t_all.exp(), t_all, s_all) if direction == "forward" else (s_all.exp(), s_all, t_all)
-    return (p * (a - b)).sum(-1)
+    return kl_from_logp(s_all, t_all, direction)
 
 
 def _log_tail(top_logp: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 import transformers
 
-from s2d_bench import diagnostics, distributed
+from s2d_bench import budget, diagnostics, distributed
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, config_hash, to_dict
 from s2d_bench.harness.engines import EngineConfig, HFEngine, resolve_device
@@ -169,9 +170,33 @@ class Runner:
         return record
 
     def preflight(self) -> None:
-        """Checks that would otherwise fail mid-run: a distilling arm needs one shared vocabulary."""
+        """Checks that would otherwise fail mid-run (one vocabulary and chat template for a
+        distilling pair), then the parameter counts and per-stage memory estimate (budget.py)."""
         if any(n.teacher for n in self.nodes.values()):
             check_pair(self._tokenizer("teacher"), self._tokenizer("student"))
+        if distributed.is_main():
+            report = self.memory_report()
+            _write_json(self.root / "preflight.json", report)
+            print(budget.render(report), file=sys.stderr)
+
+    def memory_report(self) -> dict[str, Any]:
+        params = {role: self._param_count(role) for role in ("teacher", "student")}
+        stages = list(dict.fromkeys(n.stage for n in self.nodes.values() if n.stage != "base"))  # workflow order
+        layout = {"precision": "fp32", "zero_stage": 0, "world": distributed.world(), "offload_optimizer": False,
+                  "offload_params": False, "teacher_zero3": False}
+        layout.update(getattr(self.backend, "memory_layout", dict)())
+        rows = budget.stage_estimates(
+            params, {s: STAGES.get(s).trains for s in stages}, {s: STAGES.get(s).needs_teacher for s in stages},
+            budget.PRECISIONS[layout["precision"]], layout["zero_stage"], layout["world"], layout["offload_optimizer"],
+            layout["offload_params"], layout["teacher_zero3"],
+        )
+        return {"params": params, "backend": self.cfg.backend, **layout, "stages": rows}
+
+    def _param_count(self, role: str) -> int:
+        model_cfg = getattr(self.cfg, role)
+        if model_cfg.path:
+            return budget.count_params(model_cfg.path)
+        return sum(p.numel() for p in MODELS.get(model_cfg.builder)(seed=0)[0].parameters())
 
     def _tokenizer(self, role: str) -> Any:
         model_cfg = getattr(self.cfg, role)

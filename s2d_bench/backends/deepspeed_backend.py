@@ -162,6 +162,12 @@ class DeepSpeedBackend:
         self.load_device = "cpu" if zero3 else str(runtime.device)  # ZeRO-3 shards from host memory
         self._loops = TorchBackend(runtime)
 
+    def memory_layout(self) -> dict[str, Any]:
+        """What the preflight memory estimate needs to know about this engine (budget.py)."""
+        cfg = self.loops.runtime.cfg
+        return {"precision": "bf16-mixed" if cfg.bf16 else "fp32", "zero_stage": cfg.zero_stage, "world": self.loops.runtime.world,
+                "offload_optimizer": cfg.offload_optimizer, "offload_params": cfg.offload_params, "teacher_zero3": cfg.teacher_zero3}
+
     @property
     def loops(self) -> TorchBackend:
         if self._loops is None:
