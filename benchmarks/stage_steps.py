@@ -18,6 +18,7 @@ Writes results/stage_steps.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from pathlib import Path
@@ -118,12 +119,15 @@ def main() -> None:
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda and args.runtime == "local" else torch.float32  # DeepSpeed casts to bf16 itself
-    student, teacher = build(args.shape, args.device, dtype, 0), build(args.shape, args.device, dtype, 1).eval()
+    teacher = build(args.shape, args.device, dtype, 1).eval()
     rt = LocalRuntime() if args.runtime == "local" else _deepspeed_runtime(cuda)
     teacher = rt.frozen(teacher)
-    n_s, n_t = n_matmul_params(student), n_matmul_params(teacher)
+    n_s = n_t = n_matmul_params(teacher)  # same shape
     rows = []
     for stage in ("teacher_rl", "warmup", "opd", "student_rl"):
+        # A fresh model per stage, as the pipeline loads one: a DeepSpeed engine lives as long as the
+        # model it trained (its hooks stay on the module), so reusing one model would stack engines.
+        student = build(args.shape, args.device, dtype, 0)
         sampler = teacher if stage == "warmup" else student
         batch, sample_tps = rollout(sampler, args.sequences, args.prompt_len, args.new_tokens, args.device)
         trainer = rt.trainer(student, lr=1e-6, max_norm=1.0)
@@ -146,8 +150,11 @@ def main() -> None:
         print(f"{stage:<11} step {seconds:7.3f} s  train {tokens / seconds:9.0f} tok/s  MFU {rows[-1]['mfu']:.3f}  "
               f"sample {sample_tps:8.0f} tok/s  peak {peak:.1f} GiB", flush=True)
         trainer.finish()
-        del trainer
-    info = {"runtime": args.runtime, "shape": args.shape, "params_trained": sum(p.numel() for p in student.parameters()), "dtype": str(dtype),
+        del trainer, student, step
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+    info = {"runtime": args.runtime, "shape": args.shape, "params_trained": sum(p.numel() for p in teacher.parameters()), "dtype": str(dtype),
             "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", "args": vars(args), "stages": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2))

@@ -19,6 +19,7 @@ that a rerun replaces rather than duplicates: a kill between a file and the stor
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -260,6 +261,10 @@ class Runner:
                 "labeled_draws": len(report["draws"]), "labeled_ids": sorted(set(report["draws"])),
             })
             os.replace(partial, out / "model")
+        del model, tok
+        gc.collect()  # a DeepSpeed engine and its optimizer states live until its model's reference cycle is collected
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         distributed.barrier()
 
     def _train_base(self, node: Node, log) -> tuple[Any, Any, dict]:
