@@ -18,18 +18,17 @@ import copy
 import os
 import socket
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
+import deepspeed
 import torch
+import torch.distributed as dist
+from deepspeed.accelerator import get_accelerator
 
 from s2d_bench.backends.base import DistillJob, RLJob, Rollouts, StageReport
 from s2d_bench.backends.torch_backend import TorchBackend
 from s2d_bench.config import DeepSpeedConfig, DistillConfig, GRPOConfig, RunConfig
 from s2d_bench.errors import UserError
-
-import deepspeed
-import torch.distributed as dist
-from deepspeed.accelerator import get_accelerator
 
 
 def _free_port() -> int:
