@@ -63,6 +63,7 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
     if distributed.is_main():  # under a multi-process launch the other ranks hold no records
         click.echo(render(records, runner.arm_paths()))
         click.echo(f"\nrecords: {cfg.output_dir / 'results.jsonl'}")
+    distributed.shutdown()
 
 
 @main.command()
@@ -97,6 +98,8 @@ def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str
         click.echo(f"s2d-bench ablate '{cfg.name}' seed={seed} arms={','.join(cfg.arms)} -> {cfg.output_dir}", err=True)
         runner.run()
         runners.append(runner)
+    if runners[0].store is None:  # a rank other than 0 under a multi-process launch: rank 0 reports
+        return
     click.echo(render(build(runners[0].store, cfg.name), "md"))
     saved = cache_savings(runners)
     click.echo(f"\nwall {time.perf_counter() - start:.0f} s; stages trained {saved['stages_run']} instead of {saved['stages_alone']} "

@@ -42,3 +42,11 @@ def agree(value: T) -> T:
     box: list[Any] = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def shutdown() -> None:
+    """Leave the process group before the interpreter exits: gloo's threads, torn down at exit
+    instead, can abort the process ("terminate called without an active exception")."""
+    if _active():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -112,7 +112,7 @@ class Runner:
         self.load_device = getattr(self.backend, "load_device", None) or self.device  # DeepSpeed ZeRO-3: host memory
         self.nodes = {n.id: n for n in plan(cfg)}
         self.eval_hash = config_hash({"eval": to_dict(cfg.eval), "task": to_dict(cfg.task), "seed": EVAL_SEED})
-        self.store = Store(cfg.store)
+        self.store = Store(cfg.store) if distributed.is_main() else None  # rank 0 alone writes results
 
     def arm_paths(self) -> dict[str, list[str]]:
         """Each arm's stage nodes in order (plan order is execution order)."""

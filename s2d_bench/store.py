@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,14 +53,33 @@ class Store:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = resolve_store(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._use_wal()
         with self._connect() as db:
             db.executescript(SCHEMA)
+
+    def _use_wal(self, attempts: int = 100) -> None:
+        """Switch the file to write-ahead logging once (the mode persists in the file).
+
+        SQLite answers "database is locked" at once, without waiting out the busy timeout, when two
+        processes switch a new file's journal mode together (two ranks, two runs starting at once).
+        """
+        for attempt in range(attempts):
+            try:
+                db = sqlite3.connect(self.path, timeout=60.0)
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    return
+                finally:
+                    db.close()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (1 + random.random()))
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=60.0)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             with db:  # one transaction: committed on success, rolled back on error
                 yield db
         finally:

@@ -37,3 +37,22 @@ def test_rewriting_a_key_replaces_the_row_and_arms_are_replaced_per_arm(tmp_path
     store.put_arms("a", 0, {"x": [("n1", "base"), ("n4", "warmup")]})
     assert [r["node"] for r in store.arms("a")] == ["n1", "n4"]
     assert store.suites() == ["a"] and store.evals("other") == []
+
+
+def _opener(path: str, start, worker: int) -> None:
+    start.wait()  # every process opens the brand-new file at the same moment, as two ranks or two runs do
+    Store(path).put_arms("suite", worker, {"full": [("n", "base")]})
+
+
+def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
+    ctx = mp.get_context("spawn")
+    for attempt in range(3):
+        path = str(tmp_path / f"new-{attempt}.sqlite")
+        start = ctx.Barrier(4)
+        procs = [ctx.Process(target=_opener, args=(path, start, w)) for w in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        assert [p.exitcode for p in procs] == [0] * 4, "a process failed to open a new store (database is locked)"
+        assert len(Store(path).arms("suite")) == 4

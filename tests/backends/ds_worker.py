@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from s2d_bench import chunked, losses
+from s2d_bench import chunked, distributed, losses
 from s2d_bench.backends.deepspeed_backend import DeepSpeedRuntime
 from s2d_bench.backends.runtime import shard
 from s2d_bench.backends.torch_backend import TorchBackend, distill_update, policy_updates
@@ -56,6 +56,7 @@ def main(out: str, stages: list[int]) -> None:
             trainer.finish()
         flat = torch.cat([p.detach().flatten().float() for p in student.parameters()])
         torch.save(flat, f"{out}/{zero}-rank{rt.rank}-of-{rt.world}.pt")
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_two_ranks_agree_and_equal_one_rank_after_a_step_of_each_stage(tmp_path)
     procs = _launch(tmp_path, 2, two) + _launch(tmp_path, 1, one)
     for proc in procs:
         output, _ = proc.communicate(timeout=240)
-        assert proc.returncode == 0, output[-3000:]
+        assert proc.returncode == 0, f"exit {proc.returncode}: {output[-3000:]}"
     for zero in ZERO_STAGES.split(","):
         rank0, rank1, single = (torch.load(tmp_path / f"{zero}-{name}.pt") for name in ("rank0-of-2", "rank1-of-2", "rank0-of-1"))
         torch.testing.assert_close(rank0, rank1, rtol=0, atol=0, msg=f"ZeRO-{zero}: the ranks disagree")
