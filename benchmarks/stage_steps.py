@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=1024)
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stages", nargs="+", default=["teacher_rl", "warmup", "opd", "student_rl"])
     ap.add_argument("--runtime", default="local", choices=["local", "deepspeed"],
                     help="local: bf16 weights and AdamW states; deepspeed: ZeRO-2, bf16 compute, fp32 master weights")
     ap.add_argument("--out", default="results/stage_steps.json")
@@ -124,7 +125,7 @@ def main() -> None:
     teacher = rt.frozen(teacher)
     n_s = n_t = n_matmul_params(teacher)  # same shape
     rows = []
-    for stage in ("teacher_rl", "warmup", "opd", "student_rl"):
+    for stage in args.stages:
         # A fresh model per stage, as the pipeline loads one: a DeepSpeed engine lives as long as the
         # model it trained (its hooks stay on the module), so reusing one model would stack engines.
         student = build(args.shape, args.device, dtype, 0)

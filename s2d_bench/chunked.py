@@ -44,7 +44,7 @@ class Objective:
         return losses.kl_from_logp(s_logp, t_logp, self.direction)
 
 
-def _chunk(s_hidden, t_hidden, s_head, t_head, tokens, objective: Objective) -> torch.Tensor:
+def _chunk(s_hidden, t_hidden, tokens, s_head, t_head, objective: Objective) -> torch.Tensor:
     """(m, 4): the objective (with gradient) and the three monitored statistics, per position.
 
     One log-softmax per model per chunk serves the objective and all three statistics."""
@@ -58,7 +58,7 @@ def _chunk(s_hidden, t_hidden, s_head, t_head, tokens, objective: Objective) -> 
 
 
 def n_chunks(mask: torch.Tensor, chunk: int) -> int:
-    """How many head calls `distill_loss` makes for this mask."""
+    """How many head calls `distill_loss` or `token_logprobs` makes for this mask."""
     return max(1, -(-int(mask.sum()) // chunk)) if chunk > 0 else 1
 
 
@@ -82,14 +82,40 @@ def distill_loss(
     pads this rank's chunk count (empty chunks) up to the most any rank needs (`n_chunks`).
     """
     keep = mask.bool()
-    hs, ht, tok = s_hidden[keep], t_hidden[keep].detach(), tokens[keep]
-    size = chunk if chunk > 0 else max(len(tok), 1)
-    rows = []
-    for start in range(0, max(len(tok), size * min_chunks), size):
-        part = (hs[start : start + size], ht[start : start + size], s_head, t_head, tok[start : start + size], objective)
-        rows.append(checkpoint(_chunk, *part, use_reentrant=False) if chunk > 0 else _chunk(*part))
-    values = torch.cat(rows) if rows else hs.new_zeros(0, 4)
-    count = max(len(tok), 1)
+    values = _over_chunks(_chunk, (s_hidden[keep], t_hidden[keep].detach(), tokens[keep]), (s_head, t_head, objective), chunk, min_chunks, 4)
+    count = max(len(values), 1)
     loss = values[:, 0].sum() / count
     means = (values[:, 1:].detach().sum(0) / count).tolist()
     return loss, dict(zip(STATS, means))
+
+
+def _over_chunks(fn, rows: tuple[torch.Tensor, ...], fixed: tuple, chunk: int, min_chunks: int, width: int) -> torch.Tensor:
+    """fn(*row_slices, *fixed) on `chunk` rows at a time (checkpointed), padded to `min_chunks` calls; (M, width)."""
+    m = len(rows[0])
+    size = chunk if chunk > 0 else max(m, 1)
+    out = []
+    for start in range(0, max(m, size * min_chunks), size):
+        part = (*(r[start : start + size] for r in rows), *fixed)
+        out.append(checkpoint(fn, *part, use_reentrant=False) if chunk > 0 else fn(*part))
+    return torch.cat(out) if out else rows[0].new_zeros(0, width)
+
+
+def _logp_chunk(hidden, tokens, head) -> torch.Tensor:
+    """(m, 2): log p(token) (with gradient) and the entropy of the distribution, per position."""
+    logp = torch.log_softmax(head(hidden).float(), dim=-1)
+    with torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
+    return torch.stack([logp.gather(-1, tokens[:, None]).squeeze(-1), entropy], dim=-1)
+
+
+def token_logprobs(
+    hidden: torch.Tensor, head: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int = 0, min_chunks: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO's inputs without (N, T, V) logits: log p(token) (N, T), with gradient, and entropy (N, T).
+
+    hidden (N, T, H) predicts tokens (N, T); positions outside the mask get 0 (the losses mask them).
+    """
+    keep = mask.bool()
+    values = _over_chunks(_logp_chunk, (hidden[keep], tokens[keep]), (head,), chunk, min_chunks, 2)
+    zeros = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
+    return zeros.masked_scatter(keep, values[:, 0]), zeros.masked_scatter(keep, values[:, 1].detach())

@@ -89,8 +89,10 @@ class GRPOConfig:
     temperature: float = _help("rollout sampling temperature", 1.0)
     max_new_tokens: int = _help("completion length cap", 16)
     max_grad_norm: float = _help("gradient clipping norm", 1.0)
+    chunk_size: int = _help("completion positions whose full-vocabulary logits exist at once (memory); 0: all", 1024)
 
     def __post_init__(self) -> None:
+        _require(self.chunk_size >= 0, "GRPO: chunk_size must be >= 0")
         _require(self.samples_per_prompt >= 2, "GRPO needs samples_per_prompt >= 2: advantages compare samples within a group")
         _require(self.steps >= 0 and self.prompts_per_step > 0, "GRPO: steps >= 0 and prompts_per_step > 0")
         _require(self.lr > 0 and self.temperature > 0, "GRPO: lr and temperature must be > 0")

@@ -75,3 +75,18 @@ def test_top_k_kl_by_hand():
     t, s = torch.tensor([[0.5, 0.3, 0.2]]).log(), torch.tensor([[0.2, 0.3, 0.5]]).log()
     expected = 0.5 * torch.log(torch.tensor(0.5 / 0.2)) + 0.5 * torch.log(torch.tensor(0.5 / 0.8))
     assert losses.token_kl_topk(s, t, "forward", 1).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [0, 2, 4])
+def test_chunked_token_logprobs_equal_the_logits_path_with_gradients(chunk):
+    s_hidden, s_head, _, _, tokens, mask = _world()
+    logp, entropy = chunked.token_logprobs(s_hidden, s_head, tokens, mask, chunk, min_chunks=5)
+    logits = s_head(s_hidden)
+    reference = torch.log_softmax(logits, -1).gather(-1, tokens[..., None]).squeeze(-1) * mask
+    torch.testing.assert_close(logp, reference)
+    assert losses.masked_mean(entropy, mask).item() == pytest.approx(losses.entropy(logits, mask).item(), rel=1e-5)
+    weights = torch.randn(N, T, generator=torch.Generator().manual_seed(3))
+    ours = torch.autograd.grad((logp * weights).sum(), [s_hidden, s_head.weight])
+    theirs = torch.autograd.grad((reference * weights).sum(), [s_hidden, s_head.weight])
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

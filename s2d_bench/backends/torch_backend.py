@@ -20,7 +20,7 @@ from s2d_bench.backends.base import DistillJob, RLJob, Rollouts, StageReport
 from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer, shard
 from s2d_bench.errors import UserError
 from s2d_bench.harness.sampling import Sampling, sample
-from s2d_bench.models.sequences import Batch, completion_hidden, completion_logits, encode_prompts, join, left_pad, token_logprobs
+from s2d_bench.models.sequences import Batch, completion_hidden, encode_prompts, join, left_pad
 
 
 def _lengths(batch: Batch) -> float:
@@ -28,25 +28,32 @@ def _lengths(batch: Batch) -> float:
 
 
 def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor, cfg, rt: Runtime) -> dict:
-    """cfg.updates_per_batch clipped policy-gradient steps on one batch of rollouts."""
+    """cfg.updates_per_batch clipped policy-gradient steps on one batch of rollouts.
+
+    Log-probabilities come from hidden states a chunk of positions at a time (`chunked`), so
+    no (N, T, V) logits exist at real vocabulary sizes.
+    """
     model, mask, ids = trainer.model, batch.completion_mask, batch.completion_ids
+    calls = rt.most(chunked.n_chunks(mask, cfg.chunk_size))
+
+    def logprobs(m: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
+        return chunked.token_logprobs(completion_hidden(m, batch), m.get_output_embeddings(), ids, mask, cfg.chunk_size, calls)
+
     old_logp = ref_logp = None
     with torch.no_grad():
         if cfg.updates_per_batch > 1:
-            old_logp = token_logprobs(completion_logits(model, batch), ids)
+            old_logp = logprobs(model)[0]
         if ref is not None:
-            ref_logp = token_logprobs(completion_logits(ref, batch), ids)
+            ref_logp = logprobs(ref)[0]
     weight = rt.token_weight(mask)
     for _ in range(cfg.updates_per_batch):
-        logits = completion_logits(model, batch)
-        logp = token_logprobs(logits, ids)
+        logp, entropy = logprobs(model)
         loss, stats = losses.policy_loss(
             logp, logp.detach() if old_logp is None else old_logp, advantages, mask,
             cfg.clip_low, cfg.clip_high, ref_logp, cfg.kl_coef,
         )
         grad_norm = trainer.step(loss * weight)
-    with torch.no_grad():
-        stats.update(loss=loss.item(), grad_norm=grad_norm, entropy=float(losses.entropy(logits, mask)))
+    stats.update(loss=loss.item(), grad_norm=grad_norm, entropy=float(losses.masked_mean(entropy, mask)))
     return stats
 
 

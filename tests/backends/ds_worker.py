@@ -45,7 +45,7 @@ def main(out: str, stages: list[int]) -> None:
         teacher = rt.frozen(teacher)
         rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]] * 2)[[PROMPTS.index(p) for p in shard(PROMPTS, rt.rank, rt.world)]]
         advantages = losses.grpo_advantages(rewards).flatten()
-        cfg = GRPOConfig(lr=1e-3)
+        cfg = GRPOConfig(lr=1e-3, chunk_size=5)  # several chunks, padded across ranks under ZeRO-3
         objectives = [chunked.Objective("forward"), chunked.Objective("reverse"), chunked.Objective("reverse", "topk", 8)]
         for step in range(1 + len(objectives)):
             trainer = rt.trainer(student, lr=1e-3, max_norm=1.0)
