@@ -55,13 +55,16 @@ def frozen_bytes(params: int, p: Precision, sharded: bool, world: int) -> float:
     return params * p.weights / (world if sharded else 1)
 
 
-def stage_estimates(params: dict[str, int], trains: dict[str, str], teacher_in: dict[str, bool], p: Precision, zero: int,
-                    world: int, offload_optimizer: bool = False, offload_params: bool = False, teacher_zero3: bool = False) -> list[dict]:
-    """One row per stage: which model trains, and device/host GiB per rank for its model states."""
+def stage_estimates(params: dict[str, int], stages: list[str], p: Precision, zero: int, world: int,
+                    offload_optimizer: bool = False, offload_params: bool = False, teacher_zero3: bool = False) -> list[dict]:
+    """One row per registered stage name: which model trains, and device/host GiB per rank for its model states."""
+    from s2d_bench.stages import STAGES
+
     rows = []
-    for stage, role in trains.items():
+    for stage in stages:
+        role = STAGES.get(stage).trains
         device, host = trained_bytes(params[role], p, zero, world, offload_optimizer, offload_params)
-        if teacher_in[stage]:
+        if STAGES.get(stage).needs_teacher:
             device += frozen_bytes(params["teacher"], p, teacher_zero3, world)
         rows.append({"stage": stage, "trains": role, "params": params[role], "device_gib": device / GIB, "host_gib": host / GIB})
     return rows

@@ -53,7 +53,7 @@ def _chunk(s_hidden, t_hidden, tokens, s_head, t_head, objective: Objective) -> 
         t_logp = torch.log_softmax(t_head(t_hidden).float(), dim=-1)
         s_fixed = s_logp.detach()
         stats = [losses.kl_from_logp(s_fixed, t_logp, "forward"), losses.kl_from_logp(s_fixed, t_logp, "reverse"),
-                 -(s_fixed.exp() * s_fixed).sum(-1)]
+                 losses.entropy_from_logp(s_fixed)]
     return torch.stack([objective.per_token(s_logp, t_logp, tokens), *stats], dim=-1)
 
 
@@ -104,7 +104,7 @@ def _logp_chunk(hidden, tokens, head) -> torch.Tensor:
     """(m, 2): log p(token) (with gradient) and the entropy of the distribution, per position."""
     logp = torch.log_softmax(head(hidden).float(), dim=-1)
     with torch.no_grad():
-        entropy = -(logp.exp() * logp).sum(-1)
+        entropy = losses.entropy_from_logp(logp)
     return torch.stack([logp.gather(-1, tokens[:, None]).squeeze(-1), entropy], dim=-1)
 
 

@@ -125,7 +125,11 @@ def sampled_reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, m
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the distribution behind (..., V) logits: (...)."""
-    logp = F.log_softmax(logits.float(), dim=-1)
+    return entropy_from_logp(F.log_softmax(logits.float(), dim=-1))
+
+
+def entropy_from_logp(logp: torch.Tensor) -> torch.Tensor:
+    """`token_entropy` from normalised log-probabilities (callers that already hold them)."""
     return -(logp.exp() * logp).sum(-1)
 
 

@@ -187,8 +187,7 @@ class Runner:
                   "offload_params": False, "teacher_zero3": False}
         layout.update(getattr(self.backend, "memory_layout", dict)())
         rows = budget.stage_estimates(
-            params, {s: STAGES.get(s).trains for s in stages}, {s: STAGES.get(s).needs_teacher for s in stages},
-            budget.PRECISIONS[layout["precision"]], layout["zero_stage"], layout["world"], layout["offload_optimizer"],
+            params, stages, budget.PRECISIONS[layout["precision"]], layout["zero_stage"], layout["world"], layout["offload_optimizer"],
             layout["offload_params"], layout["teacher_zero3"],
         )
         return {"params": params, "backend": self.cfg.backend, **layout, "stages": rows}

@@ -7,7 +7,6 @@ import pytest
 from s2d_bench import budget
 from s2d_bench.config import PACKAGE_CONFIGS, load_config
 from s2d_bench.errors import UserError
-from s2d_bench.stages import STAGES
 
 SHIPPED = sorted(PACKAGE_CONFIGS.glob("*.yaml"))
 # Parameter counts of each checkpoint's shape (Qwen3-1.7B counted by benchmarks/stage_steps.py with tied embeddings), so no hub access.
@@ -22,13 +21,12 @@ def test_the_paper_configs_are_shipped():
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_a_shipped_config_validates_and_its_stages_fit_the_declared_engine(path: Path):
     cfg = load_config(str(path))  # types, ranges, registered names, arm overrides
-    stages = {s for arm in cfg.arms.values() for s in arm.stages}
+    stages = sorted({s for arm in cfg.arms.values() for s in arm.stages})
     if cfg.backend != "deepspeed":
         return
     params = {role: PARAMS[getattr(cfg, role).path] for role in ("teacher", "student")}
     ds = cfg.deepspeed
-    rows = budget.stage_estimates(params, {s: STAGES.get(s).trains for s in stages}, {s: STAGES.get(s).needs_teacher for s in stages},
-                                  budget.BF16_MIXED if ds.bf16 else budget.FP32, ds.zero_stage, 8 * (4 if ds.zero_stage == 3 else 1),
+    rows = budget.stage_estimates(params, stages, budget.BF16_MIXED if ds.bf16 else budget.FP32, ds.zero_stage, 8 * (4 if ds.zero_stage == 3 else 1),
                                   ds.offload_optimizer, ds.offload_params, ds.teacher_zero3)
     for row in rows:  # model states must leave room for activations on an 80 GB GPU
         assert row["device_gib"] < 60, f"{path.stem}: {row['stage']} needs {row['device_gib']:.0f} GiB per GPU for model states"

@@ -27,7 +27,7 @@ from deepspeed.accelerator import get_accelerator
 
 from s2d_bench.backends.base import DistillJob, RLJob, Rollouts, StageReport
 from s2d_bench.backends.torch_backend import TorchBackend
-from s2d_bench.config import DeepSpeedConfig, DistillConfig, GRPOConfig, RunConfig
+from s2d_bench.config import DeepSpeedConfig, GRPOConfig, RunConfig
 from s2d_bench.errors import UserError
 
 
@@ -154,7 +154,7 @@ class DeepSpeedBackend:
             for stage in cfg.arms[arm].stages:
                 stage_cfg = cfg.stage_config(arm, stage)
                 per_step = stage_cfg.prompts_per_step if isinstance(stage_cfg, GRPOConfig) else stage_cfg.batch_size
-                if isinstance(stage_cfg, (GRPOConfig, DistillConfig)) and per_step < runtime.world:
+                if per_step < runtime.world:
                     raise UserError(f"backend=deepspeed: {arm}/{stage} draws {per_step} prompts a step for {runtime.world} ranks; "
                                     "raise its prompts_per_step/batch_size to at least the number of ranks")
         zero3 = cfg.deepspeed.zero_stage == 3 or cfg.deepspeed.teacher_zero3
