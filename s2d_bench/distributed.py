@@ -7,6 +7,8 @@ group exists) every helper here is a no-op, so single-process code never needs t
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any, TypeVar
 
 import torch.distributed as dist
@@ -28,6 +30,20 @@ def world() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def launcher_env() -> None:
+    """Without a launcher, describe a world of one in the environment, as `torchrun` would.
+
+    DeepSpeed (else it tries MPI) and vLLM's in-process `external_launcher` executor read
+    RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT; a launcher sets them itself.
+    """
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
 def barrier() -> None:

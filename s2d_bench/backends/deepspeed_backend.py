@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import socket
 from datetime import timedelta
 from typing import Any
 
@@ -25,24 +24,18 @@ import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
 
+from s2d_bench import distributed
 from s2d_bench.backends.base import DistillJob, RLJob, Rollouts, StageReport
 from s2d_bench.backends.torch_backend import TorchBackend
 from s2d_bench.config import DeepSpeedConfig, GRPOConfig, RunConfig
 from s2d_bench.errors import UserError
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def init_distributed(timeout_minutes: int) -> None:
     """Join (or, without a launcher, create) the process group; one rank needs no launcher."""
     if dist.is_initialized():
         return
-    if "RANK" not in os.environ:  # plain `s2d-bench run`: a world of one (DeepSpeed would try MPI)
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    distributed.launcher_env()  # plain `s2d-bench run`: a world of one
     deepspeed.init_distributed(timeout=timedelta(minutes=timeout_minutes))
     if get_accelerator().device_name() == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -160,6 +153,7 @@ class DeepSpeedBackend:
         zero3 = cfg.deepspeed.zero_stage == 3 or cfg.deepspeed.teacher_zero3
         self.load_device = "cpu" if zero3 else str(runtime.device)  # ZeRO-3 shards from host memory
         self._loops = TorchBackend(runtime)
+        self._loops.validate(cfg)
 
     def memory_layout(self) -> dict[str, Any]:
         """What the preflight memory estimate needs to know about this engine (budget.py)."""
