@@ -172,6 +172,20 @@ class DeepSpeedConfig:
         _require(self.timeout_minutes > 0, "deepspeed.timeout_minutes must be > 0")
 
 
+@dataclass
+class RolloutConfig:
+    engine: str = _help("registered rollout engine of the torch and deepspeed backends' training stages: hf, or vllm (GPU, extra 'vllm')", "hf")
+    gpu_memory_utilization: float = _help("vllm: share of each GPU's memory vLLM may take beside the trainer (weights + KV cache)", 0.3)
+    max_model_len: int = _help("vllm: longest prompt + completion; 0 takes the model config's (large: costs KV cache)", 0)
+    sleep: bool = _help("vllm: free the KV cache (and, for the trained model, the weights) between rollouts", True)
+    enforce_eager: bool = _help("vllm: no CUDA graphs (slower decode, faster start, less memory)", False)
+    extra: dict[str, Any] = _help("raw vllm.LLM keyword arguments merged over the ones s2d-bench passes", factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]")
+        _require(self.max_model_len >= 0, "rollout.max_model_len must be >= 0 (0: the model's own)")
+
+
 def _default_arms() -> dict[str, ArmConfig]:
     return {
         "direct-grpo": ArmConfig(["student_rl"], {"student_rl.steps": 480, "student_rl.lr": 3e-4}),
@@ -196,6 +210,7 @@ class RunConfig:
     arms: dict[str, ArmConfig] = _help("named stage sequences to run and compare", factory=_default_arms)
     eval: EvalConfig = _help("avg@k evaluation after every stage", factory=EvalConfig)
     deepspeed: DeepSpeedConfig = _help("engine settings of backend=deepspeed (ignored by the others)", factory=DeepSpeedConfig)
+    rollout: RolloutConfig = _help("how training stages sample (evaluation has its own engine)", factory=RolloutConfig)
 
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "threads must be >= 1")
@@ -337,11 +352,12 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig
 def validate_names(cfg: RunConfig) -> None:
     """Every registered name the config uses exists (backend, task, benchmark, builders): checked by
     name only, so a config that needs an optional extra or a hub checkpoint still validates offline."""
-    from s2d_bench.backends import BACKENDS
+    from s2d_bench.backends import BACKENDS, ROLLOUTS
     from s2d_bench.models import MODELS
     from s2d_bench.tasks import BENCHMARKS, TASKS
 
     BACKENDS.check(cfg.backend)
+    ROLLOUTS.check(cfg.rollout.engine)
     TASKS.check(cfg.task.name)
     BENCHMARKS.check(cfg.task.test_benchmark)
     for role in ("teacher", "student"):

@@ -80,6 +80,8 @@ def plan(cfg: RunConfig) -> list[Node]:
             stage_cfg = to_dict(cfg.stage_config(arm_name, stage_name))
             teacher = current["teacher"] if stage.needs_teacher else None
             inputs = {"parent": current[stage.trains], "teacher": teacher, "cfg": stage_cfg, "seed": cfg.seed, "backend": cfg.backend}
+            if cfg.rollout.engine != "hf":  # another sampler draws other rollouts; hf runs keep their earlier ids
+                inputs["rollout"] = cfg.rollout.engine
             node = nodes.setdefault(_node_id(stage_name, inputs), Node(_node_id(stage_name, inputs), stage_name, stage.trains, current[stage.trains], teacher, stage_cfg))
             if arm_name not in node.arms:
                 node.arms.append(arm_name)

@@ -4,10 +4,13 @@ Stages 1 and 3 share the GRPO loop; stages 2a and 2b share the distillation loop
 in who samples (teacher vs student) and which divergence is minimised. The loops run on a
 `Runtime` (runtime.py): by default one process and AdamW at a constant learning rate; the
 DeepSpeed backend runs these same loops on its engine, each rank on its share of every batch.
+They sample through a rollout engine (rollouts.py, config `rollout.engine`): the built-in
+sampler on the live model, or vLLM with weights pushed from the trainer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 
@@ -16,11 +19,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench import chunked, losses
+from s2d_bench.backends import ROLLOUTS
 from s2d_bench.backends.base import DistillJob, RLJob, Rollouts, StageReport
+from s2d_bench.backends.rollouts import RolloutEngine, hf_generate, open_rollouts
 from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer, shard
+from s2d_bench.config import RolloutConfig, RunConfig
 from s2d_bench.errors import UserError
-from s2d_bench.harness.sampling import Sampling, sample
-from s2d_bench.models.sequences import Batch, completion_hidden, encode_prompts, join, left_pad
+from s2d_bench.harness.sampling import Sampling
+from s2d_bench.models.sequences import Batch, completion_hidden
 
 
 def _lengths(batch: Batch) -> float:
@@ -76,19 +82,18 @@ class TorchBackend:
 
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime or LocalRuntime()
+        self.rollout = RolloutConfig()
 
-    def validate(self, cfg) -> None:  # noqa: ANN001 - every option of ours is native here
-        return None
+    def validate(self, cfg: RunConfig) -> None:
+        """Every option of ours is native here; a rollout engine whose extra is missing fails now."""
+        ROLLOUTS.get(cfg.rollout.engine)
+        self.rollout = cfg.rollout
 
     def generate(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str], sampling: Sampling, seed: int) -> Rollouts:
-        rows = encode_prompts(tok, prompts)
-        ids, mask = left_pad(rows, tok.pad_token_id)
-        device = model.device
-        generator = torch.Generator(device=device).manual_seed(seed)
-        completion, cmask = sample(model, ids.to(device), mask.to(device), sampling, tok.eos_token_id, tok.pad_token_id, generator)
-        batch = join([r for r in rows for _ in range(sampling.k)], completion, cmask, tok.pad_token_id)
-        texts = tok.batch_decode(completion.cpu(), skip_special_tokens=True)
-        return Rollouts(texts=texts, batch=batch, k=sampling.k)
+        return hf_generate(model, tok, prompts, sampling, seed)
+
+    def _rollouts(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, live: bool) -> contextlib.closing[RolloutEngine]:
+        return contextlib.closing(open_rollouts(self.rollout, model, tok, live))
 
     # ------------------------------------------------------------------ stages 1 and 3
     def teacher_rl(self, job: RLJob) -> StageReport:
@@ -111,18 +116,19 @@ class TorchBackend:
         sampling = Sampling(k=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         draws: list[str] = []
         bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
-        for step in bar:
-            problems = rng.sample(job.problems, min(cfg.prompts_per_step, len(job.problems)))
-            draws.extend(p.id for p in problems)
-            seed, mine = rng.randrange(2**31) + rt.rank, shard(problems, rt.rank, rt.world)
-            with rt.full_weights(model):
-                roll = self.generate(model, job.tok, [p.prompt for p in mine], sampling, seed)
-            rewards = torch.tensor([float(job.grade(t, mine[i // roll.k])) for i, t in enumerate(roll.texts)])
-            advantages = losses.grpo_advantages(rewards.view(len(mine), roll.k), cfg.scale_rewards).flatten()
-            metrics = policy_updates(trainer, ref, roll.batch.to(model.device), advantages.to(model.device), cfg, rt)
-            metrics = rt.mean({**metrics, "reward": float(rewards.mean()), "response_length": _lengths(roll.batch)})
-            job.log({"step": step, **metrics})
-            bar.set_postfix(reward=f"{metrics['reward']:.3f}")
+        with self._rollouts(model, job.tok, live=True) as rollouts:
+            for step in bar:
+                problems = rng.sample(job.problems, min(cfg.prompts_per_step, len(job.problems)))
+                draws.extend(p.id for p in problems)
+                seed, mine = rng.randrange(2**31) + rt.rank, shard(problems, rt.rank, rt.world)
+                with rt.full_weights(model):
+                    roll = rollouts.generate([p.prompt for p in mine], sampling, seed)
+                rewards = torch.tensor([float(job.grade(t, mine[i // roll.k])) for i, t in enumerate(roll.texts)])
+                advantages = losses.grpo_advantages(rewards.view(len(mine), roll.k), cfg.scale_rewards).flatten()
+                metrics = policy_updates(trainer, ref, roll.batch.to(model.device), advantages.to(model.device), cfg, rt)
+                metrics = rt.mean({**metrics, "reward": float(rewards.mean()), "response_length": _lengths(roll.batch)})
+                job.log({"step": step, **metrics})
+                bar.set_postfix(reward=f"{metrics['reward']:.3f}")
         trainer.finish()
         return StageReport(steps=cfg.steps, labeled_draws=draws)
 
@@ -144,13 +150,14 @@ class TorchBackend:
         sampler = teacher if teacher_samples else trainer.model
         sampling = Sampling(k=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
-        for step in bar:
-            prompts = rng.sample(job.prompts, min(cfg.batch_size, len(job.prompts)))
-            seed, mine = rng.randrange(2**31) + rt.rank, shard(prompts, rt.rank, rt.world)
-            with rt.full_weights(sampler):
-                batch = self.generate(sampler, job.tok, mine, sampling, seed).batch.to(trainer.model.device)
-            metrics = rt.mean(distill_update(trainer, teacher, batch, objective, cfg.chunk_size, rt))
-            job.log({"step": step, **metrics})
-            bar.set_postfix(kl=f"{metrics['kl_reverse']:.3f}")
+        with self._rollouts(sampler, job.tok, live=not teacher_samples) as rollouts:
+            for step in bar:
+                prompts = rng.sample(job.prompts, min(cfg.batch_size, len(job.prompts)))
+                seed, mine = rng.randrange(2**31) + rt.rank, shard(prompts, rt.rank, rt.world)
+                with rt.full_weights(sampler):
+                    batch = rollouts.generate(mine, sampling, seed).batch.to(trainer.model.device)
+                metrics = rt.mean(distill_update(trainer, teacher, batch, objective, cfg.chunk_size, rt))
+                job.log({"step": step, **metrics})
+                bar.set_postfix(kl=f"{metrics['kl_reverse']:.3f}")
         trainer.finish()
         return StageReport(steps=cfg.steps)

@@ -9,11 +9,13 @@
 Our configs are translated into TRL's in `trl_args` and nowhere else; our config classes never
 inherit TRL's. Options TRL cannot express are refused by `validate` before any stage runs.
 Rollouts for diagnostics go through the plain-PyTorch sampler, so C2 is measured identically on
-every backend.
+every backend. `rollout.engine: vllm` turns on TRL's own colocated vLLM in stages 1, 2b and 3,
+and our vLLM engine for the warmup's teacher rollouts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -29,8 +31,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from transformers.trainer_callback import ProgressCallback  # noqa: E402
 
 from s2d_bench.backends.base import DistillJob, Logger, RLJob, Rollouts, StageReport  # noqa: E402
+from s2d_bench.backends.rollouts import open_rollouts  # noqa: E402
 from s2d_bench.backends.torch_backend import TorchBackend  # noqa: E402
-from s2d_bench.config import DistillConfig, GRPOConfig, RunConfig  # noqa: E402
+from s2d_bench.config import DistillConfig, GRPOConfig, RolloutConfig, RunConfig  # noqa: E402
 from s2d_bench.errors import UserError  # noqa: E402
 from s2d_bench.harness.sampling import Sampling  # noqa: E402
 
@@ -39,7 +42,7 @@ METRIC_NAMES = {"reward": "reward", "loss": "loss", "grad_norm": "grad_norm", "e
                 "completions/mean_length": "response_length", "learning_rate": "lr"}
 
 
-def validate(cfg: RunConfig) -> None:
+def refuse_unexpressible(cfg: RunConfig) -> None:
     """Refuse, before anything runs, the options of ours that TRL cannot express."""
     for arm in cfg.arms:
         for stage in cfg.arms[arm].stages:
@@ -49,7 +52,16 @@ def validate(cfg: RunConfig) -> None:
                                 "(its trainers use the full-vocabulary divergence): set estimator: full, or use backend=torch")
 
 
-def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str, output_dir: str) -> Any:
+def vllm_args(rollout: RolloutConfig) -> dict[str, Any]:
+    """TRL's colocated vLLM (GRPO and Distillation trainers) for `rollout.engine: vllm`."""
+    if rollout.engine != "vllm":
+        return {}
+    return dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=rollout.gpu_memory_utilization,
+                vllm_enable_sleep_mode=rollout.sleep, vllm_max_model_length=rollout.max_model_len or None)
+
+
+def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str, output_dir: str,
+             rollout: RolloutConfig = RolloutConfig()) -> Any:
     """Our stage config -> the TRL config of the trainer that runs it (the one translation point)."""
     common = dict(
         output_dir=output_dir, max_steps=cfg.steps, learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0,
@@ -64,6 +76,7 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
             num_generations=cfg.samples_per_prompt, num_iterations=cfg.updates_per_batch, max_completion_length=cfg.max_new_tokens,
             epsilon=cfg.clip_low, epsilon_high=cfg.clip_high, beta=cfg.kl_coef, scale_rewards="group" if cfg.scale_rewards else "none",
             loss_type="dapo", top_k=0, top_p=1.0,  # dapo: token mean over the batch, as losses.policy_loss
+            **vllm_args(rollout),
         )
     if kind == "forward_kl":
         from trl.experimental.gkd import GKDConfig
@@ -71,7 +84,7 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
         return GKDConfig(**common, per_device_train_batch_size=cfg.batch_size, lmbda=0.0, beta=0.0, seq_kd=False,
                          max_new_tokens=cfg.max_new_tokens, dataset_kwargs={"skip_prepare_dataset": True})
     return trl.DistillationConfig(**common, per_device_train_batch_size=cfg.batch_size, beta=1.0,
-                                  max_completion_length=cfg.max_new_tokens, top_k=0, top_p=1.0)
+                                  max_completion_length=cfg.max_new_tokens, top_k=0, top_p=1.0, **vllm_args(rollout))
 
 
 class _Metrics(TrainerCallback):
@@ -108,9 +121,13 @@ class TRLBackend:
 
     def __init__(self) -> None:
         self._sampler = TorchBackend()
+        self.rollout = RolloutConfig()
         self._tmp = tempfile.TemporaryDirectory(prefix="s2d-trl-")
 
-    validate = staticmethod(validate)
+    def validate(self, cfg: RunConfig) -> None:
+        refuse_unexpressible(cfg)
+        self._sampler.validate(cfg)
+        self.rollout = cfg.rollout
 
     def generate(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str], sampling: Sampling, seed: int) -> Rollouts:
         return self._sampler.generate(model, tok, prompts, sampling, seed)
@@ -133,7 +150,7 @@ class TRLBackend:
             return [float(job.grade(t, by_id[i])) for t, i in zip(texts, problem_id)]
 
         data = Dataset.from_list([{"prompt": _chat(p.prompt), "problem_id": p.id} for p in job.problems])
-        args = trl_args("grpo", job.cfg, job.seed, job.policy.device.type, self._tmp.name)
+        args = trl_args("grpo", job.cfg, job.seed, job.policy.device.type, self._tmp.name, self.rollout)
         trainer = trl.GRPOTrainer(model=job.policy, reward_funcs=reward, args=args, train_dataset=data,
                                   processing_class=job.tok, callbacks=[_Metrics(job.log)])
         _train(trainer)
@@ -159,10 +176,11 @@ class TRLBackend:
         rng = random.Random(job.seed)
         sampling = Sampling(k=1, temperature=job.cfg.temperature, max_new_tokens=job.cfg.max_new_tokens)
         rows = []
-        for _ in range(job.cfg.steps):
-            prompts = rng.sample(job.prompts, min(job.cfg.batch_size, len(job.prompts)))
-            roll = self.generate(job.teacher, job.tok, prompts, sampling, rng.randrange(2**31))
-            rows.extend({"prompt": p, "completion": t} for p, t in zip(prompts, roll.texts))
+        with contextlib.closing(open_rollouts(self.rollout, job.teacher, job.tok, live=False)) as rollouts:
+            for _ in range(job.cfg.steps):
+                prompts = rng.sample(job.prompts, min(job.cfg.batch_size, len(job.prompts)))
+                roll = rollouts.generate(prompts, sampling, rng.randrange(2**31))
+                rows.extend({"prompt": p, "completion": t} for p, t in zip(prompts, roll.texts))
         if cache is not None:
             tmp = cache.with_suffix(".partial")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -171,7 +189,7 @@ class TRLBackend:
 
     def opd(self, job: DistillJob) -> StageReport:
         data = Dataset.from_list([{"prompt": _chat(p)} for p in job.prompts])
-        args = trl_args("reverse_kl", job.cfg, job.seed, job.student.device.type, self._tmp.name)
+        args = trl_args("reverse_kl", job.cfg, job.seed, job.student.device.type, self._tmp.name, self.rollout)
         trainer = trl.DistillationTrainer(model=job.student, teacher_model=job.teacher, args=args, train_dataset=data,
                                           processing_class=job.tok, callbacks=[_Metrics(job.log)])
         _train(trainer)

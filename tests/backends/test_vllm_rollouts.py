@@ -1,0 +1,162 @@
+"""`rollout.engine: vllm`: the training loops sample with a vLLM copy whose weights follow the trainer.
+
+vLLM needs a GPU build that cannot be installed here, so these tests run against tests/fakes/vllm,
+which samples with the s2d-bench sampler from whatever weights were pushed into it and refuses
+to sample from weights that were never pushed or were dropped by sleep. Same seed and same
+weights then mean the same tokens, so "vllm" must train exactly as "hf" does.
+"""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2d_bench.backends import BACKENDS
+from s2d_bench.config import GRPOConfig, RolloutConfig, TaskConfig, load_config
+from s2d_bench.errors import UserError
+from s2d_bench.models.builders import tiny_qwen3_student
+from s2d_bench.pipeline import plan
+from s2d_bench.stages import STAGES, StageInputs
+from s2d_bench.tasks import TASKS
+
+FAKES = Path(__file__).resolve().parent.parent / "fakes"
+MODULES = ("vllm", "s2d_bench.backends.vllm_rollouts")
+STEPS = {"teacher_rl": "stages.teacher_rl.steps=3", "warmup": "stages.warmup.steps=3", "opd": "stages.opd.steps=3",
+         "student_rl": "stages.student_rl.steps=3"}
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    env = dict(os.environ)
+    monkeypatch.syspath_prepend(str(FAKES))
+    for name in MODULES:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import vllm
+
+    vllm.INSTANCES.clear()
+    yield vllm
+    for name in MODULES:
+        sys.modules.pop(name, None)
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def _run(stage: str, backend: str = "torch", *overrides: str):
+    """Run `stage` on fresh tiny models; return the trained model and its weights after each step."""
+    cfg = load_config(None, [STEPS[stage], "stages.teacher_rl.prompts_per_step=4", "stages.student_rl.prompts_per_step=4",
+                             "stages.warmup.batch_size=8", "stages.opd.batch_size=8", *overrides])
+    runner = BACKENDS.get(backend)()
+    runner.validate(cfg)
+    splits = TASKS.get("add3mix")(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=6)).splits()
+    model, tok = tiny_qwen3_student(seed=0)
+    teacher, _ = tiny_qwen3_student(seed=1)
+    after_step: list[dict[str, torch.Tensor]] = []
+    rows: list[dict] = []
+
+    def log(row: dict) -> None:
+        rows.append(row)
+        after_step.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+    x = StageInputs(runner, model, teacher, tok, splits, lambda text, problem: len(text) % 2 == 0, getattr(cfg.stages, stage), 0, log)
+    STAGES.get(stage).run(x)
+    return model, teacher, rows, after_step
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("stage", ["teacher_rl", "warmup", "opd", "student_rl"])
+@pytest.mark.parametrize("sleep", [True, False])
+def test_vllm_rollouts_train_exactly_as_the_builtin_sampler(fake_vllm, stage, sleep):
+    model_hf, _, rows_hf, _ = _run(stage)
+    model_v, teacher, rows_v, after_step = _run(stage, "torch", "rollout.engine=vllm", f"rollout.sleep={sleep}")
+    assert rows_v == rows_hf  # rewards, losses, lengths: same rollouts, same steps
+    _assert_same(dict(model_v.named_parameters()), dict(model_hf.named_parameters()))
+
+    (llm,) = fake_vllm.INSTANCES
+    pushed = llm.weights_at_generate
+    assert len(pushed) == 3
+    if stage == "warmup":  # the teacher samples: pushed once, kept (on the host) while asleep
+        assert llm.events.count("reset_prefix_cache") == 1
+        for w in pushed:
+            _assert_same(w, dict(teacher.named_parameters()))
+    else:  # the policy samples: each rollout sees the weights of every update before it
+        assert llm.events.count("reset_prefix_cache") == 3
+        _assert_same(pushed[1], after_step[0])
+        _assert_same(pushed[2], after_step[1])
+        assert not torch.equal(pushed[0]["model.embed_tokens.weight"], pushed[2]["model.embed_tokens.weight"])
+    assert (f"sleep{1 if stage == 'warmup' else 2}" in llm.events) == sleep
+
+
+def test_the_engine_gets_a_dummy_weight_copy_of_the_models_config_and_the_rollout_settings(fake_vllm):
+    _run("teacher_rl", "torch", "rollout.engine=vllm", "rollout.gpu_memory_utilization=0.45", "rollout.max_model_len=512",
+         "rollout.extra={max_num_seqs: 7}")
+    (llm,) = fake_vllm.INSTANCES
+    args = llm.kwargs
+    assert args["load_format"] == "dummy" and args["distributed_executor_backend"] == "external_launcher"
+    assert (args["gpu_memory_utilization"], args["max_model_len"], args["max_num_seqs"]) == (0.45, 512, 7)
+    assert not Path(llm.module.config._name_or_path).exists()  # the temporary config folder is gone after the stage
+
+
+def test_deepspeed_backend_samples_through_vllm_too(fake_vllm):
+    pytest.importorskip("deepspeed")
+    _, _, rows, after_step = _run("teacher_rl", "deepspeed", "rollout.engine=vllm")
+    (llm,) = fake_vllm.INSTANCES
+    assert len(rows) == 3 and llm.events.count("reset_prefix_cache") == 3
+    _assert_same(llm.weights_at_generate[2], after_step[1])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_without_vllm_installed_the_backend_refuses_before_any_stage():
+    cfg = load_config(None, ["rollout.engine=vllm"])  # names only: validates offline
+    with pytest.raises(UserError, match=r"pip install 's2d-bench\[vllm\]'"):
+        BACKENDS.get("torch")().validate(cfg)
+
+
+def test_rollout_settings_are_checked_when_loaded():
+    with pytest.raises(UserError, match="Did you mean 'vllm'"):
+        load_config(None, ["rollout.engine=vlm"])
+    with pytest.raises(UserError, match="gpu_memory_utilization"):
+        load_config(None, ["rollout.gpu_memory_utilization=1.5"])
+
+
+def test_another_rollout_engine_makes_other_stage_nodes_and_keeps_base_models():
+    hf = {n.id for n in plan(load_config(None, []))}
+    vllm = {n.id for n in plan(load_config(None, ["rollout.engine=vllm"]))}
+    shared = hf & vllm
+    assert shared and all(n.startswith("base-") for n in shared)
+    assert len(hf - vllm) == len(vllm - hf) > 0
+
+
+def test_trl_backend_turns_on_trls_own_colocated_vllm():
+    trl_backend = pytest.importorskip("s2d_bench.backends.trl_backend")
+    from s2d_bench.config import DistillConfig
+
+    rollout = RolloutConfig(engine="vllm", gpu_memory_utilization=0.4, max_model_len=1024)
+    grpo = trl_backend.trl_args("grpo", GRPOConfig(), 0, "cpu", "/tmp/x", rollout)
+    opd = trl_backend.trl_args("reverse_kl", DistillConfig(), 0, "cpu", "/tmp/x", rollout)
+    for args in (grpo, opd):
+        assert (args.use_vllm, args.vllm_mode, args.vllm_gpu_memory_utilization, args.vllm_max_model_length) == (True, "colocate", 0.4, 1024)
+    assert not trl_backend.trl_args("grpo", GRPOConfig(), 0, "cpu", "/tmp/x").use_vllm
+
+
+def test_a_model_too_big_for_one_gpus_share_is_refused_with_the_fix(fake_vllm, monkeypatch):
+    from s2d_bench.backends.rollouts import open_rollouts
+
+    model, tok = tiny_qwen3_student(seed=0)
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 2 * weights})())
+    with pytest.raises(UserError, match="rollout.engine=hf"):
+        open_rollouts(RolloutConfig(engine="vllm", gpu_memory_utilization=0.4), model, tok, live=True)
+    assert not fake_vllm.INSTANCES
+    fits = RolloutConfig(engine="vllm", gpu_memory_utilization=0.6)  # 0.6 x 2 = 1.2 times the weights
+    open_rollouts(fits, model, tok, live=True).close()
+    assert len(fake_vllm.INSTANCES) == 1
