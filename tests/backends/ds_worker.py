@@ -1,10 +1,13 @@
-"""One rank of the DeepSpeed data-parallel check (run by test_deepspeed.py, never collected).
+"""One rank of the DeepSpeed multi-process checks (run by test_deepspeed.py, never collected).
 
 Every rank builds the same tiny models and the same fixed batch (8 prompts x 2 teacher samples),
 keeps its share of the prompts, and takes one step of each stage's update (GRPO, forward KL,
 reverse KL, top-k reverse KL) with SGD through `torch_backend`'s update functions on a DeepSpeed runtime,
 once per ZeRO stage named on the command line. It writes the final parameters to
 <out>/<zero>-rank<r>-of-<world>.pt.
+
+With `rollouts <engine>` instead of ZeRO stages, it runs the teacher_rl and opd stages whole under
+ZeRO-3, sampling with that rollout engine, and writes <out>/<engine>-rank<r>.pt.
 """
 
 import sys
@@ -12,13 +15,15 @@ import sys
 import torch
 
 from s2d_bench import chunked, distributed, losses
-from s2d_bench.backends.deepspeed_backend import DeepSpeedRuntime
+from s2d_bench.backends.deepspeed_backend import DeepSpeedBackend, DeepSpeedRuntime
 from s2d_bench.backends.runtime import shard
 from s2d_bench.backends.torch_backend import TorchBackend, distill_update, policy_updates
-from s2d_bench.config import DeepSpeedConfig, GRPOConfig
+from s2d_bench.config import DeepSpeedConfig, GRPOConfig, TaskConfig, load_config
 from s2d_bench.harness.sampling import Sampling
 from s2d_bench.models.builders import tiny_qwen3_student
 from s2d_bench.models.sequences import encode_prompts, join
+from s2d_bench.stages import STAGES, StageInputs
+from s2d_bench.tasks import TASKS
 
 PROMPTS = ["12+34=", "5+6=", "100+200=", "7+8=", "9+9=", "31+4=", "250+250=", "1+0="]
 K = 2
@@ -59,5 +64,24 @@ def main(out: str, stages: list[int]) -> None:
     distributed.shutdown()
 
 
+def rollout_stages(out: str, engine: str) -> None:
+    cfg = load_config(None, ["backend=deepspeed", "deepspeed.zero_stage=3", f"rollout.engine={engine}", "stages.teacher_rl.steps=2",
+                             "stages.teacher_rl.prompts_per_step=4", "stages.opd.steps=2", "stages.opd.batch_size=4"])
+    backend = DeepSpeedBackend()
+    backend.validate(cfg)
+    splits = TASKS.get("add3mix")(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=6)).splits()
+    student, tok = tiny_qwen3_student(seed=0)
+    teacher, _ = tiny_qwen3_student(seed=1)
+    grade = lambda text, problem: len(text) % 2 == 0  # noqa: E731 - gives GRPO a signal on tiny models
+    STAGES.get("teacher_rl").run(StageInputs(backend, teacher, None, tok, splits, grade, cfg.stages.teacher_rl, 0, lambda row: None))
+    STAGES.get("opd").run(StageInputs(backend, student, teacher, tok, splits, grade, cfg.stages.opd, 0, lambda row: None))
+    flat = torch.cat([p.detach().flatten().float() for m in (teacher, student) for p in m.parameters()])
+    torch.save(flat, f"{out}/{engine}-rank{distributed.rank()}.pt")
+    distributed.shutdown()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], [int(z) for z in sys.argv[2].split(",")])
+    if sys.argv[2] == "rollouts":
+        rollout_stages(sys.argv[1], sys.argv[3])
+    else:
+        main(sys.argv[1], [int(z) for z in sys.argv[2].split(",")])

@@ -38,22 +38,25 @@ def _ports(n: int) -> list[int]:
     return ports
 
 
-def _launch(out: Path, world: int, port: int) -> list[subprocess.Popen]:
+def _launch(out: Path, world: int, port: int, args: tuple[str, ...] = (ZERO_STAGES,), **env_extra: str) -> list[subprocess.Popen]:
     procs = []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
-        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(out), ZERO_STAGES], env=env,
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", **env_extra}
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(out), *args], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
 
 
-def test_two_ranks_agree_and_equal_one_rank_after_a_step_of_each_stage(tmp_path):
-    two, one = _ports(2)
-    procs = _launch(tmp_path, 2, two) + _launch(tmp_path, 1, one)
+def _finish(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
         output, _ = proc.communicate(timeout=240)
         assert proc.returncode == 0, f"exit {proc.returncode}: {output[-3000:]}"
+
+
+def test_two_ranks_agree_and_equal_one_rank_after_a_step_of_each_stage(tmp_path):
+    two, one = _ports(2)
+    _finish(_launch(tmp_path, 2, two) + _launch(tmp_path, 1, one))
     for zero in ZERO_STAGES.split(","):
         rank0, rank1, single = (torch.load(tmp_path / f"{zero}-{name}.pt") for name in ("rank0-of-2", "rank1-of-2", "rank0-of-1"))
         torch.testing.assert_close(rank0, rank1, rtol=0, atol=0, msg=f"ZeRO-{zero}: the ranks disagree")
@@ -84,3 +87,17 @@ def test_s2d_bench_run_on_two_ranks_trains_together_and_writes_once(tiny_overrid
         if not node.startswith("base"):
             assert (run / "nodes" / node / "metrics.jsonl").read_text().count("\n") == 2  # one row a step, not one per rank
     assert len(Store(str(store)).evals("tiny")) == len(nodes)
+
+
+def test_two_zero3_ranks_sampling_with_vllm_train_exactly_as_with_the_builtin_sampler(tmp_path):
+    """GRPO then OPD on 2 ranks under ZeRO-3: each rank's vLLM copy (tests/fakes/vllm, which samples from
+    exactly the weights pushed into it) must get the gathered, current weights before every rollout."""
+    fakes = str(Path(__file__).resolve().parent.parent / "fakes")
+    ports = _ports(2)
+    for engine, port in zip(("hf", "vllm"), ports):
+        _finish(_launch(tmp_path, 2, port, ("rollouts", engine), PYTHONPATH=os.pathsep.join([fakes, os.environ.get("PYTHONPATH", "")])))
+    hf, vllm = (torch.load(tmp_path / f"{engine}-rank0.pt") for engine in ("hf", "vllm"))
+    torch.testing.assert_close(vllm, hf, rtol=0, atol=0)
+    torch.testing.assert_close(torch.load(tmp_path / "vllm-rank1.pt"), vllm, rtol=0, atol=0, msg="the ranks disagree")
+    start = torch.cat([p.detach().flatten() for seed in (1, 0) for p in tiny_qwen3_student(seed=seed)[0].parameters()])
+    assert (hf - start).abs().max() > 1e-4, "nothing trained"
