@@ -189,8 +189,8 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
 
 @main.command(name="ls")
 def ls() -> None:
-    """List registered backends, stages, tasks, model builders and shipped configs."""
-    from s2d_bench.backends import BACKENDS
+    """List registered backends, rollout engines, stages, tasks, model builders and shipped configs."""
+    from s2d_bench.backends import BACKENDS, ROLLOUTS
     from s2d_bench.config import PACKAGE_CONFIGS
     from s2d_bench.models import MODELS
     from s2d_bench.stages import STAGES
@@ -198,8 +198,8 @@ def ls() -> None:
     from s2d_bench.harness.grading import GRADERS
     from s2d_bench.tasks import BENCHMARKS, TASKS
 
-    registries = (("backends", BACKENDS), ("stages", STAGES), ("tasks", TASKS), ("benchmarks", BENCHMARKS),
-                  ("engines", ENGINES), ("graders", GRADERS), ("models", MODELS))
+    registries = (("backends", BACKENDS), ("rollout engines", ROLLOUTS), ("stages", STAGES), ("tasks", TASKS), ("benchmarks", BENCHMARKS),
+                  ("eval engines", ENGINES), ("graders", GRADERS), ("models", MODELS))
     for title, registry in registries:
         click.echo(f"{title}:")
         for name, summary in registry.summaries().items():

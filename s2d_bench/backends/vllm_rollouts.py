@@ -97,7 +97,7 @@ class VLLMRollouts:
             self._asleep = False
         rows = encode_prompts(self.tok, prompts)
         params = SamplingParams(
-            n=sampling.k, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k if sampling.top_k > 0 else -1,
+            n=sampling.k, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,  # 0: off, as TRL passes it
             max_tokens=sampling.max_new_tokens, seed=seed, stop_token_ids=[self.tok.eos_token_id], detokenize=False,
         )
         outputs = self.llm.generate([{"prompt_token_ids": r} for r in rows], params, use_tqdm=False)
