@@ -120,14 +120,12 @@ class TRLBackend:
     name = "trl"
 
     def __init__(self) -> None:
-        self._sampler = TorchBackend()
-        self.rollout = RolloutConfig()
+        self._sampler = TorchBackend()  # diagnostics sample with it; validate gives it the run's rollout setting
         self._tmp = tempfile.TemporaryDirectory(prefix="s2d-trl-")
 
     def validate(self, cfg: RunConfig) -> None:
         refuse_unexpressible(cfg)
         self._sampler.validate(cfg)
-        self.rollout = cfg.rollout
 
     def generate(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str], sampling: Sampling, seed: int) -> Rollouts:
         return self._sampler.generate(model, tok, prompts, sampling, seed)
@@ -150,7 +148,7 @@ class TRLBackend:
             return [float(job.grade(t, by_id[i])) for t, i in zip(texts, problem_id)]
 
         data = Dataset.from_list([{"prompt": _chat(p.prompt), "problem_id": p.id} for p in job.problems])
-        args = trl_args("grpo", job.cfg, job.seed, job.policy.device.type, self._tmp.name, self.rollout)
+        args = trl_args("grpo", job.cfg, job.seed, job.policy.device.type, self._tmp.name, self._sampler.rollout)
         trainer = trl.GRPOTrainer(model=job.policy, reward_funcs=reward, args=args, train_dataset=data,
                                   processing_class=job.tok, callbacks=[_Metrics(job.log)])
         _train(trainer)
@@ -176,7 +174,7 @@ class TRLBackend:
         rng = random.Random(job.seed)
         sampling = Sampling(k=1, temperature=job.cfg.temperature, max_new_tokens=job.cfg.max_new_tokens)
         rows = []
-        with contextlib.closing(open_rollouts(self.rollout, job.teacher, job.tok, live=False)) as rollouts:
+        with contextlib.closing(open_rollouts(self._sampler.rollout, job.teacher, job.tok, live=False)) as rollouts:
             for _ in range(job.cfg.steps):
                 prompts = rng.sample(job.prompts, min(job.cfg.batch_size, len(job.prompts)))
                 roll = rollouts.generate(prompts, sampling, rng.randrange(2**31))
@@ -189,7 +187,7 @@ class TRLBackend:
 
     def opd(self, job: DistillJob) -> StageReport:
         data = Dataset.from_list([{"prompt": _chat(p)} for p in job.prompts])
-        args = trl_args("reverse_kl", job.cfg, job.seed, job.student.device.type, self._tmp.name, self.rollout)
+        args = trl_args("reverse_kl", job.cfg, job.seed, job.student.device.type, self._tmp.name, self._sampler.rollout)
         trainer = trl.DistillationTrainer(model=job.student, teacher_model=job.teacher, args=args, train_dataset=data,
                                           processing_class=job.tok, callbacks=[_Metrics(job.log)])
         _train(trainer)

@@ -160,3 +160,13 @@ def test_a_model_too_big_for_one_gpus_share_is_refused_with_the_fix(fake_vllm, m
     fits = RolloutConfig(engine="vllm", gpu_memory_utilization=0.6)  # 0.6 x 2 = 1.2 times the weights
     open_rollouts(fits, model, tok, live=True).close()
     assert len(fake_vllm.INSTANCES) == 1
+
+
+def test_trl_backend_samples_the_warmups_teacher_rollouts_with_vllm(fake_vllm):
+    pytest.importorskip("trl")
+    model_hf, _, rows_hf, _ = _run("warmup", "trl")
+    model_v, _, rows_v, _ = _run("warmup", "trl", "rollout.engine=vllm")
+    (llm,) = fake_vllm.INSTANCES
+    assert llm.events.count("generate") == 3 and llm.events.count("reset_prefix_cache") == 1
+    assert rows_v == rows_hf
+    _assert_same(dict(model_v.named_parameters()), dict(model_hf.named_parameters()))
