@@ -11,7 +11,8 @@ the engine that sampled a batch never changes how the batch is laid out or decod
 
 from __future__ import annotations
 
-from typing import Protocol
+import contextlib
+from typing import Iterator, Protocol
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -33,8 +34,14 @@ class RolloutEngine(Protocol):
         ...
 
 
-def open_rollouts(cfg: RolloutConfig, model: PreTrainedModel, tok: PreTrainedTokenizerBase, live: bool) -> RolloutEngine:
-    return ROLLOUTS.get(cfg.engine)(model, tok, cfg, live)
+@contextlib.contextmanager
+def open_rollouts(cfg: RolloutConfig, model: PreTrainedModel, tok: PreTrainedTokenizerBase, live: bool) -> Iterator[RolloutEngine]:
+    """The configured engine for `model`, closed when the block ends (a stage, or a crash in it)."""
+    engine = ROLLOUTS.get(cfg.engine)(model, tok, cfg, live)
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def _rollouts(tok: PreTrainedTokenizerBase, rows: list[list[int]], k: int, ids: torch.Tensor, mask: torch.Tensor) -> Rollouts:

@@ -10,7 +10,6 @@ sampler on the live model, or vLLM with weights pushed from the trainer.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 
@@ -21,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from s2d_bench import chunked, losses
 from s2d_bench.backends import ROLLOUTS
 from s2d_bench.backends.base import DistillJob, RLJob, Rollouts, StageReport
-from s2d_bench.backends.rollouts import RolloutEngine, hf_generate, open_rollouts
+from s2d_bench.backends.rollouts import hf_generate, open_rollouts
 from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer, shard
 from s2d_bench.config import RolloutConfig, RunConfig
 from s2d_bench.errors import UserError
@@ -92,9 +91,6 @@ class TorchBackend:
     def generate(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str], sampling: Sampling, seed: int) -> Rollouts:
         return hf_generate(model, tok, prompts, sampling, seed)
 
-    def _rollouts(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, live: bool) -> contextlib.closing[RolloutEngine]:
-        return contextlib.closing(open_rollouts(self.rollout, model, tok, live))
-
     # ------------------------------------------------------------------ stages 1 and 3
     def teacher_rl(self, job: RLJob) -> StageReport:
         return self._grpo(job)
@@ -116,7 +112,7 @@ class TorchBackend:
         sampling = Sampling(k=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         draws: list[str] = []
         bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
-        with self._rollouts(model, job.tok, live=True) as rollouts:
+        with open_rollouts(self.rollout, model, job.tok, live=True) as rollouts:
             for step in bar:
                 problems = rng.sample(job.problems, min(cfg.prompts_per_step, len(job.problems)))
                 draws.extend(p.id for p in problems)
@@ -150,7 +146,7 @@ class TorchBackend:
         sampler = teacher if teacher_samples else trainer.model
         sampling = Sampling(k=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
-        with self._rollouts(sampler, job.tok, live=not teacher_samples) as rollouts:
+        with open_rollouts(self.rollout, sampler, job.tok, live=not teacher_samples) as rollouts:
             for step in bar:
                 prompts = rng.sample(job.prompts, min(cfg.batch_size, len(job.prompts)))
                 seed, mine = rng.randrange(2**31) + rt.rank, shard(prompts, rt.rank, rt.world)

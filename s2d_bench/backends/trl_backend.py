@@ -15,7 +15,6 @@ and our vLLM engine for the warmup's teacher rollouts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -174,7 +173,7 @@ class TRLBackend:
         rng = random.Random(job.seed)
         sampling = Sampling(k=1, temperature=job.cfg.temperature, max_new_tokens=job.cfg.max_new_tokens)
         rows = []
-        with contextlib.closing(open_rollouts(self._sampler.rollout, job.teacher, job.tok, live=False)) as rollouts:
+        with open_rollouts(self._sampler.rollout, job.teacher, job.tok, live=False) as rollouts:
             for _ in range(job.cfg.steps):
                 prompts = rng.sample(job.prompts, min(job.cfg.batch_size, len(job.prompts)))
                 roll = rollouts.generate(prompts, sampling, rng.randrange(2**31))

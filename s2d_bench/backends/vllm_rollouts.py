@@ -30,7 +30,7 @@ import tempfile
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from vllm import LLM, SamplingParams
+from vllm import LLM
 
 from s2d_bench import distributed
 from s2d_bench.backends.base import Rollouts
@@ -38,6 +38,7 @@ from s2d_bench.backends.rollouts import rollouts_from_tokens
 from s2d_bench.config import RolloutConfig
 from s2d_bench.errors import UserError
 from s2d_bench.harness.sampling import Sampling
+from s2d_bench.harness.vllm_engine import sampling_params
 from s2d_bench.models.sequences import encode_prompts
 
 
@@ -96,10 +97,7 @@ class VLLMRollouts:
             self.llm.wake_up(tags=["kv_cache"])
             self._asleep = False
         rows = encode_prompts(self.tok, prompts)
-        params = SamplingParams(
-            n=sampling.k, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,  # 0: off, as TRL passes it
-            max_tokens=sampling.max_new_tokens, seed=seed, stop_token_ids=[self.tok.eos_token_id], detokenize=False,
-        )
+        params = sampling_params(sampling, seed, stop_token_ids=[self.tok.eos_token_id], detokenize=False)
         outputs = self.llm.generate([{"prompt_token_ids": r} for r in rows], params, use_tqdm=False)
         completions = [list(o.token_ids) for out in outputs for o in out.outputs]
         if self.cfg.sleep:

@@ -23,7 +23,7 @@ from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.tasks import TASKS
 
 FAKES = Path(__file__).resolve().parent.parent / "fakes"
-MODULES = ("vllm", "s2d_bench.backends.vllm_rollouts")
+MODULES = ("vllm", "s2d_bench.harness.vllm_engine", "s2d_bench.backends.vllm_rollouts")  # all that import vllm
 STEPS = {"teacher_rl": "stages.teacher_rl.steps=3", "warmup": "stages.warmup.steps=3", "opd": "stages.opd.steps=3",
          "student_rl": "stages.student_rl.steps=3"}
 
@@ -155,10 +155,12 @@ def test_a_model_too_big_for_one_gpus_share_is_refused_with_the_fix(fake_vllm, m
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 2 * weights})())
     with pytest.raises(UserError, match="rollout.engine=hf"):
-        open_rollouts(RolloutConfig(engine="vllm", gpu_memory_utilization=0.4), model, tok, live=True)
+        with open_rollouts(RolloutConfig(engine="vllm", gpu_memory_utilization=0.4), model, tok, live=True):
+            pass
     assert not fake_vllm.INSTANCES
     fits = RolloutConfig(engine="vllm", gpu_memory_utilization=0.6)  # 0.6 x 2 = 1.2 times the weights
-    open_rollouts(fits, model, tok, live=True).close()
+    with open_rollouts(fits, model, tok, live=True):
+        pass
     assert len(fake_vllm.INSTANCES) == 1
 
 
