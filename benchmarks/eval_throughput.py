@@ -30,7 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from s2d_bench.config import EvalConfig  # noqa: E402
-from s2d_bench.harness.engines import EngineConfig, HFEngine  # noqa: E402
+from s2d_bench.generation.engine import EngineConfig  # noqa: E402
+from s2d_bench.generation.hf import HFEngine  # noqa: E402
 from s2d_bench.harness.evaluate import evaluate  # noqa: E402
 from s2d_bench.harness.grading import GradingPool, grade  # noqa: E402
 from s2d_bench.models.builders import Qwen3Shape, save, tiny_qwen3  # noqa: E402

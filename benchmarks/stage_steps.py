@@ -30,7 +30,7 @@ from s2d_bench import chunked, losses
 from s2d_bench.backends.runtime import LocalRuntime
 from s2d_bench.backends.torch_backend import distill_update, policy_updates
 from s2d_bench.config import GRPOConfig
-from s2d_bench.harness.sampling import Sampling, sample
+from s2d_bench.generation.sampling import Sampling, sample
 from s2d_bench.models.sequences import Batch, positions
 
 SHAPES = {  # Qwen3-1.7B's published config.json, and a tiny one for smoke tests
@@ -72,7 +72,7 @@ def rollout(model, n: int, prompt_len: int, new_tokens: int, device: str) -> tup
     sync(device)
     start = time.perf_counter()
     model.config.use_cache = True
-    comp, cmask = sample(model, ids, mask, Sampling(k=1, temperature=1.0, max_new_tokens=new_tokens), -1, 0, g)
+    comp, cmask = sample(model, ids, mask, Sampling(k=1, temperature=1.0, max_new_tokens=new_tokens), -1, 0, list(range(n)))
     model.config.use_cache = False
     sync(device)
     seconds = time.perf_counter() - start

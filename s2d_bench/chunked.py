@@ -40,7 +40,7 @@ class Objective:
             return losses.topk_kl_from_logp(s_logp, t_logp, self.direction, self.top_k)
         if self.estimator == "sampled":
             s_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)
-            return -(t_lp - s_lp).detach() * s_lp
+            return losses.sampled_reverse_kl_per_token(s_lp, t_lp)
         return losses.kl_from_logp(s_logp, t_logp, self.direction)
 
 

@@ -175,7 +175,7 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pathlib import Path
 
-    from s2d_bench.harness.engines import EngineConfig
+    from s2d_bench.generation.engine import EngineConfig
     from s2d_bench.harness.suite import SuiteOptions, render, run_suite
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -189,17 +189,17 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
 
 @main.command(name="ls")
 def ls() -> None:
-    """List registered backends, rollout engines, stages, tasks, model builders and shipped configs."""
-    from s2d_bench.backends import BACKENDS, ROLLOUTS
+    """List registered backends, engines, stages, tasks, benchmarks, graders, model builders and shipped configs."""
+    from s2d_bench.backends import BACKENDS
     from s2d_bench.config import PACKAGE_CONFIGS
+    from s2d_bench.generation import ENGINES
+    from s2d_bench.harness.grading import GRADERS
     from s2d_bench.models import MODELS
     from s2d_bench.stages import STAGES
-    from s2d_bench.harness.engines import ENGINES
-    from s2d_bench.harness.grading import GRADERS
     from s2d_bench.tasks import BENCHMARKS, TASKS
 
-    registries = (("backends", BACKENDS), ("rollout engines", ROLLOUTS), ("stages", STAGES), ("tasks", TASKS), ("benchmarks", BENCHMARKS),
-                  ("eval engines", ENGINES), ("graders", GRADERS), ("models", MODELS))
+    registries = (("backends", BACKENDS), ("engines (eval.engine, rollout.engine, eval --engine)", ENGINES), ("stages", STAGES),
+                  ("tasks", TASKS), ("benchmarks", BENCHMARKS), ("graders", GRADERS), ("models", MODELS))
     for title, registry in registries:
         click.echo(f"{title}:")
         for name, summary in registry.summaries().items():

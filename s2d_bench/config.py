@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,8 @@ class TaskConfig:
     max_digits: int = _help("operands have 1..max_digits digits", 3)
     pretrain_correct_prob: float = _help("share of pretraining examples with the right answer", 0.35)
     train_data: str = _help("task 'math': JSON Lines file or hub dataset id of training problems (fields problem, answer)", "")
-    test_benchmark: str = _help("task 'math': registered benchmark every evaluation uses (s2d-bench ls)", "math500")
-    data_dir: str = _help("task 'math': folder holding the benchmark's JSON Lines file; empty: $S2D_DATA_DIR, else the hub", "")
+    test_benchmark: str = _help("task 'math': registered benchmark that is the task's held-out split (eval 'task' entries, C2 prompts)", "math500")
+    data_dir: str = _help("folder holding benchmarks' JSON Lines files (task 'math' and eval.benchmarks); empty: $S2D_DATA_DIR, else the hub", "")
 
     def __post_init__(self) -> None:
         _require(self.n_labeled > 0 and self.n_test > 0, "task.n_labeled and task.n_test must be > 0")
@@ -142,6 +143,25 @@ class ArmConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    name: str = _help("registered benchmark (s2d-bench ls), or 'task': the task's own held-out split", "task")
+    samples: int | None = _help("k samples per problem (avg@k); unset: the benchmark's own (task: eval.samples)", None)
+    temperature: float | None = _help("sampling temperature, 0 greedy; unset: the benchmark's own (task: eval.temperature)", None)
+    top_p: float | None = _help("nucleus mass; unset: the benchmark's own (task: eval.top_p)", None)
+    top_k: int | None = _help("top-k sampling, 0 off; unset: the benchmark's own (task: eval.top_k)", None)
+    max_new_tokens: int | None = _help("completion length cap; unset: the benchmark's own (task: eval.max_new_tokens)", None)
+    limit: int | None = _help("only the first N problems; unset: all (task: its n_test)", None)
+
+    def __post_init__(self) -> None:
+        _require(self.samples is None or self.samples >= 1, f"eval.benchmarks {self.name}: samples must be >= 1")
+        _require(self.temperature is None or self.temperature >= 0, f"eval.benchmarks {self.name}: temperature must be >= 0")
+        _require(self.top_p is None or 0 < self.top_p <= 1, f"eval.benchmarks {self.name}: top_p must be in (0, 1]")
+        _require(self.top_k is None or self.top_k >= 0, f"eval.benchmarks {self.name}: top_k must be >= 0")
+        _require(self.max_new_tokens is None or self.max_new_tokens >= 1, f"eval.benchmarks {self.name}: max_new_tokens must be >= 1")
+        _require(self.limit is None or self.limit >= 1, f"eval.benchmarks {self.name}: limit must be >= 1")
+
+
+@dataclass
 class EvalConfig:
     samples: int = _help("k samples per problem; the metric is avg@k", 16)
     temperature: float = _help("sampling temperature; 0 is greedy", 1.0)
@@ -149,10 +169,24 @@ class EvalConfig:
     top_k: int = _help("sample from the k most likely tokens; 0 is off", 0)
     max_new_tokens: int = _help("completion length cap", 16)
     prompts_per_batch: int = _help("problems per generation batch (x samples sequences)", 50)
+    engine: str = _help("registered engine that samples evaluations: hf, or vllm (GPU, extra 'vllm')", "hf")
+    benchmarks: list[BenchmarkConfig] = _help(
+        "what every model is evaluated on after every stage: registered benchmarks, each with its own protocol, "
+        "or 'task' (the task's held-out split under the protocol above)", factory=lambda: [BenchmarkConfig()])
 
     def __post_init__(self) -> None:
         _require(self.samples >= 1 and self.prompts_per_batch >= 1, "eval.samples and eval.prompts_per_batch must be >= 1")
         _require(self.temperature >= 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "eval: temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+        _require(bool(self.benchmarks), "eval.benchmarks is empty: name at least one benchmark (or 'task')")
+        names = [b.name for b in self.benchmarks]
+        _require(len(set(names)) == len(names), f"eval.benchmarks names a benchmark twice: {names}")
+
+
+@dataclass
+class PromptConfig:
+    thinking: bool = _help(
+        "Qwen3-style thinking mode: passed as enable_thinking to the chat template of every prompt, in training and "
+        "evaluation alike (false: the paper's non-thinking protocol; templates without the flag ignore it)", False)
 
 
 @dataclass
@@ -180,8 +214,10 @@ class RolloutConfig:
     sleep: bool = _help("vllm: free the KV cache (and, for the trained model, the weights) between rollouts", True)
     enforce_eager: bool = _help("vllm: no CUDA graphs (slower decode, faster start, less memory)", False)
     extra: dict[str, Any] = _help("raw vllm.LLM keyword arguments merged over the ones s2d-bench passes", factory=dict)
+    prompts_per_batch: int = _help("hf: prompts per sampling batch (x k sequences); 0: a step's prompts at once", 0)
 
     def __post_init__(self) -> None:
+        _require(self.prompts_per_batch >= 0, "rollout.prompts_per_batch must be >= 0 (0: all at once)")
         _require(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]")
         _require(self.max_model_len >= 0, "rollout.max_model_len must be >= 0 (0: the model's own)")
 
@@ -210,7 +246,8 @@ class RunConfig:
     arms: dict[str, ArmConfig] = _help("named stage sequences to run and compare", factory=_default_arms)
     eval: EvalConfig = _help("avg@k evaluation after every stage", factory=EvalConfig)
     deepspeed: DeepSpeedConfig = _help("engine settings of backend=deepspeed (ignored by the others)", factory=DeepSpeedConfig)
-    rollout: RolloutConfig = _help("how training stages sample (evaluation has its own engine)", factory=RolloutConfig)
+    rollout: RolloutConfig = _help("how training stages sample (evaluation: eval.engine)", factory=RolloutConfig)
+    prompt: PromptConfig = _help("how problems become prompts, for training and evaluation alike", factory=PromptConfig)
 
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "threads must be >= 1")
@@ -246,6 +283,9 @@ def config_hash(obj: Any) -> str:
 
 def _coerce(kind: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):  # `X | None`: None, or an X
+        (inner,) = [a for a in typing.get_args(kind) if a is not type(None)]
+        return None if value is None else _coerce(inner, value, where)
     if dataclasses.is_dataclass(kind):
         _require(isinstance(value, dict), f"{where} must be a mapping of fields, got {value!r}")
         return from_dict(kind, value, where)
@@ -352,14 +392,19 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig
 def validate_names(cfg: RunConfig) -> None:
     """Every registered name the config uses exists (backend, task, benchmark, builders): checked by
     name only, so a config that needs an optional extra or a hub checkpoint still validates offline."""
-    from s2d_bench.backends import BACKENDS, ROLLOUTS
+    from s2d_bench.backends import BACKENDS
+    from s2d_bench.generation import ENGINES
     from s2d_bench.models import MODELS
     from s2d_bench.tasks import BENCHMARKS, TASKS
 
     BACKENDS.check(cfg.backend)
-    ROLLOUTS.check(cfg.rollout.engine)
+    ENGINES.check(cfg.rollout.engine)
+    ENGINES.check(cfg.eval.engine)
     TASKS.check(cfg.task.name)
     BENCHMARKS.check(cfg.task.test_benchmark)
+    for bench in cfg.eval.benchmarks:
+        if bench.name != "task":
+            BENCHMARKS.check(bench.name)
     for role in ("teacher", "student"):
         if getattr(cfg, role).builder:
             MODELS.check(getattr(cfg, role).builder)
@@ -376,4 +421,12 @@ def validate_arms(cfg: RunConfig) -> None:
             stage, _, name = key.partition(".")
             _require(stage in arm.stages, f"arms.{arm_name}.overrides: '{key}' names a stage the arm does not run ({', '.join(arm.stages)})")
         for stage in arm.stages:
-            cfg.stage_config(arm_name, stage)  # raises on unknown fields or bad values
+            refuse_sampled_warmup(stage, cfg.stage_config(arm_name, stage), f"arms.{arm_name}")  # raises on unknown fields or bad values
+    refuse_sampled_warmup("warmup", cfg.stages.warmup, "stages")
+
+
+def refuse_sampled_warmup(stage: str, stage_cfg: Any, where: str) -> None:
+    """The sampled estimator is a reverse-KL (on-policy) estimator: the warmup's forward KL on
+    teacher samples has no such form. Refused when the config loads, not when the stage starts."""
+    _require(not (stage == "warmup" and stage_cfg.estimator == "sampled"),
+             f"{where}.warmup.estimator: 'sampled' is a reverse-KL estimator (OPD only); use 'full' or 'topk'")

@@ -7,7 +7,9 @@ the last tenth of the steps minus the first tenth (from metrics.jsonl).
 C2, the teacher stays within small KL of the student: per-token KL in both directions, before and
 after a distillation stage, on the same held-out prompts (the task's test prompts, never trained
 on). KL(T || S) is measured on the teacher's samples, KL(S || T) on the student's, each as the
-token mean of the exact full-vocabulary KL: the quantities stages 2a and 2b minimise.
+token mean of the exact full-vocabulary KL: the quantities stages 2a and 2b minimise. Samples
+come from the hf engine under the run's prompt protocol, so C2 reads the prompts training and
+evaluation read, whatever the backend.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench import losses
-from s2d_bench.backends.base import Backend
-from s2d_bench.harness.sampling import Sampling
+from s2d_bench.generation.engine import EngineConfig
+from s2d_bench.generation.hf import HFEngine
+from s2d_bench.generation.protocol import prompt_seeds
+from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.sequences import completion_logits
 
 C2_PROMPTS = 64  # held-out prompts per measurement
@@ -30,14 +34,15 @@ C2_SAMPLES = 4  # samples per prompt and direction
 
 @torch.no_grad()
 def kl_both_ways(
-    backend: Backend, teacher: PreTrainedModel, student: PreTrainedModel, tok: PreTrainedTokenizerBase,
-    prompts: list[str], max_new_tokens: int, seed: int,
+    teacher: PreTrainedModel, student: PreTrainedModel, tok: PreTrainedTokenizerBase,
+    prompts: list[str], max_new_tokens: int, seed: int, thinking: bool = False,
 ) -> dict[str, float]:
     """Token-mean KL(T || S) on teacher samples and KL(S || T) on student samples (temperature 1)."""
     sampling = Sampling(k=C2_SAMPLES, temperature=1.0, max_new_tokens=max_new_tokens)
     out = {}
     for name, sampler in (("kl_forward", teacher), ("kl_reverse", student)):
-        batch = backend.generate(sampler, tok, prompts, sampling, seed).batch.to(student.device)
+        engine = HFEngine(sampler, tok, EngineConfig(prompts_per_batch=0, thinking=thinking))
+        batch = engine.rollouts(prompts, sampling, prompt_seeds(seed, len(prompts))).batch.to(student.device)
         t_logits, s_logits = completion_logits(teacher, batch), completion_logits(student, batch)
         kl = losses.forward_kl if name == "kl_forward" else losses.reverse_kl
         out[name] = float(kl(s_logits, t_logits, batch.completion_mask))
@@ -45,14 +50,14 @@ def kl_both_ways(
 
 
 def c2(
-    backend: Backend, teacher: PreTrainedModel, before: PreTrainedModel, after: PreTrainedModel,
-    tok: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int, seed: int,
+    teacher: PreTrainedModel, before: PreTrainedModel, after: PreTrainedModel,
+    tok: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int, seed: int, thinking: bool = False,
 ) -> dict[str, Any]:
     """C2 around one distillation stage: the teacher against the student before and after it."""
     prompts = prompts[:C2_PROMPTS]
     record: dict[str, Any] = {"prompts": len(prompts), "samples_per_prompt": C2_SAMPLES}
     for when, student in (("before", before), ("after", after)):
-        for key, value in kl_both_ways(backend, teacher, student, tok, prompts, max_new_tokens, seed).items():
+        for key, value in kl_both_ways(teacher, student, tok, prompts, max_new_tokens, seed, thinking).items():
             record[f"{key}_{when}"] = value
     return record
 

@@ -60,6 +60,15 @@ def agree(value: T) -> T:
     return box[0]
 
 
+def gather(value: T) -> list[T] | None:
+    """Every rank's value, in rank order, on rank 0; None on the others."""
+    if world() == 1:
+        return [value]
+    box: list[Any] | None = [None] * world() if is_main() else None
+    dist.gather_object(value, box, dst=0)
+    return box
+
+
 def shutdown() -> None:
     """Leave the process group before the interpreter exits: gloo's threads, torn down at exit
     instead, can abort the process ("terminate called without an active exception")."""

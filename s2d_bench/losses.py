@@ -89,17 +89,23 @@ def token_kl_topk(student_logits: torch.Tensor, teacher_logits: torch.Tensor, di
 
 def topk_kl_from_logp(s_logp: torch.Tensor, t_logp: torch.Tensor, direction: str, k: int) -> torch.Tensor:
     """`token_kl_topk` from normalised log-probabilities."""
-    t_top, ids = t_logp.topk(min(k, t_logp.shape[-1]), dim=-1)
+    k = min(k, t_logp.shape[-1])
+    t_top, ids = t_logp.topk(k, dim=-1)
     s_top = s_logp.gather(-1, ids)
-    t_all = torch.cat([t_top, _log_tail(t_top)], dim=-1)
-    s_all = torch.cat([s_top, _log_tail(s_top)], dim=-1)
+    if k == t_logp.shape[-1]:  # no tail: the full KL
+        return kl_from_logp(s_top, t_top, direction)
+    t_all = torch.cat([t_top, _log_tail(t_logp, ids)], dim=-1)
+    s_all = torch.cat([s_top, _log_tail(s_logp, ids)], dim=-1)
     return kl_from_logp(s_all, t_all, direction)
 
 
-def _log_tail(top_logp: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """log(1 - sum exp(top_logp)), kept finite when the top tokens hold all the mass."""
-    mass = top_logp.exp().sum(-1, keepdim=True).clamp(max=1.0 - eps)
-    return torch.log1p(-mass)
+def _log_tail(logp: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
+    """log of the mass outside `top_ids`: a log-sum-exp over the complement, (..., 1).
+
+    Exact however small the tail is; `log(1 - sum of the top probabilities)` cancels
+    catastrophically once the top tokens hold nearly all the mass (float32: below about 1e-7).
+    """
+    return logp.scatter(-1, top_ids, float("-inf")).logsumexp(dim=-1, keepdim=True)
 
 
 def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -119,8 +125,13 @@ def sampled_reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor, m
     gradient: loss = -mean(A_t * log p_S(y_t)). Its expectation under student sampling is the
     gradient of the sequence-level reverse KL with the future terms dropped (one-step credit).
     """
+    return masked_mean(sampled_reverse_kl_per_token(student_logp, teacher_logp), mask)
+
+
+def sampled_reverse_kl_per_token(student_logp: torch.Tensor, teacher_logp: torch.Tensor) -> torch.Tensor:
+    """`sampled_reverse_kl` before the token mean: (...) log-probs of the sampled tokens -> (...)."""
     advantage = (teacher_logp - student_logp).detach()
-    return masked_mean(-advantage * student_logp, mask)
+    return -advantage * student_logp
 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,11 @@ On disk, under `<run_dir>/nodes/<id>/`:
   model/              the trained model (HF directory); its presence means training finished
   stage.json          what the stage consumed and how long it took
   metrics.jsonl       per-step training metrics, rewritten if the stage is redone
-  eval-<hash>.json    the evaluation record for one eval config; completions-<hash>.jsonl beside it
+  eval-<hash>.json    the record of one benchmark of `eval.benchmarks` under its protocol; completions-<hash>.jsonl beside it
   diagnostics.json    C1 (teacher RL) or C2 (distillation stages), see diagnostics.py
 A run killed mid-stage leaves no `model/` (it is written as `model.partial/` and renamed), so
-only that stage is redone. `<run_dir>/results.jsonl` collects every record in the run directory,
+only that stage is redone. Evaluation runs on every rank (each samples its share of the problems,
+rank 0 grades and writes). `<run_dir>/results.jsonl` collects every record in the run directory,
 and every record, arm path and diagnostic also goes to the results store (store.py), keyed so
 that a rerun replaces rather than duplicates: a kill between a file and the store loses nothing.
 """
@@ -35,15 +36,19 @@ import transformers
 from s2d_bench import budget, diagnostics, distributed
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, config_hash, to_dict
-from s2d_bench.harness.engines import EngineConfig, HFEngine, resolve_device
-from s2d_bench.harness.evaluate import evaluate
-from s2d_bench.harness.provenance import git_commit, package_versions
+from s2d_bench.generation import ENGINES
+from s2d_bench.generation.engine import EngineConfig, resolve_device
+from s2d_bench.harness.grading import GradingPool
+from s2d_bench.harness.records import EvalRecord
+from s2d_bench.harness.rewards import PoolReward
+from s2d_bench.harness.suite import eval_key, evaluate_target
+from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
 from s2d_bench.models import MODELS
 from s2d_bench.models.builders import check_pair, load_pretrained, save
 from s2d_bench.models.pretrain import pretrain
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.store import Store
-from s2d_bench.tasks import TASKS
+from s2d_bench.tasks import BENCHMARKS, TASKS
 
 EVAL_SEED = 1234  # one sampling seed for every evaluation: common random numbers across models
 C2_STAGES = ("warmup", "opd")  # distillation stages around which the teacher-student KL is measured
@@ -82,6 +87,8 @@ def plan(cfg: RunConfig) -> list[Node]:
             inputs = {"parent": current[stage.trains], "teacher": teacher, "cfg": stage_cfg, "seed": cfg.seed, "backend": cfg.backend}
             if cfg.rollout.engine != "hf":  # another sampler draws other rollouts; hf runs keep their earlier ids
                 inputs["rollout"] = cfg.rollout.engine
+            if cfg.prompt.thinking:  # other prompts train another model; non-thinking runs keep their ids
+                inputs["prompt"] = to_dict(cfg.prompt)
             node = nodes.setdefault(_node_id(stage_name, inputs), Node(_node_id(stage_name, inputs), stage_name, stage.trains, current[stage.trains], teacher, stage_cfg))
             if arm_name not in node.arms:
                 node.arms.append(arm_name)
@@ -113,7 +120,7 @@ class Runner:
         self.backend.validate(cfg)  # options the backend cannot express fail now, not mid-run
         self.load_device = getattr(self.backend, "load_device", None) or self.device  # DeepSpeed ZeRO-3: host memory
         self.nodes = {n.id: n for n in plan(cfg)}
-        self.eval_hash = config_hash({"eval": to_dict(cfg.eval), "task": to_dict(cfg.task), "seed": EVAL_SEED})
+        self.targets = self._targets()
         self.store = Store(cfg.store) if distributed.is_main() else None  # rank 0 alone writes results
 
     def arm_paths(self) -> dict[str, list[str]]:
@@ -137,8 +144,28 @@ class Runner:
             return model_cfg.path
         return str(self.node_dir(node) / "model")
 
-    def result_path(self, node: Node) -> Path:
-        return self.node_dir(node) / f"eval-{self.eval_hash}.json"
+    def _targets(self) -> list[Target]:
+        """Each of `eval.benchmarks` with its problems and protocol, loaded once per run."""
+        out = []
+        for entry in self.cfg.eval.benchmarks:
+            if entry.name == TASK:
+                out.append(task_target(entry, self.cfg.task.name, self.splits.test, self.task.grader, self.cfg.eval))
+            else:
+                out.append(benchmark_target(entry, BENCHMARKS.get(entry.name), self.cfg.eval, self.cfg.task.data_dir or None))
+        return out
+
+    def eval_hash(self, target: Target) -> str:
+        """What makes two evaluations of one model the same: benchmark, protocol, data, engine, prompts, seed."""
+        inputs = {"benchmark": target.benchmark, "eval": target.protocol(), "limit": target.limit, "data": target.data,
+                  "engine": self.cfg.eval.engine, "seed": EVAL_SEED, "sampler": "per-prompt seeds"}
+        if target.benchmark == TASK:
+            inputs["task"] = to_dict(self.cfg.task)
+        if self.cfg.prompt.thinking:
+            inputs["prompt"] = to_dict(self.cfg.prompt)
+        return config_hash(inputs)
+
+    def result_path(self, node: Node, target: Target) -> Path:
+        return self.node_dir(node) / f"eval-{self.eval_hash(target)}.json"
 
     # ------------------------------------------------------------------ running
     def run(self) -> list[dict[str, Any]]:
@@ -156,21 +183,21 @@ class Runner:
         for node in self.nodes.values():
             if not distributed.agree(self.is_trained(node)):
                 self.train(node)
+            self.evaluate(node)
             if main:
-                records.append(self.finish(node))
+                records.extend(self.finish(node))
             distributed.barrier()
         if main:
             self.write_results()
         return records
 
-    def finish(self, node: Node) -> dict[str, Any]:
-        """Evaluate (once), store the record and the diagnostics of a trained node."""
-        if not self.result_path(node).exists():
-            self.evaluate(node)
-        record = json.loads(self.result_path(node).read_text())
-        self.store.put_eval(f"{node.id}:{self.eval_hash}", self.cfg.name, record)
+    def finish(self, node: Node) -> list[dict[str, Any]]:
+        """Store the node's evaluation records (one per benchmark) and its diagnostics."""
+        records = [json.loads(self.result_path(node, t).read_text()) for t in self.targets]
+        for record in records:
+            self.store.put_eval(eval_key(EvalRecord.from_dict(record)), self.cfg.name, record)
         self.diagnose(node)
-        return record
+        return records
 
     def preflight(self) -> None:
         """Checks that would otherwise fail mid-run (one vocabulary and chat template for a
@@ -218,7 +245,8 @@ class Runner:
             elif node.stage in C2_STAGES:
                 (teacher, tok), (before, _), (after, _) = (self._load(i) for i in (node.teacher, node.parent, node.id))
                 prompts = [p.prompt for p in self.splits.test]
-                result = {"kind": "c2", **diagnostics.c2(self.backend, teacher, before, after, tok, prompts, self.cfg.eval.max_new_tokens, EVAL_SEED)}
+                result = {"kind": "c2", **diagnostics.c2(teacher, before, after, tok, prompts, self.cfg.eval.max_new_tokens, EVAL_SEED,
+                                                         self.cfg.prompt.thinking)}
             else:
                 return
             _write_json(path, result)
@@ -281,36 +309,45 @@ class Runner:
         teacher = self._load(node.teacher, self.load_device)[0] if node.teacher is not None else None  # pair checked in preflight
         stage_cfg = type(getattr(self.cfg.stages, node.stage))(**node.cfg)
         torch.manual_seed(self._seed(node))
-        inputs = StageInputs(self.backend, model, teacher, tok, self.splits, self.task.grade, stage_cfg, self._seed(node), log,
-                             str(self.node_dir(node)))
-        report = stage.run(inputs)
+        with GradingPool() as pool:  # workers start only if the stage grades (RL stages)
+            inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, pool), stage_cfg,
+                                 self._seed(node), log, str(self.node_dir(node)))
+            report = stage.run(inputs)
         return model, tok, {"steps": report.steps, "draws": report.labeled_draws}
 
     # ------------------------------------------------------------------ evaluation and records
     def evaluate(self, node: Node) -> None:
-        model, tok = self._load(node.id)
-        completions = self.node_dir(node) / f"completions-{self.eval_hash}.jsonl"
+        """Evaluate a trained node on every benchmark it has no record for; every rank samples its share."""
+        todo = [t for t in self.targets if not distributed.agree(self.result_path(node, t).exists())]
+        if not todo:
+            return
+        ref = self.model_ref(node)
+        engine_cfg = EngineConfig(device=self.device, prompts_per_batch=self.cfg.eval.prompts_per_batch,
+                                  thinking=self.cfg.prompt.thinking)
+        engine = ENGINES.get(self.cfg.eval.engine).load(ref, engine_cfg)
         desc = f"eval {node.stage}" + ("" if node.stage != "base" else f" {node.role}")
-        engine = HFEngine(model, tok, EngineConfig(prompts_per_batch=self.cfg.eval.prompts_per_batch))
-        result = evaluate(engine, self.splits.test, self.cfg.eval, EVAL_SEED, self.task.grader, None, completions, desc)
+        try:
+            with GradingPool() as pool:
+                for target in todo:
+                    record = evaluate_target(engine, target, EVAL_SEED, self.node_dir(node), pool, self._record_fields(node),
+                                             f"completions-{self.eval_hash(target)}.jsonl", desc)
+                    if record is not None:
+                        _write_atomic(self.result_path(node, target), record.to_json())
+        finally:
+            engine.close()
+
+    def _record_fields(self, node: Node) -> dict[str, Any]:
+        """What a pipeline record says beyond the evaluation itself: the node, its lineage and budget."""
         draws, unique = self.labeled_consumed(node)
         model_id = {role: getattr(self.cfg, role).builder or getattr(self.cfg, role).path for role in ("teacher", "student")}
-        record = {
-            "run": self.cfg.name, "node": node.id, "stage": node.stage, "role": node.role, "arms": node.arms,
-            "parent": node.parent, "teacher_node": node.teacher,
-            "seed": self.cfg.seed, "task": self.cfg.task.name, "backend": self.cfg.backend, "grader": self.task.grader,
-            "model": model_id[node.role], "teacher_model": model_id["teacher"], "student_model": model_id["student"],
-            "config_hash": config_hash({k: v for k, v in to_dict(self.cfg).items() if k not in ("run_dir", "store", "arms")}),
-            "node_config": node.cfg, "eval_config": to_dict(self.cfg.eval),
-            "metric": f"avg@{result.score.k}", "n": result.score.n, "k": result.score.k,
-            "mean": result.score.mean, "stderr": result.score.stderr, "pass_at": result.pass_at, "maj": result.maj,
-            "no_answer": result.no_answer, "samples_per_second": result.samples_per_second,
-            "labeled_draws": draws, "labeled_unique": unique, "labeled_per_stage": self.labeled_per_stage(node),
-            "per_problem": result.per_problem,
-            "train_seconds": self._train_seconds(node), "eval_seconds": result.seconds,
-            "git_commit": git_commit(), "versions": package_versions(), "timestamp": time.time(),
-        }
-        _write_json(self.result_path(node), record)
+        return dict(
+            model=model_id[node.role], engine=self.cfg.eval.engine, thinking=self.cfg.prompt.thinking,
+            stage=node.stage, run=self.cfg.name, node=node.id, role=node.role, arms=node.arms, parent=node.parent,
+            teacher_node=node.teacher, backend=self.cfg.backend, teacher_model=model_id["teacher"], student_model=model_id["student"],
+            config_hash=config_hash({k: v for k, v in to_dict(self.cfg).items() if k not in ("run_dir", "store", "arms")}),
+            node_config=node.cfg, labeled_draws=draws, labeled_unique=unique, labeled_per_stage=self.labeled_per_stage(node),
+            train_seconds=self._train_seconds(node),
+        )
 
     def ancestors(self, node: Node) -> list[Node]:
         """The node and every node it was built from (parents and teachers), each once."""

@@ -2,7 +2,6 @@ import json
 
 import pytest
 
-from s2d_bench.backends.torch_backend import TorchBackend
 from s2d_bench.diagnostics import c2, reward_gain
 from s2d_bench.models import MODELS
 
@@ -11,7 +10,7 @@ def test_c2_is_zero_for_a_student_equal_to_its_teacher_and_positive_otherwise():
     teacher, tok = MODELS.get("tiny-qwen3-student")(seed=0)
     same, _ = MODELS.get("tiny-qwen3-student")(seed=0)
     other, _ = MODELS.get("tiny-qwen3-student")(seed=1)
-    record = c2(TorchBackend(), teacher, other, same, tok, ["1+2=", "33+4="], max_new_tokens=6, seed=0)
+    record = c2(teacher, other, same, tok, ["1+2=", "33+4="], max_new_tokens=6, seed=0)
     assert record["kl_forward_after"] == pytest.approx(0.0, abs=1e-6)
     assert record["kl_reverse_after"] == pytest.approx(0.0, abs=1e-6)
     assert record["kl_forward_before"] > 1e-3 and record["kl_reverse_before"] > 1e-3

@@ -10,7 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 lm_eval = pytest.importorskip("lm_eval")
 
 from s2d_bench.config import EvalConfig, PretrainConfig, TaskConfig  # noqa: E402
-from s2d_bench.harness.engines import EngineConfig, HFEngine  # noqa: E402
+from s2d_bench.generation.engine import EngineConfig  # noqa: E402
+from s2d_bench.generation.hf import HFEngine  # noqa: E402
+from s2d_bench.generation.protocol import prompt_seeds  # noqa: E402
 from s2d_bench.harness.evaluate import evaluate  # noqa: E402
 from s2d_bench.lmeval import TASKS_DIR  # noqa: E402
 from s2d_bench.models.builders import save, tiny_qwen3_student  # noqa: E402
@@ -32,7 +34,8 @@ def world(tmp_path_factory):
     pretrain(model, tok, corpus, PretrainConfig(steps=150, batch_size=32, lr=3e-3), 0, lambda row: None)
     save(model, tok, root / "model")
     problems = task.splits().test
-    first = HFEngine(model, tok).generate([MATH500.template.format(problem=p.prompt) for p in problems], _greedy_one(), 0)
+    first = HFEngine(model, tok).generate([MATH500.template.format(problem=p.prompt) for p in problems], _greedy_one(),
+                                         prompt_seeds(0, len(problems)))
     rows = []
     for i, (p, c) in enumerate(zip(problems, first)):
         answer = c.text.split("{")[-1].rstrip("}") if i % 2 == 0 else "99999"
@@ -42,7 +45,7 @@ def world(tmp_path_factory):
 
 
 def _greedy_one():
-    from s2d_bench.harness.sampling import Sampling
+    from s2d_bench.generation.sampling import Sampling
 
     return Sampling(k=1, temperature=0.0, max_new_tokens=16)
 

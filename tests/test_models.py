@@ -5,13 +5,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from s2d_bench.errors import UserError
 from s2d_bench.models import MODELS
 from s2d_bench.models.builders import check_pair, load_pretrained, save
-from s2d_bench.models.sequences import encode_prompts, join_texts
+from s2d_bench.generation.protocol import render
+from s2d_bench.models.sequences import join_texts
 from s2d_bench.models.tokenizer import char_tokenizer
 
 
 def test_char_tokenizer_round_trips_chat_prompts_and_has_one_token_per_char():
     tok = char_tokenizer()
-    (ids,) = encode_prompts(tok, ["007+385="])
+    (ids,) = render(tok, ["007+385="], False)
     text = tok.decode(ids)
     assert text == "<|im_start|>user\n007+385=<|im_end|>\n<|im_start|>assistant\n"
     assert len(tok("\\boxed{0392}", add_special_tokens=False)["input_ids"]) == len("\\boxed{0392}")

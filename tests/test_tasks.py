@@ -1,6 +1,7 @@
 import random
 
 from s2d_bench.config import TaskConfig
+from s2d_bench.harness.grading import grade
 from s2d_bench.tasks.arithmetic import AdditionTask
 from s2d_bench.tasks.base import last_boxed
 
@@ -19,10 +20,10 @@ def test_problem_format_and_exact_grading():
     task = AdditionTask(TaskConfig(n_labeled=4, n_unlabeled=4, n_test=4))
     p = task.problem(7, 385)
     assert (p.prompt, p.answer) == ("007+385=", "0392")
-    assert task.grade("\\boxed{0392}", p)
-    assert task.grade("first \\boxed{1111} then \\boxed{0392}", p)  # the last box counts
-    assert not task.grade("\\boxed{392}", p)  # exact: the padded form is the answer
-    assert not task.grade("0392", p)  # no box, no credit
+    texts = ["\\boxed{0392}", "first \\boxed{1111} then \\boxed{0392}", "\\boxed{392}", "0392"]
+    verdicts = [v.correct for v in grade(texts, [p.answer] * len(texts), task.grader, None)]
+    # the last box counts; exact: the padded form is the answer; no box, no credit
+    assert verdicts == [True, True, False, False]
 
 
 def test_last_boxed_matches_braces():

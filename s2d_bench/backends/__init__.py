@@ -7,7 +7,3 @@ BACKENDS.register("torch", "s2d_bench.backends.torch_backend:TorchBackend", "pla
 BACKENDS.register("trl", "s2d_bench.backends.trl_backend:TRLBackend", "TRL trainers: GRPOTrainer, GKD (forward KL), DistillationTrainer", extra="trl")
 BACKENDS.register("deepspeed", "s2d_bench.backends.deepspeed_backend:DeepSpeedBackend", "the torch loops on DeepSpeed engines: ZeRO 0-3, CPU offload, multi-process", extra="deepspeed")
 
-# How the torch and deepspeed training loops sample (config `rollout.engine`); see rollouts.py.
-ROLLOUTS: Registry = Registry("rollout engine")
-ROLLOUTS.register("hf", "s2d_bench.backends.rollouts:HFRollouts", "the s2d-bench KV-cache sampler on the live training model (CPU/CUDA)")
-ROLLOUTS.register("vllm", "s2d_bench.backends.vllm_rollouts:VLLMRollouts", "vLLM colocated with the trainer, weights synced before each rollout (GPU)", extra="vllm")

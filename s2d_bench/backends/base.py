@@ -1,8 +1,8 @@
-"""The backend interface: sampling plus one method per stage.
+"""The backend interface: one method per stage.
 
 A backend trains the models it is handed in place; the stage files around it load, check, save
 and evaluate. Shared algorithm code lives in `s2d_bench.losses` and `s2d_bench.models.sequences`,
-never in an inherited base class.
+sampling in `s2d_bench.generation`, never in an inherited base class.
 """
 
 from __future__ import annotations
@@ -13,21 +13,10 @@ from typing import Callable, Protocol
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.config import DistillConfig, GRPOConfig, RunConfig
-from s2d_bench.harness.sampling import Sampling
-from s2d_bench.models.sequences import Batch
+from s2d_bench.harness.rewards import Reward
 from s2d_bench.tasks.base import Problem
 
 Logger = Callable[[dict], None]
-Grader = Callable[[str, Problem], bool]
-
-
-@dataclass
-class Rollouts:
-    """k samples per prompt; sequence i answers prompt i // k."""
-
-    texts: list[str]
-    batch: Batch
-    k: int
 
 
 @dataclass
@@ -38,7 +27,7 @@ class RLJob:
     policy: PreTrainedModel
     tok: PreTrainedTokenizerBase
     problems: list[Problem]
-    grade: Grader
+    reward: Reward  # 0/1 per completion, graded in the pool (harness/rewards.py)
     cfg: GRPOConfig
     seed: int
     log: Logger
@@ -72,10 +61,6 @@ class Backend(Protocol):
 
     def validate(self, cfg: RunConfig) -> None:
         """Refuse, before any stage runs, config options this backend cannot express (UserError)."""
-        ...
-
-    def generate(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str], sampling: Sampling, seed: int) -> Rollouts:
-        """k = sampling.k samples for each prompt, sampled with a KV cache."""
         ...
 
     def teacher_rl(self, job: RLJob) -> StageReport:

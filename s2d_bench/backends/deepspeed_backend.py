@@ -25,7 +25,7 @@ import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
 
 from s2d_bench import distributed
-from s2d_bench.backends.base import DistillJob, RLJob, Rollouts, StageReport
+from s2d_bench.backends.base import DistillJob, RLJob, StageReport
 from s2d_bench.backends.torch_backend import TorchBackend
 from s2d_bench.config import DeepSpeedConfig, GRPOConfig, RunConfig
 from s2d_bench.errors import UserError
@@ -166,9 +166,6 @@ class DeepSpeedBackend:
         if self._loops is None:
             raise RuntimeError("DeepSpeedBackend.validate(cfg) must run first: it joins the process group")
         return self._loops
-
-    def generate(self, model, tok, prompts, sampling, seed) -> Rollouts:  # noqa: ANN001 - see base.Backend
-        return self.loops.generate(model, tok, prompts, sampling, seed)
 
     def teacher_rl(self, job: RLJob) -> StageReport:
         return self.loops.teacher_rl(job)

@@ -4,8 +4,10 @@ Stages 1 and 3 share the GRPO loop; stages 2a and 2b share the distillation loop
 in who samples (teacher vs student) and which divergence is minimised. The loops run on a
 `Runtime` (runtime.py): by default one process and AdamW at a constant learning rate; the
 DeepSpeed backend runs these same loops on its engine, each rank on its share of every batch.
-They sample through a rollout engine (rollouts.py, config `rollout.engine`): the built-in
-sampler on the live model, or vLLM with weights pushed from the trainer.
+They sample through a generation engine (`s2d_bench.generation`, config `rollout.engine`): the
+built-in sampler on the live model, or vLLM with weights pushed from the trainer. Every prompt of
+a step gets its own sampling seed (`prompt_seeds`), so a prompt's samples are the same whichever
+rank draws them.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench import chunked, losses
-from s2d_bench.backends import ROLLOUTS
-from s2d_bench.backends.base import DistillJob, RLJob, Rollouts, StageReport
-from s2d_bench.backends.rollouts import hf_generate, open_rollouts
+from s2d_bench.backends.base import DistillJob, RLJob, StageReport
 from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer, shard
-from s2d_bench.config import RolloutConfig, RunConfig
-from s2d_bench.errors import UserError
-from s2d_bench.harness.sampling import Sampling
+from s2d_bench.config import PromptConfig, RolloutConfig, RunConfig
+from s2d_bench.generation import ENGINES
+from s2d_bench.generation.protocol import prompt_seeds
+from s2d_bench.generation.rollouts import open_rollouts
+from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.sequences import Batch, completion_hidden
 
 
@@ -81,15 +83,15 @@ class TorchBackend:
 
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime or LocalRuntime()
-        self.rollout = RolloutConfig()
+        self.rollout, self.prompt = RolloutConfig(), PromptConfig()
 
     def validate(self, cfg: RunConfig) -> None:
         """Every option of ours is native here; a rollout engine whose extra is missing fails now."""
-        ROLLOUTS.get(cfg.rollout.engine)
-        self.rollout = cfg.rollout
+        ENGINES.get(cfg.rollout.engine)
+        self.rollout, self.prompt = cfg.rollout, cfg.prompt
 
-    def generate(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str], sampling: Sampling, seed: int) -> Rollouts:
-        return hf_generate(model, tok, prompts, sampling, seed)
+    def _engine(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, trained: bool):  # noqa: ANN202 - a context manager
+        return open_rollouts(self.rollout, model, tok, self.prompt.thinking, trained)
 
     # ------------------------------------------------------------------ stages 1 and 3
     def teacher_rl(self, job: RLJob) -> StageReport:
@@ -112,17 +114,21 @@ class TorchBackend:
         sampling = Sampling(k=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         draws: list[str] = []
         bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
-        with open_rollouts(self.rollout, model, job.tok, live=True) as rollouts:
+        with self._engine(model, job.tok, trained=True) as engine:
             for step in bar:
                 problems = rng.sample(job.problems, min(cfg.prompts_per_step, len(job.problems)))
                 draws.extend(p.id for p in problems)
-                seed, mine = rng.randrange(2**31) + rt.rank, shard(problems, rt.rank, rt.world)
+                seeds = prompt_seeds(rng.randrange(2**31), len(problems))
+                mine, my_seeds = shard(problems, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
                 with rt.full_weights(model):
-                    roll = rollouts.generate([p.prompt for p in mine], sampling, seed)
-                rewards = torch.tensor([float(job.grade(t, mine[i // roll.k])) for i, t in enumerate(roll.texts)])
+                    roll = engine.rollouts([p.prompt for p in mine], sampling, my_seeds)
+                scores = job.reward(roll.texts, [mine[i // roll.k] for i in range(len(roll.texts))])
+                rewards = torch.tensor(scores.rewards)
                 advantages = losses.grpo_advantages(rewards.view(len(mine), roll.k), cfg.scale_rewards).flatten()
                 metrics = policy_updates(trainer, ref, roll.batch.to(model.device), advantages.to(model.device), cfg, rt)
-                metrics = rt.mean({**metrics, "reward": float(rewards.mean()), "response_length": _lengths(roll.batch)})
+                metrics = rt.mean({**metrics, "reward": float(rewards.mean()), "response_length": _lengths(roll.batch),
+                                   "grading_timeouts": float(scores.timeouts)})
+                metrics["grading_timeouts"] *= rt.world  # a count over the step, all ranks
                 job.log({"step": step, **metrics})
                 bar.set_postfix(reward=f"{metrics['reward']:.3f}")
         trainer.finish()
@@ -130,8 +136,6 @@ class TorchBackend:
 
     # ------------------------------------------------------------------ stages 2a and 2b
     def warmup(self, job: DistillJob) -> StageReport:
-        if job.cfg.estimator == "sampled":
-            raise UserError(f"{job.name}: estimator 'sampled' is a reverse-KL estimator (OPD only); use 'full' or 'topk'")
         return self._distill(job, teacher_samples=True, objective=chunked.Objective("forward", job.cfg.estimator, job.cfg.top_k))
 
     def opd(self, job: DistillJob) -> StageReport:
@@ -146,12 +150,13 @@ class TorchBackend:
         sampler = teacher if teacher_samples else trainer.model
         sampling = Sampling(k=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
-        with open_rollouts(self.rollout, sampler, job.tok, live=not teacher_samples) as rollouts:
+        with self._engine(sampler, job.tok, trained=not teacher_samples) as engine:
             for step in bar:
                 prompts = rng.sample(job.prompts, min(cfg.batch_size, len(job.prompts)))
-                seed, mine = rng.randrange(2**31) + rt.rank, shard(prompts, rt.rank, rt.world)
+                seeds = prompt_seeds(rng.randrange(2**31), len(prompts))
+                mine, my_seeds = shard(prompts, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
                 with rt.full_weights(sampler):
-                    batch = rollouts.generate(mine, sampling, seed).batch.to(trainer.model.device)
+                    batch = engine.rollouts(mine, sampling, my_seeds).batch.to(trainer.model.device)
                 metrics = rt.mean(distill_update(trainer, teacher, batch, objective, cfg.chunk_size, rt))
                 job.log({"step": step, **metrics})
                 bar.set_postfix(kl=f"{metrics['kl_reverse']:.3f}")

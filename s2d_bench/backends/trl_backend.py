@@ -8,9 +8,11 @@
 
 Our configs are translated into TRL's in `trl_args` and nowhere else; our config classes never
 inherit TRL's. Options TRL cannot express are refused by `validate` before any stage runs.
-Rollouts for diagnostics go through the plain-PyTorch sampler, so C2 is measured identically on
-every backend. `rollout.engine: vllm` turns on TRL's own colocated vLLM in stages 1, 2b and 3,
-and our vLLM engine for the warmup's teacher rollouts.
+TRL renders prompts itself, so it gets our protocol: `enable_thinking` as `chat_template_kwargs`
+(per example for GKD's messages), and its stop set is the same union of generation-config and
+tokenizer EOS ids as `generation.protocol.stop_ids` (tested). Rewards go through our grading pool.
+`rollout.engine: vllm` turns on TRL's own colocated vLLM in stages 1, 2b and 3, and our vLLM
+engine for the warmup's teacher rollouts.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import trl  # noqa: E402  - a missing extra surfaces as the registry's pip hint
 from datasets import Dataset  # noqa: E402
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 from transformers.trainer_callback import ProgressCallback  # noqa: E402
 
-from s2d_bench.backends.base import DistillJob, Logger, RLJob, Rollouts, StageReport  # noqa: E402
-from s2d_bench.backends.rollouts import open_rollouts  # noqa: E402
-from s2d_bench.backends.torch_backend import TorchBackend  # noqa: E402
-from s2d_bench.config import DistillConfig, GRPOConfig, RolloutConfig, RunConfig  # noqa: E402
+from s2d_bench.backends.base import DistillJob, Logger, RLJob, StageReport  # noqa: E402
+from s2d_bench.config import DistillConfig, GRPOConfig, PromptConfig, RolloutConfig, RunConfig  # noqa: E402
 from s2d_bench.errors import UserError  # noqa: E402
-from s2d_bench.harness.sampling import Sampling  # noqa: E402
+from s2d_bench.generation import ENGINES  # noqa: E402
+from s2d_bench.generation.protocol import prompt_seeds, render_texts  # noqa: E402
+from s2d_bench.generation.rollouts import Rollouts, open_rollouts  # noqa: E402
+from s2d_bench.generation.sampling import Sampling  # noqa: E402
 
 # TRL log keys -> ours, so metrics.jsonl reads the same on every backend
 METRIC_NAMES = {"reward": "reward", "loss": "loss", "grad_norm": "grad_norm", "entropy": "entropy", "kl": "kl",
@@ -60,8 +63,9 @@ def vllm_args(rollout: RolloutConfig) -> dict[str, Any]:
 
 
 def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str, output_dir: str,
-             rollout: RolloutConfig = RolloutConfig()) -> Any:
+             rollout: RolloutConfig = RolloutConfig(), prompt: PromptConfig = PromptConfig()) -> Any:
     """Our stage config -> the TRL config of the trainer that runs it (the one translation point)."""
+    template = {"chat_template_kwargs": {"enable_thinking": prompt.thinking}}  # GKD: per example instead (see warmup)
     common = dict(
         output_dir=output_dir, max_steps=cfg.steps, learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0,
         weight_decay=0.0, max_grad_norm=cfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to=[],
@@ -75,7 +79,7 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
             num_generations=cfg.samples_per_prompt, num_iterations=cfg.updates_per_batch, max_completion_length=cfg.max_new_tokens,
             epsilon=cfg.clip_low, epsilon_high=cfg.clip_high, beta=cfg.kl_coef, scale_rewards="group" if cfg.scale_rewards else "none",
             loss_type="dapo", top_k=0, top_p=1.0,  # dapo: token mean over the batch, as losses.policy_loss
-            **vllm_args(rollout),
+            **vllm_args(rollout), **template,
         )
     if kind == "forward_kl":
         from trl.experimental.gkd import GKDConfig
@@ -83,18 +87,21 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
         return GKDConfig(**common, per_device_train_batch_size=cfg.batch_size, lmbda=0.0, beta=0.0, seq_kd=False,
                          max_new_tokens=cfg.max_new_tokens, dataset_kwargs={"skip_prepare_dataset": True})
     return trl.DistillationConfig(**common, per_device_train_batch_size=cfg.batch_size, beta=1.0,
-                                  max_completion_length=cfg.max_new_tokens, top_k=0, top_p=1.0, **vllm_args(rollout))
+                                  max_completion_length=cfg.max_new_tokens, top_k=0, top_p=1.0, **vllm_args(rollout), **template)
 
 
 class _Metrics(TrainerCallback):
-    """TRL's per-step logs -> the stage's metrics.jsonl, under our names."""
+    """TRL's per-step logs -> the stage's metrics.jsonl, under our names (plus our reward's timeout count)."""
 
-    def __init__(self, log: Logger) -> None:
-        self.log = log
+    def __init__(self, log: Logger, timeouts: list[int] | None = None) -> None:
+        self.log, self.timeouts, self._seen = log, timeouts, 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - TrainerCallback signature
         if logs and "train_runtime" not in logs:
             row = {ours: float(logs[theirs]) for theirs, ours in METRIC_NAMES.items() if theirs in logs}
+            if self.timeouts is not None:
+                row["grading_timeouts"] = float(sum(self.timeouts[self._seen :]))
+                self._seen = len(self.timeouts)
             self.log({"step": state.global_step - 1, **row})
 
 
@@ -111,6 +118,18 @@ def _train(trainer) -> None:  # noqa: ANN001 - any TRL trainer
     trainer.train()
 
 
+def _rollout_rows(tok, prompts: list[str], roll: Rollouts, thinking: bool) -> list[dict[str, Any]]:  # noqa: ANN001
+    """One row per sample (k = 1): the rendered prompt (text and ids), the completion's text and ids."""
+    texts, batch = render_texts(tok, prompts, thinking), roll.batch
+    rows = []
+    for i, prompt in enumerate(prompts):
+        prompt_ids = batch.input_ids[i, : batch.prompt_len][batch.attention_mask[i, : batch.prompt_len].bool()].tolist()
+        completion_ids = batch.completion_ids[i][batch.completion_mask[i].bool()].tolist()
+        rows.append({"problem": prompt, "prompt": texts[i], "prompt_ids": prompt_ids, "completion": roll.texts[i],
+                     "completion_ids": completion_ids})
+    return rows
+
+
 def _chat(prompt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}]
 
@@ -119,15 +138,13 @@ class TRLBackend:
     name = "trl"
 
     def __init__(self) -> None:
-        self._sampler = TorchBackend()  # diagnostics sample with it; validate gives it the run's rollout setting
+        self.rollout, self.prompt = RolloutConfig(), PromptConfig()
         self._tmp = tempfile.TemporaryDirectory(prefix="s2d-trl-")
 
     def validate(self, cfg: RunConfig) -> None:
         refuse_unexpressible(cfg)
-        self._sampler.validate(cfg)
-
-    def generate(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[str], sampling: Sampling, seed: int) -> Rollouts:
-        return self._sampler.generate(model, tok, prompts, sampling, seed)
+        ENGINES.get(cfg.rollout.engine)
+        self.rollout, self.prompt = cfg.rollout, cfg.prompt
 
     # ------------------------------------------------------------------ stages 1 and 3
     def teacher_rl(self, job: RLJob) -> StageReport:
@@ -139,17 +156,20 @@ class TRLBackend:
     def _grpo(self, job: RLJob) -> StageReport:
         by_id = {p.id: p for p in job.problems}
         draws: list[str] = []
+        timeouts: list[int] = []
         k = job.cfg.samples_per_prompt
 
         def reward(prompts, completions, problem_id, **_) -> list[float]:  # noqa: ANN001 - TRL's reward signature
             draws.extend(problem_id[::k])  # one draw per group of k samples
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-            return [float(job.grade(t, by_id[i])) for t, i in zip(texts, problem_id)]
+            scores = job.reward(texts, [by_id[i] for i in problem_id])
+            timeouts.append(scores.timeouts)
+            return scores.rewards
 
         data = Dataset.from_list([{"prompt": _chat(p.prompt), "problem_id": p.id} for p in job.problems])
-        args = trl_args("grpo", job.cfg, job.seed, job.policy.device.type, self._tmp.name, self._sampler.rollout)
+        args = trl_args("grpo", job.cfg, job.seed, job.policy.device.type, self._tmp.name, self.rollout, self.prompt)
         trainer = trl.GRPOTrainer(model=job.policy, reward_funcs=reward, args=args, train_dataset=data,
-                                  processing_class=job.tok, callbacks=[_Metrics(job.log)])
+                                  processing_class=job.tok, callbacks=[_Metrics(job.log, timeouts)])
         _train(trainer)
         return StageReport(steps=job.cfg.steps, labeled_draws=draws)
 
@@ -158,26 +178,32 @@ class TRLBackend:
         from trl.experimental.gkd import GKDTrainer
 
         rows = self._teacher_rollouts(job)
-        data = Dataset.from_list([{"messages": _chat(r["prompt"]) + [{"role": "assistant", "content": r["completion"]}]} for r in rows])
+        # The exact tokens the torch backend trains: our rendered prompt, then the sampled completion up to and
+        # including its stop token (ChatML's collator takes input_ids and a completion mask as they are).
+        data = Dataset.from_list([{"prompt": r["prompt"], "input_ids": r["prompt_ids"] + r["completion_ids"],
+                                   "completion_mask": [0] * len(r["prompt_ids"]) + [1] * len(r["completion_ids"])} for r in rows])
         args = trl_args("forward_kl", job.cfg, job.seed, job.student.device.type, self._tmp.name)
         trainer = GKDTrainer(model=job.student, teacher_model=job.teacher, args=args, train_dataset=data,
                              processing_class=job.tok, callbacks=[_Metrics(job.log)])
         _train(trainer)
         return StageReport(steps=job.cfg.steps)
 
-    def _teacher_rollouts(self, job: DistillJob) -> list[dict[str, str]]:
-        """steps x batch_size teacher samples, generated once; cached beside the stage's model when it has a folder."""
+    def _teacher_rollouts(self, job: DistillJob) -> list[dict[str, Any]]:
+        """steps x batch_size teacher samples as token ids, generated once; cached beside the stage's model when it
+        has a folder (a cache from before token ids were kept is regenerated)."""
         cache = Path(job.workdir) / "teacher_rollouts.jsonl" if job.workdir else None
         if cache is not None and cache.exists():
-            return [json.loads(line) for line in cache.read_text().splitlines()]
+            rows = [json.loads(line) for line in cache.read_text().splitlines()]
+            if all("completion_ids" in r for r in rows):
+                return rows
         rng = random.Random(job.seed)
         sampling = Sampling(k=1, temperature=job.cfg.temperature, max_new_tokens=job.cfg.max_new_tokens)
         rows = []
-        with open_rollouts(self._sampler.rollout, job.teacher, job.tok, live=False) as rollouts:
+        with open_rollouts(self.rollout, job.teacher, job.tok, self.prompt.thinking, trained=False) as engine:
             for _ in range(job.cfg.steps):
                 prompts = rng.sample(job.prompts, min(job.cfg.batch_size, len(job.prompts)))
-                roll = rollouts.generate(prompts, sampling, rng.randrange(2**31))
-                rows.extend({"prompt": p, "completion": t} for p, t in zip(prompts, roll.texts))
+                roll = engine.rollouts(prompts, sampling, prompt_seeds(rng.randrange(2**31), len(prompts)))
+                rows.extend(_rollout_rows(job.tok, prompts, roll, self.prompt.thinking))
         if cache is not None:
             tmp = cache.with_suffix(".partial")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -186,7 +212,7 @@ class TRLBackend:
 
     def opd(self, job: DistillJob) -> StageReport:
         data = Dataset.from_list([{"prompt": _chat(p)} for p in job.prompts])
-        args = trl_args("reverse_kl", job.cfg, job.seed, job.student.device.type, self._tmp.name, self._sampler.rollout)
+        args = trl_args("reverse_kl", job.cfg, job.seed, job.student.device.type, self._tmp.name, self.rollout, self.prompt)
         trainer = trl.DistillationTrainer(model=job.student, teacher_model=job.teacher, args=args, train_dataset=data,
                                           processing_class=job.tok, callbacks=[_Metrics(job.log)])
         _train(trainer)

@@ -4,6 +4,10 @@ The same function serves the pipeline's after-stage evaluation and `s2d-bench ev
 in a leaderboard and a number from the command line are computed the same way. Generation comes
 first (any engine), grading second (in a process pool), and every completion is written out with
 its extracted answer and verdicts, so re-grading never needs to regenerate.
+
+Under a launcher every rank generates: rank r samples problems r, r + world, ... with each
+problem's own seed (`protocol.prompt_seeds` over the whole list), so the samples, and the score,
+are the ones a single process draws; rank 0 gathers them, grades and summarises.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from s2d_bench import distributed
 from s2d_bench.config import EvalConfig
-from s2d_bench.harness.engines import Engine
+from s2d_bench.generation.engine import Completion, Engine
+from s2d_bench.generation.protocol import prompt_seeds
+from s2d_bench.generation.sampling import Sampling
 from s2d_bench.harness.grading import GradingPool, Verdict, grade
 from s2d_bench.harness.hendrycks import strip_string
 from s2d_bench.harness.metrics import AvgAtK, avg_at_k, maj_at_k, pass_at_k
-from s2d_bench.harness.sampling import Sampling
 from s2d_bench.tasks.base import Problem
 
 
@@ -74,14 +80,15 @@ def evaluate(
     completions_path: Path | None = None,
     desc: str = "eval",
     pool: GradingPool | None = None,
-) -> EvalResult:
-    """Sample cfg.samples completions per problem, grade each, and summarise."""
+) -> EvalResult | None:
+    """Sample cfg.samples completions per problem, grade each, and summarise (on rank 0; None elsewhere)."""
     sampling = sampling_of(cfg)
     k = sampling.k
     start = time.perf_counter()
-    with tqdm(total=len(problems) * k, desc=desc, unit="sample", dynamic_ncols=True) as bar:
-        completions = engine.generate([p.prompt for p in problems], sampling, seed, progress=bar.update)
+    completions = generate_shared(engine, problems, sampling, seed, desc)
     gen_seconds = time.perf_counter() - start
+    if completions is None:
+        return None
     if len(completions) != len(problems) * k:
         raise RuntimeError(f"engine returned {len(completions)} completions for {len(problems)} problems x k={k}")
     golds = [p.answer for p in problems for _ in range(k)]
@@ -105,6 +112,25 @@ def evaluate(
         breakdown=_breakdown(problems, [sum(row) / k for row in correct]),
         per_problem={p.id: sum(row) / k for p, row in zip(problems, correct)},
     )
+
+
+def generate_shared(engine: Engine, problems: list[Problem], sampling: Sampling, seed: int, desc: str) -> list[Completion] | None:
+    """All len(problems) * k completions on rank 0 (None on other ranks); each rank samples its share."""
+    seeds = prompt_seeds(seed, len(problems))
+    rank, world = distributed.rank(), distributed.world()
+    mine = list(range(rank, len(problems), world))
+    with tqdm(total=len(mine) * sampling.k, desc=desc, unit="sample", dynamic_ncols=True, disable=rank > 0) as bar:
+        part = engine.generate([problems[i].prompt for i in mine], sampling, [seeds[i] for i in mine], progress=bar.update)
+    if len(part) != len(mine) * sampling.k:
+        raise RuntimeError(f"engine returned {len(part)} completions for {len(mine)} problems x k={sampling.k}")
+    parts = distributed.gather(part)
+    if parts is None:
+        return None
+    k, out = sampling.k, [None] * (len(problems) * sampling.k)
+    for r, samples in enumerate(parts):
+        for n, i in enumerate(range(r, len(problems), world)):
+            out[i * k : (i + 1) * k] = samples[n * k : (n + 1) * k]
+    return out
 
 
 def _vote_key(answer: str) -> str:

@@ -54,11 +54,22 @@ class Verdict:
     timed_out: bool = False
 
 
+STARTUP = 300.0  # seconds a fresh worker may take to import and warm up its graders (a loaded machine is slow)
+READY = "ready"
+
+
 def _worker(conn: Connection) -> None:
-    """Grade (key, grader, gold, pred) items until told to stop with None."""
+    """Warm up, say so, then grade (key, grader, gold, pred) items until told to stop with None.
+
+    Importing math-verify and its first parse (sympy, the LaTeX grammar) take seconds, more on a
+    loaded machine; an item's deadline must not pay for them, so they happen before `READY`.
+    """
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # the one-time "timeout disabled" warning
+    for name in ISOLATED:
+        GRADERS.get(name)("1", "1")
+    conn.send(READY)
     while (item := conn.recv()) is not None:
         key, grader, gold, pred = item
         try:
@@ -77,6 +88,8 @@ class _Slot:
         child.close()
         self.key: tuple | None = None
         self.deadline = 0.0
+        self.ready = False
+        self.started = time.monotonic()
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -125,12 +138,21 @@ class GradingPool:
             self._slots.append(_Slot(self._ctx))
         while todo or any(s.key is not None for s in self._slots):
             for slot in self._slots:
-                if slot.key is None and todo:
+                if slot.ready and slot.key is None and todo:
                     slot.key = todo.popleft()
-                    slot.deadline = time.monotonic() + self.timeout
+                    slot.deadline = time.monotonic() + self.timeout  # from now: the worker is warm and idle
                     slot.conn.send((slot.key, *slot.key))
             busy = [s for s in self._slots if s.key is not None]
-            ready = wait([s.conn for s in busy], timeout=max(0.0, min(s.deadline for s in busy) - time.monotonic()))
+            starting = [s for s in self._slots if not s.ready]
+            until = min([s.deadline for s in busy] + [s.started + STARTUP for s in starting])
+            ready = wait([s.conn for s in busy + starting], timeout=max(0.0, until - time.monotonic()))
+            for slot in starting:
+                if slot.conn in ready:
+                    if slot.conn.recv() != READY:
+                        raise RuntimeError("grading worker sent a result before it was ready")
+                    slot.ready = True
+                elif time.monotonic() >= slot.started + STARTUP:
+                    raise RuntimeError(f"a grading worker did not start within {STARTUP:.0f} s (exit code {slot.proc.exitcode})")
             for slot in busy:
                 if slot.conn in ready:
                     key, ok = slot.conn.recv()

@@ -7,22 +7,21 @@ Each benchmark's defaults (samples, sampling, max tokens, graders) come from its
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from s2d_bench.config import EvalConfig, config_hash
-from s2d_bench.harness.engines import ENGINES, EngineConfig
+from s2d_bench.config import BenchmarkConfig, EvalConfig, config_hash
+from s2d_bench.generation import ENGINES
+from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.harness.evaluate import evaluate
 from s2d_bench.harness.grading import GradingPool
-from s2d_bench.harness.provenance import git_commit, package_versions
+from s2d_bench.harness.records import EvalRecord
+from s2d_bench.harness.targets import Target, benchmark_target
 from s2d_bench.store import Store
 from s2d_bench.tasks import BENCHMARKS
-from s2d_bench.tasks.benchmarks import Benchmark, load_problems
 
 
 @dataclass(frozen=True)
@@ -40,17 +39,16 @@ class SuiteOptions:
     grading_timeout: float = 5.0
     grading_workers: int | None = None
 
+    def entry(self, name: str) -> BenchmarkConfig:
+        return BenchmarkConfig(name=name, samples=self.samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                               max_new_tokens=self.max_new_tokens, limit=self.limit)
 
-def eval_config(bench: Benchmark, opts: SuiteOptions, prompts_per_batch: int) -> EvalConfig:
-    pick = lambda ours, theirs: theirs if ours is None else ours  # noqa: E731
-    return EvalConfig(
-        samples=pick(opts.samples, bench.samples),
-        temperature=pick(opts.temperature, bench.temperature),
-        top_p=pick(opts.top_p, bench.top_p),
-        top_k=pick(opts.top_k, bench.top_k),
-        max_new_tokens=pick(opts.max_new_tokens, bench.max_new_tokens),
-        prompts_per_batch=prompts_per_batch,
-    )
+
+def eval_key(record: EvalRecord) -> str:
+    """The store key of an evaluation: one row per model, benchmark and protocol (a re-evaluation replaces it)."""
+    protocol = config_hash({"eval": record.eval_config, "engine": record.engine, "seed": record.seed, "limit": record.limit,
+                            "data": record.data, "thinking": record.thinking})
+    return f"{record.node or 'eval:' + record.model}:{record.benchmark}:{protocol}"
 
 
 def run_suite(
@@ -59,32 +57,32 @@ def run_suite(
 ) -> list[dict[str, Any]]:
     """Evaluate `model` on each benchmark; return (and write, to `out` and the store) one record per benchmark."""
     specs = {name: BENCHMARKS.get(name) for name in benchmarks}  # unknown names fail before loading
-    problem_sets = {name: load_problems(spec, opts.data, opts.limit) for name, spec in specs.items()}
+    eval_cfg = EvalConfig(prompts_per_batch=max(engine_cfg.prompts_per_batch, 1), engine=engine_name)
+    targets = [benchmark_target(opts.entry(name), spec, eval_cfg, opts.data) for name, spec in specs.items()]
     engine = ENGINES.get(engine_name).load(model, engine_cfg)
     records = []
     with GradingPool(opts.grading_workers, opts.grading_timeout) as pool:
-        for name, spec in specs.items():
-            cfg = eval_config(spec, opts, engine_cfg.prompts_per_batch)
-            folder = out / name
-            result = evaluate(engine, problem_sets[name], cfg, opts.seed, spec.grader, spec.audit, folder / "completions.jsonl", f"eval {name}", pool)
-            record = {
-                "model": model, "benchmark": name, "engine": engine_name, "engine_config": engine_cfg.__dict__,
-                "eval_config": cfg.__dict__, "grader": spec.grader, "audit_grader": spec.audit,
-                "metric": f"avg@{cfg.samples}", "n": result.score.n, "k": result.score.k,
-                "mean": result.score.mean, "stderr": result.score.stderr, **_rest(result.summary()),
-                "seed": opts.seed, "data": opts.data or spec.hf_id, "limit": opts.limit, "task": name, "stage": "eval",
-                "git_commit": git_commit(), "versions": package_versions(), "timestamp": time.time(),
-            }
-            (folder / "results.json").write_text(json.dumps(record, indent=2))
-            if store is not None:  # one row per model, benchmark and protocol: a re-evaluation replaces it
-                protocol = config_hash({"eval": cfg.__dict__, "engine": engine_name, "seed": opts.seed, "limit": opts.limit, "data": record["data"]})
-                store.put_eval(f"eval:{model}:{name}:{protocol}", suite, record)
-            records.append(record)
+        for target in targets:
+            record = evaluate_target(engine, target, opts.seed, out / target.label, pool,
+                                     dict(model=model, engine=engine_name, thinking=engine_cfg.thinking))
+            if record is None:  # another rank's share, gathered by rank 0
+                continue
+            (out / target.label / "results.json").write_text(record.to_json())
+            if store is not None:
+                store.put_eval(eval_key(record), suite, record.to_dict())
+            records.append(record.to_dict())
     return records
 
 
-def _rest(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k != "score"}
+def evaluate_target(engine, target: Target, seed: int, folder: Path, pool: GradingPool, fields: dict[str, Any],
+                    completions: str = "completions.jsonl", desc: str = "eval") -> EvalRecord | None:  # noqa: ANN001 - any Engine
+    """Evaluate one target with `engine`; the record (with `fields`: model, engine, workflow) on rank 0, None elsewhere."""
+    result = evaluate(engine, target.problems, target.cfg, seed, target.grader, target.audit, folder / completions,
+                      f"{desc} {target.label}", pool)
+    if result is None:
+        return None
+    return EvalRecord.of(result, task=target.label, benchmark=target.benchmark, eval_config=target.protocol(), grader=target.grader,
+                         audit_grader=target.audit, seed=seed, data=target.data, limit=target.limit, **fields)
 
 
 def render(records: list[dict[str, Any]]) -> str:
@@ -92,8 +90,8 @@ def render(records: list[dict[str, Any]]) -> str:
     for r in records:
         k = r["k"]
         rows.append({
-            "benchmark": r["benchmark"], "n x k": f"{r['n']}x{k}", r["metric"]: f"{r['mean']:.3f}", "± se": f"{r['stderr']:.3f}",
-            f"pass@{k}": f"{r['pass_at'][k]:.3f}", f"maj@{k}": f"{r['maj']:.3f}",
+            "benchmark": r["task"], "n x k": f"{r['n']}x{k}", r["metric"]: f"{r['mean']:.3f}", "± se": f"{r['stderr']:.3f}",
+            f"pass@{k}": f"{r['pass_at'][str(k)]:.3f}", f"maj@{k}": f"{r['maj']:.3f}",
             "no answer": f"{r['no_answer']:.3f}", "graders agree": "-" if r["agreement"] is None else f"{r['agreement']:.3f}",
             "timeouts": r["timeouts"], "samples/s": f"{r['samples_per_second']:.1f}",
         })

@@ -14,8 +14,10 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
-from s2d_bench.harness.engines import EngineConfig, HFEngine
-from s2d_bench.harness.sampling import Sampling
+from s2d_bench.generation.engine import EngineConfig
+from s2d_bench.generation.hf import HFEngine
+from s2d_bench.generation.protocol import prompt_seeds, render_texts
+from s2d_bench.generation.sampling import Sampling
 
 
 def sampling_from_gen_kwargs(gen: dict, k: int) -> Sampling:
@@ -39,9 +41,11 @@ def cut_at(text: str, until: list[str]) -> str:
 
 @register_model("s2d-hf")
 class S2DHFLM(LM):
-    def __init__(self, pretrained: str, device: str = "auto", dtype: str = "auto", batch_prompts: int = 8, seed: int = 0, **_: object) -> None:
+    def __init__(self, pretrained: str, device: str = "auto", dtype: str = "auto", batch_prompts: int = 8, seed: int = 0,
+                 thinking: bool | str = False, **_: object) -> None:
         super().__init__()
-        self.engine = HFEngine.load(pretrained, EngineConfig(device=device, dtype=dtype, prompts_per_batch=int(batch_prompts)))
+        thinking = str(thinking).lower() in ("1", "true", "yes")  # lm-eval passes model_args as strings
+        self.engine = HFEngine.load(pretrained, EngineConfig(device=device, dtype=dtype, prompts_per_batch=int(batch_prompts), thinking=thinking))
         self.seed = int(seed)
         self.pretrained = pretrained
 
@@ -53,7 +57,11 @@ class S2DHFLM(LM):
         return self.engine.tok.chat_template
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return self.engine.tok.apply_chat_template(chat_history, tokenize=False, add_generation_prompt=add_generation_prompt)
+        """One user turn renders exactly as s2d-bench renders it (`protocol.render_texts`, enable_thinking passed)."""
+        if add_generation_prompt and len(chat_history) == 1 and chat_history[0]["role"] == "user":
+            return render_texts(self.engine.tok, [chat_history[0]["content"]], self.engine.cfg.thinking)[0]
+        return self.engine.tok.apply_chat_template(chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                                   enable_thinking=self.engine.cfg.thinking)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -68,7 +76,7 @@ class S2DHFLM(LM):
             for (gen_key, k), items in by_settings.items():
                 gen = json.loads(gen_key)
                 rows = [self.engine.tok(context, add_special_tokens=False)["input_ids"] for context, _ in items]
-                completions = self.engine.generate_ids(rows, sampling_from_gen_kwargs(gen, k), self.seed, bar.update)
+                completions = self.engine.generate_ids(rows, sampling_from_gen_kwargs(gen, k), prompt_seeds(self.seed, len(rows)), bar.update)
                 until = gen.get("until") or []
                 until = [until] if isinstance(until, str) else until
                 for n, (_, idx) in enumerate(items):

@@ -1,4 +1,4 @@
-"""Prompt/completion batches: chat-templated prompts, left-padded; completions right-padded.
+"""Prompt/completion batches: rendered prompts, left-padded; completions right-padded.
 
 Every training loop and every backend builds its inputs here, so that "which logit scores which
 completion token" is decided once: the logit at position P + t - 1 scores completion token t.
@@ -11,16 +11,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-
-def encode_prompts(tok: PreTrainedTokenizerBase, prompts: list[str], **template_kwargs) -> list[list[int]]:
-    """Render each user message with the tokenizer's chat template, ready for the reply.
-
-    `template_kwargs` reach the template (Qwen3: `enable_thinking=False`); templates ignore
-    keywords they do not use.
-    """
-    chats = [[{"role": "user", "content": p}] for p in prompts]
-    texts = tok.apply_chat_template(chats, tokenize=False, add_generation_prompt=True, **template_kwargs)
-    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+from s2d_bench.generation.protocol import render
 
 
 def encode_completions(tok: PreTrainedTokenizerBase, completions: list[str]) -> list[list[int]]:
@@ -79,8 +70,9 @@ def join(prompt_ids: list[list[int]], completion_ids: torch.Tensor, completion_m
     )
 
 
-def join_texts(tok: PreTrainedTokenizerBase, prompts: list[str], completions: list[str]) -> Batch:
-    """A batch from prompt and completion strings (teacher-forcing data such as pretraining)."""
+def join_texts(tok: PreTrainedTokenizerBase, prompts: list[str], completions: list[str], thinking: bool = False) -> Batch:
+    """A batch from prompt and completion strings (teacher-forcing data such as pretraining), prompts
+    rendered by the one prompt protocol (`generation.protocol.render`)."""
     rows = encode_completions(tok, completions)
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
@@ -88,7 +80,7 @@ def join_texts(tok: PreTrainedTokenizerBase, prompts: list[str], completions: li
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
-    return join(encode_prompts(tok, prompts), ids, mask, tok.pad_token_id)
+    return join(render(tok, prompts, thinking), ids, mask, tok.pad_token_id)
 
 
 def completion_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:

@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from s2d_bench.backends.base import Backend, Grader, Logger, StageReport
+from s2d_bench.backends.base import Backend, Logger, StageReport
 from s2d_bench.errors import UserError
+from s2d_bench.harness.rewards import Reward
 from s2d_bench.registry import Registry
 from s2d_bench.tasks.base import Splits
 
@@ -22,7 +23,7 @@ class StageInputs:
     teacher: PreTrainedModel | None
     tok: PreTrainedTokenizerBase
     splits: Splits
-    grade: Grader
+    reward: Reward  # the task's grader in the grading pool (RL stages)
     cfg: Any
     seed: int
     log: Logger

@@ -15,8 +15,7 @@ from __future__ import annotations
 import random
 
 from s2d_bench.config import TaskConfig
-from s2d_bench.harness.grading import exact_equal
-from s2d_bench.tasks.base import Problem, Splits, last_boxed
+from s2d_bench.tasks.base import Problem, Splits
 
 
 class AdditionTask:
@@ -63,10 +62,7 @@ class AdditionTask:
     def completion(answer: str) -> str:
         return f"\\boxed{{{answer}}}"
 
-    grader = "exact"  # the evaluation grader; `grade` below is the same rule, in process, for rewards
-
-    def grade(self, completion: str, problem: Problem) -> bool:
-        return exact_equal(problem.answer, last_boxed(completion))
+    grader = "exact"  # registered grader (harness/grading.py) of rewards and evaluations alike
 
     # -- pretraining corpus
     def pretrain_examples(self, rng: random.Random, n: int) -> list[tuple[str, str]]:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from s2d_bench.config import TaskConfig
 from s2d_bench.errors import UserError
-from s2d_bench.harness.grading import math_verify_equal
-from s2d_bench.tasks.base import Problem, Splits, last_boxed
+from s2d_bench.tasks.base import Problem, Splits
 from s2d_bench.tasks.benchmarks import DEFAULT_TEMPLATE, load_problems
 
 
@@ -39,7 +38,7 @@ def load_training_problems(source: str) -> list[Problem]:
 
 
 class MathTask:
-    grader = "math_verify"  # the evaluation grader; `grade` is the same rule in process, for rewards
+    grader = "math_verify"  # registered grader of rewards and evaluations alike (rewards in the pool, with its timeout)
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg
@@ -52,10 +51,6 @@ class MathTask:
         labeled, unlabeled = train[: self.cfg.n_labeled], train[self.cfg.n_labeled : self.cfg.n_labeled + self.cfg.n_unlabeled]
         test = load_problems(BENCHMARKS.get(self.cfg.test_benchmark), self.cfg.data_dir or None, self.cfg.n_test)
         return Splits(labeled, unlabeled, test)
-
-    @staticmethod
-    def grade(completion: str, problem: Problem) -> bool:
-        return math_verify_equal(problem.answer, last_boxed(completion))
 
     def pretrain_examples(self, rng: random.Random, n: int) -> list[tuple[str, str]]:
         raise UserError("task 'math' has no pretraining corpus: set teacher.path and student.path to checkpoints")

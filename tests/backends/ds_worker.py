@@ -17,11 +17,15 @@ import torch
 from s2d_bench import chunked, distributed, losses
 from s2d_bench.backends.deepspeed_backend import DeepSpeedBackend, DeepSpeedRuntime
 from s2d_bench.backends.runtime import shard
-from s2d_bench.backends.torch_backend import TorchBackend, distill_update, policy_updates
+from s2d_bench.backends.torch_backend import distill_update, policy_updates
 from s2d_bench.config import DeepSpeedConfig, GRPOConfig, TaskConfig, load_config
-from s2d_bench.harness.sampling import Sampling
+from s2d_bench.generation.engine import EngineConfig
+from s2d_bench.generation.hf import HFEngine
+from s2d_bench.generation.protocol import prompt_seeds, render
+from s2d_bench.generation.sampling import Sampling
+from s2d_bench.harness.rewards import Scores
 from s2d_bench.models.builders import tiny_qwen3_student
-from s2d_bench.models.sequences import encode_prompts, join
+from s2d_bench.models.sequences import join
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.tasks import TASKS
 
@@ -31,10 +35,11 @@ K = 2
 
 def fixed_batch(tok, teacher, prompts):
     """The teacher's samples for `prompts`, k each; rows of one prompt stay together."""
-    roll = TorchBackend().generate(teacher, tok, PROMPTS, Sampling(k=K, temperature=1.0, max_new_tokens=8), seed=3)
+    roll = HFEngine(teacher, tok, EngineConfig(prompts_per_batch=0)).rollouts(PROMPTS, Sampling(k=K, temperature=1.0, max_new_tokens=8),
+                                                                              prompt_seeds(3, len(PROMPTS)))
     rows = [i * K + j for i, p in enumerate(PROMPTS) if p in prompts for j in range(K)]
     ids, mask = roll.batch.completion_ids[rows], roll.batch.completion_mask[rows]
-    return join([r for r in encode_prompts(tok, prompts) for _ in range(K)], ids, mask, tok.pad_token_id)
+    return join([r for r in render(tok, prompts, False) for _ in range(K)], ids, mask, tok.pad_token_id)
 
 
 def main(out: str, stages: list[int]) -> None:
@@ -72,7 +77,7 @@ def rollout_stages(out: str, engine: str) -> None:
     splits = TASKS.get("add3mix")(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=6)).splits()
     student, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)
-    grade = lambda text, problem: len(text) % 2 == 0  # noqa: E731 - gives GRPO a signal on tiny models
+    grade = lambda texts, problems: Scores([float(len(t) % 2 == 0) for t in texts])  # noqa: E731 - a signal on tiny models
     STAGES.get("teacher_rl").run(StageInputs(backend, teacher, None, tok, splits, grade, cfg.stages.teacher_rl, 0, lambda row: None))
     STAGES.get("opd").run(StageInputs(backend, student, teacher, tok, splits, grade, cfg.stages.opd, 0, lambda row: None))
     flat = torch.cat([p.detach().flatten().float() for m in (teacher, student) for p in m.parameters()])

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from s2d_bench.harness.rewards import Scores  # noqa: E402
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import load_config
 from s2d_bench.errors import UserError
@@ -45,7 +46,7 @@ def _inputs(backend: str, stage: str, cfg_overrides: list[str] = ()) -> StageInp
     model, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)
     rows: list[dict] = []
-    inputs = StageInputs(_backend(backend, cfg), model, teacher, tok, splits, lambda text, problem: len(text) % 2 == 0,
+    inputs = StageInputs(_backend(backend, cfg), model, teacher, tok, splits, lambda texts, problems: Scores([float(len(t) % 2 == 0) for t in texts]),
                          getattr(cfg.stages, stage), 0, rows.append)
     inputs.logged = rows  # type: ignore[attr-defined]
     return inputs
@@ -94,7 +95,7 @@ def test_an_empty_prompt_set_is_the_same_clear_error(backend, stage):
     model, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)
     cfg = load_config()
-    inputs = StageInputs(_backend(backend, cfg), model, teacher, tok, Splits([], [], []), lambda t, p: True,
+    inputs = StageInputs(_backend(backend, cfg), model, teacher, tok, Splits([], [], []), lambda texts, problems: Scores([1.0] * len(texts)),
                          getattr(cfg.stages, stage), 0, lambda row: None)
     with pytest.raises(UserError, match=f"{stage}: the task gives no"):
         STAGES.get(stage).run(inputs)

@@ -3,9 +3,9 @@
 Both backends sample their own completions with their own generators, so the comparison feeds
 one fixed batch (teacher samples of the tiny models) to each side's loss: ours from
 `s2d_bench.losses`, TRL's from the trainer our backend builds (`trl_args`). Loss values and
-gradients must agree to float32 rounding (rtol 1e-4). One difference is by design and is
-reproduced here rather than hidden: TRL's GKD collator renders the completion with the chat
-template, so stage 2a also trains the newline the template writes after the end-of-turn token.
+gradients must agree to float32 rounding (rtol 1e-4). Stage 2a hands GKD's collator the exact
+token ids the torch backend trains (rendered prompt, sampled completion with its stop token), so
+no template newline and no re-tokenisation enter its loss.
 """
 
 import pytest
@@ -16,12 +16,14 @@ pytest.importorskip("trl")
 from datasets import Dataset  # noqa: E402
 
 from s2d_bench import losses  # noqa: E402
-from s2d_bench.backends.torch_backend import TorchBackend  # noqa: E402
-from s2d_bench.backends.trl_backend import trl_args  # noqa: E402
+from s2d_bench.backends.trl_backend import _rollout_rows, trl_args  # noqa: E402
 from s2d_bench.config import DistillConfig, GRPOConfig  # noqa: E402
-from s2d_bench.harness.sampling import Sampling  # noqa: E402
+from s2d_bench.generation.engine import EngineConfig  # noqa: E402
+from s2d_bench.generation.hf import HFEngine  # noqa: E402
+from s2d_bench.generation.protocol import prompt_seeds  # noqa: E402
+from s2d_bench.generation.sampling import Sampling  # noqa: E402
 from s2d_bench.models.builders import tiny_qwen3_student  # noqa: E402
-from s2d_bench.models.sequences import completion_logits, encode_prompts, join, token_logprobs  # noqa: E402
+from s2d_bench.models.sequences import completion_logits, token_logprobs  # noqa: E402
 
 PROMPTS = ["12+34=", "5+6=", "100+200=", "7+8="]
 
@@ -30,7 +32,8 @@ PROMPTS = ["12+34=", "5+6=", "100+200=", "7+8="]
 def world(tmp_path):
     student, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)
-    roll = TorchBackend().generate(teacher, tok, PROMPTS, Sampling(k=2, temperature=1.0, max_new_tokens=8), seed=3)
+    roll = HFEngine(teacher, tok, EngineConfig(prompts_per_batch=0)).rollouts(PROMPTS, Sampling(k=2, temperature=1.0, max_new_tokens=8),
+                                                                              prompt_seeds(3, len(PROMPTS)))
     return student, teacher, tok, roll, str(tmp_path)
 
 
@@ -86,23 +89,20 @@ def test_on_policy_distillation_step_matches(world):
     torch.testing.assert_close(_grads(student, theirs), ours_grad, rtol=1e-4, atol=1e-6)
 
 
-def test_forward_kl_warmup_step_matches_with_the_templates_trailing_newline(world):
+def test_forward_kl_warmup_step_matches_on_exactly_the_tokens_torch_trains(world):
     from trl.experimental.gkd import GKDTrainer
 
     student, teacher, tok, roll, out = world
-    newline = tok("\n", add_special_tokens=False)["input_ids"]
-    completions = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] + newline for t in roll.texts]
-    width = max(map(len, completions))
-    ids = torch.tensor([c + [tok.pad_token_id] * (width - len(c)) for c in completions])
-    cmask = torch.tensor([[1.0] * len(c) + [0.0] * (width - len(c)) for c in completions])
-    prompts = [p for p in PROMPTS for _ in range(2)]
-    batch = join(encode_prompts(tok, prompts), ids, cmask, tok.pad_token_id)
+    batch = roll.batch  # what the torch backend's warmup trains: prompt, completion, its stop token, nothing more
     with torch.no_grad():
         t_logits = completion_logits(teacher, batch)
     ours = losses.forward_kl(completion_logits(student, batch), t_logits, batch.completion_mask)
     ours_grad = _grads(student, ours)
 
-    rows = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": t}]} for p, t in zip(prompts, roll.texts)]
+    prompts = [p for p in PROMPTS for _ in range(2)]
+    rows = [{"prompt": r["prompt"], "input_ids": r["prompt_ids"] + r["completion_ids"],
+             "completion_mask": [0] * len(r["prompt_ids"]) + [1] * len(r["completion_ids"])}
+            for r in _rollout_rows(tok, prompts, roll, thinking=False)]
     trainer = GKDTrainer(model=student, teacher_model=teacher, args=trl_args("forward_kl", DistillConfig(steps=1), 0, "cpu", out),
                          train_dataset=Dataset.from_list(rows), processing_class=tok)
     inputs = trainer.data_collator(rows)

@@ -4,8 +4,9 @@ It is strict where a real engine would go wrong silently: it samples from dummy 
 until every parameter has been pushed through `load_weights`, and level-2 sleep discards the
 weights (NaN), so an engine that forgets a push samples garbage and a test comparing against the
 built-in sampler fails. Names, signatures and the object path to the model follow vLLM 0.31 as
-TRL 1.16's colocate mode uses it. Sampling is the s2d-bench sampler with the request's seed, so
-the same weights and seed give the same tokens as `rollout.engine: hf`.
+TRL 1.16's colocate mode uses it. Sampling is the s2d-bench sampler with each request's own seed
+(`generate` takes one SamplingParams per request, as vLLM does), so the same weights and seeds give
+the same tokens as the hf engine. Like vLLM 0.31, it refuses n > 1 with greedy sampling.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from s2d_bench.harness.sampling import Sampling, sample
+from s2d_bench.generation.sampling import Sampling, sample
 from s2d_bench.models.sequences import left_pad
 
 INSTANCES: list["LLM"] = []
@@ -35,6 +36,10 @@ class SamplingParams:
     seed: int | None = None
     stop_token_ids: list[int] | None = None
     detokenize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError(f"n must be 1 when using greedy sampling, got {self.n}.")  # vLLM 0.31 sampling_params.py
 
 
 @dataclass
@@ -86,6 +91,8 @@ class LLM:
         self.asleep: set[str] = set()
         self.events: list[str] = []
         self.weights_at_generate: list[dict[str, torch.Tensor]] = []
+        self.prompts_at_generate: list[list[list[int]]] = []
+        self.params_at_generate: list[list[SamplingParams]] = []
         INSTANCES.append(self)
 
     @property
@@ -112,21 +119,22 @@ class LLM:
         self.events.append("wake_" + "+".join(tags))
         self.asleep -= set(tags)
 
-    def generate(self, prompts: list[dict], sampling_params: SamplingParams, use_tqdm: bool = True) -> list[RequestOutput]:
+    def generate(self, prompts: list[dict], sampling_params: SamplingParams | list[SamplingParams], use_tqdm: bool = True) -> list[RequestOutput]:
         assert not self.asleep, f"generate while asleep: {sorted(self.asleep)}"
         names = {n for n, _ in self.module.named_parameters()}
         assert self._model.loaded == names, f"sampling from dummy weights: never loaded {sorted(names - self._model.loaded)[:3]}"
-        assert not (self.kwargs.get("skip_tokenizer_init") and sampling_params.detokenize), "no tokenizer to detokenize with"
+        params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+        assert len(params) == len(prompts), "one SamplingParams per prompt"
+        assert not any(self.kwargs.get("skip_tokenizer_init") and p.detokenize for p in params), "no tokenizer to detokenize with"
         self.events.append("generate")
         self.weights_at_generate.append({n: p.detach().clone() for n, p in self.module.named_parameters()})
-        p = sampling_params
-        rows = [x["prompt_token_ids"] for x in prompts]
-        ids, mask = left_pad(rows, 0)
-        generator = torch.Generator().manual_seed(p.seed)
+        self.prompts_at_generate.append([list(x["prompt_token_ids"]) for x in prompts])
+        self.params_at_generate.append(params)
+        return [self._one(x["prompt_token_ids"], p) for x, p in zip(prompts, params)]
+
+    def _one(self, row: list[int], p: SamplingParams) -> RequestOutput:
+        ids, mask = left_pad([row], 0)
         s = Sampling(k=p.n, temperature=p.temperature, top_p=p.top_p, top_k=max(p.top_k, 0), max_new_tokens=p.max_tokens)
-        tokens, alive = sample(self.module, ids, mask, s, list(p.stop_token_ids or []), 0, generator)
-        out = []
-        for i, row in enumerate(rows):
-            seqs = [tokens[i * p.n + j][alive[i * p.n + j].bool()].tolist() for j in range(p.n)]
-            out.append(RequestOutput(row, [CompletionOutput(j, "", tuple(t)) for j, t in enumerate(seqs)]))
-        return out
+        tokens, alive = sample(self.module, ids, mask, s, list(p.stop_token_ids or []), 0, [p.seed])
+        seqs = [tokens[j][alive[j].bool()].tolist() for j in range(p.n)]
+        return RequestOutput(row, [CompletionOutput(j, "", tuple(t)) for j, t in enumerate(seqs)])

@@ -15,6 +15,9 @@ The result equals ordinary attention up to float rounding (tested).
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface, DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
@@ -157,7 +160,7 @@ def shared_prefix_attention(
     out_g, lse_g = attend(query.reshape(bk, kv_heads, rows, dim), key, value, bias, scale)
     lse = torch.logaddexp(lse_p, lse_g)
     out = out_p * torch.exp(lse_p - lse)[..., None].to(out_p.dtype) + out_g * torch.exp(lse_g - lse)[..., None].to(out_g.dtype)
-    return out.view(bk, heads, q, dim).transpose(1, 2).contiguous(), None
+    return out.reshape(bk, heads, q, dim).transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(NAME, shared_prefix_attention)
@@ -168,6 +171,22 @@ def use_shared_prefix_attention(model: torch.nn.Module) -> None:
     """Switch a model on SDPA (or on s2d_sdpa_gqa) to shared-prefix decoding; others are left alone."""
     if getattr(model.config, "_attn_implementation", None) in ("sdpa", "s2d_sdpa_gqa"):
         model.set_attn_implementation(NAME)
+
+
+@contextlib.contextmanager
+def sharing_prompts(model: torch.nn.Module) -> Iterator[None]:
+    """Shared-prefix decoding inside the block, the model's own attention after it.
+
+    The sampler runs in this block, so a trained model's forward and backward passes between
+    rollouts keep their attention kernel (the switch itself costs a walk over the modules).
+    """
+    before = getattr(model.config, "_attn_implementation", None)
+    use_shared_prefix_attention(model)
+    try:
+        yield
+    finally:
+        if before is not None and getattr(model.config, "_attn_implementation", None) != before:
+            model.set_attn_implementation(before)
 
 
 def supports_shared_prefix(model: torch.nn.Module) -> bool:

@@ -1,16 +1,31 @@
+"""The built-in sampler: exact greedy decoding, per-prompt seeds, top-p, shared-prefix decoding."""
+
+import contextlib
+
 import pytest
 import torch
 
-from s2d_bench.backends.torch_backend import TorchBackend
-from s2d_bench.harness.sampling import Sampling, next_token
+from s2d_bench.generation import sampling as sampling_module
+from s2d_bench.generation.engine import EngineConfig
+from s2d_bench.generation.hf import HFEngine
+from s2d_bench.generation.protocol import prompt_seeds, render
+from s2d_bench.generation.sampling import Sampling, next_token, sample
 from s2d_bench.models import MODELS
-from s2d_bench.models.sequences import encode_prompts, left_pad
+from s2d_bench.models.sequences import left_pad
+
+
+def rollouts(model, tok, prompts, s, seed, per_batch=0):
+    return HFEngine(model, tok, EngineConfig(prompts_per_batch=per_batch)).rollouts(prompts, s, prompt_seeds(seed, len(prompts)))
+
+
+def encode_prompts(tok, prompts):
+    return render(tok, prompts, False)
 
 
 def test_greedy_cached_sampling_matches_transformers_generate_with_left_padding():
     model, tok = MODELS.get("tiny-qwen3-teacher")(seed=3)
     prompts = ["1+2=", "123+456=", "99+1="]  # different lengths: left padding is exercised
-    roll = TorchBackend().generate(model, tok, prompts, Sampling(k=2, top_k=1, max_new_tokens=12), seed=0)
+    roll = rollouts(model, tok, prompts, Sampling(k=2, top_k=1, max_new_tokens=12), seed=0)
     ids, mask = left_pad(encode_prompts(tok, prompts), tok.pad_token_id)
     ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12, min_new_tokens=12, eos_token_id=None, pad_token_id=tok.pad_token_id)
     expected = ref[:, ids.shape[1] :]
@@ -24,8 +39,8 @@ def test_greedy_cached_sampling_matches_transformers_generate_with_left_padding(
 def test_k_samples_per_prompt_end_at_eos_and_are_reproducible():
     model, tok = MODELS.get("tiny-qwen3-student")(seed=0)
     s = Sampling(k=4, temperature=1.0, max_new_tokens=10)
-    a = TorchBackend().generate(model, tok, ["1+1=", "2+2="], s, seed=7)
-    b = TorchBackend().generate(model, tok, ["1+1=", "2+2="], s, seed=7)
+    a = rollouts(model, tok, ["1+1=", "2+2="], s, seed=7)
+    b = rollouts(model, tok, ["1+1=", "2+2="], s, seed=7)
     assert len(a.texts) == 8 and torch.equal(a.batch.completion_ids, b.batch.completion_ids)
     ids, mask = a.batch.completion_ids, a.batch.completion_mask
     for row, m in zip(ids, mask):
@@ -37,21 +52,50 @@ def test_k_samples_per_prompt_end_at_eos_and_are_reproducible():
 
 
 def test_top_p_keeps_the_smallest_nucleus():
-    logits = torch.tensor([[2.0, 1.0, 0.0, -5.0]])  # probabilities 0.665, 0.245, 0.090, 0.0006
-    gen = torch.Generator().manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -5.0]]).repeat(300, 1)  # probabilities 0.665, 0.245, 0.090, 0.0006
+    uniforms = torch.rand(300, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
     def draws(top_p: float) -> set[int]:
-        return {int(next_token(logits, Sampling(top_p=top_p), gen)) for _ in range(300)}
+        return set(next_token(logits, Sampling(top_p=top_p), uniforms).tolist())
 
     assert draws(0.6) == {0}  # 0.665 >= 0.6 already
     assert draws(0.8) == {0, 1}  # 0.665 < 0.8 <= 0.910
     assert {0, 1, 2} <= draws(1.0)
 
 
+def test_inverse_cdf_draws_follow_the_distribution_and_never_take_an_impossible_token():
+    """The sampler's draw (one uniform a row, inverse CDF) has the multinomial's distribution."""
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.05, 0.0])
+    n = 200_000
+    uniforms = torch.rand(n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    tokens = next_token(probs.log().expand(n, -1), Sampling(), uniforms)
+    freq = torch.bincount(tokens, minlength=6).double() / n
+    assert freq[1] == 0 and freq[5] == 0
+    torch.testing.assert_close(freq, probs.double(), rtol=0, atol=4 * (0.25 / n) ** 0.5)  # 4 standard errors at most
+    edge = next_token(probs.log()[None], Sampling(), torch.tensor([1.0 - 1e-16], dtype=torch.float64))
+    assert int(edge) == 4  # the largest uniform still lands on the last possible token, not a zero-mass one
+
+
+def test_a_prompts_samples_depend_on_its_seed_alone_not_on_its_batch():
+    """Per-prompt seeds: the batch a prompt shares (its size, its order, its split) changes no token."""
+    model, tok = MODELS.get("tiny-qwen3-teacher")(seed=5)  # random weights: long, varied completions
+    prompts = ["1+1=", "123+456=", "7", "55+5=", "9+99="]
+    s = Sampling(k=3, temperature=1.0, max_new_tokens=12)
+    seeds = prompt_seeds(4, len(prompts))
+    engine = lambda per_batch: HFEngine(model, tok, EngineConfig(prompts_per_batch=per_batch))  # noqa: E731
+    whole = [c.ids for c in engine(0).generate(prompts, s, seeds)]
+    assert [c.ids for c in engine(2).generate(prompts, s, seeds)] == whole
+    alone = [c.ids for i in range(len(prompts)) for c in engine(1).generate([prompts[i]], s, [seeds[i]])]
+    assert alone == whole
+    assert len({tuple(ids) for ids in whole}) > len(prompts)  # the samples of a prompt differ
+    other = [c.ids for c in engine(0).generate(prompts, s, prompt_seeds(5, len(prompts)))]
+    assert other != whole
+
+
 def test_in_kernel_gqa_attention_matches_transformers_sdpa_under_left_padding():
     from s2d_bench.models.attention import NAME
     from s2d_bench.models.builders import tiny_qwen3_teacher
-    from s2d_bench.models.sequences import encode_prompts, left_pad, positions
+    from s2d_bench.models.sequences import left_pad, positions
 
     model, tok = tiny_qwen3_teacher(seed=3)  # 4 query heads share 2 KV heads
     ids, mask = left_pad(encode_prompts(tok, ["1+1=", "123+456=", "7"]), tok.pad_token_id)
@@ -64,23 +108,29 @@ def test_in_kernel_gqa_attention_matches_transformers_sdpa_under_left_padding():
 
 
 def test_shared_prefix_decoding_matches_repeated_prompt_cache():
-    """Shared-prefix attention reads one prompt cache for k samples; tokens must not change."""
-    from s2d_bench.harness.sampling import sample
-    from s2d_bench.harness.shared_prefix import NAME, use_shared_prefix_attention
+    """Shared-prefix attention reads one prompt cache for k samples; tokens must not change. The sampler
+    switches to it for the call only: the model's own attention is back afterwards (training uses it)."""
+    from s2d_bench.generation.shared_prefix import NAME
     from s2d_bench.models.builders import tiny_qwen3_teacher
 
     model, tok = tiny_qwen3_teacher(seed=5)  # random weights: long, varied completions
     ids, mask = left_pad(encode_prompts(tok, ["1+1=", "123+456=", "7"]), tok.pad_token_id)
     s = Sampling(k=3, temperature=1.0, max_new_tokens=24)
+    seen = []
 
     def run() -> tuple[torch.Tensor, torch.Tensor]:
-        return sample(model, ids, mask, s, tok.eos_token_id, tok.pad_token_id, torch.Generator().manual_seed(11))
+        return sample(model, ids, mask, s, tok.eos_token_id, tok.pad_token_id, [11, 12, 13])
 
     model.set_attn_implementation("sdpa")
-    ref_ids, ref_mask = run()
-    use_shared_prefix_attention(model)
-    assert model.config._attn_implementation == NAME
+    original = model.forward
+    model.forward = lambda *a, **kw: seen.append(model.config._attn_implementation) or original(*a, **kw)
+    with pytest.MonkeyPatch.context() as patch:  # the repeated-cache path as the reference
+        patch.setattr(sampling_module, "sharing_prompts", lambda m: contextlib.nullcontext())
+        ref_ids, ref_mask = run()
+    assert set(seen) == {"sdpa"}
+    seen.clear()
     got_ids, got_mask = run()
+    assert set(seen) == {NAME} and model.config._attn_implementation == "sdpa"
     assert ref_mask.sum() > 3 * 3 * 4  # samples ran for several steps
     assert torch.equal(got_mask, ref_mask) and torch.equal(got_ids, ref_ids)
     assert len({tuple(r.tolist()) for r in got_ids}) > 3  # the k samples of a prompt differ
@@ -88,7 +138,7 @@ def test_shared_prefix_decoding_matches_repeated_prompt_cache():
 
 def test_shared_prefix_attention_equals_plain_attention_for_several_new_tokens():
     """A multi-token step over the shared cache (causal within the new tokens) matches SDPA."""
-    from s2d_bench.harness.shared_prefix import KWARG, prefill, use_shared_prefix_attention
+    from s2d_bench.generation.shared_prefix import KWARG, prefill, use_shared_prefix_attention
     from s2d_bench.models.builders import tiny_qwen3_teacher
     from s2d_bench.models.sequences import positions
 
@@ -110,7 +160,7 @@ def test_shared_prefix_attention_equals_plain_attention_for_several_new_tokens()
 
 
 def test_shared_prefix_cache_grows_past_its_first_buffer_and_stops_at_its_budget(monkeypatch):
-    from s2d_bench.harness.shared_prefix import SharedPrefixLayer
+    from s2d_bench.generation.shared_prefix import SharedPrefixLayer
 
     monkeypatch.setattr(SharedPrefixLayer, "INITIAL", 2)
     keys = torch.randn(2, 1, 3, 4)

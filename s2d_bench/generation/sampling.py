@@ -2,9 +2,15 @@
 
 `transformers.generate(num_return_sequences=k)` repeats every prompt k times before the prefill;
 for avg@16 that is 16x the prefill work. Here the prompt cache is computed once; on a model
-switched to shared-prefix attention (the evaluation engines) it is never copied either,
-otherwise it is `repeat_interleave`d. The loop also returns the exact token ids and mask that
-training needs.
+switched to shared-prefix attention (`shared_prefix.sharing_prompts`, which the hf engine uses for
+evaluation and rollouts alike) it is never copied either, otherwise it is `repeat_interleave`d.
+The loop also returns the exact token ids and mask that training needs.
+
+Randomness is per prompt: prompt i has its own generator (seeded by the caller, see
+`protocol.prompt_seeds`) that draws k uniforms a step, one per sample, and a token is drawn by
+inverting the cumulative distribution at that uniform. A prompt's samples therefore depend on its
+seed and its logits only, not on the batch it shares, so batches can be split across ranks or
+memory-sized without changing a token.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from s2d_bench.harness.shared_prefix import KWARG, prefill, supports_shared_prefix
+from s2d_bench.generation.shared_prefix import KWARG, prefill, sharing_prompts, supports_shared_prefix
 from s2d_bench.models.sequences import positions
 
 
@@ -27,10 +33,22 @@ class Sampling:
     max_new_tokens: int = 16
 
 
-def next_token(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> torch.Tensor:
+def draw_uniforms(generators: list[torch.Generator], k: int) -> torch.Tensor:
+    """(len(generators) * k,) float64 uniforms in [0, 1): k per prompt, prompt-major (row i*k + j)."""
+    return torch.cat([torch.rand(k, generator=g, dtype=torch.float64) for g in generators])
+
+
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per prompt: the same tokens on CPU and GPU for the same logits."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def next_token(logits: torch.Tensor, s: Sampling, uniforms: torch.Tensor | None) -> torch.Tensor:
     """Sample one token per row from (N, V) logits with temperature, top-k and top-p.
 
-    Temperature 0 is greedy decoding (argmax), as in vLLM and lm-eval.
+    `uniforms` (N,) in [0, 1) picks the token by inverse CDF: row n takes the first token whose
+    cumulative probability exceeds u_n (a token of probability 0 is never taken). Temperature 0 is
+    greedy decoding (argmax), as in vLLM and lm-eval.
     """
     if s.temperature == 0:
         return logits.argmax(dim=-1)
@@ -44,8 +62,9 @@ def next_token(logits: torch.Tensor, s: Sampling, generator: torch.Generator) ->
         drop = probs.cumsum(-1) - probs > s.top_p  # keep the smallest prefix with mass >= top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    cdf = torch.softmax(logits, dim=-1).double().cumsum(dim=-1)
+    target = uniforms.to(cdf.device)[:, None] * cdf[:, -1:]  # scaled by the total: rounding never runs off the end
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=logits.shape[-1] - 1)
 
 
 @torch.no_grad()
@@ -56,17 +75,27 @@ def sample(
     s: Sampling,
     eos_id: int | list[int],
     pad_id: int,
-    generator: torch.Generator,
+    seeds: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """k completions per left-padded prompt: (B, P) -> ids (B*k, T), mask (B*k, T).
 
-    Row i*k + j is sample j of prompt i. The mask is 1 up to and including EOS (any of
-    `eos_id` when it is a list: Qwen3 ends turns with either of two tokens); ids after EOS are
-    `pad_id`. T <= s.max_new_tokens (the loop stops when every row has ended).
+    Row i*k + j is sample j of prompt i, drawn with the generator of `seeds[i]`. The mask is 1 up
+    to and including EOS (any of `eos_id` when it is a list: Qwen3 ends turns with either of two
+    tokens); ids after EOS are `pad_id`. T <= s.max_new_tokens (the loop stops when every row has ended).
     """
+    if len(seeds) != prompt_ids.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for {prompt_ids.shape[0]} prompts: one seed per prompt")
     eos = torch.tensor(eos_id if isinstance(eos_id, list) else [eos_id], device=prompt_ids.device)
     was_training = model.training
     model.eval()
+    try:
+        with sharing_prompts(model):
+            return _decode(model, prompt_ids, prompt_mask, s, eos, pad_id, generators(seeds))
+    finally:
+        model.train(was_training)
+
+
+def _decode(model, prompt_ids, prompt_mask, s: Sampling, eos: torch.Tensor, pad_id: int, gens: list[torch.Generator]):  # noqa: ANN001
     pos = positions(prompt_mask)
     if supports_shared_prefix(model):  # the prompt cache stays at batch B; see shared_prefix.py
         logits, cache = prefill(model, prompt_ids, prompt_mask, s.k, s.max_new_tokens)
@@ -81,7 +110,7 @@ def sample(
     done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     tokens, alive = [], []
     for _ in range(s.max_new_tokens):
-        tok = next_token(logits, s, generator)
+        tok = next_token(logits, s, draw_uniforms(gens, s.k) if s.temperature > 0 else None)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         tokens.append(tok)
         alive.append(~done)
@@ -93,5 +122,4 @@ def sample(
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True, **extra)
         logits = out.logits[:, -1]
         next_pos = next_pos + 1
-    model.train(was_training)
     return torch.stack(tokens, dim=1), torch.stack(alive, dim=1).float()

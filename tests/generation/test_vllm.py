@@ -1,4 +1,4 @@
-"""`rollout.engine: vllm`: the training loops sample with a vLLM copy whose weights follow the trainer.
+"""The vllm engine: training loops sample with a vLLM copy whose weights follow the trainer; evaluation loads a path.
 
 vLLM needs a GPU build that cannot be installed here, so these tests run against tests/fakes/vllm,
 which samples with the s2d-bench sampler from whatever weights were pushed into it and refuses
@@ -17,13 +17,14 @@ import torch
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import GRPOConfig, RolloutConfig, TaskConfig, load_config
 from s2d_bench.errors import UserError
+from s2d_bench.harness.rewards import Scores
 from s2d_bench.models.builders import tiny_qwen3_student
 from s2d_bench.pipeline import plan
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.tasks import TASKS
 
 FAKES = Path(__file__).resolve().parent.parent / "fakes"
-MODULES = ("vllm", "s2d_bench.harness.vllm_engine", "s2d_bench.backends.vllm_rollouts")  # all that import vllm
+MODULES = ("vllm", "s2d_bench.generation.vllm")  # all that import vllm
 STEPS = {"teacher_rl": "stages.teacher_rl.steps=3", "warmup": "stages.warmup.steps=3", "opd": "stages.opd.steps=3",
          "student_rl": "stages.student_rl.steps=3"}
 
@@ -60,9 +61,14 @@ def _run(stage: str, backend: str = "torch", *overrides: str):
         rows.append(row)
         after_step.append({n: p.detach().clone() for n, p in model.named_parameters()})
 
-    x = StageInputs(runner, model, teacher, tok, splits, lambda text, problem: len(text) % 2 == 0, getattr(cfg.stages, stage), 0, log)
+    x = StageInputs(runner, model, teacher, tok, splits, parity_reward, getattr(cfg.stages, stage), 0, log)
     STAGES.get(stage).run(x)
     return model, teacher, rows, after_step
+
+
+def parity_reward(texts, problems) -> Scores:
+    """A reward that gives GRPO a signal on untrained tiny models."""
+    return Scores([float(len(t) % 2 == 0) for t in texts])
 
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -147,7 +153,7 @@ def test_trl_backend_turns_on_trls_own_colocated_vllm():
 
 
 def test_a_model_too_big_for_one_gpus_share_is_refused_with_the_fix(fake_vllm, monkeypatch):
-    from s2d_bench.backends.rollouts import open_rollouts
+    from s2d_bench.generation.rollouts import open_rollouts
 
     model, tok = tiny_qwen3_student(seed=0)
     weights = sum(p.numel() for p in model.parameters()) * 4
@@ -155,11 +161,11 @@ def test_a_model_too_big_for_one_gpus_share_is_refused_with_the_fix(fake_vllm, m
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 2 * weights})())
     with pytest.raises(UserError, match="rollout.engine=hf"):
-        with open_rollouts(RolloutConfig(engine="vllm", gpu_memory_utilization=0.4), model, tok, live=True):
+        with open_rollouts(RolloutConfig(engine="vllm", gpu_memory_utilization=0.4), model, tok, False, trained=True):
             pass
     assert not fake_vllm.INSTANCES
     fits = RolloutConfig(engine="vllm", gpu_memory_utilization=0.6)  # 0.6 x 2 = 1.2 times the weights
-    with open_rollouts(fits, model, tok, live=True):
+    with open_rollouts(fits, model, tok, False, trained=True):
         pass
     assert len(fake_vllm.INSTANCES) == 1
 

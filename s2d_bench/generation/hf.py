@@ -1,0 +1,86 @@
+"""The `hf` engine: the s2d-bench KV-cache sampler on a transformers model, for evaluation and rollouts.
+
+Evaluation loads a model from a path (`HFEngine.load`); a training stage wraps the live module it
+trains (`HFEngine.live`), so rollouts always see the current weights and there is nothing to sync.
+Either way prompts are rendered by `protocol.render`, samples stop at `protocol.stop_ids`, and the
+k samples of a prompt read one prompt cache (shared-prefix decoding, shared_prefix.py). Prompts
+are sorted by length into batches of `prompts_per_batch`; since every prompt samples from its own
+seed, the batching never changes a token.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from s2d_bench.config import RolloutConfig
+from s2d_bench.generation.engine import Completion, EngineConfig, Progress, resolve_device, resolve_dtype
+from s2d_bench.generation.protocol import render, stop_ids
+from s2d_bench.generation.rollouts import Rollouts, rollouts_from_tokens
+from s2d_bench.generation.sampling import Sampling, sample
+from s2d_bench.models.builders import load_pretrained
+from s2d_bench.models.sequences import left_pad
+
+
+class HFEngine:
+    """The harness's sampler over an in-memory transformers model."""
+
+    def __init__(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: EngineConfig = EngineConfig()) -> None:
+        self.model, self.tok, self.cfg = model, tok, cfg
+        self.eos_ids = stop_ids(model, tok)
+
+    @classmethod
+    def load(cls, ref: str, cfg: EngineConfig = EngineConfig()) -> "HFEngine":
+        """Evaluation: weights from a local directory or hub id."""
+        device = resolve_device(cfg.device)
+        model, tok = load_pretrained(ref, device, resolve_dtype(cfg.dtype, device))
+        return cls(model, tok, cfg)
+
+    @classmethod
+    def live(cls, model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: RolloutConfig, thinking: bool, trained: bool) -> "HFEngine":
+        """Rollouts: the module itself, trained or frozen; its weights are read at every call."""
+        return cls(model, tok, EngineConfig(prompts_per_batch=cfg.prompts_per_batch, thinking=thinking))
+
+    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int], progress: Progress | None = None) -> list[Completion]:
+        """len(prompts) * k completions; entry i * k + j is sample j of prompt i, drawn from seeds[i]."""
+        return self.generate_ids(render(self.tok, prompts, self.cfg.thinking), sampling, seeds, progress)
+
+    def generate_ids(self, rows: list[list[int]], sampling: Sampling, seeds: list[int], progress: Progress | None = None) -> list[Completion]:
+        """As `generate`, for prompts already templated and tokenized (lm-eval's contexts)."""
+        tokens = self._sample(rows, sampling, seeds, progress)
+        texts = self.tok.batch_decode(tokens, skip_special_tokens=True)
+        return [Completion(text, len(ids), ids) for text, ids in zip(texts, tokens)]
+
+    def rollouts(self, prompts: list[str], sampling: Sampling, seeds: list[int]) -> Rollouts:
+        """k samples per prompt from the model as it is now, laid out for training."""
+        rows = render(self.tok, prompts, self.cfg.thinking)
+        return rollouts_from_tokens(self.tok, rows, sampling.k, self._sample(rows, sampling, seeds, None))
+
+    def close(self) -> None:
+        return None
+
+    def _sample(self, rows: list[list[int]], sampling: Sampling, seeds: list[int], progress: Progress | None) -> list[list[int]]:
+        """Token ids of every sample (up to and including its stop token), prompt-major."""
+        if len(seeds) != len(rows):
+            raise ValueError(f"{len(seeds)} seeds for {len(rows)} prompts: one seed per prompt")
+        out: list[list[list[int]]] = [[] for _ in rows]
+        for chunk in self._batches(rows):
+            ids, mask = left_pad([rows[i] for i in chunk], self.tok.pad_token_id)
+            device = self.model.device
+            tokens, alive = sample(self.model, ids.to(device), mask.to(device), sampling, self.eos_ids, self.tok.pad_token_id,
+                                   [seeds[i] for i in chunk])
+            lengths = alive.sum(1).long().tolist()
+            tokens = tokens.cpu().tolist()
+            for n, i in enumerate(chunk):
+                out[i] = [tokens[n * sampling.k + j][: lengths[n * sampling.k + j]] for j in range(sampling.k)]
+            if progress is not None:
+                progress(len(chunk) * sampling.k)
+        return [c for per_prompt in out for c in per_prompt]
+
+    def _batches(self, rows: list[list[int]]) -> Iterator[list[int]]:
+        """Prompt indices in batches of similar length (0 prompts_per_batch: all in one)."""
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        step = self.cfg.prompts_per_batch or max(len(order), 1)
+        for first in range(0, len(order), step):
+            yield order[first : first + step]

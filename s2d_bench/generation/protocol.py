@@ -1,0 +1,48 @@
+"""The one prompt and stop protocol: how a problem becomes prompt ids, and which tokens end a reply.
+
+Training rollouts (every backend), the C2 diagnostics and evaluation (every engine) all call these
+functions, so a model is trained and measured on the same bytes. Two details make that matter:
+- Qwen3's chat template turns thinking *on* when `enable_thinking` is absent, so the flag is
+  always passed, `False` unless `prompt.thinking` says otherwise (the paper's non-thinking protocol);
+- a checkpoint's generation config may end turns with more tokens than the tokenizer's EOS
+  (Qwen3: `<|im_end|>` and `<|endoftext|>`), so the stop set is their union, as TRL computes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+
+def render_texts(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: bool) -> list[str]:
+    """Each user message through the chat template, ready for the reply (strings)."""
+    chats = [[{"role": "user", "content": p}] for p in prompts]
+    return tok.apply_chat_template(chats, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
+
+
+def render(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: bool) -> list[list[int]]:
+    """Prompt token ids of each user message, chat-templated, `enable_thinking=thinking` (templates
+    that do not know the flag ignore it)."""
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in render_texts(tok, prompts, thinking)]
+
+
+def stop_ids(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> list[int]:
+    """The tokens that end a completion: the generation config's EOS ids plus the tokenizer's, sorted."""
+    return stop_ids_of(model.generation_config, tok)
+
+
+def stop_ids_of(config: GenerationConfig | None, tok: PreTrainedTokenizerBase) -> list[int]:
+    """`stop_ids` from a generation config (an engine that holds no transformers model reads it from the folder)."""
+    eos = config.eos_token_id if config is not None else None
+    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    return sorted({*eos, tok.eos_token_id} - {None})
+
+
+def prompt_seeds(seed: int, count: int) -> list[int]:
+    """One sampling seed per prompt position, derived from a batch seed.
+
+    Engines sample prompt i from its own generator, so its tokens do not depend on which other
+    prompts share its batch, on the batch size or on how prompts are split over ranks.
+    """
+    return [int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "little") >> 1 for i in range(count)]

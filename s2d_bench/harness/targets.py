@@ -1,0 +1,52 @@
+"""What an evaluation measures: a benchmark's problems under one sampling protocol.
+
+`eval.benchmarks` (the pipeline) and `s2d-bench eval --tasks` (a suite) both end here, so a
+protocol is resolved one way: a field the entry sets wins, otherwise the benchmark's own
+definition (tasks/benchmarks.py) applies, and for `task`, the task's held-out split, the
+`eval` section's protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s2d_bench.config import BenchmarkConfig, EvalConfig
+from s2d_bench.tasks.base import Problem
+from s2d_bench.tasks.benchmarks import Benchmark, load_problems
+
+TASK = "task"
+PROTOCOL = ("samples", "temperature", "top_p", "top_k", "max_new_tokens")
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str  # the leaderboard column (benchmark name, or the task's name)
+    benchmark: str  # registered name, or "task"
+    problems: list[Problem]
+    cfg: EvalConfig  # the concrete protocol
+    grader: str
+    audit: str | None
+    data: str  # where the problems came from
+    limit: int | None
+
+    def protocol(self) -> dict:
+        return {name: getattr(self.cfg, name) for name in PROTOCOL}
+
+
+def _merged(entry: BenchmarkConfig, defaults: dict, eval_cfg: EvalConfig) -> EvalConfig:
+    fields = {name: getattr(entry, name) if getattr(entry, name) is not None else defaults[name] for name in PROTOCOL}
+    return EvalConfig(**fields, prompts_per_batch=eval_cfg.prompts_per_batch, engine=eval_cfg.engine)
+
+
+def benchmark_target(entry: BenchmarkConfig, bench: Benchmark, eval_cfg: EvalConfig, data: str | None) -> Target:
+    """A registered benchmark, its problems read from `data` (file or folder; None: $S2D_DATA_DIR, else the hub)."""
+    cfg = _merged(entry, {name: getattr(bench, name) for name in PROTOCOL}, eval_cfg)
+    problems = load_problems(bench, data, entry.limit)
+    return Target(bench.name, bench.name, problems, cfg, bench.grader, bench.audit, data or bench.hf_id, entry.limit)
+
+
+def task_target(entry: BenchmarkConfig, task_name: str, test: list[Problem], grader: str, eval_cfg: EvalConfig) -> Target:
+    """The task's own held-out split under the `eval` section's protocol (the entry's fields win)."""
+    cfg = _merged(entry, {name: getattr(eval_cfg, name) for name in PROTOCOL}, eval_cfg)
+    problems = test[: entry.limit] if entry.limit else test
+    return Target(task_name, TASK, problems, cfg, grader, None, f"task:{task_name}", entry.limit)
