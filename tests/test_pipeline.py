@@ -95,3 +95,46 @@ def test_stages_change_parameters_and_the_student_moves_toward_the_teacher(tiny_
     assert all(changed)
     kl = [json.loads(x)["kl_forward"] for x in (runner.node_dir(warm) / "metrics.jsonl").read_text().splitlines()]
     assert len(kl) == 15 and sum(kl[-3:]) < sum(kl[:3])
+
+
+def test_every_benchmark_is_evaluated_after_every_stage_with_its_own_protocol(tiny_overrides, tmp_path):
+    """eval.benchmarks: the task's split and a registered benchmark (from a local file), one record per
+    (model, benchmark) in results.jsonl and the store, one leaderboard column group each."""
+    from s2d_bench.leaderboards import build
+    from s2d_bench.store import Store
+
+    rows = [{"id": f"m{i}", "problem": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(5)]
+    (tmp_path / "math500.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = tmp_path / "two.sqlite"
+    cfg = load_config(None, [*tiny_overrides, f"store={store}", f"task.data_dir={tmp_path}", "arms={bridge: {stages: [teacher_rl]}}",
+                             "eval.benchmarks=[{name: task}, {name: math500, samples: 3, max_new_tokens: 5, limit: 4}]"])
+    records = Runner(cfg).run()
+    assert len(records) == 3 * 2  # base teacher, base student, teacher_rl: two benchmarks each
+    by_task = {}
+    for r in records:
+        by_task.setdefault(r["task"], []).append(r)
+    assert sorted(by_task) == ["add3mix", "math500"]
+    math = by_task["math500"][0]
+    assert (math["benchmark"], math["n"], math["k"], math["grader"]) == ("math500", 4, 3, "math_verify")
+    assert math["eval_config"] == {"samples": 3, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_new_tokens": 5}  # its own, as set
+    task = by_task["add3mix"][0]
+    assert (task["benchmark"], task["n"], task["k"], task["grader"]) == ("task", 6, 2, "exact")
+    assert len((Runner(cfg).root / "results.jsonl").read_text().splitlines()) == 6
+    assert len(Store(str(store)).evals("tiny")) == 6
+    table = build(Store(str(store)), "tiny").main
+    assert {"add3mix avg@2 [95% CI]", "math500 avg@3 [95% CI]"} <= set(table.columns)
+
+
+def test_eval_benchmarks_are_checked_when_the_config_loads():
+    from s2d_bench.errors import UserError
+
+    with pytest.raises(UserError, match="unknown benchmark 'aime42'"):
+        load_config(None, ["eval.benchmarks=[{name: aime42}]"])
+    with pytest.raises(UserError, match="twice"):
+        load_config(None, ["eval.benchmarks=[{name: task}, {name: task}]"])
+    with pytest.raises(UserError, match="samples must be >= 1"):
+        load_config(None, ["eval.benchmarks=[{name: math500, samples: 0}]"])
+    with pytest.raises(UserError, match="warmup.estimator"):
+        load_config(None, ["stages.warmup.estimator=sampled"])
+    with pytest.raises(UserError, match="warmup.estimator"):
+        load_config(None, ["arms.full.overrides.warmup.estimator=sampled"])

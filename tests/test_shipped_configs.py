@@ -46,3 +46,10 @@ def test_memory_estimate_by_hand():
     device, host = budget.trained_bytes(8_000_000_000, budget.BF16_MIXED, 3, 8, True, True)
     assert device == pytest.approx(8e9 * 2 / 8) and host == pytest.approx(8e9 * 14 / 8)  # grads stay; weights + Adam to host
     assert budget.trained_bytes(10, budget.FP32, 0, 4, False, False) == (160, 0.0)  # no ZeRO: nothing sharded
+
+
+def test_the_paper_configs_evaluate_math_and_aime_after_every_stage_without_thinking():
+    for name in ("paper-qwen3", "paper-llama"):
+        cfg = load_config(name)
+        assert [b.name for b in cfg.eval.benchmarks] == ["math500", "aime24", "aime25"]
+        assert all(b.samples == 16 for b in cfg.eval.benchmarks) and cfg.prompt.thinking is False

@@ -20,7 +20,12 @@ import torch
 
 pytest.importorskip("deepspeed")
 
+from s2d_bench.config import load_config  # noqa: E402
+from s2d_bench.generation.engine import EngineConfig  # noqa: E402
+from s2d_bench.generation.hf import HFEngine  # noqa: E402
+from s2d_bench.harness.evaluate import evaluate  # noqa: E402
 from s2d_bench.models.builders import tiny_qwen3_student  # noqa: E402
+from s2d_bench.pipeline import EVAL_SEED, Runner  # noqa: E402
 from s2d_bench.store import Store  # noqa: E402
 
 WORKER = Path(__file__).with_name("ds_worker.py")
@@ -66,7 +71,9 @@ def test_two_ranks_agree_and_equal_one_rank_after_a_step_of_each_stage(tmp_path)
 
 
 def test_s2d_bench_run_on_two_ranks_trains_together_and_writes_once(tiny_overrides, tmp_path):
-    """The launcher's view: two processes of `s2d-bench run backend=deepspeed`; rank 0 alone evaluates and writes."""
+    """The launcher's view: two processes of `s2d-bench run backend=deepspeed`. Both ranks evaluate (each its share
+    of the problems), rank 0 alone writes: every score equals the one a single process computes for that model."""
+    tiny_overrides = [*tiny_overrides, "task.n_test=7", "eval.prompts_per_batch=3"]  # uneven shares, several batches
     port, = _ports(1)
     store = tmp_path / "store.sqlite"
     procs = []
@@ -87,6 +94,12 @@ def test_s2d_bench_run_on_two_ranks_trains_together_and_writes_once(tiny_overrid
         if not node.startswith("base"):
             assert (run / "nodes" / node / "metrics.jsonl").read_text().count("\n") == 2  # one row a step, not one per rank
     assert len(Store(str(store)).evals("tiny")) == len(nodes)
+    runner = Runner(load_config(None, [*tiny_overrides, f"store={tmp_path / 'one.sqlite'}"]))
+    (target,) = runner.targets
+    for record in records:
+        engine = HFEngine.load(str(run / "nodes" / record["node"] / "model"), EngineConfig(device="cpu", prompts_per_batch=5))
+        alone = evaluate(engine, target.problems, target.cfg, EVAL_SEED, target.grader)
+        assert record["n"] == 7 and record["per_problem"] == alone.per_problem and record["mean"] == alone.score.mean
 
 
 def test_two_zero3_ranks_sampling_with_vllm_train_exactly_as_with_the_builtin_sampler(tmp_path):

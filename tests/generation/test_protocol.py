@@ -1,0 +1,142 @@
+"""One prompt and stop protocol: every path that samples feeds the model the same prompt ids and stops
+at the same tokens.
+
+The tokenizer here has a chat template that, like Qwen3's, turns thinking *on* when
+`enable_thinking` is absent and writes an empty think block when it is false, and a generation
+config that ends turns with two tokens (Qwen3: `<|im_end|>` and `<|endoftext|>`). A path that
+forgot the flag would feed thinking-mode prompts; one that stopped at the tokenizer's EOS alone
+would miss a stop token. Each path is spied on where the ids enter the model.
+"""
+
+import pytest
+
+from s2d_bench import diagnostics
+from s2d_bench.backends import BACKENDS
+from s2d_bench.config import EvalConfig, TaskConfig, load_config
+from s2d_bench.generation import hf as hf_module
+from s2d_bench.generation.engine import EngineConfig
+from s2d_bench.generation.hf import HFEngine
+from s2d_bench.generation.protocol import render, stop_ids
+from s2d_bench.generation.sampling import Sampling
+from s2d_bench.harness.evaluate import evaluate
+from s2d_bench.harness.rewards import Scores
+from s2d_bench.models.builders import tiny_qwen3_student
+from s2d_bench.stages import STAGES, StageInputs
+from s2d_bench.tasks import TASKS
+
+QWEN3_LIKE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+STEPS = ["stages.teacher_rl.steps=1", "stages.teacher_rl.prompts_per_step=2", "stages.teacher_rl.samples_per_prompt=2",
+         "stages.opd.steps=1", "stages.opd.batch_size=2", "stages.warmup.steps=1", "stages.warmup.batch_size=2",
+         "stages.teacher_rl.max_new_tokens=4", "stages.opd.max_new_tokens=4", "stages.warmup.max_new_tokens=4"]
+
+
+def _models():
+    student, tok = tiny_qwen3_student(seed=0)
+    teacher, _ = tiny_qwen3_student(seed=1)
+    tok.chat_template = QWEN3_LIKE
+    two_stops = [tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")]
+    for m in (student, teacher):
+        m.generation_config.eos_token_id = two_stops
+    return student, teacher, tok
+
+
+@pytest.fixture
+def world():
+    splits = TASKS.get("add3mix")(TaskConfig(n_labeled=8, n_unlabeled=16, n_test=4)).splits()
+    student, teacher, tok = _models()
+    prompts = [p.prompt for p in splits.labeled + splits.unlabeled + splits.test]
+    return splits, student, teacher, tok, {tuple(r) for r in render(tok, prompts, thinking=False)}
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """(prompt rows, stop set) of every call into the built-in sampler."""
+    calls: list[tuple[list[list[int]], list[int]]] = []
+    real = hf_module.sample
+
+    def spy(model, ids, mask, s, eos, pad, seeds):  # noqa: ANN001
+        calls.append(([row[m.bool()].tolist() for row, m in zip(ids, mask)], sorted(eos if isinstance(eos, list) else [eos])))
+        return real(model, ids, mask, s, eos, pad, seeds)
+
+    monkeypatch.setattr(hf_module, "sample", spy)
+    return calls
+
+
+def _spy_generate(model, calls):
+    """TRL samples with `model.generate`: record its unpadded prompt rows and its stop set."""
+    real = model.generate
+
+    def generate(*args, **kwargs):
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        eos = kwargs["generation_config"].eos_token_id
+        calls.append(([row[m.bool()].tolist() for row, m in zip(ids, mask)], sorted(eos if isinstance(eos, list) else [eos])))
+        return real(*args, **kwargs)
+
+    model.generate = generate
+
+
+def _check(calls, expected_rows, stops):
+    assert calls, "nothing was sampled"
+    for rows, stop in calls:
+        assert rows and all(tuple(r) in expected_rows for r in rows), "a prompt was rendered another way"
+        assert stop == stops
+
+
+def test_the_template_would_think_without_the_flag():
+    _, _, tok = _models()
+    thinking, plain = render(tok, ["1+1="], True)[0], render(tok, ["1+1="], False)[0]
+    assert tok.decode(plain).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert thinking != plain
+    assert tok.apply_chat_template([{"role": "user", "content": "1+1="}], tokenize=False, add_generation_prompt=True) == tok.decode(thinking)
+
+
+@pytest.mark.parametrize("backend", ["torch", "deepspeed", "trl"])
+def test_training_rollouts_of_every_backend_render_and_stop_as_evaluation_does(backend, world, seen):
+    pytest.importorskip(backend if backend != "torch" else "torch")
+    splits, student, teacher, tok, expected = world
+    cfg = load_config(None, STEPS)
+    runner = BACKENDS.get(backend)()
+    runner.validate(cfg)
+    trl_calls: list = []
+    if backend == "trl":
+        _spy_generate(teacher, trl_calls)
+        _spy_generate(student, trl_calls)
+    reward = lambda texts, problems: Scores([float(len(t) % 2) for t in texts])  # noqa: E731
+    for stage, model in (("teacher_rl", teacher), ("warmup", student), ("opd", student)):
+        STAGES.get(stage).run(StageInputs(runner, model, teacher, tok, splits, reward, getattr(cfg.stages, stage), 0, lambda row: None))
+    stops = stop_ids(student, tok)
+    assert len(stops) == 2
+    _check(seen + trl_calls, expected, stops)
+    if backend == "trl":
+        assert len(trl_calls) == 2 and len(seen) == 1  # GRPO and OPD sample inside TRL, the warmup's teacher with our engine
+
+
+def test_evaluation_and_the_c2_diagnostics_render_and_stop_the_same_way(world, seen):
+    splits, student, teacher, tok, expected = world
+    evaluate(HFEngine(student, tok), splits.test, EvalConfig(samples=2, max_new_tokens=4), 0, "exact")
+    diagnostics.kl_both_ways(teacher, student, tok, [p.prompt for p in splits.test], 4, 0, thinking=False)
+    assert len(seen) == 3
+    _check(seen, expected, stop_ids(student, tok))
+
+
+def test_thinking_true_reaches_every_prompt(world, seen):
+    splits, student, _, tok, expected = world
+    prompts = [p.prompt for p in splits.test]
+    HFEngine(student, tok, EngineConfig(thinking=True)).generate(prompts, Sampling(k=1, max_new_tokens=2), [0] * len(prompts))
+    (rows, _), = seen
+    assert rows == render(tok, [p.prompt for p in splits.test], thinking=True)
+    assert not any(tuple(r) in expected for r in rows)
+
+
+def test_prompt_thinking_is_a_config_key_and_joins_the_stage_node_ids():
+    from s2d_bench.pipeline import plan
+
+    assert load_config(None, []).prompt.thinking is False
+    off = {n.id for n in plan(load_config(None, []))}
+    on = {n.id for n in plan(load_config(None, ["prompt.thinking=true"]))}
+    assert off & on and all(n.startswith("base-") for n in off & on)  # base models are shared, trained stages are not
+    assert len(on - off) == len(off - on) > 0
