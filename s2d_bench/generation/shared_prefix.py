@@ -24,6 +24,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from transformers.masking_utils import sdpa_mask
 
 from s2d_bench.models.attention import sdpa_gqa_forward
+from s2d_bench.models.sequences import positions
 
 NAME = "s2d_shared_prefix"
 KWARG = "s2d_shared_prefix"  # the forward keyword that carries the cache down to attention
@@ -84,29 +85,17 @@ class SharedPrefixCache(Cache):
 
 
 def prefill(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, k: int, capacity: int) -> tuple[torch.Tensor, SharedPrefixCache]:
-    """Last-position logits (B, V) and the shared cache of left-padded prompts.
+    """Last-position logits (B, V) and the shared cache of left-padded prompts, in one batched forward.
 
-    Each prompt is run alone, unpadded, so attention is plain causal (the fused kernel skips the
-    masked half, which a padding mask would prevent); the caches are then placed left-padded
-    side by side. Positions count real tokens only, so the keys equal a padded batch's.
+    Positions count real tokens only (`positions`), so each prompt's keys equal its unpadded ones;
+    the keys and values at padding positions are zeroed (they are never attended: the cache's
+    bias is -inf there), so nothing a padding row computed can reach a sample.
     """
-    lengths = prompt_mask.sum(1).tolist()
-    width = prompt_ids.shape[1]
-    logits, per_prompt = [], []
-    for row, length in zip(prompt_ids, lengths):
-        out = model(input_ids=row[width - length :][None], use_cache=True, past_key_values=DynamicCache(), logits_to_keep=1)
-        logits.append(out.logits[:, -1])
-        per_prompt.append([(layer.keys, layer.values) for layer in out.past_key_values.layers])
-    prompt_kv = []
-    for layer in range(len(per_prompt[0])):
-        keys, values = per_prompt[0][layer]
-        shape = (len(lengths), keys.shape[1], width, keys.shape[3])
-        all_keys, all_values = keys.new_zeros(shape), values.new_zeros(shape)
-        for i, length in enumerate(lengths):
-            all_keys[i, :, width - length :] = per_prompt[i][layer][0][0]
-            all_values[i, :, width - length :] = per_prompt[i][layer][1][0]
-        prompt_kv.append((all_keys, all_values))
-    return torch.cat(logits), SharedPrefixCache(prompt_kv, prompt_mask, k, capacity)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask), past_key_values=DynamicCache(),
+                use_cache=True, logits_to_keep=1)
+    real = prompt_mask.bool()[:, None, :, None]
+    prompt_kv = [(torch.where(real, layer.keys, 0), torch.where(real, layer.values, 0)) for layer in out.past_key_values.layers]
+    return out.logits[:, -1], SharedPrefixCache(prompt_kv, prompt_mask, k, capacity)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
