@@ -1,16 +1,15 @@
-"""Time per training step of each stage: plain-PyTorch backend against TRL backend.
+"""Whole stages, plain-PyTorch backend against TRL backend: sampling plus training, set-up included.
 
 Same tiny models (the embedded default's teacher and student, pretrained a few steps so they
 emit answers), same task prompts, batch sizes and completion lengths (configs/tiny.yaml's stage
-settings), one torch thread. Each stage runs STEPS steps on each backend, alternately, ROUNDS
-times; a step's time is the gap between consecutive metric rows (both backends log once per
-step), the first WARMUP steps of each run are dropped, and the median is reported. A step
-includes sampling the step's rollouts on both sides, except TRL's stage 2a, whose teacher rollouts
-are generated once before training (as the backend caches them); its table row adds that
-generation time, spread over the steps, in a second column.
+settings), one torch thread, rewards through the grading pool on both sides. Each stage runs
+STEPS steps on each backend, alternating torch and TRL within one process, ROUNDS times; the
+stage's wall time (from the stage call to its return: trainer set-up, every rollout, every update;
+TRL's stage 2a includes generating its teacher rollouts) is reported as the median over rounds,
+with the median gap between consecutive steps beside it.
 
-Usage: python benchmarks/backend_speed.py [--steps 8] [--rounds 2]
-Prints a table and writes benchmarks/results/backend_speed.json.
+Usage: python benchmarks/backend_speed.py [--steps 8] [--rounds 3]
+Prints a table and writes benchmarks/results/backend_speed.json. Goal: torch <= 0.5x TRL per stage.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ import torch  # noqa: E402
 
 from s2d_bench.backends import BACKENDS  # noqa: E402
 from s2d_bench.config import PretrainConfig, TaskConfig, load_config  # noqa: E402
+from s2d_bench.harness.grading import GradingPool  # noqa: E402
+from s2d_bench.harness.rewards import PoolReward  # noqa: E402
 from s2d_bench.models.builders import tiny_qwen3_student, tiny_qwen3_teacher  # noqa: E402
 from s2d_bench.models.pretrain import pretrain  # noqa: E402
 from s2d_bench.stages import STAGES, StageInputs  # noqa: E402
@@ -46,13 +47,13 @@ def models(task):
     return teacher, student, tok
 
 
-def one_run(backend: str, stage: str, teacher, student, tok, splits, grade, cfg) -> dict:
+def one_run(backend: str, stage: str, teacher, student, tok, splits, reward, cfg) -> dict:
     """Fresh copies of the models, one stage of cfg.steps steps; per-step gaps and total wall time."""
     import copy
 
     model = copy.deepcopy(teacher if stage == "teacher_rl" else student)
     stamps: list[float] = []
-    x = StageInputs(BACKENDS.get(backend)(), model, copy.deepcopy(teacher), tok, splits, grade, cfg, 0, lambda row: stamps.append(time.perf_counter()))
+    x = StageInputs(BACKENDS.get(backend)(), model, copy.deepcopy(teacher), tok, splits, reward, cfg, 0, lambda row: stamps.append(time.perf_counter()))
     start = time.perf_counter()
     STAGES.get(stage).run(x)
     total = time.perf_counter() - start
@@ -64,7 +65,7 @@ def one_run(backend: str, stage: str, teacher, student, tok, splits, grade, cfg)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     base = load_config()
@@ -72,33 +73,33 @@ def main() -> None:
     splits = task.splits()
     teacher, student, tok = models(task)
     report: dict = {"device": "cpu", "torch_threads": 1, "steps": args.steps, "rounds": args.rounds, "stages": {}}
-    for stage in STAGE_NAMES:
-        cfg = type(getattr(base.stages, stage))(**{**vars(getattr(base.stages, stage)), "steps": args.steps})
-        runs: dict[str, list[dict]] = {"torch": [], "trl": []}
-        for _ in range(args.rounds):
-            for backend in ("torch", "trl"):  # alternate, so drift hits both
-                runs[backend].append(one_run(backend, stage, teacher, student, tok, splits, task.grade, cfg))
-        row = {}
-        for backend, results in runs.items():
-            gaps = [g for r in results for g in r["gaps"]]
-            row[backend] = {"median_step_s": statistics.median(gaps), "steps_timed": len(gaps),
-                            "stage_wall_s": statistics.median(r["total"] for r in results),
-                            "per_step_incl_setup_s": statistics.median(r["total"] for r in results) / args.steps}
-        row["ratio_torch_over_trl"] = row["torch"]["median_step_s"] / row["trl"]["median_step_s"]
-        row["ratio_incl_setup"] = row["torch"]["per_step_incl_setup_s"] / row["trl"]["per_step_incl_setup_s"]
-        report["stages"][stage] = row
-        print(f"{stage}: torch {row['torch']['median_step_s'] * 1e3:.0f} ms/step, trl {row['trl']['median_step_s'] * 1e3:.0f} ms/step", flush=True)
+    with GradingPool() as pool:
+        reward = PoolReward(task.grader, pool)
+        for stage in STAGE_NAMES:
+            cfg = type(getattr(base.stages, stage))(**{**vars(getattr(base.stages, stage)), "steps": args.steps})
+            runs: dict[str, list[dict]] = {"torch": [], "trl": []}
+            for _ in range(args.rounds):
+                for backend in ("torch", "trl"):  # alternate, so drift hits both
+                    runs[backend].append(one_run(backend, stage, teacher, student, tok, splits, reward, cfg))
+            row = {}
+            for backend, results in runs.items():
+                row[backend] = {"stage_wall_s": statistics.median(r["total"] for r in results),
+                                "stage_walls_s": [r["total"] for r in results],
+                                "median_step_gap_s": statistics.median(g for r in results for g in r["gaps"])}
+            row["ratio_torch_over_trl"] = row["torch"]["stage_wall_s"] / row["trl"]["stage_wall_s"]
+            report["stages"][stage] = row
+            print(f"{stage}: torch {row['torch']['stage_wall_s']:.1f} s, trl {row['trl']['stage_wall_s']:.1f} s", flush=True)
 
-    print(f"\nper training step, median of {args.rounds} x {args.steps - WARMUP} steps after {WARMUP} warm-up, 1 thread")
-    print(f"{'stage':<12}{'torch ms':>10}{'trl ms':>10}{'ratio':>8}{'torch s/stage':>15}{'trl s/stage':>13}{'ratio':>8}")
+    print(f"\nwhole stage of {args.steps} steps (sampling + training + set-up), median of {args.rounds} alternating rounds, 1 thread")
+    print(f"{'stage':<12}{'torch s':>9}{'trl s':>9}{'ratio':>8}{'torch ms/step':>15}{'trl ms/step':>13}")
     for stage, row in report["stages"].items():
         t, r = row["torch"], row["trl"]
-        print(f"{stage:<12}{t['median_step_s'] * 1e3:>10.0f}{r['median_step_s'] * 1e3:>10.0f}{row['ratio_torch_over_trl']:>8.2f}"
-              f"{t['stage_wall_s']:>15.1f}{r['stage_wall_s']:>13.1f}{row['ratio_incl_setup']:>8.2f}")
+        print(f"{stage:<12}{t['stage_wall_s']:>9.2f}{r['stage_wall_s']:>9.2f}{row['ratio_torch_over_trl']:>8.2f}"
+              f"{t['median_step_gap_s'] * 1e3:>15.0f}{r['median_step_gap_s'] * 1e3:>13.0f}")
     out = ROOT / "results" / "backend_speed.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out}  (ratio = torch / trl; goal <= 0.5)")
+    print(f"\nwrote {out}  (ratio = torch / trl, whole stages; goal <= 0.5)")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,10 @@ from typing import Any
 import torch
 import transformers
 
-from s2d_bench import budget, diagnostics, distributed
+from s2d_bench import budget, diagnostics, distributed, scheduler
 from s2d_bench.backends import BACKENDS
-from s2d_bench.config import RunConfig, config_hash, to_dict
+from s2d_bench.config import RunConfig, config_hash, from_dict, to_dict
+from s2d_bench.errors import UserError
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device
 from s2d_bench.harness.grading import GradingPool
@@ -94,6 +95,25 @@ def plan(cfg: RunConfig) -> list[Node]:
                 node.arms.append(arm_name)
             current[stage.trains] = node.id
     return list(nodes.values())
+
+
+def build_in_parallel(runners: list["Runner"], jobs: int) -> None:
+    """Build every node of these runs (seeds of one grid share a run directory) in `jobs` worker processes."""
+    nodes: dict[str, Node] = {}
+    cfgs: dict[str, dict[str, Any]] = {}
+    for runner in runners:
+        for node_id, node in runner.nodes.items():
+            nodes.setdefault(node_id, node)
+            cfgs.setdefault(node_id, to_dict(runner.cfg))
+    scheduler.build_all(nodes, jobs, _build_node, cfgs, runners[0].cfg.threads)
+
+
+def _build_node(cfg: dict[str, Any], node_id: str, threads: int) -> None:
+    """A scheduler worker's job: build one node of the run `cfg` describes with `threads` torch threads (scheduler.py)."""
+    runner = Runner(from_dict(RunConfig, cfg))
+    torch.set_num_threads(threads)
+    transformers.utils.logging.disable_progress_bar()
+    runner.build(runner.nodes[node_id])
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -168,10 +188,35 @@ class Runner:
         return self.node_dir(node) / f"eval-{self.eval_hash(target)}.json"
 
     # ------------------------------------------------------------------ running
-    def run(self) -> list[dict[str, Any]]:
-        """Train what is missing, evaluate what is unevaluated; with several ranks, rank 0 writes."""
+    def run(self, prebuilt: bool = False) -> list[dict[str, Any]]:
+        """Train what is missing, evaluate what is unevaluated; with several ranks, rank 0 writes.
+
+        `prebuilt`: `prepare` ran and the nodes were built already (`build_in_parallel` over several runs);
+        only store the records.
+        """
+        if not prebuilt:
+            self.prepare()
+        if self.cfg.jobs > 1 and not prebuilt:
+            build_in_parallel([self], self.cfg.jobs)
+        main = distributed.is_main()
+        records = []
+        for node in self.nodes.values():
+            if self.cfg.jobs == 1 and not prebuilt:
+                self.build(node)
+            if main:
+                records.extend(self.finish(node))
+            distributed.barrier()
+        if main:
+            self.write_results()
+        return records
+
+    def prepare(self) -> None:
+        """The run directory, its config, the preflight checks and the arms in the store, before any node."""
         torch.set_num_threads(self.cfg.threads)
         transformers.utils.logging.disable_progress_bar()  # per-load bars drown the stage bars
+        if self.cfg.jobs > 1 and distributed.world() > 1:
+            raise UserError("jobs > 1 builds nodes in separate processes of one rank; under a launcher the ranks share each "
+                            "stage already: set jobs=1")
         main = distributed.is_main()
         if main:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -179,17 +224,14 @@ class Runner:
         self.preflight()
         if main:
             self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows())
-        records = []
-        for node in self.nodes.values():
-            if not distributed.agree(self.is_trained(node)):
-                self.train(node)
-            self.evaluate(node)
-            if main:
-                records.extend(self.finish(node))
-            distributed.barrier()
-        if main:
-            self.write_results()
-        return records
+
+    def build(self, node: Node) -> None:
+        """Train the node if it is not on disk, evaluate it on every benchmark, compute its diagnostics."""
+        if not distributed.agree(self.is_trained(node)):
+            self.train(node)
+        self.evaluate(node)
+        if distributed.is_main():
+            self.diagnostics_of(node)
 
     def finish(self, node: Node) -> list[dict[str, Any]]:
         """Store the node's evaluation records (one per benchmark) and its diagnostics."""
@@ -235,8 +277,8 @@ class Runner:
             return AutoTokenizer.from_pretrained(model_cfg.path)
         return MODELS.get(model_cfg.builder)(seed=0)[1]
 
-    def diagnose(self, node: Node) -> None:
-        """C1 after teacher RL, C2 around each distillation stage; computed once, stored every run."""
+    def diagnostics_of(self, node: Node) -> dict[str, Any] | None:
+        """C1 after teacher RL, C2 around each distillation stage: computed once into diagnostics.json."""
         path = self.node_dir(node) / "diagnostics.json"
         if not path.exists():
             if node.stage == "teacher_rl":
@@ -248,10 +290,15 @@ class Runner:
                 result = {"kind": "c2", **diagnostics.c2(teacher, before, after, tok, prompts, self.cfg.eval.max_new_tokens, EVAL_SEED,
                                                          self.cfg.prompt.thinking)}
             else:
-                return
+                return None
             _write_json(path, result)
-        result = json.loads(path.read_text())
-        self.store.put_diagnostic(self.cfg.name, node.id, result["kind"], {**result, "stage": node.stage, "seed": self.cfg.seed})
+        return json.loads(path.read_text())
+
+    def diagnose(self, node: Node) -> None:
+        """Store the node's diagnostics (computed first if missing)."""
+        result = self.diagnostics_of(node)
+        if result is not None:
+            self.store.put_diagnostic(self.cfg.name, node.id, result["kind"], {**result, "stage": node.stage, "seed": self.cfg.seed})
 
     def is_trained(self, node: Node) -> bool:
         model_cfg = getattr(self.cfg, node.role)

@@ -26,6 +26,7 @@ TINY_OVERRIDES = [
     "task.n_labeled=16",
     "task.n_unlabeled=64",
     "eval.samples=2",
+    "jobs=1",  # one process: the tests that build in parallel say so
 ]
 
 

@@ -1,0 +1,74 @@
+"""Build a plan's nodes in parallel worker processes (config `jobs`): a node starts once its parent
+and its teacher are built.
+
+The embedded world is CPU-bound at one thread a process (two threads on two cores are slower
+than one when anything else runs, ../shared/research/env.md), and its arms are mostly independent
+once their shared prefix is built: the teacher's and the student's base models, direct GRPO
+beside the bridge, the ablation grid's branches. So `jobs: 2` on two cores runs two nodes at a
+time, each in its own process with `threads` torch threads. A node that nothing else can run
+beside (every node still waiting descends from it, and no other is running) gets all
+`jobs x threads` threads instead: the tail of a chain does not leave cores idle, and no two
+processes ever share a core. A node's seeds come from its id, so a parallel run writes what a
+sequential one writes (torch's CPU kernels give the same bits at one thread and at two here;
+tests/test_pipeline.py compares whole runs). Workers only build (train, evaluate,
+diagnose, all to the node's folder); the calling process then stores the records in plan order.
+A failed node stops the run after the nodes already running finish; finished nodes stay on disk,
+so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Callable
+
+Build = Callable[[dict[str, Any], str, int], None]
+
+
+def _deps(node: Any) -> list[str]:
+    return [d for d in (node.parent, node.teacher) if d]
+
+
+def ancestors(nodes: dict[str, Any], node_id: str) -> set[str]:
+    """Every node `node_id` is built from, transitively."""
+    seen: set[str] = set()
+    stack = _deps(nodes[node_id])
+    while stack:
+        current = stack.pop()
+        if current not in seen:
+            seen.add(current)
+            stack.extend(_deps(nodes[current]))
+    return seen
+
+
+def build_all(nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, dict[str, Any]], threads: int = 1) -> None:
+    """Call build(cfgs[node_id], node_id, node_threads) for every node in worker processes, dependencies first.
+
+    `nodes` maps id -> node (with `.parent` and `.teacher` ids or None), in plan order; `cfgs` gives
+    each node the config of a run it belongs to; `build` must be a module-level function (it is
+    pickled into spawned workers).
+    """
+    waiting = dict(nodes)
+    done: set[str] = set()
+    running: dict[Future, str] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        while waiting or running:
+            for node_id, node in list(waiting.items()):
+                if len(running) >= jobs:
+                    break
+                if all(dep in done for dep in _deps(node)):
+                    del waiting[node_id]
+                    alone = not running and all(node_id in ancestors(nodes, other) for other in waiting)
+                    running[pool.submit(build, cfgs[node_id], node_id, threads * jobs if alone else threads)] = node_id
+            if not running:
+                raise RuntimeError(f"nodes wait on nodes outside the plan: {sorted(waiting)}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                node_id = running.pop(future)
+                error = future.exception()
+                if error is not None:
+                    waiting.clear()  # start nothing new; the running ones finish on exit
+                    for other in running:
+                        other.cancel()
+                    raise error
+                done.add(node_id)
