@@ -94,16 +94,17 @@ def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str
     cfg = ablation_config(load_config(config_path, list(overrides)), list(drops), list(baselines), everything)
     start = time.perf_counter()
     runners = [Runner(dataclasses.replace(cfg, seed=seed)) for seed in range(cfg.seed, cfg.seed + seeds)]
-    if cfg.jobs > 1:  # every seed's nodes in one schedule: `jobs` of them at a time
+    jobs = runners[0].jobs
+    if jobs > 1:  # every seed's nodes in one schedule: `jobs` of them at a time
         click.echo(f"s2d-bench ablate '{cfg.name}' seeds {cfg.seed}..{cfg.seed + seeds - 1} arms={','.join(cfg.arms)} "
-                   f"jobs={cfg.jobs} -> {cfg.output_dir}", err=True)
+                   f"jobs={jobs} -> {cfg.output_dir}", err=True)
         for runner in runners:
             runner.prepare()
-        build_in_parallel(runners, cfg.jobs)
+        build_in_parallel(runners, jobs)
     for runner in runners:
-        if cfg.jobs == 1:
+        if jobs == 1:
             click.echo(f"s2d-bench ablate '{cfg.name}' seed={runner.cfg.seed} arms={','.join(cfg.arms)} -> {cfg.output_dir}", err=True)
-        runner.run(prebuilt=cfg.jobs > 1)
+        runner.run(prebuilt=jobs > 1)
     if runners[0].store is None:  # a rank other than 0 under a multi-process launch: rank 0 reports
         return
     click.echo(render(build(runners[0].store, cfg.name), "md"))

@@ -141,6 +141,7 @@ class Runner:
         self.load_device = getattr(self.backend, "load_device", None) or self.device  # DeepSpeed ZeRO-3: host memory
         self.nodes = {n.id: n for n in plan(cfg)}
         self.targets = self._targets()
+        self.jobs = self._jobs()
         self.store = Store(cfg.store) if distributed.is_main() else None  # rank 0 alone writes results
 
     def arm_paths(self) -> dict[str, list[str]]:
@@ -163,6 +164,15 @@ class Runner:
         if node.stage == "base" and model_cfg.path:
             return model_cfg.path
         return str(self.node_dir(node) / "model")
+
+    def _jobs(self) -> int:
+        """Parallel node builds: one process each, so not for DeepSpeed (its process group is the process's) or a launch."""
+        if self.cfg.jobs > 1 and (self.cfg.backend == "deepspeed" or distributed.world() > 1):
+            if distributed.is_main():
+                print(f"jobs={self.cfg.jobs}: backend={self.cfg.backend} on {distributed.world()} rank(s) builds one node at a time; "
+                      "its ranks share each stage instead", file=sys.stderr)
+            return 1
+        return self.cfg.jobs
 
     def _targets(self) -> list[Target]:
         """Each of `eval.benchmarks` with its problems and protocol, loaded once per run."""
@@ -196,12 +206,12 @@ class Runner:
         """
         if not prebuilt:
             self.prepare()
-        if self.cfg.jobs > 1 and not prebuilt:
-            build_in_parallel([self], self.cfg.jobs)
+        if self.jobs > 1 and not prebuilt:
+            build_in_parallel([self], self.jobs)
         main = distributed.is_main()
         records = []
         for node in self.nodes.values():
-            if self.cfg.jobs == 1 and not prebuilt:
+            if self.jobs == 1 and not prebuilt:
                 self.build(node)
             if main:
                 records.extend(self.finish(node))
@@ -214,9 +224,6 @@ class Runner:
         """The run directory, its config, the preflight checks and the arms in the store, before any node."""
         torch.set_num_threads(self.cfg.threads)
         transformers.utils.logging.disable_progress_bar()  # per-load bars drown the stage bars
-        if self.cfg.jobs > 1 and distributed.world() > 1:
-            raise UserError("jobs > 1 builds nodes in separate processes of one rank; under a launcher the ranks share each "
-                            "stage already: set jobs=1")
         main = distributed.is_main()
         if main:
             self.root.mkdir(parents=True, exist_ok=True)
