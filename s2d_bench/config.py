@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import json
 import types
 import typing
@@ -94,6 +95,7 @@ class GRPOConfig:
 
     def __post_init__(self) -> None:
         _require(self.chunk_size >= 0, "GRPO: chunk_size must be >= 0")
+        _require(self.max_new_tokens >= 1, "GRPO: max_new_tokens must be >= 1")
         _require(self.samples_per_prompt >= 2, "GRPO needs samples_per_prompt >= 2: advantages compare samples within a group")
         _require(self.steps >= 0 and self.prompts_per_step > 0, "GRPO: steps >= 0 and prompts_per_step > 0")
         _require(self.lr > 0 and self.temperature > 0, "GRPO: lr and temperature must be > 0")
@@ -118,6 +120,7 @@ class DistillConfig:
     def __post_init__(self) -> None:
         _require(self.estimator in ("full", "topk", "sampled"), f"estimator must be 'full', 'topk' or 'sampled', not '{self.estimator}'")
         _require(self.top_k >= 1 and self.chunk_size >= 0, "distill: top_k >= 1 and chunk_size >= 0")
+        _require(self.max_new_tokens >= 1, "distill: max_new_tokens must be >= 1")
         _require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "distill: steps >= 0, batch_size > 0, lr > 0")
 
 
@@ -176,6 +179,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _require(self.samples >= 1 and self.prompts_per_batch >= 1, "eval.samples and eval.prompts_per_batch must be >= 1")
+        _require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
         _require(self.temperature >= 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "eval: temperature >= 0, 0 < top_p <= 1, top_k >= 0")
         _require(bool(self.benchmarks), "eval.benchmarks is empty: name at least one benchmark (or 'task')")
         names = [b.name for b in self.benchmarks]
@@ -304,11 +308,15 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
         _require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
         return value
     if kind in (int, float):
+        _require(not isinstance(value, bool), f"{where} must be a number ({kind.__name__}), got {value!r}")  # YAML true is not 1
         try:
-            number = kind(value)
+            number = float(value)  # YAML 1.1 reads `1e9` (no dot) as a string; it is still a number
         except (TypeError, ValueError):
             raise UserError(f"{where} must be a number ({kind.__name__}), got {value!r}") from None
-        _require(kind is float or float(value) == number, f"{where} must be an integer, got {value!r}")
+        _require(math.isfinite(number), f"{where} must be a finite number, got {value!r}")
+        if kind is int:
+            _require(number == int(number), f"{where} must be an integer, got {value!r}")
+            return int(number)
         return number
     if kind is str:
         _require(isinstance(value, (str, int, float)), f"{where} must be a string, got {value!r}")

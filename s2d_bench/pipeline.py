@@ -20,6 +20,8 @@ that a rerun replaces rather than duplicates: a kill between a file and the stor
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
 import json
 import os
@@ -28,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import transformers
@@ -114,6 +116,18 @@ def _build_node(cfg: dict[str, Any], node_id: str, threads: int) -> None:
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
     runner.build(runner.nodes[node_id])
+
+
+@contextlib.contextmanager
+def node_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (flock: released by the OS when its holder dies, so a crash leaves no stale lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -233,12 +247,17 @@ class Runner:
             self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows())
 
     def build(self, node: Node) -> None:
-        """Train the node if it is not on disk, evaluate it on every benchmark, compute its diagnostics."""
-        if not distributed.agree(self.is_trained(node)):
-            self.train(node)
-        self.evaluate(node)
-        if distributed.is_main():
-            self.diagnostics_of(node)
+        """Train the node if it is not on disk, evaluate it on every benchmark, compute its diagnostics.
+
+        Runs that share a run directory (seeds side by side, a second `run` of one config) take the
+        node's lock first: the second waits, then finds the node built and reuses it.
+        """
+        with node_lock(self.root / "locks" / f"{node.id}.lock") if distributed.is_main() else contextlib.nullcontext():
+            if not distributed.agree(self.is_trained(node)):
+                self.train(node)
+            self.evaluate(node)
+            if distributed.is_main():
+                self.diagnostics_of(node)
 
     def finish(self, node: Node) -> list[dict[str, Any]]:
         """Store the node's evaluation records (one per benchmark) and its diagnostics."""
@@ -395,7 +414,7 @@ class Runner:
         draws, unique = self.labeled_consumed(node)
         model_id = {role: getattr(self.cfg, role).builder or getattr(self.cfg, role).path for role in ("teacher", "student")}
         return dict(
-            model=model_id[node.role], engine=self.cfg.eval.engine, thinking=self.cfg.prompt.thinking,
+            model=model_id[node.role], engine=self.cfg.eval.engine, thinking=self.cfg.prompt.thinking, seed=self.cfg.seed,
             stage=node.stage, run=self.cfg.name, node=node.id, role=node.role, arms=node.arms, parent=node.parent,
             teacher_node=node.teacher, backend=self.cfg.backend, teacher_model=model_id["teacher"], student_model=model_id["student"],
             config_hash=config_hash({k: v for k, v in to_dict(self.cfg).items() if k not in ("run_dir", "store", "arms")}),

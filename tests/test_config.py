@@ -56,3 +56,21 @@ def test_arm_with_unknown_stage_or_foreign_override_is_rejected():
         load_config(None, ["arms.bridge.stages=[teacher_rl, warmpu]"])
     with pytest.raises(UserError, match="names a stage the arm does not run"):
         load_config(None, ["arms.bridge.overrides.student_rl.steps=3"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.samples=true", "must be a number"),  # a YAML boolean is not 1
+    ("stages.opd.lr=.inf", "finite"),
+    ("eval.temperature=.nan", "finite"),
+    ("stages.opd.max_new_tokens=0", "max_new_tokens must be >= 1"),
+    ("stages.teacher_rl.max_new_tokens=-1", "max_new_tokens must be >= 1"),
+    ("eval.max_new_tokens=0", "max_new_tokens must be >= 1"),
+])
+def test_values_that_would_run_wrong_are_refused_when_the_config_loads(override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, [override])
+
+
+def test_an_exponent_without_a_dot_is_a_number():
+    assert load_config(None, ["task.n_unlabeled=2e4"]).task.n_unlabeled == 20000  # YAML 1.1 reads 2e4 as a string
+    assert load_config(None, ["stages.opd.lr=1e-4"]).stages.opd.lr == pytest.approx(1e-4)

@@ -74,3 +74,38 @@ def test_every_gold_answer_grades_correct_against_itself(name, pool):
     verdicts = grade([f"The final answer is $\\boxed{{{g}}}$." for g in golds], golds, pool=pool)
     failing = [(r["id"], r["answer"]) for r, v in zip(rows, verdicts) if not v.correct]
     assert failing == []
+
+
+def _burn(seconds: float) -> None:  # a CPU-bound neighbour, bounded so a failed test leaves nothing behind
+    import time as _time
+
+    end = _time.monotonic() + seconds
+    while _time.monotonic() < end:
+        pass
+
+
+def test_verdicts_do_not_depend_on_machine_load():
+    """The same ordinary completions (right, respaced, wrong) graded on an idle machine and beside two
+    CPU-bound processes: identical verdicts, no timeouts. The pool's deadline is the worker's own CPU
+    time on an item and starts after its warm-up, so a starved worker is waited for, not killed."""
+    import multiprocessing as mp
+
+    golds = [str(n) for n in range(1, 151)] + [f"\\frac{{{n}}}{{{n + 1}}}" for n in range(1, 101)]
+    completions = []
+    for i, gold in enumerate(golds):
+        completions += [f"so \\boxed{{{gold}}}", f"\\boxed{{ {gold} }}", f"\\boxed{{{i * 7 + 3}}}"]
+    golds = [g for g in golds for _ in range(3)]
+    with GradingPool(workers=2, timeout=0.5) as idle_pool:
+        idle = grade(completions, golds, "math_verify", None, idle_pool)
+    burners = [mp.get_context("spawn").Process(target=_burn, args=(120.0,), daemon=True) for _ in range(2)]
+    for b in burners:
+        b.start()
+    try:
+        with GradingPool(workers=2, timeout=0.5) as busy_pool:
+            busy = grade(completions, golds, "math_verify", None, busy_pool)
+    finally:
+        for b in burners:
+            b.kill()
+    assert sum(v.timed_out for v in idle) == 0 and sum(v.timed_out for v in busy) == 0
+    assert [v.correct for v in busy] == [v.correct for v in idle]
+    assert 0.3 < sum(v.correct for v in idle) / len(idle) < 0.8  # right and wrong answers both present

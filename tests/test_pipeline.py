@@ -121,6 +121,7 @@ def test_every_benchmark_is_evaluated_after_every_stage_with_its_own_protocol(ti
     assert math["eval_config"] == {"samples": 3, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_new_tokens": 5}  # its own, as set
     task = by_task["add3mix"][0]
     assert (task["benchmark"], task["n"], task["k"], task["grader"]) == ("task", 6, 2, "exact")
+    assert all((r["seed"], r["eval_seed"]) == (0, 1234) for r in records)  # the run's seed, and the sampling seed apart
     assert len((Runner(cfg).root / "results.jsonl").read_text().splitlines()) == 6
     assert len(Store(str(store)).evals("tiny")) == 6
     table = build(Store(str(store)), "tiny").main

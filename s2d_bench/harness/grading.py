@@ -6,7 +6,10 @@ Three rules make the numbers trustworthy:
 - math-verify runs in worker processes with a hard per-item deadline. Its own timeouts use
   `signal.alarm`, which fails outside the main thread and cannot stop a C-level sympy hang
   (`10^{10^{10}}`), so they are switched off and a stuck worker is killed and replaced instead.
-  A timeout counts as wrong and is counted.
+  The deadline is the worker's own CPU time on the item (where the OS reports it), so a worker
+  starved by a loaded machine is not mistaken for a stuck one; it starts once the worker has
+  warmed up; an item that runs out is retried once on a fresh worker. A timeout after that
+  counts as wrong and is counted.
 
 Graders are plain functions `(gold, pred) -> bool` in the GRADERS registry; the ones that can
 hang are listed in ISOLATED and only ever run inside the pool.
@@ -20,6 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 from s2d_bench.registry import Registry
 from s2d_bench.tasks.base import last_boxed
@@ -55,6 +59,7 @@ class Verdict:
 
 
 STARTUP = 300.0  # seconds a fresh worker may take to import and warm up its graders (a loaded machine is slow)
+MAX_STALL = 30.0  # a starved worker's item may take this many times the timeout in wall time before it counts anyway
 READY = "ready"
 
 
@@ -78,6 +83,15 @@ def _worker(conn: Connection) -> None:
             conn.send((key, False))
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used (Linux /proc); None where that cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class _Slot:
     """One worker process and the item it is grading."""
 
@@ -90,6 +104,21 @@ class _Slot:
         self.deadline = 0.0
         self.ready = False
         self.started = time.monotonic()
+        self.sent = 0.0
+        self.cpu_at_send: float | None = None
+
+    def give(self, key: tuple, timeout: float) -> None:
+        self.key, self.sent = key, time.monotonic()
+        self.deadline = self.sent + timeout
+        self.cpu_at_send = cpu_seconds(self.proc.pid)
+        self.conn.send((key, *key))
+
+    def starved(self, timeout: float) -> float:
+        """Seconds to extend a passed deadline by: the CPU time the item has not had yet (0: really out of time)."""
+        now_cpu = cpu_seconds(self.proc.pid)
+        if now_cpu is None or self.cpu_at_send is None or time.monotonic() - self.sent > timeout * MAX_STALL:
+            return 0.0
+        return max(0.0, timeout - (now_cpu - self.cpu_at_send))
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -132,6 +161,7 @@ class GradingPool:
         """{(grader, gold, pred): verdict} for every item; None marks a timeout."""
         todo = deque(dict.fromkeys(items))
         results: dict[tuple, bool | None] = {}
+        retried: set[tuple] = set()
         if not todo:
             return results
         while len(self._slots) < min(self.workers, len(todo)):
@@ -139,9 +169,7 @@ class GradingPool:
         while todo or any(s.key is not None for s in self._slots):
             for slot in self._slots:
                 if slot.ready and slot.key is None and todo:
-                    slot.key = todo.popleft()
-                    slot.deadline = time.monotonic() + self.timeout  # from now: the worker is warm and idle
-                    slot.conn.send((slot.key, *slot.key))
+                    slot.give(todo.popleft(), self.timeout)  # the deadline runs from now: the worker is warm and idle
             busy = [s for s in self._slots if s.key is not None]
             starting = [s for s in self._slots if not s.ready]
             until = min([s.deadline for s in busy] + [s.started + STARTUP for s in starting])
@@ -158,8 +186,16 @@ class GradingPool:
                     key, ok = slot.conn.recv()
                     results[key], slot.key = ok, None
                 elif time.monotonic() >= slot.deadline:
-                    results[slot.key] = None
-                    self.timeouts += 1
+                    extra = slot.starved(self.timeout)
+                    if extra > 0.05:  # the machine, not the item: wait for the CPU time it is owed
+                        slot.deadline = time.monotonic() + extra
+                        continue
+                    if slot.key not in retried:  # once more on a fresh worker before it counts
+                        retried.add(slot.key)
+                        todo.appendleft(slot.key)
+                    else:
+                        results[slot.key] = None
+                        self.timeouts += 1
                     self._replace(slot)
         return results
 

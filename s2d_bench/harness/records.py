@@ -29,7 +29,8 @@ class EvalRecord:
     thinking: bool
     grader: str
     audit_grader: str | None
-    seed: int
+    seed: int  # the run's seed (pipeline); for `s2d-bench eval`, its --seed
+    eval_seed: int  # the sampling seed the evaluation's per-problem seeds derive from
     data: str  # where the problems came from (file, folder, hub id, or the task)
     limit: int | None
     # the numbers

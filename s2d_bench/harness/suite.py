@@ -46,7 +46,7 @@ class SuiteOptions:
 
 def eval_key(record: EvalRecord) -> str:
     """The store key of an evaluation: one row per model, benchmark and protocol (a re-evaluation replaces it)."""
-    protocol = config_hash({"eval": record.eval_config, "engine": record.engine, "seed": record.seed, "limit": record.limit,
+    protocol = config_hash({"eval": record.eval_config, "engine": record.engine, "seed": record.eval_seed, "limit": record.limit,
                             "data": record.data, "thinking": record.thinking})
     return f"{record.node or 'eval:' + record.model}:{record.benchmark}:{protocol}"
 
@@ -64,7 +64,7 @@ def run_suite(
     with GradingPool(opts.grading_workers, opts.grading_timeout) as pool:
         for target in targets:
             record = evaluate_target(engine, target, opts.seed, out / target.label, pool,
-                                     dict(model=model, engine=engine_name, thinking=engine_cfg.thinking))
+                                     dict(model=model, engine=engine_name, thinking=engine_cfg.thinking, seed=opts.seed))
             if record is None:  # another rank's share, gathered by rank 0
                 continue
             (out / target.label / "results.json").write_text(record.to_json())
@@ -82,7 +82,7 @@ def evaluate_target(engine, target: Target, seed: int, folder: Path, pool: Gradi
     if result is None:
         return None
     return EvalRecord.of(result, task=target.label, benchmark=target.benchmark, eval_config=target.protocol(), grader=target.grader,
-                         audit_grader=target.audit, seed=seed, data=target.data, limit=target.limit, **fields)
+                         audit_grader=target.audit, eval_seed=seed, data=target.data, limit=target.limit, **fields)
 
 
 def render(records: list[dict[str, Any]]) -> str:
