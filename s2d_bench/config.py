@@ -200,7 +200,7 @@ class DeepSpeedConfig:
     offload_params: bool = _help("keep sharded parameters on the CPU (ZeRO 3 only)", False)
     teacher_zero3: bool = _help("shard the frozen teacher with ZeRO-3 across ranks (for a teacher that does not fit one device)", False)
     bf16: bool = _help("bf16 weights and compute with fp32 master weights in the optimizer (GPUs)", False)
-    timeout_minutes: int = _help("collective timeout: ranks wait while rank 0 evaluates", 240)
+    timeout_minutes: int = _help("collective timeout: ranks wait while rank 0 grades, writes and measures C2", 240)
     extra: dict[str, Any] = _help("raw DeepSpeed config keys merged over the ones s2d-bench writes", factory=dict)
 
     def __post_init__(self) -> None:

@@ -1,8 +1,9 @@
 """Who does what when several processes run one config (`deepspeed` or `accelerate launch`).
 
-Every rank trains each stage together; rank 0 alone writes files, evaluates and talks to the
-results store, and the others wait for it at a barrier. With one process (or before any process
-group exists) every helper here is a no-op, so single-process code never needs to ask.
+Every rank trains each stage together and samples its share of each evaluation; rank 0 alone
+gathers and grades the samples, writes files and talks to the results store, and the others wait
+for it at a barrier. With one process (or before any process group exists) every helper here is a
+no-op, so single-process code never needs to ask.
 """
 
 from __future__ import annotations
