@@ -21,7 +21,6 @@ that a rerun replaces rather than duplicates: a kill between a file and the stor
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import json
 import os
@@ -30,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import transformers
@@ -38,7 +37,6 @@ import transformers
 from s2d_bench import budget, diagnostics, distributed, scheduler
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, config_hash, from_dict, to_dict
-from s2d_bench.errors import UserError
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device
 from s2d_bench.harness.grading import GradingPool
@@ -47,6 +45,7 @@ from s2d_bench.harness.rewards import PoolReward
 from s2d_bench.harness.suite import eval_key, evaluate_target
 from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
 from s2d_bench.models import MODELS
+from s2d_bench.nodefiles import checksums, node_lock, write_atomic, write_json
 from s2d_bench.models.builders import check_pair, load_pretrained, save
 from s2d_bench.models.pretrain import pretrain
 from s2d_bench.stages import STAGES, StageInputs
@@ -116,29 +115,6 @@ def _build_node(cfg: dict[str, Any], node_id: str, threads: int) -> None:
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
     runner.build(runner.nodes[node_id])
-
-
-@contextlib.contextmanager
-def node_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (flock: released by the OS when its holder dies, so a crash leaves no stale lock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write then rename, per process: seeds run side by side share one run directory."""
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 class Runner:
@@ -241,7 +217,7 @@ class Runner:
         main = distributed.is_main()
         if main:
             self.root.mkdir(parents=True, exist_ok=True)
-            _write_json(self.root / "config.json", to_dict(self.cfg))
+            write_json(self.root / "config.json", to_dict(self.cfg))
         self.preflight()
         if main:
             self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows())
@@ -274,7 +250,7 @@ class Runner:
             check_pair(self._tokenizer("teacher"), self._tokenizer("student"))
         if distributed.is_main():
             report = self.memory_report()
-            _write_json(self.root / "preflight.json", report)
+            write_json(self.root / "preflight.json", report)
             print(budget.render(report), file=sys.stderr)
 
     def memory_report(self) -> dict[str, Any]:
@@ -317,7 +293,7 @@ class Runner:
                                                          self.cfg.prompt.thinking)}
             else:
                 return None
-            _write_json(path, result)
+            write_json(path, result)
         return json.loads(path.read_text())
 
     def diagnose(self, node: Node) -> None:
@@ -327,8 +303,33 @@ class Runner:
             self.store.put_diagnostic(self.cfg.name, node.id, result["kind"], {**result, "stage": node.stage, "seed": self.cfg.seed})
 
     def is_trained(self, node: Node) -> bool:
+        """The node's model is on disk and intact; a damaged node counts as unfinished (it is redone, with a warning)."""
         model_cfg = getattr(self.cfg, node.role)
-        return (node.stage == "base" and bool(model_cfg.path)) or (self.node_dir(node) / "model").is_dir()
+        if node.stage == "base" and model_cfg.path:
+            return True
+        if not (self.node_dir(node) / "model").is_dir():
+            return False
+        damage = self.damage(node)
+        if damage is not None and distributed.is_main():
+            print(f"warning: node {node.id}: {damage}; building it again", file=sys.stderr)
+        return damage is None
+
+    def damage(self, node: Node) -> str | None:
+        """What is wrong with a finished node's files (its stage.json, its model's checksums), or None."""
+        try:
+            info = json.loads((self.node_dir(node) / "stage.json").read_text())
+        except FileNotFoundError:
+            return "stage.json is missing"
+        except (OSError, ValueError):
+            return "stage.json is unreadable"
+        if not isinstance(info, dict) or not {"labeled_draws", "labeled_ids", "seconds"} <= set(info):
+            return "stage.json is incomplete"
+        expected = info.get("files")
+        if expected is None:  # written before checksums were kept
+            return None
+        actual = checksums(self.node_dir(node) / "model")
+        bad = sorted(name for name in set(expected) | set(actual) if expected.get(name) != actual.get(name))
+        return f"model files fail their checksums ({', '.join(bad)})" if bad else None
 
     def _load(self, node_id: str, device: str | None = None) -> tuple[Any, Any]:
         return load_pretrained(self.model_ref(self.nodes[node_id]), device or self.device)
@@ -346,6 +347,9 @@ class Runner:
         if main:
             out.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(out / "model", ignore_errors=True)  # a damaged node's model and everything measured on it
+            for stale in [out / "diagnostics.json", *out.glob("eval-*.json"), *out.glob("completions-*.jsonl")]:
+                stale.unlink(missing_ok=True)
         start = time.perf_counter()
         with open(out / "metrics.jsonl", "w") if main else open(os.devnull, "w") as metrics:
             def log(row: dict) -> None:
@@ -358,9 +362,9 @@ class Runner:
                 model, tok, report = self._train_stage(node, log)
         if main:
             save(model, tok, partial)
-            _write_json(out / "stage.json", {
+            write_json(out / "stage.json", {
                 "node": node.id, "stage": node.stage, "steps": report["steps"], "seconds": time.perf_counter() - start,
-                "labeled_draws": len(report["draws"]), "labeled_ids": sorted(set(report["draws"])),
+                "labeled_draws": len(report["draws"]), "labeled_ids": sorted(set(report["draws"])), "files": checksums(partial),
             })
             os.replace(partial, out / "model")
         del model, tok
@@ -405,7 +409,7 @@ class Runner:
                     record = evaluate_target(engine, target, EVAL_SEED, self.node_dir(node), pool, self._record_fields(node),
                                              f"completions-{self.eval_hash(target)}.jsonl", desc)
                     if record is not None:
-                        _write_atomic(self.result_path(node, target), record.to_json())
+                        write_atomic(self.result_path(node, target), record.to_json())
         finally:
             engine.close()
 
@@ -434,8 +438,10 @@ class Runner:
         return list(seen.values())
 
     def stage_info(self, node: Node) -> dict[str, Any]:
-        path = self.node_dir(node) / "stage.json"
-        return json.loads(path.read_text()) if path.exists() else {"labeled_draws": 0, "labeled_ids": [], "seconds": 0.0}
+        """What a built node's stage consumed (base models built from a path have no stage: nothing)."""
+        if node.stage == "base" and getattr(self.cfg, node.role).path:
+            return {"labeled_draws": 0, "labeled_ids": [], "seconds": 0.0}
+        return json.loads((self.node_dir(node) / "stage.json").read_text())
 
     def labeled_per_stage(self, node: Node) -> dict[str, int]:
         """Labeled draws behind this model, by stage (the budget column of the leaderboards)."""
@@ -457,5 +463,5 @@ class Runner:
         """results.jsonl: every evaluation record in this run directory (all seeds), oldest first."""
         records = [json.loads(p.read_text()) for p in sorted((self.root / "nodes").glob("*/eval-*.json"))]
         records.sort(key=lambda r: r["timestamp"])
-        _write_atomic(self.root / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        write_atomic(self.root / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 

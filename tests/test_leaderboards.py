@@ -84,3 +84,19 @@ def test_an_eval_suite_is_models_by_benchmarks_and_an_unknown_suite_is_a_clear_e
         build(store, "nope")
     with pytest.raises(UserError, match="format"):
         render(board, "pdf")
+
+
+def test_an_eval_suite_never_pools_two_protocols_into_one_cell(tmp_path):
+    """A full evaluation and a later `--limit 1 --samples 4` of the same model: two labelled rows, not one avg@k."""
+    store = Store(tmp_path / "s.sqlite")
+    full = {**_record("m", "eval", 0, [1.0] * 40), "model": "tiny-a", "eval_config": {"samples": 4, "temperature": 0.7}, "timestamp": 1}
+    short = {**full, "k": 2, "n": 1, "per_problem": {"p0": 0.0}, "mean": 0.0, "limit": 1, "eval_config": {"samples": 2, "temperature": 0.7},
+             "metric": "avg@2", "timestamp": 2}
+    store.put_eval("e1", "evals", full)
+    store.put_eval("e2", "evals", short)
+    board = build(store, "evals").main
+    assert list(board["model"]) == ["tiny-a", "tiny-a"]
+    cells = [c for c in board.columns if "[95% CI]" in c]
+    values = sorted(v for c in cells for v in board[c] if v != "-")
+    assert values == ["0.000 [0.000, 0.000]", "1.000 [1.000, 1.000]"]  # each protocol its own number, none pooled
+    assert board["add protocol"].str.contains("limit=1").sum() == 1

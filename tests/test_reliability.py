@@ -27,3 +27,31 @@ def test_two_runs_sharing_a_run_directory_both_finish_and_train_each_node_once(t
     records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     keys = [(r["node"], r["task"]) for r in records]
     assert len(keys) == len(set(keys)) == 7 + 5  # seed 1 shares the two base models
+
+
+def test_a_damaged_node_is_built_again_with_a_warning_never_loaded(tiny_overrides, capsys):
+    """A zeroed middle of model.safetensors, a deleted stage.json, an empty one: each node is redone (it is
+    deterministic, so its record comes back as it was), never loaded or reported with a 0/0 budget."""
+    from s2d_bench.config import load_config
+    from s2d_bench.pipeline import Runner
+
+    cfg = load_config(None, [*tiny_overrides, "arms={bridge: {stages: [teacher_rl, warmup, opd]}}"])
+    first = {(r["node"], r["task"]): r for r in Runner(cfg).run()}
+    runner = Runner(cfg)
+    by_stage = {n.stage: n for n in runner.nodes.values()}
+    weights = runner.node_dir(by_stage["teacher_rl"]) / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)
+    weights.write_bytes(bytes(data))
+    (runner.node_dir(by_stage["warmup"]) / "stage.json").unlink()
+    (runner.node_dir(by_stage["opd"]) / "stage.json").write_text("")
+    capsys.readouterr()
+    again = {(r["node"], r["task"]): r for r in Runner(cfg).run()}
+    err = capsys.readouterr().err
+    assert f"node {by_stage['teacher_rl'].id}: model files fail their checksums (model.safetensors)" in err
+    assert f"node {by_stage['warmup'].id}: stage.json is missing" in err
+    assert f"node {by_stage['opd'].id}: stage.json is unreadable" in err
+    assert again.keys() == first.keys()
+    for key, record in again.items():
+        assert (record["per_problem"], record["labeled_draws"]) == (first[key]["per_problem"], first[key]["labeled_draws"]), key
+    assert Runner(cfg).damage(by_stage["teacher_rl"]) is None

@@ -57,6 +57,7 @@ def run_suite(
 ) -> list[dict[str, Any]]:
     """Evaluate `model` on each benchmark; return (and write, to `out` and the store) one record per benchmark."""
     specs = {name: BENCHMARKS.get(name) for name in benchmarks}  # unknown names fail before loading
+    model = str(Path(model).resolve()) if Path(model).exists() else model  # ./m, its absolute path and m/ are one model
     eval_cfg = EvalConfig(prompts_per_batch=max(engine_cfg.prompts_per_batch, 1), engine=engine_name)
     targets = [benchmark_target(opts.entry(name), spec, eval_cfg, opts.data) for name, spec in specs.items()]
     engine = ENGINES.get(engine_name).load(model, engine_cfg)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,18 +136,47 @@ def trajectory(evals: list[dict[str, Any]], arms: list[dict[str, Any]], task: st
     return pd.DataFrame(rows, columns=["arm", "position", "stage", "mean", "seeds"])
 
 
+def protocol_of(record: dict[str, Any]) -> str:
+    """What two evaluations of one model must share to be pooled: problem set, k, sampling, length, prompt, grader."""
+    cfg = record.get("eval_config") or {}
+    parts = [f"n={record['n']}", f"k={record['k']}"]
+    parts += [f"{label}={cfg[key]}" for key, label in (("temperature", "T"), ("top_p", "top-p"), ("top_k", "top-k"),
+                                                       ("max_new_tokens", "max")) if key in cfg]
+    if record.get("limit"):
+        parts.append(f"limit={record['limit']}")
+    if record.get("data"):
+        parts.append(f"data={Path(str(record['data'])).name}")
+    if record.get("thinking"):
+        parts.append("thinking")
+    parts.append(str(record.get("grader", "?")))
+    return " ".join(parts)
+
+
 def model_table(evals: list[dict[str, Any]]) -> pd.DataFrame:
-    """For an `s2d-bench eval` suite: one row per model, avg@k [95% CI] per benchmark."""
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in evals:
-        groups[r["model"]][r["task"]].append(r)
+    """For an `s2d-bench eval` suite: one row per model, avg@k [95% CI] per benchmark.
+
+    Records of different protocols (problem set, k, sampling, length, prompt, grader) are never
+    pooled: a model evaluated under a second protocol on a benchmark gets a second row, and a
+    `protocol` column per benchmark then says which is which.
+    """
+    groups: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in sorted(evals, key=lambda r: r.get("timestamp", 0)):
+        groups[r["model"]][r["task"]][protocol_of(r)].append(r)
+    several = any(len(by_protocol) > 1 for tasks in groups.values() for by_protocol in tasks.values())
     rows = []
     for model in sorted(groups):
-        row: dict[str, Any] = {"model": model}
-        for task, records in sorted(groups[model].items()):
-            usable = [r for r in records if r.get("per_problem")]
-            if usable:
-                matrix, _ = _matrix(usable)
-                row[f"{task} {usable[-1]['metric']} [95% CI]"] = str(bootstrap(matrix))
-        rows.append(row)
+        depth = max(len(by_protocol) for by_protocol in groups[model].values())
+        for i in range(depth):
+            row: dict[str, Any] = {"model": model}
+            for task, by_protocol in sorted(groups[model].items()):
+                protocols = list(by_protocol)
+                if i >= len(protocols):
+                    continue
+                usable = [r for r in by_protocol[protocols[i]] if r.get("per_problem")]
+                if usable:
+                    matrix, _ = _matrix(usable)
+                    row[f"{task} {usable[-1]['metric']} [95% CI]"] = str(bootstrap(matrix))
+                    if several:
+                        row[f"{task} protocol"] = protocols[i]
+            rows.append(row)
     return pd.DataFrame(rows).fillna("-")

@@ -1,0 +1,52 @@
+"""What a node's folder is made of on disk: files written whole or not at all, model checksums, a lock.
+
+A run directory outlives the processes that write it (a kill, a crash, a second run of the same
+config, seeds side by side), so every file a reader relies on is written to a temporary name and
+renamed, a model's files are checksummed when it is saved and checked before it is reused, and a
+process building a node holds that node's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file in a model folder: a zeroed or truncated file is found before it is loaded."""
+    out = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        out[path.name] = digest.hexdigest()
+    return out
+
+
+@contextlib.contextmanager
+def node_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (flock: released by the OS when its holder dies, so a crash leaves no stale lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write then rename, per process: seeds run side by side share one run directory."""
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str))
