@@ -51,15 +51,3 @@ def test_missing_local_model_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_pretrained(str(tmp_path / "nope"))
 
-
-def test_a_batch_without_left_padding_runs_mask_free_and_scores_its_completions_as_the_masked_call():
-    from s2d_bench.models.sequences import completion_logits, model_inputs
-
-    model, tok = MODELS.get("tiny-qwen3-teacher")(seed=2)
-    same = join_texts(tok, ["007+385=", "123+456="], ["\\boxed{0392}", "\\boxed{0579}x"])  # equal prompts, ragged completions
-    assert set(model_inputs(same)) == {"input_ids"}
-    masked = model(input_ids=same.input_ids, attention_mask=same.attention_mask, position_ids=same.position_ids).logits[:, same.prompt_len - 1 : -1]
-    real = same.completion_mask.bool()
-    torch.testing.assert_close(completion_logits(model, same)[real], masked[real], rtol=1e-4, atol=1e-5)
-    ragged = join_texts(tok, ["1+2=", "123+456="], ["a", "b"])  # left padding: the mask is needed
-    assert set(model_inputs(ragged)) == {"input_ids", "attention_mask", "position_ids"}

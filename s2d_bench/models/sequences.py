@@ -83,19 +83,9 @@ def join_texts(tok: PreTrainedTokenizerBase, prompts: list[str], completions: li
     return join(render(tok, prompts, thinking), ids, mask, tok.pad_token_id)
 
 
-def model_inputs(batch: Batch) -> dict[str, torch.Tensor]:
-    """The forward's inputs for a batch. Without left padding (every prompt of one length, as in the
-    tiny task) causal attention alone is exact: right padding comes after every real token, so no
-    real position attends to it, and the mask-free call takes the fused causal kernel (on the CPU
-    several times faster than the masked one). Otherwise the padding mask and its positions."""
-    if bool(batch.attention_mask[:, : batch.prompt_len].all()):
-        return {"input_ids": batch.input_ids}
-    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
-
-
 def completion_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
     """Logits that score each completion token: (N, T, V)."""
-    out = model(**model_inputs(batch))
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
     p = batch.prompt_len
     return out.logits[:, p - 1 : -1].float()
 
@@ -106,7 +96,7 @@ def completion_hidden(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
     The language-model head (`model.get_output_embeddings()`) maps them to `completion_logits`;
     `s2d_bench.chunked` applies it a chunk at a time so (N, T, V) never exists at once.
     """
-    out = model.get_decoder()(**model_inputs(batch))
+    out = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
     p = batch.prompt_len
     return out.last_hidden_state[:, p - 1 : -1]
 
