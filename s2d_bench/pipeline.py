@@ -194,14 +194,15 @@ class Runner:
         `prebuilt`: `prepare` ran and the nodes were built already (`build_in_parallel` over several runs);
         only store the records.
         """
+        sequential = self.jobs == 1 and not prebuilt
         if not prebuilt:
             self.prepare()
-        if self.jobs > 1 and not prebuilt:
-            build_in_parallel([self], self.jobs)
+            if self.jobs > 1:
+                build_in_parallel([self], self.jobs)
         main = distributed.is_main()
         records = []
         for node in self.nodes.values():
-            if self.jobs == 1 and not prebuilt:
+            if sequential:
                 self.build(node)
             if main:
                 records.extend(self.finish(node))
@@ -228,11 +229,12 @@ class Runner:
         Runs that share a run directory (seeds side by side, a second `run` of one config) take the
         node's lock first: the second waits, then finds the node built and reuses it.
         """
-        with node_lock(self.root / "locks" / f"{node.id}.lock") if distributed.is_main() else contextlib.nullcontext():
-            if not distributed.agree(self.is_trained(node)):
+        main = distributed.is_main()
+        with node_lock(self.root / "locks" / f"{node.id}.lock") if main else contextlib.nullcontext():
+            if not distributed.agree(self.is_trained(node) if main else None):  # rank 0 checks the files, once
                 self.train(node)
             self.evaluate(node)
-            if distributed.is_main():
+            if main:
                 self.diagnostics_of(node)
 
     def finish(self, node: Node) -> list[dict[str, Any]]:
@@ -310,7 +312,7 @@ class Runner:
         if not (self.node_dir(node) / "model").is_dir():
             return False
         damage = self.damage(node)
-        if damage is not None and distributed.is_main():
+        if damage is not None:
             print(f"warning: node {node.id}: {damage}; building it again", file=sys.stderr)
         return damage is None
 

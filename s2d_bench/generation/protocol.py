@@ -15,10 +15,15 @@ import hashlib
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
+def render_chat(tok: PreTrainedTokenizerBase, chat: list[dict[str, str]], thinking: bool, add_generation_prompt: bool = True) -> str:
+    """A conversation through the chat template, `enable_thinking=thinking` always passed (lm-eval's
+    contexts come this way; `render_texts` is the one-user-turn case)."""
+    return tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=thinking)
+
+
 def render_texts(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: bool) -> list[str]:
     """Each user message through the chat template, ready for the reply (strings)."""
-    chats = [[{"role": "user", "content": p}] for p in prompts]
-    return tok.apply_chat_template(chats, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
+    return [render_chat(tok, [{"role": "user", "content": p}], thinking) for p in prompts]
 
 
 def render(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: bool) -> list[list[int]]:

@@ -80,14 +80,13 @@ def check_fits(model: PreTrainedModel, cfg: RolloutConfig) -> None:
 
 
 class VLLMEngine:
-    def __init__(self, llm: LLM, tok: PreTrainedTokenizerBase, stops: list[int], thinking: bool) -> None:
+    def __init__(self, llm: LLM, tok: PreTrainedTokenizerBase, stops: list[int], thinking: bool, model: PreTrainedModel | None = None,
+                 trained: bool = False, sleep: bool = False, folder: tempfile.TemporaryDirectory | None = None) -> None:
         self.llm, self.tok, self.stops, self.thinking = llm, tok, stops, thinking
-        self.model: PreTrainedModel | None = None  # the trained module a colocated copy follows
-        self.trained = False
+        self.model, self.trained = model, trained  # the module a colocated copy follows (None: loaded from a path)
         self.pushes = 0
         self._asleep = False
-        self._sleep = False
-        self._dir: tempfile.TemporaryDirectory | None = None
+        self._sleep, self._dir = sleep, folder
 
     @classmethod
     def load(cls, ref: str, cfg: EngineConfig = EngineConfig()) -> "VLLMEngine":
@@ -111,9 +110,7 @@ class VLLMEngine:
         config.save_pretrained(folder.name)
         distributed.launcher_env()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: its model is reachable
-        engine = cls(LLM(**engine_args(model, cfg, folder.name)), tok, stop_ids(model, tok), thinking)
-        engine.model, engine.trained, engine._sleep, engine._dir = model, trained, cfg.sleep, folder
-        return engine
+        return cls(LLM(**engine_args(model, cfg, folder.name)), tok, stop_ids(model, tok), thinking, model, trained, cfg.sleep, folder)
 
     def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int], progress: Progress | None = None) -> list[Completion]:
         tokens = self._sample(render(self.tok, prompts, self.thinking), sampling, seeds)

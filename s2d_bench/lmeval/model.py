@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.generation.hf import HFEngine
-from s2d_bench.generation.protocol import prompt_seeds, render_texts
+from s2d_bench.generation.protocol import prompt_seeds, render_chat
 from s2d_bench.generation.sampling import Sampling
 
 
@@ -57,11 +57,8 @@ class S2DHFLM(LM):
         return self.engine.tok.chat_template
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """One user turn renders exactly as s2d-bench renders it (`protocol.render_texts`, enable_thinking passed)."""
-        if add_generation_prompt and len(chat_history) == 1 and chat_history[0]["role"] == "user":
-            return render_texts(self.engine.tok, [chat_history[0]["content"]], self.engine.cfg.thinking)[0]
-        return self.engine.tok.apply_chat_template(chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                                   enable_thinking=self.engine.cfg.thinking)
+        """Rendered as s2d-bench renders every prompt (`protocol.render_chat`: enable_thinking always passed)."""
+        return render_chat(self.engine.tok, chat_history, self.engine.cfg.thinking, add_generation_prompt)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
