@@ -32,7 +32,10 @@ def count_params(ref: str) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(ref)
+    from s2d_bench.models.refs import load_kwargs, resolve_model
+
+    ref = resolve_model(ref, tokenizer=False)
+    config = AutoConfig.from_pretrained(ref, **load_kwargs(ref))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())

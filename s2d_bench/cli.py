@@ -118,14 +118,15 @@ def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str
 @click.option("--suite", default=None, help="Suite (a config's name, or an eval --suite); default: the only one, else tiny.")
 @click.option("--format", "fmt", default="md", show_default=True, help="md, csv, html or latex.")
 @click.option("--store", "store_path", default=None, help="Results store (default: $S2D_STORE, else results/s2d-bench.sqlite).")
+@click.option("--every-config", is_flag=True, help="Arms of every config the suite ran, labelled by config hash (default: the newest config).")
 @click.pass_context
 @_fail_cleanly
-def leaderboard(ctx: click.Context, suite: str | None, fmt: str, store_path: str | None) -> None:
+def leaderboard(ctx: click.Context, suite: str | None, fmt: str, store_path: str | None, every_config: bool) -> None:
     """Print a suite's leaderboard: avg@k [95% CI] per arm, delta vs full, budget, C1/C2 detail."""
     from s2d_bench.store import Store
 
     store = Store(store_path)
-    ctx.obj = (store, suite or _default_suite(store))
+    ctx.obj = (store, suite or _default_suite(store), every_config)
     if ctx.invoked_subcommand is None:
         from s2d_bench.leaderboards import build, render
 
@@ -149,6 +150,31 @@ def publish(obj, out_dir: str) -> None:
 def _default_suite(store) -> str:
     suites = store.suites()
     return suites[0] if len(suites) == 1 else "tiny"
+
+
+@main.group()
+def store() -> None:
+    """The results store (SQLite) that runs, ablations and evaluations write to."""
+
+
+@store.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--store", "store_path", default=None, help="Store to write (default: $S2D_STORE, else results/s2d-bench.sqlite).")
+@click.option("--eval-suite", default="eval", show_default=True, help="Suite of `s2d-bench eval` folders whose records name none.")
+@_fail_cleanly
+def rebuild(folders: tuple[str, ...], store_path: str | None, eval_suite: str) -> None:
+    """Make the store again from run directories and `s2d-bench eval` output folders (FOLDERS).
+
+    Rows already in the store are replaced, never duplicated; a corrupt store file must be moved aside first.
+    """
+    from pathlib import Path
+
+    from s2d_bench.rebuild import rebuild as rebuild_store
+    from s2d_bench.store import Store
+
+    target = Store(store_path)
+    counts = rebuild_store(target, [Path(f) for f in folders], eval_suite)
+    click.echo(f"{target.path}: {counts['evals']} evaluation records, {counts['arms']} arm files, {counts['diagnostics']} diagnostics")
 
 
 @main.command(name="eval")

@@ -32,6 +32,16 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
     return field(default=default, metadata={"help": text})
 
 
+MAX_TEMPERATURE = 2.0  # vLLM's SamplingParams refuses more; one limit keeps every engine's protocol the same
+
+
+def _temperature(value: float | None, where: str, greedy: bool = True) -> None:
+    """Sampling temperatures are in [0, 2] ((0, 2] where training divides by it): vLLM refuses others."""
+    low_ok = value is None or (value >= 0 if greedy else value > 0)
+    _require(low_ok and (value is None or value <= MAX_TEMPERATURE),
+             f"{where} must be in {'[0' if greedy else '(0'}, {MAX_TEMPERATURE:g}], got {value}" + (" (0 is greedy)" if greedy else ""))
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
@@ -98,7 +108,8 @@ class GRPOConfig:
         _require(self.max_new_tokens >= 1, "GRPO: max_new_tokens must be >= 1")
         _require(self.samples_per_prompt >= 2, "GRPO needs samples_per_prompt >= 2: advantages compare samples within a group")
         _require(self.steps >= 0 and self.prompts_per_step > 0, "GRPO: steps >= 0 and prompts_per_step > 0")
-        _require(self.lr > 0 and self.temperature > 0, "GRPO: lr and temperature must be > 0")
+        _require(self.lr > 0, "GRPO: lr must be > 0")
+        _temperature(self.temperature, "GRPO: temperature", greedy=False)
         _require(self.clip_low >= 0 and self.clip_high >= 0, "GRPO: clip_low and clip_high must be >= 0")
         _require(self.updates_per_batch >= 1 and self.kl_coef >= 0, "GRPO: updates_per_batch >= 1, kl_coef >= 0")
 
@@ -122,6 +133,7 @@ class DistillConfig:
         _require(self.top_k >= 1 and self.chunk_size >= 0, "distill: top_k >= 1 and chunk_size >= 0")
         _require(self.max_new_tokens >= 1, "distill: max_new_tokens must be >= 1")
         _require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "distill: steps >= 0, batch_size > 0, lr > 0")
+        _temperature(self.temperature, "distill: temperature", greedy=False)
 
 
 @dataclass
@@ -157,7 +169,7 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         _require(self.samples is None or self.samples >= 1, f"eval.benchmarks {self.name}: samples must be >= 1")
-        _require(self.temperature is None or self.temperature >= 0, f"eval.benchmarks {self.name}: temperature must be >= 0")
+        _temperature(self.temperature, f"eval.benchmarks {self.name}: temperature")
         _require(self.top_p is None or 0 < self.top_p <= 1, f"eval.benchmarks {self.name}: top_p must be in (0, 1]")
         _require(self.top_k is None or self.top_k >= 0, f"eval.benchmarks {self.name}: top_k must be >= 0")
         _require(self.max_new_tokens is None or self.max_new_tokens >= 1, f"eval.benchmarks {self.name}: max_new_tokens must be >= 1")
@@ -180,7 +192,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _require(self.samples >= 1 and self.prompts_per_batch >= 1, "eval.samples and eval.prompts_per_batch must be >= 1")
         _require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
-        _require(self.temperature >= 0 and 0 < self.top_p <= 1 and self.top_k >= 0, "eval: temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+        _temperature(self.temperature, "eval.temperature")
+        _require(0 < self.top_p <= 1 and self.top_k >= 0, "eval: 0 < top_p <= 1, top_k >= 0")
         _require(bool(self.benchmarks), "eval.benchmarks is empty: name at least one benchmark (or 'task')")
         names = [b.name for b in self.benchmarks]
         _require(len(set(names)) == len(names), f"eval.benchmarks names a benchmark twice: {names}")
@@ -283,6 +296,18 @@ def config_hash(obj: Any) -> str:
     """Stable short hash of a config (or any JSON-able value)."""
     blob = json.dumps(to_dict(obj), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads")  # where and how a config runs, not what it computes
+
+
+def run_hash(cfg: "RunConfig") -> str:
+    """The hash that names a config in a run directory and the store: every setting but `RUN_ONLY`.
+
+    Seeds of one config share it (they are pooled in one table); arms are left out because an
+    ablation adds arms to a config rather than changing it (each arm's nodes carry their own ids).
+    """
+    return config_hash({k: v for k, v in to_dict(cfg).items() if k not in RUN_ONLY})
 
 
 # ---------------------------------------------------------------- building from plain data

@@ -11,6 +11,9 @@ On disk, under `<run_dir>/nodes/<id>/`:
   metrics.jsonl       per-step training metrics, rewritten if the stage is redone
   eval-<hash>.json    the record of one benchmark of `eval.benchmarks` under its protocol; completions-<hash>.jsonl beside it
   diagnostics.json    C1 (teacher RL) or C2 (distillation stages), see diagnostics.py
+Beside them, `configs/<hash>.yaml` keeps every config that used the run directory and
+`arms/<suite>-<hash>-seed<seed>.json` each run's arm paths (both let `s2d-bench store rebuild`
+remake the store); `config.json` is the latest config, `results.jsonl` its records.
 A run killed mid-stage leaves no `model/` (it is written as `model.partial/` and renamed), so
 only that stage is redone. Evaluation runs on every rank (each samples its share of the problems,
 rank 0 grades and writes). `<run_dir>/results.jsonl` collects every record in the run directory,
@@ -36,7 +39,7 @@ import transformers
 
 from s2d_bench import budget, diagnostics, distributed, scheduler
 from s2d_bench.backends import BACKENDS
-from s2d_bench.config import RunConfig, config_hash, from_dict, to_dict
+from s2d_bench.config import RunConfig, config_hash, from_dict, run_hash, to_dict
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device
 from s2d_bench.harness.grading import GradingPool
@@ -46,7 +49,8 @@ from s2d_bench.harness.suite import eval_key, evaluate_target
 from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
 from s2d_bench.models import MODELS
 from s2d_bench.nodefiles import checksums, node_lock, write_atomic, write_json
-from s2d_bench.models.builders import check_pair, load_pretrained, save
+from s2d_bench.models.builders import check_pair, load_pretrained, load_tokenizer, save
+from s2d_bench.models.refs import resolve_model
 from s2d_bench.models.pretrain import pretrain
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.store import Store
@@ -128,11 +132,16 @@ class Runner:
         self.splits = self.task.splits()
         self.backend = BACKENDS.get(cfg.backend)()
         self.backend.validate(cfg)  # options the backend cannot express fail now, not mid-run
+        for role in ("teacher", "student"):  # a mistyped or incomplete folder fails now, not after the other model trained
+            if getattr(cfg, role).path:
+                resolve_model(getattr(cfg, role).path, f"{role}.path")
         self.load_device = getattr(self.backend, "load_device", None) or self.device  # DeepSpeed ZeRO-3: host memory
         self.nodes = {n.id: n for n in plan(cfg)}
         self.targets = self._targets()
         self.jobs = self._jobs()
         self.store = Store(cfg.store) if distributed.is_main() else None  # rank 0 alone writes results
+        self.config_id = run_hash(cfg)
+        self.started = time.time()  # orders configs: a suite's leaderboard shows the one run last
 
     def arm_paths(self) -> dict[str, list[str]]:
         """Each arm's stage nodes in order (plan order is execution order)."""
@@ -187,6 +196,20 @@ class Runner:
     def result_path(self, node: Node, target: Target) -> Path:
         return self.node_dir(node) / f"eval-{self.eval_hash(target)}.json"
 
+    def read_record(self, node: Node, target: Target) -> dict[str, Any] | None:
+        """The node's record for a target, or None: missing, or unreadable (removed with a warning, so it is evaluated again)."""
+        path = self.result_path(node, target)
+        try:
+            record = json.loads(path.read_text())
+            EvalRecord.from_dict(record)
+            return record
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, AttributeError):
+            print(f"warning: node {node.id}: {path.name} is not a readable evaluation record; evaluating {target.label} again", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            return None
+
     # ------------------------------------------------------------------ running
     def run(self, prebuilt: bool = False) -> list[dict[str, Any]]:
         """Train what is missing, evaluate what is unevaluated; with several ranks, rank 0 writes.
@@ -218,10 +241,26 @@ class Runner:
         main = distributed.is_main()
         if main:
             self.root.mkdir(parents=True, exist_ok=True)
-            write_json(self.root / "config.json", to_dict(self.cfg))
         self.preflight()
         if main:
-            self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows())
+            self.remember_config()
+            self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows(), self.config_id, self.started)
+
+    def remember_config(self) -> None:
+        """config.json (the latest), configs/<hash>.yaml (every config the directory has seen) and this run's arms file."""
+        import yaml
+
+        for folder in ("configs", "arms"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        write_json(self.root / "config.json", to_dict(self.cfg))
+        kept = self.root / "configs" / f"{self.config_id}.yaml"
+        if not kept.exists():
+            write_atomic(kept, yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+        write_json(self.arms_file(self.cfg.seed), {"suite": self.cfg.name, "config": self.config_id, "seed": self.cfg.seed,
+                                                  "written": self.started, "arms": self.arm_rows()})
+
+    def arms_file(self, seed: int) -> Path:
+        return self.root / "arms" / f"{self.cfg.name}-{self.config_id}-seed{seed}.json"
 
     def build(self, node: Node) -> None:
         """Train the node if it is not on disk, evaluate it on every benchmark, compute its diagnostics.
@@ -239,7 +278,7 @@ class Runner:
 
     def finish(self, node: Node) -> list[dict[str, Any]]:
         """Store the node's evaluation records (one per benchmark) and its diagnostics."""
-        records = [json.loads(self.result_path(node, t).read_text()) for t in self.targets]
+        records = [self.read_record(node, t) for t in self.targets]
         for record in records:
             self.store.put_eval(eval_key(EvalRecord.from_dict(record)), self.cfg.name, record)
         self.diagnose(node)
@@ -276,9 +315,7 @@ class Runner:
     def _tokenizer(self, role: str) -> Any:
         model_cfg = getattr(self.cfg, role)
         if model_cfg.path:
-            from transformers import AutoTokenizer
-
-            return AutoTokenizer.from_pretrained(model_cfg.path)
+            return load_tokenizer(resolve_model(model_cfg.path, f"{role}.path"))
         return MODELS.get(model_cfg.builder)(seed=0)[1]
 
     def diagnostics_of(self, node: Node) -> dict[str, Any] | None:
@@ -397,7 +434,7 @@ class Runner:
     # ------------------------------------------------------------------ evaluation and records
     def evaluate(self, node: Node) -> None:
         """Evaluate a trained node on every benchmark it has no record for; every rank samples its share."""
-        todo = [t for t in self.targets if not distributed.agree(self.result_path(node, t).exists())]
+        todo = [t for t in self.targets if not distributed.agree(self.read_record(node, t) is not None if distributed.is_main() else None)]
         if not todo:
             return
         ref = self.model_ref(node)
@@ -423,7 +460,7 @@ class Runner:
             model=model_id[node.role], engine=self.cfg.eval.engine, thinking=self.cfg.prompt.thinking, seed=self.cfg.seed,
             stage=node.stage, run=self.cfg.name, node=node.id, role=node.role, arms=node.arms, parent=node.parent,
             teacher_node=node.teacher, backend=self.cfg.backend, teacher_model=model_id["teacher"], student_model=model_id["student"],
-            config_hash=config_hash({k: v for k, v in to_dict(self.cfg).items() if k not in ("run_dir", "store", "arms")}),
+            config_hash=self.config_id,
             node_config=node.cfg, labeled_draws=draws, labeled_unique=unique, labeled_per_stage=self.labeled_per_stage(node),
             train_seconds=self._train_seconds(node),
         )
@@ -462,8 +499,18 @@ class Runner:
         return self.stage_info(node)["seconds"]
 
     def write_results(self) -> None:
-        """results.jsonl: every evaluation record in this run directory (all seeds), oldest first."""
-        records = [json.loads(p.read_text()) for p in sorted((self.root / "nodes").glob("*/eval-*.json"))]
+        """results.jsonl: the records of this config (every seed run in this directory) under its protocols, oldest first."""
+        nodes: set[str] = set()
+        for path in (self.root / "arms").glob(f"{self.cfg.name}-{self.config_id}-seed*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                nodes.update(node for rows in json.loads(path.read_text())["arms"].values() for node, _ in rows)
+        nodes.update(n.id for n in self.nodes.values())  # the base teacher is in no arm
+        hashes = {self.eval_hash(t) for t in self.targets}
+        records = []
+        for node in sorted(nodes):
+            for digest in sorted(hashes):
+                path = self.root / "nodes" / node / f"eval-{digest}.json"
+                if path.exists():
+                    records.append(json.loads(path.read_text()))
         records.sort(key=lambda r: r["timestamp"])
         write_atomic(self.root / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-

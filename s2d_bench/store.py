@@ -5,11 +5,14 @@ so writing the same thing twice (a rerun, a resumed grid, a second process) repl
 never duplicates it:
 
   evals        one evaluation record: a model (node) under one eval config; the full record as JSON
-  arms         which node is an arm's i-th stage, for a suite and seed
+  arms         which node is an arm's i-th stage, for a suite, config and seed (the config hash
+               keeps a changed config's arms apart from the old ones; leaderboards show the newest)
   diagnostics  per-node measurements that are not evaluations (the paper's C2 teacher-student KL)
 
 SQLite in WAL mode with a busy timeout lets several processes (seeds run side by side, a
 leaderboard read during a run) use the file at once; each write is one short transaction.
+The file is created by the first write, so a command that fails leaves none behind. Everything
+in it is also on disk in run directories, so `s2d-bench store rebuild` can make it again.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from s2d_bench.errors import UserError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evals (
     key TEXT PRIMARY KEY, suite TEXT NOT NULL, node TEXT, stage TEXT, role TEXT, seed INTEGER,
     task TEXT, mean REAL, stderr REAL, k INTEGER, n INTEGER, timestamp REAL, record TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS arms (
-    suite TEXT NOT NULL, seed INTEGER NOT NULL, arm TEXT NOT NULL, position INTEGER NOT NULL,
-    node TEXT NOT NULL, stage TEXT NOT NULL, PRIMARY KEY (suite, seed, arm, position)
+    suite TEXT NOT NULL, config TEXT NOT NULL, seed INTEGER NOT NULL, arm TEXT NOT NULL, position INTEGER NOT NULL,
+    node TEXT NOT NULL, stage TEXT NOT NULL, written REAL NOT NULL, PRIMARY KEY (suite, config, seed, arm, position)
 );
 CREATE TABLE IF NOT EXISTS diagnostics (
     suite TEXT NOT NULL, node TEXT NOT NULL, kind TEXT NOT NULL, record TEXT NOT NULL,
@@ -52,10 +57,29 @@ class Store:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = resolve_store(path)
+        self._ready = False
+        if self.path.exists():
+            self._open()
+
+    def _open(self) -> None:
+        """Create (first write) or check the file: WAL mode, the schema, arms rows from before configs were kept."""
+        if self._ready:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._use_wal()
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        try:
+            self._use_wal()
+            with self._connect() as db:
+                columns = [row[1] for row in db.execute("PRAGMA table_info(arms)")]
+                if columns and "config" not in columns:  # a store written before arms were kept per config
+                    db.execute("ALTER TABLE arms RENAME TO arms_v1")
+                db.executescript(SCHEMA)
+                if columns and "config" not in columns:
+                    db.execute("INSERT INTO arms SELECT suite, '', seed, arm, position, node, stage, 0 FROM arms_v1")
+                    db.execute("DROP TABLE arms_v1")
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"results store {self.path} is not a readable SQLite database ({exc}); move it aside and run "
+                            "`s2d-bench store rebuild RUN_DIR ...` to make it again from the run directories") from None
+        self._ready = True
 
     def _use_wal(self, attempts: int = 100) -> None:
         """Switch the file to write-ahead logging once (the mode persists in the file).
@@ -85,23 +109,38 @@ class Store:
         finally:
             db.close()
 
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._open()
+        with self._connect() as db:
+            yield db
+
+    def _read(self, query: str, args: tuple = ()) -> list[tuple]:
+        """Rows of a query; a store that was never written holds none."""
+        if not self.path.exists():
+            return []
+        self._open()
+        with self._connect() as db:
+            return db.execute(query, args).fetchall()
+
     # ------------------------------------------------------------------ writing
     def put_eval(self, key: str, suite: str, record: dict[str, Any]) -> None:
         row = (key, suite, record.get("node"), record.get("stage"), record.get("role"), record.get("seed"), record.get("task"),
                record["mean"], record.get("stderr"), record.get("k"), record.get("n"), record.get("timestamp"), json.dumps(record))
-        with self._connect() as db:
+        with self._write() as db:
             db.execute("INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
-    def put_arms(self, suite: str, seed: int, arms: dict[str, list[tuple[str, str]]]) -> None:
-        """arms: name -> [(node id, stage), ...] in order; an arm's old rows are replaced."""
-        with self._connect() as db:
+    def put_arms(self, suite: str, seed: int, arms: dict[str, list[tuple[str, str]]], config: str = "", written: float | None = None) -> None:
+        """arms: name -> [(node id, stage), ...] in order, as config `config` (its hash) plans them; that arm's old rows are replaced."""
+        written = time.time() if written is None else written
+        with self._write() as db:
             for arm, path in arms.items():
-                db.execute("DELETE FROM arms WHERE suite = ? AND seed = ? AND arm = ?", (suite, seed, arm))
-                db.executemany("INSERT INTO arms VALUES (?, ?, ?, ?, ?, ?)",
-                               [(suite, seed, arm, i, node, stage) for i, (node, stage) in enumerate(path)])
+                db.execute("DELETE FROM arms WHERE suite = ? AND config = ? AND seed = ? AND arm = ?", (suite, config, seed, arm))
+                db.executemany("INSERT INTO arms VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               [(suite, config, seed, arm, i, node, stage, written) for i, (node, stage) in enumerate(path)])
 
     def put_diagnostic(self, suite: str, node: str, kind: str, record: dict[str, Any]) -> None:
-        with self._connect() as db:
+        with self._write() as db:
             db.execute("INSERT OR REPLACE INTO diagnostics VALUES (?, ?, ?, ?)", (suite, node, kind, json.dumps(record)))
 
     # ------------------------------------------------------------------ reading
@@ -109,20 +148,21 @@ class Store:
         query, args = "SELECT suite, record FROM evals", ()
         if suite is not None:
             query, args = query + " WHERE suite = ?", (suite,)
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY timestamp, key", args).fetchall()
-        return [{**json.loads(record), "suite": s} for s, record in rows]
+        return [{**json.loads(record), "suite": s} for s, record in self._read(query + " ORDER BY timestamp, key", args)]
 
-    def arms(self, suite: str) -> list[dict[str, Any]]:
-        with self._connect() as db:
-            rows = db.execute("SELECT seed, arm, position, node, stage FROM arms WHERE suite = ? ORDER BY seed, arm, position", (suite,)).fetchall()
-        return [dict(zip(("seed", "arm", "position", "node", "stage"), row)) for row in rows]
+    def arms(self, suite: str, every_config: bool = False) -> list[dict[str, Any]]:
+        """The suite's arm rows: those of its newest config (the one last run), or of every config."""
+        rows = self._read("SELECT config, seed, arm, position, node, stage, written FROM arms WHERE suite = ? "
+                          "ORDER BY config, seed, arm, position", (suite,))
+        out = [dict(zip(("config", "seed", "arm", "position", "node", "stage", "written"), row)) for row in rows]
+        if out and not every_config:
+            newest = max(out, key=lambda r: r["written"])["config"]
+            out = [r for r in out if r["config"] == newest]
+        return out
 
     def diagnostics(self, suite: str) -> list[dict[str, Any]]:
-        with self._connect() as db:
-            rows = db.execute("SELECT node, kind, record FROM diagnostics WHERE suite = ? ORDER BY node, kind", (suite,)).fetchall()
+        rows = self._read("SELECT node, kind, record FROM diagnostics WHERE suite = ? ORDER BY node, kind", (suite,))
         return [{"node": node, "kind": kind, **json.loads(record)} for node, kind, record in rows]
 
     def suites(self) -> list[str]:
-        with self._connect() as db:
-            return [row[0] for row in db.execute("SELECT DISTINCT suite FROM evals ORDER BY suite")]
+        return [row[0] for row in self._read("SELECT DISTINCT suite FROM evals ORDER BY suite")]

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 STAGES = ("teacher_rl", "warmup", "opd", "student_rl", "pretrain teacher", "pretrain student")
 
 
@@ -55,3 +57,201 @@ def test_a_damaged_node_is_built_again_with_a_warning_never_loaded(tiny_override
     for key, record in again.items():
         assert (record["per_problem"], record["labeled_draws"]) == (first[key]["per_problem"], first[key]["labeled_draws"]), key
     assert Runner(cfg).damage(by_stage["teacher_rl"]) is None
+
+
+# ---------------------------------------------------------------- bad inputs: one line, exit status 2, the fix named
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from s2d_bench.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _assert_user_error(out, hint):
+    assert out.exit_code == 2, out.output
+    assert hint in out.output, out.output
+    assert "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1, out.output
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No hub: whatever the machine's network, a lookup must fail at once."""
+    from s2d_bench.models import refs
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    refs.hub_offline.cache_clear()
+    yield
+    refs.hub_offline.cache_clear()
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    from s2d_bench.models.builders import save, tiny_qwen3_student
+
+    model, tok = tiny_qwen3_student()
+    save(model, tok, tmp_path / "model")
+    return tmp_path / "model"
+
+
+def _data(folder, lines: bytes):
+    folder.mkdir(exist_ok=True)
+    (folder / "math500.jsonl").write_bytes(lines)
+    return folder
+
+
+GOOD = b'{"id": "q0", "problem": "What is 1+1?", "answer": "2"}\n'
+
+
+@pytest.mark.parametrize("name, lines, hint", [
+    ("huge", json.dumps({"id": "huge", "problem": "x" * 10_000_000, "answer": "1"}).encode() + b"\n", "line 1 is 9.5 MiB"),
+    ("empty", b"", "holds no records"),
+    ("latin1", b'{"id": "a", "problem": "caf\xe9", "answer": "1"}\n', "line 1 is not UTF-8"),
+    ("garbage", GOOD + b"not json\n", "line 2 is not JSON"),
+    ("list", b"[1, 2]\n", "not an object"),
+    ("noanswer", b'{"id": "a", "problem": "p"}\n', "line 1 has no answer"),
+])
+def test_a_bad_data_file_is_a_one_line_error_naming_the_line(saved_model, tmp_path, name, lines, hint, offline):
+    data = _data(tmp_path / name, lines)
+    _assert_user_error(_cli("eval", "--model", saved_model, "--data", data, "--samples", 1, "--out", tmp_path / "ev"), hint)
+    assert not (tmp_path / "store.sqlite").exists()  # a failed command creates no store
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_sampling_naming_the_problem(saved_model, tmp_path, offline):
+    long = _data(tmp_path / "long", json.dumps({"id": "long-one", "problem": "y" * 1500, "answer": "1"}).encode() + b"\n")
+    _assert_user_error(_cli("eval", "--model", saved_model, "--data", long, "--samples", 1, "--out", tmp_path / "ev"),
+                       "problem long-one: its prompt (1,")
+    good = _data(tmp_path / "good", GOOD)
+    _assert_user_error(_cli("eval", "--model", saved_model, "--data", good, "--max-new-tokens", 1000, "--out", tmp_path / "ev"),
+                       "lower max_new_tokens to")
+
+
+def test_model_folders_and_paths_are_checked_before_anything_loads(saved_model, tmp_path, offline, monkeypatch):
+    import shutil
+    import time
+
+    good = _data(tmp_path / "d", GOOD)
+    no_config = shutil.copytree(saved_model, tmp_path / "no-config")
+    (no_config / "config.json").unlink()
+    no_tok = shutil.copytree(saved_model, tmp_path / "no-tok")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (no_tok / name).unlink(missing_ok=True)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path)
+    start = time.perf_counter()
+    cases = {
+        no_config: "no config.json", no_tok: "no tokenizer files", tmp_path / "empty": "no config.json",
+        "a/b": "the hub is unreachable",  # a mistyped relative folder: no hub retries offline
+        "runs/tiny/nodes/x/model": "does not exist",  # the README's node path from another directory
+    }
+    for model, hint in cases.items():
+        _assert_user_error(_cli("eval", "--model", model, "--data", good, "--out", tmp_path / "ev"), hint)
+    assert time.perf_counter() - start < 30  # no lookups: each case is a local check
+    assert not (tmp_path / "store.sqlite").exists()
+    _assert_user_error(_cli("run", "teacher.builder=", f"teacher.path={tmp_path / 'empty'}", f"run_dir={tmp_path / 'r'}"),
+                       "teacher.path")
+
+
+def test_one_model_typed_three_ways_is_one_leaderboard_row(saved_model, tmp_path, offline, monkeypatch):
+    good = _data(tmp_path / "d", GOOD)
+    monkeypatch.chdir(tmp_path)
+    for ref in ("./model", str(saved_model), f"{saved_model}/"):
+        out = _cli("eval", "--model", ref, "--data", good, "--samples", 1, "--max-new-tokens", 2, "--out", tmp_path / "ev")
+        assert out.exit_code == 0, out.output
+    board = _cli("leaderboard", "--suite", "eval", "--format", "csv")
+    assert board.exit_code == 0, board.output
+    assert len(board.output.strip().splitlines()) == 2, board.output  # the header and one model
+
+
+def test_a_corrupt_store_is_a_one_line_error_naming_the_rebuild(tmp_path, tiny_overrides):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_text("this is not a database")
+    _assert_user_error(_cli("leaderboard", "--store", bad), "s2d-bench store rebuild")
+    _assert_user_error(_cli("run", *tiny_overrides, f"store={bad}"), "s2d-bench store rebuild")
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("task.n_test=1e9", "lower them or raise task.max_digits"),
+    ("eval.temperature=3", "eval.temperature must be in [0, 2]"),
+    ("stages.opd.temperature=0", "distill: temperature must be in (0, 2]"),
+])
+def test_values_that_fail_later_are_refused_up_front(override, hint, tiny_overrides):
+    _assert_user_error(_cli("run", *tiny_overrides, override), hint)
+
+
+# ---------------------------------------------------------------- a run directory reused with another config
+
+
+def test_a_run_directory_remembers_each_config_and_tables_show_the_one_asked_for(tiny_overrides, tmp_path):
+    from s2d_bench.config import load_config, run_hash
+    from s2d_bench.leaderboards import build
+    from s2d_bench.pipeline import Runner
+    from s2d_bench.rebuild import rebuild
+    from s2d_bench.store import Store
+
+    bridge = "arms={bridge: {stages: [teacher_rl, warmup, opd]}}"
+    first = load_config(None, [*tiny_overrides, bridge])
+    second = load_config(None, [*tiny_overrides, bridge, "stages.opd.lr=0.002"])
+    Runner(first).run()
+    records = Runner(second).run()
+    run = first.output_dir
+    assert sorted(p.stem for p in (run / "configs").glob("*.yaml")) == sorted([run_hash(first), run_hash(second)])
+    assert load_config(str(run / "configs" / f"{run_hash(first)}.yaml")).stages.opd.lr == first.stages.opd.lr
+    kept = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert {r["node"] for r in kept} == {r["node"] for r in records}  # the second config's nodes only
+    assert all(r["config_hash"] == run_hash(second) for r in records if r["stage"] == "opd")
+    store = Store(first.store)
+    board = build(store, first.name)
+    assert "?" not in set(board.c2["arms"]) and len(board.c2) == 2  # warmup (shared) and the new opd
+    every = build(store, first.name, every_config=True)
+    assert sorted(every.main["arm"]) == sorted(f"bridge [{run_hash(c)[:6]}]" for c in (first, second))
+    again = Store(tmp_path / "rebuilt.sqlite")
+    rebuild(again, [run])
+    for flag in (False, True):
+        assert build(again, first.name, flag).main.equals(build(store, first.name, flag).main)
+
+
+def test_a_garbage_record_or_a_deleted_model_is_evaluated_again(tiny_overrides, capsys):
+    from s2d_bench.config import load_config
+    from s2d_bench.pipeline import Runner
+
+    cfg = load_config(None, [*tiny_overrides, "arms={bridge: {stages: [teacher_rl, warmup]}}"])
+    Runner(cfg).run()
+    runner = Runner(cfg)
+    by_stage = {n.stage: n for n in runner.nodes.values()}
+    (garbage,) = runner.node_dir(by_stage["warmup"]).glob("eval-*.json")
+    garbage.write_text("{not json")
+    model = runner.node_dir(by_stage["teacher_rl"]) / "model"
+    import shutil
+
+    shutil.rmtree(model)
+    (old_record,) = model.parent.glob("eval-*.json")
+    old_time = json.loads(old_record.read_text())["timestamp"]
+    capsys.readouterr()
+    records = {r["node"]: r for r in Runner(cfg).run()}
+    err = capsys.readouterr().err
+    assert f"node {by_stage['warmup'].id}: {garbage.name} is not a readable evaluation record" in err
+    assert json.loads(garbage.read_text())["node"] == by_stage["warmup"].id
+    assert "teacher_rl:" in err and model.is_dir()  # retrained ...
+    assert records[by_stage["teacher_rl"].id]["timestamp"] > old_time  # ... and its stale record replaced
+
+
+def test_a_cached_hub_id_resolves_offline_and_is_keyed_with_its_revision(tmp_path, offline, monkeypatch):
+    import huggingface_hub.constants
+
+    from s2d_bench.errors import UserError
+    from s2d_bench.models.refs import resolve_model, with_revision
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    (repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567").mkdir(parents=True)
+    (repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567" / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("org/tiny") == "org/tiny"
+    assert with_revision("org/tiny") == "org/tiny@0123456789ab"
+    with pytest.raises(UserError, match="hub is unreachable"):
+        resolve_model("org/other")

@@ -56,3 +56,34 @@ def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
             p.join(timeout=120)
         assert [p.exitcode for p in procs] == [0] * 4, "a process failed to open a new store (database is locked)"
         assert len(Store(path).arms("suite")) == 4
+
+
+def test_a_store_is_created_by_its_first_write_and_reads_empty_before(tmp_path):
+    store = Store(tmp_path / "sub" / "s.sqlite")
+    assert store.evals() == [] and store.arms("a") == [] and store.suites() == []
+    assert not store.path.exists()  # a command that only read (or failed) leaves no file
+    store.put_eval("k", "a", {"node": "n", "task": "t", "mean": 0.1, "timestamp": 1})
+    assert store.path.exists() and store.suites() == ["a"]
+
+
+def test_a_corrupt_store_names_the_rebuild_and_an_old_store_keeps_its_arms(tmp_path):
+    import sqlite3
+
+    import pytest
+
+    from s2d_bench.errors import UserError
+
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"SQLite format 3\x00" + b"\x17" * 200)
+    with pytest.raises(UserError, match="store rebuild"):
+        Store(bad)
+    old = tmp_path / "old.sqlite"  # the arms table as stores wrote it before configs were kept
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE arms (suite TEXT NOT NULL, seed INTEGER NOT NULL, arm TEXT NOT NULL, position INTEGER NOT NULL, "
+                   "node TEXT NOT NULL, stage TEXT NOT NULL, PRIMARY KEY (suite, seed, arm, position))")
+        db.execute("INSERT INTO arms VALUES ('a', 0, 'full', 0, 'n1', 'base')")
+    store = Store(old)
+    assert [(r["node"], r["config"]) for r in store.arms("a")] == [("n1", "")]
+    store.put_arms("a", 0, {"full": [("n2", "base")]}, config="c2", written=5.0)
+    assert [r["node"] for r in store.arms("a")] == ["n2"]  # the newest config's arms
+    assert sorted(r["node"] for r in store.arms("a", every_config=True)) == ["n1", "n2"]

@@ -53,6 +53,10 @@ class Engine(Protocol):
         """The same samples laid out for training (right-padded, mask up to and including the stop token)."""
         ...
 
+    def check_prompts(self, prompts: list[str], names: list[str], max_new_tokens: int) -> None:
+        """Refuse (UserError naming the problem) a prompt that with its completion does not fit the model's context."""
+        ...
+
     def close(self) -> None:
         """Release what the engine holds (vLLM: its GPU memory)."""
         ...

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.config import RolloutConfig
 from s2d_bench.generation.engine import Completion, EngineConfig, Progress, resolve_device, resolve_dtype
-from s2d_bench.generation.protocol import render, stop_ids
+from s2d_bench.generation.protocol import check_context, context_of, render, stop_ids
 from s2d_bench.generation.rollouts import Rollouts, rollouts_from_tokens
 from s2d_bench.generation.sampling import Sampling, sample
 from s2d_bench.models.builders import load_pretrained
@@ -56,6 +56,9 @@ class HFEngine:
         """k samples per prompt from the model as it is now, laid out for training."""
         rows = render(self.tok, prompts, self.cfg.thinking)
         return rollouts_from_tokens(self.tok, rows, sampling.k, self._sample(rows, sampling, seeds, None))
+
+    def check_prompts(self, prompts: list[str], names: list[str], max_new_tokens: int) -> None:
+        check_context(self.tok, prompts, names, self.cfg.thinking, context_of(self.model.config), max_new_tokens)
 
     def close(self) -> None:
         return None

@@ -14,6 +14,8 @@ import hashlib
 
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from s2d_bench.errors import UserError
+
 
 def render_chat(tok: PreTrainedTokenizerBase, chat: list[dict[str, str]], thinking: bool, add_generation_prompt: bool = True) -> str:
     """A conversation through the chat template, `enable_thinking=thinking` always passed (lm-eval's
@@ -30,6 +32,33 @@ def render(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: bool) -> 
     """Prompt token ids of each user message, chat-templated, `enable_thinking=thinking` (templates
     that do not know the flag ignore it)."""
     return [tok(t, add_special_tokens=False)["input_ids"] for t in render_texts(tok, prompts, thinking)]
+
+
+def check_context(tok: PreTrainedTokenizerBase, prompts: list[str], names: list[str], thinking: bool, context: int | None,
+                  max_new_tokens: int) -> None:
+    """Refuse, before any sampling, a prompt that with `max_new_tokens` does not fit the model's `context`.
+
+    Past its context a model reads positions it never trained on (a 10 MB record once became a
+    13.7 GB prefill). A prompt longer than `context` times the longest token string is refused
+    without tokenizing it (it cannot fit, and BPE on one huge word is slow); the rest are rendered.
+    """
+    if not context:
+        return
+    longest = max(map(len, tok.get_vocab()))
+    for prompt, name in zip(prompts, names):
+        size = len(render(tok, [prompt], thinking)[0]) if len(prompt) <= context * longest else None
+        if size is None or size >= context:
+            shown = f"{len(prompt):,} characters" if size is None else f"{size:,} tokens"
+            raise UserError(f"problem {name}: its prompt ({shown}) does not fit the model's context of {context:,} tokens; "
+                            "remove it from the data (or use a model with a longer context)")
+        if size + max_new_tokens > context:
+            raise UserError(f"problem {name}: prompt ({size:,} tokens) + max_new_tokens ({max_new_tokens:,}) exceed the model's context "
+                            f"of {context:,} tokens; lower max_new_tokens to {context - size:,} or less")
+
+
+def context_of(config) -> int | None:  # noqa: ANN001 - any transformers PretrainedConfig
+    """The positions a model was built for (None when its config does not say)."""
+    return getattr(config, "max_position_embeddings", None)
 
 
 def stop_ids(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> list[int]:

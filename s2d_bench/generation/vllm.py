@@ -26,16 +26,18 @@ import os
 import tempfile
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from vllm import LLM, SamplingParams
 
 from s2d_bench import distributed
 from s2d_bench.config import RolloutConfig
 from s2d_bench.errors import UserError
 from s2d_bench.generation.engine import Completion, EngineConfig, Progress
-from s2d_bench.generation.protocol import render, stop_ids, stop_ids_of
+from s2d_bench.generation.protocol import check_context, context_of, render, stop_ids, stop_ids_of
 from s2d_bench.generation.rollouts import Rollouts, rollouts_from_tokens
 from s2d_bench.generation.sampling import Sampling
+from s2d_bench.models.builders import load_tokenizer
+from s2d_bench.models.refs import resolve_model
 
 
 def sampling_params(sampling: Sampling, seed: int, **extra) -> SamplingParams:
@@ -81,8 +83,9 @@ def check_fits(model: PreTrainedModel, cfg: RolloutConfig) -> None:
 
 class VLLMEngine:
     def __init__(self, llm: LLM, tok: PreTrainedTokenizerBase, stops: list[int], thinking: bool, model: PreTrainedModel | None = None,
-                 trained: bool = False, sleep: bool = False, folder: tempfile.TemporaryDirectory | None = None) -> None:
-        self.llm, self.tok, self.stops, self.thinking = llm, tok, stops, thinking
+                 trained: bool = False, sleep: bool = False, folder: tempfile.TemporaryDirectory | None = None,
+                 context: int | None = None) -> None:
+        self.llm, self.tok, self.stops, self.thinking, self.context = llm, tok, stops, thinking, context
         self.model, self.trained = model, trained  # the module a colocated copy follows (None: loaded from a path)
         self.pushes = 0
         self._asleep = False
@@ -92,13 +95,14 @@ class VLLMEngine:
     def load(cls, ref: str, cfg: EngineConfig = EngineConfig()) -> "VLLMEngine":
         """Evaluation: the checkpoint at `ref`, tensor parallel over cfg.tensor_parallel_size GPUs."""
         dtype = "auto" if cfg.dtype == "auto" else cfg.dtype
-        tok = AutoTokenizer.from_pretrained(ref)
+        ref = resolve_model(ref)
+        tok = load_tokenizer(ref)
         try:
             generation = GenerationConfig.from_pretrained(ref)
         except OSError:  # a folder without generation_config.json: the tokenizer's EOS alone
             generation = None
         llm = LLM(model=ref, tensor_parallel_size=cfg.tensor_parallel_size, dtype=dtype)
-        return cls(llm, tok, stop_ids_of(generation, tok), cfg.thinking)
+        return cls(llm, tok, stop_ids_of(generation, tok), cfg.thinking, context=context_of(AutoConfig.from_pretrained(ref)))
 
     @classmethod
     def live(cls, model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: RolloutConfig, thinking: bool, trained: bool) -> "VLLMEngine":
@@ -110,7 +114,8 @@ class VLLMEngine:
         config.save_pretrained(folder.name)
         distributed.launcher_env()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: its model is reachable
-        return cls(LLM(**engine_args(model, cfg, folder.name)), tok, stop_ids(model, tok), thinking, model, trained, cfg.sleep, folder)
+        return cls(LLM(**engine_args(model, cfg, folder.name)), tok, stop_ids(model, tok), thinking, model, trained, cfg.sleep, folder,
+                   cfg.max_model_len or context_of(model.config))
 
     def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int], progress: Progress | None = None) -> list[Completion]:
         tokens = self._sample(render(self.tok, prompts, self.thinking), sampling, seeds)
@@ -150,6 +155,9 @@ class VLLMEngine:
         target.load_weights((name, p.data) for name, p in self.model.named_parameters())  # tied weights come once
         self.llm.reset_prefix_cache()
         self.pushes += 1
+
+    def check_prompts(self, prompts: list[str], names: list[str], max_new_tokens: int) -> None:
+        check_context(self.tok, prompts, names, self.thinking, self.context, max_new_tokens)
 
     def close(self) -> None:
         del self.llm

@@ -84,6 +84,7 @@ def evaluate(
     """Sample cfg.samples completions per problem, grade each, and summarise (on rank 0; None elsewhere)."""
     sampling = sampling_of(cfg)
     k = sampling.k
+    engine.check_prompts([p.prompt for p in problems], [p.id for p in problems], sampling.max_new_tokens)
     start = time.perf_counter()
     completions = generate_shared(engine, problems, sampling, seed, desc)
     gen_seconds = time.perf_counter() - start

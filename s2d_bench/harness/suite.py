@@ -20,6 +20,7 @@ from s2d_bench.harness.evaluate import evaluate
 from s2d_bench.harness.grading import GradingPool
 from s2d_bench.harness.records import EvalRecord
 from s2d_bench.harness.targets import Target, benchmark_target
+from s2d_bench.models.refs import resolve_model, with_revision
 from s2d_bench.store import Store
 from s2d_bench.tasks import BENCHMARKS
 
@@ -57,15 +58,17 @@ def run_suite(
 ) -> list[dict[str, Any]]:
     """Evaluate `model` on each benchmark; return (and write, to `out` and the store) one record per benchmark."""
     specs = {name: BENCHMARKS.get(name) for name in benchmarks}  # unknown names fail before loading
-    model = str(Path(model).resolve()) if Path(model).exists() else model  # ./m, its absolute path and m/ are one model
+    engine_cls = ENGINES.get(engine_name)  # an unknown engine or a missing extra fails before anything loads
     eval_cfg = EvalConfig(prompts_per_batch=max(engine_cfg.prompts_per_batch, 1), engine=engine_name)
     targets = [benchmark_target(opts.entry(name), spec, eval_cfg, opts.data) for name, spec in specs.items()]
-    engine = ENGINES.get(engine_name).load(model, engine_cfg)
+    model = resolve_model(model, "--model")  # ./m, its absolute path and m/ are one model; a typo never reaches the hub
+    engine = engine_cls.load(model, engine_cfg)
+    model = with_revision(model)  # a hub id is keyed with the commit just loaded
     records = []
     with GradingPool(opts.grading_workers, opts.grading_timeout) as pool:
         for target in targets:
             record = evaluate_target(engine, target, opts.seed, out / target.label, pool,
-                                     dict(model=model, engine=engine_name, thinking=engine_cfg.thinking, seed=opts.seed))
+                                     dict(model=model, engine=engine_name, thinking=engine_cfg.thinking, seed=opts.seed, run=suite))
             if record is None:  # another rank's share, gathered by rank 0
                 continue
             (out / target.label / "results.json").write_text(record.to_json())

@@ -37,15 +37,20 @@ class Leaderboard:
         ] if not frame.empty]
 
 
-def build(store: Store, suite: str) -> Leaderboard:
+def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
+    """The suite's tables. A workflow suite shows the arms of the config run last (a changed config
+    replaces the old one's rows), or with `every_config` each config's arms, labelled by its hash."""
     evals = store.evals(suite)
     if not evals:
         known = ", ".join(store.suites()) or "none yet"
         raise UserError(f"no records for suite '{suite}' in {store.path} (suites: {known})")
-    arms = store.arms(suite)
+    arms = store.arms(suite, every_config)
     if not arms:  # an `s2d-bench eval` suite: models x benchmarks
         return Leaderboard(suite, model_table(evals), {}, pd.DataFrame(), pd.DataFrame())
-    diagnostics = store.diagnostics(suite)
+    if every_config and len({r["config"] for r in arms}) > 1:
+        arms = [{**r, "arm": f"{r['arm']} [{r['config'][:6] or 'old'}]"} for r in arms]
+    shown = {r["node"] for r in arms}
+    diagnostics = [d for d in store.diagnostics(suite) if d["node"] in shown]  # never a superseded config's nodes
     tasks = sorted({r["task"] for r in evals})
     return Leaderboard(suite, arm_table(evals, arms), {t: trajectory(evals, arms, t) for t in tasks},
                        c1_table(evals, diagnostics), c2_table(arms, diagnostics))

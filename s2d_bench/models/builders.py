@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
 
 from s2d_bench.errors import UserError
+from s2d_bench.models.refs import load_kwargs, resolve_model
 from s2d_bench.models.tokenizer import char_tokenizer
 
 
@@ -57,18 +58,25 @@ def tiny_qwen3_student(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokeni
 
 def load_pretrained(path_or_id: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local directory or a hub id (float32 unless told)."""
-    local = Path(path_or_id)
-    if path_or_id.startswith((".", "/")) and not local.is_dir():
-        raise UserError(f"model path '{path_or_id}' does not exist: point model.path at a saved HF directory")
+    ref = resolve_model(path_or_id)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(path_or_id)
-    except OSError as exc:
-        raise UserError(f"cannot load model '{path_or_id}': {exc}. Use a local directory when offline.") from None
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **load_kwargs(ref))
+    except (OSError, ValueError) as exc:  # an unknown architecture, a hub id without weights
+        raise UserError(f"cannot load model '{path_or_id}': {str(exc).splitlines()[0]}") from None
+    tok = load_tokenizer(ref)
     tok.padding_side = "left"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.to(device), tok
+
+
+def load_tokenizer(ref: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a checked reference (refs.resolve_model); it must carry a chat template, which every prompt goes through."""
+    tok = AutoTokenizer.from_pretrained(ref, **load_kwargs(ref))
+    if not tok.chat_template:
+        raise UserError(f"model '{ref}': its tokenizer has no chat template; every prompt is rendered through one "
+                        "(save one with the tokenizer, e.g. chat_template.jinja)")
+    return tok
 
 
 def save(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 
 from s2d_bench.config import TaskConfig
+from s2d_bench.errors import UserError
 from s2d_bench.tasks.base import Problem, Splits
 
 
@@ -44,7 +45,8 @@ class AdditionTask:
         needed = cfg.n_test + cfg.n_labeled + cfg.n_unlabeled
         space = (10**self.width) ** 2
         if needed > space // 2:
-            raise ValueError(f"task asks for {needed} distinct problems; {self.width}-digit addition has {space}")
+            raise UserError(f"task asks for {needed} distinct problems (n_test + n_labeled + n_unlabeled); {self.width}-digit addition "
+                            f"has {space} pairs, of which at most half are used: lower them or raise task.max_digits")
         rng = random.Random(cfg.seed)
         seen: dict[tuple[int, int], None] = {}
         while len(seen) < needed:

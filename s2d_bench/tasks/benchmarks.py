@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s2d_bench.errors import UserError
+from s2d_bench.models.refs import hub_offline
 from s2d_bench.tasks.base import Problem
+from s2d_bench.tasks.jsonl import read_jsonl
 
 DEFAULT_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 DATA_ENV = "S2D_DATA_DIR"
@@ -79,20 +81,27 @@ def _record_to_problem(bench: Benchmark, row: dict, index: int, mapped: bool) ->
 
 def load_problems(bench: Benchmark, data: str | None = None, limit: int | None = None) -> list[Problem]:
     """The benchmark's problems in file order, the first `limit` of them when given."""
-    import datasets
-
     path = _data_file(bench, data)
-    try:
-        if path is not None:
-            rows = datasets.load_dataset("json", data_files=str(path), split="train")
-        else:
-            rows = datasets.load_dataset(bench.hf_id, bench.hf_config, split=bench.hf_split)
-    except (ConnectionError, OSError, ValueError) as exc:
-        raise UserError(f"{bench.name}: cannot load {path or bench.hf_id} ({exc}); offline, pass --data with a local JSON Lines file") from None
+    if path is not None:
+        rows = read_jsonl(path, bench.name)
+    else:
+        rows = _hub_rows(bench)
     if limit is not None:
-        rows = rows.select(range(min(limit, len(rows))))
+        rows = rows[:limit]
     problems = [_record_to_problem(bench, row, i, mapped=path is None) for i, row in enumerate(rows)]
     missing = [p.id for p in problems if not p.answer or p.answer == "None"]
     if missing:
         raise UserError(f"{bench.name}: {len(missing)} records have no answer (first: {missing[0]}); every record needs id, problem, answer")
     return problems
+
+
+def _hub_rows(bench: Benchmark) -> list[dict]:
+    import datasets
+
+    if hub_offline():
+        raise UserError(f"{bench.name}: no local data given and the hub is unreachable; pass --data (or task.data_dir, "
+                        f"${DATA_ENV}) with a folder holding {bench.local_file}")
+    try:
+        return list(datasets.load_dataset(bench.hf_id, bench.hf_config, split=bench.hf_split))
+    except (ConnectionError, OSError, ValueError) as exc:
+        raise UserError(f"{bench.name}: cannot load {bench.hf_id} ({exc}); offline, pass --data with a local JSON Lines file") from None

@@ -15,26 +15,39 @@ from pathlib import Path
 
 from s2d_bench.config import TaskConfig
 from s2d_bench.errors import UserError
+from s2d_bench.models.refs import hub_offline, looks_like_path
 from s2d_bench.tasks.base import Problem, Splits
 from s2d_bench.tasks.benchmarks import DEFAULT_TEMPLATE, load_problems
+from s2d_bench.tasks.jsonl import read_jsonl
 
 
 def load_training_problems(source: str) -> list[Problem]:
     """Rows with `problem` and `answer` from a local JSON Lines file or a hub dataset id."""
-    import datasets
-
     if not source:
         raise UserError("task 'math' needs task.train_data: a JSON Lines file or hub dataset with problem and answer fields")
-    local = Path(source).is_file()
+    if Path(source).is_file():
+        rows = read_jsonl(Path(source), "task.train_data")
+    else:
+        rows = _hub_rows(source)
+    return [Problem(id=str(r.get("id", i)), prompt=DEFAULT_TEMPLATE.format(problem=r["problem"]), answer=str(r["answer"]))
+            for i, r in enumerate(rows)]
+
+
+def _hub_rows(source: str) -> list[dict]:
+    import datasets
+
+    if looks_like_path(source):
+        raise UserError(f"task.train_data '{source}' does not exist; give a JSON Lines file with problem and answer fields")
+    if hub_offline():
+        raise UserError(f"task.train_data '{source}': not a local file, and the hub is unreachable; give a local JSON Lines file")
     try:
-        rows = datasets.load_dataset("json", data_files=source, split="train") if local else datasets.load_dataset(source, split="train")
+        rows = datasets.load_dataset(source, split="train")
     except (ConnectionError, OSError, ValueError) as exc:
         raise UserError(f"task.train_data: cannot load {source} ({exc}); offline, give a local JSON Lines file") from None
     missing = {"problem", "answer"} - set(rows.column_names)
     if missing:
         raise UserError(f"task.train_data {source}: rows need fields problem and answer; missing {sorted(missing)}")
-    return [Problem(id=str(r.get("id", i)), prompt=DEFAULT_TEMPLATE.format(problem=r["problem"]), answer=str(r["answer"]))
-            for i, r in enumerate(rows)]
+    return list(rows)
 
 
 class MathTask:
