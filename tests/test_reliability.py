@@ -32,7 +32,7 @@ def test_two_runs_sharing_a_run_directory_both_finish_and_train_each_node_once(t
 
 
 def test_a_damaged_node_is_built_again_with_a_warning_never_loaded(tiny_overrides, capsys):
-    """A zeroed middle of model.safetensors, a deleted stage.json, an empty one: each node is redone (it is
+    """A zeroed middle of model.safetensors, a truncated one, a deleted stage.json, an empty one: each node is redone (it is
     deterministic, so its record comes back as it was), never loaded or reported with a 0/0 budget."""
     from s2d_bench.config import load_config
     from s2d_bench.pipeline import Runner
@@ -45,12 +45,15 @@ def test_a_damaged_node_is_built_again_with_a_warning_never_loaded(tiny_override
     data = bytearray(weights.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)
     weights.write_bytes(bytes(data))
+    student = runner.node_dir(runner.base("student")) / "model" / "model.safetensors"
+    student.write_bytes(student.read_bytes()[: student.stat().st_size // 3])  # truncated (was a SafetensorError traceback)
     (runner.node_dir(by_stage["warmup"]) / "stage.json").unlink()
     (runner.node_dir(by_stage["opd"]) / "stage.json").write_text("")
     capsys.readouterr()
     again = {(r["node"], r["task"]): r for r in Runner(cfg).run()}
     err = capsys.readouterr().err
     assert f"node {by_stage['teacher_rl'].id}: model files fail their checksums (model.safetensors)" in err
+    assert f"node {runner.base('student').id}: model files fail their checksums (model.safetensors)" in err
     assert f"node {by_stage['warmup'].id}: stage.json is missing" in err
     assert f"node {by_stage['opd'].id}: stage.json is unreadable" in err
     assert again.keys() == first.keys()
