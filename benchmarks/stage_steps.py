@@ -29,7 +29,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 from s2d_bench import chunked, losses
 from s2d_bench.backends.runtime import LocalRuntime
 from s2d_bench.backends.torch_backend import distill_update, policy_updates
-from s2d_bench.config import GRPOConfig
+from s2d_bench.config import DistillConfig, GRPOConfig
 from s2d_bench.generation.sampling import Sampling, sample
 from s2d_bench.models.sequences import Batch, positions
 
@@ -139,7 +139,7 @@ def main() -> None:
             flops = (6 * n_s + 3 * attention_flops(student, tokens // args.sequences)) * tokens
         else:
             objective = chunked.Objective("forward" if stage == "warmup" else "reverse")
-            step = lambda: distill_update(trainer, teacher, batch, objective, args.chunk, rt)  # noqa: E731
+            step = lambda: distill_update(trainer, teacher, batch, objective, DistillConfig(chunk_size=args.chunk), rt)  # noqa: E731
             flops = (6 * n_s + 2 * n_t + 4 * attention_flops(student, tokens // args.sequences)) * tokens
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()

@@ -7,6 +7,10 @@ each chunk's logits are recomputed in backward (activation checkpointing) instea
 memory is O(chunk x V) whatever the batch's length. The per-token maths is `s2d_bench.losses`;
 this module only decides how much of it exists at once. chunk = 0 computes everything in one go
 (the reference the test compares against).
+
+Every log-probability is taken at the stage's sampling `temperature` (logits / T, as TRL does):
+rollouts are drawn from softmax(logits / T), so a policy gradient or a sampled-token KL computed
+at T = 1 on them would be biased whenever T != 1.
 """
 
 from __future__ import annotations
@@ -44,13 +48,17 @@ class Objective:
         return losses.kl_from_logp(s_logp, t_logp, self.direction)
 
 
-def _chunk(s_hidden, t_hidden, tokens, s_head, t_head, objective: Objective) -> torch.Tensor:
+def _log_softmax(head: torch.nn.Module, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.log_softmax(head(hidden).float() / temperature, dim=-1)
+
+
+def _chunk(s_hidden, t_hidden, tokens, s_head, t_head, objective: Objective, temperature: float) -> torch.Tensor:
     """(m, 4): the objective (with gradient) and the three monitored statistics, per position.
 
     One log-softmax per model per chunk serves the objective and all three statistics."""
-    s_logp = torch.log_softmax(s_head(s_hidden).float(), dim=-1)
+    s_logp = _log_softmax(s_head, s_hidden, temperature)
     with torch.no_grad():
-        t_logp = torch.log_softmax(t_head(t_hidden).float(), dim=-1)
+        t_logp = _log_softmax(t_head, t_hidden, temperature)
         s_fixed = s_logp.detach()
         stats = [losses.kl_from_logp(s_fixed, t_logp, "forward"), losses.kl_from_logp(s_fixed, t_logp, "reverse"),
                  losses.entropy_from_logp(s_fixed)]
@@ -72,8 +80,10 @@ def distill_loss(
     objective: Objective,
     chunk: int = 0,
     min_chunks: int = 1,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Token-mean objective over the completion tokens and the mean of each statistic.
+    """Token-mean objective over the completion tokens and the mean of each statistic, both
+    distributions at `temperature`.
 
     s_hidden, t_hidden: (N, T, H_s), (N, T, H_t) final hidden states that predict completion
     tokens (N, T); mask (N, T). The heads map hidden states to (.., V) logits; calling them as
@@ -82,7 +92,7 @@ def distill_loss(
     pads this rank's chunk count (empty chunks) up to the most any rank needs (`n_chunks`).
     """
     keep = mask.bool()
-    values = _over_chunks(_chunk, (s_hidden[keep], t_hidden[keep].detach(), tokens[keep]), (s_head, t_head, objective), chunk, min_chunks, 4)
+    values = _over_chunks(_chunk, (s_hidden[keep], t_hidden[keep].detach(), tokens[keep]), (s_head, t_head, objective, temperature), chunk, min_chunks, 4)
     count = max(len(values), 1)
     loss = values[:, 0].sum() / count
     means = (values[:, 1:].detach().sum(0) / count).tolist()
@@ -100,22 +110,24 @@ def _over_chunks(fn, rows: tuple[torch.Tensor, ...], fixed: tuple, chunk: int, m
     return torch.cat(out) if out else rows[0].new_zeros(0, width)
 
 
-def _logp_chunk(hidden, tokens, head) -> torch.Tensor:
+def _logp_chunk(hidden, tokens, head, temperature: float) -> torch.Tensor:
     """(m, 2): log p(token) (with gradient) and the entropy of the distribution, per position."""
-    logp = torch.log_softmax(head(hidden).float(), dim=-1)
+    logp = _log_softmax(head, hidden, temperature)
     with torch.no_grad():
         entropy = losses.entropy_from_logp(logp)
     return torch.stack([logp.gather(-1, tokens[:, None]).squeeze(-1), entropy], dim=-1)
 
 
 def token_logprobs(
-    hidden: torch.Tensor, head: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int = 0, min_chunks: int = 1
+    hidden: torch.Tensor, head: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int = 0, min_chunks: int = 1,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GRPO's inputs without (N, T, V) logits: log p(token) (N, T), with gradient, and entropy (N, T).
+    """GRPO's inputs without (N, T, V) logits: log p(token) (N, T), with gradient, and entropy (N, T),
+    at the sampling `temperature`.
 
     hidden (N, T, H) predicts tokens (N, T); positions outside the mask get 0 (the losses mask them).
     """
     keep = mask.bool()
-    values = _over_chunks(_logp_chunk, (hidden[keep], tokens[keep]), (head,), chunk, min_chunks, 2)
+    values = _over_chunks(_logp_chunk, (hidden[keep], tokens[keep]), (head, temperature), chunk, min_chunks, 2)
     zeros = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
     return zeros.masked_scatter(keep, values[:, 0]), zeros.masked_scatter(keep, values[:, 1].detach())

@@ -102,9 +102,12 @@ class GRPOConfig:
     max_new_tokens: int = _help("completion length cap", 16)
     max_grad_norm: float = _help("gradient clipping norm", 1.0)
     chunk_size: int = _help("completion positions whose full-vocabulary logits exist at once (memory); 0: all", 1024)
+    micro_batch_size: int = _help("sequences per forward/backward on one rank, gradients accumulated over a step (memory); 0: all", 0)
+    gradient_checkpointing: bool = _help("recompute layer activations in backward instead of keeping them (memory for ~1/3 more compute)", False)
 
     def __post_init__(self) -> None:
         _require(self.chunk_size >= 0, "GRPO: chunk_size must be >= 0")
+        _require(self.micro_batch_size >= 0, "GRPO: micro_batch_size must be >= 0 (0: a rank's whole batch at once)")
         _require(self.max_new_tokens >= 1, "GRPO: max_new_tokens must be >= 1")
         _require(self.samples_per_prompt >= 2, "GRPO needs samples_per_prompt >= 2: advantages compare samples within a group")
         _require(self.steps >= 0 and self.prompts_per_step > 0, "GRPO: steps >= 0 and prompts_per_step > 0")
@@ -127,8 +130,11 @@ class DistillConfig:
         "'sampled': log-ratio of the sampled token as a per-token advantage (OPD only)", "full")
     top_k: int = _help("teacher tokens kept per position by estimator 'topk'", 64)
     chunk_size: int = _help("completion positions whose full-vocabulary logits exist at once (memory); 0: all", 1024)
+    micro_batch_size: int = _help("sequences per forward/backward on one rank, gradients accumulated over a step (memory); 0: all", 0)
+    gradient_checkpointing: bool = _help("recompute layer activations in backward instead of keeping them (memory for ~1/3 more compute)", False)
 
     def __post_init__(self) -> None:
+        _require(self.micro_batch_size >= 0, "distill: micro_batch_size must be >= 0 (0: a rank's whole batch at once)")
         _require(self.estimator in ("full", "topk", "sampled"), f"estimator must be 'full', 'topk' or 'sampled', not '{self.estimator}'")
         _require(self.top_k >= 1 and self.chunk_size >= 0, "distill: top_k >= 1 and chunk_size >= 0")
         _require(self.max_new_tokens >= 1, "distill: max_new_tokens must be >= 1")

@@ -121,3 +121,31 @@ def test_the_sampled_estimator_that_trains_is_the_one_in_losses():
     g_ref = torch.autograd.grad(reference, s_hidden, retain_graph=True)[0]
     g_chunked = torch.autograd.grad(loss, s_hidden)[0]
     torch.testing.assert_close(g_chunked[keep], g_ref[keep], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0])
+def test_the_sampled_reverse_kl_gradient_is_the_exact_one_at_the_sampling_temperature(temperature):
+    """Samples come from softmax(logits / T): the sampled-token estimator's expected gradient (over tokens
+    y ~ p_S at T, summed exactly) equals the gradient of the exact KL(S || T) between both distributions at T."""
+    g = torch.Generator().manual_seed(3)
+    s_head, t_head = torch.nn.Linear(H, V, bias=False), torch.nn.Linear(H, V, bias=False)
+    with torch.no_grad():
+        s_head.weight.copy_(torch.randn(V, H, generator=g))
+        t_head.weight.copy_(torch.randn(V, H, generator=g))
+    hidden, t_hidden = torch.randn(1, 1, H, generator=g), torch.randn(1, 1, H, generator=g)
+
+    def grad(objective, token, temp):
+        s_head.weight.grad = None
+        loss, _ = chunked.distill_loss(hidden, s_head, t_hidden, t_head, torch.tensor([[token]]), torch.ones(1, 1), objective,
+                                       temperature=temp)
+        loss.backward()
+        return s_head.weight.grad.clone()
+
+    p_s = torch.softmax(s_head(hidden).detach() / temperature, -1).flatten()
+    sampled = chunked.Objective("reverse", "sampled")
+    expected = sum(p_s[y] * grad(sampled, y, temperature) for y in range(V))
+    exact = grad(chunked.Objective("reverse"), 0, temperature)
+    torch.testing.assert_close(expected, exact, rtol=1e-4, atol=1e-5)
+    if temperature != 1.0:  # the same samples scored at T = 1 (as before) give a biased gradient
+        biased = sum(p_s[y] * grad(sampled, y, 1.0) for y in range(V))
+        assert (biased - exact).abs().max() > 1e-2

@@ -56,8 +56,17 @@ class DeepSpeedTrainer:
         self.engine, *_ = deepspeed.initialize(model=trained, optimizer=opt, config=config)
         self.model = self.engine.module
 
-    def step(self, loss: torch.Tensor) -> float:
-        self.engine.backward(loss)
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
+        # Our forwards call the module, not the engine, so what DeepSpeed's forward does first is done here:
+        # ZeRO-3 counts the micro-step (else each backward overwrites the accumulated gradient partition).
+        if hasattr(self.engine.optimizer, "clear_backward_seen_flag"):
+            self.engine.optimizer.clear_backward_seen_flag()
+        # ZeRO reduces (and, at stage 3, partitions) gradients at the accumulation boundary only, so it is told
+        # which micro-batch ends the step; our micro-batch weights already sum to the step's token mean.
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> float:
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
@@ -87,7 +96,8 @@ class DeepSpeedRuntime:
         if self.cfg.offload_params and stage == 3:
             zero["offload_param"] = {"device": "cpu"}
         config: dict[str, Any] = {
-            "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,  # we step once per batch ourselves
+            # we accumulate micro-batches and step once per batch ourselves, marking the boundary (DeepSpeedTrainer.backward)
+            "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
             "gradient_clipping": max_norm, "zero_optimization": zero, "bf16": {"enabled": self.cfg.bf16},
             "zero_allow_untested_optimizer": True, "steps_per_print": 2**31 - 1,
         }

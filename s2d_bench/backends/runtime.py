@@ -10,6 +10,7 @@ weighted so that the mean over ranks of the gradients equals the single-process 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence, TypeVar
 
 import torch
@@ -20,8 +21,12 @@ T = TypeVar("T")
 class Trainer(Protocol):
     model: torch.nn.Module  # the module being trained: forward passes, sampling, its head
 
-    def step(self, loss: torch.Tensor) -> float:
-        """Backward, clip, optimizer step; returns the gradient norm before clipping."""
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
+        """Add this micro-batch's gradient to the step's (they accumulate until `step`); `last`: the step's final micro-batch."""
+        ...
+
+    def step(self) -> float:
+        """Clip the accumulated gradient, take the optimizer step, clear it; returns the norm before clipping."""
         ...
 
     def finish(self) -> None:
@@ -53,6 +58,25 @@ def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
     return list(items[rank::world])
 
 
+@dataclass(frozen=True)
+class MicroBatch:
+    """Rows `rows` of a rank's batch, or (weight 0) a stand-in that only keeps the ranks' module calls equal."""
+
+    rows: slice
+    weight: float = 1.0
+
+
+def micro_batches(n: int, size: int, rt: Runtime) -> list[MicroBatch]:
+    """A rank's n sequences in forward/backward passes of `size` (0: all at once).
+
+    Under ZeRO-3 every forward is a collective, so every rank makes as many as the rank with the
+    most: a rank with fewer repeats its first micro-batch with weight 0 (as `most` pads chunks).
+    """
+    size = size if size > 0 else max(n, 1)
+    parts = [MicroBatch(slice(start, min(start + size, n))) for start in range(0, n, size)]
+    return parts + [MicroBatch(slice(0, min(size, n)), 0.0)] * (rt.most(len(parts)) - len(parts))
+
+
 class AdamWTrainer:
     """torch.optim.AdamW at a constant learning rate, no weight decay, gradient clipping."""
 
@@ -61,11 +85,13 @@ class AdamWTrainer:
         self.max_norm = max_norm
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
 
-    def step(self, loss: torch.Tensor) -> float:
-        self.opt.zero_grad(set_to_none=True)
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
         loss.backward()
+
+    def step(self) -> float:
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
         self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         return float(norm)
 
     def finish(self) -> None:

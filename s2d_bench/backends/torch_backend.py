@@ -21,12 +21,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench import chunked, losses
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
-from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer, shard
+from s2d_bench.backends.runtime import LocalRuntime, MicroBatch, Runtime, Trainer, micro_batches, shard
 from s2d_bench.config import PromptConfig, RolloutConfig, RunConfig
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.protocol import prompt_seeds
 from s2d_bench.generation.rollouts import open_rollouts
 from s2d_bench.generation.sampling import Sampling
+from s2d_bench.models.checkpointing import checkpointing
 from s2d_bench.models.sequences import Batch, completion_hidden
 
 
@@ -34,48 +35,87 @@ def _lengths(batch: Batch) -> float:
     return float(batch.completion_mask.sum(1).mean())
 
 
+def _shares(batch: Batch, parts: list[MicroBatch], rt: Runtime) -> list[float]:
+    """Each micro-batch's loss weight: its share of the whole step's completion tokens, over ranks.
+
+    A micro-batch's token-mean loss times its share sums to the step's token mean over every rank's
+    tokens, whatever the micro-batch size (the gradient DeepSpeed averages over ranks included).
+    """
+    local = float(batch.completion_mask.sum())
+    weight = rt.token_weight(batch.completion_mask)  # this rank's share of the step's tokens, times world
+    return [part.weight * weight * float(batch.completion_mask[part.rows].sum()) / local if local > 0 else 0.0 for part in parts]
+
+
 def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor, cfg, rt: Runtime) -> dict:
-    """cfg.updates_per_batch clipped policy-gradient steps on one batch of rollouts.
+    """cfg.updates_per_batch clipped policy-gradient steps on one batch of rollouts, each step's
+    gradient accumulated over micro-batches of cfg.micro_batch_size sequences (activations
+    checkpointed when cfg.gradient_checkpointing).
 
     Log-probabilities come from hidden states a chunk of positions at a time (`chunked`), so
-    no (N, T, V) logits exist at real vocabulary sizes.
+    no (N, T, V) logits exist at real vocabulary sizes; they are taken at the sampling temperature.
     """
-    model, mask, ids = trainer.model, batch.completion_mask, batch.completion_ids
-    calls = rt.most(chunked.n_chunks(mask, cfg.chunk_size))
+    model = trainer.model
+    parts = micro_batches(len(advantages), cfg.micro_batch_size, rt)
+    shares = _shares(batch, parts, rt)
 
-    def logprobs(m: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
-        return chunked.token_logprobs(completion_hidden(m, batch), m.get_output_embeddings(), ids, mask, cfg.chunk_size, calls)
+    def logprobs(m: PreTrainedModel, mb: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        calls = rt.most(chunked.n_chunks(mb.completion_mask, cfg.chunk_size))
+        return chunked.token_logprobs(completion_hidden(m, mb), m.get_output_embeddings(), mb.completion_ids, mb.completion_mask,
+                                      cfg.chunk_size, calls, cfg.temperature)
 
-    old_logp = ref_logp = None
+    micro = [batch.rows(part.rows) for part in parts]
     with torch.no_grad():
-        if cfg.updates_per_batch > 1:
-            old_logp = logprobs(model)[0]
-        if ref is not None:
-            ref_logp = logprobs(ref)[0]
-    weight = rt.token_weight(mask)
+        old_logp = [logprobs(model, mb)[0] if cfg.updates_per_batch > 1 else None for mb in micro]
+        ref_logp = [logprobs(ref, mb)[0] if ref is not None else None for mb in micro]
     for _ in range(cfg.updates_per_batch):
-        logp, entropy = logprobs(model)
-        loss, stats = losses.policy_loss(
-            logp, logp.detach() if old_logp is None else old_logp, advantages, mask,
-            cfg.clip_low, cfg.clip_high, ref_logp, cfg.kl_coef,
-        )
-        grad_norm = trainer.step(loss * weight)
-    stats.update(loss=loss.item(), grad_norm=grad_norm, entropy=float(losses.masked_mean(entropy, mask)))
-    return stats
+        totals: dict[str, float] = {}
+        with checkpointing(model, cfg.gradient_checkpointing):
+            for i, (part, mb) in enumerate(zip(parts, micro)):
+                logp, entropy = logprobs(model, mb)
+                loss, stats = losses.policy_loss(
+                    logp, logp.detach() if old_logp[i] is None else old_logp[i], advantages[part.rows], mb.completion_mask,
+                    cfg.clip_low, cfg.clip_high, ref_logp[i], cfg.kl_coef,
+                )
+                trainer.backward(loss * shares[i], last=i == len(parts) - 1)
+                stats.update(loss=loss.item(), entropy=float(losses.masked_mean(entropy, mb.completion_mask)))
+                _add(totals, stats, shares[i])
+        grad_norm = trainer.step()
+    return {**_mean(totals, shares, rt), "grad_norm": grad_norm}
 
 
-def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, objective: chunked.Objective, chunk: int, rt: Runtime) -> dict:
-    """One step of the student on `objective` against the frozen teacher, logits in chunks."""
+def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, objective: chunked.Objective, cfg, rt: Runtime) -> dict:
+    """One step of the student on `objective` against the frozen teacher: logits in chunks, the
+    gradient accumulated over micro-batches of cfg.micro_batch_size sequences, both at cfg.temperature."""
     student = trainer.model
-    with torch.no_grad():
-        t_hidden = completion_hidden(teacher, batch)
-    s_hidden = completion_hidden(student, batch)
-    loss, stats = chunked.distill_loss(
-        s_hidden, student.get_output_embeddings(), t_hidden, teacher.get_output_embeddings(),
-        batch.completion_ids, batch.completion_mask, objective, chunk, rt.most(chunked.n_chunks(batch.completion_mask, chunk)),
-    )
-    grad_norm = trainer.step(loss * rt.token_weight(batch.completion_mask))
-    return {"loss": loss.item(), "grad_norm": grad_norm, **stats, "response_length": _lengths(batch)}
+    parts = micro_batches(batch.completion_ids.shape[0], cfg.micro_batch_size, rt)
+    shares = _shares(batch, parts, rt)
+    totals: dict[str, float] = {}
+    with checkpointing(student, cfg.gradient_checkpointing):
+        for i, (part, share) in enumerate(zip(parts, shares)):
+            mb = batch.rows(part.rows)
+            with torch.no_grad():
+                t_hidden = completion_hidden(teacher, mb)
+            s_hidden = completion_hidden(student, mb)
+            loss, stats = chunked.distill_loss(
+                s_hidden, student.get_output_embeddings(), t_hidden, teacher.get_output_embeddings(), mb.completion_ids,
+                mb.completion_mask, objective, cfg.chunk_size, rt.most(chunked.n_chunks(mb.completion_mask, cfg.chunk_size)),
+                cfg.temperature,
+            )
+            trainer.backward(loss * share, last=i == len(parts) - 1)
+            _add(totals, {"loss": loss.item(), **stats}, share)
+    grad_norm = trainer.step()
+    return {**_mean(totals, shares, rt), "grad_norm": grad_norm, "response_length": _lengths(batch)}
+
+
+def _add(totals: dict[str, float], stats: dict[str, float], share: float) -> None:
+    for key, value in stats.items():
+        totals[key] = totals.get(key, 0.0) + value * share
+
+
+def _mean(totals: dict[str, float], shares: list[float], rt: Runtime) -> dict[str, float]:
+    """Token-weighted means of per-micro-batch statistics: this rank's, on the scale `rt.mean` averages over ranks."""
+    total = sum(shares)
+    return {key: value / total if total > 0 else 0.0 for key, value in totals.items()}
 
 
 class TorchBackend:
@@ -157,7 +197,7 @@ class TorchBackend:
                 mine, my_seeds = shard(prompts, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
                 with rt.full_weights(sampler):
                     batch = engine.rollouts(mine, sampling, my_seeds).batch.to(trainer.model.device)
-                metrics = rt.mean(distill_update(trainer, teacher, batch, objective, cfg.chunk_size, rt))
+                metrics = rt.mean(distill_update(trainer, teacher, batch, objective, cfg, rt))
                 job.log({"step": step, **metrics})
                 bar.set_postfix(kl=f"{metrics['kl_reverse']:.3f}")
         trainer.finish()

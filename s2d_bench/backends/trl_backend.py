@@ -44,11 +44,25 @@ METRIC_NAMES = {"reward": "reward", "loss": "loss", "grad_norm": "grad_norm", "e
                 "completions/mean_length": "response_length", "learning_rate": "lr"}
 
 
+def _batch(cfg: GRPOConfig | DistillConfig) -> int:
+    """Sequences in one of our steps: prompts x samples (GRPO) or prompts (distillation)."""
+    return cfg.prompts_per_step * cfg.samples_per_prompt if isinstance(cfg, GRPOConfig) else cfg.batch_size
+
+
+def accumulation(cfg: GRPOConfig | DistillConfig) -> dict[str, int]:
+    """Our step as TRL's: micro-batches of `micro_batch_size` sequences, accumulated over one optimizer step."""
+    micro = cfg.micro_batch_size or _batch(cfg)
+    return {"per_device_train_batch_size": micro, "gradient_accumulation_steps": _batch(cfg) // micro}
+
+
 def refuse_unexpressible(cfg: RunConfig) -> None:
     """Refuse, before anything runs, the options of ours that TRL cannot express."""
     for arm in cfg.arms:
         for stage in cfg.arms[arm].stages:
             stage_cfg = cfg.stage_config(arm, stage)
+            if stage_cfg.micro_batch_size and _batch(stage_cfg) % stage_cfg.micro_batch_size:
+                raise UserError(f"backend=trl: {stage}.micro_batch_size={stage_cfg.micro_batch_size} must divide the step's "
+                                f"{_batch(stage_cfg)} sequences (TRL accumulates equal micro-batches)")
             if isinstance(stage_cfg, DistillConfig) and stage_cfg.estimator != "full":
                 raise UserError(f"backend=trl: {stage}.estimator={stage_cfg.estimator} has no TRL equivalent "
                                 "(its trainers use the full-vocabulary divergence): set estimator: full, or use backend=torch")
@@ -69,13 +83,13 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
     common = dict(
         output_dir=output_dir, max_steps=cfg.steps, learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0,
         weight_decay=0.0, max_grad_norm=cfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to=[],
-        seed=seed, bf16=False, use_cpu=device == "cpu", gradient_checkpointing=False, remove_unused_columns=False,
+        seed=seed, bf16=False, use_cpu=device == "cpu", gradient_checkpointing=cfg.gradient_checkpointing, remove_unused_columns=False,
         temperature=cfg.temperature, disable_tqdm=False,
     )
     if kind == "grpo":
         assert isinstance(cfg, GRPOConfig)
         return trl.GRPOConfig(
-            **common, per_device_train_batch_size=cfg.prompts_per_step * cfg.samples_per_prompt,
+            **common, **accumulation(cfg), steps_per_generation=accumulation(cfg)["gradient_accumulation_steps"],  # one rollout batch a step
             num_generations=cfg.samples_per_prompt, num_iterations=cfg.updates_per_batch, max_completion_length=cfg.max_new_tokens,
             epsilon=cfg.clip_low, epsilon_high=cfg.clip_high, beta=cfg.kl_coef, scale_rewards="group" if cfg.scale_rewards else "none",
             loss_type="dapo", top_k=0, top_p=1.0,  # dapo: token mean over the batch, as losses.policy_loss
@@ -84,9 +98,9 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
     if kind == "forward_kl":
         from trl.experimental.gkd import GKDConfig
 
-        return GKDConfig(**common, per_device_train_batch_size=cfg.batch_size, lmbda=0.0, beta=0.0, seq_kd=False,
+        return GKDConfig(**common, **accumulation(cfg), lmbda=0.0, beta=0.0, seq_kd=False,
                          max_new_tokens=cfg.max_new_tokens, dataset_kwargs={"skip_prepare_dataset": True})
-    return trl.DistillationConfig(**common, per_device_train_batch_size=cfg.batch_size, beta=1.0,
+    return trl.DistillationConfig(**common, **accumulation(cfg), beta=1.0,
                                   max_completion_length=cfg.max_new_tokens, top_k=0, top_p=1.0, **vllm_args(rollout), **template)
 
 

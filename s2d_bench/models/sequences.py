@@ -33,6 +33,11 @@ class Batch:
     completion_mask: torch.Tensor
     prompt_len: int
 
+    def rows(self, rows: slice) -> "Batch":
+        """The sequences `rows` (a micro-batch); their prompts keep the batch's left padding."""
+        pick = {k: v[rows] if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
+        return Batch(**pick)
+
     def to(self, device: torch.device | str) -> "Batch":
         move = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
         return Batch(**move)

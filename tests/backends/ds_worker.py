@@ -2,9 +2,9 @@
 
 Every rank builds the same tiny models and the same fixed batch (8 prompts x 2 teacher samples),
 keeps its share of the prompts, and takes one step of each stage's update (GRPO, forward KL,
-reverse KL, top-k reverse KL) with SGD through `torch_backend`'s update functions on a DeepSpeed runtime,
-once per ZeRO stage named on the command line. It writes the final parameters to
-<out>/<zero>-rank<r>-of-<world>.pt.
+reverse KL: full, top-k, sampled) at temperature 0.7 with SGD through `torch_backend`'s update
+functions on a DeepSpeed runtime, once per ZeRO stage and micro-batch size named on the command
+line. It writes the final parameters to <out>/<zero>-mb<micro>-rank<r>-of-<world>.pt.
 
 With `rollouts <engine>` instead of ZeRO stages, it runs the teacher_rl and opd stages whole under
 ZeRO-3, sampling with that rollout engine, and writes <out>/<engine>-rank<r>.pt.
@@ -18,7 +18,7 @@ from s2d_bench import chunked, distributed, losses
 from s2d_bench.backends.deepspeed_backend import DeepSpeedBackend, DeepSpeedRuntime
 from s2d_bench.backends.runtime import shard
 from s2d_bench.backends.torch_backend import distill_update, policy_updates
-from s2d_bench.config import DeepSpeedConfig, GRPOConfig, TaskConfig, load_config
+from s2d_bench.config import DeepSpeedConfig, DistillConfig, GRPOConfig, TaskConfig, load_config
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.generation.hf import HFEngine
 from s2d_bench.generation.protocol import prompt_seeds, render
@@ -42,30 +42,33 @@ def fixed_batch(tok, teacher, prompts):
     return join([r for r in render(tok, prompts, False) for _ in range(K)], ids, mask, tok.pad_token_id)
 
 
-def main(out: str, stages: list[int]) -> None:
+def main(out: str, stages: list[int], micro_sizes: list[int]) -> None:
     torch.manual_seed(0)
     for zero in stages:
-        # Plain SGD (DeepSpeed builds it from the config): the parameter change is then proportional to the
-        # gradient. Adam's first step is lr * g / (|g| + eps), which turns float-rounding noise in
-        # near-zero gradients into lr-sized differences and would hide a real mismatch behind a loose tolerance.
-        rt = DeepSpeedRuntime(DeepSpeedConfig(zero_stage=zero, extra={"optimizer": {"type": "SGD", "params": {"lr": 0.5}}}))
-        student, tok = tiny_qwen3_student(seed=0)
-        teacher, _ = tiny_qwen3_student(seed=1)
-        batch = fixed_batch(tok, teacher, shard(PROMPTS, rt.rank, rt.world))
-        teacher = rt.frozen(teacher)
-        rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]] * 2)[[PROMPTS.index(p) for p in shard(PROMPTS, rt.rank, rt.world)]]
-        advantages = losses.grpo_advantages(rewards).flatten()
-        cfg = GRPOConfig(lr=1e-3, chunk_size=5)  # several chunks, padded across ranks under ZeRO-3
-        objectives = [chunked.Objective("forward"), chunked.Objective("reverse"), chunked.Objective("reverse", "topk", 8)]
-        for step in range(1 + len(objectives)):
-            trainer = rt.trainer(student, lr=1e-3, max_norm=1.0)
-            if step == 0:
-                policy_updates(trainer, None, batch, advantages, cfg, rt)
-            else:
-                distill_update(trainer, teacher, batch, objectives[step - 1], 5, rt)  # chunks of 5 positions
-            trainer.finish()
-        flat = torch.cat([p.detach().flatten().float() for p in student.parameters()])
-        torch.save(flat, f"{out}/{zero}-rank{rt.rank}-of-{rt.world}.pt")
+        for micro in micro_sizes:
+            # Plain SGD (DeepSpeed builds it from the config): the parameter change is then proportional to the
+            # gradient. Adam's first step is lr * g / (|g| + eps), which turns float-rounding noise in
+            # near-zero gradients into lr-sized differences and would hide a real mismatch behind a loose tolerance.
+            rt = DeepSpeedRuntime(DeepSpeedConfig(zero_stage=zero, extra={"optimizer": {"type": "SGD", "params": {"lr": 0.5}}}))
+            student, tok = tiny_qwen3_student(seed=0)
+            teacher, _ = tiny_qwen3_student(seed=1)
+            batch = fixed_batch(tok, teacher, shard(PROMPTS, rt.rank, rt.world))
+            teacher = rt.frozen(teacher)
+            rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]] * 2)[[PROMPTS.index(p) for p in shard(PROMPTS, rt.rank, rt.world)]]
+            advantages = losses.grpo_advantages(rewards).flatten()
+            grpo = GRPOConfig(lr=1e-3, chunk_size=5, micro_batch_size=micro, temperature=0.7)  # several chunks, padded under ZeRO-3
+            distill = DistillConfig(chunk_size=5, micro_batch_size=micro, temperature=0.7)
+            objectives = [chunked.Objective("forward"), chunked.Objective("reverse"), chunked.Objective("reverse", "topk", 8),
+                          chunked.Objective("reverse", "sampled")]
+            for step in range(1 + len(objectives)):
+                trainer = rt.trainer(student, lr=1e-3, max_norm=1.0)
+                if step == 0:
+                    policy_updates(trainer, None, batch, advantages, grpo, rt)
+                else:
+                    distill_update(trainer, teacher, batch, objectives[step - 1], distill, rt)
+                trainer.finish()
+            flat = torch.cat([p.detach().flatten().float() for p in student.parameters()])
+            torch.save(flat, f"{out}/{zero}-mb{micro}-rank{rt.rank}-of-{rt.world}.pt")
     distributed.shutdown()
 
 
@@ -89,4 +92,4 @@ if __name__ == "__main__":
     if sys.argv[2] == "rollouts":
         rollout_stages(sys.argv[1], sys.argv[3])
     else:
-        main(sys.argv[1], [int(z) for z in sys.argv[2].split(",")])
+        main(sys.argv[1], [int(z) for z in sys.argv[2].split(",")], [int(m) for m in sys.argv[3].split(",")])

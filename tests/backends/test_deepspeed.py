@@ -30,6 +30,7 @@ from s2d_bench.store import Store  # noqa: E402
 
 WORKER = Path(__file__).with_name("ds_worker.py")
 ZERO_STAGES = "2,3"
+MICRO_SIZES = "0,1,3"  # 0: a rank's whole batch in one forward/backward
 
 
 def _ports(n: int) -> list[int]:
@@ -43,7 +44,7 @@ def _ports(n: int) -> list[int]:
     return ports
 
 
-def _launch(out: Path, world: int, port: int, args: tuple[str, ...] = (ZERO_STAGES,), **env_extra: str) -> list[subprocess.Popen]:
+def _launch(out: Path, world: int, port: int, args: tuple[str, ...] = (ZERO_STAGES, MICRO_SIZES), **env_extra: str) -> list[subprocess.Popen]:
     procs = []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
@@ -60,14 +61,20 @@ def _finish(procs: list[subprocess.Popen]) -> None:
 
 
 def test_two_ranks_agree_and_equal_one_rank_after_a_step_of_each_stage(tmp_path):
+    """... and micro-batches change nothing: 1 or 3 sequences per forward/backward (3 leaves a short last one),
+    gradients accumulated, give the parameters of the whole batch at once, on 1 rank and on 2."""
     two, one = _ports(2)
-    _finish(_launch(tmp_path, 2, two) + _launch(tmp_path, 1, one))
+    args = (ZERO_STAGES, MICRO_SIZES)
+    _finish(_launch(tmp_path, 2, two, args) + _launch(tmp_path, 1, one, args))
+    start = torch.cat([p.detach().flatten() for p in tiny_qwen3_student(seed=0)[0].parameters()])
     for zero in ZERO_STAGES.split(","):
-        rank0, rank1, single = (torch.load(tmp_path / f"{zero}-{name}.pt") for name in ("rank0-of-2", "rank1-of-2", "rank0-of-1"))
-        torch.testing.assert_close(rank0, rank1, rtol=0, atol=0, msg=f"ZeRO-{zero}: the ranks disagree")
-        start = torch.cat([p.detach().flatten() for p in tiny_qwen3_student(seed=0)[0].parameters()])
-        assert (rank0 - start).abs().max() > 1e-4, "nothing trained"
-        torch.testing.assert_close(rank0, single, rtol=1e-4, atol=1e-5, msg=f"ZeRO-{zero}: 2 ranks differ from 1 rank")
+        single = torch.load(tmp_path / f"{zero}-mb0-rank0-of-1.pt")
+        assert (single - start).abs().max() > 1e-4, "nothing trained"
+        for micro in MICRO_SIZES.split(","):
+            rank0, rank1, alone = (torch.load(tmp_path / f"{zero}-mb{micro}-{name}.pt") for name in ("rank0-of-2", "rank1-of-2", "rank0-of-1"))
+            torch.testing.assert_close(rank0, rank1, rtol=0, atol=0, msg=f"ZeRO-{zero}, micro {micro}: the ranks disagree")
+            torch.testing.assert_close(rank0, single, rtol=1e-4, atol=1e-5, msg=f"ZeRO-{zero}, micro {micro}: 2 ranks differ from 1 rank, whole batch")
+            torch.testing.assert_close(alone, single, rtol=1e-4, atol=1e-5, msg=f"ZeRO-{zero}, micro {micro}: 1 rank differs from its whole batch")
 
 
 def test_s2d_bench_run_on_two_ranks_trains_together_and_writes_once(tiny_overrides, tmp_path):
