@@ -49,29 +49,47 @@ def _trl_inputs(batch):
             "completion_ids": batch.completion_ids, "completion_mask": batch.completion_mask.long()}
 
 
-def test_grpo_step_matches(world):
+def _parts(batch, micro: int):
+    """The micro-batches TRL sees: the whole step (micro 0), or halves when micro_batch_size is half of it."""
+    if not micro:
+        return [batch]
+    n = batch.completion_ids.shape[0] // 2
+    return [batch.rows(slice(0, n)), batch.rows(slice(n, 2 * n))]
+
+
+@pytest.mark.parametrize("micro", [0, 4], ids=["whole-step", "accumulated"])
+def test_grpo_step_matches(world, micro):
+    """micro_batch_size 4 of 8 sequences: TRL gets 4 per device and 2 accumulation steps (one rollout batch per
+    optimizer step), and its micro-batch losses add up to our loss on the whole step."""
     import trl
+
+    from s2d_bench.backends.trl_backend import accumulation
 
     student, _, tok, roll, out = world
     batch, mask = roll.batch, roll.batch.completion_mask
     advantages = losses.grpo_advantages(torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])).flatten()
-    cfg = GRPOConfig(steps=1, prompts_per_step=4, samples_per_prompt=2, clip_high=0.28)
+    cfg = GRPOConfig(steps=1, prompts_per_step=4, samples_per_prompt=2, clip_high=0.28, micro_batch_size=micro)
+    steps = 2 if micro else 1
+    assert accumulation(cfg) == {"per_device_train_batch_size": 8 // steps, "gradient_accumulation_steps": steps}
     logp = token_logprobs(completion_logits(student, batch), batch.completion_ids)
     ours, _ = losses.policy_loss(logp, logp.detach(), advantages, mask, cfg.clip_low, cfg.clip_high, None, 0.0)
     ours_grad = _grads(student, ours)
 
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS])
+    args = trl_args("grpo", cfg, 0, "cpu", out)
+    assert (args.gradient_accumulation_steps, args.steps_per_generation) == (steps, steps)
     trainer = trl.GRPOTrainer(model=student, reward_funcs=lambda completions, **_: [0.0] * len(completions),
-                              args=trl_args("grpo", cfg, 0, "cpu", out), train_dataset=data, processing_class=tok)
+                              args=args, train_dataset=data, processing_class=tok)
     trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; one step, no accumulation
-    inputs = {**_trl_inputs(batch), "advantages": advantages, "num_items_in_batch": mask.sum()}
-    theirs = trainer._compute_loss(student, inputs)
+    trainer.current_gradient_accumulation_steps = steps  # set by Trainer's loop
+    theirs = sum(trainer._compute_loss(student, {**_trl_inputs(part), "advantages": adv, "num_items_in_batch": mask.sum()})
+                 for part, adv in zip(_parts(batch, micro), advantages.chunk(steps)))
     torch.testing.assert_close(theirs.detach(), ours.detach(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(_grads(student, theirs), ours_grad, rtol=1e-4, atol=1e-6)
 
 
-def test_on_policy_distillation_step_matches(world):
+@pytest.mark.parametrize("micro", [0, 4], ids=["whole-step", "accumulated"])
+def test_on_policy_distillation_step_matches(world, micro):
     import trl
 
     student, teacher, tok, roll, out = world
@@ -82,9 +100,10 @@ def test_on_policy_distillation_step_matches(world):
     ours_grad = _grads(student, ours)
 
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS])
-    trainer = trl.DistillationTrainer(model=student, teacher_model=teacher, args=trl_args("reverse_kl", DistillConfig(steps=1), 0, "cpu", out),
-                                      train_dataset=data, processing_class=tok)
-    theirs, _, _ = trainer._compute_loss(student, _trl_inputs(batch), mask.sum())
+    args = trl_args("reverse_kl", DistillConfig(steps=1, batch_size=8, micro_batch_size=micro), 0, "cpu", out)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == ((4, 2) if micro else (8, 1))
+    trainer = trl.DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data, processing_class=tok)
+    theirs = sum(trainer._compute_loss(student, _trl_inputs(part), mask.sum())[0] for part in _parts(batch, micro))
     torch.testing.assert_close(theirs.detach(), ours.detach(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(_grads(student, theirs), ours_grad, rtol=1e-4, atol=1e-6)
 
@@ -107,59 +126,5 @@ def test_forward_kl_warmup_step_matches_on_exactly_the_tokens_torch_trains(world
                          train_dataset=Dataset.from_list(rows), processing_class=tok)
     inputs = trainer.data_collator(rows)
     theirs = trainer.compute_loss(student, inputs)
-    torch.testing.assert_close(theirs.detach(), ours.detach(), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(_grads(student, theirs), ours_grad, rtol=1e-4, atol=1e-6)
-
-
-def _halves(batch):
-    """The two micro-batches TRL sees when micro_batch_size is half the step's sequences."""
-    n = batch.completion_ids.shape[0] // 2
-    return [batch.rows(slice(0, n)), batch.rows(slice(n, 2 * n))]
-
-
-def test_grpo_with_accumulation_is_the_same_step(world):
-    """micro_batch_size 4 of 8 sequences: TRL gets 4 per device and 2 accumulation steps (one rollout batch per
-    optimizer step), and its two micro-batch losses add up to our loss on the whole step."""
-    import trl
-
-    from s2d_bench.backends.trl_backend import accumulation
-
-    student, _, tok, roll, out = world
-    batch, mask = roll.batch, roll.batch.completion_mask
-    advantages = losses.grpo_advantages(torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])).flatten()
-    cfg = GRPOConfig(steps=1, prompts_per_step=4, samples_per_prompt=2, micro_batch_size=4)
-    assert accumulation(cfg) == {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
-    logp = token_logprobs(completion_logits(student, batch), batch.completion_ids)
-    ours, _ = losses.policy_loss(logp, logp.detach(), advantages, mask, cfg.clip_low, cfg.clip_high, None, 0.0)
-    ours_grad = _grads(student, ours)
-
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS])
-    args = trl_args("grpo", cfg, 0, "cpu", out)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.steps_per_generation) == (4, 2, 2)
-    trainer = trl.GRPOTrainer(model=student, reward_funcs=lambda completions, **_: [0.0] * len(completions),
-                              args=args, train_dataset=data, processing_class=tok)
-    trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 2
-    theirs = sum(trainer._compute_loss(student, {**_trl_inputs(part), "advantages": adv, "num_items_in_batch": mask.sum()})
-                 for part, adv in zip(_halves(batch), advantages.chunk(2)))
-    torch.testing.assert_close(theirs.detach(), ours.detach(), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(_grads(student, theirs), ours_grad, rtol=1e-4, atol=1e-6)
-
-
-def test_on_policy_distillation_with_accumulation_is_the_same_step(world):
-    import trl
-
-    student, teacher, tok, roll, out = world
-    batch, mask = roll.batch, roll.batch.completion_mask
-    with torch.no_grad():
-        t_logits = completion_logits(teacher, batch)
-    ours = losses.reverse_kl(completion_logits(student, batch), t_logits, mask)
-    ours_grad = _grads(student, ours)
-
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS])
-    args = trl_args("reverse_kl", DistillConfig(steps=1, batch_size=8, micro_batch_size=4), 0, "cpu", out)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 2)
-    trainer = trl.DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data, processing_class=tok)
-    theirs = sum(trainer._compute_loss(student, _trl_inputs(part), mask.sum())[0] for part in _halves(batch))
     torch.testing.assert_close(theirs.detach(), ours.detach(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(_grads(student, theirs), ours_grad, rtol=1e-4, atol=1e-6)
