@@ -238,9 +238,13 @@ class RolloutConfig:
     enforce_eager: bool = _help("vllm: no CUDA graphs (slower decode, faster start, less memory)", False)
     extra: dict[str, Any] = _help("raw vllm.LLM keyword arguments merged over the ones s2d-bench passes", factory=dict)
     prompts_per_batch: int = _help("hf: prompts per sampling batch (x k sequences); 0: a step's prompts at once", 0)
+    max_batch_tokens: int = _help(
+        "hf: bound on a sampling batch's KV cache, k x (longest prompt + max_new_tokens) positions summed over its prompts "
+        "(at least one prompt a batch); 0: no bound", 0)
 
     def __post_init__(self) -> None:
         _require(self.prompts_per_batch >= 0, "rollout.prompts_per_batch must be >= 0 (0: all at once)")
+        _require(self.max_batch_tokens >= 0, "rollout.max_batch_tokens must be >= 0 (0: no bound)")
         _require(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]")
         _require(self.max_model_len >= 0, "rollout.max_model_len must be >= 0 (0: the model's own)")
 

@@ -34,6 +34,7 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 on CUDA GPUs that support it, else float32
     prompts_per_batch: int = 8  # hf engine: prompts per forward (x k sequences); 0: all at once
+    max_batch_tokens: int = 0  # hf engine: KV-cache positions per batch, k x (longest prompt + max_new_tokens); 0: no bound
     tensor_parallel_size: int = 1  # vllm engine, evaluation
     thinking: bool = False  # prompt.thinking: passed to the chat template as enable_thinking
 
@@ -42,6 +43,8 @@ class EngineConfig:
             raise UserError(f"dtype {self.dtype}: use auto, {', '.join(DTYPES)}")
         if self.prompts_per_batch < 0:
             raise UserError("prompts_per_batch must be >= 0 (0: every prompt in one batch)")
+        if self.max_batch_tokens < 0:
+            raise UserError("max_batch_tokens must be >= 0 (0: no bound)")
 
 
 class Engine(Protocol):

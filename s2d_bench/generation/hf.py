@@ -4,8 +4,9 @@ Evaluation loads a model from a path (`HFEngine.load`); a training stage wraps t
 trains (`HFEngine.live`), so rollouts always see the current weights and there is nothing to sync.
 Either way prompts are rendered by `protocol.render`, samples stop at `protocol.stop_ids`, and the
 k samples of a prompt read one prompt cache (shared-prefix decoding, shared_prefix.py). Prompts
-are sorted by length into batches of `prompts_per_batch`; since every prompt samples from its own
-seed, the batching never changes a token.
+are sorted by length into batches of `prompts_per_batch`, bounded by `max_batch_tokens` KV-cache
+positions (so a stage's rollout memory does not grow with its batch); since every prompt samples
+from its own seed, the batching never changes a token.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class HFEngine:
     @classmethod
     def live(cls, model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: RolloutConfig, thinking: bool, trained: bool) -> "HFEngine":
         """Rollouts: the module itself, trained or frozen; its weights are read at every call."""
-        return cls(model, tok, EngineConfig(prompts_per_batch=cfg.prompts_per_batch, thinking=thinking))
+        return cls(model, tok, EngineConfig(prompts_per_batch=cfg.prompts_per_batch, max_batch_tokens=cfg.max_batch_tokens, thinking=thinking))
 
     def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int], progress: Progress | None = None) -> list[Completion]:
         """len(prompts) * k completions; entry i * k + j is sample j of prompt i, drawn from seeds[i]."""
@@ -68,7 +69,7 @@ class HFEngine:
         if len(seeds) != len(rows):
             raise ValueError(f"{len(seeds)} seeds for {len(rows)} prompts: one seed per prompt")
         out: list[list[list[int]]] = [[] for _ in rows]
-        for chunk in self._batches(rows):
+        for chunk in self._batches(rows, sampling):
             ids, mask = left_pad([rows[i] for i in chunk], self.tok.pad_token_id)
             device = self.model.device
             tokens, alive = sample(self.model, ids.to(device), mask.to(device), sampling, self.eos_ids, self.tok.pad_token_id,
@@ -81,9 +82,18 @@ class HFEngine:
                 progress(len(chunk) * sampling.k)
         return [c for per_prompt in out for c in per_prompt]
 
-    def _batches(self, rows: list[list[int]]) -> Iterator[list[int]]:
-        """Prompt indices in batches of similar length (0 prompts_per_batch: all in one)."""
+    def _batches(self, rows: list[list[int]], sampling: Sampling) -> Iterator[list[int]]:
+        """Prompt indices in batches of similar length: at most `prompts_per_batch` (0: any number) and, with
+        `max_batch_tokens`, at most that many KV-cache positions, k x (longest prompt + max_new_tokens) per prompt;
+        a prompt over the bound gets a batch of its own. Prompts sample from their own seeds, so no token changes."""
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        step = self.cfg.prompts_per_batch or max(len(order), 1)
-        for first in range(0, len(order), step):
-            yield order[first : first + step]
+        cap = self.cfg.prompts_per_batch or max(len(order), 1)
+        batch: list[int] = []
+        for i in order:  # ascending length: prompt i is the longest of the batch it joins
+            cost = (len(batch) + 1) * sampling.k * (len(rows[i]) + sampling.max_new_tokens)
+            if batch and (len(batch) == cap or (self.cfg.max_batch_tokens and cost > self.cfg.max_batch_tokens)):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch

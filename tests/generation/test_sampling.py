@@ -92,6 +92,32 @@ def test_a_prompts_samples_depend_on_its_seed_alone_not_on_its_batch():
     assert other != whole
 
 
+def test_a_token_budget_bounds_every_sampling_batch_and_changes_no_token(monkeypatch):
+    """rollout.max_batch_tokens: batches of at most that many KV-cache positions, k x (longest prompt +
+    max_new_tokens) each (one over-budget prompt alone), with the tokens of the unbounded sampler."""
+    model, tok = MODELS.get("tiny-qwen3-teacher")(seed=5)
+    prompts = ["1+1=", "123+456=", "7", "55+5=", "9+99=", "31+4=", "250+250="]
+    s = Sampling(k=3, temperature=1.0, max_new_tokens=12)
+    seeds = prompt_seeds(4, len(prompts))
+    whole = [c.ids for c in HFEngine(model, tok, EngineConfig(prompts_per_batch=0)).generate(prompts, s, seeds)]
+    shapes = []
+    real_sample = sampling_module.sample
+
+    def counting(model, ids, mask, *args):
+        shapes.append(tuple(ids.shape))
+        return real_sample(model, ids, mask, *args)
+
+    monkeypatch.setattr("s2d_bench.generation.hf.sample", counting)
+    longest = max(len(r) for r in render(tok, prompts, False))
+    budget = 2 * s.k * (longest + s.max_new_tokens)  # two of the longest prompts fit
+    bounded = HFEngine(model, tok, EngineConfig(prompts_per_batch=0, max_batch_tokens=budget)).generate(prompts, s, seeds)
+    assert [c.ids for c in bounded] == whole
+    assert len(shapes) > 1 and all(b * s.k * (p + s.max_new_tokens) <= budget for b, p in shapes)
+    shapes.clear()
+    HFEngine(model, tok, EngineConfig(prompts_per_batch=0, max_batch_tokens=1)).generate(prompts, s, seeds)
+    assert [b for b, _ in shapes] == [1] * len(prompts)  # over the bound: one prompt a batch, never none
+
+
 def test_in_kernel_gqa_attention_matches_transformers_sdpa_under_left_padding():
     from s2d_bench.models.attention import NAME
     from s2d_bench.models.builders import tiny_qwen3_teacher
