@@ -1,11 +1,27 @@
-"""Parameter counts and a per-stage memory estimate, reported before any stage runs.
+"""Parameter counts and a per-stage memory estimate per rank, reported before any stage runs.
 
-Model states only (weights, gradients, optimizer), per device, for the backend's precision and
-ZeRO stage: activations and rollout KV caches depend on sequence lengths and come on top. Bytes
+Model states (weights, gradients, optimizer) for the backend's precision and ZeRO stage. Bytes
 per parameter follow DeepSpeed's accounting: mixed precision keeps bf16 weights and gradients
 (2 + 2) and fp32 master weights plus Adam's two moments (12); plain fp32 training keeps 4 + 4 + 8.
 ZeRO-1 shards the optimizer states over the ranks, ZeRO-2 also the gradients, ZeRO-3 also the
 weights; offload moves the optimizer states (and with offload_params the weights) to the host.
+
+On top of the states, a stage needs either its rollouts' KV cache (sampling) or one micro-batch's
+training memory (the update), never both at once:
+- activations: per layer and token, the tensors autograd keeps in a Qwen3/Llama decoder layer,
+  6H + 4I + 4(q + kv) elements plus about 2 per head (fitted, residual < 1 element, to saved-tensor
+  counts of 10 layer shapes on the CPU in float32; `tests/test_budget.py` re-measures two). With
+  activation checkpointing a layer keeps only its input (H) and one layer is recomputed at a time;
+- the logits of one chunk: chunk x V float32 values, about 4 live copies for the trained model
+  (logits, log-softmax, their gradients) and 2 for the teacher;
+- the frozen teacher's final hidden states for the micro-batch (distillation);
+- the KV cache of one sampling batch: 2 x layers x kv heads x head dim per position, over
+  `rollout.max_batch_tokens` positions (or the rank's whole share of the step when unbounded);
+  with `rollout.engine: vllm`, the share of the GPU vLLM takes. Under ZeRO-3 the built-in sampler
+  gathers the sampling model's whole weights once per rollout (ranks decode different lengths, so
+  they cannot gather layer by layer together), which a 70B teacher's 131 GiB in bf16 makes the
+  bound of its stage.
+Bf16 activations are counted at 2 bytes an element; that is an estimate, measured only in float32.
 """
 
 from __future__ import annotations
@@ -25,6 +41,71 @@ class Precision:
 BF16_MIXED = Precision(2, 2, 12)
 FP32 = Precision(4, 4, 8)
 PRECISIONS = {"bf16-mixed": BF16_MIXED, "fp32": FP32}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the activation and KV-cache estimates read from a decoder's config."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+    @classmethod
+    def of(cls, config) -> "Shape":  # noqa: ANN001 - a transformers PretrainedConfig
+        heads = config.num_attention_heads
+        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, heads,
+                   getattr(config, "num_key_value_heads", None) or heads, getattr(config, "head_dim", None) or config.hidden_size // heads,
+                   config.vocab_size)
+
+    def layer_elements(self) -> float:
+        """Elements autograd keeps per token in one decoder layer (see the module docstring)."""
+        return 6 * self.hidden + 4 * self.intermediate + 4 * (self.heads + self.kv_heads) * self.head_dim + 2 * self.heads + 4
+
+    def kv_bytes(self, itemsize: int) -> float:
+        """KV-cache bytes per cached position."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * itemsize
+
+
+@dataclass(frozen=True)
+class StageShape:
+    """One stage's sizes on one rank: what its memory depends on."""
+
+    sequences: int  # sequences the rank trains on per step (its share of prompts x samples)
+    samples: int  # samples per prompt (k)
+    prompt_tokens: int
+    new_tokens: int
+    micro_batch: int  # sequences per forward/backward (0: all)
+    checkpointing: bool
+    chunk: int  # logits chunk (0: every completion position at once)
+    kv_budget: int  # rollout.max_batch_tokens (0: unbounded)
+
+
+def training_bytes(trained: Shape, teacher: Shape | None, st: StageShape, itemsize: int) -> dict[str, float]:
+    """One micro-batch's activations, logits chunk and teacher hidden states, in bytes."""
+    b = st.micro_batch or st.sequences
+    tokens = b * (st.prompt_tokens + st.new_tokens)
+    per_layer = trained.layer_elements() * tokens * itemsize
+    if st.checkpointing:  # layer inputs kept, one layer's activations live while it is recomputed
+        activations = trained.layers * trained.hidden * tokens * itemsize + per_layer
+    else:
+        activations = trained.layers * per_layer
+    activations += 2 * trained.hidden * tokens * itemsize  # embeddings and the final norm
+    positions = st.chunk or b * st.new_tokens
+    logits = positions * trained.vocab * 4 * (4 + (2 if teacher is not None else 0))
+    kept = b * st.new_tokens * teacher.hidden * itemsize if teacher is not None else 0.0
+    return {"activations": activations, "logits": logits, "teacher_hidden": kept}
+
+
+def rollout_bytes(sampler: Shape, st: StageShape, itemsize: int) -> float:
+    """The KV cache of the largest sampling batch: the token budget, or the rank's whole share of the step."""
+    whole = st.sequences * (st.prompt_tokens + st.new_tokens)
+    positions = min(st.kv_budget, whole) if st.kv_budget else whole
+    return positions * sampler.kv_bytes(itemsize)
 
 
 def count_params(ref: str) -> int:
@@ -58,27 +139,35 @@ def frozen_bytes(params: int, p: Precision, sharded: bool, world: int) -> float:
     return params * p.weights / (world if sharded else 1)
 
 
-def stage_estimates(params: dict[str, int], stages: list[str], p: Precision, zero: int, world: int,
-                    offload_optimizer: bool = False, offload_params: bool = False, teacher_zero3: bool = False) -> list[dict]:
-    """One row per registered stage name: which model trains, and device/host GiB per rank for its model states."""
-    from s2d_bench.stages import STAGES
-
-    rows = []
-    for stage in stages:
-        role = STAGES.get(stage).trains
-        device, host = trained_bytes(params[role], p, zero, world, offload_optimizer, offload_params)
-        if STAGES.get(stage).needs_teacher:
-            device += frozen_bytes(params["teacher"], p, teacher_zero3, world)
-        rows.append({"stage": stage, "trains": role, "params": params[role], "device_gib": device / GIB, "host_gib": host / GIB})
-    return rows
+def stage_estimate(stage: str, trains: str, params: dict[str, int], shapes: dict[str, Shape], st: StageShape, sampler: str,
+                   needs_teacher: bool, p: Precision, layout: dict, vllm_gib: float | None = None) -> dict:
+    """One stage's memory per rank in GiB: model states, then the larger of sampling and the update."""
+    device, host = trained_bytes(params[trains], p, layout["zero_stage"], layout["world"], layout["offload_optimizer"],
+                                 layout["offload_params"])
+    if needs_teacher:
+        device += frozen_bytes(params["teacher"], p, layout["teacher_zero3"], layout["world"])
+    itemsize = p.weights
+    rollout = vllm_gib * GIB if vllm_gib is not None else rollout_bytes(shapes[sampler], st, itemsize)
+    sharded = layout["teacher_zero3"] if sampler == "teacher" and trains != "teacher" else layout["zero_stage"] >= 3
+    gathered = params[sampler] * p.weights * (1 - 1 / layout["world"]) if vllm_gib is None and sharded else 0.0
+    rollout += gathered  # the built-in sampler gathers a ZeRO-3 model's whole weights once per rollout
+    train = training_bytes(shapes[trains], shapes["teacher"] if needs_teacher else None, st, itemsize)
+    peak = max(rollout, sum(train.values()))
+    return {"stage": stage, "trains": trains, "params": params[trains], "states_gib": device / GIB, "rollout_gib": rollout / GIB,
+            "gathered_gib": gathered / GIB,
+            **{f"{k}_gib": v / GIB for k, v in train.items()}, "device_gib": (device + peak) / GIB, "host_gib": host / GIB,
+            "micro_batch": st.micro_batch or st.sequences, "sequences": st.sequences, "checkpointing": st.checkpointing}
 
 
 def render(report: dict) -> str:
     """The preflight table printed before the first stage."""
     p = report["params"]
+    memory = f"{report['device_memory_gib']:.0f} GiB" if report.get("device_memory_gib") else "not known (set preflight.device_memory_gb)"
     lines = [f"preflight: teacher {p['teacher'] / 1e6:,.1f}M params, student {p['student'] / 1e6:,.1f}M params; "
-             f"backend {report['backend']}, {report['precision']}, ZeRO-{report['zero_stage']}, {report['world']} rank(s)",
-             "  model-state memory per rank (activations and KV caches come on top):"]
-    for row in report["stages"]:
-        lines.append(f"    {row['stage']:<11} trains {row['trains']:<8} device {row['device_gib']:8.2f} GiB   host {row['host_gib']:8.2f} GiB")
+             f"backend {report['backend']}, {report['precision']}, ZeRO-{report['zero_stage']}, {report['world']} rank(s); device memory {memory}",
+             "  memory per rank, GiB: states + max(rollout KV, activations + logits + teacher hidden) = device",
+             "    stage       trains    micro   states  rollout    activ   logits  t.hidden   device     host"]
+    for r in report["stages"]:
+        lines.append(f"    {r['stage']:<11} {r['trains']:<8} {r['micro_batch']:>6} {r['states_gib']:8.2f} {r['rollout_gib']:8.2f} "
+                     f"{r['activations_gib']:8.2f} {r['logits_gib']:8.2f} {r['teacher_hidden_gib']:9.2f} {r['device_gib']:8.2f} {r['host_gib']:8.2f}")
     return "\n".join(lines)

@@ -249,6 +249,16 @@ class RolloutConfig:
         _require(self.max_model_len >= 0, "rollout.max_model_len must be >= 0 (0: the model's own)")
 
 
+@dataclass
+class PreflightConfig:
+    device_memory_gb: float = _help("memory of one device the estimate is checked against; 0: the CUDA device's (none on a CPU run)", 0.0)
+    prompt_tokens: int = _help("longest rendered prompt the memory estimate assumes (tokens)", 512)
+
+    def __post_init__(self) -> None:
+        _require(self.device_memory_gb >= 0, "preflight.device_memory_gb must be >= 0 (0: detect)")
+        _require(self.prompt_tokens >= 1, "preflight.prompt_tokens must be >= 1")
+
+
 def _default_arms() -> dict[str, ArmConfig]:
     return {
         "direct-grpo": ArmConfig(["student_rl"], {"student_rl.steps": 480, "student_rl.lr": 3e-4}),
@@ -277,6 +287,7 @@ class RunConfig:
     deepspeed: DeepSpeedConfig = _help("engine settings of backend=deepspeed (ignored by the others)", factory=DeepSpeedConfig)
     rollout: RolloutConfig = _help("how training stages sample (evaluation: eval.engine)", factory=RolloutConfig)
     prompt: PromptConfig = _help("how problems become prompts, for training and evaluation alike", factory=PromptConfig)
+    preflight: PreflightConfig = _help("the memory estimate made before any stage runs", factory=PreflightConfig)
 
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "threads must be >= 1")
@@ -308,7 +319,8 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads")  # where and how a config runs, not what it computes
+RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight")  # where and how a config runs, not what it computes
+MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
 
 
 def run_hash(cfg: "RunConfig") -> str:

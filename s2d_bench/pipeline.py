@@ -37,9 +37,9 @@ from typing import Any
 import torch
 import transformers
 
-from s2d_bench import budget, diagnostics, distributed, scheduler
+from s2d_bench import diagnostics, distributed, preflight, scheduler
 from s2d_bench.backends import BACKENDS
-from s2d_bench.config import RunConfig, config_hash, from_dict, run_hash, to_dict
+from s2d_bench.config import MEMORY_ONLY, RunConfig, config_hash, from_dict, run_hash, to_dict
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device
 from s2d_bench.harness.grading import GradingPool
@@ -49,8 +49,7 @@ from s2d_bench.harness.suite import eval_key, evaluate_target
 from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
 from s2d_bench.models import MODELS
 from s2d_bench.nodefiles import checksums, node_lock, write_atomic, write_json
-from s2d_bench.models.builders import check_pair, load_pretrained, load_tokenizer, save
-from s2d_bench.models.refs import resolve_model
+from s2d_bench.models.builders import load_pretrained, save
 from s2d_bench.models.pretrain import pretrain
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.store import Store
@@ -90,7 +89,8 @@ def plan(cfg: RunConfig) -> list[Node]:
             stage = STAGES.get(stage_name)
             stage_cfg = to_dict(cfg.stage_config(arm_name, stage_name))
             teacher = current["teacher"] if stage.needs_teacher else None
-            inputs = {"parent": current[stage.trains], "teacher": teacher, "cfg": stage_cfg, "seed": cfg.seed, "backend": cfg.backend}
+            same_step = {k: v for k, v in stage_cfg.items() if k not in MEMORY_ONLY}  # a node trained with other memory settings is reused
+            inputs = {"parent": current[stage.trains], "teacher": teacher, "cfg": same_step, "seed": cfg.seed, "backend": cfg.backend}
             if cfg.rollout.engine != "hf":  # another sampler draws other rollouts; hf runs keep their earlier ids
                 inputs["rollout"] = cfg.rollout.engine
             if cfg.prompt.thinking:  # other prompts train another model; non-thinking runs keep their ids
@@ -132,10 +132,8 @@ class Runner:
         self.splits = self.task.splits()
         self.backend = BACKENDS.get(cfg.backend)()
         self.backend.validate(cfg)  # options the backend cannot express fail now, not mid-run
-        for role in ("teacher", "student"):  # a mistyped or incomplete folder fails now, not after the other model trained
-            if getattr(cfg, role).path:
-                resolve_model(getattr(cfg, role).path, f"{role}.path")
-        self.load_device = getattr(self.backend, "load_device", None) or self.device  # DeepSpeed ZeRO-3: host memory
+        preflight.check_models(cfg)
+        self.load_device = self.backend.load_device or self.device  # DeepSpeed ZeRO-3: host memory
         self.nodes = {n.id: n for n in plan(cfg)}
         self.targets = self._targets()
         self.jobs = self._jobs()
@@ -284,39 +282,12 @@ class Runner:
         self.diagnose(node)
         return records
 
-    def preflight(self) -> None:
-        """Checks that would otherwise fail mid-run (one vocabulary and chat template for a
-        distilling pair), then the parameter counts and per-stage memory estimate (budget.py)."""
-        if any(n.teacher for n in self.nodes.values()):
-            check_pair(self._tokenizer("teacher"), self._tokenizer("student"))
-        if distributed.is_main():
-            report = self.memory_report()
-            write_json(self.root / "preflight.json", report)
-            print(budget.render(report), file=sys.stderr)
-
-    def memory_report(self) -> dict[str, Any]:
-        params = {role: self._param_count(role) for role in ("teacher", "student")}
-        stages = list(dict.fromkeys(n.stage for n in self.nodes.values() if n.stage != "base"))  # workflow order
+    def preflight(self) -> dict[str, Any]:
+        """The up-front checks and the memory estimate (preflight.py), with this backend's memory layout."""
         layout = {"precision": "fp32", "zero_stage": 0, "world": distributed.world(), "offload_optimizer": False,
                   "offload_params": False, "teacher_zero3": False}
-        layout.update(getattr(self.backend, "memory_layout", dict)())
-        rows = budget.stage_estimates(
-            params, stages, budget.PRECISIONS[layout["precision"]], layout["zero_stage"], layout["world"], layout["offload_optimizer"],
-            layout["offload_params"], layout["teacher_zero3"],
-        )
-        return {"params": params, "backend": self.cfg.backend, **layout, "stages": rows}
-
-    def _param_count(self, role: str) -> int:
-        model_cfg = getattr(self.cfg, role)
-        if model_cfg.path:
-            return budget.count_params(model_cfg.path)
-        return sum(p.numel() for p in MODELS.get(model_cfg.builder)(seed=0)[0].parameters())
-
-    def _tokenizer(self, role: str) -> Any:
-        model_cfg = getattr(self.cfg, role)
-        if model_cfg.path:
-            return load_tokenizer(resolve_model(model_cfg.path, f"{role}.path"))
-        return MODELS.get(model_cfg.builder)(seed=0)[1]
+        layout.update(self.backend.memory_layout())
+        return preflight.run(self.cfg, list(self.nodes.values()), layout, self.root)
 
     def diagnostics_of(self, node: Node) -> dict[str, Any] | None:
         """C1 after teacher RL, C2 around each distillation stage: computed once into diagnostics.json."""

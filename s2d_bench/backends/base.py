@@ -58,9 +58,15 @@ class StageReport:
 
 class Backend(Protocol):
     name: str
+    load_device: str | None  # where the pipeline loads models for it (DeepSpeed ZeRO-3: the host); None: the run's device
 
     def validate(self, cfg: RunConfig) -> None:
         """Refuse, before any stage runs, config options this backend cannot express (UserError)."""
+        ...
+
+    def memory_layout(self) -> dict:
+        """How it holds a trained model, for the preflight memory estimate: any of precision ('fp32', 'bf16-mixed'),
+        zero_stage, world, offload_optimizer, offload_params, teacher_zero3 (absent keys: one fp32 process)."""
         ...
 
     def teacher_rl(self, job: RLJob) -> StageReport:

@@ -120,6 +120,10 @@ def _mean(totals: dict[str, float], shares: list[float], rt: Runtime) -> dict[st
 
 class TorchBackend:
     name = "torch"
+    load_device = None
+
+    def memory_layout(self) -> dict:
+        return {}  # one process, fp32 states
 
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime or LocalRuntime()

@@ -150,6 +150,10 @@ def _chat(prompt: str) -> list[dict[str, str]]:
 
 class TRLBackend:
     name = "trl"
+    load_device = None
+
+    def memory_layout(self) -> dict:
+        return {}  # one process, fp32 states
 
     def __init__(self) -> None:
         self.rollout, self.prompt = RolloutConfig(), PromptConfig()

@@ -44,6 +44,7 @@ class Stage:
     needs_teacher: bool
     uses_labels: bool
     run: Callable[[StageInputs], StageReport]
+    samples_from: str = "trained"  # whose rollouts the stage trains on: "trained" (on-policy) or "teacher" (the warmup)
 
 
 STAGES: Registry = Registry("stage")

@@ -18,4 +18,4 @@ def run(x: StageInputs) -> StageReport:
     return x.backend.warmup(DistillJob("warmup", x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log, x.workdir))
 
 
-STAGE = Stage("warmup", trains="student", needs_teacher=True, uses_labels=False, run=run)
+STAGE = Stage("warmup", trains="student", needs_teacher=True, uses_labels=False, run=run, samples_from="teacher")

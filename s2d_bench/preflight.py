@@ -1,0 +1,163 @@
+"""What must fail before any stage runs, and the memory estimate that says whether a config fits.
+
+A run checks, in order: the model references (refs.py: folders that exist and hold what loading
+needs), one vocabulary and chat template for a distilling pair, then the memory of every stage
+per rank (budget.py): model states plus the larger of the rollout KV cache and one micro-batch's
+update. The estimate is printed, written to `<run_dir>/preflight.json`, and a stage over the
+device's memory (the CUDA device's, or `preflight.device_memory_gb`) is refused with the
+settings that would make it fit, before any GPU time is spent.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from s2d_bench import budget, distributed
+from s2d_bench.config import GRPOConfig, RunConfig
+from s2d_bench.errors import UserError
+from s2d_bench.models import MODELS
+from s2d_bench.models.builders import check_pair, load_tokenizer
+from s2d_bench.models.refs import load_kwargs, resolve_model
+from s2d_bench.nodefiles import write_json
+from s2d_bench.stages import STAGES
+
+ROLES = ("teacher", "student")
+
+
+def check_models(cfg: RunConfig) -> None:
+    """A mistyped or incomplete model folder fails now, not after the other model trained."""
+    for role in ROLES:
+        if getattr(cfg, role).path:
+            resolve_model(getattr(cfg, role).path, f"{role}.path")
+
+
+def run(cfg: RunConfig, nodes: list, layout: dict[str, Any], root) -> dict[str, Any]:  # noqa: ANN001 - pipeline Nodes, a Path
+    """The pair check and the memory estimate (printed and written on rank 0), refusing what cannot fit."""
+    if any(n.teacher for n in nodes):
+        check_pair(_tokenizer(cfg, "teacher"), _tokenizer(cfg, "student"))
+    report = memory_report(cfg, nodes, layout)
+    if distributed.is_main():
+        write_json(root / "preflight.json", report)
+        print(budget.render(report), file=sys.stderr)
+    refuse_what_does_not_fit(report)
+    return report
+
+
+def _config(cfg: RunConfig, role: str):  # noqa: ANN202 - a transformers PretrainedConfig
+    model_cfg = getattr(cfg, role)
+    if model_cfg.path:
+        from transformers import AutoConfig
+
+        ref = resolve_model(model_cfg.path, f"{role}.path", tokenizer=False)
+        return AutoConfig.from_pretrained(ref, **load_kwargs(ref))
+    return MODELS.get(model_cfg.builder)(seed=0)[0].config
+
+
+def _tokenizer(cfg: RunConfig, role: str) -> Any:
+    model_cfg = getattr(cfg, role)
+    if model_cfg.path:
+        return load_tokenizer(resolve_model(model_cfg.path, f"{role}.path"))
+    return MODELS.get(model_cfg.builder)(seed=0)[1]
+
+
+def device_memory_gib(cfg: RunConfig) -> float | None:
+    """The memory of one device: the config's, else the CUDA device's on a GPU run, else unknown."""
+    if cfg.preflight.device_memory_gb:
+        return cfg.preflight.device_memory_gb * 1e9 / budget.GIB
+    import torch
+
+    if cfg.device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / budget.GIB
+    return None
+
+
+def stage_shape(cfg: RunConfig, stage_cfg: Any, world: int) -> budget.StageShape:
+    """A stage's per-rank sizes: its share of the step's sequences, lengths, and memory settings."""
+    if isinstance(stage_cfg, GRPOConfig):
+        prompts, k = stage_cfg.prompts_per_step, stage_cfg.samples_per_prompt
+    else:
+        prompts, k = stage_cfg.batch_size, 1
+    return budget.StageShape(
+        sequences=math.ceil(prompts / world) * k, samples=k, prompt_tokens=cfg.preflight.prompt_tokens,
+        new_tokens=stage_cfg.max_new_tokens, micro_batch=stage_cfg.micro_batch_size, checkpointing=stage_cfg.gradient_checkpointing,
+        chunk=stage_cfg.chunk_size, kv_budget=cfg.rollout.max_batch_tokens,
+    )
+
+
+def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any]) -> dict[str, Any]:
+    """Parameter counts and, per stage of the plan (its largest node), the memory per rank."""
+    configs = {role: _config(cfg, role) for role in ROLES}
+    shapes = {role: budget.Shape.of(c) for role, c in configs.items()}
+    params = {role: _param_count(cfg, role, c) for role, c in configs.items()}
+    precision = budget.PRECISIONS[layout["precision"]]
+    memory = device_memory_gib(cfg)
+    vllm = cfg.rollout.gpu_memory_utilization * memory if cfg.rollout.engine == "vllm" and memory else None
+    rows: dict[str, dict] = {}
+    for node in nodes:
+        if node.stage == "base":
+            continue
+        stage = STAGES.get(node.stage)
+        stage_cfg = type(getattr(cfg.stages, node.stage))(**node.cfg)
+        st = stage_shape(cfg, stage_cfg, layout["world"])
+        sampler = "teacher" if stage.samples_from == "teacher" else stage.trains
+        row = budget.stage_estimate(node.stage, stage.trains, params, shapes, st, sampler, stage.needs_teacher, precision, layout, vllm)
+        row["fixes"] = _fixes(node.stage, stage, params, shapes, st, sampler, precision, layout, vllm, memory) if memory else []
+        if node.stage not in rows or row["device_gib"] > rows[node.stage]["device_gib"]:
+            rows[node.stage] = row
+    return {"params": params, "backend": cfg.backend, **layout, "device_memory_gib": memory,
+            "prompt_tokens": cfg.preflight.prompt_tokens, "stages": list(rows.values())}
+
+
+def _param_count(cfg: RunConfig, role: str, config) -> int:  # noqa: ANN001
+    if getattr(cfg, role).path:
+        return budget.count_params(getattr(cfg, role).path)
+    return sum(p.numel() for p in MODELS.get(getattr(cfg, role).builder)(seed=0)[0].parameters())
+
+
+def _fixes(name, stage, params, shapes, st, sampler, precision, layout, vllm, memory) -> list[str]:  # noqa: ANN001
+    """Settings that make an over-budget stage fit (empty when it fits as it is): the largest micro-batch
+    without and with activation checkpointing, and the largest rollout token budget."""
+    row = budget.stage_estimate(name, stage.trains, params, shapes, st, sampler, stage.needs_teacher, precision, layout, vllm)
+    if row["device_gib"] <= memory:
+        return []
+    states = row["states_gib"]
+    if states >= memory:
+        return [f"the model states alone take {states:.1f} GiB a rank: raise deepspeed.zero_stage, offload, or use more ranks"]
+    fixes = []
+    if states + row["activations_gib"] + row["logits_gib"] + row["teacher_hidden_gib"] > memory:
+        options = []
+        for checkpointing in sorted({st.checkpointing, True}):
+            fitting = next((m for m in range(st.sequences, 0, -1)
+                            if _train_total(name, stage, params, shapes, st, m, checkpointing, precision, layout) <= memory), None)
+            if fitting:
+                options.append(f"stages.{name}.micro_batch_size <= {fitting}" + (" with gradient_checkpointing: true" if checkpointing else ""))
+        fixes.append(" or ".join(options) if options else
+                     f"stages.{name}: no micro-batch fits even with gradient_checkpointing (lower max_new_tokens or chunk_size)")
+    if vllm is None and states + row["rollout_gib"] > memory:
+        room = (memory - states - row["gathered_gib"]) * budget.GIB
+        if room <= 0:
+            fixes.append(f"sampling gathers the whole {sampler} under ZeRO-3 ({row['gathered_gib']:.0f} GiB): use devices with more memory")
+        else:
+            fixes.append(f"rollout.max_batch_tokens <= {int(room / shapes[sampler].kv_bytes(precision.weights)):,}")
+    return fixes
+
+
+def _train_total(name, stage, params, shapes, st, micro, checkpointing, precision, layout) -> float:  # noqa: ANN001
+    """States plus the update's memory at `micro` sequences per forward/backward (sampling left out)."""
+    from dataclasses import replace
+
+    row = budget.stage_estimate(name, stage.trains, params, shapes, replace(st, micro_batch=micro, checkpointing=checkpointing),
+                                "teacher" if stage.samples_from == "teacher" else stage.trains, stage.needs_teacher, precision, layout,
+                                0.0)  # a rollout of 0 GiB: the update alone
+    return row["device_gib"]
+
+
+def refuse_what_does_not_fit(report: dict[str, Any]) -> None:
+    """One line naming every stage over the device's memory and what to set for each."""
+    over = [r for r in report["stages"] if r["fixes"]]
+    if over:
+        parts = [f"stage {r['stage']} needs about {r['device_gib']:.1f} GiB a rank: set {'; '.join(r['fixes'])}" for r in over]
+        raise UserError(f"preflight: more than the {report['device_memory_gib']:.0f} GiB a device has (every figure in preflight.json); "
+                        + " | ".join(parts))
