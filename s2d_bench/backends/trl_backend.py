@@ -89,7 +89,8 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
     if kind == "grpo":
         assert isinstance(cfg, GRPOConfig)
         return trl.GRPOConfig(
-            **common, **accumulation(cfg), steps_per_generation=accumulation(cfg)["gradient_accumulation_steps"],  # one rollout batch a step
+            **{**common, "max_steps": cfg.steps * cfg.updates_per_batch},  # TRL counts optimizer steps; ours, rollout batches
+            **accumulation(cfg), steps_per_generation=accumulation(cfg)["gradient_accumulation_steps"],  # one rollout batch a step
             num_generations=cfg.samples_per_prompt, num_iterations=cfg.updates_per_batch, max_completion_length=cfg.max_new_tokens,
             epsilon=cfg.clip_low, epsilon_high=cfg.clip_high, beta=cfg.kl_coef, scale_rewards="group" if cfg.scale_rewards else "none",
             loss_type="dapo", top_k=0, top_p=1.0,  # dapo: token mean over the batch, as losses.policy_loss
