@@ -211,6 +211,9 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
     from s2d_bench.generation.engine import EngineConfig
     from s2d_bench.harness.suite import SuiteOptions, render, run_suite
 
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # a bar per weight load would drown the evaluation's own
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     engine_cfg = EngineConfig(device=device, dtype=dtype, prompts_per_batch=batch_prompts, tensor_parallel_size=tensor_parallel, thinking=thinking)
     from s2d_bench.store import Store

@@ -123,11 +123,11 @@ def test_a_bad_data_file_is_a_one_line_error_naming_the_line(saved_model, tmp_pa
 
 
 def test_a_prompt_longer_than_the_context_is_refused_before_sampling_naming_the_problem(saved_model, tmp_path, offline):
-    long = _data(tmp_path / "long", json.dumps({"id": "long-one", "problem": "y" * 1500, "answer": "1"}).encode() + b"\n")
+    long = _data(tmp_path / "long", json.dumps({"id": "long-one", "problem": "y" * 3000, "answer": "1"}).encode() + b"\n")
     _assert_user_error(_cli("eval", "--model", saved_model, "--data", long, "--samples", 1, "--out", tmp_path / "ev"),
-                       "problem long-one: its prompt (1,")
+                       "problem long-one: its prompt (3,")
     good = _data(tmp_path / "good", GOOD)
-    _assert_user_error(_cli("eval", "--model", saved_model, "--data", good, "--max-new-tokens", 1000, "--out", tmp_path / "ev"),
+    _assert_user_error(_cli("eval", "--model", saved_model, "--data", good, "--max-new-tokens", 3000, "--out", tmp_path / "ev"),
                        "lower max_new_tokens to")
 
 

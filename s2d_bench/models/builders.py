@@ -25,7 +25,7 @@ class Qwen3Shape:
     heads: int
     kv_heads: int
     mlp: int
-    max_positions: int = 256
+    max_positions: int = 2048  # room for a MATH or AIME prompt through the character tokenizer
 
 
 def tiny_qwen3(shape: Qwen3Shape, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -121,3 +121,45 @@ def test_two_zero3_ranks_sampling_with_vllm_train_exactly_as_with_the_builtin_sa
     torch.testing.assert_close(torch.load(tmp_path / "vllm-rank1.pt"), vllm, rtol=0, atol=0, msg="the ranks disagree")
     start = torch.cat([p.detach().flatten() for seed in (1, 0) for p in tiny_qwen3_student(seed=seed)[0].parameters()])
     assert (hf - start).abs().max() > 1e-4, "nothing trained"
+
+
+DATA = Path(os.environ.get("S2D_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
+@pytest.mark.skipif(not (DATA / "math_train.jsonl").is_file(), reason=f"real data not at {DATA} (set S2D_DATA_DIR)")
+def test_the_shipped_paper_config_runs_every_stage_of_every_arm_on_two_ranks(tmp_path):
+    """configs/paper-qwen3.yaml through the real loader on 2 CPU ranks under DeepSpeed, as shipped but for the
+    models (tiny from-config builders), the device (CPU, fp32) and sizes, lengths and steps scaled down: its
+    micro-batches, checkpointing, token budget, ZeRO stage, math task and three benchmarks run as written."""
+    port, = _ports(1)
+    small = [f"{s}.{k}={v}" for s in ("teacher_rl", "student_rl") for k, v in
+             (("steps", 1), ("prompts_per_step", 2), ("samples_per_prompt", 2), ("max_new_tokens", 6), ("micro_batch_size", 1), ("chunk_size", 4))]
+    small += [f"{s}.{k}={v}" for s in ("warmup", "opd") for k, v in
+              (("steps", 1), ("batch_size", 2), ("max_new_tokens", 6), ("micro_batch_size", 1), ("chunk_size", 4))]
+    overrides = [
+        "teacher.path=", "teacher.builder=tiny-qwen3-teacher", "teacher.pretrain.steps=0",
+        "student.path=", "student.builder=tiny-qwen3-student", "student.pretrain.steps=0",
+        "device=cpu", "deepspeed.bf16=false", "threads=1",
+        f"task.train_data={DATA / 'math_train.jsonl'}", f"task.data_dir={DATA}", "task.n_labeled=8", "task.n_unlabeled=8", "task.n_test=2",
+        *[f"stages.{o}" for o in small], "arms.direct-grpo.overrides.student_rl.steps=1",
+        "eval.samples=1", "eval.max_new_tokens=4",
+        "eval.benchmarks=[{name: math500, samples: 1, max_new_tokens: 4, limit: 2}, {name: aime24, samples: 1, max_new_tokens: 4, limit: 2},"
+        " {name: aime25, samples: 1, max_new_tokens: 4, limit: 2}]",
+        f"run_dir={tmp_path / 'run'}", f"store={tmp_path / 'store.sqlite'}",
+    ]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+        cmd = [sys.executable, "-m", "s2d_bench.cli", f"--local_rank={rank}", "run", "--config", "paper-qwen3", *overrides]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [proc.communicate(timeout=400) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    cfg = load_config("paper-qwen3", overrides)
+    assert cfg.stages.teacher_rl.gradient_checkpointing and cfg.deepspeed.zero_stage == 2 and cfg.rollout.max_batch_tokens > 0  # as shipped
+    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in records} == {"base", "teacher_rl", "warmup", "opd", "student_rl"}
+    assert {r["task"] for r in records} == {"math500", "aime24", "aime25"}
+    assert {a for r in records for a in r["arms"]} == {"direct-grpo", "bridge", "full"}
+    assert json.loads((tmp_path / "run" / "preflight.json").read_text())["world"] == 2
