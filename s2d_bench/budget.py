@@ -95,7 +95,7 @@ def training_bytes(trained: Shape, teacher: Shape | None, st: StageShape, itemsi
     else:
         activations = trained.layers * per_layer
     activations += 2 * trained.hidden * tokens * itemsize  # embeddings and the final norm
-    positions = st.chunk or b * st.new_tokens
+    positions = min(st.chunk, b * st.new_tokens) if st.chunk else b * st.new_tokens  # a chunk never outgrows the micro-batch
     logits = positions * trained.vocab * 4 * (4 + (2 if teacher is not None else 0))
     kept = b * st.new_tokens * teacher.hidden * itemsize if teacher is not None else 0.0
     return {"activations": activations, "logits": logits, "teacher_hidden": kept}
