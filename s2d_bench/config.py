@@ -97,7 +97,8 @@ class GRPOConfig:
     clip_high: float = _help("ratio clip above: 1 + clip_high (DAPO uses 0.28)", 0.2)
     kl_coef: float = _help("weight of the k3 KL to the stage's initial policy; 0 is off", 0.0)
     scale_rewards: bool = _help("divide advantages by the group std (Dr. GRPO: false)", True)
-    updates_per_batch: int = _help("optimizer steps on each batch of rollouts", 1)
+    updates_per_batch: int = _help("passes over each batch of rollouts (PPO epochs); steps counts rollout batches", 1)
+    mini_batches: int = _help("optimizer steps per pass: the batch split into this many mini-batches (verl's ppo_mini_batch)", 1)
     temperature: float = _help("rollout sampling temperature", 1.0)
     max_new_tokens: int = _help("completion length cap", 16)
     max_grad_norm: float = _help("gradient clipping norm", 1.0)
@@ -115,6 +116,8 @@ class GRPOConfig:
         _temperature(self.temperature, "GRPO: temperature", greedy=False)
         _require(self.clip_low >= 0 and self.clip_high >= 0, "GRPO: clip_low and clip_high must be >= 0")
         _require(self.updates_per_batch >= 1 and self.kl_coef >= 0, "GRPO: updates_per_batch >= 1, kl_coef >= 0")
+        _require(1 <= self.mini_batches <= self.prompts_per_step * self.samples_per_prompt,
+                 "GRPO: mini_batches must be between 1 and the step's prompts_per_step x samples_per_prompt sequences")
 
 
 @dataclass

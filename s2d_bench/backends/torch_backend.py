@@ -46,41 +46,55 @@ def _shares(batch: Batch, parts: list[MicroBatch], rt: Runtime) -> list[float]:
     return [part.weight * weight * float(batch.completion_mask[part.rows].sum()) / local if local > 0 else 0.0 for part in parts]
 
 
+def mini_batch_rows(n: int, count: int) -> list[slice]:
+    """A rank's n sequences in `count` contiguous, near-equal parts (verl's ppo_mini_batch), one optimizer step each."""
+    edges = [round(i * n / count) for i in range(count + 1)]
+    return [slice(a, b) for a, b in zip(edges, edges[1:])]
+
+
 def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor, cfg, rt: Runtime) -> dict:
-    """cfg.updates_per_batch clipped policy-gradient steps on one batch of rollouts, each step's
-    gradient accumulated over micro-batches of cfg.micro_batch_size sequences (activations
-    checkpointed when cfg.gradient_checkpointing).
+    """cfg.updates_per_batch passes over one batch of rollouts, each in cfg.mini_batches optimizer steps
+    (a mini-batch's token mean over every rank), each step's gradient accumulated over micro-batches of
+    cfg.micro_batch_size sequences (activations checkpointed when cfg.gradient_checkpointing).
 
     Log-probabilities come from hidden states a chunk of positions at a time (`chunked`), so
     no (N, T, V) logits exist at real vocabulary sizes; they are taken at the sampling temperature.
+    Ratios are against the rollout policy whenever the policy moves within a batch (several passes or mini-batches).
     """
     model = trainer.model
-    parts = micro_batches(len(advantages), cfg.micro_batch_size, rt)
-    shares = _shares(batch, parts, rt)
 
     def logprobs(m: PreTrainedModel, mb: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         calls = rt.most(chunked.n_chunks(mb.completion_mask, cfg.chunk_size))
         return chunked.token_logprobs(completion_hidden(m, mb), m.get_output_embeddings(), mb.completion_ids, mb.completion_mask,
                                       cfg.chunk_size, calls, cfg.temperature)
 
-    micro = [batch.rows(part.rows) for part in parts]
-    with torch.no_grad():
-        old_logp = [logprobs(model, mb)[0] if cfg.updates_per_batch > 1 else None for mb in micro]
-        ref_logp = [logprobs(ref, mb)[0] if ref is not None else None for mb in micro]
+    steps = []  # per optimizer step: its micro-batches, their loss weights, advantages and fixed log-probs
+    moving = cfg.updates_per_batch > 1 or cfg.mini_batches > 1
+    for rows in mini_batch_rows(len(advantages), cfg.mini_batches):
+        sub = batch.rows(rows)
+        parts = micro_batches(rows.stop - rows.start, cfg.micro_batch_size, rt)
+        micro = [sub.rows(part.rows) for part in parts]
+        with torch.no_grad():
+            old = [logprobs(model, mb)[0] if moving else None for mb in micro]
+            fixed = [logprobs(ref, mb)[0] if ref is not None else None for mb in micro]
+        steps.append((parts, _shares(sub, parts, rt), micro, advantages[rows], old, fixed))
     for _ in range(cfg.updates_per_batch):
         totals: dict[str, float] = {}
-        with checkpointing(model, cfg.gradient_checkpointing):
-            for i, (part, mb) in enumerate(zip(parts, micro)):
-                logp, entropy = logprobs(model, mb)
-                loss, stats = losses.policy_loss(
-                    logp, logp.detach() if old_logp[i] is None else old_logp[i], advantages[part.rows], mb.completion_mask,
-                    cfg.clip_low, cfg.clip_high, ref_logp[i], cfg.kl_coef,
-                )
-                trainer.backward(loss * shares[i], last=i == len(parts) - 1)
-                stats.update(loss=loss.item(), entropy=float(losses.masked_mean(entropy, mb.completion_mask)))
-                _add(totals, stats, shares[i])
-        grad_norm = trainer.step()
-    return {**_mean(totals, shares, rt), "grad_norm": grad_norm}
+        weights: list[float] = []
+        for parts, shares, micro, adv, old, fixed in steps:
+            with checkpointing(model, cfg.gradient_checkpointing):
+                for i, (part, mb) in enumerate(zip(parts, micro)):
+                    logp, entropy = logprobs(model, mb)
+                    loss, stats = losses.policy_loss(
+                        logp, logp.detach() if old[i] is None else old[i], adv[part.rows], mb.completion_mask,
+                        cfg.clip_low, cfg.clip_high, fixed[i], cfg.kl_coef,
+                    )
+                    trainer.backward(loss * shares[i], last=i == len(parts) - 1)
+                    stats.update(loss=loss.item(), entropy=float(losses.masked_mean(entropy, mb.completion_mask)))
+                    _add(totals, stats, shares[i])
+            weights.extend(shares)
+            grad_norm = trainer.step()
+    return {**_mean(totals, weights, rt), "grad_norm": grad_norm}
 
 
 def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, objective: chunked.Objective, cfg, rt: Runtime) -> dict:

@@ -49,10 +49,16 @@ def _batch(cfg: GRPOConfig | DistillConfig) -> int:
     return cfg.prompts_per_step * cfg.samples_per_prompt if isinstance(cfg, GRPOConfig) else cfg.batch_size
 
 
+def _mini(cfg: GRPOConfig | DistillConfig) -> int:
+    return cfg.mini_batches if isinstance(cfg, GRPOConfig) else 1
+
+
 def accumulation(cfg: GRPOConfig | DistillConfig) -> dict[str, int]:
-    """Our step as TRL's: micro-batches of `micro_batch_size` sequences, accumulated over one optimizer step."""
-    micro = cfg.micro_batch_size or _batch(cfg)
-    return {"per_device_train_batch_size": micro, "gradient_accumulation_steps": _batch(cfg) // micro}
+    """Our optimizer step as TRL's: a mini-batch (the whole step unless GRPO's mini_batches) in micro-batches of
+    `micro_batch_size` sequences, accumulated."""
+    per_step = _batch(cfg) // _mini(cfg)
+    micro = cfg.micro_batch_size or per_step
+    return {"per_device_train_batch_size": micro, "gradient_accumulation_steps": per_step // micro}
 
 
 def refuse_unexpressible(cfg: RunConfig) -> None:
@@ -60,9 +66,10 @@ def refuse_unexpressible(cfg: RunConfig) -> None:
     for arm in cfg.arms:
         for stage in cfg.arms[arm].stages:
             stage_cfg = cfg.stage_config(arm, stage)
-            if stage_cfg.micro_batch_size and _batch(stage_cfg) % stage_cfg.micro_batch_size:
-                raise UserError(f"backend=trl: {stage}.micro_batch_size={stage_cfg.micro_batch_size} must divide the step's "
-                                f"{_batch(stage_cfg)} sequences (TRL accumulates equal micro-batches)")
+            per_step = _batch(stage_cfg) // _mini(stage_cfg)
+            if _batch(stage_cfg) % _mini(stage_cfg) or (stage_cfg.micro_batch_size and per_step % stage_cfg.micro_batch_size):
+                raise UserError(f"backend=trl: {stage}: mini_batches and micro_batch_size must divide the step's "
+                                f"{_batch(stage_cfg)} sequences evenly (TRL accumulates equal micro-batches)")
             if isinstance(stage_cfg, DistillConfig) and stage_cfg.estimator != "full":
                 raise UserError(f"backend=trl: {stage}.estimator={stage_cfg.estimator} has no TRL equivalent "
                                 "(its trainers use the full-vocabulary divergence): set estimator: full, or use backend=torch")
@@ -89,8 +96,8 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
     if kind == "grpo":
         assert isinstance(cfg, GRPOConfig)
         return trl.GRPOConfig(
-            **{**common, "max_steps": cfg.steps * cfg.updates_per_batch},  # TRL counts optimizer steps; ours, rollout batches
-            **accumulation(cfg), steps_per_generation=accumulation(cfg)["gradient_accumulation_steps"],  # one rollout batch a step
+            **{**common, "max_steps": cfg.steps * cfg.updates_per_batch * cfg.mini_batches},  # TRL counts optimizer steps; ours, rollout batches
+            **accumulation(cfg), steps_per_generation=accumulation(cfg)["gradient_accumulation_steps"] * cfg.mini_batches,  # one rollout batch a step
             num_generations=cfg.samples_per_prompt, num_iterations=cfg.updates_per_batch, max_completion_length=cfg.max_new_tokens,
             epsilon=cfg.clip_low, epsilon_high=cfg.clip_high, beta=cfg.kl_coef, scale_rewards="group" if cfg.scale_rewards else "none",
             loss_type="dapo", top_k=0, top_p=1.0,  # dapo: token mean over the batch, as losses.policy_loss

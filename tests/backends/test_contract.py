@@ -106,12 +106,14 @@ def test_grpo_with_fewer_than_two_samples_is_refused_in_config(backend):
         load_config(None, [f"backend={backend}", "stages.teacher_rl.samples_per_prompt=1"])
 
 
-def test_a_grpo_step_is_a_rollout_batch_with_updates_per_batch_optimizer_steps(backend, monkeypatch):
-    """`steps` counts rollout batches on every backend; `updates_per_batch` optimizer passes over each. So 2 steps of
-    4 prompts with 2 updates draw 8 labeled prompts and take 4 optimizer steps, whatever counts TRL keeps."""
+@pytest.mark.parametrize("updates, mini", [(2, 1), (1, 2), (2, 2)])
+def test_a_grpo_step_is_a_rollout_batch_with_updates_per_batch_optimizer_steps(backend, monkeypatch, updates, mini):
+    """`steps` counts rollout batches on every backend; `updates_per_batch` passes over each, `mini_batches`
+    optimizer steps per pass. So 2 steps of 4 prompts draw 8 labeled prompts and take 2 x updates x mini
+    optimizer steps, whatever counts TRL keeps."""
     calls = []
     real = torch.optim.AdamW.step
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
-    x = _inputs(backend, "teacher_rl", ["stages.teacher_rl.updates_per_batch=2"])
+    x = _inputs(backend, "teacher_rl", [f"stages.teacher_rl.updates_per_batch={updates}", f"stages.teacher_rl.mini_batches={mini}"])
     report = STAGES.get("teacher_rl").run(x)
-    assert (report.steps, len(report.labeled_draws), len(calls)) == (2, 8, 4)
+    assert (report.steps, len(report.labeled_draws), len(calls)) == (2, 8, 2 * updates * mini)

@@ -17,7 +17,7 @@ from s2d_bench.models.builders import tiny_qwen3_student
 
 PROMPTS = ["12+34=", "5+6=", "100+200=", "7+8=", "9+9="]
 K = 2
-STEPS = [("grpo", None), ("grpo-2-updates", None)] + [
+STEPS = [("grpo", None), ("grpo-2-updates", None), ("grpo-2-mini-batches", None)] + [
     ("distill", o) for o in (chunked.Objective("forward"), chunked.Objective("reverse"), chunked.Objective("reverse", "topk", 8),
                              chunked.Objective("reverse", "sampled"))]
 
@@ -32,7 +32,8 @@ def _step(kind: str, objective, micro: int, checkpoint: bool = False) -> torch.T
     rt = LocalRuntime()
     if kind.startswith("grpo"):
         advantages = losses.grpo_advantages(torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0]])).flatten()
-        cfg = GRPOConfig(chunk_size=5, micro_batch_size=micro, temperature=0.7, updates_per_batch=2 if "2" in kind else 1,
+        cfg = GRPOConfig(chunk_size=5, micro_batch_size=micro, temperature=0.7, updates_per_batch=2 if "updates" in kind else 1,
+                         mini_batches=2 if "mini" in kind else 1,
                          gradient_checkpointing=checkpoint)
         policy_updates(trainer, None, batch, advantages, cfg, rt)
     else:
