@@ -20,10 +20,12 @@ the prompt, stop set and text are the hf engine's.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import os
 import tempfile
+from typing import Iterator
 
 import torch
 from transformers import AutoConfig, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -81,6 +83,47 @@ def check_fits(model: PreTrainedModel, cfg: RolloutConfig) -> None:
                         "or use rollout.engine=hf (each rank keeps a whole vLLM copy: no tensor parallel rollouts)")
 
 
+@contextlib.contextmanager
+def kept_rng_state() -> Iterator[None]:
+    """vLLM reseeds Python's, NumPy's and torch's global generators when an engine starts; a trainer's
+    draws after it must not depend on whether one started."""
+    import random
+
+    import numpy as np
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
+def start(**engine_args) -> LLM:
+    """A new `vllm.LLM`, the process made ready for it: sleep mode's allocator allows one engine per
+    process, and vLLM's start freezes the garbage collector, so an engine only dropped by collection
+    (TRL's, from an earlier stage) is collected first; the global generators are kept as they were."""
+    gc.unfreeze()
+    gc.collect()
+    with kept_rng_state():
+        return LLM(**engine_args)
+
+
+def check_landed(target, loaded) -> None:  # noqa: ANN001 - vLLM's model and what its load_weights returned
+    """Every parameter of vLLM's model was written by a push: its loader maps names onto fused layers and
+    never reports one it skipped, which would keep its dummy values silently."""
+    if loaded is None:  # a loader that reports nothing cannot be checked
+        return
+    missing = sorted({name for name, _ in target.named_parameters()} - set(loaded))
+    if missing:
+        raise RuntimeError(f"vLLM weight push left {len(missing)} parameter(s) unwritten, still dummy values: "
+                           f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the trainer's names do not map onto this model")
+
+
 class VLLMEngine:
     def __init__(self, llm: LLM, tok: PreTrainedTokenizerBase, stops: list[int], thinking: bool, model: PreTrainedModel | None = None,
                  trained: bool = False, sleep: bool = False, folder: tempfile.TemporaryDirectory | None = None,
@@ -101,7 +144,7 @@ class VLLMEngine:
             generation = GenerationConfig.from_pretrained(ref)
         except OSError:  # a folder without generation_config.json: the tokenizer's EOS alone
             generation = None
-        llm = LLM(model=ref, tensor_parallel_size=cfg.tensor_parallel_size, dtype=dtype)
+        llm = start(model=ref, tensor_parallel_size=cfg.tensor_parallel_size, dtype=dtype)
         return cls(llm, tok, stop_ids_of(generation, tok), cfg.thinking, context=context_of(AutoConfig.from_pretrained(ref)))
 
     @classmethod
@@ -114,7 +157,7 @@ class VLLMEngine:
         config.save_pretrained(folder.name)
         distributed.launcher_env()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: its model is reachable
-        return cls(LLM(**engine_args(model, cfg, folder.name)), tok, stop_ids(model, tok), thinking, model, trained, cfg.sleep, folder,
+        return cls(start(**engine_args(model, cfg, folder.name)), tok, stop_ids(model, tok), thinking, model, trained, cfg.sleep, folder,
                    cfg.max_model_len or context_of(model.config))
 
     def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int], progress: Progress | None = None) -> list[Completion]:
@@ -152,7 +195,8 @@ class VLLMEngine:
     def _push(self) -> None:
         """The model's weights into vLLM's copy (call inside the runtime's `full_weights`: ZeRO-3 gathered)."""
         target = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        target.load_weights((name, p.data) for name, p in self.model.named_parameters())  # tied weights come once
+        loaded = target.load_weights((name, p.data) for name, p in self.model.named_parameters())  # tied weights come once
+        check_landed(target, loaded)
         self.llm.reset_prefix_cache()
         self.pushes += 1
 

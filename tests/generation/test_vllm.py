@@ -178,3 +178,39 @@ def test_trl_backend_samples_the_warmups_teacher_rollouts_with_vllm(fake_vllm):
     assert llm.events.count("generate") == 3 and llm.events.count("reset_prefix_cache") == 1
     assert rows_v == rows_hf
     _assert_same(dict(model_v.named_parameters()), dict(model_hf.named_parameters()))
+
+
+def test_an_engine_start_leaves_the_trainers_random_generators_as_they_were(fake_vllm):
+    """vLLM reseeds Python's, NumPy's and torch's generators at start (the fake does too): a draw after the
+    engine starts is the draw that would have come without it."""
+    import random
+
+    import numpy as np
+
+    from s2d_bench.generation.vllm import VLLMEngine
+
+    model, tok = tiny_qwen3_student(seed=0)
+    torch.manual_seed(123), random.seed(123), np.random.seed(123)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(123), random.seed(123), np.random.seed(123)
+    engine = VLLMEngine.live(model, tok, RolloutConfig(engine="vllm"), thinking=False, trained=True)
+    got = (torch.rand(3), random.random(), np.random.rand())
+    engine.close()
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=0)
+    assert got[1:] == expected[1:]
+
+
+def test_a_push_that_leaves_a_parameter_unwritten_fails_naming_it(fake_vllm, monkeypatch):
+    """vLLM's loader maps names onto fused layers and reports what it wrote; a parameter it never wrote
+    would keep its dummy values, so the push fails with its name instead of sampling from noise."""
+    from s2d_bench.generation.sampling import Sampling
+    from s2d_bench.generation.vllm import VLLMEngine
+
+    model, tok = tiny_qwen3_student(seed=0)
+    real = fake_vllm._Model.load_weights
+    monkeypatch.setattr(fake_vllm._Model, "load_weights",
+                        lambda self, weights: real(self, ((n, t) for n, t in weights if "layers.1.mlp.up_proj" not in n)))
+    engine = VLLMEngine.live(model, tok, RolloutConfig(engine="vllm", sleep=False), thinking=False, trained=True)
+    with pytest.raises(RuntimeError, match=r"left 1 parameter\(s\) unwritten.*model.layers.1.mlp.up_proj.weight"):
+        engine.rollouts(["1+1="], Sampling(k=2, max_new_tokens=4), [0])
+    engine.close()

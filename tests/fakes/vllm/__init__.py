@@ -62,6 +62,9 @@ class _Model:
         self.module = module
         self.loaded: set[str] = set()
 
+    def named_parameters(self):  # noqa: ANN201 - vLLM's model is the nn.Module itself
+        return self.module.named_parameters()
+
     def load_weights(self, weights) -> set[str]:  # noqa: ANN001 - Iterable[tuple[str, Tensor]], as in vLLM
         params = dict(self.module.named_parameters())
         names = set()
@@ -71,6 +74,17 @@ class _Model:
                 names.add(name)
         self.loaded |= names
         return names
+
+
+def _reseed(seed: int) -> None:
+    """vLLM seeds Python's, NumPy's and torch's global generators when an engine starts."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 class LLM:
@@ -83,6 +97,7 @@ class LLM:
             assert not missing, f"external_launcher needs {missing} in the environment"
         assert kwargs.get("load_format") == "dummy" and kwargs.get("skip_tokenizer_init"), "the fake only models dummy-weight engines"
         self.kwargs = kwargs
+        _reseed(kwargs.get("seed", 0))  # as vLLM's engine start does
         config = AutoConfig.from_pretrained(model)
         module = AutoModelForCausalLM.from_config(config, dtype=kwargs.get("dtype", torch.float32)).eval()
         self._model = _Model(module)
