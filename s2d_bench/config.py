@@ -324,6 +324,9 @@ def config_hash(obj: Any) -> str:
 
 RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight")  # where and how a config runs, not what it computes
 MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
+# Stage settings added after run directories existed, at the value that reproduces the earlier behaviour: left out of
+# node ids at that value, so the nodes of earlier runs are still found (and seeded, from their ids, as they were).
+LATER_DEFAULTS = {"mini_batches": 1}
 
 
 def run_hash(cfg: "RunConfig") -> str:

@@ -39,7 +39,7 @@ import transformers
 
 from s2d_bench import diagnostics, distributed, preflight, scheduler
 from s2d_bench.backends import BACKENDS
-from s2d_bench.config import MEMORY_ONLY, RunConfig, config_hash, from_dict, run_hash, to_dict
+from s2d_bench.config import LATER_DEFAULTS, MEMORY_ONLY, RunConfig, config_hash, from_dict, run_hash, to_dict
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device
 from s2d_bench.harness.grading import GradingPool
@@ -89,7 +89,8 @@ def plan(cfg: RunConfig) -> list[Node]:
             stage = STAGES.get(stage_name)
             stage_cfg = to_dict(cfg.stage_config(arm_name, stage_name))
             teacher = current["teacher"] if stage.needs_teacher else None
-            same_step = {k: v for k, v in stage_cfg.items() if k not in MEMORY_ONLY}  # a node trained with other memory settings is reused
+            same_step = {k: v for k, v in stage_cfg.items()  # a node trained with other memory settings is reused
+                         if k not in MEMORY_ONLY and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
             inputs = {"parent": current[stage.trains], "teacher": teacher, "cfg": same_step, "seed": cfg.seed, "backend": cfg.backend}
             if cfg.rollout.engine != "hf":  # another sampler draws other rollouts; hf runs keep their earlier ids
                 inputs["rollout"] = cfg.rollout.engine

@@ -168,3 +168,15 @@ def test_jobs_must_be_positive():
 
     with pytest.raises(UserError, match="jobs must be >= 1"):
         load_config(None, ["jobs=0"])
+
+
+def test_node_ids_survive_new_settings_at_their_earlier_behaviour(tiny_overrides):
+    """Run directories find their nodes by id (and seed stages from it): adding a setting whose default keeps
+    the earlier behaviour, or a memory-only one, must not change an id. These ids were written before
+    micro_batch_size, gradient_checkpointing and mini_batches existed; a deliberate change updates them here."""
+    ids = sorted(n.id for n in plan(load_config(None, [*tiny_overrides, "stages.teacher_rl.steps=6"])))
+    assert ids == ["base-student-cbf31b0232f7", "base-teacher-9c894db91ff3", "opd-0f76fc3ce465", "student_rl-2c96e5fe34a3",
+                   "student_rl-5fad6c88561b", "teacher_rl-da80bb7be3d3", "warmup-af25b434ca2c"]
+    again = plan(load_config(None, [*tiny_overrides, "stages.teacher_rl.steps=6", "stages.opd.micro_batch_size=2",
+                                    "stages.teacher_rl.gradient_checkpointing=true"]))
+    assert sorted(n.id for n in again) == ids
