@@ -214,3 +214,30 @@ def test_a_push_that_leaves_a_parameter_unwritten_fails_naming_it(fake_vllm, mon
     with pytest.raises(RuntimeError, match=r"left 1 parameter\(s\) unwritten.*model.layers.1.mlp.up_proj.weight"):
         engine.rollouts(["1+1="], Sampling(k=2, max_new_tokens=4), [0])
     engine.close()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0], ids=["sampled", "greedy"])
+def test_evaluation_through_the_vllm_engine_scores_as_the_hf_engine(fake_vllm, tmp_path, temperature):
+    """`s2d-bench eval --engine vllm`: the checkpoint loaded by path, one SamplingParams per problem with its own
+    seed (greedy: one sample, repeated k times), our stop set and tokenizer; the stand-in samples each request
+    with the s2d-bench sampler, so every per-problem score equals the hf engine's."""
+    import json
+
+    from s2d_bench.generation.engine import EngineConfig
+    from s2d_bench.harness.suite import SuiteOptions, run_suite
+    from s2d_bench.models.builders import save
+
+    model, tok = tiny_qwen3_student(seed=3)
+    save(model, tok, tmp_path / "model")
+    rows = [{"id": f"q{i}", "problem": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(5)]
+    (tmp_path / "math500.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    opts = SuiteOptions(samples=3, temperature=temperature, max_new_tokens=6, data=str(tmp_path))
+    records = {engine: run_suite(str(tmp_path / "model"), ["math500"], engine, EngineConfig(device="cpu", prompts_per_batch=2), opts,
+                                 tmp_path / engine)[0] for engine in ("hf", "vllm")}
+    completions = {e: [json.loads(x)["text"] for x in (tmp_path / e / "math500" / "completions.jsonl").read_text().splitlines()]
+                   for e in records}
+    assert completions["vllm"] == completions["hf"]
+    assert records["vllm"]["per_problem"] == records["hf"]["per_problem"]
+    (llm,) = fake_vllm.INSTANCES
+    assert [p.n for p in llm.params_at_generate[0]] == [1 if temperature == 0 else 3] * 5
+    assert len({p.seed for p in llm.params_at_generate[0]}) == 5  # one seed per problem

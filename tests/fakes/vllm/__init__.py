@@ -95,12 +95,16 @@ class LLM:
         if kwargs.get("distributed_executor_backend") == "external_launcher":
             missing = [v for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
             assert not missing, f"external_launcher needs {missing} in the environment"
-        assert kwargs.get("load_format") == "dummy" and kwargs.get("skip_tokenizer_init"), "the fake only models dummy-weight engines"
         self.kwargs = kwargs
         _reseed(kwargs.get("seed", 0))  # as vLLM's engine start does
-        config = AutoConfig.from_pretrained(model)
-        module = AutoModelForCausalLM.from_config(config, dtype=kwargs.get("dtype", torch.float32)).eval()
-        self._model = _Model(module)
+        if kwargs.get("load_format") == "dummy":  # a colocated copy: weights arrive by push
+            assert kwargs.get("skip_tokenizer_init"), "a dummy-weight copy is driven with token ids"
+            config = AutoConfig.from_pretrained(model)
+            self._model = _Model(AutoModelForCausalLM.from_config(config, dtype=kwargs.get("dtype", torch.float32)).eval())
+        else:  # evaluation: the checkpoint's own weights, read from the folder
+            dtype = kwargs.get("dtype", "auto")
+            self._model = _Model(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32 if dtype == "auto" else dtype).eval())
+            self._model.loaded = {n for n, _ in self._model.module.named_parameters()}
         worker = SimpleNamespace(model_runner=SimpleNamespace(model=self._model))
         self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=worker))
         self.asleep: set[str] = set()
