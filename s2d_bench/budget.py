@@ -108,15 +108,11 @@ def rollout_bytes(sampler: Shape, st: StageShape, itemsize: int) -> float:
     return positions * sampler.kv_bytes(itemsize)
 
 
-def count_params(ref: str) -> int:
-    """Parameters of a local HF directory or hub id, from its config alone (meta device, no weights)."""
+def params_of(config) -> int:  # noqa: ANN001 - a transformers PretrainedConfig
+    """Parameters of the causal LM a config describes, built on the meta device (no weights; tied ones once)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from s2d_bench.models.refs import load_kwargs, resolve_model
-
-    ref = resolve_model(ref, tokenizer=False)
-    config = AutoConfig.from_pretrained(ref, **load_kwargs(ref))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())

@@ -43,7 +43,7 @@ from s2d_bench.config import LATER_DEFAULTS, MEMORY_ONLY, RunConfig, config_hash
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device
 from s2d_bench.harness.grading import GradingPool
-from s2d_bench.harness.records import EvalRecord
+from s2d_bench.harness.records import EvalRecord, read_record
 from s2d_bench.harness.rewards import PoolReward
 from s2d_bench.harness.suite import eval_key, evaluate_target
 from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
@@ -199,12 +199,10 @@ class Runner:
         """The node's record for a target, or None: missing, or unreadable (removed with a warning, so it is evaluated again)."""
         path = self.result_path(node, target)
         try:
-            record = json.loads(path.read_text())
-            EvalRecord.from_dict(record)
-            return record
+            return read_record(path)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError, AttributeError):
+        except ValueError:
             print(f"warning: node {node.id}: {path.name} is not a readable evaluation record; evaluating {target.label} again", file=sys.stderr)
             path.unlink(missing_ok=True)
             return None

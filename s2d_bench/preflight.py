@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from typing import Any
 
 from s2d_bench import budget, distributed
@@ -90,51 +91,49 @@ def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any]) -> dict[s
     """Parameter counts and, per stage of the plan (its largest node), the memory per rank."""
     configs = {role: _config(cfg, role) for role in ROLES}
     shapes = {role: budget.Shape.of(c) for role, c in configs.items()}
-    params = {role: _param_count(cfg, role, c) for role, c in configs.items()}
+    params = {role: budget.params_of(c) for role, c in configs.items()}
     precision = budget.PRECISIONS[layout["precision"]]
     memory = device_memory_gib(cfg)
     vllm = cfg.rollout.gpu_memory_utilization * memory if cfg.rollout.engine == "vllm" and memory else None
-    rows: dict[str, dict] = {}
+    largest: dict[str, tuple[dict, budget.StageShape, Any, str]] = {}  # stage -> its largest node's estimate and inputs
     for node in nodes:
         if node.stage == "base":
             continue
         stage = STAGES.get(node.stage)
-        stage_cfg = type(getattr(cfg.stages, node.stage))(**node.cfg)
-        st = stage_shape(cfg, stage_cfg, layout["world"])
+        st = stage_shape(cfg, type(getattr(cfg.stages, node.stage))(**node.cfg), layout["world"])
         sampler = "teacher" if stage.samples_from == "teacher" else stage.trains
         row = budget.stage_estimate(node.stage, stage.trains, params, shapes, st, sampler, stage.needs_teacher, precision, layout, vllm)
-        row["fixes"] = _fixes(node.stage, stage, params, shapes, st, sampler, precision, layout, vllm, memory) if memory else []
-        if node.stage not in rows or row["device_gib"] > rows[node.stage]["device_gib"]:
-            rows[node.stage] = row
+        if node.stage not in largest or row["device_gib"] > largest[node.stage][0]["device_gib"]:
+            largest[node.stage] = (row, st, stage, sampler)
+    rows = [{**row, "fixes": _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, memory) if memory else []}
+            for row, st, stage, sampler in largest.values()]
     return {"params": params, "backend": cfg.backend, **layout, "device_memory_gib": memory,
-            "prompt_tokens": cfg.preflight.prompt_tokens, "stages": list(rows.values())}
+            "prompt_tokens": cfg.preflight.prompt_tokens, "stages": rows}
 
 
-def _param_count(cfg: RunConfig, role: str, config) -> int:  # noqa: ANN001
-    if getattr(cfg, role).path:
-        return budget.count_params(getattr(cfg, role).path)
-    return sum(p.numel() for p in MODELS.get(getattr(cfg, role).builder)(seed=0)[0].parameters())
-
-
-def _fixes(name, stage, params, shapes, st, sampler, precision, layout, vllm, memory) -> list[str]:  # noqa: ANN001
-    """Settings that make an over-budget stage fit (empty when it fits as it is): the largest micro-batch
-    without and with activation checkpointing, and the largest rollout token budget."""
-    row = budget.stage_estimate(name, stage.trains, params, shapes, st, sampler, stage.needs_teacher, precision, layout, vllm)
+def _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, memory) -> list[str]:  # noqa: ANN001
+    """Settings that make the over-budget stage of estimate `row` fit (empty when it fits as it is): the largest
+    micro-batch without and with activation checkpointing, and the largest rollout token budget."""
     if row["device_gib"] <= memory:
         return []
     states = row["states_gib"]
     if states >= memory:
         return [f"the model states alone take {states:.1f} GiB a rank: raise deepspeed.zero_stage, offload, or use more ranks"]
+
+    def update_fits(micro: int, checkpointing: bool) -> bool:  # states plus the update alone (a rollout of 0 GiB)
+        shape = replace(st, micro_batch=micro, checkpointing=checkpointing)
+        return budget.stage_estimate(stage.name, stage.trains, params, shapes, shape, sampler, stage.needs_teacher, precision, layout,
+                                     0.0)["device_gib"] <= memory
+
     fixes = []
     if states + row["activations_gib"] + row["logits_gib"] + row["teacher_hidden_gib"] > memory:
         options = []
         for checkpointing in sorted({st.checkpointing, True}):
-            fitting = next((m for m in range(st.sequences, 0, -1)
-                            if _train_total(name, stage, params, shapes, st, m, checkpointing, precision, layout) <= memory), None)
+            fitting = next((m for m in range(st.sequences, 0, -1) if update_fits(m, checkpointing)), None)
             if fitting:
-                options.append(f"stages.{name}.micro_batch_size <= {fitting}" + (" with gradient_checkpointing: true" if checkpointing else ""))
+                options.append(f"stages.{stage.name}.micro_batch_size <= {fitting}" + (" with gradient_checkpointing: true" if checkpointing else ""))
         fixes.append(" or ".join(options) if options else
-                     f"stages.{name}: no micro-batch fits even with gradient_checkpointing (lower max_new_tokens or chunk_size)")
+                     f"stages.{stage.name}: no micro-batch fits even with gradient_checkpointing (lower max_new_tokens or chunk_size)")
     if vllm is None and states + row["rollout_gib"] > memory:
         room = (memory - states - row["gathered_gib"]) * budget.GIB
         if room <= 0:
@@ -142,16 +141,6 @@ def _fixes(name, stage, params, shapes, st, sampler, precision, layout, vllm, me
         else:
             fixes.append(f"rollout.max_batch_tokens <= {int(room / shapes[sampler].kv_bytes(precision.weights)):,}")
     return fixes
-
-
-def _train_total(name, stage, params, shapes, st, micro, checkpointing, precision, layout) -> float:  # noqa: ANN001
-    """States plus the update's memory at `micro` sequences per forward/backward (sampling left out)."""
-    from dataclasses import replace
-
-    row = budget.stage_estimate(name, stage.trains, params, shapes, replace(st, micro_batch=micro, checkpointing=checkpointing),
-                                "teacher" if stage.samples_from == "teacher" else stage.trains, stage.needs_teacher, precision, layout,
-                                0.0)  # a rollout of 0 GiB: the update alone
-    return row["device_gib"]
 
 
 def refuse_what_does_not_fit(report: dict[str, Any]) -> None:

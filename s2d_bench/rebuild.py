@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from s2d_bench.errors import UserError
-from s2d_bench.harness.records import EvalRecord
+from s2d_bench.harness.records import EvalRecord, read_record
 from s2d_bench.harness.suite import eval_key
 from s2d_bench.store import Store
 
@@ -31,15 +31,11 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _record(path: Path) -> dict[str, Any] | None:
-    data = _read(path)
-    if data is None:
-        return None
     try:
-        EvalRecord.from_dict(data)
-    except (TypeError, ValueError):
-        print(f"warning: {path} is not an evaluation record; skipped", file=sys.stderr)
+        return read_record(path)
+    except ValueError as exc:
+        print(f"warning: {exc}; skipped", file=sys.stderr)
         return None
-    return data
 
 
 def rebuild(store: Store, folders: list[Path], eval_suite: str = "eval") -> dict[str, int]:

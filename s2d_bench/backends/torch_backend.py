@@ -94,7 +94,7 @@ def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor
                     _add(totals, stats, shares[i])
             weights.extend(shares)
             grad_norm = trainer.step()
-    return {**_mean(totals, weights, rt), "grad_norm": grad_norm}
+    return {**_mean(totals, weights), "grad_norm": grad_norm}
 
 
 def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, objective: chunked.Objective, cfg, rt: Runtime) -> dict:
@@ -118,7 +118,7 @@ def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, obj
             trainer.backward(loss * share, last=i == len(parts) - 1)
             _add(totals, {"loss": loss.item(), **stats}, share)
     grad_norm = trainer.step()
-    return {**_mean(totals, shares, rt), "grad_norm": grad_norm, "response_length": _lengths(batch)}
+    return {**_mean(totals, shares), "grad_norm": grad_norm, "response_length": _lengths(batch)}
 
 
 def _add(totals: dict[str, float], stats: dict[str, float], share: float) -> None:
@@ -126,7 +126,7 @@ def _add(totals: dict[str, float], stats: dict[str, float], share: float) -> Non
         totals[key] = totals.get(key, 0.0) + value * share
 
 
-def _mean(totals: dict[str, float], shares: list[float], rt: Runtime) -> dict[str, float]:
+def _mean(totals: dict[str, float], shares: list[float]) -> dict[str, float]:
     """Token-weighted means of per-micro-batch statistics: this rank's, on the scale `rt.mean` averages over ranks."""
     total = sum(shares)
     return {key: value / total if total > 0 else 0.0 for key, value in totals.items()}

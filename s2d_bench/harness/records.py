@@ -12,6 +12,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from s2d_bench.harness.evaluate import EvalResult
@@ -91,9 +92,27 @@ class EvalRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalRecord":
+        if not isinstance(data, dict):
+            raise ValueError(f"not an evaluation record: a JSON {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING]
         if missing:
             raise ValueError(f"not an evaluation record: missing {missing}")
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A stored record as written (the dict), checked to be one; ValueError for unreadable or foreign JSON
+    (a run re-evaluates it, `store rebuild` skips it). FileNotFoundError passes through."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is unreadable ({exc})") from None
+    try:
+        EvalRecord.from_dict(data)
+    except TypeError as exc:  # a field of the wrong kind
+        raise ValueError(f"{path} is not an evaluation record ({exc})") from None
+    return data
