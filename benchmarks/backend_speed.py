@@ -47,13 +47,13 @@ def models(task):
     return teacher, student, tok
 
 
-def one_run(backend: str, stage: str, teacher, student, tok, splits, reward, cfg) -> dict:
+def one_run(backend: str, stage: str, teacher, student, tok, splits, reward, cfg, run_cfg) -> dict:
     """Fresh copies of the models, one stage of cfg.steps steps; per-step gaps and total wall time."""
     import copy
 
     model = copy.deepcopy(teacher if stage == "teacher_rl" else student)
     stamps: list[float] = []
-    x = StageInputs(BACKENDS.get(backend)(), model, copy.deepcopy(teacher), tok, splits, reward, cfg, 0, lambda row: stamps.append(time.perf_counter()))
+    x = StageInputs(BACKENDS.get(backend)(run_cfg), model, copy.deepcopy(teacher), tok, splits, reward, cfg, 0, lambda row: stamps.append(time.perf_counter()))
     start = time.perf_counter()
     STAGES.get(stage).run(x)
     total = time.perf_counter() - start
@@ -80,7 +80,7 @@ def main() -> None:
             runs: dict[str, list[dict]] = {"torch": [], "trl": []}
             for _ in range(args.rounds):
                 for backend in ("torch", "trl"):  # alternate, so drift hits both
-                    runs[backend].append(one_run(backend, stage, teacher, student, tok, splits, reward, cfg))
+                    runs[backend].append(one_run(backend, stage, teacher, student, tok, splits, reward, cfg, base))
             row = {}
             for backend, results in runs.items():
                 row[backend] = {"stage_wall_s": statistics.median(r["total"] for r in results),

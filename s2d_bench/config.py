@@ -38,11 +38,11 @@ MAX_TEMPERATURE = 2.0  # vLLM's SamplingParams refuses more; one limit keeps eve
 def _temperature(value: float | None, where: str, greedy: bool = True) -> None:
     """Sampling temperatures are in [0, 2] ((0, 2] where training divides by it): vLLM refuses others."""
     low_ok = value is None or (value >= 0 if greedy else value > 0)
-    _require(low_ok and (value is None or value <= MAX_TEMPERATURE),
+    require(low_ok and (value is None or value <= MAX_TEMPERATURE),
              f"{where} must be in {'[0' if greedy else '(0'}, {MAX_TEMPERATURE:g}], got {value}" + (" (0 is greedy)" if greedy else ""))
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
 
@@ -61,10 +61,10 @@ class TaskConfig:
     data_dir: str = _help("folder holding benchmarks' JSON Lines files (task 'math' and eval.benchmarks); empty: $S2D_DATA_DIR, else the hub", "")
 
     def __post_init__(self) -> None:
-        _require(self.n_labeled > 0 and self.n_test > 0, "task.n_labeled and task.n_test must be > 0")
-        _require(self.n_unlabeled > 0, "task.n_unlabeled must be > 0: the bridge needs prompts")
-        _require(0.0 <= self.pretrain_correct_prob <= 1.0, "task.pretrain_correct_prob is in [0, 1]")
-        _require(1 <= self.max_digits <= 6, "task.max_digits must be between 1 and 6")
+        require(self.n_labeled > 0 and self.n_test > 0, "task.n_labeled and task.n_test must be > 0")
+        require(self.n_unlabeled > 0, "task.n_unlabeled must be > 0: the bridge needs prompts")
+        require(0.0 <= self.pretrain_correct_prob <= 1.0, "task.pretrain_correct_prob is in [0, 1]")
+        require(1 <= self.max_digits <= 6, "task.max_digits must be between 1 and 6")
 
 
 @dataclass
@@ -74,7 +74,7 @@ class PretrainConfig:
     lr: float = _help("AdamW learning rate", 1e-3)
 
     def __post_init__(self) -> None:
-        _require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "pretrain: steps >= 0, batch_size > 0, lr > 0")
+        require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "pretrain: steps >= 0, batch_size > 0, lr > 0")
 
 
 @dataclass
@@ -84,7 +84,7 @@ class ModelConfig:
     pretrain: PretrainConfig = _help("pretraining of a built model on the task's corpus", factory=PretrainConfig)
 
     def __post_init__(self) -> None:
-        _require(bool(self.builder) != bool(self.path), "set exactly one of model.builder and model.path")
+        require(bool(self.builder) != bool(self.path), "set exactly one of model.builder and model.path")
 
 
 @dataclass
@@ -107,17 +107,30 @@ class GRPOConfig:
     gradient_checkpointing: bool = _help("recompute layer activations in backward instead of keeping them (memory for ~1/3 more compute)", False)
 
     def __post_init__(self) -> None:
-        _require(self.chunk_size >= 0, "GRPO: chunk_size must be >= 0")
-        _require(self.micro_batch_size >= 0, "GRPO: micro_batch_size must be >= 0 (0: a rank's whole batch at once)")
-        _require(self.max_new_tokens >= 1, "GRPO: max_new_tokens must be >= 1")
-        _require(self.samples_per_prompt >= 2, "GRPO needs samples_per_prompt >= 2: advantages compare samples within a group")
-        _require(self.steps >= 0 and self.prompts_per_step > 0, "GRPO: steps >= 0 and prompts_per_step > 0")
-        _require(self.lr > 0, "GRPO: lr must be > 0")
+        require(self.chunk_size >= 0, "GRPO: chunk_size must be >= 0")
+        require(self.micro_batch_size >= 0, "GRPO: micro_batch_size must be >= 0 (0: a rank's whole batch at once)")
+        require(self.max_new_tokens >= 1, "GRPO: max_new_tokens must be >= 1")
+        require(self.samples_per_prompt >= 2, "GRPO needs samples_per_prompt >= 2: advantages compare samples within a group")
+        require(self.steps >= 0 and self.prompts_per_step > 0, "GRPO: steps >= 0 and prompts_per_step > 0")
+        require(self.lr > 0, "GRPO: lr must be > 0")
         _temperature(self.temperature, "GRPO: temperature", greedy=False)
-        _require(self.clip_low >= 0 and self.clip_high >= 0, "GRPO: clip_low and clip_high must be >= 0")
-        _require(self.updates_per_batch >= 1 and self.kl_coef >= 0, "GRPO: updates_per_batch >= 1, kl_coef >= 0")
-        _require(1 <= self.mini_batches <= self.prompts_per_step * self.samples_per_prompt,
+        require(self.clip_low >= 0 and self.clip_high >= 0, "GRPO: clip_low and clip_high must be >= 0")
+        require(self.updates_per_batch >= 1 and self.kl_coef >= 0, "GRPO: updates_per_batch >= 1, kl_coef >= 0")
+        require(1 <= self.mini_batches <= self.prompts_per_step * self.samples_per_prompt,
                  "GRPO: mini_batches must be between 1 and the step's prompts_per_step x samples_per_prompt sequences")
+
+    @property
+    def step_prompts(self) -> int:
+        return self.prompts_per_step
+
+    @property
+    def step_sequences(self) -> int:
+        """Sequences in one step, over all ranks: a group of samples_per_prompt per prompt."""
+        return self.prompts_per_step * self.samples_per_prompt
+
+    @property
+    def step_mini_batches(self) -> int:
+        return self.mini_batches
 
 
 @dataclass
@@ -137,12 +150,25 @@ class DistillConfig:
     gradient_checkpointing: bool = _help("recompute layer activations in backward instead of keeping them (memory for ~1/3 more compute)", False)
 
     def __post_init__(self) -> None:
-        _require(self.micro_batch_size >= 0, "distill: micro_batch_size must be >= 0 (0: a rank's whole batch at once)")
-        _require(self.estimator in ("full", "topk", "sampled"), f"estimator must be 'full', 'topk' or 'sampled', not '{self.estimator}'")
-        _require(self.top_k >= 1 and self.chunk_size >= 0, "distill: top_k >= 1 and chunk_size >= 0")
-        _require(self.max_new_tokens >= 1, "distill: max_new_tokens must be >= 1")
-        _require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "distill: steps >= 0, batch_size > 0, lr > 0")
+        require(self.micro_batch_size >= 0, "distill: micro_batch_size must be >= 0 (0: a rank's whole batch at once)")
+        require(self.estimator in ("full", "topk", "sampled"), f"estimator must be 'full', 'topk' or 'sampled', not '{self.estimator}'")
+        require(self.top_k >= 1 and self.chunk_size >= 0, "distill: top_k >= 1 and chunk_size >= 0")
+        require(self.max_new_tokens >= 1, "distill: max_new_tokens must be >= 1")
+        require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "distill: steps >= 0, batch_size > 0, lr > 0")
         _temperature(self.temperature, "distill: temperature", greedy=False)
+
+    @property
+    def step_prompts(self) -> int:
+        return self.batch_size
+
+    @property
+    def step_sequences(self) -> int:
+        """Sequences in one step, over all ranks: one completion per prompt."""
+        return self.batch_size
+
+    @property
+    def step_mini_batches(self) -> int:
+        return 1  # one optimizer step a step
 
 
 @dataclass
@@ -163,7 +189,7 @@ class ArmConfig:
     overrides: dict[str, Any] = _help("'stage.field: value' changes for this arm only", factory=dict)
 
     def __post_init__(self) -> None:
-        _require(bool(self.stages), "an arm needs at least one stage")
+        require(bool(self.stages), "an arm needs at least one stage")
 
 
 @dataclass
@@ -177,12 +203,12 @@ class BenchmarkConfig:
     limit: int | None = _help("only the first N problems; unset: all (task: its n_test)", None)
 
     def __post_init__(self) -> None:
-        _require(self.samples is None or self.samples >= 1, f"eval.benchmarks {self.name}: samples must be >= 1")
+        require(self.samples is None or self.samples >= 1, f"eval.benchmarks {self.name}: samples must be >= 1")
         _temperature(self.temperature, f"eval.benchmarks {self.name}: temperature")
-        _require(self.top_p is None or 0 < self.top_p <= 1, f"eval.benchmarks {self.name}: top_p must be in (0, 1]")
-        _require(self.top_k is None or self.top_k >= 0, f"eval.benchmarks {self.name}: top_k must be >= 0")
-        _require(self.max_new_tokens is None or self.max_new_tokens >= 1, f"eval.benchmarks {self.name}: max_new_tokens must be >= 1")
-        _require(self.limit is None or self.limit >= 1, f"eval.benchmarks {self.name}: limit must be >= 1")
+        require(self.top_p is None or 0 < self.top_p <= 1, f"eval.benchmarks {self.name}: top_p must be in (0, 1]")
+        require(self.top_k is None or self.top_k >= 0, f"eval.benchmarks {self.name}: top_k must be >= 0")
+        require(self.max_new_tokens is None or self.max_new_tokens >= 1, f"eval.benchmarks {self.name}: max_new_tokens must be >= 1")
+        require(self.limit is None or self.limit >= 1, f"eval.benchmarks {self.name}: limit must be >= 1")
 
 
 @dataclass
@@ -199,13 +225,13 @@ class EvalConfig:
         "or 'task' (the task's held-out split under the protocol above)", factory=lambda: [BenchmarkConfig()])
 
     def __post_init__(self) -> None:
-        _require(self.samples >= 1 and self.prompts_per_batch >= 1, "eval.samples and eval.prompts_per_batch must be >= 1")
-        _require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
+        require(self.samples >= 1 and self.prompts_per_batch >= 1, "eval.samples and eval.prompts_per_batch must be >= 1")
+        require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
         _temperature(self.temperature, "eval.temperature")
-        _require(0 < self.top_p <= 1 and self.top_k >= 0, "eval: 0 < top_p <= 1, top_k >= 0")
-        _require(bool(self.benchmarks), "eval.benchmarks is empty: name at least one benchmark (or 'task')")
+        require(0 < self.top_p <= 1 and self.top_k >= 0, "eval: 0 < top_p <= 1, top_k >= 0")
+        require(bool(self.benchmarks), "eval.benchmarks is empty: name at least one benchmark (or 'task')")
         names = [b.name for b in self.benchmarks]
-        _require(len(set(names)) == len(names), f"eval.benchmarks names a benchmark twice: {names}")
+        require(len(set(names)) == len(names), f"eval.benchmarks names a benchmark twice: {names}")
 
 
 @dataclass
@@ -226,10 +252,10 @@ class DeepSpeedConfig:
     extra: dict[str, Any] = _help("raw DeepSpeed config keys merged over the ones s2d-bench writes", factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage must be 0, 1, 2 or 3, not {self.zero_stage}")
-        _require(not self.offload_params or self.zero_stage == 3, "deepspeed.offload_params needs zero_stage: 3")
-        _require(not self.offload_optimizer or self.zero_stage >= 1, "deepspeed.offload_optimizer needs zero_stage >= 1")
-        _require(self.timeout_minutes > 0, "deepspeed.timeout_minutes must be > 0")
+        require(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage must be 0, 1, 2 or 3, not {self.zero_stage}")
+        require(not self.offload_params or self.zero_stage == 3, "deepspeed.offload_params needs zero_stage: 3")
+        require(not self.offload_optimizer or self.zero_stage >= 1, "deepspeed.offload_optimizer needs zero_stage >= 1")
+        require(self.timeout_minutes > 0, "deepspeed.timeout_minutes must be > 0")
 
 
 @dataclass
@@ -246,10 +272,10 @@ class RolloutConfig:
         "(at least one prompt a batch); 0: no bound", 0)
 
     def __post_init__(self) -> None:
-        _require(self.prompts_per_batch >= 0, "rollout.prompts_per_batch must be >= 0 (0: all at once)")
-        _require(self.max_batch_tokens >= 0, "rollout.max_batch_tokens must be >= 0 (0: no bound)")
-        _require(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]")
-        _require(self.max_model_len >= 0, "rollout.max_model_len must be >= 0 (0: the model's own)")
+        require(self.prompts_per_batch >= 0, "rollout.prompts_per_batch must be >= 0 (0: all at once)")
+        require(self.max_batch_tokens >= 0, "rollout.max_batch_tokens must be >= 0 (0: no bound)")
+        require(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization must be in (0, 1]")
+        require(self.max_model_len >= 0, "rollout.max_model_len must be >= 0 (0: the model's own)")
 
 
 @dataclass
@@ -258,8 +284,8 @@ class PreflightConfig:
     prompt_tokens: int = _help("longest rendered prompt the memory estimate assumes (tokens)", 512)
 
     def __post_init__(self) -> None:
-        _require(self.device_memory_gb >= 0, "preflight.device_memory_gb must be >= 0 (0: detect)")
-        _require(self.prompt_tokens >= 1, "preflight.prompt_tokens must be >= 1")
+        require(self.device_memory_gb >= 0, "preflight.device_memory_gb must be >= 0 (0: detect)")
+        require(self.prompt_tokens >= 1, "preflight.prompt_tokens must be >= 1")
 
 
 def _default_arms() -> dict[str, ArmConfig]:
@@ -293,10 +319,10 @@ class RunConfig:
     preflight: PreflightConfig = _help("the memory estimate made before any stage runs", factory=PreflightConfig)
 
     def __post_init__(self) -> None:
-        _require(self.threads >= 1, "threads must be >= 1")
-        _require(self.jobs >= 1, "jobs must be >= 1")
-        _require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, not '{self.device}'")
-        _require(bool(self.arms), "arms is empty: name at least one arm")
+        require(self.threads >= 1, "threads must be >= 1")
+        require(self.jobs >= 1, "jobs must be >= 1")
+        require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, not '{self.device}'")
+        require(bool(self.arms), "arms is empty: name at least one arm")
 
     @property
     def output_dir(self) -> Path:
@@ -347,32 +373,32 @@ def _coerce(kind: Any, value: Any, where: str) -> Any:
         (inner,) = [a for a in typing.get_args(kind) if a is not type(None)]
         return None if value is None else _coerce(inner, value, where)
     if dataclasses.is_dataclass(kind):
-        _require(isinstance(value, dict), f"{where} must be a mapping of fields, got {value!r}")
+        require(isinstance(value, dict), f"{where} must be a mapping of fields, got {value!r}")
         return from_dict(kind, value, where)
     if origin is dict:
-        _require(isinstance(value, dict), f"{where} must be a mapping, got {value!r}")
+        require(isinstance(value, dict), f"{where} must be a mapping, got {value!r}")
         _, value_kind = typing.get_args(kind)
         return {str(k): _coerce(value_kind, v, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
-        _require(isinstance(value, list), f"{where} must be a list, got {value!r}")
+        require(isinstance(value, list), f"{where} must be a list, got {value!r}")
         (item_kind,) = typing.get_args(kind)
         return [_coerce(item_kind, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if kind is bool:
-        _require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+        require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
         return value
     if kind in (int, float):
-        _require(not isinstance(value, bool), f"{where} must be a number ({kind.__name__}), got {value!r}")  # YAML true is not 1
+        require(not isinstance(value, bool), f"{where} must be a number ({kind.__name__}), got {value!r}")  # YAML true is not 1
         try:
             number = float(value)  # YAML 1.1 reads `1e9` (no dot) as a string; it is still a number
         except (TypeError, ValueError):
             raise UserError(f"{where} must be a number ({kind.__name__}), got {value!r}") from None
-        _require(math.isfinite(number), f"{where} must be a finite number, got {value!r}")
+        require(math.isfinite(number), f"{where} must be a finite number, got {value!r}")
         if kind is int:
-            _require(number == int(number), f"{where} must be an integer, got {value!r}")
+            require(number == int(number), f"{where} must be an integer, got {value!r}")
             return int(number)
         return number
     if kind is str:
-        _require(isinstance(value, (str, int, float)), f"{where} must be a string, got {value!r}")
+        require(isinstance(value, (str, int, float)), f"{where} must be a string, got {value!r}")
         return str(value)
     return value  # typing.Any
 
@@ -411,14 +437,14 @@ def _set_path(raw: dict[str, Any], cls: type, path: list[str], value: Any) -> No
     elif typing.get_origin(cls) is dict:
         kind = typing.get_args(cls)[1]
     sub = raw.setdefault(key, {})
-    _require(isinstance(sub, dict), f"cannot set '{'.'.join(path)}': '{key}' is not a mapping")
+    require(isinstance(sub, dict), f"cannot set '{'.'.join(path)}': '{key}' is not a mapping")
     _set_path(sub, kind, rest, value)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'stages.opd.lr=1e-4' -> (['stages', 'opd', 'lr'], 1e-4); values are read as YAML."""
     key, sep, value = text.partition("=")
-    _require(bool(sep) and bool(key), f"override '{text}' is not of the form key.sub=value")
+    require(bool(sep) and bool(key), f"override '{text}' is not of the form key.sub=value")
     return key.strip().split("."), yaml.safe_load(value) if value.strip() else ""
 
 
@@ -437,60 +463,18 @@ def resolve_config_path(path: str | None) -> Path:
 
 
 def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Load a YAML config (file path or shipped name) and apply `key.sub=value` overrides."""
+    """Load a YAML config (file path or shipped name) and apply `key.sub=value` overrides.
+
+    Types and ranges only: registered names, arms and backend refusals are checked by
+    `preflight.check_config`, which needs the registries this module must not import.
+    """
     source = resolve_config_path(path)
     try:
         raw = yaml.safe_load(source.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{source} is not valid YAML: {exc}") from None
-    _require(isinstance(raw, dict), f"{source} must hold a mapping of config keys")
+    require(isinstance(raw, dict), f"{source} must hold a mapping of config keys")
     for text in overrides:
         keys, value = parse_override(text)
         _set_path(raw, RunConfig, keys, value)
-    cfg = from_dict(RunConfig, raw)
-    validate_arms(cfg)
-    validate_names(cfg)
-    return cfg
-
-
-def validate_names(cfg: RunConfig) -> None:
-    """Every registered name the config uses exists (backend, task, benchmark, builders): checked by
-    name only, so a config that needs an optional extra or a hub checkpoint still validates offline."""
-    from s2d_bench.backends import BACKENDS
-    from s2d_bench.generation import ENGINES
-    from s2d_bench.models import MODELS
-    from s2d_bench.tasks import BENCHMARKS, TASKS
-
-    BACKENDS.check(cfg.backend)
-    ENGINES.check(cfg.rollout.engine)
-    ENGINES.check(cfg.eval.engine)
-    TASKS.check(cfg.task.name)
-    BENCHMARKS.check(cfg.task.test_benchmark)
-    for bench in cfg.eval.benchmarks:
-        if bench.name != "task":
-            BENCHMARKS.check(bench.name)
-    for role in ("teacher", "student"):
-        if getattr(cfg, role).builder:
-            MODELS.check(getattr(cfg, role).builder)
-
-
-def validate_arms(cfg: RunConfig) -> None:
-    """Every arm names registered stages, and its overrides name real stage fields."""
-    from s2d_bench.stages import STAGES
-
-    for arm_name, arm in cfg.arms.items():
-        for stage in arm.stages:
-            STAGES.check(stage)
-        for key in arm.overrides:
-            stage, _, name = key.partition(".")
-            _require(stage in arm.stages, f"arms.{arm_name}.overrides: '{key}' names a stage the arm does not run ({', '.join(arm.stages)})")
-        for stage in arm.stages:
-            refuse_sampled_warmup(stage, cfg.stage_config(arm_name, stage), f"arms.{arm_name}")  # raises on unknown fields or bad values
-    refuse_sampled_warmup("warmup", cfg.stages.warmup, "stages")
-
-
-def refuse_sampled_warmup(stage: str, stage_cfg: Any, where: str) -> None:
-    """The sampled estimator is a reverse-KL (on-policy) estimator: the warmup's forward KL on
-    teacher samples has no such form. Refused when the config loads, not when the stage starts."""
-    _require(not (stage == "warmup" and stage_cfg.estimator == "sampled"),
-             f"{where}.warmup.estimator: 'sampled' is a reverse-KL estimator (OPD only); use 'full' or 'topk'")
+    return from_dict(RunConfig, raw)

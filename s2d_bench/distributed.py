@@ -29,6 +29,11 @@ def world() -> int:
     return dist.get_world_size() if _active() else 1
 
 
+def launched_world() -> int:
+    """Ranks of this launch, also before the process group exists: the launcher's WORLD_SIZE, else the group's."""
+    return int(os.environ.get("WORLD_SIZE", world()))
+
+
 def is_main() -> bool:
     return rank() == 0
 

@@ -126,15 +126,13 @@ class Runner:
     """Executes a plan in a run directory. Holds paths and the task, never model state."""
 
     def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
+        self.cfg = preflight.check_config(cfg)  # names, arms and what the backend cannot express fail now, not mid-run
         self.root = cfg.output_dir
         self.device = resolve_device(cfg.device)
         self.task = TASKS.get(cfg.task.name)(cfg.task)
         self.splits = self.task.splits()
-        self.backend = BACKENDS.get(cfg.backend)()
-        self.backend.validate(cfg)  # options the backend cannot express fail now, not mid-run
+        self.backend = BACKENDS.get(cfg.backend)(cfg)
         preflight.check_models(cfg)
-        self.load_device = self.backend.load_device or self.device  # DeepSpeed ZeRO-3: host memory
         self.nodes = {n.id: n for n in plan(cfg)}
         self.targets = self._targets()
         self.jobs = self._jobs()
@@ -369,8 +367,10 @@ class Runner:
                 model, tok, report = self._train_base(node, log)
             else:
                 model, tok, report = self._train_stage(node, log)
+        with self.backend.saving(model) if node.stage != "base" else contextlib.nullcontext():  # a stage: every rank enters
+            if main:
+                save(model, tok, partial)
         if main:
-            save(model, tok, partial)
             write_json(out / "stage.json", {
                 "node": node.id, "stage": node.stage, "steps": report["steps"], "seconds": time.perf_counter() - start,
                 "labeled_draws": len(report["draws"]), "labeled_ids": sorted(set(report["draws"])), "files": checksums(partial),
@@ -391,8 +391,9 @@ class Runner:
 
     def _train_stage(self, node: Node, log) -> tuple[Any, Any, dict]:
         stage = STAGES.get(node.stage)
-        model, tok = self._load(node.parent, self.load_device)
-        teacher = self._load(node.teacher, self.load_device)[0] if node.teacher is not None else None  # pair checked in preflight
+        model, tok = self.backend.load(self.model_ref(self.nodes[node.parent]), trained=True)
+        teacher = (self.backend.load(self.model_ref(self.nodes[node.teacher]), trained=False)[0]  # pair checked in preflight
+                   if node.teacher is not None else None)
         stage_cfg = type(getattr(self.cfg.stages, node.stage))(**node.cfg)
         torch.manual_seed(self._seed(node))
         with GradingPool() as pool:  # workers start only if the stage grades (RL stages)

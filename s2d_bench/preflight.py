@@ -1,11 +1,14 @@
 """What must fail before any stage runs, and the memory estimate that says whether a config fits.
 
-A run checks, in order: the model references (refs.py: folders that exist and hold what loading
-needs), one vocabulary and chat template for a distilling pair, then the memory of every stage
-per rank (budget.py): model states plus the larger of the rollout KV cache and one micro-batch's
-update. The estimate is printed, written to `<run_dir>/preflight.json`, and a stage over the
-device's memory (the CUDA device's, or `preflight.device_memory_gb`) is refused with the
-settings that would make it fit, before any GPU time is spent.
+A run checks, in order: what the config names (`check_config`: registered backend, engines,
+task, benchmarks, builders and stages, arm overrides, estimators, and the options its backend
+cannot express: offline, from the config alone), the model references (refs.py: folders that
+exist and hold what loading needs), one vocabulary and chat template for a distilling pair, then
+the memory of every stage per rank (budget.py): model states plus the larger of the rollout KV
+cache and one micro-batch's update. The estimate is printed, written to
+`<run_dir>/preflight.json`, and a stage over the device's memory (the CUDA device's, or
+`preflight.device_memory_gb`) is refused with the settings that would make it fit, before any
+GPU time is spent.
 """
 
 from __future__ import annotations
@@ -16,15 +19,95 @@ from dataclasses import replace
 from typing import Any
 
 from s2d_bench import budget, distributed
-from s2d_bench.config import GRPOConfig, RunConfig
+from s2d_bench.backends import BACKENDS
+from s2d_bench.config import DistillConfig, RunConfig, require
 from s2d_bench.errors import UserError
+from s2d_bench.generation import ENGINES
 from s2d_bench.models import MODELS
 from s2d_bench.models.builders import check_pair, load_tokenizer
 from s2d_bench.models.refs import load_kwargs, resolve_model
 from s2d_bench.nodefiles import write_json
 from s2d_bench.stages import STAGES
+from s2d_bench.tasks import BENCHMARKS, TASKS
 
 ROLES = ("teacher", "student")
+
+
+def check_config(cfg: RunConfig) -> RunConfig:
+    """Everything a config says that can be wrong without building anything; returns it, checked.
+
+    Registered names are checked by name only, so a config that needs an optional extra or a hub
+    checkpoint still checks offline; `config.py` types and ranges each field, this the rest.
+    """
+    _names(cfg)
+    _arms(cfg)
+    BACKEND_CHECKS.get(cfg.backend, _nothing)(cfg)
+    return cfg
+
+
+def _names(cfg: RunConfig) -> None:
+    BACKENDS.check(cfg.backend)
+    ENGINES.check(cfg.rollout.engine)
+    ENGINES.check(cfg.eval.engine)
+    TASKS.check(cfg.task.name)
+    BENCHMARKS.check(cfg.task.test_benchmark)
+    for bench in cfg.eval.benchmarks:
+        if bench.name != "task":
+            BENCHMARKS.check(bench.name)
+    for role in ROLES:
+        if getattr(cfg, role).builder:
+            MODELS.check(getattr(cfg, role).builder)
+
+
+def _arms(cfg: RunConfig) -> None:
+    """Every arm names registered stages, its overrides name real fields of stages it runs, and no warmup
+    asks for the sampled estimator: a reverse-KL (on-policy) estimator that forward KL on teacher
+    samples has no form of."""
+    _refuse_sampled_warmup("warmup", cfg.stages.warmup, "stages")  # the default first: the fix is there
+    for arm_name, arm in cfg.arms.items():
+        for stage in arm.stages:
+            STAGES.check(stage)
+        for key in arm.overrides:
+            stage, _, name = key.partition(".")
+            require(stage in arm.stages, f"arms.{arm_name}.overrides: '{key}' names a stage the arm does not run ({', '.join(arm.stages)})")
+        for stage in arm.stages:
+            _refuse_sampled_warmup(stage, cfg.stage_config(arm_name, stage), f"arms.{arm_name}")  # raises on unknown fields or bad values
+
+
+def _refuse_sampled_warmup(stage: str, stage_cfg: Any, where: str) -> None:
+    require(not (stage == "warmup" and stage_cfg.estimator == "sampled"),
+             f"{where}.warmup.estimator: 'sampled' is a reverse-KL (OPD only) estimator; use 'full' or 'topk'")
+
+
+def _stage_configs(cfg: RunConfig):  # noqa: ANN202 - (arm, stage, its effective config) for every stage of every arm
+    return [(arm, stage, cfg.stage_config(arm, stage)) for arm in cfg.arms for stage in cfg.arms[arm].stages]
+
+
+def _trl(cfg: RunConfig) -> None:
+    """TRL accumulates equal micro-batches and has only full-vocabulary divergences."""
+    for _, stage, st in _stage_configs(cfg):
+        per_step = st.step_sequences // st.step_mini_batches
+        require(not (st.step_sequences % st.step_mini_batches or (st.micro_batch_size and per_step % st.micro_batch_size)),
+                 f"backend=trl: {stage}: mini_batches and micro_batch_size must divide the step's {st.step_sequences} sequences "
+                 "evenly (TRL accumulates equal micro-batches)")
+        require(not isinstance(st, DistillConfig) or st.estimator == "full",
+                 f"backend=trl: {stage}.estimator={getattr(st, 'estimator', '')} has no TRL equivalent (its trainers use the "
+                 "full-vocabulary divergence): set estimator: full, or use backend=torch")
+
+
+def _deepspeed(cfg: RunConfig) -> None:
+    """Every rank samples a share of each step's prompts: a step needs a prompt for each of the launch's ranks."""
+    world = distributed.launched_world()
+    for arm, stage, st in _stage_configs(cfg):
+        require(st.step_prompts >= world, f"backend=deepspeed: {arm}/{stage} draws {st.step_prompts} prompts a step for {world} ranks; "
+                                           "raise its prompts_per_step/batch_size to at least the number of ranks")
+
+
+def _nothing(cfg: RunConfig) -> None:
+    """The torch backend expresses every option."""
+
+
+BACKEND_CHECKS = {"trl": _trl, "deepspeed": _deepspeed}  # a backend's refusals, by registered name
 
 
 def check_models(cfg: RunConfig) -> None:
@@ -76,10 +159,8 @@ def device_memory_gib(cfg: RunConfig) -> float | None:
 
 def stage_shape(cfg: RunConfig, stage_cfg: Any, world: int) -> budget.StageShape:
     """A stage's per-rank sizes: its share of the step's sequences, lengths, and memory settings."""
-    if isinstance(stage_cfg, GRPOConfig):
-        prompts, k = stage_cfg.prompts_per_step, stage_cfg.samples_per_prompt
-    else:
-        prompts, k = stage_cfg.batch_size, 1
+    prompts = stage_cfg.step_prompts
+    k = stage_cfg.step_sequences // prompts
     return budget.StageShape(
         sequences=math.ceil(prompts / world) * k, samples=k, prompt_tokens=cfg.preflight.prompt_tokens,
         new_tokens=stage_cfg.max_new_tokens, micro_batch=stage_cfg.micro_batch_size, checkpointing=stage_cfg.gradient_checkpointing,

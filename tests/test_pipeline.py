@@ -131,16 +131,10 @@ def test_every_benchmark_is_evaluated_after_every_stage_with_its_own_protocol(ti
 def test_eval_benchmarks_are_checked_when_the_config_loads():
     from s2d_bench.errors import UserError
 
-    with pytest.raises(UserError, match="unknown benchmark 'aime42'"):
-        load_config(None, ["eval.benchmarks=[{name: aime42}]"])
     with pytest.raises(UserError, match="twice"):
         load_config(None, ["eval.benchmarks=[{name: task}, {name: task}]"])
     with pytest.raises(UserError, match="samples must be >= 1"):
         load_config(None, ["eval.benchmarks=[{name: math500, samples: 0}]"])
-    with pytest.raises(UserError, match="warmup.estimator"):
-        load_config(None, ["stages.warmup.estimator=sampled"])
-    with pytest.raises(UserError, match="warmup.estimator"):
-        load_config(None, ["arms.full.overrides.warmup.estimator=sampled"])
 
 
 def test_two_jobs_build_the_same_nodes_and_numbers_as_one(tiny_overrides, tmp_path):

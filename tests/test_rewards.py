@@ -33,8 +33,7 @@ def test_a_grpo_stage_with_pathological_answers_finishes_and_counts_its_timeouts
     monkeypatch.setattr(HFEngine, "rollouts", adversarial)
     cfg = load_config(None, ["stages.teacher_rl.steps=2", "stages.teacher_rl.prompts_per_step=2", "stages.teacher_rl.samples_per_prompt=2",
                              "stages.teacher_rl.max_new_tokens=4"])
-    backend = BACKENDS.get("torch")()
-    backend.validate(cfg)
+    backend = BACKENDS.get("torch")(cfg)
     model, tok = tiny_qwen3_student(seed=0)
     problems = [Problem(f"p{i}", f"{i}+{i}=", str(2 * i)) for i in range(4)]
     rows: list[dict] = []

@@ -7,6 +7,7 @@ import pytest
 from s2d_bench import budget
 from s2d_bench.config import PACKAGE_CONFIGS, load_config
 from s2d_bench.errors import UserError
+from s2d_bench.preflight import check_config
 
 SHIPPED = sorted(PACKAGE_CONFIGS.glob("*.yaml"))
 # Parameter counts of each checkpoint's shape (Qwen3-1.7B counted by benchmarks/stage_steps.py with tied embeddings), so no hub access.
@@ -56,7 +57,7 @@ def _estimate(name: str, root, overrides=()):
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_a_shipped_config_validates(path: Path):
-    load_config(str(path))  # types, ranges, registered names, arm overrides
+    check_config(load_config(str(path)))  # types, ranges, registered names, arm overrides, backend refusals
 
 
 @pytest.mark.parametrize("name", sorted(WORLD))
@@ -84,9 +85,9 @@ def test_the_preflight_refuses_what_does_not_fit_and_names_the_settings(shape_fo
 
 def test_a_misspelt_backend_or_benchmark_is_refused_with_a_suggestion():
     with pytest.raises(UserError, match="Did you mean 'deepspeed'"):
-        load_config("paper-qwen3", ["backend=deepspeeed"])
+        check_config(load_config("paper-qwen3", ["backend=deepspeeed"]))
     with pytest.raises(UserError, match="unknown benchmark"):
-        load_config("paper-qwen3", ["task.test_benchmark=math5000"])
+        check_config(load_config("paper-qwen3", ["task.test_benchmark=math5000"]))
 
 
 def test_memory_estimate_by_hand():

@@ -7,12 +7,13 @@ sampling in `s2d_bench.generation`, never in an inherited base class.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from s2d_bench.config import DistillConfig, GRPOConfig, RunConfig
+from s2d_bench.config import DistillConfig, GRPOConfig
 from s2d_bench.harness.rewards import Reward
 from s2d_bench.tasks.base import Problem
 
@@ -57,11 +58,19 @@ class StageReport:
 
 
 class Backend(Protocol):
-    name: str
-    load_device: str | None  # where the pipeline loads models for it (DeepSpeed ZeRO-3: the host); None: the run's device
+    """Built from the run's config, `BACKENDS.get(name)(cfg)`, after `preflight.check_config` has refused what
+    it cannot express; building it may join a process group (DeepSpeed). The pipeline loads a stage's models
+    through it, saves the trained one inside `saving`, reads `memory_layout()`, and calls one method per stage."""
 
-    def validate(self, cfg: RunConfig) -> None:
-        """Refuse, before any stage runs, config options this backend cannot express (UserError)."""
+    name: str
+
+    def load(self, ref: str, trained: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """A stage's model (`trained`) or frozen teacher from a checked reference, placed as this backend holds it
+        (DeepSpeed ZeRO-3: partitioned over the ranks as it loads)."""
+        ...
+
+    def saving(self, model: PreTrainedModel) -> contextlib.AbstractContextManager:
+        """Entered by every rank after a stage; inside, rank 0 can save the model whole."""
         ...
 
     def memory_layout(self) -> dict:

@@ -27,8 +27,8 @@ from deepspeed.accelerator import get_accelerator
 from s2d_bench import distributed
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
 from s2d_bench.backends.torch_backend import TorchBackend
-from s2d_bench.config import DeepSpeedConfig, GRPOConfig, RunConfig
-from s2d_bench.errors import UserError
+from s2d_bench.config import DeepSpeedConfig, RunConfig
+from s2d_bench.models.builders import load_pretrained
 
 
 def init_distributed(timeout_minutes: int) -> None:
@@ -46,12 +46,14 @@ def _is_zero3(model: torch.nn.Module) -> bool:
 
 
 class DeepSpeedTrainer:
-    """A DeepSpeed engine around the trained model; ZeRO-3 trains a sharded copy."""
+    """A DeepSpeed engine around the trained model. A model loaded partitioned (`DeepSpeedBackend.load`) is
+    trained as it is; a whole model handed to ZeRO-3 is trained as a sharded copy whose gathered weights are
+    copied back at the end, so the caller's model holds the result either way."""
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], client_lr: float | None) -> None:
         self.target = model
         self.zero3 = config["zero_optimization"]["stage"] == 3
-        trained = copy.deepcopy(model) if self.zero3 else model
+        trained = copy.deepcopy(model) if self.zero3 and not _is_zero3(model) else model
         opt = None if client_lr is None else torch.optim.AdamW(trained.parameters(), lr=client_lr, weight_decay=0.0)
         self.engine, *_ = deepspeed.initialize(model=trained, optimizer=opt, config=config)
         self.model = self.engine.module
@@ -72,7 +74,7 @@ class DeepSpeedTrainer:
         return float(norm) if norm is not None else float("nan")
 
     def finish(self) -> None:
-        if self.zero3:
+        if self.model is not self.target:
             params = list(self.model.parameters())
             with deepspeed.zero.GatheredParameters(params):
                 for src, dst in zip(params, self.target.parameters()):
@@ -109,13 +111,39 @@ class DeepSpeedRuntime:
         config = self.engine_config(lr, max_norm, self.cfg.zero_stage)
         return DeepSpeedTrainer(model, config, None if "optimizer" in config else lr)
 
-    def frozen(self, model: torch.nn.Module) -> torch.nn.Module:
-        if not self.cfg.teacher_zero3:
-            return model.to(self.device, torch.bfloat16 if self.cfg.bf16 else None).eval()
+    def zero3_config(self) -> dict[str, Any]:
+        """The engine config of a ZeRO-3 model without an optimizer: frozen teachers, partitioned loading."""
         config = self.engine_config(0.0, 0.0, 3)
         config.pop("optimizer", None)
-        engine, *_ = deepspeed.initialize(model=model, config=config)
+        return config
+
+    @contextlib.contextmanager
+    def partitioned_loading(self):  # noqa: ANN201 - a context manager
+        """Models built inside are built in `zero.Init` and loaded partition by partition (transformers'
+        HfDeepSpeedConfig path): a rank never holds the whole model, on the host or the device."""
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep = HfDeepSpeedConfig(self.zero3_config())  # transformers holds it by weak reference: alive while loading
+        try:
+            yield
+        finally:
+            del keep
+
+    def frozen(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.cfg.teacher_zero3 and not _is_zero3(model):
+            return model.to(self.device, torch.bfloat16 if self.cfg.bf16 else None).eval()
+        engine, *_ = deepspeed.initialize(model=model, config=self.zero3_config())  # partitions a whole model; hooks a loaded one
         return engine.module.eval()
+
+    def reference(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A partitioned policy's copy is built partitioned and filled partition by partition: nothing is gathered."""
+        if not _is_zero3(model):
+            return self.frozen(copy.deepcopy(model))
+        with self.partitioned_loading():
+            ref = type(model)._from_config(model.config, dtype=next(model.parameters()).dtype)
+        for src, dst in zip(model.parameters(), ref.parameters()):
+            dst.ds_tensor.data.copy_(src.ds_tensor.data)  # same shapes on the same ranks: the same partitions
+        return self.frozen(ref)
 
     def full_weights(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
         """Sampling runs many forwards of different lengths per rank: gather ZeRO-3 shards once."""
@@ -142,40 +170,30 @@ class DeepSpeedRuntime:
 
 
 class DeepSpeedBackend:
-    """`TorchBackend`'s loops on a `DeepSpeedRuntime`, made when `validate(cfg)` is called."""
+    """`TorchBackend`'s loops on a `DeepSpeedRuntime`; building it joins the process group."""
 
     name = "deepspeed"
 
-    def __init__(self) -> None:
-        self._loops: TorchBackend | None = None
-        self.load_device: str | None = None  # where the pipeline loads models for this backend
+    def __init__(self, cfg: RunConfig) -> None:
+        self.loops = TorchBackend(cfg, DeepSpeedRuntime(cfg.deepspeed))
 
-    def validate(self, cfg: RunConfig) -> None:
-        """Join the process group, check each stage's batch covers every rank, and set placement."""
-        runtime = DeepSpeedRuntime(cfg.deepspeed)
-        for arm in cfg.arms:
-            for stage in cfg.arms[arm].stages:
-                stage_cfg = cfg.stage_config(arm, stage)
-                per_step = stage_cfg.prompts_per_step if isinstance(stage_cfg, GRPOConfig) else stage_cfg.batch_size
-                if per_step < runtime.world:
-                    raise UserError(f"backend=deepspeed: {arm}/{stage} draws {per_step} prompts a step for {runtime.world} ranks; "
-                                    "raise its prompts_per_step/batch_size to at least the number of ranks")
-        zero3 = cfg.deepspeed.zero_stage == 3 or cfg.deepspeed.teacher_zero3
-        self.load_device = "cpu" if zero3 else str(runtime.device)  # ZeRO-3 shards from host memory
-        self._loops = TorchBackend(runtime)
-        self._loops.validate(cfg)
+    def load(self, ref: str, trained: bool) -> tuple[Any, Any]:
+        """A ZeRO-3 model (the trained one at zero_stage 3, the teacher with teacher_zero3) is loaded partitioned;
+        another, whole onto this rank's device."""
+        rt = self.loops.runtime
+        if not (rt.cfg.zero_stage == 3 if trained else rt.cfg.teacher_zero3):
+            return load_pretrained(ref, str(rt.device))
+        with rt.partitioned_loading():
+            return load_pretrained(ref, None)
+
+    def saving(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
+        """Every rank enters: a partitioned model is gathered whole for rank 0 to save."""
+        return self.loops.runtime.full_weights(model)
 
     def memory_layout(self) -> dict[str, Any]:
-        """What the preflight memory estimate needs to know about this engine (budget.py)."""
         cfg = self.loops.runtime.cfg
         return {"precision": "bf16-mixed" if cfg.bf16 else "fp32", "zero_stage": cfg.zero_stage, "world": self.loops.runtime.world,
                 "offload_optimizer": cfg.offload_optimizer, "offload_params": cfg.offload_params, "teacher_zero3": cfg.teacher_zero3}
-
-    @property
-    def loops(self) -> TorchBackend:
-        if self._loops is None:
-            raise RuntimeError("DeepSpeedBackend.validate(cfg) must run first: it joins the process group")
-        return self._loops
 
     def teacher_rl(self, job: RLJob) -> StageReport:
         return self.loops.teacher_rl(job)

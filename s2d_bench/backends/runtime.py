@@ -10,6 +10,7 @@ weighted so that the mean over ranks of the gradients equals the single-process 
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence, TypeVar
 
@@ -41,6 +42,8 @@ class Runtime(Protocol):
     def trainer(self, model: torch.nn.Module, lr: float, max_norm: float) -> Trainer: ...
 
     def frozen(self, model: torch.nn.Module) -> torch.nn.Module: ...
+
+    def reference(self, model: torch.nn.Module) -> torch.nn.Module: ...  # a frozen copy of a policy (GRPO's KL anchor)
 
     def full_weights(self, model: torch.nn.Module) -> contextlib.AbstractContextManager: ...
 
@@ -108,6 +111,9 @@ class LocalRuntime:
 
     def frozen(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.eval()
+
+    def reference(self, model: torch.nn.Module) -> torch.nn.Module:
+        return copy.deepcopy(model).eval()
 
     @contextlib.contextmanager
     def full_weights(self, model: torch.nn.Module) -> Iterator[None]:

@@ -12,7 +12,7 @@ rank draws them.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import random
 
 import torch
@@ -22,11 +22,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from s2d_bench import chunked, losses
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
 from s2d_bench.backends.runtime import LocalRuntime, MicroBatch, Runtime, Trainer, micro_batches, shard
-from s2d_bench.config import PromptConfig, RolloutConfig, RunConfig
+from s2d_bench.config import RunConfig
 from s2d_bench.generation import ENGINES
+from s2d_bench.generation.engine import resolve_device
 from s2d_bench.generation.protocol import prompt_seeds
 from s2d_bench.generation.rollouts import open_rollouts
 from s2d_bench.generation.sampling import Sampling
+from s2d_bench.models.builders import load_pretrained
 from s2d_bench.models.checkpointing import checkpointing
 from s2d_bench.models.sequences import Batch, completion_hidden
 
@@ -134,19 +136,20 @@ def _mean(totals: dict[str, float], shares: list[float]) -> dict[str, float]:
 
 class TorchBackend:
     name = "torch"
-    load_device = None
+
+    def __init__(self, cfg: RunConfig, runtime: Runtime | None = None) -> None:
+        ENGINES.get(cfg.rollout.engine)  # a rollout engine whose extra is missing fails now
+        self.runtime = runtime or LocalRuntime()
+        self.rollout, self.prompt, self.device = cfg.rollout, cfg.prompt, resolve_device(cfg.device)
+
+    def load(self, ref: str, trained: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        return load_pretrained(ref, self.device)
+
+    def saving(self, model: PreTrainedModel) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
 
     def memory_layout(self) -> dict:
         return {}  # one process, fp32 states
-
-    def __init__(self, runtime: Runtime | None = None) -> None:
-        self.runtime = runtime or LocalRuntime()
-        self.rollout, self.prompt = RolloutConfig(), PromptConfig()
-
-    def validate(self, cfg: RunConfig) -> None:
-        """Every option of ours is native here; a rollout engine whose extra is missing fails now."""
-        ENGINES.get(cfg.rollout.engine)
-        self.rollout, self.prompt = cfg.rollout, cfg.prompt
 
     def _engine(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, trained: bool):  # noqa: ANN202 - a context manager
         return open_rollouts(self.rollout, model, tok, self.prompt.thinking, trained)
@@ -166,7 +169,7 @@ class TorchBackend:
         """
         cfg, rt = job.cfg, self.runtime
         rng = random.Random(job.seed)
-        ref = rt.frozen(copy.deepcopy(job.policy)) if cfg.kl_coef > 0 else None
+        ref = rt.reference(job.policy) if cfg.kl_coef > 0 else None
         trainer = rt.trainer(job.policy, cfg.lr, cfg.max_grad_norm)
         model = trainer.model
         sampling = Sampling(k=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)

@@ -7,7 +7,7 @@
   stage 2b        trl.DistillationTrainer with beta=1: on-policy reverse KL(student || teacher)
 
 Our configs are translated into TRL's in `trl_args` and nowhere else; our config classes never
-inherit TRL's. Options TRL cannot express are refused by `validate` before any stage runs.
+inherit TRL's. Options TRL cannot express are refused by the preflight (`preflight.check_config`) before any stage runs.
 TRL renders prompts itself, so it gets our protocol: `enable_thinking` as `chat_template_kwargs`
 (per example for GKD's messages), and its stop set is the same union of generation-config and
 tokenizer EOS ids as `generation.protocol.stop_ids` (tested). Rewards go through our grading pool.
@@ -17,6 +17,7 @@ engine for the warmup's teacher rollouts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -33,46 +34,24 @@ from transformers.trainer_callback import ProgressCallback  # noqa: E402
 
 from s2d_bench.backends.base import DistillJob, Logger, RLJob, StageReport  # noqa: E402
 from s2d_bench.config import DistillConfig, GRPOConfig, PromptConfig, RolloutConfig, RunConfig  # noqa: E402
-from s2d_bench.errors import UserError  # noqa: E402
 from s2d_bench.generation import ENGINES  # noqa: E402
+from s2d_bench.generation.engine import resolve_device  # noqa: E402
 from s2d_bench.generation.protocol import prompt_seeds, render_texts  # noqa: E402
 from s2d_bench.generation.rollouts import Rollouts, open_rollouts  # noqa: E402
 from s2d_bench.generation.sampling import Sampling  # noqa: E402
+from s2d_bench.models.builders import load_pretrained  # noqa: E402
 
 # TRL log keys -> ours, so metrics.jsonl reads the same on every backend
 METRIC_NAMES = {"reward": "reward", "loss": "loss", "grad_norm": "grad_norm", "entropy": "entropy", "kl": "kl",
                 "completions/mean_length": "response_length", "learning_rate": "lr"}
 
 
-def _batch(cfg: GRPOConfig | DistillConfig) -> int:
-    """Sequences in one of our steps: prompts x samples (GRPO) or prompts (distillation)."""
-    return cfg.prompts_per_step * cfg.samples_per_prompt if isinstance(cfg, GRPOConfig) else cfg.batch_size
-
-
-def _mini(cfg: GRPOConfig | DistillConfig) -> int:
-    return cfg.mini_batches if isinstance(cfg, GRPOConfig) else 1
-
-
 def accumulation(cfg: GRPOConfig | DistillConfig) -> dict[str, int]:
     """Our optimizer step as TRL's: a mini-batch (the whole step unless GRPO's mini_batches) in micro-batches of
-    `micro_batch_size` sequences, accumulated."""
-    per_step = _batch(cfg) // _mini(cfg)
+    `micro_batch_size` sequences, accumulated (preflight refuses sizes that do not divide evenly)."""
+    per_step = cfg.step_sequences // cfg.step_mini_batches
     micro = cfg.micro_batch_size or per_step
     return {"per_device_train_batch_size": micro, "gradient_accumulation_steps": per_step // micro}
-
-
-def refuse_unexpressible(cfg: RunConfig) -> None:
-    """Refuse, before anything runs, the options of ours that TRL cannot express."""
-    for arm in cfg.arms:
-        for stage in cfg.arms[arm].stages:
-            stage_cfg = cfg.stage_config(arm, stage)
-            per_step = _batch(stage_cfg) // _mini(stage_cfg)
-            if _batch(stage_cfg) % _mini(stage_cfg) or (stage_cfg.micro_batch_size and per_step % stage_cfg.micro_batch_size):
-                raise UserError(f"backend=trl: {stage}: mini_batches and micro_batch_size must divide the step's "
-                                f"{_batch(stage_cfg)} sequences evenly (TRL accumulates equal micro-batches)")
-            if isinstance(stage_cfg, DistillConfig) and stage_cfg.estimator != "full":
-                raise UserError(f"backend=trl: {stage}.estimator={stage_cfg.estimator} has no TRL equivalent "
-                                "(its trainers use the full-vocabulary divergence): set estimator: full, or use backend=torch")
 
 
 def vllm_args(rollout: RolloutConfig) -> dict[str, Any]:
@@ -158,19 +137,20 @@ def _chat(prompt: str) -> list[dict[str, str]]:
 
 class TRLBackend:
     name = "trl"
-    load_device = None
+
+    def __init__(self, cfg: RunConfig) -> None:
+        ENGINES.get(cfg.rollout.engine)  # a missing extra fails now
+        self.rollout, self.prompt, self.device = cfg.rollout, cfg.prompt, resolve_device(cfg.device)
+        self._tmp = tempfile.TemporaryDirectory(prefix="s2d-trl-")
+
+    def load(self, ref: str, trained: bool) -> tuple[Any, Any]:
+        return load_pretrained(ref, self.device)
+
+    def saving(self, model: Any) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
 
     def memory_layout(self) -> dict:
         return {}  # one process, fp32 states
-
-    def __init__(self) -> None:
-        self.rollout, self.prompt = RolloutConfig(), PromptConfig()
-        self._tmp = tempfile.TemporaryDirectory(prefix="s2d-trl-")
-
-    def validate(self, cfg: RunConfig) -> None:
-        refuse_unexpressible(cfg)
-        ENGINES.get(cfg.rollout.engine)
-        self.rollout, self.prompt = cfg.rollout, cfg.prompt
 
     # ------------------------------------------------------------------ stages 1 and 3
     def teacher_rl(self, job: RLJob) -> StageReport:

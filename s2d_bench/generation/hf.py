@@ -5,8 +5,9 @@ trains (`HFEngine.live`), so rollouts always see the current weights and there i
 Either way prompts are rendered by `protocol.render`, samples stop at `protocol.stop_ids`, and the
 k samples of a prompt read one prompt cache (shared-prefix decoding, shared_prefix.py). Prompts
 are sorted by length into batches of `prompts_per_batch`, bounded by `max_batch_tokens` KV-cache
-positions (so a stage's rollout memory does not grow with its batch); since every prompt samples
-from its own seed, the batching never changes a token.
+positions (so a stage's rollout memory does not grow with its batch), and finished prompts leave a
+batch as it decodes (sampling.py); since every prompt samples from its own seed, neither changes a
+token.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 for avg@16 that is 16x the prefill work. Here the prompt cache is computed once; on a model
 switched to shared-prefix attention (`shared_prefix.sharing_prompts`, which the hf engine uses for
 evaluation and rollouts alike) it is never copied either, otherwise it is `repeat_interleave`d.
-The loop also returns the exact token ids and mask that training needs.
+The loop also returns the exact token ids and mask that training needs. A prompt whose samples
+have all stopped leaves the decode batch, so a step's cost follows the prompts still generating.
 
 Randomness is per prompt: prompt i has its own generator (seeded by the caller, see
 `protocol.prompt_seeds`) that draws k uniforms a step, one per sample, and a token is drawn by
@@ -95,9 +96,16 @@ def sample(
         model.train(was_training)
 
 
+EVICT_SHARE = 0.25  # finished prompts leave the decode batch once they are this share of it: a few cache copies per batch
+
+
 def _decode(model, prompt_ids, prompt_mask, s: Sampling, eos: torch.Tensor, pad_id: int, gens: list[torch.Generator]):  # noqa: ANN001
+    """The decode loop. A prompt whose k samples have all ended leaves the batch (its cache rows are dropped) once
+    such prompts are `EVICT_SHARE` of the batch, so a step's cost and memory follow the prompts still generating;
+    the others draw the same uniforms from their own generators, so no token changes."""
     pos = positions(prompt_mask)
-    if supports_shared_prefix(model):  # the prompt cache stays at batch B; see shared_prefix.py
+    shared = supports_shared_prefix(model)
+    if shared:  # the prompt cache stays at batch B; see shared_prefix.py
         logits, cache = prefill(model, prompt_ids, prompt_mask, s.k, s.max_new_tokens)
         extra, mask = {KWARG: cache}, None
     else:
@@ -107,19 +115,34 @@ def _decode(model, prompt_ids, prompt_mask, s: Sampling, eos: torch.Tensor, pad_
         mask = prompt_mask.repeat_interleave(s.k, dim=0)
     logits = logits.repeat_interleave(s.k, dim=0)
     next_pos = pos[:, -1:].repeat_interleave(s.k, dim=0) + 1
-    done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-    tokens, alive = [], []
-    for _ in range(s.max_new_tokens):
-        tok = next_token(logits, s, draw_uniforms(gens, s.k) if s.temperature > 0 else None)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        tokens.append(tok)
-        alive.append(~done)
+    n, device = logits.shape[0], logits.device
+    tokens = torch.full((n, s.max_new_tokens), pad_id, dtype=torch.long, device=device)
+    alive = torch.zeros((n, s.max_new_tokens), device=device)
+    live = torch.arange(len(gens), device=device)  # prompts still in the batch, by their index in the input
+    rows = torch.arange(n, device=device)  # their rows (k a prompt)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    steps = 0
+    for step in range(s.max_new_tokens):
+        uniforms = draw_uniforms([gens[i] for i in live.tolist()], s.k) if s.temperature > 0 else None
+        tok = torch.where(done, torch.full_like(done, pad_id, dtype=torch.long), next_token(logits, s, uniforms))
+        tokens[rows, step], alive[rows, step] = tok, (~done).float()
         done = done | torch.isin(tok, eos)
+        steps = step + 1
         if bool(done.all()):
             break
+        finished = done.view(-1, s.k).all(dim=1)
+        if int(finished.sum()) >= max(1, EVICT_SHARE * len(live)):
+            keep = (~finished).nonzero().flatten()
+            kept_rows = (keep[:, None] * s.k + torch.arange(s.k, device=device)).flatten()
+            if shared:
+                cache.keep_prompts(keep)
+            else:
+                cache.batch_select_indices(kept_rows)
+                mask = mask[kept_rows]
+            live, rows, tok, done, next_pos = live[keep], rows[kept_rows], tok[kept_rows], done[kept_rows], next_pos[kept_rows]
         if mask is not None:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True, **extra)
         logits = out.logits[:, -1]
         next_pos = next_pos + 1
-    return torch.stack(tokens, dim=1), torch.stack(alive, dim=1).float()
+    return tokens[:, :steps], alive[:, :steps]

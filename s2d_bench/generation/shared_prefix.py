@@ -83,6 +83,14 @@ class SharedPrefixCache(Cache):
         bias = torch.zeros(prompt_mask.shape, dtype=prompt_kv[0][0].dtype, device=prompt_mask.device)
         self.prompt_bias = bias.masked_fill(prompt_mask == 0, float("-inf"))[:, None, None, :]
 
+    def keep_prompts(self, prompts: torch.Tensor) -> None:
+        """Keep only the prompts at indices `prompts` (of the batch as it is now) and their k samples each."""
+        rows = (prompts[:, None] * self.k + torch.arange(self.k, device=prompts.device)).flatten()
+        for layer in self.layers:
+            layer.prompt_keys, layer.prompt_values = layer.prompt_keys[prompts], layer.prompt_values[prompts]
+            layer.gen_keys, layer.gen_values = layer.gen_keys[rows], layer.gen_values[rows]
+        self.prompt_bias = self.prompt_bias[prompts]
+
 
 def prefill(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, k: int, capacity: int) -> tuple[torch.Tensor, SharedPrefixCache]:
     """Last-position logits (B, V) and the shared cache of left-padded prompts, in one batched forward.

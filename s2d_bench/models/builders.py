@@ -56,8 +56,9 @@ def tiny_qwen3_student(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokeni
     return tiny_qwen3(Qwen3Shape(layers=2, hidden=48, heads=2, kv_heads=1, mlp=128), seed)
 
 
-def load_pretrained(path_or_id: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local directory or a hub id (float32 unless told)."""
+def load_pretrained(path_or_id: str, device: str | None = "cpu", dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local directory or a hub id (float32 unless told); device None
+    leaves the model where loading put it (ZeRO-3 partitions: on each rank's device already)."""
     ref = resolve_model(path_or_id)
     try:
         model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **load_kwargs(ref))
@@ -67,7 +68,7 @@ def load_pretrained(path_or_id: str, device: str = "cpu", dtype: torch.dtype = t
     tok.padding_side = "left"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return model.to(device), tok
+    return (model.to(device) if device else model), tok
 
 
 def load_tokenizer(ref: str) -> PreTrainedTokenizerBase:

@@ -8,9 +8,16 @@ line. It writes the final parameters to <out>/<zero>-mb<micro>-rank<r>-of-<world
 
 With `rollouts <engine>` instead of ZeRO stages, it runs the teacher_rl and opd stages whole under
 ZeRO-3, sampling with that rollout engine, and writes <out>/<engine>-rank<r>.pt.
+
+With `partitioned <model dir>`, it loads that model as the backend does under ZeRO-3 (trained model
+and teacher partitioned as they load), writes how much of it this rank holds, trains teacher_rl
+(with a KL anchor: a partitioned copy) and opd a step each, and saves the result as rank 0 does, to
+<out>/trained-<world>/ and <out>/held-rank<r>-of-<world>.json.
 """
 
+import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -24,7 +31,7 @@ from s2d_bench.generation.hf import HFEngine
 from s2d_bench.generation.protocol import prompt_seeds, render
 from s2d_bench.generation.sampling import Sampling
 from s2d_bench.harness.rewards import Scores
-from s2d_bench.models.builders import tiny_qwen3_student
+from s2d_bench.models.builders import save, tiny_qwen3_student
 from s2d_bench.models.sequences import join
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.tasks import TASKS
@@ -75,8 +82,7 @@ def main(out: str, stages: list[int], micro_sizes: list[int]) -> None:
 def rollout_stages(out: str, engine: str) -> None:
     cfg = load_config(None, ["backend=deepspeed", "deepspeed.zero_stage=3", f"rollout.engine={engine}", "stages.teacher_rl.steps=2",
                              "stages.teacher_rl.prompts_per_step=4", "stages.opd.steps=2", "stages.opd.batch_size=4"])
-    backend = DeepSpeedBackend()
-    backend.validate(cfg)
+    backend = DeepSpeedBackend(cfg)
     splits = TASKS.get("add3mix")(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=6)).splits()
     student, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)
@@ -88,8 +94,36 @@ def rollout_stages(out: str, engine: str) -> None:
     distributed.shutdown()
 
 
+def partitioned(out: str, source: str) -> None:
+    import deepspeed
+
+    cfg = load_config(None, ["backend=deepspeed", "deepspeed.zero_stage=3", "deepspeed.teacher_zero3=true", "stages.teacher_rl.steps=1",
+                             "stages.teacher_rl.prompts_per_step=4", "stages.teacher_rl.kl_coef=0.5", "stages.opd.steps=1", "stages.opd.batch_size=4"])
+    backend = DeepSpeedBackend(cfg)
+    student, tok = backend.load(source, trained=True)
+    teacher, _ = backend.load(source, trained=False)
+    rank, world = distributed.rank(), distributed.world()
+    held = {role: {"local": sum(p.ds_tensor.numel() for p in m.parameters()), "whole": sum(p.ds_numel for p in m.parameters()),
+                   "visible": sum(p.numel() for p in m.parameters()), "tensors": len(list(m.parameters()))}
+            for role, m in (("student", student), ("teacher", teacher))}
+    ref = backend.loops.runtime.reference(student)
+    with deepspeed.zero.GatheredParameters([*student.parameters(), *ref.parameters()]):
+        held["reference_equal"] = all(torch.equal(a, b) for a, b in zip(student.parameters(), ref.parameters()))
+    splits = TASKS.get("add3mix")(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=6)).splits()
+    grade = lambda texts, problems: Scores([float(len(t) % 2 == 0) for t in texts])  # noqa: E731 - a signal on tiny models
+    STAGES.get("teacher_rl").run(StageInputs(backend, student, None, tok, splits, grade, cfg.stages.teacher_rl, 0, lambda row: None))
+    STAGES.get("opd").run(StageInputs(backend, student, teacher, tok, splits, grade, cfg.stages.opd, 0, lambda row: None))
+    with backend.saving(student):
+        if rank == 0:
+            save(student, tok, Path(out) / f"trained-{world}")
+    (Path(out) / f"held-rank{rank}-of-{world}.json").write_text(json.dumps(held))
+    distributed.shutdown()
+
+
 if __name__ == "__main__":
     if sys.argv[2] == "rollouts":
         rollout_stages(sys.argv[1], sys.argv[3])
+    elif sys.argv[2] == "partitioned":
+        partitioned(sys.argv[1], sys.argv[3])
     else:
         main(sys.argv[1], [int(z) for z in sys.argv[2].split(",")], [int(m) for m in sys.argv[3].split(",")])

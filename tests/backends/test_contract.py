@@ -25,9 +25,7 @@ def backend(request):
 
 
 def _backend(name: str, cfg):
-    backend = BACKENDS.get(name)()
-    backend.validate(cfg)  # the pipeline calls it first; DeepSpeed joins its (one-rank) process group here
-    return backend
+    return BACKENDS.get(name)(cfg)  # DeepSpeed joins its (one-rank) process group here
 
 
 def _cfg(tiny_overrides, backend, *extra):

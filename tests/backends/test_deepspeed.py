@@ -24,7 +24,7 @@ from s2d_bench.config import load_config  # noqa: E402
 from s2d_bench.generation.engine import EngineConfig  # noqa: E402
 from s2d_bench.generation.hf import HFEngine  # noqa: E402
 from s2d_bench.harness.evaluate import evaluate  # noqa: E402
-from s2d_bench.models.builders import tiny_qwen3_student  # noqa: E402
+from s2d_bench.models.builders import load_pretrained, save, tiny_qwen3_student  # noqa: E402
 from s2d_bench.pipeline import EVAL_SEED, Runner  # noqa: E402
 from s2d_bench.store import Store  # noqa: E402
 
@@ -121,6 +121,30 @@ def test_two_zero3_ranks_sampling_with_vllm_train_exactly_as_with_the_builtin_sa
     torch.testing.assert_close(torch.load(tmp_path / "vllm-rank1.pt"), vllm, rtol=0, atol=0, msg="the ranks disagree")
     start = torch.cat([p.detach().flatten() for seed in (1, 0) for p in tiny_qwen3_student(seed=seed)[0].parameters()])
     assert (hf - start).abs().max() > 1e-4, "nothing trained"
+
+
+def test_zero3_loads_partitioned_so_each_of_two_ranks_holds_half_and_trains_as_one_rank_does(tmp_path):
+    """Under ZeRO-3 the backend builds the trained model and the teacher inside zero.Init (transformers'
+    HfDeepSpeedConfig path): after loading, each of 2 ranks holds about half of every model's parameters and
+    no whole tensor. A GRPO step with a KL anchor (a copy made partition by partition) and an OPD step later,
+    the model rank 0 saves is the one a single rank trains and saves from the same checkpoint."""
+    source = tmp_path / "source"
+    save(*tiny_qwen3_student(seed=0), source)
+    two, one = _ports(2)
+    _finish(_launch(tmp_path, 2, two, ("partitioned", str(source))) + _launch(tmp_path, 1, one, ("partitioned", str(source))))
+    for rank in (0, 1):
+        held = json.loads((tmp_path / f"held-rank{rank}-of-2.json").read_text())
+        assert held["reference_equal"]
+        for role in ("student", "teacher"):
+            h = held[role]
+            assert h["visible"] == 0, f"rank {rank} holds whole {role} tensors"
+            assert abs(h["local"] - h["whole"] / 2) <= h["tensors"], (rank, role, h)  # half, up to one element of padding a tensor
+    whole = json.loads((tmp_path / "held-rank0-of-1.json").read_text())["student"]
+    assert whole["local"] == whole["whole"] == sum(p.numel() for p in tiny_qwen3_student(seed=0)[0].parameters())
+    start, two_ranks, one_rank = (load_pretrained(str(tmp_path / name))[0] for name in ("source", "trained-2", "trained-1"))
+    flat = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (start, two_ranks, one_rank)]
+    assert (flat[1] - flat[0]).abs().max() > 1e-4, "nothing trained (or the saved model is the empty partitions)"
+    torch.testing.assert_close(flat[1], flat[2], rtol=1e-4, atol=1e-5, msg="2 partitioned ranks differ from 1")
 
 
 DATA = Path(os.environ.get("S2D_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))

@@ -99,8 +99,7 @@ def test_training_rollouts_of_every_backend_render_and_stop_as_evaluation_does(b
     pytest.importorskip(backend if backend != "torch" else "torch")
     splits, student, teacher, tok, expected = world
     cfg = load_config(None, STEPS)
-    runner = BACKENDS.get(backend)()
-    runner.validate(cfg)
+    runner = BACKENDS.get(backend)(cfg)
     trl_calls: list = []
     if backend == "trl":
         _spy_generate(teacher, trl_calls)

@@ -118,6 +118,34 @@ def test_a_token_budget_bounds_every_sampling_batch_and_changes_no_token(monkeyp
     assert [b for b, _ in shapes] == [1] * len(prompts)  # over the bound: one prompt a batch, never none
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-prefix", "repeated-cache"])
+def test_finished_prompts_leave_the_decode_batch_and_no_token_changes(monkeypatch, shared):
+    """Prompts whose samples have all stopped are dropped from the decode batch (cache, mask, positions), so later
+    steps run on fewer rows; the tokens and masks are those of the loop that keeps every row to the end."""
+    model, tok = MODELS.get("tiny-qwen3-teacher")(seed=5)
+    ids, mask = left_pad(encode_prompts(tok, ["1+1=", "123+456=", "7", "55+5=", "9+99=", "31+4=", "250+250=", "8+8="]), tok.pad_token_id)
+    s = Sampling(k=2, temperature=1.0, max_new_tokens=20)
+    seeds = list(range(20, 28))
+    if not shared:
+        monkeypatch.setattr(sampling_module, "sharing_prompts", lambda m: contextlib.nullcontext())
+    monkeypatch.setattr(sampling_module, "EVICT_SHARE", float("inf"))
+    endless, _ = sample(model, ids, mask, s, tok.eos_token_id, tok.pad_token_id, seeds)
+    stops = sorted({int(t) for t in endless[::3, 8]})  # tokens some samples reach at step 8: others stop at other steps
+    kept_ids, kept_mask = sample(model, ids, mask, s, stops, tok.pad_token_id, seeds)
+    rows = []
+    original = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **kw: rows.append(kw["input_ids"].shape[0]) or original(*a, **kw))
+    monkeypatch.setattr(sampling_module, "EVICT_SHARE", 0.25)
+    got_ids, got_mask = sample(model, ids, mask, s, stops, tok.pad_token_id, seeds)
+    lengths = kept_mask.sum(1)
+    assert lengths.min() < lengths.max() - 3  # samples end at different steps
+    assert torch.equal(got_ids, kept_ids) and torch.equal(got_mask, kept_mask)
+    decode = rows[1:]  # after the prefill
+    assert len(decode) > 5 and decode[-1] < 16 and decode == sorted(decode, reverse=True), decode
+    alive_prompts = (kept_mask.view(8, 2, -1).amax(dim=1) > 0).sum(0)  # prompts still generating at each step
+    assert all(n >= 2 * int(a) for n, a in zip(decode, alive_prompts[1:]))  # never drops one that is still generating
+
+
 def test_in_kernel_gqa_attention_matches_transformers_sdpa_under_left_padding():
     from s2d_bench.models.attention import NAME
     from s2d_bench.models.builders import tiny_qwen3_teacher

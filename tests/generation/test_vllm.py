@@ -16,6 +16,7 @@ import torch
 
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import GRPOConfig, RolloutConfig, TaskConfig, load_config
+from s2d_bench.preflight import check_config
 from s2d_bench.errors import UserError
 from s2d_bench.harness.rewards import Scores
 from s2d_bench.models.builders import tiny_qwen3_student
@@ -49,8 +50,7 @@ def _run(stage: str, backend: str = "torch", *overrides: str):
     """Run `stage` on fresh tiny models; return the trained model and its weights after each step."""
     cfg = load_config(None, [STEPS[stage], "stages.teacher_rl.prompts_per_step=4", "stages.student_rl.prompts_per_step=4",
                              "stages.warmup.batch_size=8", "stages.opd.batch_size=8", *overrides])
-    runner = BACKENDS.get(backend)()
-    runner.validate(cfg)
+    runner = BACKENDS.get(backend)(cfg)
     splits = TASKS.get("add3mix")(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=6)).splits()
     model, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)
@@ -122,12 +122,12 @@ def test_deepspeed_backend_samples_through_vllm_too(fake_vllm):
 def test_without_vllm_installed_the_backend_refuses_before_any_stage():
     cfg = load_config(None, ["rollout.engine=vllm"])  # names only: validates offline
     with pytest.raises(UserError, match=r"pip install 's2d-bench\[vllm\]'"):
-        BACKENDS.get("torch")().validate(cfg)
+        BACKENDS.get("torch")(cfg)
 
 
 def test_rollout_settings_are_checked_when_loaded():
     with pytest.raises(UserError, match="Did you mean 'vllm'"):
-        load_config(None, ["rollout.engine=vlm"])
+        check_config(load_config(None, ["rollout.engine=vlm"]))
     with pytest.raises(UserError, match="gpu_memory_utilization"):
         load_config(None, ["rollout.gpu_memory_utilization=1.5"])
 

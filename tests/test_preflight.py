@@ -1,0 +1,67 @@
+"""What a config names and what its backend cannot express: refused by `preflight.check_config`
+before any model is built, and from the config alone (config.py imports no registry)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from s2d_bench.config import load_config
+from s2d_bench.errors import UserError
+from s2d_bench.preflight import check_config
+
+
+def _check(*overrides: str):
+    return check_config(load_config(None, list(overrides)))
+
+
+def test_the_default_config_passes_and_comes_back_as_it_was():
+    cfg = load_config()
+    assert check_config(cfg) is cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("arms.bridge.stages=[teacher_rl, warmpu]", "unknown stage 'warmpu'.*Did you mean 'warmup'"),
+    ("arms.bridge.overrides.student_rl.steps=3", "names a stage the arm does not run"),
+    ("arms.full.overrides.opd.lrr=1", "unknown key 'arms.full.overrides.opd.lrr'"),
+    ("eval.benchmarks=[{name: aime42}]", "unknown benchmark 'aime42'"),
+    ("rollout.engine=vlm", "Did you mean 'vllm'"),
+    ("eval.engine=hff", "unknown engine 'hff'"),
+    ("backend=torhc", "Did you mean 'torch'"),
+    ("task.name=add3mixx", "unknown task"),
+    ("student.builder=tiny-qwen3-studnet", "unknown model"),
+    ("stages.warmup.estimator=sampled", "stages.warmup.estimator: 'sampled' is a reverse-KL"),
+    ("arms.full.overrides.warmup.estimator=sampled", "arms.full.warmup.estimator: 'sampled'"),
+])
+def test_what_a_config_names_is_refused_with_the_fix(override, message):
+    load_config(None, [override])  # loads: types and ranges are fine
+    with pytest.raises(UserError, match=message):
+        _check(override)
+
+
+def test_trl_refuses_estimators_and_micro_batches_it_cannot_express():
+    with pytest.raises(UserError, match="backend=trl: opd.estimator=topk has no TRL equivalent"):
+        _check("backend=trl", "stages.opd.estimator=topk")
+    with pytest.raises(UserError, match="backend=trl: teacher_rl: mini_batches and micro_batch_size must divide the step's 256"):
+        _check("backend=trl", "stages.teacher_rl.micro_batch_size=3")  # 32 prompts x 8 samples
+    with pytest.raises(UserError, match="must divide"):
+        _check("backend=trl", "stages.student_rl.mini_batches=3")
+    _check("backend=trl", "stages.teacher_rl.micro_batch_size=4", "stages.student_rl.mini_batches=4")
+    _check("backend=torch", "stages.opd.estimator=topk", "stages.teacher_rl.micro_batch_size=3")  # native on torch
+
+
+def test_deepspeed_refuses_a_step_with_fewer_prompts_than_the_launch_has_ranks(monkeypatch):
+    args = ("backend=deepspeed", "arms={b: {stages: [opd]}}", "stages.opd.batch_size=4")
+    _check(*args)  # one rank without a launcher
+    monkeypatch.setenv("WORLD_SIZE", "8")  # as `deepspeed --num_gpus 8` sets it, before any process group
+    with pytest.raises(UserError, match="b/opd draws 4 prompts a step for 8 ranks"):
+        _check(*args)
+    _check("backend=torch", *args[1:])  # a world is DeepSpeed's
+
+
+def test_the_config_module_imports_no_registry_so_there_is_no_import_circle():
+    code = "import sys, s2d_bench.config; print(sorted(m for m in sys.modules if m.startswith('s2d_bench.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "s2d_bench.config" in loaded
+    for module in ("s2d_bench.stages", "s2d_bench.backends", "s2d_bench.tasks", "s2d_bench.models", "s2d_bench.generation"):
+        assert f"'{module}" not in loaded, module
