@@ -2,7 +2,8 @@
 
 For each micro-batch size and with or without activation checkpointing, a fresh process builds a
 small Qwen3 (and a teacher for OPD), takes a warm-up update (so AdamW's states exist), then
-measures the peak resident memory of one more update above the memory just before it. Large
+measures the peak resident memory of one more update above the memory just before it, and its
+wall time (one update: forward, backward and AdamW over the 16 sequences). Large
 allocations are served by mmap (MALLOC_MMAP_THRESHOLD_), so freed tensors leave the resident
 set and the peak is the update's own. The estimate beside it is budget.training_bytes
 (activations, logits chunk, teacher hidden states) plus the gradients (one float32 copy of the
@@ -18,6 +19,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -62,7 +64,9 @@ def one(stage: str, micro: int, ckpt: bool) -> dict:
 
     update(1, True)  # the smallest update first: AdamW's states now exist, and little is left in the heap
     before = _rss_mib()
+    start = time.perf_counter()
     update(micro, ckpt)
+    seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     st = budget.StageShape(sequences=SEQUENCES, samples=2 if stage == "grpo" else 1, prompt_tokens=PROMPT, new_tokens=NEW,
                            micro_batch=micro, checkpointing=ckpt, chunk=CHUNK, kv_budget=0)
@@ -70,6 +74,7 @@ def one(stage: str, micro: int, ckpt: bool) -> dict:
     parts = budget.training_bytes(shape, shape if teacher is not None else None, st, 4)
     grads = sum(p.numel() for p in model.parameters()) * 4
     return {"stage": stage, "micro_batch": micro or SEQUENCES, "checkpointing": ckpt, "measured_mib": round(peak - before, 1),
+            "step_s": round(seconds, 2),
             "estimate_mib": round((sum(parts.values()) + grads) / 2**20, 1),
             **{f"{k}_mib": round(v / 2**20, 1) for k, v in parts.items()}, "grads_mib": round(grads / 2**20, 1)}
 
@@ -81,10 +86,10 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--one", stage, str(micro), str(int(ckpt))], env=env,
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"{'stage':<6}{'micro':>6}{'ckpt':>6}{'measured MiB':>14}{'estimate MiB':>14}{'ratio':>7}")
+    print(f"{'stage':<6}{'micro':>6}{'ckpt':>6}{'measured MiB':>14}{'estimate MiB':>14}{'ratio':>7}{'step s':>8}")
     for r in rows:
         print(f"{r['stage']:<6}{r['micro_batch']:>6}{str(r['checkpointing']):>6}{r['measured_mib']:>14.1f}{r['estimate_mib']:>14.1f}"
-              f"{r['estimate_mib'] / r['measured_mib']:>7.2f}")
+              f"{r['estimate_mib'] / r['measured_mib']:>7.2f}{r['step_s']:>8.2f}")
     meta = {"shape": SHAPE, "sequences": SEQUENCES, "prompt_tokens": PROMPT, "new_tokens": NEW, "chunk": CHUNK,
             "machine": "2-core CPU, float32, nothing else running", "rows": rows}
     (ROOT / "results").mkdir(exist_ok=True)
