@@ -63,6 +63,34 @@ def test_leaderboard_pools_seeds_pairs_the_delta_and_keeps_the_budget(tmp_path):
     assert render(board, "md") == render(build(store, "s"), "md")  # a pure function of the store
 
 
+def test_the_bootstrap_resamples_problems_so_more_copies_of_the_same_seeds_change_nothing():
+    """Cells are (seed, problem); the interval is over problems. Duplicated seeds hold no new problems: a resampling
+    of cells would narrow the interval, a resampling of problems leaves it exactly as it was."""
+    rng = np.random.default_rng(3)
+    matrix = rng.random((2, 50))
+    once, twice = bootstrap(matrix), bootstrap(np.vstack([matrix, matrix, matrix]))
+    assert (once.mean, once.low, once.high) == pytest.approx((twice.mean, twice.low, twice.high), abs=1e-12)
+    assert once.high - once.low > 0.05
+
+
+def test_the_delta_against_full_is_paired_by_seed_and_problem(tmp_path):
+    """An arm that is `full` minus 0.1 on every problem of every seed, where `full` varies from problem to problem:
+    its paired delta is exactly -0.1 with no width; an unpaired difference would inherit full's spread."""
+    rng = np.random.default_rng(5)
+    store = Store(tmp_path / "s.sqlite")
+    store.put_eval("base", "s", _record("base", "base", 0, [0.1] * 40))
+    for seed in (0, 1):
+        full = rng.choice([0.25, 0.5, 0.75, 1.0], size=40)
+        store.put_eval(f"f{seed}", "s", _record(f"f{seed}", "student_rl", seed, list(full)))
+        store.put_eval(f"d{seed}", "s", _record(f"d{seed}", "student_rl", seed, list(full - 0.1)))
+        store.put_arms("s", seed, {"full": [("base", "base"), (f"f{seed}", "student_rl")],
+                                   "dropped": [("base", "base"), (f"d{seed}", "student_rl")]})
+    rows = build(store, "s").main.set_index("arm")
+    assert rows.loc["dropped", "add Δ vs full"] == "-0.100 [-0.100, -0.100]"
+    low, high = map(float, rows.loc["full", "add avg@4 [95% CI]"].split("[")[1].rstrip("]").split(", "))
+    assert high - low > 0.1  # full itself is spread out
+
+
 def test_publish_writes_every_format_and_a_png(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     _fill(store)

@@ -84,6 +84,20 @@ def test_a_crash_mid_stage_redoes_only_that_stage(tiny_overrides, monkeypatch):
     assert not list(runner.root.glob("nodes/*/model.partial"))
 
 
+def test_a_model_left_as_model_partial_is_trained_again_never_loaded(tiny_overrides, monkeypatch):
+    """A kill between writing `model.partial/` (and stage.json) and renaming it leaves a node whose model is only
+    partial: the rerun trains that node again and ends with a whole `model/`."""
+    runner = Runner(load_config(None, tiny_overrides))
+    runner.run()
+    opd = next(n for n in runner.nodes.values() if n.stage == "opd")
+    folder = runner.node_dir(opd)
+    (folder / "model").rename(folder / "model.partial")  # stage.json stays: it is written before the rename
+    calls = _count_stage_calls(monkeypatch)
+    Runner(load_config(None, tiny_overrides)).run()
+    assert calls == ["opd"]  # its children keep their models: node ids depend on configs, not on weights
+    assert (folder / "model").is_dir() and not (folder / "model.partial").exists()
+
+
 def test_stages_change_parameters_and_the_student_moves_toward_the_teacher(tiny_overrides):
     import torch
 

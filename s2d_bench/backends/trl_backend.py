@@ -18,6 +18,7 @@ engine for the warmup's teacher rollouts.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import random
@@ -116,7 +117,24 @@ class _QuietProgress(ProgressCallback):
 def _train(trainer) -> None:  # noqa: ANN001 - any TRL trainer
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_QuietProgress())
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        _release(trainer)
+
+
+def _release(trainer) -> None:  # noqa: ANN001 - any TRL trainer
+    """A finished trainer holds its colocated vLLM engine, optimizer and accelerator state until collected, and a
+    vLLM start freezes the collector: its engine is shut down and its state freed now, so the next stage's engine
+    can start (sleep mode allows one engine a process) and its memory is free."""
+    llm = getattr(getattr(trainer, "vllm_generation", None), "llm", None)
+    if llm is not None:
+        from s2d_bench.generation.vllm import shutdown
+
+        shutdown(llm)
+        trainer.vllm_generation.llm = None
+    trainer.accelerator.free_memory()
+    gc.collect()
 
 
 def _rollout_rows(tok, prompts: list[str], roll: Rollouts, thinking: bool) -> list[dict[str, Any]]:  # noqa: ANN001

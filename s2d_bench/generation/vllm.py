@@ -15,7 +15,10 @@ next push anyway), level 1 for a frozen teacher (weights to host memory, back on
 
 Both kinds take prompts as token ids from `protocol.render`, stop at `protocol.stop_ids`, give
 every prompt its own seed (one SamplingParams per request) and decode with our tokenizer, so
-the prompt, stop set and text are the hf engine's.
+the prompt, stop set and text are the hf engine's. vLLM gives sample j of a request seeded s the
+stream s + j; prompt seeds are 63-bit hashes (`protocol.prompt_seeds`), so no two prompts, samples
+or ranks share a stream. The API used here is checked against the real 0.31 package's source
+(tools/vllm_manifest.py, tests/generation/test_vllm_manifest.py).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from s2d_bench.models.refs import resolve_model
 
 
 def sampling_params(sampling: Sampling, seed: int, **extra) -> SamplingParams:
-    """Our `Sampling` in vLLM's terms for one request (top_k 0, ours for off, is vLLM's -1).
+    """Our `Sampling` in vLLM's terms for one request.
 
     vLLM refuses n > 1 when greedy; greedy samples are identical, so one is drawn (see `_expand`).
     """
@@ -51,7 +54,7 @@ def sampling_params(sampling: Sampling, seed: int, **extra) -> SamplingParams:
         n=1 if sampling.temperature == 0 else sampling.k,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
-        top_k=sampling.top_k if sampling.top_k > 0 else -1,
+        top_k=sampling.top_k,  # 0 is off in vLLM 0.31 too
         max_tokens=sampling.max_new_tokens,
         seed=seed,
         **extra,
@@ -70,17 +73,37 @@ def engine_args(model: PreTrainedModel, cfg: RolloutConfig, model_dir: str) -> d
     return {**args, **cfg.extra}
 
 
-def check_fits(model: PreTrainedModel, cfg: RolloutConfig) -> None:
-    """A whole copy per GPU (tensor parallel 1): refuse a model vLLM's share of the GPU cannot hold,
-    with the fix, rather than let vLLM fail on its KV-cache check."""
+def check_fits(weights: int, kv_per_token: int, length: int, free: int, total: int, cfg: RolloutConfig) -> None:
+    """Refuse, with the setting to change, what vLLM's start would refuse after minutes of loading: less free
+    memory than its share (utilisation x total), weights over that share (tensor parallel 1: a whole copy per
+    GPU), or a KV cache, after the weights, too small for one `max_model_len` sequence."""
+    util = cfg.gpu_memory_utilization
+    share = util * total
+    gib = 2**30
+    if free < share:
+        raise UserError(f"rollout.engine=vllm: {free / gib:.1f} GiB of the GPU's {total / gib:.1f} GiB are free, less than vLLM's share "
+                        f"({share / gib:.1f} GiB at rollout.gpu_memory_utilization={util}); lower it to at most {free / total:.2f}")
+    if weights > share:
+        raise UserError(f"rollout.engine=vllm: this model's weights ({weights / gib:.1f} GiB) exceed vLLM's share of one GPU "
+                        f"({share / gib:.1f} GiB at rollout.gpu_memory_utilization={util}); raise it, "
+                        "or use rollout.engine=hf (each rank keeps a whole vLLM copy: no tensor parallel rollouts)")
+    if share - weights < kv_per_token * length:
+        room = int((share - weights) // kv_per_token)
+        raise UserError(f"rollout.engine=vllm: vLLM's KV cache must hold one whole sequence of max_model_len {length:,} tokens "
+                        f"({kv_per_token * length / gib:.1f} GiB), but {(share - weights) / gib:.1f} GiB are left after the weights; "
+                        f"set rollout.max_model_len <= {room:,} (a prompt plus max_new_tokens) or raise rollout.gpu_memory_utilization")
+
+
+def _check_device(model: PreTrainedModel, cfg: RolloutConfig) -> None:
+    """`check_fits` for a colocated copy of `model` on this rank's GPU (nothing to check without one)."""
     if not torch.cuda.is_available():
         return
+    from s2d_bench import budget
+
+    free, total = torch.cuda.mem_get_info()
     weights = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters()) * model.dtype.itemsize  # ZeRO-3: full size
-    budget = cfg.gpu_memory_utilization * torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    if weights > budget:
-        raise UserError(f"rollout.engine=vllm: this model's weights ({weights / 2**30:.1f} GiB) exceed vLLM's share of one GPU "
-                        f"({budget / 2**30:.1f} GiB at rollout.gpu_memory_utilization={cfg.gpu_memory_utilization}); raise it, "
-                        "or use rollout.engine=hf (each rank keeps a whole vLLM copy: no tensor parallel rollouts)")
+    kv = budget.Shape.of(model.config).kv_bytes(model.dtype.itemsize)
+    check_fits(weights, kv, cfg.max_model_len or context_of(model.config), free, total, cfg)
 
 
 @contextlib.contextmanager
@@ -113,15 +136,41 @@ def start(**engine_args) -> LLM:
         return LLM(**engine_args)
 
 
-def check_landed(target, loaded) -> None:  # noqa: ANN001 - vLLM's model and what its load_weights returned
-    """Every parameter of vLLM's model was written by a push: its loader maps names onto fused layers and
-    never reports one it skipped, which would keep its dummy values silently."""
-    if loaded is None:  # a loader that reports nothing cannot be checked
-        return
-    missing = sorted({name for name, _ in target.named_parameters()} - set(loaded))
-    if missing:
-        raise RuntimeError(f"vLLM weight push left {len(missing)} parameter(s) unwritten, still dummy values: "
-                           f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the trainer's names do not map onto this model")
+def _load_on_worker(worker, weights) -> list[str]:  # noqa: ANN001 - a vLLM worker; (name, tensor) pairs
+    """Runs on each vLLM worker (`collective_rpc`): the model's own `load_weights`, and what it left unwritten. Its
+    loader maps checkpoint names onto fused layers and never checks that it wrote every parameter; one it skipped
+    keeps its dummy values silently. It reports a fused layer (qkv_proj) written when any shard was, so every
+    shard its `packed_modules_mapping` names must also have been sent."""
+    model = worker.model_runner.model
+    weights = list(weights)
+    sent = {name for name, _ in weights}
+    loaded = set(model.load_weights(weights) or ())
+    missing = {name for name, _ in model.named_parameters()} - loaded
+    for name in loaded:
+        for fused, parts in getattr(model, "packed_modules_mapping", {}).items():
+            if f".{fused}." in name:
+                missing |= {f"{name} ({part} shard)" for part in parts if name.replace(f".{fused}.", f".{part}.") not in sent}
+    return sorted(missing)
+
+
+def push_weights(llm: LLM, weights) -> None:  # noqa: ANN001 - an iterable of (name, tensor)
+    """The trainer's weights into the engine through vLLM's public route, `collective_rpc` with a function run
+    on each worker (in this process under the external launcher, so the tensors are not copied), and a failure
+    naming any parameter left unwritten."""
+    for missing in llm.collective_rpc(_load_on_worker, args=(weights,)):
+        if missing:
+            raise RuntimeError(f"vLLM weight push left {len(missing)} parameter(s) unwritten, still dummy values: "
+                               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the trainer's names do not map onto this model")
+    llm.reset_prefix_cache()  # its entries were computed with the old weights
+
+
+def shutdown(llm: LLM) -> None:
+    """Stop the engine core (its executor, scheduler and process group) and undo its start's gc.freeze(), so a later
+    engine can start in this process: dropping the last reference is not enough while the collector is frozen."""
+    llm.llm_engine.engine_core.shutdown()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class VLLMEngine:
@@ -150,11 +199,12 @@ class VLLMEngine:
     @classmethod
     def live(cls, model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: RolloutConfig, thinking: bool, trained: bool) -> "VLLMEngine":
         """Rollouts: a dummy-weight copy of `model` in this process, weights pushed from the trainer."""
-        check_fits(model, cfg)
+        _check_device(model, cfg)
         folder = tempfile.TemporaryDirectory(prefix="s2d-vllm-")
         config = copy.deepcopy(model.config)
         config.architectures = [type(model).__name__]  # models built from a config carry none; vLLM picks its class by it
         config.save_pretrained(folder.name)
+        GenerationConfig(eos_token_id=stop_ids(model, tok)).save_pretrained(folder.name)  # vLLM adds these EOS ids to every request
         distributed.launcher_env()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: its model is reachable
         return cls(start(**engine_args(model, cfg, folder.name)), tok, stop_ids(model, tok), thinking, model, trained, cfg.sleep, folder,
@@ -194,20 +244,16 @@ class VLLMEngine:
 
     def _push(self) -> None:
         """The model's weights into vLLM's copy (call inside the runtime's `full_weights`: ZeRO-3 gathered)."""
-        target = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        loaded = target.load_weights((name, p.data) for name, p in self.model.named_parameters())  # tied weights come once
-        check_landed(target, loaded)
-        self.llm.reset_prefix_cache()
+        push_weights(self.llm, [(name, p.data) for name, p in self.model.named_parameters()])  # tied weights come once
         self.pushes += 1
 
     def check_prompts(self, prompts: list[str], names: list[str], max_new_tokens: int) -> None:
         check_context(self.tok, prompts, names, self.thinking, self.context, max_new_tokens)
 
     def close(self) -> None:
+        shutdown(self.llm)
         del self.llm
         gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
         if self._dir is not None:
             self._dir.cleanup()
 

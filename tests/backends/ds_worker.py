@@ -15,6 +15,7 @@ and teacher partitioned as they load), writes how much of it this rank holds, tr
 <out>/trained-<world>/ and <out>/held-rank<r>-of-<world>.json.
 """
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -87,8 +88,11 @@ def rollout_stages(out: str, engine: str) -> None:
     student, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)
     grade = lambda texts, problems: Scores([float(len(t) % 2 == 0) for t in texts])  # noqa: E731 - a signal on tiny models
-    STAGES.get("teacher_rl").run(StageInputs(backend, teacher, None, tok, splits, grade, cfg.stages.teacher_rl, 0, lambda row: None))
-    STAGES.get("opd").run(StageInputs(backend, student, teacher, tok, splits, grade, cfg.stages.opd, 0, lambda row: None))
+    import vllm  # the stand-in (tests/fakes on the path): the hf run samples each stream as it does
+
+    with vllm.seeded_as_vllm() if engine == "hf" else contextlib.nullcontext():
+        STAGES.get("teacher_rl").run(StageInputs(backend, teacher, None, tok, splits, grade, cfg.stages.teacher_rl, 0, lambda row: None))
+        STAGES.get("opd").run(StageInputs(backend, student, teacher, tok, splits, grade, cfg.stages.opd, 0, lambda row: None))
     flat = torch.cat([p.detach().flatten().float() for m in (teacher, student) for p in m.parameters()])
     torch.save(flat, f"{out}/{engine}-rank{distributed.rank()}.pt")
     distributed.shutdown()

@@ -1,11 +1,14 @@
 """The vllm engine: training loops sample with a vLLM copy whose weights follow the trainer; evaluation loads a path.
 
 vLLM needs a GPU build that cannot be installed here, so these tests run against tests/fakes/vllm,
-which samples with the s2d-bench sampler from whatever weights were pushed into it and refuses
-to sample from weights that were never pushed or were dropped by sleep. Same seed and same
-weights then mean the same tokens, so "vllm" must train exactly as "hf" does.
+the stand-in made from the real package's API manifest (test_vllm_manifest.py). It samples with the
+s2d-bench sampler from whatever weights were pushed into it, one stream per sample seeded as
+vLLM seeds it, and refuses to sample from weights that were never pushed or were dropped by
+sleep. The reference is the hf engine seeding the same way (`vllm.seeded_as_vllm`): same streams
+and same weights mean the same tokens, so "vllm" must train exactly as that does.
 """
 
+import gc
 import importlib.util
 import os
 import sys
@@ -40,10 +43,18 @@ def fake_vllm(monkeypatch):
 
     vllm.INSTANCES.clear()
     yield vllm
+    for llm in vllm.INSTANCES:  # a test that failed half-way leaves its engines; their start froze the collector
+        llm.llm_engine.engine_core.shutdown()
     for name in MODULES:
         sys.modules.pop(name, None)
     os.environ.clear()
     os.environ.update(env)
+
+
+def _reference(fake_vllm, stage: str, backend: str = "torch"):
+    """The same stage on the hf engine, each sample from its own stream seeded as vLLM seeds it."""
+    with fake_vllm.seeded_as_vllm():
+        return _run(stage, backend)
 
 
 def _run(stage: str, backend: str = "torch", *overrides: str):
@@ -80,7 +91,7 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 @pytest.mark.parametrize("stage", ["teacher_rl", "warmup", "opd", "student_rl"])
 @pytest.mark.parametrize("sleep", [True, False])
 def test_vllm_rollouts_train_exactly_as_the_builtin_sampler(fake_vllm, stage, sleep):
-    model_hf, _, rows_hf, _ = _run(stage)
+    model_hf, _, rows_hf, _ = _reference(fake_vllm, stage)
     model_v, teacher, rows_v, after_step = _run(stage, "torch", "rollout.engine=vllm", f"rollout.sleep={sleep}")
     assert rows_v == rows_hf  # rewards, losses, lengths: same rollouts, same steps
     _assert_same(dict(model_v.named_parameters()), dict(model_hf.named_parameters()))
@@ -152,27 +163,43 @@ def test_trl_backend_turns_on_trls_own_colocated_vllm():
     assert not trl_backend.trl_args("grpo", GRPOConfig(), 0, "cpu", "/tmp/x").use_vllm
 
 
-def test_a_model_too_big_for_one_gpus_share_is_refused_with_the_fix(fake_vllm, monkeypatch):
+def _pretend_gpu(monkeypatch, fake_vllm, free: int, total: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free, total))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(fake_vllm, "DEVICE_MEMORY", (free, total))
+
+
+@pytest.mark.parametrize("case, free, util, max_len, fix", [
+    ("weights", 1.0, 0.4, 64, "rollout.engine=hf"),
+    ("busy", 0.5, 0.6, 64, "lower it to at most 0.50"),
+    ("kv cache", 1.0, 0.6, 4096, r"set rollout.max_model_len <= [\d,]+ .*or raise rollout.gpu_memory_utilization"),
+])
+def test_what_vllm_would_refuse_at_start_is_refused_first_with_the_setting_to_change(fake_vllm, monkeypatch, case, free, util, max_len, fix):
+    """vLLM refuses to start (after loading) when free memory is below its share, and when the KV cache left after
+    the weights cannot hold one max_model_len sequence; a whole copy per GPU must fit its share. Each is refused
+    before the engine starts, naming the setting; with room, the stand-in's own start check passes too."""
+    from s2d_bench import budget
     from s2d_bench.generation.rollouts import open_rollouts
 
     model, tok = tiny_qwen3_student(seed=0)
     weights = sum(p.numel() for p in model.parameters()) * 4
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 2 * weights})())
-    with pytest.raises(UserError, match="rollout.engine=hf"):
-        with open_rollouts(RolloutConfig(engine="vllm", gpu_memory_utilization=0.4), model, tok, False, trained=True):
+    kv = budget.Shape.of(model.config).kv_bytes(4)
+    total = int(2 * weights + 200 * kv)  # at 0.6: the weights and a few hundred positions of KV cache; at 0.4 not the weights
+    _pretend_gpu(monkeypatch, fake_vllm, int(free * total), total)
+    with pytest.raises(UserError, match=fix):
+        with open_rollouts(RolloutConfig(engine="vllm", gpu_memory_utilization=util, max_model_len=max_len), model, tok, False, trained=True):
             pass
     assert not fake_vllm.INSTANCES
-    fits = RolloutConfig(engine="vllm", gpu_memory_utilization=0.6)  # 0.6 x 2 = 1.2 times the weights
-    with open_rollouts(fits, model, tok, False, trained=True):
+    _pretend_gpu(monkeypatch, fake_vllm, total, total)
+    with open_rollouts(RolloutConfig(engine="vllm", gpu_memory_utilization=0.6, max_model_len=64), model, tok, False, trained=True):
         pass
     assert len(fake_vllm.INSTANCES) == 1
 
 
 def test_trl_backend_samples_the_warmups_teacher_rollouts_with_vllm(fake_vllm):
     pytest.importorskip("trl")
-    model_hf, _, rows_hf, _ = _run("warmup", "trl")
+    model_hf, _, rows_hf, _ = _reference(fake_vllm, "warmup", "trl")
     model_v, _, rows_v, _ = _run("warmup", "trl", "rollout.engine=vllm")
     (llm,) = fake_vllm.INSTANCES
     assert llm.events.count("generate") == 3 and llm.events.count("reset_prefix_cache") == 1
@@ -200,19 +227,53 @@ def test_an_engine_start_leaves_the_trainers_random_generators_as_they_were(fake
     assert got[1:] == expected[1:]
 
 
-def test_a_push_that_leaves_a_parameter_unwritten_fails_naming_it(fake_vllm, monkeypatch):
-    """vLLM's loader maps names onto fused layers and reports what it wrote; a parameter it never wrote
-    would keep its dummy values, so the push fails with its name instead of sampling from noise."""
+@pytest.mark.parametrize("dropped, named", [
+    ("model.layers.1.input_layernorm.weight", r"left 1 parameter\(s\) unwritten.*model.layers.1.input_layernorm.weight"),
+    ("model.layers.1.mlp.up_proj.weight", r"model.layers.1.mlp.gate_up_proj.weight \(up_proj shard\)"),
+    ("model.layers.0.self_attn.k_proj.weight", r"model.layers.0.self_attn.qkv_proj.weight \(k_proj shard\)"),
+])
+def test_a_push_that_leaves_a_parameter_or_a_shard_unwritten_fails_naming_it(fake_vllm, monkeypatch, dropped, named):
+    """vLLM's loader maps names onto fused layers (qkv_proj, gate_up_proj) and reports the vLLM names it wrote,
+    a fused one as soon as any shard was; a parameter or shard it never wrote would keep its dummy values, so the
+    push fails naming it instead of sampling from noise."""
     from s2d_bench.generation.sampling import Sampling
     from s2d_bench.generation.vllm import VLLMEngine
 
     model, tok = tiny_qwen3_student(seed=0)
-    real = fake_vllm._Model.load_weights
-    monkeypatch.setattr(fake_vllm._Model, "load_weights",
-                        lambda self, weights: real(self, ((n, t) for n, t in weights if "layers.1.mlp.up_proj" not in n)))
     engine = VLLMEngine.live(model, tok, RolloutConfig(engine="vllm", sleep=False), thinking=False, trained=True)
-    with pytest.raises(RuntimeError, match=r"left 1 parameter\(s\) unwritten.*model.layers.1.mlp.up_proj.weight"):
+    every = type(model).named_parameters  # the trainer's model lacks one of vLLM's checkpoint names
+    monkeypatch.setattr(model, "named_parameters", lambda *a, **kw: ((n, p) for n, p in every(model, *a, **kw) if n != dropped))
+    with pytest.raises(RuntimeError, match=named):
         engine.rollouts(["1+1="], Sampling(k=2, max_new_tokens=4), [0])
+    engine.close()
+
+
+def test_engines_are_shut_down_so_the_next_stage_can_start_one(fake_vllm):
+    """Sleep mode allows one engine a process, and a start freezes the collector: an engine closed by the
+    engine (or released with a TRL trainer) is shut down, so the next one starts; one left running is refused."""
+    from s2d_bench.generation.vllm import VLLMEngine, shutdown
+
+    model, tok = tiny_qwen3_student(seed=0)
+    cfg = RolloutConfig(engine="vllm", sleep=True)
+    first = VLLMEngine.live(model, tok, cfg, thinking=False, trained=True)
+    with pytest.raises(RuntimeError, match="sleep-mode engine is still alive"):
+        fake_vllm.LLM(model="x", enable_sleep_mode=True)
+    first.close()
+    second = VLLMEngine.live(model, tok, cfg, thinking=False, trained=False)  # starts: the first was shut down
+    assert not fake_vllm.INSTANCES[0].llm_engine.engine_core.alive and fake_vllm.INSTANCES[1].llm_engine.engine_core.alive
+    shutdown(second.llm)
+    assert gc.get_freeze_count() == 0  # shutdown undid the start's freeze
+
+
+def test_the_engine_folder_carries_the_generation_layers_stop_set(fake_vllm):
+    """vLLM adds generation_config.json's EOS ids (else config.json's) to every request's stops: the copy's folder
+    gets the generation layer's stop set, so vLLM's additions are ours."""
+    from s2d_bench.generation.protocol import stop_ids
+    from s2d_bench.generation.vllm import VLLMEngine
+
+    model, tok = tiny_qwen3_student(seed=0)
+    engine = VLLMEngine.live(model, tok, RolloutConfig(engine="vllm"), thinking=False, trained=True)
+    assert sorted(fake_vllm.INSTANCES[0].eos_ids) == sorted(stop_ids(model, tok)) == sorted(engine.stops)
     engine.close()
 
 
@@ -220,7 +281,7 @@ def test_a_push_that_leaves_a_parameter_unwritten_fails_naming_it(fake_vllm, mon
 def test_evaluation_through_the_vllm_engine_scores_as_the_hf_engine(fake_vllm, tmp_path, temperature):
     """`s2d-bench eval --engine vllm`: the checkpoint loaded by path, one SamplingParams per problem with its own
     seed (greedy: one sample, repeated k times), our stop set and tokenizer; the stand-in samples each request
-    with the s2d-bench sampler, so every per-problem score equals the hf engine's."""
+    with the s2d-bench sampler, one stream per sample, so every per-problem score equals the hf engine's seeded so."""
     import json
 
     from s2d_bench.generation.engine import EngineConfig
@@ -232,8 +293,10 @@ def test_evaluation_through_the_vllm_engine_scores_as_the_hf_engine(fake_vllm, t
     rows = [{"id": f"q{i}", "problem": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(5)]
     (tmp_path / "math500.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     opts = SuiteOptions(samples=3, temperature=temperature, max_new_tokens=6, data=str(tmp_path))
-    records = {engine: run_suite(str(tmp_path / "model"), ["math500"], engine, EngineConfig(device="cpu", prompts_per_batch=2), opts,
-                                 tmp_path / engine)[0] for engine in ("hf", "vllm")}
+    with fake_vllm.seeded_as_vllm():
+        hf = run_suite(str(tmp_path / "model"), ["math500"], "hf", EngineConfig(device="cpu", prompts_per_batch=2), opts, tmp_path / "hf")[0]
+    vllm = run_suite(str(tmp_path / "model"), ["math500"], "vllm", EngineConfig(device="cpu", prompts_per_batch=2), opts, tmp_path / "vllm")[0]
+    records = {"hf": hf, "vllm": vllm}
     completions = {e: [json.loads(x)["text"] for x in (tmp_path / e / "math500" / "completions.jsonl").read_text().splitlines()]
                    for e in records}
     assert completions["vllm"] == completions["hf"]
@@ -241,3 +304,20 @@ def test_evaluation_through_the_vllm_engine_scores_as_the_hf_engine(fake_vllm, t
     (llm,) = fake_vllm.INSTANCES
     assert [p.n for p in llm.params_at_generate[0]] == [1 if temperature == 0 else 3] * 5
     assert len({p.seed for p in llm.params_at_generate[0]}) == 5  # one seed per problem
+
+
+def test_a_finished_trl_trainer_releases_its_colocated_engine(fake_vllm, tmp_path):
+    """TRL's GRPO and distillation trainers hold their colocated vLLM engine until collected, and the engine's start
+    froze the collector: the backend shuts it down after each stage, so the next stage's engine can start."""
+    trl_backend = pytest.importorskip("s2d_bench.backends.trl_backend")
+    from types import SimpleNamespace
+
+    from s2d_bench.models.builders import save
+
+    save(*tiny_qwen3_student(seed=0), tmp_path)
+    llm = fake_vllm.LLM(model=str(tmp_path), enable_sleep_mode=True)
+    freed = []
+    trainer = SimpleNamespace(vllm_generation=SimpleNamespace(llm=llm), accelerator=SimpleNamespace(free_memory=lambda: freed.append(1)))
+    trl_backend._release(trainer)
+    assert not llm.llm_engine.engine_core.alive and trainer.vllm_generation.llm is None and freed
+    fake_vllm.LLM(model=str(tmp_path), enable_sleep_mode=True).llm_engine.engine_core.shutdown()  # the next one starts
