@@ -94,3 +94,26 @@ def test_verdicts_do_not_depend_on_machine_load():
     assert result["idle"]["timeouts"] == 0 and result["loaded"]["timeouts"] == 0, result
     assert result["verdicts_differ"] == 0, result
     assert 0.3 < result["idle"]["score"] < 0.8  # right and wrong answers both present
+
+
+def _variants(gold: str) -> list[str]:
+    """Ways an answer gets written (the kinds that split graders): the MATH paper's normalisation must judge each
+    as its reference does."""
+    return [gold, f"${gold}$", f"\\${gold}", f"{gold}\\%", f"{gold}%", f"{gold} \\text{{ cm}}", f"{gold}\\text{{ cm}}\\text{{ and }}",
+            f"x = {gold}", f"x=y={gold}", f" {gold} ", gold.replace("\\frac", "\\dfrac"), gold.replace("{", "").replace("}", ""),
+            f"\\left({gold}\\right)", f"{gold}^\\circ", gold + "\\!", f".{gold}", "0.5", "1/2", "a/b", gold.replace("\\sqrt{", "\\sqrt")]
+
+
+@needs_data
+def test_the_audit_grader_is_the_reference_is_equiv_on_every_pair():
+    """`hendrycks` agrees with the copy of the MATH grader lm-eval ships, verdict for verdict, on MATH-500's and
+    MATH training gold answers against each other's variants (and against a neighbouring problem's answer)."""
+    reference = pytest.importorskip("lm_eval.tasks.hendrycks_math.utils")
+    from s2d_bench.harness.hendrycks import is_equiv
+
+    golds = [json.loads(line)["answer"] for name in ("math500", "math_train") for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+    golds = golds[:500] + golds[500::20]
+    pairs = [(g, v) for i, g in enumerate(golds) for v in _variants(g) + _variants(golds[i - 1])[:3]]
+    disagree = [(g, v) for g, v in pairs if is_equiv(g, v) != reference.is_equiv(g, v)]
+    assert len(pairs) > 15000 and not disagree, f"{len(disagree)} of {len(pairs)} differ, e.g. {disagree[:5]}"
+    assert {is_equiv(g, v) for g, v in pairs} == {True, False}

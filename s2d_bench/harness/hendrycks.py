@@ -1,68 +1,99 @@
-"""The Hendrycks MATH string-normalising equivalence check, kept as the second grader.
+"""The Hendrycks MATH `is_equiv`, kept as the second (audit) grader: the reference, statement for statement.
 
-This is the normalisation of the MATH paper's `is_equiv` (github.com/hendrycks/math, MIT), which
-many published numbers still use. It compares strings after stripping formatting, so it is
-stricter than math-verify on values (`0.5` vs `\\frac12` differ) and looser on nothing: its job
-here is the audit column, where disagreement with math-verify flags answers worth a look.
+This is the string normalisation of the MATH paper's grader (github.com/hendrycks/math, MIT), as
+lm-eval ships it in `lm_eval/tasks/hendrycks_math/utils.py`, which many published numbers use.
+It is ported faithfully, quirks included, so a number graded here is comparable with theirs:
+only `\\$` is removed (a bare `$` stays), a second `\\text{ ` unit or a non-integer `a/b` raises
+inside the normalisation and falls back to comparing the raw strings, and `x = 5` loses its
+left side only when there is exactly one `=`. `tests/test_grading.py` runs this and lm-eval's copy
+on generated answer pairs and requires the same verdict on every one. It compares strings, so it
+is stricter than math-verify on values (`0.5` vs `\\frac12` differ): its job here is the audit
+column, where disagreement with math-verify flags answers worth a look.
 """
 
 from __future__ import annotations
 
-import re
 
-
-def _fix_fracs(s: str) -> str:
-    parts = s.split("\\frac")
-    out = parts[0]
-    for part in parts[1:]:
-        out += "\\frac"
-        if part.startswith("{") or len(part) < 2:
-            out += part
+def _fix_fracs(string: str) -> str:
+    """\\frac12 -> \\frac{1}{2}, \\frac1{72} -> \\frac{1}{72}; a \\frac with fewer than two characters after it is left as it was."""
+    substrs = string.split("\\frac")
+    new_str = substrs[0]
+    for substr in substrs[1:]:
+        new_str += "\\frac"
+        if substr[0] == "{":  # an IndexError on "\\frac" at the very end, as the reference: raw comparison
+            new_str += substr
             continue
-        a, b, rest = part[0], part[1], part[2:]
-        out += f"{{{a}}}{b}{rest}" if b == "{" else f"{{{a}}}{{{b}}}{rest}"
-    return out
+        if len(substr) < 2:
+            return string
+        a, b, post = substr[0], substr[1], substr[2:]
+        new_str += "{" + a + "}{" + b + "}" + post if b != "{" else "{" + a + "}" + b + post
+    return new_str
 
 
-def _fix_a_slash_b(s: str) -> str:
-    m = re.fullmatch(r"(-?\d+)/(\d+)", s)
-    return f"\\frac{{{m.group(1)}}}{{{m.group(2)}}}" if m else s
+def _fix_a_slash_b(string: str) -> str:
+    """3/4 -> \\frac{3}{4} for integers written plainly; anything else that is not an integer raises (ValueError)."""
+    if len(string.split("/")) != 2:
+        return string
+    a, b = string.split("/")
+    a_int, b_int = int(a), int(b)  # ValueError on non-integers: the reference lets it escape to is_equiv
+    if string != f"{a_int}/{b_int}":
+        return string
+    return "\\frac{" + str(a_int) + "}{" + str(b_int) + "}"
 
 
-def _fix_sqrt(s: str) -> str:
-    return re.sub(r"\\sqrt(\w)", r"\\sqrt{\1}", s)
+def _remove_right_units(string: str) -> str:
+    """Drops a unit after "\\text{ " (the only place it occurs in MATH); two of them raise, as the reference asserts."""
+    if "\\text{ " not in string:
+        return string
+    splits = string.split("\\text{ ")
+    if len(splits) != 2:
+        raise ValueError("more than one \\text{ unit")
+    return splits[0]
 
 
-def _remove_right_units(s: str) -> str:
-    return s.split("\\text{ ")[0] if "\\text{ " in s else s
+def _fix_sqrt(string: str) -> str:
+    """\\sqrt3 -> \\sqrt{3} (an IndexError on a trailing \\sqrt, as the reference)."""
+    if "\\sqrt" not in string:
+        return string
+    splits = string.split("\\sqrt")
+    new_string = splits[0]
+    for split in splits[1:]:
+        new_string += "\\sqrt{" + split[0] + "}" + split[1:] if split[0] != "{" else "\\sqrt" + split
+    return new_string
 
 
-def strip_string(s: str) -> str:
-    s = s.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
-    s = s.replace("tfrac", "frac").replace("dfrac", "frac")
-    s = s.replace("\\left", "").replace("\\right", "")
-    s = s.replace("^{\\circ}", "").replace("^\\circ", "")
-    s = s.replace("\\$", "").replace("$", "")
-    s = _remove_right_units(s)
-    s = s.replace("\\%", "").replace("%", "")
-    s = s.replace(" .", " 0.").replace("{.", "{0.")
-    if s.startswith("."):
-        s = "0" + s
-    if "=" in s and len(s.split("=")[0]) <= 2:  # "x = 5" -> "5"
-        s = s.split("=", 1)[1]
-    s = _fix_sqrt(s)
-    s = s.replace(" ", "")
-    s = _fix_fracs(s)
-    if s == "0.5":
-        s = "\\frac{1}{2}"
-    return _fix_a_slash_b(s)
+def strip_string(string: str) -> str:
+    """The reference's normalisation, step for step (it may raise; `is_equiv` then compares raw strings)."""
+    string = string.replace("\n", "")
+    string = string.replace("\\!", "")
+    string = string.replace("\\\\", "\\")
+    string = string.replace("tfrac", "frac").replace("dfrac", "frac")
+    string = string.replace("\\left", "").replace("\\right", "")
+    string = string.replace("^{\\circ}", "").replace("^\\circ", "")
+    string = string.replace("\\$", "")  # only the escaped dollar: a bare $ stays
+    string = _remove_right_units(string)
+    string = string.replace("\\%", "")  # the reference's two replacements are the same string: a bare % stays
+    string = string.replace(" .", " 0.").replace("{.", "{0.")
+    if not string:
+        return string
+    if string[0] == ".":
+        string = "0" + string
+    if len(string.split("=")) == 2 and len(string.split("=")[0]) <= 2:  # "k = 5" -> " 5"
+        string = string.split("=")[1]
+    string = _fix_sqrt(string)
+    string = string.replace(" ", "")
+    string = _fix_fracs(string)
+    if string == "0.5":
+        string = "\\frac{1}{2}"
+    return _fix_a_slash_b(string)
 
 
 def is_equiv(gold: str, pred: str | None) -> bool:
-    """True when the normalised strings are equal; a missing prediction is never right."""
+    """True when the normalised strings are equal; a missing prediction is never right; a normalisation that
+    raises falls back to comparing the raw strings, as the reference does."""
     if pred is None:
         return False
     try:
         return strip_string(gold) == strip_string(pred)
-    except Exception:  # noqa: BLE001 - the reference falls back to raw comparison too
+    except Exception:  # noqa: BLE001 - the reference's own fallback
         return gold == pred
