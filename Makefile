@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test install clean
+.PHONY: run test install clean mutants
 
 install: $(STAMP)
 
@@ -24,5 +24,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Mutation testing of the code that makes the numbers (pyproject.toml [tool.mutmut]); not part of `make test`.
+mutants: $(STAMP)
+	$(PY) benchmarks/mutants.py
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache mutants

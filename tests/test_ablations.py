@@ -46,3 +46,32 @@ def test_dropping_a_stage_the_full_arm_lacks_is_an_error():
     cfg = load_config(None, ["arms={full: {stages: [teacher_rl, warmup, opd]}}"])
     with pytest.raises(UserError, match="cannot drop student_rl"):
         ablation_config(cfg, ["student-rl"], [])
+
+
+def test_a_drop_keeps_the_full_arms_settings_of_the_stages_it_keeps_and_only_those():
+    cfg = load_config(None, ["arms={full: {stages: [teacher_rl, warmup, opd, student_rl], overrides: "
+                             "{warmup.steps: 7, opd.lr: 0.002, student_rl.steps: 9, student_rl.updates_per_batch: 3}}}"])
+    out = ablation_config(cfg, ["warmup"], ["replay", "direct-grpo"])
+    assert out.arms["no-warmup"].stages == ["teacher_rl", "opd", "student_rl"]
+    assert out.arms["no-warmup"].overrides == {"opd.lr": 0.002, "student_rl.steps": 9, "student_rl.updates_per_batch": 3}
+    # replay: stage 3 becomes as many label-free updates as the full arm's stage 3 takes (9 x 3), other settings kept
+    assert out.arms["replay"].stages == ["teacher_rl", "warmup", "opd", "replay"]
+    assert out.arms["replay"].overrides == {"warmup.steps": 7, "opd.lr": 0.002, "replay.steps": 27}
+    assert out.arms["direct-grpo"].stages == ["student_rl"]
+    assert out.arms["full"] == cfg.arms["full"]
+
+
+def test_a_config_without_a_full_arm_ablates_the_four_stages_and_its_own_stage_settings():
+    cfg = load_config(None, ["arms={only: {stages: [warmup]}}", "stages.student_rl.steps=5", "stages.student_rl.updates_per_batch=2"])
+    out = ablation_config(cfg, ["opd"], ["replay", "direct-grpo"])
+    assert out.arms["full"].stages == ["teacher_rl", "warmup", "opd", "student_rl"] and "only" not in out.arms
+    assert out.arms["no-opd"].stages == ["teacher_rl", "warmup", "student_rl"]
+    assert out.arms["replay"].overrides == {"replay.steps": 10}
+    assert out.arms["direct-grpo"].stages == ["student_rl"] and out.arms["direct-grpo"].overrides == {}
+
+
+def test_dropping_the_only_stage_or_replaying_without_stage_3_is_refused():
+    with pytest.raises(UserError, match="dropping warmup leaves the full arm with no stage"):
+        ablation_config(load_config(None, ["arms={full: {stages: [warmup]}}"]), ["warmup"], [])
+    with pytest.raises(UserError, match="the replay control replaces student_rl, which the full arm does not run"):
+        ablation_config(load_config(None, ["arms={full: {stages: [teacher_rl, warmup]}}"]), [], ["replay"])

@@ -36,6 +36,23 @@ def test_policy_loss_clips_asymmetrically_and_takes_token_mean():
     assert stats["clip_frac"] == pytest.approx(2 / 3)
 
 
+def test_grpo_advantages_use_the_default_epsilon_of_1e_4():
+    adv = losses.grpo_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
+    assert adv[0, 0].item() == pytest.approx(0.5 / (math.sqrt(1 / 3) + 1e-4), rel=1e-6)
+
+
+def test_policy_loss_by_hand_with_a_nonzero_old_policy_and_advantages_other_than_one():
+    """rho = exp(logp - old_logp), weighted by A (not divided by it), at the default clip of 0.2."""
+    old = torch.tensor([[math.log(0.5), math.log(0.4)], [math.log(0.8), math.log(0.3)]])
+    logp = torch.tensor([[math.log(0.75), math.log(0.4)], [math.log(0.4), 5.0]])  # ratios 1.5, 1.0, 0.5 and a padded slot
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    adv = torch.tensor([2.0, -0.5])
+    loss, stats = losses.policy_loss(logp, old, adv, mask, clip_high=0.3)
+    # -min(3.0, 2.6) = -2.6; -min(2, 2) = -2; -min(-0.25, 0.8 * -0.5) = 0.4
+    assert loss.item() == pytest.approx((-2.6 - 2.0 + 0.4) / 3, rel=1e-6)
+    assert stats["clip_frac"] == pytest.approx(2 / 3) and "kl_ref" not in stats
+
+
 def test_policy_loss_gradient_vanishes_outside_the_clip():
     logp = torch.tensor([[math.log(1.5)]], requires_grad=True)
     loss, _ = losses.policy_loss(logp, torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1))
@@ -44,12 +61,16 @@ def test_policy_loss_gradient_vanishes_outside_the_clip():
 
 
 def test_policy_loss_k3_kl_to_reference():
-    logp = torch.tensor([[0.0]])
-    ref = torch.tensor([[math.log(0.5)]])
+    logp = torch.tensor([[math.log(0.8)]])
+    ref = torch.tensor([[math.log(0.4)]])
     loss, stats = losses.policy_loss(logp, logp, torch.tensor([0.0]), torch.ones(1, 1), ref_logp=ref, kl_coef=0.1)
-    k3 = 0.5 - math.log(0.5) - 1.0  # exp(r) - r - 1 with r = log 0.5
+    k3 = 0.5 - math.log(0.5) - 1.0  # exp(r) - r - 1 with r = ref - logp = log 0.5
     assert stats["kl_ref"] == pytest.approx(k3)
     assert loss.item() == pytest.approx(0.1 * k3)
+    off, stats = losses.policy_loss(logp, logp, torch.tensor([0.0]), torch.ones(1, 1), ref_logp=ref)  # kl_coef 0 by default: no term
+    assert off.item() == 0.0 and "kl_ref" not in stats
+    no_ref, _ = losses.policy_loss(logp, logp, torch.tensor([0.0]), torch.ones(1, 1), kl_coef=0.1)  # no reference: nothing to add
+    assert no_ref.item() == 0.0
 
 
 def test_forward_and_reverse_kl_by_hand():

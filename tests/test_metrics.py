@@ -16,6 +16,15 @@ def test_avg_at_k_is_mean_of_per_problem_means_with_problem_level_stderr():
 def test_avg_at_k_refuses_problems_with_missing_samples():
     with pytest.raises(ValueError, match="exactly k=4"):
         avg_at_k([[True] * 4, [True]], k=4)
+    with pytest.raises(ValueError, match="avg@k of zero problems"):
+        avg_at_k([], k=4)
+
+
+def test_the_standard_error_of_one_problem_is_zero_and_of_two_is_by_hand():
+    """One problem has no spread to estimate (0, not a division by zero); two use the n - 1 sample variance."""
+    assert avg_at_k([[True, False]], k=2).stderr == 0.0
+    two = avg_at_k([[True, True], [False, False]], k=2)  # per-problem means 1 and 0: variance 0.5, se sqrt(0.5 / 2)
+    assert two.stderr == pytest.approx(0.5)
 
 
 def test_pass_at_k_unbiased_estimator_by_hand():
@@ -26,7 +35,7 @@ def test_pass_at_k_unbiased_estimator_by_hand():
     assert pass_at_k(rows, 1) == pytest.approx((0.25 + 0 + 1) / 3)
     assert pass_at_k(rows, 2) == pytest.approx((0.5 + 0 + 1) / 3)
     assert pass_at_k(rows, 4) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="pass@5 needs at least 5 samples per problem, got 4"):
         pass_at_k(rows, 5)
 
 

@@ -1,0 +1,86 @@
+"""Mutation score of the code that makes the numbers (`make mutants`; not part of `make test` or CI).
+
+Runs mutmut (configured in pyproject.toml: which modules, which tests) with one worker per core,
+then reads its results (mutants/**/*.meta) and writes, per module, how many mutants the tests
+killed, how many survived and how many are equivalent (listed in EQUIVALENT below with the
+reason: same behaviour, so no test can kill them). The score is killed / (all - equivalent).
+
+    python benchmarks/mutants.py              # run, then score; writes results/mutants.json
+    python benchmarks/mutants.py --score-only # score the last run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "results" / "mutants.json"
+
+# mutant name -> why it behaves as the original (reviewed by hand; a new survivor is either killed by a test or added here)
+EQUIVALENT: dict[str, str] = {}
+
+
+def _status(exit_code: int | None) -> str:
+    from mutmut.stats import status_by_exit_code
+
+    return status_by_exit_code[exit_code]
+
+
+def score() -> dict:
+    modules: dict[str, dict] = defaultdict(lambda: {"killed": 0, "survived": 0, "equivalent": 0, "no tests": 0, "timeout": 0, "other": 0,
+                                                    "survivors": []})
+    for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
+        module = str(meta.relative_to(ROOT / "mutants"))[: -len(".meta")]
+        for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
+            status = _status(code)
+            row = modules[module]
+            if status == "survived" and name in EQUIVALENT:
+                row["equivalent"] += 1
+            elif status == "survived":
+                row["survived"] += 1
+                row["survivors"].append(name)
+            elif status in row:
+                row[status] += 1
+            else:
+                row["other"] += 1
+    for row in modules.values():
+        judged = row["killed"] + row["survived"] + row["no tests"] + row["timeout"] + row["other"]
+        row["score"] = round((row["killed"] + row["timeout"]) / judged, 3) if judged else None
+    killed = sum(r["killed"] + r["timeout"] for r in modules.values())
+    judged = sum(r["killed"] + r["survived"] + r["no tests"] + r["timeout"] + r["other"] for r in modules.values())
+    return {"modules": dict(modules), "total": {"killed": killed, "judged": judged, "score": round(killed / judged, 3) if judged else None},
+            "equivalent": EQUIVALENT}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--score-only", action="store_true")
+    ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+    seconds = None
+    if not args.score_only:
+        start = time.perf_counter()
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=ROOT, env=env, check=False)
+        seconds = round(time.perf_counter() - start)
+    report = score()
+    report["seconds"] = seconds
+    print(f"{'module':<40}{'killed':>8}{'survived':>10}{'equiv':>7}{'no tests':>10}{'score':>7}")
+    for module, row in sorted(report["modules"].items()):
+        print(f"{module:<40}{row['killed'] + row['timeout']:>8}{row['survived']:>10}{row['equivalent']:>7}{row['no tests']:>10}"
+              f"{row['score'] if row['score'] is not None else '-':>7}")
+    print(f"total: {report['total']['killed']} of {report['total']['judged']} killed ({report['total']['score']}), {seconds} s")
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
