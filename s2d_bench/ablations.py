@@ -1,10 +1,10 @@
 """Ablations as named transforms of the full workflow's arm.
 
 `s2d-bench ablate --drop warmup` runs the full workflow and the same workflow without stage 2a;
-`--all` runs every drop and both baselines. Each transform maps the config's `full` arm (or the
+`--all` runs every drop and every baseline. Each transform maps the config's `full` arm (or the
 four stages in order, when the config has none) to a new arm, so an ablation of a user's config
 keeps that config's stage settings. Arms that share a prefix share its nodes (pipeline.plan), so
-a grid of seven arms trains twelve stages per seed, not twenty-one.
+a grid of eight arms trains twelve stages per seed, not twenty-three.
 
 The paper's ablation (Qwen3-8B -> Qwen3-1.7B, MATH avg@16): raw teacher -7.8, no warmup -1.7,
 no OPD -3.3 points against the full workflow.
@@ -56,6 +56,16 @@ def _replay(cfg: RunConfig, full: ArmConfig) -> ArmConfig:
     return ArmConfig(["replay" if s == "student_rl" else s for s in full.stages], kept)
 
 
+def _raw_bridge(cfg: RunConfig, full: ArmConfig) -> ArmConfig:
+    """The bridge from the raw teacher: the full arm without stage 1 and without student GRPO (the paper's
+    raw-teacher transfer, the low end of its teacher-quality ordering)."""
+    dropped = {"teacher_rl", "student_rl"}
+    stages = [s for s in full.stages if s not in dropped]
+    if not stages:
+        raise UserError(f"the raw-teacher bridge keeps no stage of the full arm ({', '.join(full.stages)})")
+    return ArmConfig(stages, {k: v for k, v in full.overrides.items() if k.partition(".")[0] not in dropped})
+
+
 # name on the command line -> (arm name, transform)
 DROPS: dict[str, tuple[str, Transform]] = {
     "teacher-rl": ("no-teacher-rl", _drop("teacher_rl")),
@@ -66,6 +76,7 @@ DROPS: dict[str, tuple[str, Transform]] = {
 BASELINES: dict[str, tuple[str, Transform]] = {
     "direct-grpo": ("direct-grpo", _direct_grpo),
     "replay": ("replay", _replay),
+    "raw-bridge": ("raw-bridge", _raw_bridge),
 }
 
 

@@ -69,7 +69,7 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--config", "config_path", default=None, help="YAML file, or a shipped config name (default: tiny).")
 @click.option("--drop", "drops", multiple=True, help="Stage to drop from the full workflow: teacher-rl, warmup, opd, student-rl (repeatable).")
-@click.option("--baseline", "baselines", multiple=True, help="Baseline arm to add: direct-grpo, replay (repeatable).")
+@click.option("--baseline", "baselines", multiple=True, help="Baseline arm to add: direct-grpo, replay, raw-bridge (repeatable).")
 @click.option("--all", "everything", is_flag=True, help="Every drop and every baseline: the component grid.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Seeds seed, seed+1, ...; intervals pool over them.")
 @click.argument("overrides", nargs=-1)

@@ -16,7 +16,8 @@ def test_drop_warmup_runs_the_full_arm_and_the_ablated_one():
 def test_all_builds_the_component_grid_with_matched_replay_and_the_configs_direct_grpo():
     base = load_config(None, ["stages.student_rl.steps=30", "stages.student_rl.updates_per_batch=2"])
     cfg = ablation_config(base, [], [], everything=True)
-    assert set(cfg.arms) == {"full", "no-teacher-rl", "no-warmup", "no-opd", "no-student-rl", "direct-grpo", "replay"}
+    assert set(cfg.arms) == {"full", "no-teacher-rl", "no-warmup", "no-opd", "no-student-rl", "direct-grpo", "replay", "raw-bridge"}
+    assert cfg.arms["raw-bridge"].stages == ["warmup", "opd"]  # the raw teacher's bridge: no stage 1, no student GRPO
     assert cfg.arms["replay"].stages == ["teacher_rl", "warmup", "opd", "replay"]
     assert cfg.stage_config("replay", "replay").steps == 60  # stage 3's updates, no labels
     assert cfg.arms["direct-grpo"].overrides == {"student_rl.steps": 480, "student_rl.lr": 3e-4}  # the config's own baseline
@@ -26,7 +27,7 @@ def test_the_grid_shares_stages_across_arms():
     cfg = ablation_config(load_config(), [], [], everything=True)
     nodes = [n for n in plan(cfg) if n.stage != "base"]
     from_scratch = sum(len(arm.stages) for arm in cfg.arms.values())
-    assert from_scratch == 21 and len(nodes) == 12
+    assert from_scratch == 23 and len(nodes) == 12  # raw-bridge is no-teacher-rl's prefix: no new stage
     teacher_rl = [n for n in nodes if n.stage == "teacher_rl"]
     assert len(teacher_rl) == 1
     assert sorted(teacher_rl[0].arms) == ["full", "no-opd", "no-student-rl", "no-warmup", "replay"]

@@ -91,6 +91,41 @@ def test_the_delta_against_full_is_paired_by_seed_and_problem(tmp_path):
     assert high - low > 0.1  # full itself is spread out
 
 
+def _ordering_store(tmp_path, direct_gain: float) -> Store:
+    """raw-bridge, direct-grpo and bridge over 2 seeds and 40 problems: direct = raw + `direct_gain` (+-0.25 noise),
+    bridge = direct + 0.3 everywhere."""
+    rng = np.random.default_rng(7)
+    store = Store(tmp_path / "o.sqlite")
+    store.put_eval("base", "s", _record("base", "base", 0, [0.1] * 40))
+    for seed in (0, 1):
+        raw = rng.choice([0.0, 0.25, 0.5], size=40)
+        direct = np.clip(raw + direct_gain + rng.choice([-0.25, 0.25], size=40), 0, 1)
+        values = {"raw-bridge": raw, "direct-grpo": direct, "bridge": np.clip(direct + 0.3, 0, 1)}
+        for arm, v in values.items():
+            store.put_eval(f"{arm}{seed}", "s", _record(f"{arm}{seed}", "opd", seed, list(v)))
+        store.put_arms("s", seed, {arm: [("base", "base"), (f"{arm}{seed}", "opd")] for arm in values})
+    return store
+
+
+def test_the_teacher_quality_ordering_is_a_verdict_on_paired_deltas(tmp_path):
+    clear = build(_ordering_store(tmp_path, 0.4), "s").ordering.iloc[0]
+    assert clear["raw-teacher transfer < direct GRPO"].startswith("holds: Δ 0.3")  # 0.4, less where clipped at 1
+    assert clear["direct GRPO < RL-teacher transfer"].startswith("holds: Δ 0.")
+    assert clear["seeds"] == 2 and clear["raw-teacher transfer (raw-bridge)"].startswith("0.2")
+    unclear = build(_ordering_store(tmp_path / "u", 0.0), "s").ordering.iloc[0]
+    assert unclear["raw-teacher transfer < direct GRPO"].startswith("not resolved")
+    reversed_ = build(_ordering_store(tmp_path / "r", -0.4), "s").ordering.iloc[0]
+    assert reversed_["raw-teacher transfer < direct GRPO"].startswith("reversed")
+    assert "Teacher-quality ordering" in render(build(_ordering_store(tmp_path / "m", 0.4), "s"), "md")
+
+
+def test_without_all_three_rungs_there_is_no_ordering_section(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    _fill(store)
+    board = build(store, "s")
+    assert board.ordering.empty and "Teacher-quality ordering" not in render(board, "md")
+
+
 def test_publish_writes_every_format_and_a_png(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     _fill(store)

@@ -7,6 +7,7 @@ writes every format and the stage plot into a folder (default `leaderboards/`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 
 from s2d_bench.errors import UserError
 from s2d_bench.leaderboards.detail import c1_table, c2_table
-from s2d_bench.leaderboards.tables import arm_table, model_table, trajectory
+from s2d_bench.leaderboards.tables import arm_table, model_table, ordering_table, trajectory
 from s2d_bench.store import Store
 
 FORMATS = ("md", "csv", "html", "latex")
@@ -28,10 +29,13 @@ class Leaderboard:
     trajectories: dict[str, pd.DataFrame]  # task -> arm x stage means (workflow suites only)
     c1: pd.DataFrame
     c2: pd.DataFrame
+    ordering: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # the paper's teacher-quality ordering
 
     def sections(self) -> list[tuple[str, pd.DataFrame]]:
         return [(title, frame) for title, frame in [
             (f"{self.suite}", self.main),
+            ("Teacher-quality ordering: raw-teacher transfer < direct GRPO < RL-teacher transfer (paired deltas, 95% CI)",
+             self.ordering),
             ("C1: teacher reward gain from stage 1", self.c1),
             ("C2: teacher-student KL around each distillation stage (held-out prompts)", self.c2),
         ] if not frame.empty]
@@ -53,7 +57,7 @@ def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
     diagnostics = [d for d in store.diagnostics(suite) if d["node"] in shown]  # never a superseded config's nodes
     tasks = sorted({r["task"] for r in evals})
     return Leaderboard(suite, arm_table(evals, arms), {t: trajectory(evals, arms, t) for t in tasks},
-                       c1_table(evals, diagnostics), c2_table(arms, diagnostics))
+                       c1_table(evals, diagnostics), c2_table(arms, diagnostics), ordering_table(evals, arms))
 
 
 def _frame(frame: pd.DataFrame, fmt: str) -> str:

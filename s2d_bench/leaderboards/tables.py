@@ -117,6 +117,45 @@ def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.Dat
     return frame[first + rest].fillna("-")
 
 
+# The paper's teacher-quality ordering: raw-teacher transfer < direct GRPO < RL-teacher transfer. Each rung is the
+# first of its arm names the suite has (`bridge` in a config's own arms, `no-student-rl` in an ablation grid).
+ORDERING = [("raw-teacher transfer", ("raw-bridge",)), ("direct GRPO", ("direct-grpo",)), ("RL-teacher transfer", ("bridge", "no-student-rl"))]
+
+
+def _verdict(delta: Interval) -> str:
+    return "holds" if delta.low > 0 else "reversed" if delta.high < 0 else "not resolved"
+
+
+def ordering_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per task: the three rungs' avg@k [95% CI] and, for each `<`, the paired delta (same seeds, same problems)
+    with its interval and whether it holds (the interval above 0), is reversed (below 0) or is not resolved.
+    Empty unless the suite has an arm for every rung."""
+    by_node, paths = latest_by_node(evals), arm_paths(arms)
+    rungs = [(label, next((a for a in names if a in paths), None)) for label, names in ORDERING]
+    if any(arm is None for _, arm in rungs):
+        return pd.DataFrame()
+    rows = []
+    for task in sorted({task for _, task in by_node}):
+        finals = [_final_records(paths[arm], by_node, task) for _, arm in rungs]
+        seeds = sorted(set.intersection(*(set(f) for f in finals)))
+        if not seeds:
+            continue
+        row: dict[str, Any] = {"task": task, "seeds": len(seeds)}
+        matrices = []
+        for (label, arm), final in zip(rungs, finals):
+            matrix, _ = _matrix([final[s] for s in seeds])
+            matrices.append(matrix)
+            row[f"{label} ({arm})"] = str(bootstrap(matrix))
+        for (low, _), (high, _), a, b in zip(rungs, rungs[1:], matrices, matrices[1:]):
+            if a.shape != b.shape:  # different problems: no paired delta
+                row[f"{low} < {high}"] = "-"
+                continue
+            delta = bootstrap(b - a)
+            row[f"{low} < {high}"] = f"{_verdict(delta)}: Δ {delta}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def trajectory(evals: list[dict[str, Any]], arms: list[dict[str, Any]], task: str) -> pd.DataFrame:
     """arm x stage position: mean avg@k over seeds after each of the arm's stages (base first)."""
     by_node, paths = latest_by_node(evals), arm_paths(arms)
