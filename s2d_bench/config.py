@@ -301,7 +301,10 @@ class RunConfig:
     name: str = _help("name of the experiment; the default run directory is runs/<name>", "tiny")
     run_dir: str = _help("where models, records and logs go; empty means runs/<name>", "")
     store: str = _help("SQLite results store shared by runs, ablations and evals; empty: $S2D_STORE, else results/s2d-bench.sqlite", "")
-    seed: int = _help("seed of every stage's sampling and training (not of the base models)", 0)
+    seed: int = _help("seed of every stage's sampling and training (and, with seed_scope: all, of the base models)", 0)
+    seed_scope: str = _help("what `seed` varies: 'stages' (every stage; base models are pretrained once per task.seed) or 'all' "
+                            "(also the base models' initialisation and pretraining corpus, so intervals over seeds hold the whole chain's "
+                            "variance); the task's splits stay task.seed's", "stages")
     backend: str = _help("registered training backend (s2d-bench ls)", "torch")
     device: str = _help("'cpu', 'cuda', or 'auto' (cuda when available)", "auto")
     threads: int = _help("torch CPU threads; 1 is fastest for tiny models on a shared machine", 1)
@@ -322,7 +325,16 @@ class RunConfig:
         require(self.threads >= 1, "threads must be >= 1")
         require(self.jobs >= 1, "jobs must be >= 1")
         require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, not '{self.device}'")
+        require(self.seed_scope in ("stages", "all"), f"seed_scope must be 'stages' or 'all', not '{self.seed_scope}'")
         require(bool(self.arms), "arms is empty: name at least one arm")
+
+    @property
+    def base_seed(self) -> int:
+        """The seed of the base models' initialisation and pretraining (its corpus included): task.seed's, or with
+        seed_scope 'all' one derived from task.seed and seed."""
+        if self.seed_scope == "stages":
+            return self.task.seed
+        return int.from_bytes(hashlib.sha256(f"base:{self.task.seed}:{self.seed}".encode()).digest()[:4], "little")
 
     @property
     def output_dir(self) -> Path:
@@ -353,6 +365,7 @@ MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings t
 # Stage settings added after run directories existed, at the value that reproduces the earlier behaviour: left out of
 # node ids at that value, so the nodes of earlier runs are still found (and seeded, from their ids, as they were).
 LATER_DEFAULTS = {"mini_batches": 1}
+LATER_RUN_DEFAULTS = {"seed_scope": "stages"}  # run settings of the same kind: left out of config hashes at these values
 
 
 def run_hash(cfg: "RunConfig") -> str:
@@ -361,7 +374,8 @@ def run_hash(cfg: "RunConfig") -> str:
     Seeds of one config share it (they are pooled in one table); arms are left out because an
     ablation adds arms to a config rather than changing it (each arm's nodes carry their own ids).
     """
-    return config_hash({k: v for k, v in to_dict(cfg).items() if k not in RUN_ONLY})
+    return config_hash({k: v for k, v in to_dict(cfg).items()
+                        if k not in RUN_ONLY and not (k in LATER_RUN_DEFAULTS and v == LATER_RUN_DEFAULTS[k])})
 
 
 # ---------------------------------------------------------------- building from plain data

@@ -81,6 +81,8 @@ def plan(cfg: RunConfig) -> list[Node]:
     for role in ("teacher", "student"):
         model_cfg = getattr(cfg, role)
         inputs = {"role": role, "model": to_dict(model_cfg), "task": to_dict(cfg.task)}
+        if cfg.seed_scope == "all" and not model_cfg.path:  # a base model per seed; 'stages' keeps the earlier ids
+            inputs["seed"] = cfg.base_seed
         base[role] = Node(_node_id(f"base-{role}", inputs), "base", role, cfg=to_dict(model_cfg))
         nodes[base[role].id] = base[role]
     for arm_name, arm in cfg.arms.items():
@@ -384,9 +386,9 @@ class Runner:
 
     def _train_base(self, node: Node, log) -> tuple[Any, Any, dict]:
         model_cfg = getattr(self.cfg, node.role)
-        model, tok = MODELS.get(model_cfg.builder)(seed=self.cfg.task.seed)
+        model, tok = MODELS.get(model_cfg.builder)(seed=self.cfg.base_seed)
         model.to(self.device)
-        pretrain(model, tok, self.task.pretrain_examples, model_cfg.pretrain, self.cfg.task.seed, log, desc=f"pretrain {node.role}")
+        pretrain(model, tok, self.task.pretrain_examples, model_cfg.pretrain, self.cfg.base_seed, log, desc=f"pretrain {node.role}")
         return model, tok, {"steps": model_cfg.pretrain.steps, "draws": []}
 
     def _train_stage(self, node: Node, log) -> tuple[Any, Any, dict]:
@@ -429,6 +431,7 @@ class Runner:
         model_id = {role: getattr(self.cfg, role).builder or getattr(self.cfg, role).path for role in ("teacher", "student")}
         return dict(
             model=model_id[node.role], engine=self.cfg.eval.engine, thinking=self.cfg.prompt.thinking, seed=self.cfg.seed,
+            seed_scope=self.cfg.seed_scope,
             stage=node.stage, run=self.cfg.name, node=node.id, role=node.role, arms=node.arms, parent=node.parent,
             teacher_node=node.teacher, backend=self.cfg.backend, teacher_model=model_id["teacher"], student_model=model_id["student"],
             config_hash=self.config_id,

@@ -163,3 +163,13 @@ def test_an_eval_suite_never_pools_two_protocols_into_one_cell(tmp_path):
     values = sorted(v for c in cells for v in board[c] if v != "-")
     assert values == ["0.000 [0.000, 0.000]", "1.000 [1.000, 1.000]"]  # each protocol its own number, none pooled
     assert board["add protocol"].str.contains("limit=1").sum() == 1
+
+
+def test_the_caption_says_what_the_seeds_varied(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    _fill(store)
+    assert "seeds vary every stage; the base models are the same for all" in render(build(store, "s"), "md")
+    for key, record in [("f0", _record("f0", "student_rl", 0, [0.75] * 40, seed_scope="all")),
+                        ("f1", _record("f1", "student_rl", 1, [0.75] * 40, seed_scope="all"))]:
+        store.put_eval(key, "s", record)
+    assert "seeds of mixed scope" in render(build(store, "s"), "md")

@@ -188,3 +188,29 @@ def test_node_ids_survive_new_settings_at_their_earlier_behaviour(tiny_overrides
     again = plan(load_config(None, [*tiny_overrides, "stages.teacher_rl.steps=6", "stages.opd.micro_batch_size=2",
                                     "stages.teacher_rl.gradient_checkpointing=true"]))
     assert sorted(n.id for n in again) == ids
+
+
+def test_seed_scope_all_gives_each_seed_its_own_base_models_and_stages_keeps_one(tiny_overrides):
+    """seed_scope 'stages' (the default): every seed shares the base models, pretrained once per task.seed.
+    'all': the run seed also seeds the base models' initialisation and pretraining corpus, so the base nodes, their
+    weights and everything downstream differ by seed, while the task's splits (its test problems) stay the same."""
+    import torch
+
+    def bases(*extra):
+        cfg = load_config(None, [*tiny_overrides, "arms={b: {stages: [warmup]}}", "teacher.pretrain.steps=2", *extra])
+        runner = Runner(cfg)
+        nodes = [n for n in plan(cfg) if n.stage == "base"]
+        student = next(n for n in nodes if n.role == "student")
+        model, _, _ = runner._train_base(student, lambda row: None)
+        return {n.id for n in nodes}, torch.cat([p.detach().flatten() for p in model.parameters()]), runner.splits
+
+    ids0, w0, splits0 = bases("seed=0")
+    ids1, w1, _ = bases("seed=1")
+    assert ids0 == ids1 and torch.equal(w0, w1)
+    all0, a0, splits_all = bases("seed=0", "seed_scope=all")
+    all1, a1, _ = bases("seed=1", "seed_scope=all")
+    assert not (all0 & all1) and not torch.equal(a0, a1) and not (all0 & ids0)
+    assert [p.id for p in splits_all.test] == [p.id for p in splits0.test]
+    from s2d_bench.config import run_hash
+
+    assert run_hash(load_config(None, tiny_overrides)) == run_hash(load_config(None, [*tiny_overrides, "seed_scope=stages"]))

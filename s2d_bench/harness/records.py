@@ -67,6 +67,7 @@ class EvalRecord:
     labeled_unique: int = 0
     labeled_per_stage: dict[str, int] = field(default_factory=dict)
     train_seconds: float = 0.0
+    seed_scope: str | None = None  # pipeline: what its seed varied, 'stages' or 'all' (config.RunConfig.seed_scope)
     # provenance
     git_commit: str | None = field(default_factory=git_commit)
     versions: dict[str, str] = field(default_factory=package_versions)

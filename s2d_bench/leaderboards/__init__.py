@@ -30,15 +30,27 @@ class Leaderboard:
     c1: pd.DataFrame
     c2: pd.DataFrame
     ordering: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # the paper's teacher-quality ordering
+    scope: str = ""  # what the seeds pooled in its intervals varied (workflow suites)
 
     def sections(self) -> list[tuple[str, pd.DataFrame]]:
         return [(title, frame) for title, frame in [
-            (f"{self.suite}", self.main),
+            (f"{self.suite}" + (f" ({self.scope})" if self.scope else ""), self.main),
             ("Teacher-quality ordering: raw-teacher transfer < direct GRPO < RL-teacher transfer (paired deltas, 95% CI)",
              self.ordering),
             ("C1: teacher reward gain from stage 1", self.c1),
             ("C2: teacher-student KL around each distillation stage (held-out prompts)", self.c2),
         ] if not frame.empty]
+
+
+SCOPES = {"stages": "seeds vary every stage; the base models are the same for all",
+          "all": "seeds vary the whole chain, base-model pretraining included"}
+
+
+def seed_caption(scopes: set[str]) -> str:
+    """What the intervals' seeds varied, for the caption (two scopes in one table are said to be mixed)."""
+    if len(scopes) == 1:
+        return SCOPES.get(next(iter(scopes)), "")
+    return "seeds of mixed scope: " + "; ".join(SCOPES.get(s, s) for s in sorted(scopes))
 
 
 def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
@@ -57,7 +69,8 @@ def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
     diagnostics = [d for d in store.diagnostics(suite) if d["node"] in shown]  # never a superseded config's nodes
     tasks = sorted({r["task"] for r in evals})
     return Leaderboard(suite, arm_table(evals, arms), {t: trajectory(evals, arms, t) for t in tasks},
-                       c1_table(evals, diagnostics), c2_table(arms, diagnostics), ordering_table(evals, arms))
+                       c1_table(evals, diagnostics), c2_table(arms, diagnostics), ordering_table(evals, arms),
+                       seed_caption({r.get("seed_scope") or "stages" for r in evals if r["node"] in shown}))
 
 
 def _frame(frame: pd.DataFrame, fmt: str) -> str:

@@ -1,8 +1,10 @@
 """Base models for the embedded world: a built model, briefly pretrained on the task's noisy corpus.
 
 Plain teacher-forced next-token training on (prompt, completion) pairs, loss on the completion
-only. It stands in for the pretrained checkpoint a real user starts from, so it is seeded by the
-world (task.seed), not by the run seed: every run seed starts from the same base models.
+only. It stands in for the pretrained checkpoint a real user starts from, so by default it is seeded
+by the world (task.seed), not by the run seed: every run seed starts from the same base models.
+With `seed_scope: all` its seed (`RunConfig.base_seed`) also follows the run seed, and so does the
+corpus it draws, so seeds cover the whole chain.
 """
 
 from __future__ import annotations
