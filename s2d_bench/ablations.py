@@ -1,7 +1,8 @@
 """Ablations as named transforms of the full workflow's arm.
 
 `s2d-bench ablate --drop warmup` runs the full workflow and the same workflow without stage 2a;
-`--all` runs every drop and every baseline. Each transform maps the config's `full` arm (or the
+`--all` runs every drop and every baseline; `--sweep stages.opd.estimator=full,topk,sampled` adds an
+arm per value of any stage setting. Each transform maps the config's `full` arm (or the
 four stages in order, when the config has none) to a new arm, so an ablation of a user's config
 keeps that config's stage settings. Arms that share a prefix share its nodes (pipeline.plan), so
 a grid of eight arms trains twelve stages per seed, not twenty-three.
@@ -13,7 +14,9 @@ no OPD -3.3 points against the full workflow.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable
+from typing import Any, Callable
+
+import yaml
 
 from s2d_bench.config import ArmConfig, RunConfig
 from s2d_bench.errors import UserError
@@ -86,17 +89,43 @@ def _lookup(table: dict[str, tuple[str, Transform]], name: str, what: str) -> tu
     return table[name]
 
 
-def ablation_config(cfg: RunConfig, drops: list[str], baselines: list[str], everything: bool = False) -> RunConfig:
-    """`cfg` with its arms replaced by the full arm plus the requested ablations and baselines."""
+def parse_sweep(text: str) -> tuple[str, str, list[Any]]:
+    """'stages.opd.estimator=full,topk,sampled' -> ('opd', 'estimator', ['full', 'topk', 'sampled']), values read as YAML."""
+    key, sep, values = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not values.strip():
+        raise UserError(f"--sweep '{text}' is not of the form stages.STAGE.FIELD=VALUE,VALUE,...")
+    if len(parts) != 3 or parts[0] != "stages":
+        raise UserError(f"--sweep '{key}': a sweep varies a stage setting (stages.STAGE.FIELD), so each value is an arm sharing every "
+                        "stage upstream of it; run-level settings (backend, rollout, eval, ...) differ per run: give them as overrides "
+                        "of separate runs")
+    return parts[1], parts[2], [yaml.safe_load(v) for v in values.split(",")]
+
+
+def _sweep(cfg: RunConfig, full: ArmConfig, stage: str, name: str, values: list[Any]) -> dict[str, ArmConfig]:
+    """One arm per value: the full arm with `stage.name` set to it (so stages before `stage` are shared nodes)."""
+    if stage not in full.stages:
+        raise UserError(f"--sweep stages.{stage}.{name}: the full arm does not run {stage} ({', '.join(full.stages)})")
+    if len(set(map(str, values))) != len(values):
+        raise UserError(f"--sweep stages.{stage}.{name}: a value is given twice ({values})")
+    return {f"{stage}.{name}={v}": ArmConfig(list(full.stages), {**full.overrides, f"{stage}.{name}": v}) for v in values}
+
+
+def ablation_config(cfg: RunConfig, drops: list[str], baselines: list[str], everything: bool = False,
+                    sweeps: list[str] = ()) -> RunConfig:
+    """`cfg` with its arms replaced by the full arm plus the requested ablations, baselines and sweeps (one arm per
+    swept value, named `stage.field=value`)."""
     if everything:
         drops, baselines = list(DROPS), list(BASELINES)
-    if not drops and not baselines:
-        raise UserError("nothing to ablate: give --drop STAGE (repeatable), --baseline NAME or --all")
+    if not drops and not baselines and not sweeps:
+        raise UserError("nothing to ablate: give --drop STAGE (repeatable), --baseline NAME, --sweep KEY=V1,V2 or --all")
     full = full_arm(cfg)
     arms = {FULL: full}
     for name, table, what in [(d, DROPS, "stage to drop") for d in drops] + [(b, BASELINES, "baseline") for b in baselines]:
         arm_name, transform = _lookup(table, name, what)
         arms[arm_name] = transform(cfg, full)
+    for text in sweeps:
+        arms.update(_sweep(cfg, full, *parse_sweep(text)))
     return replace(cfg, arms=arms)  # checked with the rest of the config when a Runner is made
 
 

@@ -71,10 +71,14 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--drop", "drops", multiple=True, help="Stage to drop from the full workflow: teacher-rl, warmup, opd, student-rl (repeatable).")
 @click.option("--baseline", "baselines", multiple=True, help="Baseline arm to add: direct-grpo, replay, raw-bridge (repeatable).")
 @click.option("--all", "everything", is_flag=True, help="Every drop and every baseline: the component grid.")
+@click.option("--sweep", "sweeps", multiple=True,
+              help="A stage setting and its values, e.g. stages.opd.estimator=full,topk,sampled: an arm per value, sharing the stages "
+                   "before it (repeatable, combinable with --drop).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Seeds seed, seed+1, ...; intervals pool over them.")
 @click.argument("overrides", nargs=-1)
 @_fail_cleanly
-def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str, ...], everything: bool, seeds: int, overrides: tuple[str, ...]) -> None:
+def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str, ...], everything: bool, sweeps: tuple[str, ...], seeds: int,
+           overrides: tuple[str, ...]) -> None:
     """Run the full workflow and its ablations; shared stages run once (content-addressed cache).
 
     Finished stages are reused across arms, seeds, reruns and `s2d-bench run`; killing it and
@@ -91,7 +95,7 @@ def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str
 
     if seeds < 1:
         raise CLIError("--seeds must be >= 1")
-    cfg = ablation_config(load_config(config_path, list(overrides)), list(drops), list(baselines), everything)
+    cfg = ablation_config(load_config(config_path, list(overrides)), list(drops), list(baselines), everything, list(sweeps))
     start = time.perf_counter()
     runners = [Runner(dataclasses.replace(cfg, seed=seed)) for seed in range(cfg.seed, cfg.seed + seeds)]
     jobs = runners[0].jobs

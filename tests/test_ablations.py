@@ -76,3 +76,30 @@ def test_dropping_the_only_stage_or_replaying_without_stage_3_is_refused():
         ablation_config(load_config(None, ["arms={full: {stages: [warmup]}}"]), ["warmup"], [])
     with pytest.raises(UserError, match="the replay control replaces student_rl, which the full arm does not run"):
         ablation_config(load_config(None, ["arms={full: {stages: [teacher_rl, warmup]}}"]), [], ["replay"])
+
+
+def test_a_sweep_is_an_arm_per_value_sharing_every_stage_upstream_of_the_key():
+    """--sweep stages.opd.estimator=full,topk: two arms; teacher_rl and warmup are one node each, and only opd and
+    the student GRPO after it are trained per value."""
+    cfg = ablation_config(load_config(), ["warmup"], [], sweeps=["stages.opd.estimator=topk,sampled"])
+    assert set(cfg.arms) == {"full", "no-warmup", "opd.estimator=topk", "opd.estimator=sampled"}
+    assert cfg.stage_config("opd.estimator=topk", "opd").estimator == "topk"
+    assert cfg.stage_config("opd.estimator=sampled", "opd").estimator == "sampled"
+    nodes = [n for n in plan(cfg) if n.stage != "base"]
+    per_stage = {s: len([n for n in nodes if n.stage == s]) for s in ("teacher_rl", "warmup", "opd", "student_rl")}
+    # full, the two sweep arms and no-warmup: one teacher_rl, one warmup; opd and student_rl for full, topk, sampled, no-warmup
+    assert per_stage == {"teacher_rl": 1, "warmup": 1, "opd": 4, "student_rl": 4}
+    from s2d_bench.preflight import check_config
+
+    check_config(cfg)  # the swept values are checked as any arm override is
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ("rollout.engine=hf,vllm", "a sweep varies a stage setting"),
+    ("stages.opd.estimator", "not of the form"),
+    ("stages.replay.steps=1,2", "the full arm does not run replay"),
+    ("stages.opd.lr=0.1,0.1", "given twice"),
+])
+def test_bad_sweeps_are_refused_with_the_form_they_need(sweep, message):
+    with pytest.raises(UserError, match=message):
+        ablation_config(load_config(), [], [], sweeps=[sweep])
