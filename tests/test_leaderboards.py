@@ -173,3 +173,27 @@ def test_the_caption_says_what_the_seeds_varied(tmp_path):
                         ("f1", _record("f1", "student_rl", 1, [0.75] * 40, seed_scope="all"))]:
         store.put_eval(key, "s", record)
     assert "seeds of mixed scope" in render(build(store, "s"), "md")
+
+
+def test_backend_agreement_pairs_each_backends_arm_with_torchs(tmp_path):
+    """The same arms run on torch and on TRL (two configs of one suite): per arm, TRL minus torch over the same seeds
+    and problems. An arm whose scores match within noise agrees; one shifted by 0.3 on every problem does not."""
+    rng = np.random.default_rng(11)
+    store = Store(tmp_path / "s.sqlite")
+    store.put_eval("base", "s", _record("base", "base", 0, [0.1] * 40))
+    for seed in (0, 1):
+        for arm, shift in (("full", 0.0), ("bridge", 0.3)):
+            torch_scores = rng.choice([0.5, 0.75], size=40)
+            noise = rng.permutation([-0.25] * 13 + [0.25] * 13 + [0.0] * 14) if shift == 0 else 0.0  # mean exactly 0
+            for backend, scores in (("torch", torch_scores), ("trl", torch_scores - shift + noise)):
+                node = f"{arm}-{backend}{seed}"
+                store.put_eval(node, "s", _record(node, "opd", seed, list(scores), backend=backend))
+                store.put_arms("s", seed, {arm: [("base", "base"), (node, "opd")]}, config=backend)
+    table = build(store, "s").agreement.set_index("arm")
+    assert set(table.index) == {"full", "bridge"} and set(table["backend"]) == {"trl"}
+    assert table.loc["full", "agrees (interval holds 0)"] == "yes"
+    assert table.loc["bridge", "agrees (interval holds 0)"] == "no" and table.loc["bridge", "Δ vs torch [95% CI]"].startswith("-0.3")
+    assert "Backend agreement" in render(build(store, "s"), "md")
+    one = Store(tmp_path / "one.sqlite")
+    _fill(one)
+    assert build(one, "s").agreement.empty  # one backend: no section

@@ -15,7 +15,7 @@ import pandas as pd
 
 from s2d_bench.errors import UserError
 from s2d_bench.leaderboards.detail import c1_table, c2_table
-from s2d_bench.leaderboards.tables import arm_table, model_table, ordering_table, trajectory
+from s2d_bench.leaderboards.tables import agreement_table, arm_table, model_table, ordering_table, trajectory
 from s2d_bench.store import Store
 
 FORMATS = ("md", "csv", "html", "latex")
@@ -31,12 +31,15 @@ class Leaderboard:
     c2: pd.DataFrame
     ordering: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # the paper's teacher-quality ordering
     scope: str = ""  # what the seeds pooled in its intervals varied (workflow suites)
+    agreement: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # arms run on several backends
 
     def sections(self) -> list[tuple[str, pd.DataFrame]]:
         return [(title, frame) for title, frame in [
             (f"{self.suite}" + (f" ({self.scope})" if self.scope else ""), self.main),
             ("Teacher-quality ordering: raw-teacher transfer < direct GRPO < RL-teacher transfer (paired deltas, 95% CI)",
              self.ordering),
+            ("Backend agreement: each backend's arm minus the torch backend's, paired over seeds and problems (every config "
+             "of the suite)", self.agreement),
             ("C1: teacher reward gain from stage 1", self.c1),
             ("C2: teacher-student KL around each distillation stage (held-out prompts)", self.c2),
         ] if not frame.empty]
@@ -70,7 +73,8 @@ def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
     tasks = sorted({r["task"] for r in evals})
     return Leaderboard(suite, arm_table(evals, arms), {t: trajectory(evals, arms, t) for t in tasks},
                        c1_table(evals, diagnostics), c2_table(arms, diagnostics), ordering_table(evals, arms),
-                       seed_caption({r.get("seed_scope") or "stages" for r in evals if r["node"] in shown}))
+                       seed_caption({r.get("seed_scope") or "stages" for r in evals if r["node"] in shown}),
+                       agreement_table(evals, store.arms(suite, every_config=True)))
 
 
 def _frame(frame: pd.DataFrame, fmt: str) -> str:

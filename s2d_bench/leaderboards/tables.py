@@ -156,6 +156,49 @@ def ordering_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> p
     return pd.DataFrame(rows)
 
 
+REFERENCE_BACKEND = "torch"
+
+
+def agreement_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.DataFrame:
+    """Backend agreement: for each arm the suite has under more than one backend (every config's arm rows), each
+    other backend's final avg@k minus the torch backend's, paired over the seeds and problems both have, with its
+    95% interval and whether it contains 0. Empty unless some arm ran on two backends."""
+    by_node = latest_by_node(evals)
+    backend_of = {r["node"]: r.get("backend") for r in evals}
+    by_backend: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))  # arm -> backend -> rows
+    for config_rows in _by_config(arms).values():
+        for arm, seeds in arm_paths(config_rows).items():
+            backends = {backend_of.get(rows[-1]["node"]) for rows in seeds.values()}
+            if len(backends) == 1 and None not in backends:
+                by_backend[arm][backends.pop()].extend(r for rows in seeds.values() for r in rows)
+    rows = []
+    for arm in _order([a for a, b in by_backend.items() if REFERENCE_BACKEND in b and len(b) > 1]):
+        reference = arm_paths(by_backend[arm][REFERENCE_BACKEND])[arm]
+        for backend in sorted(b for b in by_backend[arm] if b != REFERENCE_BACKEND):
+            other = arm_paths(by_backend[arm][backend])[arm]
+            for task in sorted({t for _, t in by_node}):
+                mine, theirs = _final_records(other, by_node, task), _final_records(reference, by_node, task)
+                seeds = sorted(set(mine) & set(theirs))
+                if not seeds:
+                    continue
+                a, _ = _matrix([mine[s] for s in seeds])
+                b, _ = _matrix([theirs[s] for s in seeds])
+                if a.shape != b.shape:
+                    continue
+                delta = bootstrap(a - b)
+                rows.append({"arm": arm, "task": task, "backend": backend, "seeds": len(seeds), "avg@k [95% CI]": str(bootstrap(a)),
+                             f"{REFERENCE_BACKEND} avg@k [95% CI]": str(bootstrap(b)), f"Δ vs {REFERENCE_BACKEND} [95% CI]": str(delta),
+                             "agrees (interval holds 0)": "yes" if delta.low <= 0 <= delta.high else "no"})
+    return pd.DataFrame(rows)
+
+
+def _by_config(arms: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in arms:
+        out[row.get("config", "")].append(row)
+    return out
+
+
 def trajectory(evals: list[dict[str, Any]], arms: list[dict[str, Any]], task: str) -> pd.DataFrame:
     """arm x stage position: mean avg@k over seeds after each of the arm's stages (base first)."""
     by_node, paths = latest_by_node(evals), arm_paths(arms)
