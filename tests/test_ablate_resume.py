@@ -60,6 +60,6 @@ def test_kill_and_rerun_finishes_the_grid_with_nothing_redone_lost_or_duplicated
     arm_nodes = {row["node"] for row in store.arms("tiny")}
     assert arm_nodes <= {r["node"] for r in records}
     assert {(row["seed"], row["arm"]) for row in store.arms("tiny")} == {(s, a) for s in (0, 1) for a in (
-        "full", "no-teacher-rl", "no-warmup", "no-opd", "no-student-rl", "direct-grpo", "replay")}
+        "full", "no-teacher-rl", "no-warmup", "no-opd", "no-student-rl", "direct-grpo", "replay", "raw-bridge")}
     lines = (run_dir / "results.jsonl").read_text().splitlines()
     assert len(lines) == len(final) and len({json.loads(line)["node"] for line in lines}) == len(lines)
