@@ -197,3 +197,17 @@ def test_backend_agreement_pairs_each_backends_arm_with_torchs(tmp_path):
     one = Store(tmp_path / "one.sqlite")
     _fill(one)
     assert build(one, "s").agreement.empty  # one backend: no section
+
+
+def test_table_helpers_by_hand():
+    """The pieces every table is made of: a record's protocol string, the newest record per node, the arm order and
+    the budget column (stages in workflow order, an unknown stage last, a record without draws as 0)."""
+    from s2d_bench.leaderboards.tables import _budget, _order, latest_by_node, protocol_of
+
+    record = {"n": 10, "k": 4, "limit": 5, "data": "/x/y/math500.jsonl", "thinking": True, "grader": "math_verify",
+              "eval_config": {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "max_new_tokens": 64}}
+    assert protocol_of(record) == "n=10 k=4 T=0.6 top-p=0.95 top-k=20 max=64 limit=5 data=math500.jsonl thinking math_verify"
+    newer, older = {"node": "a", "task": "t", "timestamp": 2.0, "mean": 1}, {"node": "a", "task": "t", "timestamp": 1.0, "mean": 0}
+    assert latest_by_node([newer, older])[("a", "t")] is newer
+    assert _order(["b", "a"]) == ["a", "b"] and _order(["b", "full", "a"]) == ["full", "a", "b"]
+    assert _budget({"labeled_per_stage": {"custom": 3, "opd": 0, "teacher_rl": 5}}) == "0 (teacher_rl 5 + custom 3)"
