@@ -25,6 +25,46 @@ OUT = ROOT / "benchmarks" / "results" / "mutants.json"
 
 # mutant name -> why it behaves as the original (reviewed by hand; a new survivor is either killed by a test or added here)
 EQUIVALENT: dict[str, str] = {
+    "s2d_bench.generation.sampling.x_next_token__mutmut_4":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_16":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_21":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_23":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_44":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_46":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_53":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_58":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_83":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_91":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_93":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_109":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_112":
+        "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_35":
+        "float("-INF") is float("-inf")",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_68":
+        "float("-INF") is float("-inf")",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_82":
+        "float("-INF") is float("-inf")",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_36":
+        "top_p is at most 1 (config-checked); at 1 the exclusive cumulative mass never exceeds it: nothing is dropped either way",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_37":
+        "top_p is at most 1 (config-checked); at 1 the exclusive cumulative mass never exceeds it: nothing is dropped either way",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_97":
+        "uniforms.to(None) leaves them where they are; on one device the same",
+    "s2d_bench.generation.sampling.x_next_token__mutmut_111":
+        "a uniform below 1 times the total stays below the cdf's last entry: the index never exceeds V - 1, so a clamp at V + 1 is the clamp at V - 1",
     "s2d_bench.leaderboards.tables.x_bootstrap__mutmut_11":
         "rng.integers(n, size=...) draws from [0, n) exactly as rng.integers(0, n, size=...): numpy reads a lone bound as high",
 }

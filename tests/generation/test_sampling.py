@@ -76,6 +76,25 @@ def test_inverse_cdf_draws_follow_the_distribution_and_never_take_an_impossible_
     assert int(edge) == 4  # the largest uniform still lands on the last possible token, not a zero-mass one
 
 
+def test_temperature_top_k_greedy_and_the_ends_of_the_cdf_by_hand():
+    """Temperature divides the logits (T = 0.5 squares and renormalises the probabilities); top-k keeps exactly the k
+    most likely tokens even for one row; greedy is each row's argmax; a uniform of 0 never takes a zero-mass first
+    token; the last token of the vocabulary can be drawn."""
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    n = 100_000
+    uniforms = torch.rand(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    tokens = next_token(probs.log().expand(n, -1), Sampling(temperature=0.5), uniforms)
+    sharpened = probs.double() ** 2 / (probs.double() ** 2).sum()
+    torch.testing.assert_close(torch.bincount(tokens, minlength=4).double() / n, sharpened, rtol=0, atol=4 * (0.25 / n) ** 0.5)
+    one_row = {int(next_token(probs.log()[None], Sampling(top_k=3), u[None])) for u in uniforms[:300]}
+    assert one_row == {1, 2, 3}
+    logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 1.0], [0.0, 1.0, 5.0]])
+    assert next_token(logits, Sampling(temperature=0.0), None).tolist() == [1, 0, 2]
+    zero_first = torch.tensor([[0.0, 0.5, 0.5]]).log()
+    assert int(next_token(zero_first, Sampling(), torch.tensor([0.0], dtype=torch.float64))) == 1
+    assert int(next_token(probs.log()[None], Sampling(), torch.tensor([0.99], dtype=torch.float64))) == 3
+
+
 def test_a_prompts_samples_depend_on_its_seed_alone_not_on_its_batch():
     """Per-prompt seeds: the batch a prompt shares (its size, its order, its split) changes no token."""
     model, tok = MODELS.get("tiny-qwen3-teacher")(seed=5)  # random weights: long, varied completions
