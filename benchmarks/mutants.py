@@ -52,11 +52,11 @@ EQUIVALENT: dict[str, str] = {
     "s2d_bench.generation.sampling.x_next_token__mutmut_112":
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
     "s2d_bench.generation.sampling.x_next_token__mutmut_35":
-        "float("-INF") is float("-inf")",
+        'float("-INF") is float("-inf")',
     "s2d_bench.generation.sampling.x_next_token__mutmut_68":
-        "float("-INF") is float("-inf")",
+        'float("-INF") is float("-inf")',
     "s2d_bench.generation.sampling.x_next_token__mutmut_82":
-        "float("-INF") is float("-inf")",
+        'float("-INF") is float("-inf")',
     "s2d_bench.generation.sampling.x_next_token__mutmut_36":
         "top_p is at most 1 (config-checked); at 1 the exclusive cumulative mass never exceeds it: nothing is dropped either way",
     "s2d_bench.generation.sampling.x_next_token__mutmut_37":
