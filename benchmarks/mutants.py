@@ -25,6 +25,50 @@ OUT = ROOT / "benchmarks" / "results" / "mutants.json"
 
 # mutant name -> why it behaves as the original (reviewed by hand; a new survivor is either killed by a test or added here)
 EQUIVALENT: dict[str, str] = {
+    "s2d_bench.chunked.xǁObjectiveǁper_token__mutmut_21":
+        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
+    "s2d_bench.chunked.xǁObjectiveǁper_token__mutmut_23":
+        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
+    "s2d_bench.chunked.xǁObjectiveǁper_token__mutmut_30":
+        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
+    "s2d_bench.chunked.xǁObjectiveǁper_token__mutmut_32":
+        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
+    "s2d_bench.chunked.x__log_softmax__mutmut_7":
+        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
+    "s2d_bench.chunked.x__chunk__mutmut_44":
+        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
+    "s2d_bench.chunked.x__logp_chunk__mutmut_19":
+        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
+    "s2d_bench.chunked.x__logp_chunk__mutmut_21":
+        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
+    "s2d_bench.chunked.x__logp_chunk__mutmut_23":
+        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
+    "s2d_bench.chunked.x_distill_loss__mutmut_1":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x_distill_loss__mutmut_2":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x_token_logprobs__mutmut_1":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x_token_logprobs__mutmut_2":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x__over_chunks__mutmut_3":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x__over_chunks__mutmut_6":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x__over_chunks__mutmut_11":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x__over_chunks__mutmut_28":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x__over_chunks__mutmut_29":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x__over_chunks__mutmut_36":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x__over_chunks__mutmut_37":
+        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
+    "s2d_bench.chunked.x_token_logprobs__mutmut_21":
+        "values are float32 always (_log_softmax casts): float32 is the default dtype",
+    "s2d_bench.chunked.x_token_logprobs__mutmut_24":
+        "values are float32 always (_log_softmax casts): float32 is the default dtype",
     "s2d_bench.generation.sampling.x_next_token__mutmut_4":
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
     "s2d_bench.generation.sampling.x_next_token__mutmut_16":

@@ -92,22 +92,23 @@ def distill_loss(
     pads this rank's chunk count (empty chunks) up to the most any rank needs (`n_chunks`).
     """
     keep = mask.bool()
-    values = _over_chunks(_chunk, (s_hidden[keep], t_hidden[keep].detach(), tokens[keep]), (s_head, t_head, objective, temperature), chunk, min_chunks, 4)
+    values = _over_chunks(_chunk, (s_hidden[keep], t_hidden[keep].detach(), tokens[keep]), (s_head, t_head, objective, temperature), chunk, min_chunks)
     count = max(len(values), 1)
     loss = values[:, 0].sum() / count
     means = (values[:, 1:].detach().sum(0) / count).tolist()
     return loss, dict(zip(STATS, means))
 
 
-def _over_chunks(fn, rows: tuple[torch.Tensor, ...], fixed: tuple, chunk: int, min_chunks: int, width: int) -> torch.Tensor:
-    """fn(*row_slices, *fixed) on `chunk` rows at a time (checkpointed), padded to `min_chunks` calls; (M, width)."""
+def _over_chunks(fn, rows: tuple[torch.Tensor, ...], fixed: tuple, chunk: int, min_chunks: int) -> torch.Tensor:
+    """fn(*row_slices, *fixed) on `chunk` rows at a time (checkpointed), padded to `min_chunks` calls; (M, width).
+    There is always at least one call, empty when there are no rows, so fn gives the (0, width) result itself."""
     m = len(rows[0])
     size = chunk if chunk > 0 else max(m, 1)
     out = []
     for start in range(0, max(m, size * min_chunks), size):
         part = (*(r[start : start + size] for r in rows), *fixed)
         out.append(checkpoint(fn, *part, use_reentrant=False) if chunk > 0 else fn(*part))
-    return torch.cat(out) if out else rows[0].new_zeros(0, width)
+    return torch.cat(out)
 
 
 def _logp_chunk(hidden, tokens, head, temperature: float) -> torch.Tensor:
@@ -128,6 +129,6 @@ def token_logprobs(
     hidden (N, T, H) predicts tokens (N, T); positions outside the mask get 0 (the losses mask them).
     """
     keep = mask.bool()
-    values = _over_chunks(_logp_chunk, (hidden[keep], tokens[keep]), (head, temperature), chunk, min_chunks, 2)
+    values = _over_chunks(_logp_chunk, (hidden[keep], tokens[keep]), (head, temperature), chunk, min_chunks)
     zeros = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
     return zeros.masked_scatter(keep, values[:, 0]), zeros.masked_scatter(keep, values[:, 1].detach())

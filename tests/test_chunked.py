@@ -149,3 +149,47 @@ def test_the_sampled_reverse_kl_gradient_is_the_exact_one_at_the_sampling_temper
     if temperature != 1.0:  # the same samples scored at T = 1 (as before) give a biased gradient
         biased = sum(p_s[y] * grad(sampled, y, 1.0) for y in range(V))
         assert (biased - exact).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: f"{o.direction}-{o.estimator}")
+def test_the_chunked_objective_and_its_statistics_are_the_per_token_maths_of_losses_py(objective):
+    """Against the logits computed here: the objective is the one its estimator names (top-k and sampled are not the
+    full KL), and the statistics are the token means of KL(T||S), KL(S||T) and the student's entropy."""
+    s_hidden, s_head, t_hidden, t_head, tokens, mask = _world()
+    loss, stats = chunked.distill_loss(s_hidden, s_head, t_hidden, t_head, tokens, mask, objective, chunk=2)
+    keep = mask.bool()
+    s_logp, t_logp = torch.log_softmax(s_head(s_hidden[keep]), -1), torch.log_softmax(t_head(t_hidden[keep]), -1)
+    if objective.estimator == "topk":
+        per_token = losses.topk_kl_from_logp(s_logp, t_logp, objective.direction, objective.top_k)
+    elif objective.estimator == "sampled":
+        pick = tokens[keep][:, None]
+        per_token = losses.sampled_reverse_kl_per_token(s_logp.gather(-1, pick).squeeze(-1), t_logp.gather(-1, pick).squeeze(-1))
+    else:
+        per_token = losses.kl_from_logp(s_logp, t_logp, objective.direction)
+    assert loss.item() == pytest.approx(per_token.mean().item(), rel=1e-4, abs=1e-6)
+    if objective.estimator != "full":
+        assert loss.item() != pytest.approx(losses.kl_from_logp(s_logp, t_logp, objective.direction).mean().item(), rel=1e-3)
+    expected = {"kl_forward": losses.kl_from_logp(s_logp, t_logp, "forward").mean().item(),
+                "kl_reverse": losses.kl_from_logp(s_logp, t_logp, "reverse").mean().item(),
+                "entropy": losses.entropy_from_logp(s_logp).mean().item()}
+    assert stats == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_one_token_and_no_token_at_all():
+    """A batch with a single completion token is that token's value (not halved); one with none (a rank's padded
+    micro-batch) gives a zero loss with a gradient path and log-probabilities of zero, padded to min_chunks calls."""
+    s_hidden, s_head, t_hidden, t_head, tokens, _ = _world()
+    one = torch.zeros(N, T)
+    one[1, 0] = 1
+    loss, stats = chunked.distill_loss(s_hidden, s_head, t_hidden, t_head, tokens, one, chunked.Objective("forward"))
+    s_logp, t_logp = torch.log_softmax(s_head(s_hidden[1, 0]), -1), torch.log_softmax(t_head(t_hidden[1, 0]), -1)
+    assert loss.item() == pytest.approx(losses.kl_from_logp(s_logp, t_logp, "forward").item(), rel=1e-5)
+    calls = []
+    s_head.register_forward_hook(lambda *a: calls.append(1))
+    none = torch.zeros(N, T)
+    loss, stats = chunked.distill_loss(s_hidden, s_head, t_hidden, t_head, tokens, none, chunked.Objective("forward"), chunk=2, min_chunks=3)
+    assert loss.item() == 0.0 and stats == {"kl_forward": 0.0, "kl_reverse": 0.0, "entropy": 0.0} and len(calls) == 3
+    logp, entropy = chunked.token_logprobs(s_hidden, s_head, tokens, none, chunk=2, min_chunks=3)
+    assert logp.shape == entropy.shape == (N, T) and not logp.any() and logp.dtype == torch.float32
+    logp, _ = chunked.token_logprobs(s_hidden, s_head, tokens, none)  # no chunking, nothing to compute
+    assert logp.shape == (N, T) and not logp.any()
