@@ -368,14 +368,18 @@ LATER_DEFAULTS = {"mini_batches": 1}
 LATER_RUN_DEFAULTS = {"seed_scope": "stages"}  # run settings of the same kind: left out of config hashes at these values
 
 
+def without(values: dict[str, Any], left_out: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`values` less the keys `left_out` and the keys that still hold their later default (what ids and hashes see)."""
+    return {k: v for k, v in values.items() if k not in left_out and not (k in defaults and v == defaults[k])}
+
+
 def run_hash(cfg: "RunConfig") -> str:
     """The hash that names a config in a run directory and the store: every setting but `RUN_ONLY`.
 
     Seeds of one config share it (they are pooled in one table); arms are left out because an
     ablation adds arms to a config rather than changing it (each arm's nodes carry their own ids).
     """
-    return config_hash({k: v for k, v in to_dict(cfg).items()
-                        if k not in RUN_ONLY and not (k in LATER_RUN_DEFAULTS and v == LATER_RUN_DEFAULTS[k])})
+    return config_hash(without(to_dict(cfg), RUN_ONLY, LATER_RUN_DEFAULTS))
 
 
 # ---------------------------------------------------------------- building from plain data

@@ -39,7 +39,7 @@ import transformers
 
 from s2d_bench import diagnostics, distributed, preflight, scheduler
 from s2d_bench.backends import BACKENDS
-from s2d_bench.config import LATER_DEFAULTS, MEMORY_ONLY, RunConfig, config_hash, from_dict, run_hash, to_dict
+from s2d_bench.config import LATER_DEFAULTS, MEMORY_ONLY, RunConfig, config_hash, from_dict, run_hash, to_dict, without
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device
 from s2d_bench.harness.grading import GradingPool
@@ -91,8 +91,7 @@ def plan(cfg: RunConfig) -> list[Node]:
             stage = STAGES.get(stage_name)
             stage_cfg = to_dict(cfg.stage_config(arm_name, stage_name))
             teacher = current["teacher"] if stage.needs_teacher else None
-            same_step = {k: v for k, v in stage_cfg.items()  # a node trained with other memory settings is reused
-                         if k not in MEMORY_ONLY and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+            same_step = without(stage_cfg, MEMORY_ONLY, LATER_DEFAULTS)  # a node trained with other memory settings is reused
             inputs = {"parent": current[stage.trains], "teacher": teacher, "cfg": same_step, "seed": cfg.seed, "backend": cfg.backend}
             if cfg.rollout.engine != "hf":  # another sampler draws other rollouts; hf runs keep their earlier ids
                 inputs["rollout"] = cfg.rollout.engine
@@ -340,8 +339,8 @@ class Runner:
         bad = sorted(name for name in set(expected) | set(actual) if expected.get(name) != actual.get(name))
         return f"model files fail their checksums ({', '.join(bad)})" if bad else None
 
-    def _load(self, node_id: str, device: str | None = None) -> tuple[Any, Any]:
-        return load_pretrained(self.model_ref(self.nodes[node_id]), device or self.device)
+    def _load(self, node_id: str) -> tuple[Any, Any]:
+        return load_pretrained(self.model_ref(self.nodes[node_id]), self.device)
 
     def _seed(self, node: Node) -> int:
         return int(node.id.rsplit("-", 1)[1][:8], 16)
