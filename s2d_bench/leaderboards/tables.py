@@ -64,6 +64,13 @@ def _matrix(records: list[dict[str, Any]]) -> tuple[np.ndarray, list[str]]:
     return np.array([[r["per_problem"][i] for i in ids] for r in records]), ids
 
 
+def _paired_delta(mine: dict[int, dict[str, Any]], theirs: dict[int, dict[str, Any]], seeds: list[int]) -> Interval | None:
+    """mine - theirs over `seeds`, paired by seed and problem; None when their problem sets differ in size."""
+    a, _ = _matrix([mine[s] for s in seeds])
+    b, _ = _matrix([theirs[s] for s in seeds])
+    return bootstrap(a - b) if a.shape == b.shape else None
+
+
 def _final_records(paths: dict[int, list[dict[str, Any]]], evals: dict, task: str) -> dict[int, dict[str, Any]]:
     out = {}
     for seed, rows in paths.items():
@@ -104,9 +111,8 @@ def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.Dat
             full = _final_records(paths.get(FULL, {}), by_node, task)
             common = sorted(set(finals) & set(full))
             if arm != FULL and common:
-                mine, _ = _matrix([finals[s] for s in common])
-                theirs, _ = _matrix([full[s] for s in common])
-                row[f"{task} Δ vs full"] = str(bootstrap(mine - theirs)) if mine.shape == theirs.shape else "-"
+                delta = _paired_delta(finals, full, common)
+                row[f"{task} Δ vs full"] = str(delta) if delta is not None else "-"
             row["labeled draws (per stage)"] = _budget(next(iter(finals.values())))
             points = trajectories[task][trajectories[task]["arm"] == arm]
             row[f"{task} after each stage"] = " → ".join(f"{p.stage} {p.mean:.3f}" for p in points.itertuples())
@@ -141,17 +147,11 @@ def ordering_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> p
         if not seeds:
             continue
         row: dict[str, Any] = {"task": task, "seeds": len(seeds)}
-        matrices = []
         for (label, arm), final in zip(rungs, finals):
-            matrix, _ = _matrix([final[s] for s in seeds])
-            matrices.append(matrix)
-            row[f"{label} ({arm})"] = str(bootstrap(matrix))
-        for (low, _), (high, _), a, b in zip(rungs, rungs[1:], matrices, matrices[1:]):
-            if a.shape != b.shape:  # different problems: no paired delta
-                row[f"{low} < {high}"] = "-"
-                continue
-            delta = bootstrap(b - a)
-            row[f"{low} < {high}"] = f"{_verdict(delta)}: Δ {delta}"
+            row[f"{label} ({arm})"] = str(bootstrap(_matrix([final[s] for s in seeds])[0]))
+        for (low, _), (high, _), lower, higher in zip(rungs, rungs[1:], finals, finals[1:]):
+            delta = _paired_delta(higher, lower, seeds)
+            row[f"{low} < {high}"] = f"{_verdict(delta)}: Δ {delta}" if delta is not None else "-"  # "-": different problems
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -181,13 +181,13 @@ def agreement_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> 
                 seeds = sorted(set(mine) & set(theirs))
                 if not seeds:
                     continue
-                a, _ = _matrix([mine[s] for s in seeds])
-                b, _ = _matrix([theirs[s] for s in seeds])
-                if a.shape != b.shape:
+                delta = _paired_delta(mine, theirs, seeds)
+                if delta is None:
                     continue
-                delta = bootstrap(a - b)
-                rows.append({"arm": arm, "task": task, "backend": backend, "seeds": len(seeds), "avg@k [95% CI]": str(bootstrap(a)),
-                             f"{REFERENCE_BACKEND} avg@k [95% CI]": str(bootstrap(b)), f"Δ vs {REFERENCE_BACKEND} [95% CI]": str(delta),
+                rows.append({"arm": arm, "task": task, "backend": backend, "seeds": len(seeds),
+                             "avg@k [95% CI]": str(bootstrap(_matrix([mine[s] for s in seeds])[0])),
+                             f"{REFERENCE_BACKEND} avg@k [95% CI]": str(bootstrap(_matrix([theirs[s] for s in seeds])[0])),
+                             f"Δ vs {REFERENCE_BACKEND} [95% CI]": str(delta),
                              "agrees (interval holds 0)": "yes" if delta.low <= 0 <= delta.high else "no"})
     return pd.DataFrame(rows)
 
