@@ -18,7 +18,6 @@ engine for the warmup's teacher rollouts.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import random
@@ -133,8 +132,7 @@ def _release(trainer) -> None:  # noqa: ANN001 - any TRL trainer
 
         shutdown(llm)
         trainer.vllm_generation.llm = None
-    trainer.accelerator.free_memory()
-    gc.collect()
+    trainer.accelerator.free_memory()  # accelerate's release_memory: a collection and the CUDA cache emptied
 
 
 def _rollout_rows(tok, prompts: list[str], roll: Rollouts, thinking: bool) -> list[dict[str, Any]]:  # noqa: ANN001

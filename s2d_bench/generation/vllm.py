@@ -166,8 +166,13 @@ def push_weights(llm: LLM, weights) -> None:  # noqa: ANN001 - an iterable of (n
 
 def shutdown(llm: LLM) -> None:
     """Stop the engine core (its executor, scheduler and process group) and undo its start's gc.freeze(), so a later
-    engine can start in this process: dropping the last reference is not enough while the collector is frozen."""
+    engine can start in this process: dropping the last reference is not enough while the collector is frozen.
+    The caller then drops its references and collects (`release_memory`)."""
     llm.llm_engine.engine_core.shutdown()
+
+
+def release_memory() -> None:
+    """Collect what a shut-down engine left (its references already dropped) and hand cached GPU memory back."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -204,10 +209,11 @@ class VLLMEngine:
         config = copy.deepcopy(model.config)
         config.architectures = [type(model).__name__]  # models built from a config carry none; vLLM picks its class by it
         config.save_pretrained(folder.name)
-        GenerationConfig(eos_token_id=stop_ids(model, tok)).save_pretrained(folder.name)  # vLLM adds these EOS ids to every request
+        stops = stop_ids(model, tok)
+        GenerationConfig(eos_token_id=stops).save_pretrained(folder.name)  # vLLM adds these EOS ids to every request
         distributed.launcher_env()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: its model is reachable
-        return cls(start(**engine_args(model, cfg, folder.name)), tok, stop_ids(model, tok), thinking, model, trained, cfg.sleep, folder,
+        return cls(start(**engine_args(model, cfg, folder.name)), tok, stops, thinking, model, trained, cfg.sleep, folder,
                    cfg.max_model_len or context_of(model.config))
 
     def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int], progress: Progress | None = None) -> list[Completion]:
@@ -253,7 +259,7 @@ class VLLMEngine:
     def close(self) -> None:
         shutdown(self.llm)
         del self.llm
-        gc.collect()
+        release_memory()
         if self._dir is not None:
             self._dir.cleanup()
 
