@@ -231,7 +231,7 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
 def ls() -> None:
     """List registered backends, engines, stages, tasks, benchmarks, graders, model builders and shipped configs."""
     from s2d_bench.backends import BACKENDS
-    from s2d_bench.config import PACKAGE_CONFIGS
+    from s2d_bench.config import shipped_configs
     from s2d_bench.generation import ENGINES
     from s2d_bench.harness.grading import GRADERS
     from s2d_bench.models import MODELS
@@ -245,8 +245,8 @@ def ls() -> None:
         for name, summary in registry.summaries().items():
             click.echo(f"  {name:<20} {summary}")
     click.echo("configs:")
-    for path in sorted(PACKAGE_CONFIGS.glob("*.yaml")):
-        click.echo(f"  {path.stem:<20} {path}")
+    for name, path in shipped_configs().items():
+        click.echo(f"  {name:<20} {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

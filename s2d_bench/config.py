@@ -13,6 +13,8 @@ import math
 import json
 import types
 import typing
+from importlib import resources
+from importlib.resources.abc import Traversable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,17 @@ import yaml
 from s2d_bench.errors import UserError
 from s2d_bench.registry import suggest
 
-PACKAGE_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "tiny"
+
+
+def shipped_configs() -> dict[str, Traversable]:
+    """The configs the package ships (package data `s2d_bench/configs/*.yaml`), by name.
+
+    Found through `importlib.resources`, not relative to a source tree, so a wheel installed
+    anywhere has them; `s2d-bench ls` lists them and `--config NAME` loads one."""
+    folder = resources.files("s2d_bench") / "configs"
+    return {entry.name.removesuffix(".yaml"): entry for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith(".yaml")}
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
@@ -466,18 +477,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(value) if value.strip() else ""
 
 
-def resolve_config_path(path: str | None) -> Path:
-    """A file path, or the name of a shipped config (configs/<name>.yaml)."""
+def resolve_config_path(path: str | None) -> Path | Traversable:
+    """A file path, or the name of a shipped config (`shipped_configs`)."""
     if path is None:
         path = DEFAULT_CONFIG
     candidate = Path(path)
     if candidate.is_file():
         return candidate
-    shipped = PACKAGE_CONFIGS / f"{path}.yaml"
-    if shipped.is_file():
-        return shipped
-    names = sorted(p.stem for p in PACKAGE_CONFIGS.glob("*.yaml"))
-    raise UserError(f"config '{path}' not found: give a YAML file path or a shipped config ({', '.join(names)})")
+    shipped = shipped_configs()
+    if path in shipped:
+        return shipped[path]
+    raise UserError(f"config '{path}' not found: give a YAML file path or a shipped config ({', '.join(shipped)})")
 
 
 def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig:

@@ -1,22 +1,23 @@
 """Every shipped config loads and validates offline, without building or downloading a model."""
 
+import json
 from pathlib import Path
 
 import pytest
 
 from s2d_bench import budget
-from s2d_bench.config import PACKAGE_CONFIGS, load_config
+from s2d_bench.config import load_config, shipped_configs
 from s2d_bench.errors import UserError
 from s2d_bench.preflight import check_config
 
-SHIPPED = sorted(PACKAGE_CONFIGS.glob("*.yaml"))
+SHIPPED = sorted(shipped_configs())
 # Parameter counts of each checkpoint's shape (Qwen3-1.7B counted by benchmarks/stage_steps.py with tied embeddings), so no hub access.
 PARAMS = {"Qwen/Qwen3-8B": 8_190_735_360, "Qwen/Qwen3-1.7B": 1_720_574_976,
           "meta-llama/Llama-3.3-70B-Instruct": 70_553_706_496, "meta-llama/Llama-3.1-8B-Instruct": 8_030_261_248}
 
 
 def test_the_paper_configs_are_shipped():
-    assert {"tiny", "paper-qwen3", "paper-llama"} <= {p.stem for p in SHIPPED}
+    assert {"tiny", "paper-qwen3", "paper-llama"} <= set(SHIPPED)
 
 
 # The checkpoints' shapes (their config.json values), written as local folders so the estimate needs no hub.
@@ -55,9 +56,9 @@ def _estimate(name: str, root, overrides=()):
     return preflight.memory_report(cfg, plan(cfg), layout)
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_a_shipped_config_validates(path: Path):
-    check_config(load_config(str(path)))  # types, ranges, registered names, arm overrides, backend refusals
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_config_validates(name: str):
+    check_config(load_config(name))  # types, ranges, registered names, arm overrides, backend refusals
 
 
 @pytest.mark.parametrize("name", sorted(WORLD))
@@ -104,3 +105,39 @@ def test_the_paper_configs_evaluate_math_and_aime_after_every_stage_without_thin
         cfg = load_config(name)
         assert [b.name for b in cfg.eval.benchmarks] == ["math500", "aime24", "aime25"]
         assert all(b.samples == 16 for b in cfg.eval.benchmarks) and cfg.prompt.thinking is False
+
+
+def test_an_installed_wheel_carries_and_validates_every_shipped_config(tmp_path):
+    """The configs are package data: built into a wheel, installed without dependencies into a bare target and
+    imported from another working directory (so no source tree is on the path), every one loads, validates and
+    is listed by `s2d-bench ls`."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"  # a copy, so building leaves no build/ or egg-info in the checkout
+    shutil.copytree(root / "s2d_bench", src / "s2d_bench", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)], check=True)
+    (wheel,) = (tmp_path / "dist").glob("s2d_bench-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], check=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
+    script = ("import s2d_bench, json\nfrom s2d_bench.config import load_config, shipped_configs\n"
+              "from s2d_bench.preflight import check_config\n"
+              "names = list(shipped_configs())\n"
+              "for n in names: check_config(load_config(n))\n"
+              "print(json.dumps({'file': s2d_bench.__file__, 'names': names}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, check=True,
+                                    capture_output=True, text=True).stdout)
+    assert out["file"].startswith(str(tmp_path / "site"))  # the wheel's copy, not the checkout's
+    assert set(out["names"]) == set(SHIPPED)
+    listed = subprocess.run([sys.executable, "-m", "s2d_bench.cli", "ls"], cwd=elsewhere, env=env, check=True,
+                            capture_output=True, text=True).stdout
+    configs = listed.split("configs:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in configs] == SHIPPED
+    assert all(str(tmp_path / "site") in line for line in configs)

@@ -7,7 +7,7 @@ of the whole batch. The frozen teacher is an inference-only engine, ZeRO-3 shard
 `deepspeed.teacher_zero3` is set. Under ZeRO-3 the trained copy is sharded and its gathered
 weights are copied back into the model the stage was handed, which the pipeline then saves.
 
-Launch: `deepspeed --num_gpus 8 $(which s2d-bench) run --config configs/paper-qwen3.yaml` (or
+Launch: `deepspeed --num_gpus 8 $(which s2d-bench) run --config paper-qwen3` (or
 `accelerate launch`); a plain `s2d-bench run backend=deepspeed` is one rank on its own.
 """
 
