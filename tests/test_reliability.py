@@ -99,6 +99,61 @@ def saved_model(tmp_path):
     return tmp_path / "model"
 
 
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """A machine without network, HF_HUB_OFFLINE unset: every name lookup fails at once and is recorded, and
+    `datasets.load_dataset` (which would retry five times over ~23 s) records any call."""
+    import datasets
+    import socket
+
+    from s2d_bench.models import refs
+
+    calls: list[str] = []
+
+    def no_dns(host, *args, **kwargs):
+        calls.append(f"lookup {host}")
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def no_hub(*args, **kwargs):
+        calls.append(f"load_dataset {args[:1]}")
+        raise ConnectionError("no network")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("S2D_DATA_DIR", raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    refs.hub_offline.cache_clear()
+    yield calls
+    refs.hub_offline.cache_clear()
+
+
+def test_local_data_and_a_local_model_never_contact_the_hub(saved_model, tmp_path, no_network):
+    """`s2d-bench eval --data FOLDER` with a model folder: not one name lookup, not one hub load."""
+    data = _data(tmp_path / "data", GOOD * 3)
+    out = _cli("eval", "--model", saved_model, "--data", data, "--samples", 1, "--max-new-tokens", 4, "--out", tmp_path / "eval",
+               "--store", tmp_path / "s.sqlite")
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "eval" / "math500" / "results.json").is_file()
+    assert no_network == []
+
+
+def test_without_network_a_hub_lookup_fails_at_once_with_the_fix(no_network, saved_model, tmp_path):
+    """No data given and no network: one probe of the hub's host, no dataset load, one line naming --data."""
+    import time
+
+    from s2d_bench.config import TaskConfig
+    from s2d_bench.tasks.math_task import MathTask
+
+    start = time.monotonic()
+    out = _cli("eval", "--model", saved_model, "--out", tmp_path / "eval", "--store", tmp_path / "s.sqlite")
+    _assert_user_error(out, "no local data given and the hub is unreachable; pass --data")
+    with pytest.raises(Exception, match="hub is unreachable; give a local JSON Lines file"):
+        MathTask(TaskConfig(name="math", train_data="someone/math-train")).splits()
+    assert time.monotonic() - start < 5
+    assert no_network and all(call.startswith("lookup ") for call in no_network), no_network
+
+
 def _data(folder, lines: bytes):
     folder.mkdir(exist_ok=True)
     (folder / "math500.jsonl").write_bytes(lines)
