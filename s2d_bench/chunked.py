@@ -48,17 +48,22 @@ class Objective:
         return losses.kl_from_logp(s_logp, t_logp, self.direction)
 
 
-def _log_softmax(head: torch.nn.Module, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.log_softmax(head(hidden).float() / temperature, dim=-1)
+def _log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.log_softmax(logits.float() / temperature, dim=-1)
 
 
 def _chunk(s_hidden, t_hidden, tokens, s_head, t_head, objective: Objective, temperature: float) -> torch.Tensor:
     """(m, 4): the objective (with gradient) and the three monitored statistics, per position.
 
-    One log-softmax per model per chunk serves the objective and all three statistics."""
-    s_logp = _log_softmax(s_head, s_hidden, temperature)
+    One log-softmax per model per chunk, over the pair's shared vocabulary (`losses.shared_vocabulary`: the two
+    heads may be padded to different sizes), serves the objective and all three statistics."""
+    s_logits = s_head(s_hidden)
     with torch.no_grad():
-        t_logp = _log_softmax(t_head, t_hidden, temperature)
+        t_logits = t_head(t_hidden)
+    s_logits, t_logits = losses.shared_vocabulary(s_logits, t_logits)
+    s_logp = _log_softmax(s_logits, temperature)
+    with torch.no_grad():
+        t_logp = _log_softmax(t_logits, temperature)
         s_fixed = s_logp.detach()
         stats = [losses.kl_from_logp(s_fixed, t_logp, "forward"), losses.kl_from_logp(s_fixed, t_logp, "reverse"),
                  losses.entropy_from_logp(s_fixed)]
@@ -113,7 +118,7 @@ def _over_chunks(fn, rows: tuple[torch.Tensor, ...], fixed: tuple, chunk: int, m
 
 def _logp_chunk(hidden, tokens, head, temperature: float) -> torch.Tensor:
     """(m, 2): log p(token) (with gradient) and the entropy of the distribution, per position."""
-    logp = _log_softmax(head, hidden, temperature)
+    logp = _log_softmax(head(hidden), temperature)
     with torch.no_grad():
         entropy = losses.entropy_from_logp(logp)
     return torch.stack([logp.gather(-1, tokens[:, None]).squeeze(-1), entropy], dim=-1)

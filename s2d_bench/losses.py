@@ -60,14 +60,25 @@ def policy_loss(
     return masked_mean(per_token, mask), stats
 
 
+def shared_vocabulary(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both models' logits over the vocabulary they share, the first min(V_S, V_T) entries.
+
+    A pair on one tokenizer may pad its embedding differently (Qwen3-1.7B to 151,936 rows, Qwen2.5-7B to
+    152,064: the mismatch of huggingface/trl#2215). Rows past the smaller size are padding that no token maps
+    to, so every divergence is taken over the shared rows, each distribution renormalised over them."""
+    vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
+    return student_logits[..., :vocab], teacher_logits[..., :vocab]
+
+
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, direction: str) -> torch.Tensor:
-    """Per-token KL over the full vocabulary: (..., V) logits -> (...).
+    """Per-token KL over the shared vocabulary (`shared_vocabulary`): (..., V) logits -> (...).
 
     'forward' is KL(teacher || student) = sum_v p_T (log p_T - log p_S): mass-covering, it pulls
     the student onto every token the teacher would say (the warmup on teacher rollouts).
     'reverse' is KL(student || teacher): mode-seeking; on the student's own samples it is the
     dense per-token signal of on-policy distillation.
     """
+    student_logits, teacher_logits = shared_vocabulary(student_logits, teacher_logits)
     return kl_from_logp(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1), direction)
 
 
@@ -84,6 +95,7 @@ def token_kl_topk(student_logits: torch.Tensor, teacher_logits: torch.Tensor, di
     Both distributions are coarsened to the same k + 1 outcomes (the k tokens, "anything else"),
     so the value is a lower bound of the full KL that reaches it as k -> V.
     """
+    student_logits, teacher_logits = shared_vocabulary(student_logits, teacher_logits)
     return topk_kl_from_logp(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1), direction, k)
 
 

@@ -110,6 +110,19 @@ def _nothing(cfg: RunConfig) -> None:
 BACKEND_CHECKS = {"trl": _trl, "deepspeed": _deepspeed}  # a backend's refusals, by registered name
 
 
+def _trl_pair(cfg: RunConfig) -> None:
+    """TRL's GKD and Distillation trainers compare full distributions and refuse embeddings of two sizes; the
+    torch and DeepSpeed backends compare the shared vocabulary (`losses.shared_vocabulary`)."""
+    sizes = {role: _config(cfg, role).vocab_size for role in ROLES}
+    require(sizes["teacher"] == sizes["student"],
+            f"backend=trl: the teacher's embedding has {sizes['teacher']:,} rows and the student's {sizes['student']:,} "
+            "(one tokenizer, padded differently); TRL's distillation trainers need equal sizes: use backend=torch or "
+            "backend=deepspeed, which compare the shared vocabulary")
+
+
+PAIR_CHECKS = {"trl": _trl_pair}  # a backend's refusals of a distilling pair that shares a tokenizer
+
+
 def check_models(cfg: RunConfig) -> None:
     """A mistyped or incomplete model folder fails now, not after the other model trained."""
     for role in ROLES:
@@ -121,6 +134,7 @@ def run(cfg: RunConfig, nodes: list, layout: dict[str, Any], root) -> dict[str, 
     """The pair check and the memory estimate (printed and written on rank 0), refusing what cannot fit."""
     if any(n.teacher for n in nodes):
         check_pair(_tokenizer(cfg, "teacher"), _tokenizer(cfg, "student"))
+        PAIR_CHECKS.get(cfg.backend, _nothing)(cfg)
     report = memory_report(cfg, nodes, layout)
     if distributed.is_main():
         write_json(root / "preflight.json", report)

@@ -74,7 +74,7 @@ class HFEngine:
             ids, mask = left_pad([rows[i] for i in chunk], self.tok.pad_token_id)
             device = self.model.device
             tokens, alive = sample(self.model, ids.to(device), mask.to(device), sampling, self.eos_ids, self.tok.pad_token_id,
-                                   [seeds[i] for i in chunk])
+                                   [seeds[i] for i in chunk], len(self.tok))
             lengths = alive.sum(1).long().tolist()
             tokens = tokens.cpu().tolist()
             for n, i in enumerate(chunk):

@@ -77,8 +77,13 @@ def sample(
     eos_id: int | list[int],
     pad_id: int,
     seeds: list[int],
+    vocab: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """k completions per left-padded prompt: (B, P) -> ids (B*k, T), mask (B*k, T).
+
+    `vocab` (the tokenizer's length) bounds the ids drawn: rows of a padded embedding past it map to no
+    token, and a random tiny model would draw them (a trained one gives them no mass), so they are never
+    sampled and a teacher padded wider than its student never hands it an id the student has no row for.
 
     Row i*k + j is sample j of prompt i, drawn with the generator of `seeds[i]`. The mask is 1 up
     to and including EOS (any of `eos_id` when it is a list: Qwen3 ends turns with either of two
@@ -91,7 +96,7 @@ def sample(
     model.eval()
     try:
         with sharing_prompts(model):
-            return _decode(model, prompt_ids, prompt_mask, s, eos, pad_id, generators(seeds))
+            return _decode(model, prompt_ids, prompt_mask, s, eos, pad_id, generators(seeds), vocab)
     finally:
         model.train(was_training)
 
@@ -99,7 +104,7 @@ def sample(
 EVICT_SHARE = 0.25  # finished prompts leave the decode batch once they are this share of it: a few cache copies per batch
 
 
-def _decode(model, prompt_ids, prompt_mask, s: Sampling, eos: torch.Tensor, pad_id: int, gens: list[torch.Generator]):  # noqa: ANN001
+def _decode(model, prompt_ids, prompt_mask, s: Sampling, eos: torch.Tensor, pad_id: int, gens: list[torch.Generator], vocab: int | None):  # noqa: ANN001
     """The decode loop. A prompt whose k samples have all ended leaves the batch (its cache rows are dropped) once
     such prompts are `EVICT_SHARE` of the batch, so a step's cost and memory follow the prompts still generating;
     the others draw the same uniforms from their own generators, so no token changes."""
@@ -124,7 +129,7 @@ def _decode(model, prompt_ids, prompt_mask, s: Sampling, eos: torch.Tensor, pad_
     steps = 0
     for step in range(s.max_new_tokens):
         uniforms = draw_uniforms([gens[i] for i in live.tolist()], s.k) if s.temperature > 0 else None
-        tok = torch.where(done, torch.full_like(done, pad_id, dtype=torch.long), next_token(logits, s, uniforms))
+        tok = torch.where(done, torch.full_like(done, pad_id, dtype=torch.long), next_token(logits[:, :vocab], s, uniforms))
         tokens[rows, step], alive[rows, step] = tok, (~done).float()
         done = done | torch.isin(tok, eos)
         steps = step + 1

@@ -142,7 +142,13 @@ def _vote_key(answer: str) -> str:
 
 
 def _write_completions(path: Path, problems, completions, verdicts: list[Verdict], k: int, grader: str, audit: str | None) -> None:
+    """completions.jsonl (a row a sample, with its verdicts) and beside it problems.jsonl (a row a problem: the
+    prompt and gold answer), so a reader (`s2d-bench browse`) needs nothing but the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name("problems.jsonl"), "w") as f:
+        for p in problems:
+            f.write(json.dumps({"id": p.id, "prompt": p.prompt, "answer": p.answer, "subject": p.subject, "level": p.level},
+                               ensure_ascii=False) + "\n")
     with open(path, "w") as f:
         for i, (c, v) in enumerate(zip(completions, verdicts)):
             row = {

@@ -28,10 +28,16 @@ class Qwen3Shape:
     max_positions: int = 2048  # room for a MATH or AIME prompt through the character tokenizer
 
 
-def tiny_qwen3(shape: Qwen3Shape, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    tok = char_tokenizer()
+def tiny_qwen3(shape: Qwen3Shape, seed: int = 0, tok: PreTrainedTokenizerBase | None = None,
+               vocab_size: int | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A random Qwen3 of `shape` on `tok` (the character tokenizer unless given), with `vocab_size` embedding rows
+    (the tokenizer's length unless given: real checkpoints pad it, Qwen3-1.7B to 151,936, Qwen2.5-7B to 152,064)."""
+    tok = tok or char_tokenizer()
+    vocab_size = vocab_size or len(tok)
+    if vocab_size < len(tok):
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer's {len(tok)} entries")
     cfg = Qwen3Config(
-        vocab_size=len(tok),
+        vocab_size=vocab_size,
         hidden_size=shape.hidden,
         intermediate_size=shape.mlp,
         num_hidden_layers=shape.layers,
@@ -54,6 +60,24 @@ def tiny_qwen3_teacher(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokeni
 
 def tiny_qwen3_student(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return tiny_qwen3(Qwen3Shape(layers=2, hidden=48, heads=2, kv_heads=1, mlp=128), seed)
+
+
+QWEN3_PADDED, QWEN25_PADDED = 151_936, 152_064  # embedding rows of Qwen3-1.7B and Qwen2.5-7B on one 151,669-entry tokenizer
+BPE_SHAPE = Qwen3Shape(layers=2, hidden=32, heads=2, kv_heads=1, mlp=64)  # the embedding is most of it: 151,936 x 32
+
+
+def tiny_qwen3_bpe_151936(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """On the real Qwen vocabulary (qwen_bpe.py), padded as Qwen3-1.7B is."""
+    from s2d_bench.models.qwen_bpe import qwen_tokenizer
+
+    return tiny_qwen3(BPE_SHAPE, seed, qwen_tokenizer(), QWEN3_PADDED)
+
+
+def tiny_qwen3_bpe_152064(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """On the real Qwen vocabulary, padded as Qwen2.5-7B is: the size gap that broke TRL's GKD (huggingface/trl#2215)."""
+    from s2d_bench.models.qwen_bpe import qwen_tokenizer
+
+    return tiny_qwen3(BPE_SHAPE, seed, qwen_tokenizer(), QWEN25_PADDED)
 
 
 def load_pretrained(path_or_id: str, device: str | None = "cpu", dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -86,11 +110,13 @@ def save(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: Path) -> No
 
 
 def check_pair(teacher_tok: PreTrainedTokenizerBase, student_tok: PreTrainedTokenizerBase) -> None:
-    """Distillation compares distributions token by token: the pair must share one vocabulary."""
+    """Distillation compares distributions token by token: the pair must share one tokenizer vocabulary. Their
+    models' embedding sizes may differ (padding past the tokenizer): the losses compare the shared rows."""
     if teacher_tok.get_vocab() != student_tok.get_vocab():
         raise UserError(
-            "teacher and student tokenizers have different vocabularies; token-level KL needs one "
-            "shared vocabulary: pick a teacher/student pair from the same model family"
+            f"teacher and student tokenizers have different vocabularies (teacher {len(teacher_tok):,} entries, student "
+            f"{len(student_tok):,} entries, or the same ids for other tokens); token-level KL needs one shared vocabulary: "
+            "pick a teacher/student pair from the same model family (padded embedding sizes may differ)"
         )
     if teacher_tok.chat_template != student_tok.chat_template:
         raise UserError("teacher and student chat templates differ: prompts would be rendered differently; use one family's pair")

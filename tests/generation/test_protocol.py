@@ -58,9 +58,9 @@ def seen(monkeypatch):
     calls: list[tuple[list[list[int]], list[int]]] = []
     real = hf_module.sample
 
-    def spy(model, ids, mask, s, eos, pad, seeds):  # noqa: ANN001
+    def spy(model, ids, mask, s, eos, pad, seeds, vocab=None):  # noqa: ANN001
         calls.append(([row[m.bool()].tolist() for row, m in zip(ids, mask)], sorted(eos if isinstance(eos, list) else [eos])))
-        return real(model, ids, mask, s, eos, pad, seeds)
+        return real(model, ids, mask, s, eos, pad, seeds, vocab)
 
     monkeypatch.setattr(hf_module, "sample", spy)
     return calls
