@@ -235,11 +235,13 @@ def ls() -> None:
     from s2d_bench.generation import ENGINES
     from s2d_bench.harness.grading import GRADERS
     from s2d_bench.models import MODELS
+    from s2d_bench.reporting import REPORTERS
     from s2d_bench.stages import STAGES
     from s2d_bench.tasks import BENCHMARKS, TASKS
 
     registries = (("backends", BACKENDS), ("engines (eval.engine, rollout.engine, eval --engine)", ENGINES), ("stages", STAGES),
-                  ("tasks", TASKS), ("benchmarks", BENCHMARKS), ("graders", GRADERS), ("models", MODELS))
+                  ("tasks", TASKS), ("benchmarks", BENCHMARKS), ("graders", GRADERS), ("models", MODELS),
+                  ("reporters (report_to)", REPORTERS))
     for title, registry in registries:
         click.echo(f"{title}:")
         for name, summary in registry.summaries().items():

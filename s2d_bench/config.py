@@ -331,6 +331,8 @@ class RunConfig:
     rollout: RolloutConfig = _help("how training stages sample (evaluation: eval.engine)", factory=RolloutConfig)
     prompt: PromptConfig = _help("how problems become prompts, for training and evaluation alike", factory=PromptConfig)
     preflight: PreflightConfig = _help("the memory estimate made before any stage runs", factory=PreflightConfig)
+    report_to: list[str] = _help("where per-step metrics and evaluations also go, beside metrics.jsonl: registered reporters "
+                                 "(s2d-bench ls), e.g. [tensorboard] -> <run_dir>/tb/<node>", factory=list)
 
     def __post_init__(self) -> None:
         require(self.threads >= 1, "threads must be >= 1")
@@ -371,7 +373,7 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight")  # where and how a config runs, not what it computes
+RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to")  # where and how a config runs, not what it computes
 MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
 # Stage settings added after run directories existed, at the value that reproduces the earlier behaviour: left out of
 # node ids at that value, so the nodes of earlier runs are still found (and seeded, from their ids, as they were).

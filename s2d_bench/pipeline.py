@@ -8,12 +8,14 @@ teacher_rl -> warmup -> opd) share its nodes, and a rerun finds finished nodes o
 On disk, under `<run_dir>/nodes/<id>/`:
   model/              the trained model (HF directory); its presence means training finished
   stage.json          what the stage consumed and how long it took
-  metrics.jsonl       per-step training metrics, rewritten if the stage is redone
+  metrics.jsonl       per-step training metrics, rewritten if the stage is redone; curves.png plots them
   eval-<hash>.json    the record of one benchmark of `eval.benchmarks` under its protocol; completions-<hash>.jsonl beside it
   diagnostics.json    C1 (teacher RL) or C2 (distillation stages), see diagnostics.py
 Beside them, `configs/<hash>.yaml` keeps every config that used the run directory and
 `arms/<suite>-<hash>-seed<seed>.json` each run's arm paths (both let `s2d-bench store rebuild`
-remake the store); `config.json` is the latest config, `results.jsonl` its records.
+remake the store); `config.json` is the latest config, `results.jsonl` its records. With
+`report_to: [tensorboard]`, `tb/<node>` mirrors each node's metrics and evaluations and
+`tb/arms/<arm>-seed<seed>` each arm's avg@k after each of its stages (reporting/).
 A run killed mid-stage leaves no `model/` (it is written as `model.partial/` and renamed), so
 only that stage is redone. Evaluation runs on every rank (each samples its share of the problems,
 rank 0 grades and writes). `<run_dir>/results.jsonl` collects every record in the run directory,
@@ -49,6 +51,8 @@ from s2d_bench.harness.suite import eval_key, evaluate_target
 from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
 from s2d_bench.models import MODELS
 from s2d_bench.nodefiles import checksums, node_lock, write_atomic, write_json
+from s2d_bench.reporting import close_all, log_all, open_reporters
+from s2d_bench.reporting.curves import plot_metrics
 from s2d_bench.models.builders import load_pretrained, save
 from s2d_bench.models.pretrain import pretrain
 from s2d_bench.stages import STAGES, StageInputs
@@ -228,6 +232,7 @@ class Runner:
             distributed.barrier()
         if main:
             self.write_results()
+            self.report_arms(records)
         return records
 
     def prepare(self) -> None:
@@ -358,16 +363,25 @@ class Runner:
             shutil.rmtree(out / "model", ignore_errors=True)  # a damaged node's model and everything measured on it
             for stale in [out / "diagnostics.json", *out.glob("eval-*.json"), *out.glob("completions-*.jsonl")]:
                 stale.unlink(missing_ok=True)
+            shutil.rmtree(self.tb_dir(node), ignore_errors=True)  # its curves are redrawn with the stage
         start = time.perf_counter()
+        reporters = open_reporters(self.cfg.report_to, self.tb_dir(node)) if main else []
+        prefix = node.stage if node.stage != "base" else f"pretrain_{node.role}"
         with open(out / "metrics.jsonl", "w") if main else open(os.devnull, "w") as metrics:
             def log(row: dict) -> None:
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
+                log_all(reporters, prefix, row, int(row.get("step", 0)))
 
-            if node.stage == "base":
-                model, tok, report = self._train_base(node, log)
-            else:
-                model, tok, report = self._train_stage(node, log)
+            try:
+                if node.stage == "base":
+                    model, tok, report = self._train_base(node, log)
+                else:
+                    model, tok, report = self._train_stage(node, log)
+            finally:
+                close_all(reporters)
+        if main:
+            plot_metrics(out / "metrics.jsonl", out / "curves.png", node.stage, f"{prefix}  ({node.id})")
         with self.backend.saving(model) if node.stage != "base" else contextlib.nullcontext():  # a stage: every rank enters
             if main:
                 save(model, tok, partial)
@@ -421,8 +435,38 @@ class Runner:
                                              f"completions-{self.eval_hash(target)}.jsonl", desc)
                     if record is not None:
                         write_atomic(self.result_path(node, target), record.to_json())
+                        self._report_eval(node, record)
         finally:
             engine.close()
+
+    def tb_dir(self, node: Node) -> Path:
+        return self.root / "tb" / node.id
+
+    def _report_eval(self, node: Node, record: EvalRecord) -> None:
+        """An evaluation in the node's TensorBoard run, at the stage's last step, so it sits at the end of its curves."""
+        if not self.cfg.report_to:
+            return
+        reporters = open_reporters(self.cfg.report_to, self.tb_dir(node))
+        step = int(self.stage_info(node).get("steps", 0))
+        log_all(reporters, f"eval/{record.task}", {f"avg@{record.k}": record.mean, "stderr": record.stderr}, step)
+        close_all(reporters)
+
+    def report_arms(self, records: list[dict[str, Any]]) -> None:
+        """tb/arms/<arm>-seed<seed>: each arm's avg@k after each of its stages (step i = the i-th model of the arm),
+        the whole workflow on one axis. Rewritten every run: it is derived from the records."""
+        if not self.cfg.report_to:
+            return
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            by_node.setdefault(r["node"], []).append(r)
+        for arm, rows in self.arm_rows().items():
+            folder = self.root / "tb" / "arms" / f"{arm}-seed{self.cfg.seed}"
+            shutil.rmtree(folder, ignore_errors=True)
+            reporters = open_reporters(self.cfg.report_to, folder)
+            for i, (node_id, _) in enumerate(rows):
+                for r in by_node.get(node_id, []):
+                    log_all(reporters, f"eval/{r['task']}", {f"avg@{r['k']}": r["mean"]}, i)
+            close_all(reporters)
 
     def _record_fields(self, node: Node) -> dict[str, Any]:
         """What a pipeline record says beyond the evaluation itself: the node, its lineage and budget."""

@@ -27,6 +27,7 @@ from s2d_bench.models import MODELS
 from s2d_bench.models.builders import check_pair, load_tokenizer
 from s2d_bench.models.refs import load_kwargs, resolve_model
 from s2d_bench.nodefiles import write_json
+from s2d_bench.reporting import REPORTERS
 from s2d_bench.stages import STAGES
 from s2d_bench.tasks import BENCHMARKS, TASKS
 
@@ -57,6 +58,8 @@ def _names(cfg: RunConfig) -> None:
     for role in ROLES:
         if getattr(cfg, role).builder:
             MODELS.check(getattr(cfg, role).builder)
+    for name in cfg.report_to:
+        REPORTERS.check(name)
 
 
 def _arms(cfg: RunConfig) -> None:
