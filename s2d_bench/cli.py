@@ -227,6 +227,25 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
     click.echo(f"\nresults: {Path(out_dir)}/<benchmark>/results.json")
 
 
+@main.command()
+@click.argument("folder")
+@click.option("--out", "out_dir", default=None, help="Where the pages go (default: FOLDER/browse).")
+@_fail_cleanly
+def browse(folder: str, out_dir: str | None) -> None:
+    """Write one static HTML page per evaluation under FOLDER (a run directory or an eval --out folder).
+
+    Each page: the avg@k with its interval, every problem with its gold answer and its k samples
+    (extracted answer, both graders' verdicts), and filters for wrong, right, no answer and grader
+    disagreement. No server: open FOLDER/browse/index.html.
+    """
+    from pathlib import Path
+
+    from s2d_bench.browse import write_pages
+
+    for path in write_pages(Path(folder), Path(out_dir) if out_dir else None):
+        click.echo(path)
+
+
 @main.command(name="ls")
 def ls() -> None:
     """List registered backends, engines, stages, tasks, benchmarks, graders, model builders and shipped configs."""

@@ -9,7 +9,8 @@ On disk, under `<run_dir>/nodes/<id>/`:
   model/              the trained model (HF directory); its presence means training finished
   stage.json          what the stage consumed and how long it took
   metrics.jsonl       per-step training metrics, rewritten if the stage is redone; curves.png plots them
-  eval-<hash>.json    the record of one benchmark of `eval.benchmarks` under its protocol; completions-<hash>.jsonl beside it
+  eval-<hash>.json    the record of one benchmark of `eval.benchmarks` under its protocol; completions-<hash>.jsonl
+                      (every sample) and problems-<hash>.jsonl (prompts and gold answers) beside it
   diagnostics.json    C1 (teacher RL) or C2 (distillation stages), see diagnostics.py
 Beside them, `configs/<hash>.yaml` keeps every config that used the run directory and
 `arms/<suite>-<hash>-seed<seed>.json` each run's arm paths (both let `s2d-bench store rebuild`
@@ -361,7 +362,7 @@ class Runner:
             out.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(partial, ignore_errors=True)
             shutil.rmtree(out / "model", ignore_errors=True)  # a damaged node's model and everything measured on it
-            for stale in [out / "diagnostics.json", *out.glob("eval-*.json"), *out.glob("completions-*.jsonl")]:
+            for stale in [out / "diagnostics.json", *out.glob("eval-*.json"), *out.glob("completions-*.jsonl"), *out.glob("problems-*.jsonl")]:
                 stale.unlink(missing_ok=True)
             shutil.rmtree(self.tb_dir(node), ignore_errors=True)  # its curves are redrawn with the stage
         start = time.perf_counter()

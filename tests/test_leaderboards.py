@@ -211,3 +211,37 @@ def test_table_helpers_by_hand():
     assert latest_by_node([newer, older])[("a", "t")] is newer
     assert _order(["b", "a"]) == ["a", "b"] and _order(["b", "full", "a"]) == ["full", "a", "b"]
     assert _budget({"labeled_per_stage": {"custom": 3, "opd": 0, "teacher_rl": 5}}) == "0 (teacher_rl 5 + custom 3)"
+
+
+def test_the_html_leaderboard_shows_arm_model_and_suite_names_as_text(tmp_path):
+    """Names are the user's (config, arm, model): `<script>` or `</td>` in one is text in the page, not markup."""
+    from html.parser import HTMLParser
+
+    evil_arm, evil_model, evil_suite = "<script>alert(1)</script>", "m</td><td>x", "s<img src=x onerror=alert(1)>"
+    store = Store(tmp_path / "s.sqlite")
+    store.put_eval("base", evil_suite, _record("base", "base", 0, [0.1] * 40))
+    store.put_eval("f0", evil_suite, _record("f0", "student_rl", 0, [0.75] * 40))
+    store.put_arms(evil_suite, 0, {evil_arm: [("base", "base"), ("f0", "student_rl")], "full": [("base", "base"), ("f0", "student_rl")]})
+    store.put_eval("e1", "evals", {**_record("m", "eval", 0, [1.0] * 40), "model": evil_model})
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.cells, self.text = [], [], ""
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            if tag == "td":
+                self.cells.append("")
+
+        def handle_data(self, data):
+            self.text += data
+            if self.cells:
+                self.cells[-1] += data
+
+    for suite, name in ((evil_suite, evil_arm), ("evals", evil_model)):
+        page = Tags()
+        page.feed(render(build(store, suite), "html"))
+        assert "script" not in page.tags and "img" not in page.tags
+        assert name in [c.strip() for c in page.cells]
+        assert suite in page.text

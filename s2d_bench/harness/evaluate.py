@@ -141,11 +141,16 @@ def _vote_key(answer: str) -> str:
         return answer
 
 
+def problems_path(completions: Path) -> Path:
+    """Where the problems of a completions file are: completions.jsonl -> problems.jsonl, completions-<h> -> problems-<h>."""
+    return completions.with_name(completions.name.replace("completions", "problems", 1))
+
+
 def _write_completions(path: Path, problems, completions, verdicts: list[Verdict], k: int, grader: str, audit: str | None) -> None:
-    """completions.jsonl (a row a sample, with its verdicts) and beside it problems.jsonl (a row a problem: the
-    prompt and gold answer), so a reader (`s2d-bench browse`) needs nothing but the folder."""
+    """The completions file (a row a sample, with its verdicts) and beside it its problems file (a row a problem: the
+    prompt and gold answer, `problems_path`), so a reader (`s2d-bench browse`) needs nothing but the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name("problems.jsonl"), "w") as f:
+    with open(problems_path(path), "w") as f:
         for p in problems:
             f.write(json.dumps({"id": p.id, "prompt": p.prompt, "answer": p.answer, "subject": p.subject, "level": p.level},
                                ensure_ascii=False) + "\n")

@@ -2,7 +2,7 @@
 
 Each benchmark's defaults (samples, sampling, max tokens, graders) come from its definition in
 `s2d_bench.tasks.benchmarks`; explicit options override them. Output, per benchmark:
-`<out>/<benchmark>/results.json` (the record) and `completions.jsonl` (every sample).
+`<out>/<benchmark>/results.json` (the record), `completions.jsonl` (every sample) and `problems.jsonl` (prompts, gold answers).
 """
 
 from __future__ import annotations

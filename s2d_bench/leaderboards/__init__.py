@@ -8,6 +8,7 @@ writes every format and the stage plot into a folder (default `leaderboards/`).
 from __future__ import annotations
 
 import dataclasses
+import html
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def _frame(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "html":
-        return frame.to_html(index=False, border=0)
+        return frame.to_html(index=False, border=0, escape=True)
     return frame.to_latex(index=False).replace("→", r"$\rightarrow$").replace("Δ", r"$\Delta$")
 
 
@@ -94,7 +95,8 @@ def render(board: Leaderboard, fmt: str = "md", detail: bool = True) -> str:
     if fmt == "csv":  # one table per file is what CSV readers expect: the main table
         return _frame(board.main, fmt)
     heading = {"md": "## {}\n\n", "html": "<h2>{}</h2>\n", "latex": "% {}\n"}[fmt]
-    return "\n\n".join(heading.format(title) + _frame(frame, fmt) for title, frame in sections) + "\n"
+    escape = html.escape if fmt == "html" else str  # suite, arm and model names are the user's: text, never markup
+    return "\n\n".join(heading.format(escape(title)) + _frame(frame, fmt) for title, frame in sections) + "\n"
 
 
 def publish(board: Leaderboard, folder: Path) -> list[Path]:
