@@ -139,15 +139,23 @@ def leaderboard(ctx: click.Context, suite: str | None, fmt: str, store_path: str
 
 @leaderboard.command()
 @click.option("--out", "out_dir", default="leaderboards", show_default=True, help="Folder the tables and the plot go to.")
+@click.option("--hub-dir", default=None, help="Instead: a Hugging Face dataset folder (Parquet tables, dataset card, tables) to upload as it is.")
 @click.pass_obj
 @_fail_cleanly
-def publish(obj, out_dir: str) -> None:
-    """Write the suite's tables (md, csv, html, tex) and its stage plot (png) into OUT."""
+def publish(obj, out_dir: str, hub_dir: str | None) -> None:
+    """Write the suite's tables (md, csv, html, tex) and its stage plot (png) into OUT, or with --hub-dir a dataset folder:
+    per-problem scores, records, arms and diagnostics as Parquet, a dataset card with the protocol, seeds and versions."""
     from pathlib import Path
 
     from s2d_bench.leaderboards import build, publish as write
 
-    for path in write(build(*obj), Path(out_dir)):
+    if hub_dir:
+        from s2d_bench.leaderboards.hub import write_hub_dir
+
+        paths = write_hub_dir(*obj, Path(hub_dir))
+    else:
+        paths = write(build(*obj), Path(out_dir))
+    for path in paths:
         click.echo(path)
 
 

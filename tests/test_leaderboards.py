@@ -245,3 +245,36 @@ def test_the_html_leaderboard_shows_arm_model_and_suite_names_as_text(tmp_path):
         assert "script" not in page.tags and "img" not in page.tags
         assert name in [c.strip() for c in page.cells]
         assert suite in page.text
+
+
+def test_a_hub_folder_loads_back_with_datasets_and_reproduces_the_leaderboard(tmp_path):
+    import datasets
+    import yaml
+    from click.testing import CliRunner
+
+    from s2d_bench.cli import main
+    from s2d_bench.leaderboards.hub import TABLES, store_from_tables
+
+    store = Store(tmp_path / "s.sqlite")
+    _fill(store)
+    out = CliRunner().invoke(main, ["leaderboard", "--suite", "s", "--store", str(tmp_path / "s.sqlite"), "publish",
+                                    "--hub-dir", str(tmp_path / "hub")])
+    assert out.exit_code == 0, out.output
+    hub = tmp_path / "hub"
+    loaded = {name: datasets.load_dataset("parquet", data_files=str(hub / "data" / f"{name}.parquet"), split="train",
+                                          cache_dir=str(tmp_path / "cache")) for name in TABLES}
+    again = store_from_tables(loaded["records"], loaded["arms"], loaded["diagnostics"], tmp_path / "again.sqlite")
+    original, rebuilt = build(store, "s"), build(again, "s")
+    assert rebuilt.main.equals(original.main) and rebuilt.c2.equals(original.c2)
+    assert render(rebuilt) == render(original)
+    assert loaded["leaderboard"].to_pandas().equals(original.main.astype(str))
+    scores = loaded["per_problem"].to_pandas()
+    assert len(scores) == len(store.evals("s")) * len(PROBLEMS)
+    means = scores.groupby("node")["score"].mean()
+    assert all(means[r["node"]] == pytest.approx(r["mean"]) for r in store.evals("s"))
+    text = (hub / "README.md").read_text()
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert [c["config_name"] for c in meta["configs"]] == list(TABLES)
+    assert all((hub / f["path"]).is_file() for c in meta["configs"] for f in c["data_files"])
+    assert meta["s2d_bench"]["seeds"] == [0, 1] and meta["s2d_bench"]["tasks"] == ["add"]
+    assert (hub / "tables" / "s.md").read_text().strip() in text  # the card shows the published table
