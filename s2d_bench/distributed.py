@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any, TypeVar
 
 import torch.distributed as dist
@@ -81,3 +82,6 @@ def shutdown() -> None:
     if _active():
         dist.barrier()
         dist.destroy_process_group()
+    groups = sys.modules.get("deepspeed.utils.groups")
+    if groups is not None:  # DeepSpeed caches the world group: a later engine in this process would use the destroyed one
+        groups._WORLD_GROUP = None
