@@ -5,13 +5,21 @@ then reads its results (mutants/**/*.meta) and writes, per module, how many muta
 killed, how many survived and how many are equivalent (listed in EQUIVALENT below with the
 reason: same behaviour, so no test can kill them). The score is killed / (all - equivalent).
 
+mutmut numbers the mutants of a function in order, so editing the function renumbers them: an
+EQUIVALENT entry is keyed by the function and the line as the mutant reads it, never by number,
+and entries that match no surviving mutant are reported (killed since, or the code changed).
+
     python benchmarks/mutants.py              # run, then score; writes results/mutants.json
     python benchmarks/mutants.py --score-only # score the last run
+    python benchmarks/mutants.py --score-only --show NAME ...   # the line each mutant changes (for EQUIVALENT)
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
+import functools
 import json
 import os
 import subprocess
@@ -23,94 +31,262 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "mutants.json"
 
-# mutant name -> why it behaves as the original (reviewed by hand; a new survivor is either killed by a test or added here)
-EQUIVALENT: dict[str, str] = {
-    "s2d_bench.chunked.xǁObjectiveǁper_token__mutmut_21":
-        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
-    "s2d_bench.chunked.xǁObjectiveǁper_token__mutmut_23":
-        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
-    "s2d_bench.chunked.xǁObjectiveǁper_token__mutmut_30":
-        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
-    "s2d_bench.chunked.xǁObjectiveǁper_token__mutmut_32":
-        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
-    "s2d_bench.chunked.x__log_softmax__mutmut_7":
-        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
-    "s2d_bench.chunked.x__chunk__mutmut_44":
-        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
-    "s2d_bench.chunked.x__logp_chunk__mutmut_19":
-        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
-    "s2d_bench.chunked.x__logp_chunk__mutmut_21":
-        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
-    "s2d_bench.chunked.x__logp_chunk__mutmut_23":
-        "the tensors are (m, V) or (m, 1): dim/index +1 is dim -1",
-    "s2d_bench.chunked.x_distill_loss__mutmut_1":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x_distill_loss__mutmut_2":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x_token_logprobs__mutmut_1":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x_token_logprobs__mutmut_2":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x__over_chunks__mutmut_3":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x__over_chunks__mutmut_6":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x__over_chunks__mutmut_11":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x__over_chunks__mutmut_28":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x__over_chunks__mutmut_29":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x__over_chunks__mutmut_36":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x__over_chunks__mutmut_37":
-        "chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)",
-    "s2d_bench.chunked.x_token_logprobs__mutmut_21":
-        "values are float32 always (_log_softmax casts): float32 is the default dtype",
-    "s2d_bench.chunked.x_token_logprobs__mutmut_24":
-        "values are float32 always (_log_softmax casts): float32 is the default dtype",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_4":
+# (mutated function, the line as the mutant reads) -> why it behaves as the original. Keyed by what the mutant changes,
+# not by mutmut's number (editing a function renumbers its mutants), so an entry can never excuse another mutation.
+# Reviewed by hand; a new survivor is either killed by a test or added here with its reason.
+EQUIVALENT: dict[tuple[str, str], str] = {
+    ('s2d_bench.chunked.xǁObjectiveǁper_token',
+     's_lp, t_lp = s_logp.gather(+1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.xǁObjectiveǁper_token',
+     's_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(+1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.xǁObjectiveǁper_token',
+     's_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_logp.gather(+1, tokens[:, None]).squeeze(-1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.xǁObjectiveǁper_token',
+     's_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(+1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x__log_softmax',
+     'return torch.log_softmax(logits.float() / temperature, dim=+1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x__chunk',
+     'return torch.stack([objective.per_token(s_logp, t_logp, tokens), *stats], dim=+1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x__logp_chunk',
+     'return torch.stack([logp.gather(+1, tokens[:, None]).squeeze(-1), entropy], dim=-1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x__logp_chunk',
+     'return torch.stack([logp.gather(-1, tokens[:, None]).squeeze(+1), entropy], dim=-1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x__logp_chunk',
+     'return torch.stack([logp.gather(-1, tokens[:, None]).squeeze(-1), entropy], dim=+1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x_distill_loss',
+     'chunk: int = 1,'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x_distill_loss',
+     'min_chunks: int = 2,'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x_token_logprobs',
+     'hidden: torch.Tensor, head: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int = 1, min_chunks: int = 1,'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x_token_logprobs',
+     'hidden: torch.Tensor, head: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int = 0, min_chunks: int = 2,'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x__over_chunks',
+     'size = chunk if (chunk > 0) and False else max(m, 1)'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x__over_chunks',
+     'size = chunk if chunk > 1 else max(m, 1)'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x__over_chunks',
+     'size = chunk if chunk > 0 else max(m, 2)'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x__over_chunks',
+     'out.append(checkpoint(fn, *part, use_reentrant=False) if (chunk > 0) and False else fn(*part))'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x__over_chunks',
+     'out.append(checkpoint(fn, *part, use_reentrant=False) if (chunk > 0) or True else fn(*part))'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x__over_chunks',
+     'out.append(checkpoint(fn, *part, use_reentrant=False) if chunk >= 0 else fn(*part))'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x__over_chunks',
+     'out.append(checkpoint(fn, *part, use_reentrant=False) if chunk > 1 else fn(*part))'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x_token_logprobs',
+     'zeros = torch.zeros(mask.shape, dtype=None, device=values.device)'):
+        'values are float32 always (_log_softmax casts): float32 is the default dtype',
+    ('s2d_bench.chunked.x_token_logprobs',
+     'zeros = torch.zeros(mask.shape, device=values.device)'):
+        'values are float32 always (_log_softmax casts): float32 is the default dtype',
+    ('s2d_bench.chunked.x_token_logprobs',
+     'zeros = torch.zeros(mask.shape, dtype=values.dtype, device=None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.chunked.x_token_logprobs',
+     'zeros = torch.zeros(mask.shape, dtype=values.dtype, )'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x_next_token',
+     'return logits.argmax(dim=+1)'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_16":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'kth = torch.topk(logits, min(s.top_k, logits.shape[-1]), ).values[:, -1:]'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_21":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'kth = torch.topk(logits, min(s.top_k, logits.shape[+1]), dim=-1).values[:, -1:]'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_23":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'kth = torch.topk(logits, min(s.top_k, logits.shape[-1]), dim=+1).values[:, -1:]'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_44":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'sorted_logits, order = torch.sort(logits, descending=True, )'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_46":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'sorted_logits, order = torch.sort(logits, descending=True, dim=+1)'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_53":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'probs = torch.softmax(sorted_logits, dim=+1)'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_58":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'drop = probs.cumsum(+1) - probs >= s.top_p  # keep the smallest prefix with mass >= top_p (as HF and vLLM do)'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_83":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'logits = torch.full_like(logits, float("-inf")).scatter(+1, order, sorted_logits)'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_91":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'cdf = torch.softmax(logits, dim=+1).double().cumsum(dim=-1)'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_93":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'cdf = torch.softmax(logits, dim=-1).double().cumsum(dim=+1)'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_109":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'return torch.searchsorted(cdf, target, right=True).squeeze(+1).clamp(max=logits.shape[-1] - 1)'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_112":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=logits.shape[+1] - 1)'):
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_35":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'logits = logits.masked_fill(logits < kth, float("-INF"))'):
         'float("-INF") is float("-inf")',
-    "s2d_bench.generation.sampling.x_next_token__mutmut_68":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'sorted_logits = sorted_logits.masked_fill(drop, float("-INF"))'):
         'float("-INF") is float("-inf")',
-    "s2d_bench.generation.sampling.x_next_token__mutmut_82":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'logits = torch.full_like(logits, float("-INF")).scatter(-1, order, sorted_logits)'):
         'float("-INF") is float("-inf")',
-    "s2d_bench.generation.sampling.x_next_token__mutmut_36":
-        "top_p is at most 1 (config-checked); at 1 the exclusive cumulative mass never exceeds it: nothing is dropped either way",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_37":
-        "top_p is at most 1 (config-checked); at 1 the exclusive cumulative mass never exceeds it: nothing is dropped either way",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_97":
-        "uniforms.to(None) leaves them where they are; on one device the same",
-    "s2d_bench.generation.sampling.x_next_token__mutmut_111":
+    ('s2d_bench.generation.sampling.x_next_token',
+     'if s.top_p <= 1.0:'):
+        'top_p is at most 1 (config-checked); at 1 the exclusive cumulative mass reaches it only on zero-probability tokens: nothing drawable is dropped either way',
+    ('s2d_bench.generation.sampling.x_next_token',
+     'if s.top_p < 2.0:'):
+        'top_p is at most 1 (config-checked); at 1 the exclusive cumulative mass reaches it only on zero-probability tokens: nothing drawable is dropped either way',
+    ('s2d_bench.generation.sampling.x_next_token',
+     'target = uniforms.to(None)[:, None] * cdf[:, -1:]  # scaled by the total: rounding never runs off the end'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x_next_token',
+     'target = uniforms.to(cdf.device)[:, None] / cdf[:, -1:]  # scaled by the total: rounding never runs off the end'):
+        "the cdf's total is 1 to float32 rounding (1e-7): u / total and u * total pick different tokens only for a uniform within ~1e-7 of a cdf step, which no test can aim at",
+    ('s2d_bench.generation.sampling.x_next_token',
+     'return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=logits.shape[-1] + 1)'):
         "a uniform below 1 times the total stays below the cdf's last entry: the index never exceeds V - 1, so a clamp at V + 1 is the clamp at V - 1",
-    "s2d_bench.leaderboards.tables.x_bootstrap__mutmut_11":
-        "rng.integers(n, size=...) draws from [0, n) exactly as rng.integers(0, n, size=...): numpy reads a lone bound as high",
+    ('s2d_bench.generation.sampling.x__decode',
+     'shared = None'):
+        'shared-prefix decoding is an optimisation: the repeated-cache path draws the same tokens (tests: shared equals repeated, with and without eviction)',
+    ('s2d_bench.generation.sampling.x__decode',
+     'out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, past_key_values=None, use_cache=True, logits_to_keep=1)'):
+        'with use_cache and no cache given, the model makes the same empty DynamicCache',
+    ('s2d_bench.generation.sampling.x__decode',
+     'out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, use_cache=True, logits_to_keep=1)'):
+        'with use_cache and no cache given, the model makes the same empty DynamicCache',
+    ('s2d_bench.generation.sampling.x__decode',
+     'out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, past_key_values=DynamicCache(), use_cache=None, logits_to_keep=1)'):
+        "use_cache unset falls back to the model config's, True for every causal LM here",
+    ('s2d_bench.generation.sampling.x__decode',
+     'out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, past_key_values=DynamicCache(), logits_to_keep=1)'):
+        "use_cache unset falls back to the model config's, True for every causal LM here",
+    ('s2d_bench.generation.sampling.x__decode',
+     'out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, past_key_values=DynamicCache(), use_cache=True, )'):
+        "logits_to_keep only saves memory: the last position's logits (all that is read) are the same",
+    ('s2d_bench.generation.sampling.x__decode',
+     'out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=2)'):
+        "logits_to_keep only saves memory: the last position's logits (all that is read) are the same",
+    ('s2d_bench.generation.sampling.x__decode',
+     'tokens = torch.full((n, s.max_new_tokens), pad_id, dtype=None, device=device)'):
+        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
+    ('s2d_bench.generation.sampling.x__decode',
+     'tokens = torch.full((n, s.max_new_tokens), pad_id, device=device)'):
+        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
+    ('s2d_bench.generation.sampling.x__decode',
+     'tokens = torch.full((n, s.max_new_tokens), pad_id, dtype=torch.long, device=None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'tokens = torch.full((n, s.max_new_tokens), pad_id, dtype=torch.long, )'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'alive = torch.zeros((n, s.max_new_tokens), device=None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'alive = torch.zeros((n, s.max_new_tokens), )'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'live = torch.arange(len(gens), device=None)  # prompts still in the batch, by their index in the input'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'live = torch.arange(len(gens), )  # prompts still in the batch, by their index in the input'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'rows = torch.arange(n, device=None)  # their rows (k a prompt)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'rows = torch.arange(n, )  # their rows (k a prompt)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'done = torch.zeros(n, dtype=torch.bool, device=None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'done = torch.zeros(n, dtype=torch.bool, )'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'kept_rows = (keep[:, None] * s.k + torch.arange(s.k, device=None)).flatten()'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'kept_rows = (keep[:, None] * s.k + torch.arange(s.k, )).flatten()'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'uniforms = draw_uniforms([gens[i] for i in live.tolist()], s.k) if (s.temperature > 0) or True else None'):
+        "at temperature 0 next_token takes the argmax before it reads a uniform, and each call's generators are its own",
+    ('s2d_bench.generation.sampling.x__decode',
+     'uniforms = draw_uniforms([gens[i] for i in live.tolist()], s.k) if s.temperature >= 0 else None'):
+        "at temperature 0 next_token takes the argmax before it reads a uniform, and each call's generators are its own",
+    ('s2d_bench.generation.sampling.x__decode',
+     'if int(finished.sum()) > max(1, EVICT_SHARE * len(live)):'):
+        'when finished prompts leave the batch changes its cost, not a token (tests: eviction changes no token)',
+    ('s2d_bench.generation.sampling.x__decode',
+     'if int(finished.sum()) >= max(2, EVICT_SHARE * len(live)):'):
+        'when finished prompts leave the batch changes its cost, not a token (tests: eviction changes no token)',
+    ('s2d_bench.generation.sampling.x__decode',
+     'if int(finished.sum()) >= max(1, EVICT_SHARE / len(live)):'):
+        'when finished prompts leave the batch changes its cost, not a token (tests: eviction changes no token)',
+    ('s2d_bench.models.sequences.xǁBatchǁto',
+     'move = {k: v.to(device) if (isinstance(v, torch.Tensor)) and False else v for k, v in self.__dict__.items()}'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.models.sequences.xǁBatchǁto',
+     'move = {k: v.to(None) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.models.sequences.x_left_pad',
+     'ids = torch.full((len(rows), width), pad_id, dtype=None)'):
+        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
+    ('s2d_bench.models.sequences.x_left_pad',
+     'ids = torch.full((len(rows), width), pad_id, )'):
+        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
+    ('s2d_bench.models.sequences.x_join_texts',
+     'ids = torch.full((len(rows), width), tok.pad_token_id, dtype=None)'):
+        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
+    ('s2d_bench.models.sequences.x_join_texts',
+     'ids = torch.full((len(rows), width), tok.pad_token_id, )'):
+        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
+    ('s2d_bench.models.sequences.x_positions',
+     'return (mask.cumsum(+1) - 1).clamp(min=0)'):
+        'masks are (N, L): dim +1 is dim -1',
+    ('s2d_bench.models.sequences.x_completion_logits',
+     'out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=None)'):
+        "without position ids a left-padded row's real tokens are shifted by one offset, and rotary attention depends only on position differences",
+    ('s2d_bench.models.sequences.x_completion_logits',
+     'out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, )'):
+        "without position ids a left-padded row's real tokens are shifted by one offset, and rotary attention depends only on position differences",
+    ('s2d_bench.models.sequences.x_completion_hidden',
+     'out = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=None)'):
+        "without position ids a left-padded row's real tokens are shifted by one offset, and rotary attention depends only on position differences",
+    ('s2d_bench.models.sequences.x_completion_hidden',
+     'out = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask, )'):
+        "without position ids a left-padded row's real tokens are shifted by one offset, and rotary attention depends only on position differences",
+    ('s2d_bench.losses.x__log_tail',
+     'return logp.scatter(-1, top_ids, float("-INF")).logsumexp(dim=-1, keepdim=True)'):
+        'float("-INF") is float("-inf")',
+    ('s2d_bench.leaderboards.tables.x_bootstrap',
+     'picks = rng.integers(per_problem.size, size=(iters, per_problem.size))'):
+        'rng.integers(n, size=...) draws from [0, n) exactly as rng.integers(0, n, size=...): numpy reads a lone bound as high',
 }
 
 
@@ -120,16 +296,47 @@ def _status(exit_code: int | None) -> str:
     return status_by_exit_code[exit_code]
 
 
+@functools.cache
+def _functions(path: Path) -> dict[str, str]:
+    """Every function's source in a mutmut-written module (mutants of methods sit in their class), by name."""
+    text = path.read_text()
+    return {node.name: ast.get_source_segment(text, node) or "" for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def mutated_line(name: str) -> str | None:
+    """The line(s) mutant `name` changes, as they read mutated (stripped, ' | '-joined); None if it is not there."""
+    module, _, function = name.rpartition(".")
+    path = ROOT / "mutants" / (module.replace(".", "/") + ".py")
+    if not path.is_file():
+        return None
+    sources = _functions(path)
+    mutant, original = sources.get(function), sources.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
+    if mutant is None or original is None:
+        return None
+    orig_name = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+    mutant = mutant.replace(function, orig_name, 1)  # the def line carries the mutant's own name
+    changed = [line[2:].strip() for line in difflib.ndiff(original.splitlines(), mutant.splitlines()) if line.startswith("+ ")]
+    return " | ".join(changed)
+
+
+def equivalence(name: str) -> str | None:
+    """Why surviving mutant `name` is equivalent (EQUIVALENT), or None."""
+    function = name.rsplit("__mutmut_", 1)[0]
+    return EQUIVALENT.get((function, mutated_line(name) or ""))
+
+
 def score() -> dict:
     modules: dict[str, dict] = defaultdict(lambda: {"killed": 0, "survived": 0, "equivalent": 0, "no tests": 0, "timeout": 0, "other": 0,
-                                                    "survivors": []})
+                                                    "survivors": [], "equivalents": []})
     for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
         module = str(meta.relative_to(ROOT / "mutants"))[: -len(".meta")]
         for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
             status = _status(code)
             row = modules[module]
-            if status == "survived" and name in EQUIVALENT:
+            if status == "survived" and equivalence(name) is not None:
                 row["equivalent"] += 1
+                row["equivalents"].append(name)
             elif status == "survived":
                 row["survived"] += 1
                 row["survivors"].append(name)
@@ -143,14 +350,19 @@ def score() -> dict:
     killed = sum(r["killed"] + r["timeout"] for r in modules.values())
     judged = sum(r["killed"] + r["survived"] + r["no tests"] + r["timeout"] + r["other"] for r in modules.values())
     return {"modules": dict(modules), "total": {"killed": killed, "judged": judged, "score": round(killed / judged, 3) if judged else None},
-            "equivalent": EQUIVALENT}
+            "equivalent": {f"{f}: {line}": why for (f, line), why in EQUIVALENT.items()}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--score-only", action="store_true")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--show", nargs="+", default=[], help="print the line each named mutant changes, and stop")
     args = ap.parse_args()
+    if args.show:
+        for name in args.show:
+            print(f"{name}\n    {mutated_line(name)!r}")
+        return
     seconds = None
     if not args.score_only:
         start = time.perf_counter()
@@ -164,6 +376,10 @@ def main() -> None:
         print(f"{module:<40}{row['killed'] + row['timeout']:>8}{row['survived']:>10}{row['equivalent']:>7}{row['no tests']:>10}"
               f"{row['score'] if row['score'] is not None else '-':>7}")
     print(f"total: {report['total']['killed']} of {report['total']['judged']} killed ({report['total']['score']}), {seconds} s")
+    used = {(n.rsplit("__mutmut_", 1)[0], mutated_line(n) or "") for row in report["modules"].values() for n in row["equivalents"]}
+    unused = [key for key in EQUIVALENT if key not in used]
+    if unused:
+        print(f"{len(unused)} EQUIVALENT entries match no surviving mutant (killed now, or the code changed): {unused}")
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {OUT}")

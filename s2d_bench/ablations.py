@@ -14,6 +14,7 @@ no OPD -3.3 points against the full workflow.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import Any, Callable
 
 import yaml
@@ -32,16 +33,15 @@ def full_arm(cfg: RunConfig) -> ArmConfig:
     return cfg.arms.get(FULL) or ArmConfig(list(FULL_STAGES))
 
 
-def _drop(stage: str) -> Transform:
-    def transform(cfg: RunConfig, full: ArmConfig) -> ArmConfig:
-        if stage not in full.stages:
-            raise UserError(f"cannot drop {stage}: the full arm runs {', '.join(full.stages)}")
-        if full.stages == [stage]:
-            raise UserError(f"dropping {stage} leaves the full arm with no stage")
-        kept = {k: v for k, v in full.overrides.items() if k.partition(".")[0] != stage}
-        return ArmConfig([s for s in full.stages if s != stage], kept)
-
-    return transform
+def _drop(stage: str, cfg: RunConfig, full: ArmConfig) -> ArmConfig:
+    """The full arm without `stage` and without that stage's overrides (bound per stage in DROPS with `partial`, not a
+    closure made at import, so the transform that runs is the module's function at call time)."""
+    if stage not in full.stages:
+        raise UserError(f"cannot drop {stage}: the full arm runs {', '.join(full.stages)}")
+    if full.stages == [stage]:
+        raise UserError(f"dropping {stage} leaves the full arm with no stage")
+    kept = {k: v for k, v in full.overrides.items() if k.partition(".")[0] != stage}
+    return ArmConfig([s for s in full.stages if s != stage], kept)
 
 
 def _direct_grpo(cfg: RunConfig, full: ArmConfig) -> ArmConfig:
@@ -71,10 +71,10 @@ def _raw_bridge(cfg: RunConfig, full: ArmConfig) -> ArmConfig:
 
 # name on the command line -> (arm name, transform)
 DROPS: dict[str, tuple[str, Transform]] = {
-    "teacher-rl": ("no-teacher-rl", _drop("teacher_rl")),
-    "warmup": ("no-warmup", _drop("warmup")),
-    "opd": ("no-opd", _drop("opd")),
-    "student-rl": ("no-student-rl", _drop("student_rl")),
+    "teacher-rl": ("no-teacher-rl", partial(_drop, "teacher_rl")),
+    "warmup": ("no-warmup", partial(_drop, "warmup")),
+    "opd": ("no-opd", partial(_drop, "opd")),
+    "student-rl": ("no-student-rl", partial(_drop, "student_rl")),
 }
 BASELINES: dict[str, tuple[str, Transform]] = {
     "direct-grpo": ("direct-grpo", _direct_grpo),

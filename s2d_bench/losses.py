@@ -70,6 +70,9 @@ def shared_vocabulary(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return student_logits[..., :vocab], teacher_logits[..., :vocab]
 
 
+DIRECTIONS = ("forward", "reverse")
+
+
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, direction: str) -> torch.Tensor:
     """Per-token KL over the shared vocabulary (`shared_vocabulary`): (..., V) logits -> (...).
 
@@ -84,6 +87,8 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, directi
 
 def kl_from_logp(s_logp: torch.Tensor, t_logp: torch.Tensor, direction: str) -> torch.Tensor:
     """`token_kl` from normalised log-probabilities (callers that already hold them)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"KL direction '{direction}': use 'forward' (teacher || student) or 'reverse' (student || teacher)")
     p, a, b = (t_logp.exp(), t_logp, s_logp) if direction == "forward" else (s_logp.exp(), s_logp, t_logp)
     return (p * (a - b)).sum(-1)
 

@@ -134,3 +134,37 @@ def test_entropy_and_nll_by_hand():
     assert losses.entropy(z, mask).item() == pytest.approx(math.log(2) / 2, abs=1e-6)
     tokens = torch.tensor([[1, 0]])
     assert losses.token_nll(z, tokens, mask).item() == pytest.approx(math.log(2) / 2, abs=1e-6)
+
+
+def test_top_k_kl_on_batched_positions_is_the_kl_of_each_position():
+    """(N, T, V) logits with N, T and V all different: every position's top-k KL is the one of that position alone."""
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(2, 3, 7, generator=g), torch.randn(2, 3, 7, generator=g)
+    for direction in losses.DIRECTIONS:
+        for k in (3, 7):
+            batched = losses.token_kl_topk(s, t, direction, k)
+            alone = torch.stack([torch.stack([losses.token_kl_topk(s[i, j][None], t[i, j][None], direction, k)[0] for j in range(3)])
+                                 for i in range(2)])
+            assert batched.shape == (2, 3)
+            torch.testing.assert_close(batched, alone)
+    assert not torch.allclose(losses.token_kl_topk(s, t, "forward", 3), losses.token_kl_topk(s, t, "forward", 7))
+
+
+def test_teacher_forced_nll_on_batched_positions_by_hand():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]]))  # (1, 2, 3): T != V
+    nll = losses.token_nll(logits, torch.tensor([[1, 2]]), torch.ones(1, 2))
+    assert nll.item() == pytest.approx(-(math.log(0.25) + math.log(0.8)) / 2, rel=1e-6)
+
+
+def test_a_pair_padded_to_two_widths_is_compared_over_the_shared_rows_and_a_direction_is_checked():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(4, 10, generator=g), torch.randn(4, 12, generator=g)
+    a, b = losses.shared_vocabulary(s, t)
+    assert a.shape == b.shape == (4, 10) and torch.equal(b, t[:, :10])
+    a, b = losses.shared_vocabulary(t, s)
+    assert a.shape == b.shape == (4, 10) and torch.equal(a, t[:, :10])
+    torch.testing.assert_close(losses.token_kl(s, t, "reverse"), losses.token_kl(s, t[:, :10], "reverse"))
+    with pytest.raises(ValueError, match="KL direction 'REVERSE'"):
+        losses.token_kl(s, t, "REVERSE")
+    with pytest.raises(ValueError, match="KL direction 'backward'"):
+        losses.kl_from_logp(s, s, "backward")

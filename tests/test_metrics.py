@@ -16,7 +16,7 @@ def test_avg_at_k_is_mean_of_per_problem_means_with_problem_level_stderr():
 def test_avg_at_k_refuses_problems_with_missing_samples():
     with pytest.raises(ValueError, match="exactly k=4"):
         avg_at_k([[True] * 4, [True]], k=4)
-    with pytest.raises(ValueError, match="avg@k of zero problems"):
+    with pytest.raises(ValueError, match="^avg@k of zero problems$"):
         avg_at_k([], k=4)
 
 

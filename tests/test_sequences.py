@@ -1,5 +1,7 @@
 """Which logit scores which completion token, decided once (models/sequences.py): every helper by hand."""
 
+import math
+
 import pytest
 import torch
 
@@ -87,7 +89,32 @@ def test_the_logit_at_p_plus_t_minus_1_scores_completion_token_t():
 
 
 def test_token_logprobs_by_hand():
-    logits = torch.tensor([[[0.0, 0.0], [1.0, 0.0]]])
-    lp = token_logprobs(logits, torch.tensor([[1, 0]]))
+    probs = torch.tensor([[[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]]])  # (1, 2, 3): T != V, rows not symmetric
+    lp = token_logprobs(torch.log(probs) + 1.5, torch.tensor([[1, 2]]))  # a shift per position changes nothing
     assert lp.shape == (1, 2)
-    assert lp[0].tolist() == pytest.approx([-0.693147, 1 - torch.logsumexp(torch.tensor([1.0, 0.0]), 0).item()], rel=1e-5)
+    assert lp[0].tolist() == pytest.approx([math.log(0.3), math.log(0.3)], rel=1e-5)
+    lp = token_logprobs(torch.log(probs), torch.tensor([[0, 1]]))
+    assert lp[0].tolist() == pytest.approx([math.log(0.5), math.log(0.6)], rel=1e-5)
+
+
+def test_completions_get_no_special_tokens_from_a_tokenizer_that_adds_them():
+    """A tokenizer whose post-processor adds a BOS (Llama's does) must not put one inside a completion."""
+    from tokenizers import processors
+
+    tok = char_tokenizer()
+    bos = tok.convert_tokens_to_ids("<|endoftext|>")
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    assert tok("1")["input_ids"][0] == bos  # the processor is live
+    assert encode_completions(tok, ["1"]) == [[tok.convert_tokens_to_ids("1"), tok.eos_token_id]]
+
+
+def test_join_texts_renders_without_thinking_unless_told():
+    """With a template that honours enable_thinking (Qwen3-style), the default is the non-thinking prompt."""
+    from s2d_bench.models.qwen_bpe import CHAT_TEMPLATE
+
+    tok = char_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    think = "<think>\n\n</think>\n\n"
+    default, on = join_texts(tok, ["1+1="], ["2"]), join_texts(tok, ["1+1="], ["2"], thinking=True)
+    assert tok.decode(default.input_ids[0, : default.prompt_len]).endswith("assistant\n" + think)
+    assert not tok.decode(on.input_ids[0, : on.prompt_len]).endswith(think)

@@ -60,7 +60,7 @@ def next_token(logits: torch.Tensor, s: Sampling, uniforms: torch.Tensor | None)
     if s.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(-1) - probs > s.top_p  # keep the smallest prefix with mass >= top_p
+        drop = probs.cumsum(-1) - probs >= s.top_p  # keep the smallest prefix with mass >= top_p (as HF and vLLM do)
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     cdf = torch.softmax(logits, dim=-1).double().cumsum(dim=-1)

@@ -246,3 +246,55 @@ def test_shared_prefix_cache_grows_past_its_first_buffer_and_stops_at_its_budget
     assert layer.get_seq_length() == 3 + 5
     with pytest.raises(RuntimeError, match="capacity 5"):
         layer.update(steps[0], steps[0])
+
+
+def test_the_uniforms_are_float64_and_greedy_is_each_rows_argmax():
+    gens = sampling_module.generators([1, 2])
+    u = sampling_module.draw_uniforms(gens, 3)
+    assert u.dtype == torch.float64 and u.shape == (6,)
+    logits = torch.tensor([[0.0, 5.0, 1.0], [9.0, 0.0, 1.0], [0.0, 1.0, 7.0]])
+    assert next_token(logits, Sampling(temperature=0.0), None).tolist() == [1, 0, 2]
+
+
+def test_top_p_at_an_exact_tie_keeps_the_smallest_prefix_reaching_it():
+    """Probabilities 0.5, 0.25, 0.25 and top_p 0.5: the first token alone reaches 0.5 (HF's and vLLM's nucleus)."""
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]])).repeat(200, 1)
+    uniforms = torch.rand(200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert set(next_token(logits, Sampling(top_p=0.5), uniforms).tolist()) == {0}
+    assert set(next_token(logits, Sampling(top_p=0.75), uniforms).tolist()) == {0, 1}
+
+
+def test_every_decode_step_sees_the_logits_transformers_computes(monkeypatch):
+    """The logits the sampler draws from at each step are `generate`'s scores for the same greedy tokens: positions,
+    the attention mask and the cache of left-padded prompts are those of transformers, step for step."""
+    model, tok = MODELS.get("tiny-qwen3-teacher")(seed=3)
+    prompts = ["1+2=", "123+456=", "99+1="]
+    seen = []
+    real = sampling_module.next_token
+
+    def recording(logits, s, uniforms):
+        seen.append(logits.clone())
+        return real(logits, s, uniforms)
+
+    monkeypatch.setattr(sampling_module, "next_token", recording)
+    ids, mask = left_pad(encode_prompts(tok, prompts), tok.pad_token_id)
+    tokens, _ = sample(model, ids, mask, Sampling(k=1, temperature=0.0, max_new_tokens=6), [-1], tok.pad_token_id, [0, 1, 2])
+    ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=6, min_new_tokens=6, eos_token_id=None,
+                         pad_token_id=tok.pad_token_id, output_logits=True, return_dict_in_generate=True)
+    assert len(seen) == len(ref.logits) == 6
+    for step, (ours, theirs) in enumerate(zip(seen, ref.logits)):
+        torch.testing.assert_close(ours, theirs.float(), rtol=1e-4, atol=1e-4, msg=f"step {step}")
+    assert torch.equal(tokens, ref.sequences[:, ids.shape[1] :])
+
+
+def test_rows_after_their_stop_hold_the_pad_id_and_the_width_is_the_longest_row():
+    """A pad id other than 0 or 1 (Qwen's is 151,643) fills every position after a row's stop token, and the returned
+    width is the longest row's, however early every row stopped."""
+    model, tok = MODELS.get("tiny-qwen3-student")(seed=0)
+    ids, mask = left_pad(encode_prompts(tok, ["1+1=", "22+3="]), tok.pad_token_id)
+    stops = list(range(0, len(tok), 2))  # half the vocabulary ends a row: rows stop early, at different steps
+    tokens, alive = sample(model, ids, mask, Sampling(k=4, temperature=1.0, max_new_tokens=30), stops, 57, [3, 4])
+    lengths = alive.sum(1).long()
+    assert tokens.shape[1] == int(lengths.max()) < 30
+    for row, n in zip(tokens, lengths.tolist()):
+        assert row[n - 1].item() in stops and (row[n:] == 57).all()
