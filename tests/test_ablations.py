@@ -103,3 +103,21 @@ def test_a_sweep_is_an_arm_per_value_sharing_every_stage_upstream_of_the_key():
 def test_bad_sweeps_are_refused_with_the_form_they_need(sweep, message):
     with pytest.raises(UserError, match=message):
         ablation_config(load_config(), [], [], sweeps=[sweep])
+
+
+def test_cache_savings_counts_each_shared_stage_once_against_every_arm_alone():
+    """Two seeds' runners: arms a=[n1, n2] and b=[n1, n3] share n1, so each seed trains 3 stages, not 4, and the
+    seconds saved are n1's once per seed."""
+    from types import SimpleNamespace
+
+    from s2d_bench.ablations import cache_savings
+
+    def runner(seconds):
+        nodes = {i: SimpleNamespace(id=i) for i in seconds}
+        return SimpleNamespace(arm_paths=lambda: {"a": ["n1", "n2"], "b": ["n1", "n3"]}, nodes=nodes,
+                               stage_info=lambda node: {"seconds": seconds[node.id]})
+
+    saved = cache_savings([runner({"n1": 10.0, "n2": 2.0, "n3": 3.0}), runner({"n1": 20.0, "n2": 4.0, "n3": 6.0})])
+    assert saved == {"stages_alone": 8, "stages_run": 6, "train_seconds_alone": 10 + 2 + 10 + 3 + 20 + 4 + 20 + 6,
+                     "train_seconds_run": 15.0 + 30.0}
+    assert cache_savings([]) == {"stages_alone": 0, "stages_run": 0, "train_seconds_alone": 0.0, "train_seconds_run": 0.0}
