@@ -52,7 +52,7 @@ from s2d_bench.harness.suite import eval_key, evaluate_target
 from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
 from s2d_bench.models import MODELS
 from s2d_bench.nodefiles import checksums, node_lock, write_atomic, write_json
-from s2d_bench.reporting import close_all, log_all, open_reporters
+from s2d_bench.reporting import report_arms, report_evaluations, reporting
 from s2d_bench.reporting.curves import plot_metrics
 from s2d_bench.models.builders import load_pretrained, save
 from s2d_bench.models.pretrain import pretrain
@@ -233,7 +233,8 @@ class Runner:
             distributed.barrier()
         if main:
             self.write_results()
-            self.report_arms(records)
+            seeded = {f"{arm}-seed{self.cfg.seed}": rows for arm, rows in self.arm_rows().items()}
+            report_arms(self.cfg.report_to, self.root / "tb" / "arms", seeded, records)
         return records
 
     def prepare(self) -> None:
@@ -366,21 +367,18 @@ class Runner:
                 stale.unlink(missing_ok=True)
             shutil.rmtree(self.tb_dir(node), ignore_errors=True)  # its curves are redrawn with the stage
         start = time.perf_counter()
-        reporters = open_reporters(self.cfg.report_to, self.tb_dir(node)) if main else []
         prefix = node.stage if node.stage != "base" else f"pretrain_{node.role}"
-        with open(out / "metrics.jsonl", "w") if main else open(os.devnull, "w") as metrics:
+        with (open(out / "metrics.jsonl", "w") if main else open(os.devnull, "w")) as metrics, \
+                reporting(self.cfg.report_to if main else [], self.tb_dir(node)) as mirror:
             def log(row: dict) -> None:
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
-                log_all(reporters, prefix, row, int(row.get("step", 0)))
+                mirror(prefix, row, int(row.get("step", 0)))
 
-            try:
-                if node.stage == "base":
-                    model, tok, report = self._train_base(node, log)
-                else:
-                    model, tok, report = self._train_stage(node, log)
-            finally:
-                close_all(reporters)
+            if node.stage == "base":
+                model, tok, report = self._train_base(node, log)
+            else:
+                model, tok, report = self._train_stage(node, log)
         if main:
             plot_metrics(out / "metrics.jsonl", out / "curves.png", node.stage, f"{prefix}  ({node.id})")
         with self.backend.saving(model) if node.stage != "base" else contextlib.nullcontext():  # a stage: every rank enters
@@ -429,6 +427,7 @@ class Runner:
                                   thinking=self.cfg.prompt.thinking)
         engine = ENGINES.get(self.cfg.eval.engine).load(ref, engine_cfg)
         desc = f"eval {node.stage}" + ("" if node.stage != "base" else f" {node.role}")
+        written = []
         try:
             with GradingPool() as pool:
                 for target in todo:
@@ -436,38 +435,14 @@ class Runner:
                                              f"completions-{self.eval_hash(target)}.jsonl", desc)
                     if record is not None:
                         write_atomic(self.result_path(node, target), record.to_json())
-                        self._report_eval(node, record)
+                        written.append(record.to_dict())
         finally:
             engine.close()
+        if written:
+            report_evaluations(self.cfg.report_to, self.tb_dir(node), written, int(self.stage_info(node).get("steps", 0)))
 
     def tb_dir(self, node: Node) -> Path:
         return self.root / "tb" / node.id
-
-    def _report_eval(self, node: Node, record: EvalRecord) -> None:
-        """An evaluation in the node's TensorBoard run, at the stage's last step, so it sits at the end of its curves."""
-        if not self.cfg.report_to:
-            return
-        reporters = open_reporters(self.cfg.report_to, self.tb_dir(node))
-        step = int(self.stage_info(node).get("steps", 0))
-        log_all(reporters, f"eval/{record.task}", {f"avg@{record.k}": record.mean, "stderr": record.stderr}, step)
-        close_all(reporters)
-
-    def report_arms(self, records: list[dict[str, Any]]) -> None:
-        """tb/arms/<arm>-seed<seed>: each arm's avg@k after each of its stages (step i = the i-th model of the arm),
-        the whole workflow on one axis. Rewritten every run: it is derived from the records."""
-        if not self.cfg.report_to:
-            return
-        by_node: dict[str, list[dict[str, Any]]] = {}
-        for r in records:
-            by_node.setdefault(r["node"], []).append(r)
-        for arm, rows in self.arm_rows().items():
-            folder = self.root / "tb" / "arms" / f"{arm}-seed{self.cfg.seed}"
-            shutil.rmtree(folder, ignore_errors=True)
-            reporters = open_reporters(self.cfg.report_to, folder)
-            for i, (node_id, _) in enumerate(rows):
-                for r in by_node.get(node_id, []):
-                    log_all(reporters, f"eval/{r['task']}", {f"avg@{r['k']}": r["mean"]}, i)
-            close_all(reporters)
 
     def _record_fields(self, node: Node) -> dict[str, Any]:
         """What a pipeline record says beyond the evaluation itself: the node, its lineage and budget."""
