@@ -55,12 +55,15 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path}: unreadable ({exc}); re-run the evaluation to rewrite it") from None
 
 
-def load_evaluation(record_path: Path, completions: Path, title: str, slug: str) -> Evaluation:
-    """An evaluation from its record, completions and (when kept) problems files."""
+def _record(path: Path) -> dict[str, Any]:
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UserError(f"{record_path}: unreadable record ({exc})") from None
+        raise UserError(f"{path}: unreadable record ({exc})") from None
+
+
+def load_evaluation(record_path: Path, record: dict[str, Any], completions: Path, title: str, slug: str) -> Evaluation:
+    """An evaluation from its record (read from `record_path`), completions and (when kept) problems files."""
     if not completions.is_file():
         raise UserError(f"{record_path}: no completions file beside it ({completions.name}); the samples were not kept")
     by_id: dict[str, list[dict[str, Any]]] = {}
@@ -85,12 +88,12 @@ def find_evaluations(folder: Path) -> list[Evaluation]:
     for record in sorted(folder.glob("nodes/*/eval-*.json")):
         digest = record.stem.removeprefix("eval-")
         node = record.parent.name
-        info = json.loads(record.read_text(encoding="utf-8"))
+        info = _record(record)
         title = f"{info.get('stage', '?')} {info.get('role', '')} · {info.get('task', '?')} · node {node}"
-        found.append(load_evaluation(record, record.with_name(f"completions-{digest}.jsonl"), title, f"{node}-{info.get('task', digest)}"))
+        found.append(load_evaluation(record, info, record.with_name(f"completions-{digest}.jsonl"), title, f"{node}-{info.get('task', digest)}"))
     for record in sorted([*folder.glob("*/results.json"), *folder.glob("results.json")]):
-        info = json.loads(record.read_text(encoding="utf-8"))
-        found.append(load_evaluation(record, record.with_name("completions.jsonl"), f"{info.get('model', '?')} · {info.get('task', '?')}",
+        info = _record(record)
+        found.append(load_evaluation(record, info, record.with_name("completions.jsonl"), f"{info.get('model', '?')} · {info.get('task', '?')}",
                                      str(info.get("task") or record.parent.name)))
     if not found:
         raise UserError(f"{folder}: no evaluations (looked for nodes/*/eval-*.json and */results.json)")

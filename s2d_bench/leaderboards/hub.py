@@ -33,12 +33,9 @@ RECORD_COLUMNS = ("suite", "node", "stage", "role", "seed", "seed_scope", "task"
                   "model", "backend", "engine", "grader", "config_hash", "labeled_draws", "timestamp")
 
 
-def tables(store: Store, suite: str, every_config: bool) -> dict[str, pd.DataFrame]:
-    """The suite's rows as the folder's Parquet tables (the leaderboard's arms only: its newest config unless `every_config`)."""
-    from s2d_bench.leaderboards import build
-
-    board = build(store, suite, every_config)
-    evals = store.evals(suite)
+def tables(store: Store, suite: str, every_config: bool, board: Any, evals: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """The suite's rows as the folder's Parquet tables: its records `evals`, its arms (the newest config's unless
+    `every_config`), diagnostics, and the main table of `board` (its `leaderboards.Leaderboard`)."""
     records = pd.DataFrame([{**{c: r.get(c) for c in RECORD_COLUMNS}, "record": json.dumps(r, sort_keys=True)} for r in evals])
     per_problem = pd.DataFrame([{"suite": suite, "node": r.get("node"), "stage": r.get("stage"), "seed": r.get("seed"), "task": r.get("task"),
                                  "model": r.get("model"), "problem": str(pid), "score": float(score)}
@@ -69,9 +66,8 @@ def store_from_tables(records: Iterable[dict[str, Any]], arms: Iterable[dict[str
     return store
 
 
-def card(suite: str, frames: dict[str, pd.DataFrame], table_md: str) -> str:
+def card(suite: str, records: list[dict[str, Any]], table_md: str) -> str:
     """The dataset card: YAML metadata the Hub reads (configs, tags) and ours (task, protocol, seeds, versions), then the table."""
-    records = [json.loads(r) for r in frames["records"]["record"]] if len(frames["records"]) else []
 
     def distinct(key: str) -> list[Any]:
         seen: list[Any] = []
@@ -128,15 +124,15 @@ def write_hub_dir(store: Store, suite: str, every_config: bool, folder: Path) ->
     """The folder described above; returns the paths written."""
     from s2d_bench.leaderboards import build, publish, render
 
-    frames = tables(store, suite, every_config)
+    board, evals = build(store, suite, every_config), store.evals(suite)
+    frames = tables(store, suite, every_config, board, evals)
     (folder / "data").mkdir(parents=True, exist_ok=True)
     paths = []
     for name in TABLES:
         path = folder / "data" / f"{name}.parquet"
         frames[name].to_parquet(path, index=False)
         paths.append(path)
-    board = build(store, suite, every_config)
     paths.extend(publish(board, folder / "tables"))
     readme = folder / "README.md"
-    readme.write_text(card(suite, frames, render(board, "md")), encoding="utf-8")
+    readme.write_text(card(suite, evals, render(board, "md")), encoding="utf-8")
     return [readme, *paths]
