@@ -33,6 +33,11 @@ def full_arm(cfg: RunConfig) -> ArmConfig:
     return cfg.arms.get(FULL) or ArmConfig(list(FULL_STAGES))
 
 
+def _overrides_without(full: ArmConfig, stages: set[str]) -> dict[str, Any]:
+    """The full arm's overrides (`stage.field`) less those of `stages`, which the derived arm does not run."""
+    return {k: v for k, v in full.overrides.items() if k.partition(".")[0] not in stages}
+
+
 def _drop(stage: str, cfg: RunConfig, full: ArmConfig) -> ArmConfig:
     """The full arm without `stage` and without that stage's overrides (bound per stage in DROPS with `partial`, not a
     closure made at import, so the transform that runs is the module's function at call time)."""
@@ -40,8 +45,7 @@ def _drop(stage: str, cfg: RunConfig, full: ArmConfig) -> ArmConfig:
         raise UserError(f"cannot drop {stage}: the full arm runs {', '.join(full.stages)}")
     if full.stages == [stage]:
         raise UserError(f"dropping {stage} leaves the full arm with no stage")
-    kept = {k: v for k, v in full.overrides.items() if k.partition(".")[0] != stage}
-    return ArmConfig([s for s in full.stages if s != stage], kept)
+    return ArmConfig([s for s in full.stages if s != stage], _overrides_without(full, {stage}))
 
 
 def _direct_grpo(cfg: RunConfig, full: ArmConfig) -> ArmConfig:
@@ -54,7 +58,7 @@ def _replay(cfg: RunConfig, full: ArmConfig) -> ArmConfig:
     if "student_rl" not in full.stages:
         raise UserError("the replay control replaces student_rl, which the full arm does not run")
     rl = cfg.stage_config(FULL, "student_rl") if FULL in cfg.arms else cfg.stages.student_rl
-    kept = {k: v for k, v in full.overrides.items() if k.partition(".")[0] != "student_rl"}
+    kept = _overrides_without(full, {"student_rl"})
     kept["replay.steps"] = rl.steps * rl.updates_per_batch
     return ArmConfig(["replay" if s == "student_rl" else s for s in full.stages], kept)
 
@@ -66,7 +70,7 @@ def _raw_bridge(cfg: RunConfig, full: ArmConfig) -> ArmConfig:
     stages = [s for s in full.stages if s not in dropped]
     if not stages:
         raise UserError(f"the raw-teacher bridge keeps no stage of the full arm ({', '.join(full.stages)})")
-    return ArmConfig(stages, {k: v for k, v in full.overrides.items() if k.partition(".")[0] not in dropped})
+    return ArmConfig(stages, _overrides_without(full, dropped))
 
 
 # name on the command line -> (arm name, transform)

@@ -70,6 +70,12 @@ def shared_vocabulary(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return student_logits[..., :vocab], teacher_logits[..., :vocab]
 
 
+def _shared_logp(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both models' float32 log-probabilities over the shared vocabulary."""
+    student_logits, teacher_logits = shared_vocabulary(student_logits, teacher_logits)
+    return F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1)
+
+
 DIRECTIONS = ("forward", "reverse")
 
 
@@ -81,8 +87,7 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, directi
     'reverse' is KL(student || teacher): mode-seeking; on the student's own samples it is the
     dense per-token signal of on-policy distillation.
     """
-    student_logits, teacher_logits = shared_vocabulary(student_logits, teacher_logits)
-    return kl_from_logp(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1), direction)
+    return kl_from_logp(*_shared_logp(student_logits, teacher_logits), direction)
 
 
 def kl_from_logp(s_logp: torch.Tensor, t_logp: torch.Tensor, direction: str) -> torch.Tensor:
@@ -100,8 +105,7 @@ def token_kl_topk(student_logits: torch.Tensor, teacher_logits: torch.Tensor, di
     Both distributions are coarsened to the same k + 1 outcomes (the k tokens, "anything else"),
     so the value is a lower bound of the full KL that reaches it as k -> V.
     """
-    student_logits, teacher_logits = shared_vocabulary(student_logits, teacher_logits)
-    return topk_kl_from_logp(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1), direction, k)
+    return topk_kl_from_logp(*_shared_logp(student_logits, teacher_logits), direction, k)
 
 
 def topk_kl_from_logp(s_logp: torch.Tensor, t_logp: torch.Tensor, direction: str, k: int) -> torch.Tensor:
