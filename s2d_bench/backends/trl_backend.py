@@ -10,7 +10,10 @@ Our configs are translated into TRL's in `trl_args` and nowhere else; our config
 inherit TRL's. Options TRL cannot express are refused by the preflight (`preflight.check_config`) before any stage runs.
 TRL renders prompts itself, so it gets our protocol: `enable_thinking` as `chat_template_kwargs`
 (per example for GKD's messages), and its stop set is the same union of generation-config and
-tokenizer EOS ids as `generation.protocol.stop_ids` (tested). Rewards go through our grading pool.
+tokenizer EOS ids as `generation.protocol.stop_ids` (tested). Rewards go through our grading pool, on
+the text `protocol.completion_texts` decodes from the sampled ids (as every engine's), not TRL's.
+GRPO and Distillation train the ids they sampled, cut after the first stop token (nothing appended
+to a reply cut at the cap); stage 2a is handed ours (tested in tests/backends/test_parity.py).
 `rollout.engine: vllm` turns on TRL's own colocated vLLM in stages 1, 2b and 3, and our vLLM
 engine for the warmup's teacher rollouts.
 """
@@ -36,7 +39,7 @@ from s2d_bench.backends.base import DistillJob, Logger, RLJob, StageReport  # no
 from s2d_bench.config import DistillConfig, GRPOConfig, PromptConfig, RolloutConfig, RunConfig  # noqa: E402
 from s2d_bench.generation import ENGINES  # noqa: E402
 from s2d_bench.generation.engine import resolve_device  # noqa: E402
-from s2d_bench.generation.protocol import prompt_seeds, render_texts  # noqa: E402
+from s2d_bench.generation.protocol import completion_texts, prompt_seeds, render_texts  # noqa: E402
 from s2d_bench.generation.rollouts import Rollouts, open_rollouts  # noqa: E402
 from s2d_bench.generation.sampling import Sampling  # noqa: E402
 from s2d_bench.models.builders import load_pretrained  # noqa: E402
@@ -81,11 +84,14 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
             epsilon=cfg.clip_low, epsilon_high=cfg.clip_high, beta=cfg.kl_coef, scale_rewards="group" if cfg.scale_rewards else "none",
             loss_type="dapo", top_k=0, top_p=1.0,  # dapo: token mean over the batch, as losses.policy_loss
             **vllm_args(rollout), **template,
+            # ours takes ratios against the training model's own log-probs, never vLLM's: no IS correction either
+            **({"vllm_importance_sampling_correction": False} if rollout.engine == "vllm" else {}),
         )
     if kind == "forward_kl":
         from trl.experimental.gkd import GKDConfig
 
-        return GKDConfig(**common, **accumulation(cfg), lmbda=0.0, beta=0.0, seq_kd=False,
+        # sequential: step s trains rows s*B..(s+1)*B, the batch the torch backend's warmup draws at step s
+        return GKDConfig(**common, **accumulation(cfg), lmbda=0.0, beta=0.0, seq_kd=False, train_sampling_strategy="sequential",
                          max_new_tokens=cfg.max_new_tokens, dataset_kwargs={"skip_prepare_dataset": True})
     return trl.DistillationConfig(**common, **accumulation(cfg), beta=1.0,
                                   max_completion_length=cfg.max_new_tokens, top_k=0, top_p=1.0, **vllm_args(rollout), **template)
@@ -181,10 +187,9 @@ class TRLBackend:
         timeouts: list[int] = []
         k = job.cfg.samples_per_prompt
 
-        def reward(prompts, completions, problem_id, **_) -> list[float]:  # noqa: ANN001 - TRL's reward signature
+        def reward(prompts, completions, completion_ids, problem_id, **_) -> list[float]:  # noqa: ANN001 - TRL's reward signature
             draws.extend(problem_id[::k])  # one draw per group of k samples
-            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-            scores = job.reward(texts, [by_id[i] for i in problem_id])
+            scores = job.reward(completion_texts(job.tok, completion_ids), [by_id[i] for i in problem_id])
             timeouts.append(scores.timeouts)
             return scores.rewards
 

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.config import RolloutConfig
 from s2d_bench.generation.engine import Completion, EngineConfig, Progress, resolve_device, resolve_dtype
-from s2d_bench.generation.protocol import check_context, context_of, render, stop_ids
+from s2d_bench.generation.protocol import check_context, completion_texts, context_of, render, stop_ids
 from s2d_bench.generation.rollouts import Rollouts, rollouts_from_tokens
 from s2d_bench.generation.sampling import Sampling, sample
 from s2d_bench.models.builders import load_pretrained
@@ -51,7 +51,7 @@ class HFEngine:
     def generate_ids(self, rows: list[list[int]], sampling: Sampling, seeds: list[int], progress: Progress | None = None) -> list[Completion]:
         """As `generate`, for prompts already templated and tokenized (lm-eval's contexts)."""
         tokens = self._sample(rows, sampling, seeds, progress)
-        texts = self.tok.batch_decode(tokens, skip_special_tokens=True)
+        texts = completion_texts(self.tok, tokens)
         return [Completion(text, len(ids), ids) for text, ids in zip(texts, tokens)]
 
     def rollouts(self, prompts: list[str], sampling: Sampling, seeds: list[int]) -> Rollouts:

@@ -34,6 +34,14 @@ def render(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: bool) -> 
     return [tok(t, add_special_tokens=False)["input_ids"] for t in render_texts(tok, prompts, thinking)]
 
 
+def completion_texts(tok: PreTrainedTokenizerBase, completions) -> list[str]:  # noqa: ANN001 - id lists or a tensor
+    """The text a grader sees of each completion: its ids decoded with special tokens dropped (the stop
+    token, padding). Every engine and every backend's reward decodes here, so a reply is graded on the
+    same text whichever path sampled it (TRL's GRPO reward included: it gets the ids, not TRL's text,
+    which a tokenizer with a response schema would have parsed into fields)."""
+    return tok.batch_decode(completions, skip_special_tokens=True)
+
+
 def check_context(tok: PreTrainedTokenizerBase, prompts: list[str], names: list[str], thinking: bool, context: int | None,
                   max_new_tokens: int) -> None:
     """Refuse, before any sampling, a prompt that with `max_new_tokens` does not fit the model's `context`.

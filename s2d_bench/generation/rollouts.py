@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from s2d_bench.generation.protocol import completion_texts
 from s2d_bench.models.sequences import Batch, join
 
 if TYPE_CHECKING:
@@ -56,4 +57,4 @@ def rollouts_from_tokens(tok: PreTrainedTokenizerBase, rows: list[list[int]], k:
         ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
         mask[i, : len(c)] = True
     batch = join([r for r in rows for _ in range(k)], ids, mask, tok.pad_token_id)
-    return Rollouts(texts=tok.batch_decode(ids, skip_special_tokens=True), batch=batch, k=k)
+    return Rollouts(texts=completion_texts(tok, ids), batch=batch, k=k)

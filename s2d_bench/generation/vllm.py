@@ -38,7 +38,7 @@ from s2d_bench import distributed
 from s2d_bench.config import RolloutConfig
 from s2d_bench.errors import UserError
 from s2d_bench.generation.engine import Completion, EngineConfig, Progress
-from s2d_bench.generation.protocol import check_context, context_of, render, stop_ids, stop_ids_of
+from s2d_bench.generation.protocol import check_context, completion_texts, context_of, render, stop_ids, stop_ids_of
 from s2d_bench.generation.rollouts import Rollouts, rollouts_from_tokens
 from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.builders import load_tokenizer
@@ -220,7 +220,7 @@ class VLLMEngine:
         tokens = self._sample(render(self.tok, prompts, self.thinking), sampling, seeds)
         if progress is not None:
             progress(len(tokens))
-        texts = self.tok.batch_decode(tokens, skip_special_tokens=True)
+        texts = completion_texts(self.tok, tokens)
         return [Completion(text, len(ids), ids) for text, ids in zip(texts, tokens)]
 
     def rollouts(self, prompts: list[str], sampling: Sampling, seeds: list[int]) -> Rollouts:

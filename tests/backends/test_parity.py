@@ -128,3 +128,98 @@ def test_forward_kl_warmup_step_matches_on_exactly_the_tokens_torch_trains(world
     theirs = trainer.compute_loss(student, inputs)
     torch.testing.assert_close(theirs.detach(), ours.detach(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(_grads(student, theirs), ours_grad, rtol=1e-4, atol=1e-6)
+
+
+def _forced_stop(model, stops, space, made):  # noqa: ANN001
+    """TRL samples with `model.generate`: row 0 of every call is made a reply of one space, stopped, with a
+    non-stop token after the stop (what a batch sampler leaves behind a finished row); the rest are cut at the cap
+    by the tiny model. The completions as returned are recorded."""
+    real = model.generate
+
+    def generate(*args, **kwargs):
+        out = real(*args, **kwargs)
+        p = kwargs["input_ids"].shape[1]
+        if out.shape[1] - p >= 3:
+            out[0, p : p + 3] = torch.tensor([space, stops[0], next(t for t in range(out.max() + 1) if t not in stops)])
+        made.extend(out[:, p:].tolist())
+        return out
+
+    model.generate = generate
+
+
+@pytest.mark.parametrize("stage", ["teacher_rl", "opd"])
+def test_trls_samplers_train_and_grade_exactly_the_ids_they_sampled(stage, monkeypatch):
+    """GRPO (stages 1, 3) and Distillation (2b) train what they sampled up to and including the first stop token,
+    nothing after it, and nothing appended to a reply cut at the cap (the `<|im_end|>` GKD's text path added);
+    GRPO's reward grades the text `completion_texts` decodes from those ids, as every engine's reward does, even
+    where TRL's own text differs: with a response template (TRL's Qwen3 one here) TRL parses the reply into fields,
+    dropping the reasoning and the whitespace-only reply of row 0."""
+    import trl
+    from trl.chat_template_utils import qwen3_template
+
+    from s2d_bench.backends import BACKENDS
+    from s2d_bench.config import TaskConfig, load_config
+    from s2d_bench.generation.protocol import completion_texts, stop_ids
+    from s2d_bench.harness.rewards import Scores
+    from s2d_bench.stages import STAGES, StageInputs
+    from s2d_bench.tasks import TASKS
+
+    splits = TASKS.get("add3mix")(TaskConfig(n_labeled=4, n_unlabeled=4, n_test=2)).splits()
+    student, tok = tiny_qwen3_student(seed=0)
+    teacher, _ = tiny_qwen3_student(seed=1)
+    cfg = load_config(None, ["backend=trl", "stages.teacher_rl.steps=1", "stages.teacher_rl.prompts_per_step=2",
+                             "stages.teacher_rl.samples_per_prompt=2", "stages.teacher_rl.max_new_tokens=5",
+                             "stages.opd.steps=1", "stages.opd.batch_size=4", "stages.opd.max_new_tokens=5"])
+    tok.response_template = qwen3_template  # as checkpoints that ship one (recent Gemma 4) have it
+    stops = stop_ids(student, tok)
+    made, trained, graded = [], [], []
+    _forced_stop(teacher if stage == "teacher_rl" else student, stops, tok.convert_tokens_to_ids(" "), made)
+    trainer_cls = trl.GRPOTrainer if stage == "teacher_rl" else trl.DistillationTrainer
+    real_loss = trainer_cls._compute_loss
+
+    def spy(self, model, inputs, *rest):  # noqa: ANN001
+        trained.extend(ids[m.bool()].tolist() for ids, m in zip(inputs["completion_ids"], inputs["completion_mask"]))
+        return real_loss(self, model, inputs, *rest)
+
+    monkeypatch.setattr(trainer_cls, "_compute_loss", spy)
+
+    def reward(texts, problems):  # noqa: ANN001
+        graded.extend(texts)
+        return Scores([float(i % 2) for i in range(len(texts))])
+
+    policy = teacher if stage == "teacher_rl" else student
+    STAGES.get(stage).run(StageInputs(BACKENDS.get("trl")(cfg), policy, teacher, tok, splits, reward,
+                                      getattr(cfg.stages, stage), 0, lambda row: None))
+    cut = [c[: next((i + 1 for i, t in enumerate(c) if t in stops), len(c))] for c in made]
+    assert any(c[-1] in stops for c in cut) and any(c[-1] not in stops for c in cut)  # both kinds were trained
+    assert sorted(trained) == sorted(cut)
+    if stage == "teacher_rl":
+        assert " " in graded and sorted(graded) == sorted(completion_texts(tok, cut))
+
+
+def test_a_trl_warmup_ends_where_the_torch_warmup_does():
+    """Stage 2a on TRL is the torch backend's, step for step: the same teacher rollouts (same seeds, same engine),
+    handed to GKD in the order torch trains them (`train_sampling_strategy="sequential"`; GKD's default shuffle
+    would put other rows in each step's batch), so three steps leave the same student to float32 rounding."""
+    import copy
+
+    from s2d_bench.backends import BACKENDS
+    from s2d_bench.config import TaskConfig, load_config
+    from s2d_bench.stages import STAGES, StageInputs
+    from s2d_bench.tasks import TASKS
+
+    splits = TASKS.get("add3mix")(TaskConfig(n_labeled=4, n_unlabeled=8, n_test=2)).splits()
+    student, tok = tiny_qwen3_student(seed=0)
+    teacher, _ = tiny_qwen3_student(seed=1)
+    start = torch.cat([p.detach().flatten() for p in student.parameters()])
+    ends = []
+    for backend in ("torch", "trl"):
+        cfg = load_config(None, [f"backend={backend}", "stages.warmup.steps=3", "stages.warmup.batch_size=4",
+                                 "stages.warmup.max_new_tokens=6"])
+        trained = copy.deepcopy(student)
+        STAGES.get("warmup").run(StageInputs(BACKENDS.get(backend)(cfg), trained, teacher, tok, splits, None,
+                                             cfg.stages.warmup, 0, lambda row: None))
+        ends.append(torch.cat([p.detach().flatten() for p in trained.parameters()]))
+    ours, theirs = ends
+    assert (ours - start).norm() > 0.1  # the student moved
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)

@@ -160,6 +160,7 @@ def test_trl_backend_turns_on_trls_own_colocated_vllm():
     opd = trl_backend.trl_args("reverse_kl", DistillConfig(), 0, "cpu", "/tmp/x", rollout)
     for args in (grpo, opd):
         assert (args.use_vllm, args.vllm_mode, args.vllm_gpu_memory_utilization, args.vllm_max_model_length) == (True, "colocate", 0.4, 1024)
+    assert grpo.vllm_importance_sampling_correction is False  # ratios against the trained model, as ours
     assert not trl_backend.trl_args("grpo", GRPOConfig(), 0, "cpu", "/tmp/x").use_vllm
 
 
