@@ -121,3 +121,61 @@ def test_cache_savings_counts_each_shared_stage_once_against_every_arm_alone():
     assert saved == {"stages_alone": 8, "stages_run": 6, "train_seconds_alone": 10 + 2 + 10 + 3 + 20 + 4 + 20 + 6,
                      "train_seconds_run": 15.0 + 30.0}
     assert cache_savings([]) == {"stages_alone": 0, "stages_run": 0, "train_seconds_alone": 0.0, "train_seconds_run": 0.0}
+
+
+def _refusal(call) -> str:  # noqa: ANN001
+    with pytest.raises(UserError) as err:
+        call()
+    return str(err.value)
+
+
+def test_each_refusal_says_what_was_asked_and_what_the_full_arm_runs():
+    """The whole message, not a fragment: it is what a user reads to fix the command line."""
+    three = load_config(None, ["arms={full: {stages: [teacher_rl, warmup, opd]}}"])
+    assert _refusal(lambda: ablation_config(three, ["student-rl"], [])) == \
+        "cannot drop student_rl: the full arm runs teacher_rl, warmup, opd"
+    assert _refusal(lambda: ablation_config(three, [], ["replay"])) == \
+        "the replay control replaces student_rl, which the full arm does not run"
+    rl_only = load_config(None, ["arms={full: {stages: [teacher_rl, student_rl]}}"])
+    assert _refusal(lambda: ablation_config(rl_only, [], ["raw-bridge"])) == \
+        "the raw-teacher bridge keeps no stage of the full arm (teacher_rl, student_rl)"
+    assert _refusal(lambda: ablation_config(three, [], [], sweeps=["stages.student_rl.lr=1,2"])) == \
+        "--sweep stages.student_rl.lr: the full arm does not run student_rl (teacher_rl, warmup, opd)"
+    assert _refusal(lambda: ablation_config(three, [], [])) == \
+        "nothing to ablate: give --drop STAGE (repeatable), --baseline NAME, --sweep KEY=V1,V2 or --all"
+    assert _refusal(lambda: ablation_config(three, ["zzzz"], [])) == \
+        "unknown stage to drop 'zzzz'. Known: teacher-rl, warmup, opd, student-rl"
+    assert _refusal(lambda: ablation_config(three, [], ["zzzz"])) == \
+        "unknown baseline 'zzzz'. Known: direct-grpo, replay, raw-bridge"
+    assert _refusal(lambda: ablation_config(three, [], [], sweeps=["rollout.engine=hf,vllm"])) == (
+        "--sweep 'rollout.engine': a sweep varies a stage setting (stages.STAGE.FIELD), so each value is an arm sharing "
+        "every stage upstream of it; run-level settings (backend, rollout, eval, ...) differ per run: give them as "
+        "overrides of separate runs")
+
+
+def test_the_raw_bridge_keeps_the_full_arms_bridge_settings_and_no_stage_1_or_3_setting():
+    cfg = load_config(None, ["arms={full: {stages: [teacher_rl, warmup, opd, student_rl], overrides: "
+                             "{teacher_rl.steps: 3, warmup.steps: 7, opd.lr: 0.002, student_rl.steps: 9}}}"])
+    bridge = ablation_config(cfg, [], ["raw-bridge"]).arms["raw-bridge"]
+    assert bridge.stages == ["warmup", "opd"]
+    assert bridge.overrides == {"warmup.steps": 7, "opd.lr": 0.002}
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("stages.opd.estimator=full,topk", ("opd", "estimator", ["full", "topk"])),
+    ("stages.warmup.lr=0.001, 0.002", ("warmup", "lr", [0.001, 0.002])),  # YAML values: numbers are numbers
+    ("stages.opd.note=a=b,c", ("opd", "note", ["a=b", "c"])),  # the first '=' ends the key
+])
+def test_a_sweep_is_parsed_into_stage_field_and_yaml_values(text, parsed):
+    from s2d_bench.ablations import parse_sweep
+
+    assert parse_sweep(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["stages.opd.estimator=", "stages.opd.estimator= ", "stages.opd.estimator",
+                                  "stages.opd=full", "rollout.engine.kind=hf", "stages.opd.estimator.x=1"])
+def test_a_sweep_without_values_or_not_naming_one_stage_field_is_refused(text):
+    from s2d_bench.ablations import parse_sweep
+
+    with pytest.raises(UserError, match="--sweep"):
+        parse_sweep(text)
