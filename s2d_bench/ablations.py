@@ -4,7 +4,7 @@
 `--all` runs every drop and every baseline; `--sweep stages.opd.estimator=full,topk,sampled` adds an
 arm per value of any stage setting. Each transform maps the config's `full` arm (or the
 four stages in order, when the config has none) to a new arm, so an ablation of a user's config
-keeps that config's stage settings. Arms that share a prefix share its nodes (pipeline.plan), so
+keeps that config's stage settings. Arms that share a prefix share its nodes (plan.py), so
 a grid of eight arms trains twelve stages per seed, not twenty-three.
 
 The paper's ablation (Qwen3-8B -> Qwen3-1.7B, MATH avg@16): raw teacher -7.8, no warmup -1.7,

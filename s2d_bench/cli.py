@@ -260,7 +260,7 @@ def ls() -> None:
     from s2d_bench.backends import BACKENDS
     from s2d_bench.config import shipped_configs
     from s2d_bench.generation import ENGINES
-    from s2d_bench.harness.grading import GRADERS
+    from s2d_bench.harness.graders import GRADERS
     from s2d_bench.models import MODELS
     from s2d_bench.reporting import REPORTERS
     from s2d_bench.stages import STAGES

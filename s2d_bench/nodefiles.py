@@ -3,7 +3,8 @@
 A run directory outlives the processes that write it (a kill, a crash, a second run of the same
 config, seeds side by side), so every file a reader relies on is written to a temporary name and
 renamed, a model's files are checksummed when it is saved and checked before it is reused, and a
-process building a node holds that node's lock.
+process building a node holds that node's lock. `damage` is what a rerun checks before it
+reuses a finished node.
 """
 
 from __future__ import annotations
@@ -50,3 +51,21 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def damage(folder: Path) -> str | None:
+    """What is wrong with a finished node's files (its stage.json, its model's checksums), or None."""
+    try:
+        info = json.loads((folder / "stage.json").read_text())
+    except FileNotFoundError:
+        return "stage.json is missing"
+    except (OSError, ValueError):
+        return "stage.json is unreadable"
+    if not isinstance(info, dict) or not {"labeled_draws", "labeled_ids", "seconds"} <= set(info):
+        return "stage.json is incomplete"
+    expected = info.get("files")
+    if expected is None:  # written before checksums were kept
+        return None
+    actual = checksums(folder / "model")
+    bad = sorted(name for name in set(expected) | set(actual) if expected.get(name) != actual.get(name))
+    return f"model files fail their checksums ({', '.join(bad)})" if bad else None

@@ -1,9 +1,10 @@
 """Run the arms of a config: build base models, run each stage once, evaluate after every stage.
 
-Every model the workflow produces is a *node*: a base model, or a stage applied to a parent model
-(and, for distillation, a teacher node) with a given stage config and seed. A node's id hashes
-exactly those inputs, so two arms that share a prefix (`bridge` and `full` both start with
-teacher_rl -> warmup -> opd) share its nodes, and a rerun finds finished nodes on disk.
+Every model the workflow produces is a *node* (plan.py): a base model, or a stage applied to a
+parent model (and, for distillation, a teacher node) with a given stage config and seed. A node's
+id hashes exactly those inputs, so two arms that share a prefix (`bridge` and `full` both start
+with teacher_rl -> warmup -> opd) share its nodes, and a rerun finds finished nodes on disk
+(nodefiles.damage says whether one can be reused).
 
 On disk, under `<run_dir>/nodes/<id>/`:
   model/              the trained model (HF directory); its presence means training finished
@@ -33,7 +34,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ import transformers
 
 from s2d_bench import diagnostics, distributed, preflight, scheduler
 from s2d_bench.backends import BACKENDS
-from s2d_bench.config import LATER_DEFAULTS, MEMORY_ONLY, RunConfig, config_hash, from_dict, run_hash, to_dict, without
+from s2d_bench.config import RunConfig, config_hash, from_dict, run_hash, to_dict
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device
 from s2d_bench.harness.grading import GradingPool
@@ -51,62 +51,19 @@ from s2d_bench.harness.rewards import PoolReward
 from s2d_bench.harness.suite import eval_key, evaluate_target
 from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
 from s2d_bench.models import MODELS
+from s2d_bench import nodefiles
 from s2d_bench.nodefiles import checksums, node_lock, write_atomic, write_json
 from s2d_bench.reporting import report_arms, report_evaluations, reporting
 from s2d_bench.reporting.curves import plot_metrics
 from s2d_bench.models.builders import load_pretrained, save
 from s2d_bench.models.pretrain import pretrain
+from s2d_bench.plan import Node, plan
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.store import Store
 from s2d_bench.tasks import BENCHMARKS, TASKS
 
 EVAL_SEED = 1234  # one sampling seed for every evaluation: common random numbers across models
 C2_STAGES = ("warmup", "opd")  # distillation stages around which the teacher-student KL is measured
-
-
-@dataclass
-class Node:
-    id: str
-    stage: str  # "base" or a registered stage name
-    role: str  # "teacher" or "student"
-    parent: str | None = None
-    teacher: str | None = None
-    cfg: dict[str, Any] = field(default_factory=dict)
-    arms: list[str] = field(default_factory=list)
-
-
-def _node_id(stage: str, inputs: dict[str, Any]) -> str:
-    return f"{stage}-{config_hash(inputs)}"
-
-
-def plan(cfg: RunConfig) -> list[Node]:
-    """Nodes in execution order, each once, with the arms that use it."""
-    nodes: dict[str, Node] = {}
-    base = {}
-    for role in ("teacher", "student"):
-        model_cfg = getattr(cfg, role)
-        inputs = {"role": role, "model": to_dict(model_cfg), "task": to_dict(cfg.task)}
-        if cfg.seed_scope == "all" and not model_cfg.path:  # a base model per seed; 'stages' keeps the earlier ids
-            inputs["seed"] = cfg.base_seed
-        base[role] = Node(_node_id(f"base-{role}", inputs), "base", role, cfg=to_dict(model_cfg))
-        nodes[base[role].id] = base[role]
-    for arm_name, arm in cfg.arms.items():
-        current = {"teacher": base["teacher"].id, "student": base["student"].id}
-        for stage_name in arm.stages:
-            stage = STAGES.get(stage_name)
-            stage_cfg = to_dict(cfg.stage_config(arm_name, stage_name))
-            teacher = current["teacher"] if stage.needs_teacher else None
-            same_step = without(stage_cfg, MEMORY_ONLY, LATER_DEFAULTS)  # a node trained with other memory settings is reused
-            inputs = {"parent": current[stage.trains], "teacher": teacher, "cfg": same_step, "seed": cfg.seed, "backend": cfg.backend}
-            if cfg.rollout.engine != "hf":  # another sampler draws other rollouts; hf runs keep their earlier ids
-                inputs["rollout"] = cfg.rollout.engine
-            if cfg.prompt.thinking:  # other prompts train another model; non-thinking runs keep their ids
-                inputs["prompt"] = to_dict(cfg.prompt)
-            node = nodes.setdefault(_node_id(stage_name, inputs), Node(_node_id(stage_name, inputs), stage_name, stage.trains, current[stage.trains], teacher, stage_cfg))
-            if arm_name not in node.arms:
-                node.arms.append(arm_name)
-            current[stage.trains] = node.id
-    return list(nodes.values())
 
 
 def build_in_parallel(runners: list["Runner"], jobs: int) -> None:
@@ -324,27 +281,13 @@ class Runner:
             return True
         if not (self.node_dir(node) / "model").is_dir():
             return False
-        damage = self.damage(node)
-        if damage is not None:
-            print(f"warning: node {node.id}: {damage}; building it again", file=sys.stderr)
-        return damage is None
+        problem = self.damage(node)
+        if problem is not None:
+            print(f"warning: node {node.id}: {problem}; building it again", file=sys.stderr)
+        return problem is None
 
     def damage(self, node: Node) -> str | None:
-        """What is wrong with a finished node's files (its stage.json, its model's checksums), or None."""
-        try:
-            info = json.loads((self.node_dir(node) / "stage.json").read_text())
-        except FileNotFoundError:
-            return "stage.json is missing"
-        except (OSError, ValueError):
-            return "stage.json is unreadable"
-        if not isinstance(info, dict) or not {"labeled_draws", "labeled_ids", "seconds"} <= set(info):
-            return "stage.json is incomplete"
-        expected = info.get("files")
-        if expected is None:  # written before checksums were kept
-            return None
-        actual = checksums(self.node_dir(node) / "model")
-        bad = sorted(name for name in set(expected) | set(actual) if expected.get(name) != actual.get(name))
-        return f"model files fail their checksums ({', '.join(bad)})" if bad else None
+        return nodefiles.damage(self.node_dir(node))
 
     def _load(self, node_id: str) -> tuple[Any, Any]:
         return load_pretrained(self.model_ref(self.nodes[node_id]), self.device)

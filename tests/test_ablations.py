@@ -3,7 +3,7 @@ import pytest
 from s2d_bench.ablations import ablation_config
 from s2d_bench.config import load_config
 from s2d_bench.errors import UserError
-from s2d_bench.pipeline import plan
+from s2d_bench.plan import plan
 
 
 def test_drop_warmup_runs_the_full_arm_and_the_ablated_one():

@@ -117,3 +117,18 @@ def test_the_audit_grader_is_the_reference_is_equiv_on_every_pair():
     disagree = [(g, v) for g, v in pairs if is_equiv(g, v) != reference.is_equiv(g, v)]
     assert len(pairs) > 15000 and not disagree, f"{len(disagree)} of {len(pairs)} differ, e.g. {disagree[:5]}"
     assert {is_equiv(g, v) for g, v in pairs} == {True, False}
+
+
+def test_the_graders_in_process_gold_first_and_no_answer_wrong():
+    """The grader functions themselves, as the pool's workers call them: math-verify gold first (gold `1 < x \\le 2`
+    against `(1,2]` is right that way round only), surrounding space ignored by `exact`, no answer never right."""
+    from math_verify import parse, verify
+
+    from s2d_bench.harness.graders import GRADERS, exact_equal, math_verify_equal
+
+    assert math_verify_equal(r"1 < x \le 2", "(1,2]")
+    assert not bool(verify(parse(r"$\boxed{(1,2]}$"), parse(r"$\boxed{1 < x \le 2}$")))  # the other order is wrong
+    assert math_verify_equal(r"\frac{1}{2}", "0.5") and not math_verify_equal("2", "3")
+    assert not math_verify_equal("1", None) and not exact_equal("1", None)
+    assert exact_equal(" 12 ", "12") and not exact_equal("12", "12.0")
+    assert GRADERS.get("math_verify") is math_verify_equal and GRADERS.get("exact") is exact_equal

@@ -46,7 +46,7 @@ def shape_folders(tmp_path_factory):
 
 def _estimate(name: str, root, overrides=()):
     from s2d_bench import preflight
-    from s2d_bench.pipeline import plan
+    from s2d_bench.plan import plan
 
     base = load_config(name)
     cfg = load_config(name, [f"teacher.path={root / base.teacher.path}", f"student.path={root / base.student.path}", *overrides])

@@ -64,7 +64,7 @@ class AdditionTask:
     def completion(answer: str) -> str:
         return f"\\boxed{{{answer}}}"
 
-    grader = "exact"  # registered grader (harness/grading.py) of rewards and evaluations alike
+    grader = "exact"  # registered grader (harness/graders.py) of rewards and evaluations alike
 
     # -- pretraining corpus
     def pretrain_examples(self, rng: random.Random, n: int) -> list[tuple[str, str]]:

@@ -1,7 +1,5 @@
 """The contract every registered backend passes: same stages, same records, same errors."""
 
-import json
-
 import pytest
 import torch
 

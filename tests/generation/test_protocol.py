@@ -129,13 +129,3 @@ def test_thinking_true_reaches_every_prompt(world, seen):
     (rows, _), = seen
     assert rows == render(tok, [p.prompt for p in splits.test], thinking=True)
     assert not any(tuple(r) in expected for r in rows)
-
-
-def test_prompt_thinking_is_a_config_key_and_joins_the_stage_node_ids():
-    from s2d_bench.pipeline import plan
-
-    assert load_config(None, []).prompt.thinking is False
-    off = {n.id for n in plan(load_config(None, []))}
-    on = {n.id for n in plan(load_config(None, ["prompt.thinking=true"]))}
-    assert off & on and all(n.startswith("base-") for n in off & on)  # base models are shared, trained stages are not
-    assert len(on - off) == len(off - on) > 0

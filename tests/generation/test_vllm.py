@@ -23,7 +23,6 @@ from s2d_bench.preflight import check_config
 from s2d_bench.errors import UserError
 from s2d_bench.harness.rewards import Scores
 from s2d_bench.models.builders import tiny_qwen3_student
-from s2d_bench.pipeline import plan
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.tasks import TASKS
 
@@ -141,14 +140,6 @@ def test_rollout_settings_are_checked_when_loaded():
         check_config(load_config(None, ["rollout.engine=vlm"]))
     with pytest.raises(UserError, match="gpu_memory_utilization"):
         load_config(None, ["rollout.gpu_memory_utilization=1.5"])
-
-
-def test_another_rollout_engine_makes_other_stage_nodes_and_keeps_base_models():
-    hf = {n.id for n in plan(load_config(None, []))}
-    vllm = {n.id for n in plan(load_config(None, ["rollout.engine=vllm"]))}
-    shared = hf & vllm
-    assert shared and all(n.startswith("base-") for n in shared)
-    assert len(hf - vllm) == len(vllm - hf) > 0
 
 
 def test_trl_backend_turns_on_trls_own_colocated_vllm():

@@ -1,0 +1,102 @@
+"""Planning: which nodes a config's arms need, and what a node's id hashes (so arms share stages and reruns resume).
+
+Plans only, nothing trained: these run in milliseconds, and `make mutants` runs them against every mutant of plan.py.
+"""
+
+from s2d_bench.config import load_config
+from s2d_bench.plan import plan
+
+
+def _ids(*overrides, stage=None):
+    return {n.id for n in plan(load_config(None, list(overrides))) if stage is None or n.stage == stage}
+
+
+def test_plan_shares_common_prefixes_and_separates_different_inputs():
+    cfg = load_config(None, ["arms.raw.stages=[warmup, opd]"])
+    nodes = plan(cfg)
+    stages = [n.stage for n in nodes]
+    # base x2, teacher_rl once (bridge and full), warmup/opd twice (RL teacher vs raw teacher),
+    # student_rl twice (cold student vs bridged student)
+    assert stages.count("base") == 2 and stages.count("teacher_rl") == 1
+    assert stages.count("warmup") == 2 and stages.count("opd") == 2 and stages.count("student_rl") == 2
+    teacher_rl = next(n for n in nodes if n.stage == "teacher_rl")
+    assert sorted(teacher_rl.arms) == ["bridge", "full"]
+    # a different seed gives different stage nodes but the same base models
+    other = plan(load_config(None, ["seed=1"]))
+    assert {n.id for n in other if n.stage == "base"} == {n.id for n in nodes if n.stage == "base"}
+    assert not {n.id for n in other if n.stage != "base"} & {n.id for n in nodes}
+
+
+def test_node_ids_survive_new_settings_at_their_earlier_behaviour(tiny_overrides):
+    """Run directories find their nodes by id (and seed stages from it): adding a setting whose default keeps
+    the earlier behaviour, or a memory-only one, must not change an id. These ids were written before
+    micro_batch_size, gradient_checkpointing and mini_batches existed; a deliberate change updates them here."""
+    ids = sorted(n.id for n in plan(load_config(None, [*tiny_overrides, "stages.teacher_rl.steps=6"])))
+    assert ids == ["base-student-cbf31b0232f7", "base-teacher-9c894db91ff3", "opd-0f76fc3ce465", "student_rl-2c96e5fe34a3",
+                   "student_rl-5fad6c88561b", "teacher_rl-da80bb7be3d3", "warmup-af25b434ca2c"]
+    again = plan(load_config(None, [*tiny_overrides, "stages.teacher_rl.steps=6", "stages.opd.micro_batch_size=2",
+                                    "stages.teacher_rl.gradient_checkpointing=true"]))
+    assert sorted(n.id for n in again) == ids
+
+
+def test_prompt_thinking_is_a_config_key_and_joins_the_stage_node_ids():
+    assert load_config(None, []).prompt.thinking is False
+    off = {n.id for n in plan(load_config(None, []))}
+    on = {n.id for n in plan(load_config(None, ["prompt.thinking=true"]))}
+    assert off & on and all(n.startswith("base-") for n in off & on)  # base models are shared, trained stages are not
+    assert len(on - off) == len(off - on) > 0
+
+
+def test_another_rollout_engine_makes_other_stage_nodes_and_keeps_base_models():
+    hf = {n.id for n in plan(load_config(None, []))}
+    vllm = {n.id for n in plan(load_config(None, ["rollout.engine=vllm"]))}
+    shared = hf & vllm
+    assert shared and all(n.startswith("base-") for n in shared)
+    assert len(hf - vllm) == len(vllm - hf) > 0
+
+
+def test_nodes_come_parents_first_each_with_its_parent_teacher_and_arms():
+    nodes = plan(load_config(None, ["arms={a: {stages: [teacher_rl, warmup, opd]}, b: {stages: [warmup, student_rl]}}"]))
+    by_id = {n.id: n for n in nodes}
+    order = {n.id: i for i, n in enumerate(nodes)}
+    for n in nodes:
+        if n.stage == "base":
+            assert n.parent is None and n.teacher is None and n.arms == []
+            continue
+        assert order[n.parent] < order[n.id] and by_id[n.parent].role == n.role
+        if n.teacher is not None:
+            assert order[n.teacher] < order[n.id] and by_id[n.teacher].role == "teacher"
+    assert sorted(n.stage for n in nodes) == ["base", "base", "opd", "student_rl", "teacher_rl", "warmup", "warmup"]
+    rl_teacher = next(n for n in nodes if n.stage == "teacher_rl")
+    warm_a = next(n for n in nodes if n.stage == "warmup" and n.arms == ["a"])
+    warm_b = next(n for n in nodes if n.stage == "warmup" and n.arms == ["b"])
+    assert warm_a.teacher == rl_teacher.id and rl_teacher.role == "teacher"  # a distils the RL teacher
+    assert by_id[warm_b.teacher].stage == "base"  # b distils the raw teacher
+    student_rl = next(n for n in nodes if n.stage == "student_rl")
+    assert student_rl.parent == warm_b.id and student_rl.teacher is None  # GRPO needs no teacher
+    assert next(n for n in nodes if n.stage == "opd").parent == warm_a.id
+
+
+def test_the_teacher_joins_the_ids_of_distillation_nodes_only():
+    """Another teacher model changes every node that distils from it (and the teacher's own nodes), never a node
+    that trains the student without it."""
+    grid = ["arms={d: {stages: [student_rl]}, w: {stages: [warmup]}}"]
+    one, two = plan(load_config(None, grid)), plan(load_config(None, [*grid, "teacher.pretrain.steps=3"]))
+    changed = {n.stage + ":" + n.role for n in one if n.id not in {m.id for m in two}}
+    assert changed == {"base:teacher", "warmup:student"}
+
+
+def test_backend_and_seed_join_every_stage_id_and_no_base_id():
+    torch_ids, trl_ids = _ids(), _ids("backend=trl")
+    assert torch_ids & trl_ids == _ids(stage="base")
+    assert _ids("seed=1") & torch_ids == _ids(stage="base")
+
+
+def test_seed_scope_all_gives_each_seed_its_own_base_ids_but_not_to_a_model_given_by_path(tmp_path):
+    assert _ids("seed=0", "seed_scope=all", stage="base") != _ids("seed=1", "seed_scope=all", stage="base")
+    assert not _ids("seed=0", "seed_scope=all", stage="base") & _ids(stage="base")
+    folder = str(tmp_path / "teacher")
+    with_path = [f"teacher.path={folder}", "teacher.builder=", "seed_scope=all"]
+    teachers = [{n.id for n in plan(load_config(None, [*with_path, f"seed={s}"])) if n.stage == "base" and n.role == "teacher"}
+                for s in (0, 1)]
+    assert teachers[0] == teachers[1]  # a model from disk is the same model whatever the seed
