@@ -278,3 +278,158 @@ def test_a_hub_folder_loads_back_with_datasets_and_reproduces_the_leaderboard(tm
     assert all((hub / f["path"]).is_file() for c in meta["configs"] for f in c["data_files"])
     assert meta["s2d_bench"]["seeds"] == [0, 1] and meta["s2d_bench"]["tasks"] == ["add"]
     assert (hub / "tables" / "s.md").read_text().strip() in text  # the card shows the published table
+
+
+# ---------------------------------------------------------------- the tables' functions on hand-made rows
+def _path(arm: str, seed: int, nodes: list[tuple[str, str]], config: str = "") -> list[dict]:
+    return [{"arm": arm, "seed": seed, "position": i, "node": n, "stage": s, "config": config} for i, (n, s) in enumerate(nodes)]
+
+
+def _one_off(value: float, where: int = 0) -> list[float]:
+    """0.5 on every problem but one, which gets `value`: a paired delta whose 2.5% or 97.5% bound is exactly 0 (most
+    resamples miss that problem)."""
+    scores = [0.5] * len(PROBLEMS)
+    scores[where] = value
+    return scores
+
+
+def test_the_interval_is_the_seeded_2_5_and_97_5_percentiles_so_published_tables_reproduce():
+    """Pinned numbers: a leaderboard rebuilt from the store must print what was published."""
+    from s2d_bench.leaderboards.tables import Interval
+
+    matrix = np.array([[1.0, 0.0] * 20, [0.5, 0.0] * 20])
+    assert bootstrap(matrix) == Interval(0.375, 0.2625, 0.4875)
+    assert str(bootstrap(matrix)) == "0.375 [0.263, 0.487]"
+
+
+def test_verdicts_and_agreement_at_the_edges_of_the_interval():
+    """'holds' needs the whole interval above 0 and 'reversed' the whole interval below; an interval that touches 0
+    is not resolved, and it contains 0 for the agreement test."""
+    from s2d_bench.leaderboards.tables import Interval, _verdict, agreement_table
+
+    assert _verdict(Interval(0.1, 0.0, 0.2)) == "not resolved" and _verdict(Interval(-0.1, -0.2, 0.0)) == "not resolved"
+    assert _verdict(Interval(0.1, 0.01, 0.2)) == "holds" and _verdict(Interval(-0.1, -0.2, -0.01)) == "reversed"
+    for value, edge in ((0.75, "low"), (0.25, "high")):  # trl above torch on one problem: low is 0; below: high is 0
+        evals = [_record("t0", "opd", 0, [0.5] * 40, backend="torch"), _record("r0", "opd", 0, _one_off(value), backend="trl")]
+        arms = _path("full", 0, [("t0", "opd")], "torch") + _path("full", 0, [("r0", "opd")], "trl")
+        row = agreement_table(evals, arms).iloc[0]
+        delta = row["Δ vs torch [95% CI]"]
+        assert (delta.split("[")[1].startswith("0.000") if edge == "low" else delta.rstrip("]").endswith(" 0.000")), delta
+        assert row["agrees (interval holds 0)"] == "yes"
+
+
+def test_agreement_pairs_only_seeds_both_backends_ran_and_each_column_holds_its_number():
+    from s2d_bench.leaderboards.tables import agreement_table
+
+    evals, arms = [], []
+    for seed in (0, 1, 2):
+        evals.append(_record(f"t{seed}", "opd", seed, [0.5] * 40, backend="torch"))
+        arms += _path("full", seed, [("base", "base"), (f"m{seed}", "warmup"), (f"t{seed}", "opd")], "torch")
+    for seed in (0, 1):  # trl ran two of the three seeds
+        evals.append(_record(f"r{seed}", "opd", seed, [0.75] * 40, backend="trl"))
+        arms += _path("full", seed, [("base", "base"), (f"n{seed}", "warmup"), (f"r{seed}", "opd")], "trl")
+    table = agreement_table(evals, arms)
+    assert list(table.columns) == ["arm", "task", "backend", "seeds", "avg@k [95% CI]", "torch avg@k [95% CI]",
+                                   "Δ vs torch [95% CI]", "agrees (interval holds 0)"]
+    assert table.iloc[0].tolist() == ["full", "add", "trl", 2, "0.750 [0.750, 0.750]", "0.500 [0.500, 0.500]",
+                                      "0.250 [0.250, 0.250]", "no"]
+
+
+def test_agreement_skips_a_task_without_common_seeds_or_problems_and_goes_on_to_the_next():
+    from s2d_bench.leaderboards.tables import agreement_table
+
+    evals = [_record("t0", "opd", 0, [0.5] * 40, backend="torch"), _record("r1", "opd", 1, [0.5] * 40, backend="trl"),
+             _record("t0", "opd", 0, [0.5] * 40, backend="torch", task="b"), _record("r1", "opd", 1, [0.5] * 40, backend="trl", task="b")]
+    arms = _path("full", 0, [("t0", "opd")], "torch") + _path("full", 1, [("r1", "opd")], "trl")
+    assert agreement_table(evals, arms).empty  # no seed in common on either task
+    short = {**_record("r0", "opd", 0, [0.5] * 10, backend="trl"), "per_problem": {f"q{i}": 0.5 for i in range(10)}}
+    evals = [_record("t0", "opd", 0, [0.5] * 40, backend="torch"), short,
+             _record("t0", "opd", 0, [0.5] * 40, backend="torch", task="b"), _record("r0", "opd", 0, [0.5] * 40, backend="trl", task="b")]
+    arms = _path("full", 0, [("t0", "opd")], "torch") + _path("full", 0, [("r0", "opd")], "trl")
+    table = agreement_table(evals, arms)
+    assert list(table["task"]) == ["b"]  # 'add' has no problem in common: skipped, 'b' still paired
+
+
+def test_agreement_leaves_out_records_that_do_not_say_their_backend():
+    """Records from before the backend was stored cannot be paired by backend."""
+    from s2d_bench.leaderboards.tables import agreement_table
+
+    evals = [_record("t0", "opd", 0, [0.5] * 40, backend="torch"), _record("o0", "opd", 0, [0.75] * 40)]
+    arms = _path("full", 0, [("t0", "opd")], "torch") + _path("full", 0, [("o0", "opd")], "old")
+    assert agreement_table(evals, arms).empty
+
+
+def test_the_ordering_table_names_its_columns_and_marks_unpaired_problem_sets():
+    from s2d_bench.leaderboards.tables import ordering_table
+
+    evals, arms = [], []
+    for arm, scores in (("raw-bridge", [0.25] * 40), ("direct-grpo", [0.5] * 40), ("no-student-rl", [0.75] * 10)):
+        record = _record(arm, "opd", 0, scores)
+        if arm == "no-student-rl":
+            record["per_problem"] = dict(zip(PROBLEMS[:10], scores))
+        evals.append(record)
+        arms += _path(arm, 0, [(arm, "opd")])
+    row = ordering_table(evals, arms).iloc[0]
+    assert list(row.index) == ["task", "seeds", "raw-teacher transfer (raw-bridge)", "direct GRPO (direct-grpo)",
+                               "RL-teacher transfer (no-student-rl)", "raw-teacher transfer < direct GRPO",
+                               "direct GRPO < RL-teacher transfer"]
+    assert row["task"] == "add" and row["seeds"] == 1
+    assert row["raw-teacher transfer < direct GRPO"] == "holds: Δ 0.250 [0.250, 0.250]"
+    assert row["direct GRPO < RL-teacher transfer"] == "-"  # 40 problems against 10: no paired delta
+
+
+def test_the_arm_table_pairs_per_task_and_goes_on_past_a_task_an_arm_lacks():
+    """Arm `a` has no record on task 'add' at its final node but has one on 'b'; `full` is on 40 problems and `c` on 10
+    (no paired delta: '-'); a record without draws says so."""
+    from s2d_bench.leaderboards.tables import arm_table
+
+    evals = [_record("f", "opd", 0, [0.5] * 40), _record("f", "opd", 0, [0.5] * 40, task="b"),
+             _record("a", "opd", 0, [0.75] * 40, task="b"),
+             {**_record("c", "opd", 0, [0.25] * 10), "per_problem": dict(zip(PROBLEMS[:10], [0.25] * 10))}]
+    arms = _path("full", 0, [("f", "opd")]) + _path("a", 0, [("a", "opd")]) + _path("c", 0, [("c", "opd")])
+    table = arm_table(evals, arms).set_index("arm")
+    assert list(table.columns) == ["add avg@4 [95% CI]", "add Δ vs full", "b avg@4 [95% CI]", "b Δ vs full", "seeds",
+                                   "labeled draws (per stage)", "add after each stage", "b after each stage"]
+    assert table.loc["a", "add avg@4 [95% CI]"] == "-" and table.loc["a", "b Δ vs full"] == "0.250 [0.250, 0.250]"
+    assert table.loc["c", "add Δ vs full"] == "-" and table.loc["full", "add Δ vs full"] == "-"
+    assert table.loc["a", "seeds"] == 1 and table.loc["a", "labeled draws (per stage)"] == "0 (none)"
+    assert table.loc["a", "b after each stage"] == "opd 0.750"
+
+
+def test_the_trajectory_has_its_columns_even_when_empty():
+    from s2d_bench.leaderboards.tables import trajectory
+
+    evals = [_record("b", "base", 0, [0.25] * 40), _record("s0", "opd", 0, [0.5] * 40), _record("s1", "opd", 1, [1.0] * 40)]
+    arms = _path("full", 0, [("b", "base"), ("s0", "opd")]) + _path("full", 1, [("b", "base"), ("s1", "opd")])
+    frame = trajectory(evals, arms, "add")
+    assert frame.to_dict("records") == [{"arm": "full", "position": 0, "stage": "base", "mean": 0.25, "seeds": 2},
+                                        {"arm": "full", "position": 1, "stage": "opd", "mean": 0.75, "seeds": 2}]
+    empty = trajectory(evals, arms, "unknown task")
+    assert empty.empty and list(empty.columns) == ["arm", "position", "stage", "mean", "seeds"]
+
+
+def test_a_record_without_a_timestamp_counts_as_the_oldest():
+    """Records from before timestamps were kept: any timestamped record of the same node is newer."""
+    from s2d_bench.leaderboards.tables import latest_by_node, model_table
+
+    old, new = _record("n", "opd", 0, [0.0] * 40), _record("n", "opd", 0, [1.0] * 40)
+    del old["timestamp"]
+    new["timestamp"] = 0.5
+    assert latest_by_node([new, old])[("n", "add")] is new
+    assert latest_by_node([old, new])[("n", "add")] is new
+    table = model_table([{**new, "model": "m"}, {**old, "model": "m", "k": 2}])  # two protocols, in the order first run
+    assert table["add avg@4 [95% CI]"].tolist() == ["0.000 [0.000, 0.000]", "1.000 [1.000, 1.000]"]
+
+
+def test_a_protocol_column_appears_only_when_a_model_has_two_protocols_and_rows_fill_per_benchmark():
+    from s2d_bench.leaderboards.tables import model_table, protocol_of
+
+    one = {**_record("e", "eval", 0, [1.0] * 40), "model": "m", "grader": "exact"}
+    assert "add protocol" not in model_table([one]).columns
+    assert protocol_of({"n": 1, "k": 1}) == "n=1 k=1 ?"  # a record that does not name its grader
+    a2 = {**one, "task": "a", "timestamp": 1}
+    b1, b2 = {**one, "task": "b", "k": 2, "timestamp": 2}, {**one, "task": "b", "k": 3, "timestamp": 3, "per_problem": {"p0": 0.0}}
+    table = model_table([a2, b1, b2])
+    assert list(table["a protocol"]) == [protocol_of(a2), "-"]  # a has one protocol: its second row is empty there
+    assert list(table["b protocol"]) == [protocol_of(b1), protocol_of(b2)]
+    assert table["b avg@4 [95% CI]"].tolist()[1] == "0.000 [0.000, 0.000]"
