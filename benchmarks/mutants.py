@@ -248,6 +248,23 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.sampling.x__decode',
      'if int(finished.sum()) >= max(1, EVICT_SHARE / len(live)):'):
         'when finished prompts leave the batch changes its cost, not a token (tests: eviction changes no token)',
+    ('s2d_bench.generation.sampling.x__decode', 'steps = None'):
+        'steps is set by the first pass of the loop; the loop runs no pass only when max_new_tokens is 0, and then tokens has no column to slice',
+    ('s2d_bench.generation.sampling.x__decode', 'steps = 1'):
+        'steps is set by the first pass of the loop; the loop runs no pass only when max_new_tokens is 0, and then tokens has no column to slice',
+    ('s2d_bench.generation.sampling.x__decode', 'mask = torch.cat([mask, torch.ones_like(mask[:, :2])], dim=1)'):
+        "extra mask columns fall past the cache's length, and transformers 5.17 reads the mask's first key-length columns (the padding is at the left): greedy decoding still equals generate's on left-padded prompts (test, repeated-cache path)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=None, **extra)'):
+        'a cache passed in is updated in place and read whatever use_cache says (transformers 5.17): the decode test against generate passes with it off',
+    ('s2d_bench.generation.sampling.x__decode',
+     'out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, **extra)'):
+        'a cache passed in is updated in place and read whatever use_cache says (transformers 5.17): the decode test against generate passes with it off',
+    ('s2d_bench.generation.sampling.x__decode',
+     'out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=False, **extra)'):
+        'a cache passed in is updated in place and read whatever use_cache says (transformers 5.17): the decode test against generate passes with it off',
+    ('s2d_bench.losses.x_topk_kl_from_logp', 't_top, ids = t_logp.topk(k, )'):
+        'topk without dim takes the last one, the dim=-1 given',
     ('s2d_bench.models.sequences.xǁBatchǁto',
      'move = {k: v.to(device) if (isinstance(v, torch.Tensor)) and False else v for k, v in self.__dict__.items()}'):
         "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",

@@ -22,7 +22,12 @@ def encode_prompts(tok, prompts):
     return render(tok, prompts, False)
 
 
-def test_greedy_cached_sampling_matches_transformers_generate_with_left_padding():
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-prefix", "repeated-cache"])
+def test_greedy_cached_sampling_matches_transformers_generate_with_left_padding(monkeypatch, shared):
+    """Both decode paths: the shared-prefix cache, and the prompt cache repeated k times with its attention mask grown a
+    column a step (the path of models without our attention)."""
+    if not shared:
+        monkeypatch.setattr(sampling_module, "sharing_prompts", lambda m: contextlib.nullcontext())
     model, tok = MODELS.get("tiny-qwen3-teacher")(seed=3)
     prompts = ["1+2=", "123+456=", "99+1="]  # different lengths: left padding is exercised
     roll = rollouts(model, tok, prompts, Sampling(k=2, top_k=1, max_new_tokens=12), seed=0)
