@@ -433,3 +433,27 @@ def test_a_protocol_column_appears_only_when_a_model_has_two_protocols_and_rows_
     assert list(table["a protocol"]) == [protocol_of(a2), "-"]  # a has one protocol: its second row is empty there
     assert list(table["b protocol"]) == [protocol_of(b1), protocol_of(b2)]
     assert table["b avg@4 [95% CI]"].tolist()[1] == "0.000 [0.000, 0.000]"
+
+
+def test_a_grid_and_its_backend_swap_are_one_table_with_a_backend_column_and_an_ordering_each(tmp_path):
+    """The torch grid and the same grid on TRL (two configs, each its own backend) in one suite: every arm once per
+    backend, torch's first, a `backend` column, and the teacher-quality ordering of each backend's grid."""
+    store = Store(tmp_path / "s.sqlite")
+    store.put_eval("base", "s", _record("base", "base", 0, [0.1] * 40))
+    for backend, lift in (("torch", 0.0), ("trl", 0.25)):
+        for arm, score in (("raw-bridge", 0.0), ("direct-grpo", 0.25), ("no-student-rl", 0.5), ("full", 0.5)):
+            node = f"{arm}-{backend}"
+            store.put_eval(node, "s", _record(node, "opd", 0, [score + lift] * 40, backend=backend))
+            store.put_arms("s", 0, {arm: [("base", "base"), (node, "opd")]}, config=f"cfg-{backend}",
+                           written=1.0 if backend == "torch" else 2.0)
+    board = build(store, "s", every_config=True)
+    assert list(board.main.columns[:2]) == ["arm", "backend"]
+    assert board.main[["arm", "backend"]].values.tolist()[:4] == [["full [torch]", "torch"], ["full [trl]", "trl"],
+                                                                   ["direct-grpo [torch]", "torch"], ["direct-grpo [trl]", "trl"]]
+    deltas = board.main.set_index("arm")["add Δ vs full"]  # each against the full arm of its own backend
+    assert deltas["direct-grpo [trl]"] == deltas["direct-grpo [torch]"] == "-0.250 [-0.250, -0.250]"
+    assert sorted(board.main["backend"]) == ["torch"] * 4 + ["trl"] * 4
+    assert board.ordering["backend"].tolist() == ["torch", "trl"]
+    assert all(board.ordering["raw-teacher transfer < direct GRPO"].str.startswith("holds: Δ 0.250"))
+    newest = build(store, "s")  # without every_config: the config run last alone, as before
+    assert "backend" not in newest.main.columns and set(newest.main["arm"]) == {"full", "direct-grpo", "no-student-rl", "raw-bridge"}

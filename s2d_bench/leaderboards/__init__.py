@@ -16,7 +16,7 @@ import pandas as pd
 
 from s2d_bench.errors import UserError
 from s2d_bench.leaderboards.detail import c1_table, c2_table
-from s2d_bench.leaderboards.tables import agreement_table, arm_table, model_table, ordering_table, trajectory
+from s2d_bench.leaderboards.tables import REFERENCE_BACKEND, agreement_table, arm_table, model_table, ordering_table, trajectory
 from s2d_bench.store import Store
 
 FORMATS = ("md", "csv", "html", "latex")
@@ -59,7 +59,9 @@ def seed_caption(scopes: set[str]) -> str:
 
 def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
     """The suite's tables. A workflow suite shows the arms of the config run last (a changed config
-    replaces the old one's rows), or with `every_config` each config's arms, labelled by its hash."""
+    replaces the old one's rows), or with `every_config` each config's arms, labelled by its hash; when each
+    config ran on its own backend (a grid and its backend swap), labelled by the backend instead, with a
+    `backend` column and the teacher-quality ordering of each backend's grid."""
     evals = store.evals(suite)
     if not evals:
         known = ", ".join(store.suites()) or "none yet"
@@ -67,15 +69,35 @@ def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
     arms = store.arms(suite, every_config)
     if not arms:  # an `s2d-bench eval` suite: models x benchmarks
         return Leaderboard(suite, model_table(evals), {}, pd.DataFrame(), pd.DataFrame())
-    if every_config and len({r["config"] for r in arms}) > 1:
-        arms = [{**r, "arm": f"{r['arm']} [{r['config'][:6] or 'old'}]"} for r in arms]
+    backends = config_backends(evals, arms)
+    by_backend = len(set(backends.values())) == len(backends) > 1  # each config its own backend: the grids of a swap
+    ordering = ordering_table(evals, arms)
+    if by_backend:  # the ordering within each backend's grid, a backend column on every table row
+        ordering = pd.concat([ordering_table(evals, [r for r in arms if r["config"] == c]).assign(backend=b)
+                              for c, b in sorted(backends.items(), key=lambda cb: cb[1] != REFERENCE_BACKEND)], ignore_index=True)
+    if len(backends) > 1:
+        arms = [{**r, "arm": f"{r['arm']} [{backends[r['config']] if by_backend else r['config'][:6] or 'old'}]"} for r in arms]
     shown = {r["node"] for r in arms}
     diagnostics = [d for d in store.diagnostics(suite) if d["node"] in shown]  # never a superseded config's nodes
     tasks = sorted({r["task"] for r in evals})
-    return Leaderboard(suite, arm_table(evals, arms), {t: trajectory(evals, arms, t) for t in tasks},
-                       c1_table(evals, diagnostics), c2_table(arms, diagnostics), ordering_table(evals, arms),
+    main = arm_table(evals, arms)
+    if by_backend:
+        label = {f"{r['arm']}": backends[r["config"]] for r in arms}
+        main.insert(1, "backend", main["arm"].map(label))
+    return Leaderboard(suite, main, {t: trajectory(evals, arms, t) for t in tasks},
+                       c1_table(evals, diagnostics), c2_table(arms, diagnostics), ordering,
                        seed_caption({r.get("seed_scope") or "stages" for r in evals if r["node"] in shown}),
                        agreement_table(evals, store.arms(suite, every_config=True)))
+
+
+def config_backends(evals: list[dict], arms: list[dict]) -> dict[str, str]:
+    """config -> the backend its stage nodes ran on ('?' for records from before the backend was stored)."""
+    backend_of = {r["node"]: r.get("backend") for r in evals}
+    out: dict[str, set] = {}
+    for r in arms:
+        if r["stage"] != "base":
+            out.setdefault(r["config"], set()).add(backend_of.get(r["node"]) or "?")
+    return {config: ",".join(sorted(b)) for config, b in out.items()}
 
 
 def _frame(frame: pd.DataFrame, fmt: str) -> str:

@@ -80,9 +80,15 @@ def _final_records(paths: dict[int, list[dict[str, Any]]], evals: dict, task: st
     return out
 
 
+def _full_of(arm: str) -> str:
+    """The full arm an arm is compared with: `full`, or `full [x]` for an arm labelled `name [x]` (its config's)."""
+    name, bracket, label = arm.partition(" [")
+    return FULL + bracket + label
+
+
 def _order(arms: list[str]) -> list[str]:
-    rest = sorted(a for a in arms if a != FULL)
-    return ([FULL] if FULL in arms else []) + rest
+    """The full arm(s) first, then the rest by name; labelled arms (`name [x]`) of one name side by side."""
+    return sorted(arms, key=lambda a: (a != _full_of(a), a))
 
 
 def _budget(record: dict[str, Any]) -> str:
@@ -108,9 +114,9 @@ def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.Dat
             metric = next(iter(finals.values()))["metric"]
             row[f"{task} {metric} [95% CI]"] = str(bootstrap(matrix))
             row["seeds"] = len(finals)
-            full = _final_records(paths.get(FULL, {}), by_node, task)
+            full = _final_records(paths.get(_full_of(arm), {}), by_node, task)
             common = sorted(set(finals) & set(full))
-            if arm != FULL and common:
+            if arm != _full_of(arm) and common:
                 delta = _paired_delta(finals, full, common)
                 row[f"{task} Δ vs full"] = str(delta) if delta is not None else "-"
             row["labeled draws (per stage)"] = _budget(next(iter(finals.values())))
