@@ -265,6 +265,18 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'a cache passed in is updated in place and read whatever use_cache says (transformers 5.17): the decode test against generate passes with it off',
     ('s2d_bench.losses.x_topk_kl_from_logp', 't_top, ids = t_logp.topk(k, )'):
         'topk without dim takes the last one, the dim=-1 given',
+    ('s2d_bench.ablations.x__overrides_without',
+     'return {k: v for k, v in full.overrides.items() if k.rpartition(".")[0] not in stages}'):
+        'an override is `stage.field` with one dot (RunConfig.stage_config refuses a key with a second): its first and last dots are one',
+    ('s2d_bench.leaderboards.tables.x_agreement_table',
+     'backends = {backend_of.get(rows[+1]["node"]) for rows in seeds.values()}'):
+        "rows[1] is an arm path's first stage node and rows[-1] its last; every stage node of a config's arm ran on that config's backend (the backend joins each stage's node id), and an arm has at least one stage",
+    ('s2d_bench.leaderboards.tables.x_agreement_table',
+     'for arm in _order([a for a, b in by_backend.items() if REFERENCE_BACKEND in b or len(b) > 1]):'):
+        'an arm without a torch run has no reference records: every task finds no common seed and adds no row',
+    ('s2d_bench.leaderboards.tables.x_agreement_table',
+     'for arm in _order([a for a, b in by_backend.items() if REFERENCE_BACKEND in b and len(b) >= 1]):'):
+        'an arm run on torch alone has no other backend to loop over: it adds no row',
     ('s2d_bench.models.sequences.xǁBatchǁto',
      'move = {k: v.to(device) if (isinstance(v, torch.Tensor)) and False else v for k, v in self.__dict__.items()}'):
         "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
