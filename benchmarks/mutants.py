@@ -269,14 +269,33 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'return {k: v for k, v in full.overrides.items() if k.rpartition(".")[0] not in stages}'):
         'an override is `stage.field` with one dot (RunConfig.stage_config refuses a key with a second): its first and last dots are one',
     ('s2d_bench.leaderboards.tables.x_agreement_table',
-     'backends = {backend_of.get(rows[+1]["node"]) for rows in seeds.values()}'):
-        "rows[1] is an arm path's first stage node and rows[-1] its last; every stage node of a config's arm ran on that config's backend (the backend joins each stage's node id), and an arm has at least one stage",
-    ('s2d_bench.leaderboards.tables.x_agreement_table',
      'for arm in _order([a for a, b in by_backend.items() if REFERENCE_BACKEND in b or len(b) > 1]):'):
         'an arm without a torch run has no reference records: every task finds no common seed and adds no row',
     ('s2d_bench.leaderboards.tables.x_agreement_table',
      'for arm in _order([a for a, b in by_backend.items() if REFERENCE_BACKEND in b and len(b) >= 1]):'):
         'an arm run on torch alone has no other backend to loop over: it adds no row',
+    ('s2d_bench.leaderboards.tables.x__by_config', 'out[row.get("config", None)].append(row)'):
+        'arm rows come from Store.arms, which always sets config (the empty string for rows from before configs were kept)',
+    ('s2d_bench.leaderboards.tables.x__by_config', 'out[row.get("config", )].append(row)'):
+        'arm rows come from Store.arms, which always sets config (the empty string for rows from before configs were kept)',
+    ('s2d_bench.leaderboards.tables.x__by_config', 'out[row.get("config", "XXXX")].append(row)'):
+        'arm rows come from Store.arms, which always sets config (the empty string for rows from before configs were kept)',
+    ('s2d_bench.nodefiles.x_checksums', 'for block in iter(lambda: handle.read(None), b""):'):
+        "the read block's size changes memory, not the digest of the bytes read",
+    ('s2d_bench.nodefiles.x_checksums', 'for block in iter(lambda: handle.read(2 << 20), b""):'):
+        "the read block's size changes memory, not the digest of the bytes read",
+    ('s2d_bench.nodefiles.x_checksums', 'for block in iter(lambda: handle.read(1 << 21), b""):'):
+        "the read block's size changes memory, not the digest of the bytes read",
+    ('s2d_bench.nodefiles.x_write_json', 'write_atomic(path, json.dumps(data, indent=None, default=str))'):
+        'indentation is layout for people; every reader parses the JSON',
+    ('s2d_bench.nodefiles.x_write_json', 'write_atomic(path, json.dumps(data, default=str))'):
+        'indentation is layout for people; every reader parses the JSON',
+    ('s2d_bench.nodefiles.x_write_json', 'write_atomic(path, json.dumps(data, indent=3, default=str))'):
+        'indentation is layout for people; every reader parses the JSON',
+    ('s2d_bench.harness.grading.x_grade', 'second = bool(verdicts.get((audit, g, e), None)) if audit else None'):
+        'bool(None) is bool(False): a problem without an answer is wrong by the audit grader either way',
+    ('s2d_bench.harness.grading.x_grade', 'second = bool(verdicts.get((audit, g, e), )) if audit else None'):
+        'bool(None) is bool(False): a problem without an answer is wrong by the audit grader either way',
     ('s2d_bench.models.sequences.xǁBatchǁto',
      'move = {k: v.to(device) if (isinstance(v, torch.Tensor)) and False else v for k, v in self.__dict__.items()}'):
         "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",

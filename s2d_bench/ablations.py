@@ -106,7 +106,7 @@ def parse_sweep(text: str) -> tuple[str, str, list[Any]]:
     return parts[1], parts[2], [yaml.safe_load(v) for v in values.split(",")]
 
 
-def _sweep(cfg: RunConfig, full: ArmConfig, stage: str, name: str, values: list[Any]) -> dict[str, ArmConfig]:
+def _sweep(full: ArmConfig, stage: str, name: str, values: list[Any]) -> dict[str, ArmConfig]:
     """One arm per value: the full arm with `stage.name` set to it (so stages before `stage` are shared nodes)."""
     if stage not in full.stages:
         raise UserError(f"--sweep stages.{stage}.{name}: the full arm does not run {stage} ({', '.join(full.stages)})")
@@ -129,7 +129,7 @@ def ablation_config(cfg: RunConfig, drops: list[str], baselines: list[str], ever
         arm_name, transform = _lookup(table, name, what)
         arms[arm_name] = transform(cfg, full)
     for text in sweeps:
-        arms.update(_sweep(cfg, full, *parse_sweep(text)))
+        arms.update(_sweep(full, *parse_sweep(text)))
     return replace(cfg, arms=arms)  # checked with the rest of the config when a Runner is made
 
 

@@ -132,3 +132,49 @@ def test_the_graders_in_process_gold_first_and_no_answer_wrong():
     assert not math_verify_equal("1", None) and not exact_equal("1", None)
     assert exact_equal(" 12 ", "12") and not exact_equal("12", "12.0")
     assert GRADERS.get("math_verify") is math_verify_equal and GRADERS.get("exact") is exact_equal
+
+
+def test_math_verify_runs_outside_the_main_thread():
+    """Its own alarm timeouts would refuse a thread (signal.alarm): they are off, the pool's deadline stands instead."""
+    import threading
+
+    from s2d_bench.harness.graders import math_verify_equal
+
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(v=math_verify_equal(r"\frac{1}{2}", "0.5")))
+    thread.start()
+    thread.join()
+    assert out == {"v": True}
+
+
+def test_a_completion_without_an_answer_is_wrong_by_both_graders_and_not_a_timeout():
+    from s2d_bench.harness.grading import grade
+
+    v = grade(["no box here", "\\boxed{2}"], ["2", "2"], grader="exact", audit="hendrycks")
+    assert (v[0].extracted, v[0].correct, v[0].audit, v[0].timed_out) == (None, False, False, False)
+    assert (v[1].extracted, v[1].correct, v[1].audit, v[1].timed_out) == ("2", True, True, False)
+    alone = grade(["\\boxed{2}"], ["2"], grader="exact", audit=None)[0]
+    assert alone.audit is None and alone.correct
+
+
+def test_an_unknown_grader_is_refused_before_anything_is_graded():
+    from s2d_bench.errors import UserError
+    from s2d_bench.harness.grading import grade
+
+    with pytest.raises(UserError, match="grader"):
+        grade(["no answer"], ["1"], grader="exact", audit="nope")
+    with pytest.raises(UserError, match="grader"):
+        grade(["no answer"], ["1"], grader="nope", audit=None)
+
+
+def test_grade_closes_the_pool_it_made_and_leaves_a_given_one_running():
+    import multiprocessing as mp
+
+    from s2d_bench.harness.grading import GradingPool, grade
+
+    before = set(mp.active_children())
+    assert grade(["\\boxed{1}"], ["1"], audit=None)[0].correct
+    assert set(mp.active_children()) <= before  # its own workers are gone
+    with GradingPool(workers=1) as pool:
+        assert grade(["\\boxed{1}"], ["1"], audit=None, pool=pool)[0].correct
+        assert pool._slots and all(slot.proc.is_alive() for slot in pool._slots)  # the caller's pool is still up

@@ -300,6 +300,8 @@ def test_the_interval_is_the_seeded_2_5_and_97_5_percentiles_so_published_tables
     matrix = np.array([[1.0, 0.0] * 20, [0.5, 0.0] * 20])
     assert bootstrap(matrix) == Interval(0.375, 0.2625, 0.4875)
     assert str(bootstrap(matrix)) == "0.375 [0.263, 0.487]"
+    spread = np.random.default_rng(7).random((3, 50)).round(3)  # many distinct values: every percentile is its own
+    assert bootstrap(spread) == Interval(0.5092666666666666, 0.46371450000000003, 0.5555896666666665)
 
 
 def test_verdicts_and_agreement_at_the_edges_of_the_interval():
@@ -457,3 +459,23 @@ def test_a_grid_and_its_backend_swap_are_one_table_with_a_backend_column_and_an_
     assert all(board.ordering["raw-teacher transfer < direct GRPO"].str.startswith("holds: Δ 0.250"))
     newest = build(store, "s")  # without every_config: the config run last alone, as before
     assert "backend" not in newest.main.columns and set(newest.main["arm"]) == {"full", "direct-grpo", "no-student-rl", "raw-bridge"}
+
+
+def test_the_ordering_and_the_agreement_go_on_past_a_task_without_common_seeds():
+    """Task 'a' is on different seeds for each arm (nothing to pair); task 'b' pairs: its row must still be there."""
+    from s2d_bench.leaderboards.tables import agreement_table, ordering_table
+
+    evals, arms = [], []
+    for arm, score in (("raw-bridge", 0.25), ("direct-grpo", 0.5), ("no-student-rl", 0.75)):
+        for seed in (0, 1):
+            node = f"{arm}{seed}"
+            evals.append(_record(node, "opd", seed, [score] * 40, task="b"))
+            if seed == (arm == "direct-grpo"):  # on 'a' each arm has one seed, not all the same
+                evals.append(_record(node, "opd", seed, [score] * 40, task="a"))
+            arms += _path(arm, seed, [(node, "opd")])
+    assert list(ordering_table(evals, arms)["task"]) == ["b"]
+    evals = [_record("t0", "opd", 0, [0.5] * 40, backend="torch", task="a"), _record("r1", "opd", 1, [0.5] * 40, backend="trl", task="a"),
+             _record("t0", "opd", 0, [0.5] * 40, backend="torch", task="b"), _record("r0", "opd", 0, [0.5] * 40, backend="trl", task="b")]
+    arms = (_path("full", 0, [("t0", "opd")], "torch") + _path("full", 1, [("r1", "opd")], "trl")
+            + _path("full", 0, [("r0", "opd")], "trl"))
+    assert list(agreement_table(evals, arms)["task"]) == ["b"]

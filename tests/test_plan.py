@@ -100,3 +100,31 @@ def test_seed_scope_all_gives_each_seed_its_own_base_ids_but_not_to_a_model_give
     teachers = [{n.id for n in plan(load_config(None, [*with_path, f"seed={s}"])) if n.stage == "base" and n.role == "teacher"}
                 for s in (0, 1)]
     assert teachers[0] == teachers[1]  # a model from disk is the same model whatever the seed
+
+
+def test_ids_of_runs_with_the_later_settings_survive_too(tiny_overrides):
+    """Run directories of `seed_scope=all`, `rollout.engine=vllm` and `prompt.thinking=true` runs (the published tiny
+    grid is one) find their nodes by these ids; a deliberate change updates them here."""
+    def ids(*extra):
+        return sorted(n.id for n in plan(load_config(None, [*tiny_overrides, "stages.teacher_rl.steps=6", *extra])))
+
+    assert ids("seed_scope=all") == ["base-student-1c039ea74c23", "base-teacher-8880b153185e", "opd-a9a0ce2ae8b2",
+                                     "student_rl-760f165531ba", "student_rl-929e1e452946", "teacher_rl-caecc21688a7",
+                                     "warmup-4c84e1f2bff1"]
+    assert ids("rollout.engine=vllm") == ["base-student-cbf31b0232f7", "base-teacher-9c894db91ff3", "opd-deab9c3951f4",
+                                          "student_rl-217ec0f31db9", "student_rl-e259810ddc59", "teacher_rl-8a10021c22c1",
+                                          "warmup-c55755c57aaf"]
+    assert ids("prompt.thinking=true") == ["base-student-cbf31b0232f7", "base-teacher-9c894db91ff3", "opd-33c30b82c5a6",
+                                           "student_rl-1eb5af9907b3", "student_rl-d2c34975c9ee", "teacher_rl-181f1674b6ad",
+                                           "warmup-3fae33370a43"]
+
+
+def test_each_node_carries_the_config_it_is_built_with():
+    """Base nodes their model's config, stage nodes the arm's effective stage config (what the runner trains with)."""
+    from s2d_bench.config import to_dict
+
+    cfg = load_config(None, ["arms={a: {stages: [warmup, opd], overrides: {opd.lr: 0.005}}}"])
+    nodes = {n.stage + n.role: n for n in plan(cfg)}
+    assert nodes["baseteacher"].cfg == to_dict(cfg.teacher) and nodes["basestudent"].cfg == to_dict(cfg.student)
+    assert nodes["opdstudent"].cfg == to_dict(cfg.stage_config("a", "opd")) and nodes["opdstudent"].cfg["lr"] == 0.005
+    assert nodes["warmupstudent"].cfg == to_dict(cfg.stages.warmup)

@@ -303,3 +303,27 @@ def test_rows_after_their_stop_hold_the_pad_id_and_the_width_is_the_longest_row(
     assert tokens.shape[1] == int(lengths.max()) < 30
     for row, n in zip(tokens, lengths.tolist()):
         assert row[n - 1].item() in stops and (row[n:] == 57).all()
+
+
+def test_rows_left_after_the_longest_prompts_leave_keep_their_padding_mask(monkeypatch):
+    """Repeated-cache path: the two longest prompts (no padding) are made to stop at their second token, so they leave
+    the batch first and every prompt still generating is left-padded; its mask must be kept for the rows that remain
+    (the tokens are the loop's that never evicts)."""
+    monkeypatch.setattr(sampling_module, "sharing_prompts", lambda m: contextlib.nullcontext())
+    model, tok = MODELS.get("tiny-qwen3-teacher")(seed=5)
+    prompts = ["123+456=", "250+250=", "1+1=", "7", "5+5=", "9+9="]
+    ids, mask = left_pad(encode_prompts(tok, prompts), tok.pad_token_id)
+    s, seeds = Sampling(k=1, temperature=1.0, max_new_tokens=12), list(range(40, 46))
+    monkeypatch.setattr(sampling_module, "EVICT_SHARE", float("inf"))
+    free, _ = sample(model, ids, mask, s, [-1], tok.pad_token_id, seeds)  # no stop token: every row runs to the cap
+    short = set(free[2:].flatten().tolist())
+    stops = [int(free[0, 1]), int(free[1, 1])]
+    assert not set(stops) & short and (mask[2:].sum(1) < mask[0].sum()).all()  # only the long prompts stop; the rest are padded
+    kept_ids, kept_mask = sample(model, ids, mask, s, stops, tok.pad_token_id, seeds)
+    monkeypatch.setattr(sampling_module, "EVICT_SHARE", 0.25)
+    rows = []
+    original = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **kw: rows.append(kw["input_ids"].shape[0]) or original(*a, **kw))
+    got_ids, got_mask = sample(model, ids, mask, s, stops, tok.pad_token_id, seeds)
+    assert rows[-1] == 4  # the long prompts left
+    assert torch.equal(got_ids, kept_ids) and torch.equal(got_mask, kept_mask)
