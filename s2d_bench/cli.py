@@ -122,7 +122,7 @@ def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str
 @click.option("--suite", default=None, help="Suite (a config's name, or an eval --suite); default: the only one, else tiny.")
 @click.option("--format", "fmt", default="md", show_default=True, help="md, csv, html or latex.")
 @click.option("--store", "store_path", default=None, help="Results store (default: $S2D_STORE, else results/s2d-bench.sqlite).")
-@click.option("--every-config", is_flag=True, help="Arms of every config the suite ran, labelled by config hash (default: the newest config).")
+@click.option("--every-config", is_flag=True, help="Arms of every config the suite ran, labelled by config hash, or by backend with a backend column when each config ran on its own backend (default: the newest config).")
 @click.pass_context
 @_fail_cleanly
 def leaderboard(ctx: click.Context, suite: str | None, fmt: str, store_path: str | None, every_config: bool) -> None:

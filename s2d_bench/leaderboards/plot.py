@@ -19,20 +19,25 @@ LABELS = {"base": "base student", "teacher_rl": "1: teacher RL\n(teacher)", "war
 
 def plot_trajectories(trajectories: dict[str, pd.DataFrame], suite: str, path: Path) -> None:
     tasks = [t for t, frame in trajectories.items() if not frame.empty]
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(7.5 * max(1, len(tasks)), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(9.5 * max(1, len(tasks)), 5.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         frame = trajectories[task]
         present = [s for s in STAGE_ORDER if s in set(frame["stage"])]
         x_of = {stage: i for i, stage in enumerate(present)}
+        names = list(dict.fromkeys(arm.partition(" [")[0] for arm in frame["arm"]))
+        labels = sorted({arm.partition(" [")[2] for arm in frame["arm"]})  # '' or each config's label (a backend)
+        colors = {name: f"C{i % 10}" for i, name in enumerate(n for n in names if n != "full")}
         for arm, points in frame.groupby("arm", sort=False):
+            name, _, label = arm.partition(" [")
             xs = [x_of[s] for s in points["stage"]]
-            style = {"linewidth": 2.6, "color": "black"} if arm == "full" else {"linewidth": 1.4}
-            ax.plot(xs, points["mean"], marker="o", label=arm, **style)
+            style = {"linewidth": 2.6, "color": "black"} if name == "full" else {"linewidth": 1.4, "color": colors[name]}
+            style["linestyle"] = ["-", "--", ":", "-."][labels.index(label) % 4]  # one dash per backend, one colour per arm
+            ax.plot(xs, points["mean"], marker="o", markersize=4, label=arm, **style)
         ax.set_xticks(range(len(present)), [LABELS.get(s, s) for s in present], fontsize=8)
         ax.set_ylabel(f"{task}: avg@k (mean over seeds)")
         ax.set_title(f"{suite}: accuracy after each stage")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
