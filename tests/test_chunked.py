@@ -193,3 +193,14 @@ def test_one_token_and_no_token_at_all():
     assert logp.shape == entropy.shape == (N, T) and not logp.any() and logp.dtype == torch.float32
     logp, _ = chunked.token_logprobs(s_hidden, s_head, tokens, none)  # no chunking, nothing to compute
     assert logp.shape == (N, T) and not logp.any()
+
+
+@pytest.mark.parametrize("chunk, calls", [(0, 1), (1, 11), (4, 3), (10, 2), (11, 1), (64, 1)])
+def test_n_chunks_is_the_number_of_head_calls_the_loss_makes(chunk, calls):
+    """Ranks agree on this count (rt.most) so each makes the same number of collective head calls: it must be exact."""
+    s_hidden, s_head, t_hidden, t_head, tokens, mask = _world()  # 11 completion tokens
+    made = []
+    s_head.register_forward_hook(lambda *a: made.append(1))
+    chunked.distill_loss(s_hidden, s_head, t_hidden, t_head, tokens, mask, chunked.Objective("forward"), chunk, 1)
+    assert chunked.n_chunks(mask, chunk) == calls == len(made)
+    assert chunked.n_chunks(torch.zeros_like(mask), chunk) == 1  # an empty micro-batch still makes its one call
