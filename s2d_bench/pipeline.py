@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import transformers
 
-from s2d_bench import diagnostics, distributed, preflight, scheduler
+from s2d_bench import diagnostics, distributed, nodefiles, preflight, scheduler
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, config_hash, from_dict, run_hash, to_dict
 from s2d_bench.generation import ENGINES
@@ -51,7 +51,6 @@ from s2d_bench.harness.rewards import PoolReward
 from s2d_bench.harness.suite import eval_key, evaluate_target
 from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
 from s2d_bench.models import MODELS
-from s2d_bench import nodefiles
 from s2d_bench.nodefiles import checksums, node_lock, write_atomic, write_json
 from s2d_bench.reporting import report_arms, report_evaluations, reporting
 from s2d_bench.reporting.curves import plot_metrics

@@ -71,10 +71,11 @@ def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
         return Leaderboard(suite, model_table(evals), {}, pd.DataFrame(), pd.DataFrame())
     backends = config_backends(evals, arms)
     by_backend = len(set(backends.values())) == len(backends) > 1  # each config its own backend: the grids of a swap
-    ordering = ordering_table(evals, arms)
     if by_backend:  # the ordering within each backend's grid, a backend column on every table row
         ordering = pd.concat([ordering_table(evals, [r for r in arms if r["config"] == c]).assign(backend=b)
                               for c, b in sorted(backends.items(), key=lambda cb: cb[1] != REFERENCE_BACKEND)], ignore_index=True)
+    else:
+        ordering = ordering_table(evals, arms)
     if len(backends) > 1:
         arms = [{**r, "arm": f"{r['arm']} [{backends[r['config']] if by_backend else r['config'][:6] or 'old'}]"} for r in arms]
     shown = {r["node"] for r in arms}
@@ -82,7 +83,7 @@ def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
     tasks = sorted({r["task"] for r in evals})
     main = arm_table(evals, arms)
     if by_backend:
-        label = {f"{r['arm']}": backends[r["config"]] for r in arms}
+        label = {r["arm"]: backends[r["config"]] for r in arms}
         main.insert(1, "backend", main["arm"].map(label))
     return Leaderboard(suite, main, {t: trajectory(evals, arms, t) for t in tasks},
                        c1_table(evals, diagnostics), c2_table(arms, diagnostics), ordering,

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from s2d_bench.leaderboards.tables import STAGE_ORDER  # noqa: E402
+from s2d_bench.leaderboards.tables import STAGE_ORDER, split_label  # noqa: E402
 
 LABELS = {"base": "base student", "teacher_rl": "1: teacher RL\n(teacher)", "warmup": "2a: warmup", "opd": "2b: OPD",
           "student_rl": "3: student RL", "replay": "3: replay\ncontrol"}
@@ -24,11 +24,11 @@ def plot_trajectories(trajectories: dict[str, pd.DataFrame], suite: str, path: P
         frame = trajectories[task]
         present = [s for s in STAGE_ORDER if s in set(frame["stage"])]
         x_of = {stage: i for i, stage in enumerate(present)}
-        names = list(dict.fromkeys(arm.partition(" [")[0] for arm in frame["arm"]))
-        labels = sorted({arm.partition(" [")[2] for arm in frame["arm"]})  # '' or each config's label (a backend)
+        names = list(dict.fromkeys(split_label(arm)[0] for arm in frame["arm"]))
+        labels = sorted({split_label(arm)[1] for arm in frame["arm"]})  # '' or each config's label (a backend)
         colors = {name: f"C{i % 10}" for i, name in enumerate(n for n in names if n != "full")}
         for arm, points in frame.groupby("arm", sort=False):
-            name, _, label = arm.partition(" [")
+            name, label = split_label(arm)
             xs = [x_of[s] for s in points["stage"]]
             style = {"linewidth": 2.6, "color": "black"} if name == "full" else {"linewidth": 1.4, "color": colors[name]}
             style["linestyle"] = ["-", "--", ":", "-."][labels.index(label) % 4]  # one dash per backend, one colour per arm

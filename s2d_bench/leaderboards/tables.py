@@ -80,10 +80,16 @@ def _final_records(paths: dict[int, list[dict[str, Any]]], evals: dict, task: st
     return out
 
 
+def split_label(arm: str) -> tuple[str, str]:
+    """`name [x]` (an arm labelled by its config, see leaderboards.build) -> ('name', 'x]'); an unlabelled arm -> (arm, '')."""
+    name, _, label = arm.partition(" [")
+    return name, label
+
+
 def _full_of(arm: str) -> str:
     """The full arm an arm is compared with: `full`, or `full [x]` for an arm labelled `name [x]` (its config's)."""
-    name, bracket, label = arm.partition(" [")
-    return FULL + bracket + label
+    label = split_label(arm)[1]
+    return f"{FULL} [{label}" if label else FULL
 
 
 def _order(arms: list[str]) -> list[str]:
