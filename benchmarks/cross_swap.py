@@ -11,9 +11,10 @@ backend) final models are scored on the same problems with the same evaluation s
   inputs effect  (other's inputs - torch's) under the same S:  was it made upstream of S?
   seed yardstick (torch's S under another seed - torch's S):   how far S moves from its random stream alone
 
-as paired deltas over seeds and problems with 95% bootstrap intervals (leaderboards/tables.py). The
+as paired deltas over seeds and problems with 95% intervals over both (leaderboards/intervals.py). The
 yardstick matters because the two backends' stages never share a random stream (a stage's seed comes
-from its node id, which hashes the backend), and a problem bootstrap does not cover seed noise.
+from its node id, which hashes the backend): it is a null effect by construction, and its interval
+holding 0 is the check that the intervals cover seed noise.
 Both grids must be in one run directory (`s2d-bench ablate ... run_dir=D` for each backend).
 
 Usage:
@@ -35,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from s2d_bench.ablations import ablation_config  # noqa: E402
 from s2d_bench.config import load_config  # noqa: E402
-from s2d_bench.leaderboards.tables import bootstrap  # noqa: E402
+from s2d_bench.leaderboards.intervals import interval  # noqa: E402
 from s2d_bench.pipeline import Runner  # noqa: E402
 from s2d_bench.plan import Node, node_id  # noqa: E402
 
@@ -82,7 +83,7 @@ def scores(runner: Runner, node: Node) -> dict[str, float]:
 def delta(a: list[dict[str, float]], b: list[dict[str, float]]) -> str:
     """a - b paired over seeds and problems, mean [95% CI]."""
     ids = sorted(set.intersection(*(set(x) for x in a + b)))
-    return str(bootstrap(np.array([[x[i] for i in ids] for x in a]) - np.array([[x[i] for i in ids] for x in b])))
+    return str(interval(np.array([[x[i] for i in ids] for x in a]) - np.array([[x[i] for i in ids] for x in b])))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -326,9 +326,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.losses.x__log_tail',
      'return logp.scatter(-1, top_ids, float("-INF")).logsumexp(dim=-1, keepdim=True)'):
         'float("-INF") is float("-inf")',
-    ('s2d_bench.leaderboards.tables.x_bootstrap',
-     'picks = rng.integers(per_problem.size, size=(iters, per_problem.size))'):
-        'rng.integers(n, size=...) draws from [0, n) exactly as rng.integers(0, n, size=...): numpy reads a lone bound as high',
 }
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 
 from s2d_bench.errors import UserError
 from s2d_bench.leaderboards.detail import c1_table, c2_table
-from s2d_bench.leaderboards.tables import REFERENCE_BACKEND, agreement_table, arm_table, model_table, ordering_table, trajectory
+from s2d_bench.leaderboards.tables import (REFERENCE_BACKEND, ablation_frame, agreement_table, arm_table, model_table, ordering_table,
+                                           trajectory)
 from s2d_bench.store import Store
 
 FORMATS = ("md", "csv", "html", "latex")
@@ -33,6 +34,7 @@ class Leaderboard:
     ordering: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # the paper's teacher-quality ordering
     scope: str = ""  # what the seeds pooled in its intervals varied (workflow suites)
     agreement: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # arms run on several backends
+    ablations: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  # task -> the ablation figure's numbers
 
     def sections(self) -> list[tuple[str, pd.DataFrame]]:
         return [(title, frame) for title, frame in [
@@ -50,11 +52,14 @@ SCOPES = {"stages": "seeds vary every stage; the base models are the same for al
           "all": "seeds vary the whole chain, base-model pretraining included"}
 
 
-def seed_caption(scopes: set[str]) -> str:
-    """What the intervals' seeds varied, for the caption (two scopes in one table are said to be mixed)."""
-    if len(scopes) == 1:
-        return SCOPES.get(next(iter(scopes)), "")
-    return "seeds of mixed scope: " + "; ".join(SCOPES.get(s, s) for s in sorted(scopes))
+def seed_caption(scopes: set[str], most_seeds: int = 2) -> str:
+    """What the intervals cover, for the caption: with one seed problems only; else seeds and problems, and what
+    the seeds varied (two scopes in one table are said to be mixed)."""
+    if most_seeds < 2:
+        return "one seed: 95% intervals cover problem sampling only, not training-seed noise"
+    varied = (SCOPES.get(next(iter(scopes)), "") if len(scopes) == 1
+              else "seeds of mixed scope: " + "; ".join(SCOPES.get(s, s) for s in sorted(scopes)))
+    return f"95% intervals over seeds and problems; {varied}"
 
 
 def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
@@ -87,8 +92,10 @@ def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
         main.insert(1, "backend", main["arm"].map(label))
     return Leaderboard(suite, main, {t: trajectory(evals, arms, t) for t in tasks},
                        c1_table(evals, diagnostics), c2_table(arms, diagnostics), ordering,
-                       seed_caption({r.get("seed_scope") or "stages" for r in evals if r["node"] in shown}),
-                       agreement_table(evals, store.arms(suite, every_config=True)))
+                       seed_caption({r.get("seed_scope") or "stages" for r in evals if r["node"] in shown},
+                                    int(main["seeds"].max()) if "seeds" in main else 1),
+                       agreement_table(evals, store.arms(suite, every_config=True)),
+                       {t: ablation_frame(evals, arms, t) for t in tasks})
 
 
 def config_backends(evals: list[dict], arms: list[dict]) -> dict[str, str]:
@@ -123,8 +130,9 @@ def render(board: Leaderboard, fmt: str = "md", detail: bool = True) -> str:
 
 
 def publish(board: Leaderboard, folder: Path) -> list[Path]:
-    """Write <suite>.md/.csv/.html/.tex and <suite>.png into `folder`; return the paths."""
-    from s2d_bench.leaderboards.plot import plot_trajectories
+    """Write <suite>.md/.csv/.html/.tex, <suite>.png (the stage plot) and <suite>-ablation.png into `folder`; return
+    the paths."""
+    from s2d_bench.leaderboards.plot import plot_ablation, plot_trajectories
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -135,5 +143,9 @@ def publish(board: Leaderboard, folder: Path) -> list[Path]:
     if board.trajectories:
         path = folder / f"{board.suite}.png"
         plot_trajectories(board.trajectories, board.suite, path)
+        paths.append(path)
+    if any(not frame.empty for frame in board.ablations.values()):
+        path = folder / f"{board.suite}-ablation.png"
+        plot_ablation(board.ablations, board.suite, path)
         paths.append(path)
     return paths

@@ -1,11 +1,11 @@
 """Leaderboard tables as pure functions of stored records (store.py): no model is touched.
 
 Rows are arms (for a workflow suite) or models (for an `s2d-bench eval` suite); columns are
-tasks. A cell is avg@k with a 95% interval from a bootstrap over problems, pooled over seeds: a
-resample draws problems with replacement and averages every seed's per-problem mean on them, so
-the interval covers problem sampling, the dominant error at n = 200-500, and seed noise enters
-through the pooled mean. The delta against the full workflow is paired (same seeds, same
-problems), which is far tighter than the difference of two independent intervals.
+tasks. A cell is avg@k over seeds and problems with a 95% interval that holds both (training-seed
+noise and problem sampling: intervals.py says how). The delta against the full workflow is
+paired, by seed and by problem id, which is far tighter than the difference of two independent
+intervals; two different problem sets are never paired. Every comparison also gives its
+seed-to-seed SD and, unless resolved, how many seeds would resolve an effect of its size.
 """
 
 from __future__ import annotations
@@ -18,28 +18,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from s2d_bench.leaderboards.intervals import Interval, interval, seed_note, verdict
+
 FULL = "full"
 STAGE_ORDER = ["base", "teacher_rl", "warmup", "opd", "student_rl", "replay"]
-BOOTSTRAP = 2000
+SCORE = (0.0, 1.0)  # the range of an avg@k, for clipping its interval
 
 
-@dataclass(frozen=True)
-class Interval:
-    mean: float
-    low: float
-    high: float
-
-    def __str__(self) -> str:
-        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
-
-
-def bootstrap(matrix: np.ndarray, iters: int = BOOTSTRAP, seed: int = 0) -> Interval:
-    """Mean of a (seeds, problems) matrix and its 95% percentile interval, resampling problems."""
-    rng = np.random.default_rng(seed)
-    per_problem = matrix.mean(axis=0)
-    picks = rng.integers(0, per_problem.size, size=(iters, per_problem.size))
-    stats = per_problem[picks].mean(axis=1)
-    return Interval(float(per_problem.mean()), float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5)))
+def score(matrix: np.ndarray) -> Interval:
+    """An avg@k cell: the (seeds, problems) matrix's mean with its interval over seeds and problems."""
+    return interval(matrix, SCORE)
 
 
 def latest_by_node(evals: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -58,17 +46,21 @@ def arm_paths(arms: list[dict[str, Any]]) -> dict[str, dict[int, list[dict[str, 
     return out
 
 
-def _matrix(records: list[dict[str, Any]]) -> tuple[np.ndarray, list[str]]:
-    """(seeds, problems) of per-problem means, on the problems every record has."""
-    ids = sorted(set.intersection(*(set(r["per_problem"]) for r in records)))
+def _matrix(records: list[dict[str, Any]], ids: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(seeds, problems) of per-problem means, columns in `ids` order (default: the problems every record has)."""
+    if ids is None:
+        ids = sorted(set.intersection(*(set(r["per_problem"]) for r in records)))
     return np.array([[r["per_problem"][i] for i in ids] for r in records]), ids
 
 
 def _paired_delta(mine: dict[int, dict[str, Any]], theirs: dict[int, dict[str, Any]], seeds: list[int]) -> Interval | None:
-    """mine - theirs over `seeds`, paired by seed and problem; None when their problem sets differ in size."""
-    a, _ = _matrix([mine[s] for s in seeds])
-    b, _ = _matrix([theirs[s] for s in seeds])
-    return bootstrap(a - b) if a.shape == b.shape else None
+    """mine - theirs over `seeds`, paired by seed and by problem id; None when the two arms' problem sets differ
+    (whatever their sizes: two sets of equal size are still different problems)."""
+    _, ids = _matrix([mine[s] for s in seeds])
+    _, their_ids = _matrix([theirs[s] for s in seeds])
+    if not ids or ids != their_ids:
+        return None
+    return interval(_matrix([mine[s] for s in seeds], ids)[0] - _matrix([theirs[s] for s in seeds], ids)[0])
 
 
 def _final_records(paths: dict[int, list[dict[str, Any]]], evals: dict, task: str) -> dict[int, dict[str, Any]]:
@@ -104,8 +96,28 @@ def _budget(record: dict[str, Any]) -> str:
     return f"{record.get('labeled_draws', 0)} ({' + '.join(parts) or 'none'})"
 
 
+@dataclass(frozen=True)
+class ArmResult:
+    finals: dict[int, dict[str, Any]]  # seed -> the record of the arm's final model
+    score: Interval
+    compared: bool  # not the full arm, and shares a seed with it
+    delta: Interval | None  # against the full arm, paired; None when not compared or on other problems
+
+
+def _arm_result(paths: dict, by_node: dict, arm: str, task: str) -> ArmResult | None:
+    """An arm's final records on a task, its score and its paired delta against its full arm; None without records."""
+    finals = _final_records(paths[arm], by_node, task)
+    if not finals:
+        return None
+    full = _final_records(paths.get(_full_of(arm), {}), by_node, task)
+    common = sorted(set(finals) & set(full))
+    compared = arm != _full_of(arm) and bool(common)
+    return ArmResult(finals, score(_matrix(list(finals.values()))[0]), compared,
+                     _paired_delta(finals, full, common) if compared else None)
+
+
 def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per arm: avg@k [95% CI] per task, paired delta against `full`, budget, trajectory."""
+    """One row per arm: avg@k [95% CI] per task, paired delta against `full` with its seed SD, budget, trajectory."""
     by_node, paths = latest_by_node(evals), arm_paths(arms)
     tasks = sorted({task for _, task in by_node})
     trajectories = {task: trajectory(evals, arms, task) for task in tasks}
@@ -113,19 +125,16 @@ def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.Dat
     for arm in _order(list(paths)):
         row: dict[str, Any] = {"arm": arm}
         for task in tasks:
-            finals = _final_records(paths[arm], by_node, task)
-            if not finals:
+            result = _arm_result(paths, by_node, arm, task)
+            if result is None:
                 continue
-            matrix, ids = _matrix(list(finals.values()))
-            metric = next(iter(finals.values()))["metric"]
-            row[f"{task} {metric} [95% CI]"] = str(bootstrap(matrix))
-            row["seeds"] = len(finals)
-            full = _final_records(paths.get(_full_of(arm), {}), by_node, task)
-            common = sorted(set(finals) & set(full))
-            if arm != _full_of(arm) and common:
-                delta = _paired_delta(finals, full, common)
+            first_record, delta = next(iter(result.finals.values())), result.delta
+            row[f"{task} {first_record['metric']} [95% CI]"] = str(result.score)
+            row["seeds"] = len(result.finals)
+            if result.compared:
                 row[f"{task} Δ vs full"] = str(delta) if delta is not None else "-"
-            row["labeled draws (per stage)"] = _budget(next(iter(finals.values())))
+                row[f"{task} Δ seeds"] = seed_note(delta) if delta is not None else "-"
+            row["labeled draws (per stage)"] = _budget(first_record)
             points = trajectories[task][trajectories[task]["arm"] == arm]
             row[f"{task} after each stage"] = " → ".join(f"{p.stage} {p.mean:.3f}" for p in points.itertuples())
         rows.append(row)
@@ -135,13 +144,33 @@ def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.Dat
     return frame[first + rest].fillna("-")
 
 
+ABLATION_COLUMNS = ["arm", "seeds", "mean", "low", "high", "delta", "delta_low", "delta_high"]
+
+
+def ablation_frame(evals: list[dict[str, Any]], arms: list[dict[str, Any]], task: str) -> pd.DataFrame:
+    """The numbers of the ablation figure: per arm its final score and its delta against full, each with its
+    interval (NaN where there is no delta), in the table's arm order."""
+    by_node, paths = latest_by_node(evals), arm_paths(arms)
+    rows = []
+    for arm in _order(list(paths)):
+        result = _arm_result(paths, by_node, arm, task)
+        if result is None:
+            continue
+        cell, delta = result.score, result.delta
+        d = (delta.mean, delta.low, delta.high) if delta is not None else (np.nan,) * 3
+        rows.append([arm, len(result.finals), cell.mean, cell.low, cell.high, *d])
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
+
+
 # The paper's teacher-quality ordering: raw-teacher transfer < direct GRPO < RL-teacher transfer. Each rung is the
 # first of its arm names the suite has (`bridge` in a config's own arms, `no-student-rl` in an ablation grid).
 ORDERING = [("raw-teacher transfer", ("raw-bridge",)), ("direct GRPO", ("direct-grpo",)), ("RL-teacher transfer", ("bridge", "no-student-rl"))]
 
 
-def _verdict(delta: Interval) -> str:
-    return "holds" if delta.low > 0 else "reversed" if delta.high < 0 else "not resolved"
+def _claim(delta: Interval) -> str:
+    """'holds: Δ 0.02 [0.01, 0.03]; seed SD 0.004', with how many seeds would resolve it when it is not resolved."""
+    claim = f"{verdict(delta)}: Δ {delta}"
+    return claim if delta.problems_only else f"{claim}; {seed_note(delta)}"  # one seed: the verdict already says so
 
 
 def ordering_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.DataFrame:
@@ -160,10 +189,10 @@ def ordering_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> p
             continue
         row: dict[str, Any] = {"task": task, "seeds": len(seeds)}
         for (label, arm), final in zip(rungs, finals):
-            row[f"{label} ({arm})"] = str(bootstrap(_matrix([final[s] for s in seeds])[0]))
+            row[f"{label} ({arm})"] = str(score(_matrix([final[s] for s in seeds])[0]))
         for (low, _), (high, _), lower, higher in zip(rungs, rungs[1:], finals, finals[1:]):
             delta = _paired_delta(higher, lower, seeds)
-            row[f"{low} < {high}"] = f"{_verdict(delta)}: Δ {delta}" if delta is not None else "-"  # "-": different problems
+            row[f"{low} < {high}"] = _claim(delta) if delta is not None else "-"  # "-": different problems
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -197,11 +226,16 @@ def agreement_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> 
                 if delta is None:
                     continue
                 rows.append({"arm": arm, "task": task, "backend": backend, "seeds": len(seeds),
-                             "avg@k [95% CI]": str(bootstrap(_matrix([mine[s] for s in seeds])[0])),
-                             f"{REFERENCE_BACKEND} avg@k [95% CI]": str(bootstrap(_matrix([theirs[s] for s in seeds])[0])),
+                             "avg@k [95% CI]": str(score(_matrix([mine[s] for s in seeds])[0])),
+                             f"{REFERENCE_BACKEND} avg@k [95% CI]": str(score(_matrix([theirs[s] for s in seeds])[0])),
                              f"Δ vs {REFERENCE_BACKEND} [95% CI]": str(delta),
-                             "agrees (interval holds 0)": "yes" if delta.low <= 0 <= delta.high else "no"})
+                             "agrees (interval holds 0)": _agrees(delta), "Δ seeds": seed_note(delta)})
     return pd.DataFrame(rows)
+
+
+def _agrees(delta: Interval) -> str:
+    word = "yes" if delta.low <= 0 <= delta.high else "no"
+    return f"{word} (one seed: problems only)" if delta.problems_only else word
 
 
 def _by_config(arms: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -269,7 +303,7 @@ def model_table(evals: list[dict[str, Any]]) -> pd.DataFrame:
                 usable = [r for r in by_protocol[protocols[i]] if r.get("per_problem")]
                 if usable:
                     matrix, _ = _matrix(usable)
-                    row[f"{task} {usable[-1]['metric']} [95% CI]"] = str(bootstrap(matrix))
+                    row[f"{task} {usable[-1]['metric']} [95% CI]"] = str(score(matrix))
                     if several:
                         row[f"{task} protocol"] = protocols[i]
             rows.append(row)

@@ -3,7 +3,7 @@ import pytest
 
 from s2d_bench.errors import UserError
 from s2d_bench.leaderboards import build, publish, render
-from s2d_bench.leaderboards.tables import bootstrap
+from s2d_bench.leaderboards.intervals import interval
 from s2d_bench.store import Store
 
 PROBLEMS = [f"p{i}" for i in range(40)]
@@ -35,13 +35,13 @@ def _fill(store: Store) -> None:
                                                       "kl_reverse_before": 1.0, "kl_reverse_after": 0.25})
 
 
-def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_more_problems():
+def test_the_interval_brackets_the_mean_and_shrinks_with_more_problems():
     rng = np.random.default_rng(1)
-    small, large = rng.random((2, 30)), rng.random((2, 3000))
-    a, b = bootstrap(small), bootstrap(large)
+    small, large = rng.random((1, 30)), rng.random((1, 3000))
+    a, b = interval(small), interval(large)
     assert a.low < a.mean < a.high and b.low < b.mean < b.high
     assert (b.high - b.low) < (a.high - a.low) / 5
-    assert bootstrap(np.full((3, 10), 0.4)).low == pytest.approx(0.4)  # no spread, no interval
+    assert interval(np.full((3, 10), 0.4)).low == pytest.approx(0.4)  # no spread, no interval
 
 
 def test_leaderboard_pools_seeds_pairs_the_delta_and_keeps_the_budget(tmp_path):
@@ -63,14 +63,16 @@ def test_leaderboard_pools_seeds_pairs_the_delta_and_keeps_the_budget(tmp_path):
     assert render(board, "md") == render(build(store, "s"), "md")  # a pure function of the store
 
 
-def test_the_bootstrap_resamples_problems_so_more_copies_of_the_same_seeds_change_nothing():
-    """Cells are (seed, problem); the interval is over problems. Duplicated seeds hold no new problems: a resampling
-    of cells would narrow the interval, a resampling of problems leaves it exactly as it was."""
+def test_seeds_that_disagree_widen_the_interval_that_problems_alone_would_give():
+    """Cells are (seed, problem). Two seeds that shift every problem by +-0.05 are seed noise: the interval over seeds
+    and problems must hold it, where one over problems alone (the seeds' per-problem means) is blind to it."""
     rng = np.random.default_rng(3)
-    matrix = rng.random((2, 50))
-    once, twice = bootstrap(matrix), bootstrap(np.vstack([matrix, matrix, matrix]))
-    assert (once.mean, once.low, once.high) == pytest.approx((twice.mean, twice.low, twice.high), abs=1e-12)
-    assert once.high - once.low > 0.05
+    problems = rng.random(200)
+    matrix = np.vstack([problems + 0.05, problems - 0.05, problems + 0.05, problems - 0.05])
+    over_both, problems_only = interval(matrix), interval(matrix.mean(axis=0, keepdims=True))
+    assert over_both.mean == pytest.approx(problems_only.mean)
+    assert over_both.high - over_both.low > 1.5 * (problems_only.high - problems_only.low)
+    assert over_both.seed_sd == pytest.approx(0.0577, abs=1e-3)
 
 
 def test_the_delta_against_full_is_paired_by_seed_and_problem(tmp_path):
@@ -91,13 +93,13 @@ def test_the_delta_against_full_is_paired_by_seed_and_problem(tmp_path):
     assert high - low > 0.1  # full itself is spread out
 
 
-def _ordering_store(tmp_path, direct_gain: float) -> Store:
-    """raw-bridge, direct-grpo and bridge over 2 seeds and 40 problems: direct = raw + `direct_gain` (+-0.25 noise),
+def _ordering_store(tmp_path, direct_gain: float, seeds: tuple[int, ...] = (0, 1, 2)) -> Store:
+    """raw-bridge, direct-grpo and bridge over 3 seeds and 40 problems: direct = raw + `direct_gain` (+-0.25 noise),
     bridge = direct + 0.3 everywhere."""
     rng = np.random.default_rng(7)
     store = Store(tmp_path / "o.sqlite")
     store.put_eval("base", "s", _record("base", "base", 0, [0.1] * 40))
-    for seed in (0, 1):
+    for seed in seeds:
         raw = rng.choice([0.0, 0.25, 0.5], size=40)
         direct = np.clip(raw + direct_gain + rng.choice([-0.25, 0.25], size=40), 0, 1)
         values = {"raw-bridge": raw, "direct-grpo": direct, "bridge": np.clip(direct + 0.3, 0, 1)}
@@ -111,7 +113,7 @@ def test_the_teacher_quality_ordering_is_a_verdict_on_paired_deltas(tmp_path):
     clear = build(_ordering_store(tmp_path, 0.4), "s").ordering.iloc[0]
     assert clear["raw-teacher transfer < direct GRPO"].startswith("holds: Δ 0.3")  # 0.4, less where clipped at 1
     assert clear["direct GRPO < RL-teacher transfer"].startswith("holds: Δ 0.")
-    assert clear["seeds"] == 2 and clear["raw-teacher transfer (raw-bridge)"].startswith("0.2")
+    assert clear["seeds"] == 3 and clear["raw-teacher transfer (raw-bridge)"].startswith("0.2")
     unclear = build(_ordering_store(tmp_path / "u", 0.0), "s").ordering.iloc[0]
     assert unclear["raw-teacher transfer < direct GRPO"].startswith("not resolved")
     reversed_ = build(_ordering_store(tmp_path / "r", -0.4), "s").ordering.iloc[0]
@@ -130,7 +132,8 @@ def test_publish_writes_every_format_and_a_png(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     _fill(store)
     paths = publish(build(store, "s"), tmp_path / "out")
-    assert sorted(p.suffix for p in paths) == [".csv", ".html", ".md", ".png", ".tex"]
+    assert sorted(p.suffix for p in paths) == [".csv", ".html", ".md", ".png", ".png", ".tex"]
+    assert (tmp_path / "out" / "s-ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "out" / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "\\begin{tabular}" in (tmp_path / "out" / "s.tex").read_text()
     assert "<table" in (tmp_path / "out" / "s.html").read_text()
@@ -161,7 +164,8 @@ def test_an_eval_suite_never_pools_two_protocols_into_one_cell(tmp_path):
     assert list(board["model"]) == ["tiny-a", "tiny-a"]
     cells = [c for c in board.columns if "[95% CI]" in c]
     values = sorted(v for c in cells for v in board[c] if v != "-")
-    assert values == ["0.000 [0.000, 0.000]", "1.000 [1.000, 1.000]"]  # each protocol its own number, none pooled
+    assert values == ["0.000 [0.000, 1.000]", "1.000 [1.000, 1.000]"]  # each protocol its own number, none pooled
+    # (one score of one problem: nothing is known of its spread, so its interval is the whole range)
     assert board["add protocol"].str.contains("limit=1").sum() == 1
 
 
@@ -173,6 +177,32 @@ def test_the_caption_says_what_the_seeds_varied(tmp_path):
                         ("f1", _record("f1", "student_rl", 1, [0.75] * 40, seed_scope="all"))]:
         store.put_eval(key, "s", record)
     assert "seeds of mixed scope" in render(build(store, "s"), "md")
+    assert "## s (95% intervals over seeds and problems; seeds" in render(build(store, "s"), "md")
+
+
+def test_a_one_seed_board_says_its_intervals_cover_problems_only_in_the_caption_and_every_verdict(tmp_path):
+    store = _ordering_store(tmp_path, 0.4, seeds=(0,))
+    board = build(store, "s")
+    text = render(board, "md")
+    assert "## s (one seed: 95% intervals cover problem sampling only, not training-seed noise)" in text
+    assert all("(one seed: problems only)" in board.ordering.iloc[0][c] for c in board.ordering.columns if " < " in c)
+
+
+def test_a_delta_pairs_problems_by_id_and_refuses_two_different_problem_sets_of_any_size():
+    """The old pairing sorted ids and compared only shapes: two different 3-problem sets were paired by position."""
+    from s2d_bench.leaderboards.tables import _paired_delta
+
+    def rec(scores: dict) -> dict:
+        return {"per_problem": scores}
+
+    mine = {0: rec({"a": 1.0, "b": 0.0, "c": 0.5}), 1: rec({"c": 0.5, "a": 1.0, "b": 0.0})}
+    same_ids = {0: rec({"c": 0.25, "b": 0.0, "a": 0.75}), 1: rec({"b": 0.0, "c": 0.25, "a": 0.75})}
+    other_ids = {0: rec({"x": 1.0, "y": 0.0, "z": 0.5}), 1: rec({"x": 1.0, "y": 0.0, "z": 0.5})}
+    delta = _paired_delta(mine, same_ids, [0, 1])
+    assert (delta.mean, delta.low, delta.high) == pytest.approx((1 / 6, 1 / 6 - delta.half_width, 1 / 6 + delta.half_width))
+    assert str(delta).startswith("0.167 [")  # a: +0.25, b: 0, c: +0.25, paired by id whatever the order
+    assert _paired_delta(mine, other_ids, [0, 1]) is None
+    assert _paired_delta(mine, {0: rec({"a": 1.0, "b": 0.0}), 1: rec({"a": 1.0, "b": 0.0})}, [0, 1]) is None
 
 
 def test_backend_agreement_pairs_each_backends_arm_with_torchs(tmp_path):
@@ -293,31 +323,29 @@ def _one_off(value: float, where: int = 0) -> list[float]:
     return scores
 
 
-def test_the_interval_is_the_seeded_2_5_and_97_5_percentiles_so_published_tables_reproduce():
+def test_pinned_intervals_so_published_tables_reproduce():
     """Pinned numbers: a leaderboard rebuilt from the store must print what was published."""
-    from s2d_bench.leaderboards.tables import Interval
-
     matrix = np.array([[1.0, 0.0] * 20, [0.5, 0.0] * 20])
-    assert bootstrap(matrix) == Interval(0.375, 0.2625, 0.4875)
-    assert str(bootstrap(matrix)) == "0.375 [0.263, 0.487]"
-    spread = np.random.default_rng(7).random((3, 50)).round(3)  # many distinct values: every percentile is its own
-    assert bootstrap(spread) == Interval(0.5092666666666666, 0.46371450000000003, 0.5555896666666665)
+    assert str(interval(matrix)) == "0.375 [-1.000, 1.000]"  # two seeds 0.25 apart: t with 1 degree of freedom, clipped
+    spread = np.random.default_rng(7).random((3, 50)).round(3)
+    assert str(interval(spread)) == "0.509 [0.396, 0.623]"
+    assert str(interval(spread[:1])) == "0.495 [0.411, 0.578]"
 
 
 def test_verdicts_and_agreement_at_the_edges_of_the_interval():
-    """'holds' needs the whole interval above 0 and 'reversed' the whole interval below; an interval that touches 0
-    is not resolved, and it contains 0 for the agreement test."""
-    from s2d_bench.leaderboards.tables import Interval, _verdict, agreement_table
+    """An interval that touches 0 contains it for the agreement test; a one-seed agreement says it covers problems
+    only."""
+    from s2d_bench.leaderboards.intervals import Interval
+    from s2d_bench.leaderboards.tables import _agrees, agreement_table
 
-    assert _verdict(Interval(0.1, 0.0, 0.2)) == "not resolved" and _verdict(Interval(-0.1, -0.2, 0.0)) == "not resolved"
-    assert _verdict(Interval(0.1, 0.01, 0.2)) == "holds" and _verdict(Interval(-0.1, -0.2, -0.01)) == "reversed"
-    for value, edge in ((0.75, "low"), (0.25, "high")):  # trl above torch on one problem: low is 0; below: high is 0
+    assert _agrees(Interval(0.1, 0.0, 0.2, 3)) == "yes" and _agrees(Interval(-0.1, -0.2, 0.0, 3)) == "yes"
+    assert _agrees(Interval(0.1, 0.01, 0.2, 3)) == "no" and _agrees(Interval(-0.1, -0.2, -0.01, 3)) == "no"
+    for value in (0.75, 0.25):  # trl above torch on one problem, or below: within problem noise
         evals = [_record("t0", "opd", 0, [0.5] * 40, backend="torch"), _record("r0", "opd", 0, _one_off(value), backend="trl")]
         arms = _path("full", 0, [("t0", "opd")], "torch") + _path("full", 0, [("r0", "opd")], "trl")
         row = agreement_table(evals, arms).iloc[0]
-        delta = row["Δ vs torch [95% CI]"]
-        assert (delta.split("[")[1].startswith("0.000") if edge == "low" else delta.rstrip("]").endswith(" 0.000")), delta
-        assert row["agrees (interval holds 0)"] == "yes"
+        assert row["agrees (interval holds 0)"] == "yes (one seed: problems only)"
+        assert row["Δ seeds"] == "one seed: seed noise not covered"
 
 
 def test_agreement_pairs_only_seeds_both_backends_ran_and_each_column_holds_its_number():
@@ -332,9 +360,9 @@ def test_agreement_pairs_only_seeds_both_backends_ran_and_each_column_holds_its_
         arms += _path("full", seed, [("base", "base"), (f"n{seed}", "warmup"), (f"r{seed}", "opd")], "trl")
     table = agreement_table(evals, arms)
     assert list(table.columns) == ["arm", "task", "backend", "seeds", "avg@k [95% CI]", "torch avg@k [95% CI]",
-                                   "Δ vs torch [95% CI]", "agrees (interval holds 0)"]
+                                   "Δ vs torch [95% CI]", "agrees (interval holds 0)", "Δ seeds"]
     assert table.iloc[0].tolist() == ["full", "add", "trl", 2, "0.750 [0.750, 0.750]", "0.500 [0.500, 0.500]",
-                                      "0.250 [0.250, 0.250]", "no"]
+                                      "0.250 [0.250, 0.250]", "no", "seed SD 0.000"]
 
 
 def test_agreement_skips_a_task_without_common_seeds_or_problems_and_goes_on_to_the_next():
@@ -376,7 +404,7 @@ def test_the_ordering_table_names_its_columns_and_marks_unpaired_problem_sets():
                                "RL-teacher transfer (no-student-rl)", "raw-teacher transfer < direct GRPO",
                                "direct GRPO < RL-teacher transfer"]
     assert row["task"] == "add" and row["seeds"] == 1
-    assert row["raw-teacher transfer < direct GRPO"] == "holds: Δ 0.250 [0.250, 0.250]"
+    assert row["raw-teacher transfer < direct GRPO"] == "holds (one seed: problems only): Δ 0.250 [0.250, 0.250]"
     assert row["direct GRPO < RL-teacher transfer"] == "-"  # 40 problems against 10: no paired delta
 
 
@@ -390,10 +418,11 @@ def test_the_arm_table_pairs_per_task_and_goes_on_past_a_task_an_arm_lacks():
              {**_record("c", "opd", 0, [0.25] * 10), "per_problem": dict(zip(PROBLEMS[:10], [0.25] * 10))}]
     arms = _path("full", 0, [("f", "opd")]) + _path("a", 0, [("a", "opd")]) + _path("c", 0, [("c", "opd")])
     table = arm_table(evals, arms).set_index("arm")
-    assert list(table.columns) == ["add avg@4 [95% CI]", "add Δ vs full", "b avg@4 [95% CI]", "b Δ vs full", "seeds",
+    assert list(table.columns) == ["add avg@4 [95% CI]", "add Δ vs full", "add Δ seeds", "b avg@4 [95% CI]", "b Δ vs full", "b Δ seeds", "seeds",
                                    "labeled draws (per stage)", "add after each stage", "b after each stage"]
     assert table.loc["a", "add avg@4 [95% CI]"] == "-" and table.loc["a", "b Δ vs full"] == "0.250 [0.250, 0.250]"
     assert table.loc["c", "add Δ vs full"] == "-" and table.loc["full", "add Δ vs full"] == "-"
+    assert table.loc["c", "add Δ seeds"] == "-" and table.loc["a", "b Δ seeds"] == "one seed: seed noise not covered"
     assert table.loc["a", "seeds"] == 1 and table.loc["a", "labeled draws (per stage)"] == "0 (none)"
     assert table.loc["a", "b after each stage"] == "opd 0.750"
 
@@ -434,7 +463,7 @@ def test_a_protocol_column_appears_only_when_a_model_has_two_protocols_and_rows_
     table = model_table([a2, b1, b2])
     assert list(table["a protocol"]) == [protocol_of(a2), "-"]  # a has one protocol: its second row is empty there
     assert list(table["b protocol"]) == [protocol_of(b1), protocol_of(b2)]
-    assert table["b avg@4 [95% CI]"].tolist()[1] == "0.000 [0.000, 0.000]"
+    assert table["b avg@4 [95% CI]"].tolist()[1] == "0.000 [0.000, 1.000]"  # one score: nothing known of its spread
 
 
 def test_a_grid_and_its_backend_swap_are_one_table_with_a_backend_column_and_an_ordering_each(tmp_path):
@@ -456,7 +485,7 @@ def test_a_grid_and_its_backend_swap_are_one_table_with_a_backend_column_and_an_
     assert deltas["direct-grpo [trl]"] == deltas["direct-grpo [torch]"] == "-0.250 [-0.250, -0.250]"
     assert sorted(board.main["backend"]) == ["torch"] * 4 + ["trl"] * 4
     assert board.ordering["backend"].tolist() == ["torch", "trl"]
-    assert all(board.ordering["raw-teacher transfer < direct GRPO"].str.startswith("holds: Δ 0.250"))
+    assert all(board.ordering["raw-teacher transfer < direct GRPO"].str.startswith("holds (one seed: problems only): Δ 0.250"))
     newest = build(store, "s")  # without every_config: the config run last alone, as before
     assert "backend" not in newest.main.columns and set(newest.main["arm"]) == {"full", "direct-grpo", "no-student-rl", "raw-bridge"}
 
@@ -479,3 +508,35 @@ def test_the_ordering_and_the_agreement_go_on_past_a_task_without_common_seeds()
     arms = (_path("full", 0, [("t0", "opd")], "torch") + _path("full", 1, [("r1", "opd")], "trl")
             + _path("full", 0, [("r0", "opd")], "trl"))
     assert list(agreement_table(evals, arms)["task"]) == ["b"]
+
+
+def test_the_stage_plot_keeps_the_teacher_off_the_students_lines(tmp_path):
+    """full runs base student -> teacher RL (the teacher's score) -> warmup: the student's line joins base and warmup,
+    and the teacher's 0.9 is a separate point, never a vertex of the line."""
+    from s2d_bench.leaderboards.plot import plot_trajectories
+
+    store = Store(tmp_path / "s.sqlite")
+    _fill(store)
+    board = build(store, "s")
+    ax = plot_trajectories(board.trajectories, "s", tmp_path / "s.png").axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["full"].get_ydata()) == pytest.approx([0.1, 0.625, 0.75])  # base, warmup, student RL
+    assert 0.9 not in list(lines["no-opd"].get_ydata())
+    teacher_points = [tuple(p) for c in ax.collections for p in c.get_offsets()]
+    assert (1.0, 0.9) in teacher_points  # the teacher after stage 1, at its own x
+
+
+def test_the_ablation_figure_has_a_row_per_arm_with_its_score_and_delta_intervals(tmp_path):
+    from s2d_bench.leaderboards.plot import plot_ablation
+
+    store = Store(tmp_path / "s.sqlite")
+    _fill(store)
+    frame = build(store, "s").ablations["add"]
+    assert frame["arm"].tolist() == ["full", "no-opd"] and frame["seeds"].tolist() == [2, 2]
+    assert frame.loc[1, "delta"] == pytest.approx(-0.375) and frame.loc[1, "delta_low"] < -0.375 < frame.loc[1, "delta_high"]
+    assert np.isnan(frame.loc[0, "delta"]) and frame.loc[0, ["mean", "low", "high"]].tolist() == pytest.approx([0.75] * 3)
+    left, right = plot_ablation({"add": frame}, "s", tmp_path / "a.png").axes
+    assert [t.get_text() for t in left.get_yticklabels()] == ["full (2 seeds)", "no-opd (2 seeds)"]
+    assert len(left.containers) == 2 and len(right.containers) == 1  # full has no delta against itself
+    (x,), (y,) = right.containers[0].lines[0].get_data()
+    assert (x, y) == pytest.approx((-0.375, 1.0))
