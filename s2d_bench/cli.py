@@ -74,7 +74,9 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--sweep", "sweeps", multiple=True,
               help="A stage setting and its values, e.g. stages.opd.estimator=full,topk,sampled: an arm per value, sharing the stages "
                    "before it (repeatable, combinable with --drop).")
-@click.option("--seeds", type=int, default=1, show_default=True, help="Seeds seed, seed+1, ...; intervals pool over them.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Seeds seed, seed+1, ...: the intervals hold their seed-to-seed variance (t with seeds-1 "
+                   "degrees of freedom: 1 seed covers problems only, 2 give very wide intervals, 5 is the usual minimum). "
+                   "Each unresolved comparison says how many seeds would resolve it.")
 @click.argument("overrides", nargs=-1)
 @_fail_cleanly
 def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str, ...], everything: bool, sweeps: tuple[str, ...], seeds: int,

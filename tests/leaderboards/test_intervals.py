@@ -6,7 +6,9 @@ per-problem arm difference with mean 0. A 95% interval of a null difference must
 least 93% of 1,000 grids at 2, 3 and 5 seeds.
 """
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +16,21 @@ from scipy import stats
 
 from s2d_bench.leaderboards.intervals import Interval, interval, seed_note, seeds_to_resolve, verdict
 
-PROBLEMS, K, GRIDS = 200, 16, 1000
+GRIDS = 1000
 SEED_SD = 0.012  # per arm: the size of the seed noise cross_swap's reseeded yardstick showed
 
 
-def _grids(rng: np.random.Generator, seeds: int, effect: float = 0.0, seed_sd: float = SEED_SD, n: int = GRIDS) -> np.ndarray:
-    """(n, seeds, problems) paired deltas arm A - arm B with true mean difference `effect`."""
-    difficulty = 1 / (1 + np.exp(-rng.normal(0.0, 1.5, (n, 1, PROBLEMS))))
-    per_problem = rng.normal(0.0, 0.05, (n, 1, PROBLEMS))  # the arms differ problem by problem, by 0 on average
-    p_a = np.clip(difficulty + effect + per_problem / 2 + rng.normal(0.0, seed_sd, (n, seeds, 1)), 0, 1)
-    p_b = np.clip(difficulty - per_problem / 2 + rng.normal(0.0, seed_sd, (n, seeds, 1)), 0, 1)
-    return (rng.binomial(K, p_a) - rng.binomial(K, p_b)) / K
+def _simulator():
+    """benchmarks/interval_coverage.py's grid model (one simulator for the test and the coverage table)."""
+    spec = importlib.util.spec_from_file_location("interval_coverage", Path(__file__).resolve().parents[2] / "benchmarks" / "interval_coverage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.grids
+
+
+def _grids(rng: np.random.Generator, seeds: int, effect: float = 0.0, seed_sd: float = SEED_SD) -> np.ndarray:
+    """(GRIDS, seeds, 200 problems) paired deltas at k = 16 with true mean difference `effect`."""
+    return _simulator()(rng, seeds, GRIDS, effect=effect, seed_sd=seed_sd)
 
 
 @pytest.mark.parametrize("seed_sd", [SEED_SD, 0.0], ids=["seed-noise", "no-seed-noise"])
