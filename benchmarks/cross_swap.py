@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out) if args.out else ROOT / "results" / f"cross_swap-{args.arm}-{stage}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"arm": args.arm, "stage": stage, "other": args.other, "seeds": args.seeds, "overrides": args.overrides,
-              "means": means, "effects": effects}
+              "means": means, "effects": effects, "per_problem": cells}  # cell -> per seed, problem id -> avg@k: recompute any interval
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
     return result

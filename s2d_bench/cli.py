@@ -145,7 +145,7 @@ def leaderboard(ctx: click.Context, suite: str | None, fmt: str, store_path: str
 @click.pass_obj
 @_fail_cleanly
 def publish(obj, out_dir: str, hub_dir: str | None) -> None:
-    """Write the suite's tables (md, csv, html, tex) and its stage plot (png) into OUT, or with --hub-dir a dataset folder:
+    """Write the suite's tables (md, csv, html, tex), its stage plot and its ablation figure (png) into OUT, or with --hub-dir a dataset folder:
     per-problem scores, records, arms and diagnostics as Parquet, a dataset card with the protocol, seeds and versions."""
     from pathlib import Path
 

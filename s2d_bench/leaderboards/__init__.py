@@ -39,10 +39,10 @@ class Leaderboard:
     def sections(self) -> list[tuple[str, pd.DataFrame]]:
         return [(title, frame) for title, frame in [
             (f"{self.suite}" + (f" ({self.scope})" if self.scope else ""), self.main),
-            ("Teacher-quality ordering: raw-teacher transfer < direct GRPO < RL-teacher transfer (paired deltas, 95% CI)",
-             self.ordering),
+            ("Teacher-quality ordering: raw-teacher transfer < direct GRPO < RL-teacher transfer (deltas paired by seed and "
+             "problem, 95% intervals over both; unresolved ones say how many seeds would resolve them)", self.ordering),
             ("Backend agreement: each backend's arm minus the torch backend's, paired over seeds and problems (every config "
-             "of the suite)", self.agreement),
+             "of the suite; 95% intervals over both)", self.agreement),
             ("C1: teacher reward gain from stage 1", self.c1),
             ("C2: teacher-student KL around each distillation stage (held-out prompts)", self.c2),
         ] if not frame.empty]
