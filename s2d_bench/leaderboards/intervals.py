@@ -34,6 +34,7 @@ degrees of freedom) and `Interval.seeds == 1` lets every caption and verdict say
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -69,7 +70,9 @@ class Interval:
         return (self.high - self.low) / 2
 
 
-def _t(df: float) -> float:
+@functools.lru_cache(maxsize=None)
+def _t(df: int) -> float:
+    """The two-sided 95% t quantile (cached: a leaderboard asks for the same few degrees of freedom many times)."""
     return float(stats.t.ppf(0.5 + LEVEL / 2, df))
 
 
