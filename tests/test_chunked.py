@@ -117,7 +117,7 @@ def test_the_sampled_estimator_that_trains_is_the_one_in_losses():
     pick = lambda logp: logp.gather(-1, tokens[..., None]).squeeze(-1)  # noqa: E731
     reference = losses.sampled_reverse_kl(pick(s_logp), pick(t_logp), mask)
     loss, _ = chunked.distill_loss(s_hidden, s_head, t_hidden, t_head, tokens, mask, chunked.Objective("reverse", "sampled"), 2)
-    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, reference, rtol=1e-4, atol=1e-6)  # float32 in another order: 5e-5 relative on AVX2 kernels
     g_ref = torch.autograd.grad(reference, s_hidden, retain_graph=True)[0]
     g_chunked = torch.autograd.grad(loss, s_hidden)[0]
     torch.testing.assert_close(g_chunked[keep], g_ref[keep], rtol=1e-4, atol=1e-6)

@@ -90,4 +90,4 @@ def test_ablate_then_leaderboard_and_publish(tiny_overrides, tmp_path):
     assert {line.split(",")[0] for line in csv.output.splitlines()[1:]} == {"full", "no-warmup"}
     published = _run("leaderboard", "publish", "--out", str(tmp_path / "boards"))
     assert published.exit_code == 0, published.output
-    assert sorted(p.name for p in (tmp_path / "boards").iterdir()) == ["tiny.csv", "tiny.html", "tiny.md", "tiny.png", "tiny.tex"]
+    assert sorted(p.name for p in (tmp_path / "boards").iterdir()) == ["tiny-ablation.png", "tiny.csv", "tiny.html", "tiny.md", "tiny.png", "tiny.tex"]

@@ -144,7 +144,9 @@ def test_zero3_loads_partitioned_so_each_of_two_ranks_holds_half_and_trains_as_o
     start, two_ranks, one_rank = (load_pretrained(str(tmp_path / name))[0] for name in ("source", "trained-2", "trained-1"))
     flat = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (start, two_ranks, one_rank)]
     assert (flat[1] - flat[0]).abs().max() > 1e-4, "nothing trained (or the saved model is the empty partitions)"
-    torch.testing.assert_close(flat[1], flat[2], rtol=1e-4, atol=1e-5, msg="2 partitioned ranks differ from 1")
+    # float32 sums in another order (two ranks' partitions, the CPU's own kernels): 1.4e-5 on an AVX2-only machine,
+    # against 1.2e-3 of training; a wrong partition or a missed update moves a parameter by the training's size
+    torch.testing.assert_close(flat[1], flat[2], rtol=1e-4, atol=5e-5, msg="2 partitioned ranks differ from 1")
 
 
 DATA = Path(os.environ.get("S2D_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
