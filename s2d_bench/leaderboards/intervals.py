@@ -131,12 +131,13 @@ def seeds_to_resolve(delta: Interval, limit: int = MAX_SEEDS) -> int | None:
 
 
 def seed_note(delta: Interval) -> str:
-    """What a comparison's seeds say: its seed SD and, unless resolved, how many seeds an effect of its size needs."""
+    """What a comparison's seeds say: its seed SD and, unless resolved, how many seeds an effect of its size needs.
+    No '|' in it: the note goes into Markdown table cells."""
     if delta.problems_only:
         return "one seed: seed noise not covered"
     note = f"seed SD {delta.seed_sd:.3f}"
     if delta.low <= 0 <= delta.high:
         needed = seeds_to_resolve(delta)
-        note += (f"; ~{needed} seeds would resolve |Δ| {abs(delta.mean):.3f}" if needed is not None
-                 else f"; |Δ| {abs(delta.mean):.3f} needs over {MAX_SEEDS} seeds")
+        note += (f"; ~{needed} seeds would resolve an effect of {abs(delta.mean):.3f}" if needed is not None
+                 else f"; an effect of {abs(delta.mean):.3f} needs over {MAX_SEEDS} seeds")
     return note

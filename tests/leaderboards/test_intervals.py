@@ -112,6 +112,6 @@ def test_seeds_to_resolve_is_the_fewest_seeds_whose_interval_would_exclude_the_o
     assert needed == 7
     assert seeds_to_resolve(Interval(0.0, -0.01, 0.01, 3, 0.02, 0.0, 200)) is None  # no effect: no number of seeds
     assert seeds_to_resolve(Interval(0.001, -0.01, 0.01, 3, 0.0, 0.01, 200)) is None  # problems alone hide it
-    assert seed_note(delta) == "seed SD 0.020; ~7 seeds would resolve |Δ| 0.020"
+    assert seed_note(delta) == "seed SD 0.020; ~7 seeds would resolve an effect of 0.020"
     assert seed_note(Interval(0.02, 0.01, 0.03, 3, 0.004)) == "seed SD 0.004"
     assert "over 100 seeds" in seed_note(Interval(0.0, -0.01, 0.01, 3, 0.02, 0.0, 200))

@@ -180,6 +180,14 @@ def test_the_caption_says_what_the_seeds_varied(tmp_path):
     assert "## s (95% intervals over seeds and problems; seeds" in render(build(store, "s"), "md")
 
 
+def test_every_markdown_row_of_a_multi_seed_board_has_as_many_cells_as_its_header(tmp_path):
+    """Seed notes and verdicts go into table cells: a '|' inside one would split the row (GitHub renders it as text)."""
+    text = render(build(_ordering_store(tmp_path, 0.0), "s"), "md")
+    for table in [t for t in text.split("## ") if "|" in t]:
+        rows = [line for line in table.splitlines() if line.startswith("|")]
+        assert len({row.count("|") for row in rows}) == 1, table
+
+
 def test_a_one_seed_board_says_its_intervals_cover_problems_only_in_the_caption_and_every_verdict(tmp_path):
     store = _ordering_store(tmp_path, 0.4, seeds=(0,))
     board = build(store, "s")
