@@ -115,3 +115,22 @@ def test_seeds_to_resolve_is_the_fewest_seeds_whose_interval_would_exclude_the_o
     assert seed_note(delta) == "seed SD 0.020; ~7 seeds would resolve an effect of 0.020"
     assert seed_note(Interval(0.02, 0.01, 0.03, 3, 0.004)) == "seed SD 0.004"
     assert "over 100 seeds" in seed_note(Interval(0.0, -0.01, 0.01, 3, 0.02, 0.0, 200))
+
+
+def test_seeds_to_resolve_at_its_edges():
+    """Two seeds can be enough; the search stops at `limit` inclusive; an effect exactly at a half-width is not
+    resolved there (the interval must exclude 0); one seed has no seed SD to project from, whatever it holds."""
+    from s2d_bench.leaderboards.intervals import _half_width
+
+    assert seeds_to_resolve(Interval(0.2, 0.1, 0.3, 3, 0.01, 0.0, 200)) == 2  # t(1) * 0.01 / sqrt(2) = 0.09 < 0.2
+    seven = Interval(0.02, -0.01, 0.05, 3, 0.02, 0.0, 200)  # needs exactly 7 seeds (above)
+    assert seeds_to_resolve(seven, limit=7) == 7 and seeds_to_resolve(seven, limit=6) is None
+    at_edge = Interval(_half_width(0.02**2, 0.0, 7, 200), -0.01, 0.05, 3, 0.02, 0.0, 200)
+    assert seeds_to_resolve(at_edge) == 8
+    assert seeds_to_resolve(Interval(0.2, 0.1, 0.3, 1, 0.01, 0.0, 200)) is None
+
+
+def test_a_seed_note_counts_an_interval_touching_0_as_not_resolved():
+    for low, high in ((0.0, 0.2), (-0.2, 0.0)):
+        note = seed_note(Interval(0.1 if low == 0 else -0.1, low, high, 3, 0.05, 0.0, 200))
+        assert note.startswith("seed SD 0.050; ") and "seeds" in note

@@ -116,6 +116,7 @@ def test_the_teacher_quality_ordering_is_a_verdict_on_paired_deltas(tmp_path):
     assert clear["seeds"] == 3 and clear["raw-teacher transfer (raw-bridge)"].startswith("0.2")
     unclear = build(_ordering_store(tmp_path / "u", 0.0), "s").ordering.iloc[0]
     assert unclear["raw-teacher transfer < direct GRPO"].startswith("not resolved")
+    assert "; seed SD " in unclear["raw-teacher transfer < direct GRPO"] and "seeds" in unclear["raw-teacher transfer < direct GRPO"].split("; ")[-1]
     reversed_ = build(_ordering_store(tmp_path / "r", -0.4), "s").ordering.iloc[0]
     assert reversed_["raw-teacher transfer < direct GRPO"].startswith("reversed")
     assert "Teacher-quality ordering" in render(build(_ordering_store(tmp_path / "m", 0.4), "s"), "md")
@@ -433,6 +434,9 @@ def test_the_arm_table_pairs_per_task_and_goes_on_past_a_task_an_arm_lacks():
     assert table.loc["c", "add Δ seeds"] == "-" and table.loc["a", "b Δ seeds"] == "one seed: seed noise not covered"
     assert table.loc["a", "seeds"] == 1 and table.loc["a", "labeled draws (per stage)"] == "0 (none)"
     assert table.loc["a", "b after each stage"] == "opd 0.750"
+    from s2d_bench.leaderboards.tables import ablation_frame
+
+    assert ablation_frame(evals, arms, "add")["arm"].tolist() == ["full", "c"]  # past `a`, which has no record on add
 
 
 def test_the_trajectory_has_its_columns_even_when_empty():
