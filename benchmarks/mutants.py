@@ -326,12 +326,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.losses.x__log_tail',
      'return logp.scatter(-1, top_ids, float("-INF")).logsumexp(dim=-1, keepdim=True)'):
         'float("-INF") is float("-inf")',
-    ('s2d_bench.leaderboards.tables.x_agreement_table',
-     'for arm in _order([a for a, b in by_backend.items() if REFERENCE_BACKEND in b or len(b) > 1]):'):
-        'an arm let in without a torch run or without a second backend has no pair to compare: its loop adds no row',
-    ('s2d_bench.leaderboards.tables.x_agreement_table',
-     'for arm in _order([a for a, b in by_backend.items() if REFERENCE_BACKEND in b and len(b) >= 1]):'):
-        'an arm run on torch alone has no other backend to loop over: it adds no row',
 }
 
 
