@@ -46,21 +46,18 @@ def arm_paths(arms: list[dict[str, Any]]) -> dict[str, dict[int, list[dict[str, 
     return out
 
 
-def _matrix(records: list[dict[str, Any]], ids: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """(seeds, problems) of per-problem means, columns in `ids` order (default: the problems every record has)."""
-    if ids is None:
-        ids = sorted(set.intersection(*(set(r["per_problem"]) for r in records)))
+def _matrix(records: list[dict[str, Any]]) -> tuple[np.ndarray, list[str]]:
+    """(seeds, problems) of per-problem means on the problems every record has, columns in sorted id order."""
+    ids = sorted(set.intersection(*(set(r["per_problem"]) for r in records)))
     return np.array([[r["per_problem"][i] for i in ids] for r in records]), ids
 
 
 def _paired_delta(mine: dict[int, dict[str, Any]], theirs: dict[int, dict[str, Any]], seeds: list[int]) -> Interval | None:
-    """mine - theirs over `seeds`, paired by seed and by problem id; None when the two arms' problem sets differ
-    (whatever their sizes: two sets of equal size are still different problems)."""
-    _, ids = _matrix([mine[s] for s in seeds])
-    _, their_ids = _matrix([theirs[s] for s in seeds])
-    if not ids or ids != their_ids:
-        return None
-    return interval(_matrix([mine[s] for s in seeds], ids)[0] - _matrix([theirs[s] for s in seeds], ids)[0])
+    """mine - theirs over `seeds`, paired by seed and by problem id (both matrices' columns are the sorted ids); None
+    when the two arms' problem sets differ, whatever their sizes (two sets of equal size are still other problems)."""
+    a, ids = _matrix([mine[s] for s in seeds])
+    b, their_ids = _matrix([theirs[s] for s in seeds])
+    return interval(a - b) if ids and ids == their_ids else None
 
 
 def _final_records(paths: dict[int, list[dict[str, Any]]], evals: dict, task: str) -> dict[int, dict[str, Any]]:
