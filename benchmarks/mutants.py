@@ -326,6 +326,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.losses.x__log_tail',
      'return logp.scatter(-1, top_ids, float("-INF")).logsumexp(dim=-1, keepdim=True)'):
         'float("-INF") is float("-inf")',
+    ('s2d_bench.leaderboards.intervals.x_interval', 'matrix = np.asarray(matrix, dtype=None)'):
+        'an integer or boolean matrix is promoted to float by every mean and variance taken of it: the same numbers',
+    ('s2d_bench.leaderboards.intervals.x_interval', 'matrix = np.asarray(matrix, )'):
+        'an integer or boolean matrix is promoted to float by every mean and variance taken of it: the same numbers',
 }
 
 

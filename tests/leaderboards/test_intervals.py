@@ -89,6 +89,9 @@ def test_one_seed_is_a_problems_only_t_interval_and_says_so():
     assert seed_note(it) == "one seed: seed noise not covered" and seeds_to_resolve(it) is None
     single = interval(np.array([[0.25]]))
     assert (single.low, single.high) == (-1.0, 1.0)  # one score: nothing is known of its spread
+    assert (single.mean, single.seeds, single.problem_var, single.problems) == (0.25, 1, 0.0, 1) and math.isnan(single.seed_sd)
+    square = interval(np.array([[0.2, 0.4, 0.6], [0.3, 0.5, 0.7], [0.25, 0.45, 0.65]]))  # seeds / problems == 1, not one score
+    assert -1.0 < square.low < 0.45 < square.high < 1.0
 
 
 def test_identical_seeds_and_problems_give_a_point_and_bounds_clip():
@@ -96,7 +99,7 @@ def test_identical_seeds_and_problems_give_a_point_and_bounds_clip():
     assert (flat.mean, flat.low, flat.high, flat.seed_sd) == pytest.approx((0.4, 0.4, 0.4, 0.0)) and flat.seeds == 3
     near_one = interval(np.array([[1.0] * 9 + [0.5], [1.0] * 10]), (0.0, 1.0))
     assert near_one.high == 1.0 and near_one.low < near_one.mean < 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"non-empty \(seeds, problems\) matrix, got shape \(0, 3\)"):
         interval(np.zeros((0, 3)))
 
 
