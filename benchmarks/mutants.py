@@ -330,6 +330,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'an integer or boolean matrix is promoted to float by every mean and variance taken of it: the same numbers',
     ('s2d_bench.leaderboards.intervals.x_interval', 'matrix = np.asarray(matrix, )'):
         'an integer or boolean matrix is promoted to float by every mean and variance taken of it: the same numbers',
+    ('s2d_bench.leaderboards.intervals.x_interval', 'seed_var, seed_sd, problem_var = 1.0, math.nan, problem_spread / problems'):
+        'with one seed _half_width never reads seed_var (the interval is problems only) and it is not kept in the Interval',
 }
 
 

@@ -137,3 +137,20 @@ def test_a_seed_note_counts_an_interval_touching_0_as_not_resolved():
     for low, high in ((0.0, 0.2), (-0.2, 0.0)):
         note = seed_note(Interval(0.1 if low == 0 else -0.1, low, high, 3, 0.05, 0.0, 200))
         assert note.startswith("seed SD 0.050; ") and "seeds" in note
+
+
+def test_one_or_two_problems_by_hand():
+    """The degrees of freedom at their smallest: one problem has no problem spread (3 seeds: t(2) on the seed means
+    alone), two problems have one degree of freedom for it."""
+    one = interval(np.array([[0.2], [0.4], [0.6]]))
+    half = 4.302652729749464 * math.sqrt(0.04 / 3)
+    assert (one.low, one.high, one.problem_var) == pytest.approx((0.4 - half, 0.4 + half, 0.0))
+    two = interval(np.array([[0.40, 0.42]]))  # one seed, two problems: t(1) * 0.01
+    assert (two.low, two.high) == pytest.approx((0.41 - 12.706204736174696 * 0.01, 0.41 + 12.706204736174696 * 0.01))
+    # 3 seeds x 2 problems: seed means 0.3, 0.4, 0.5 (variance 0.01); problem means 0.3, 0.5 (variance 0.02);
+    # residual mean square 0.005 over 2 degrees of freedom; problem term (0.02 - 0.005 / 3) / 2 (bounds wide: no clipping)
+    m = np.array([[0.25, 0.35], [0.25, 0.55], [0.4, 0.6]])
+    it = interval(m, (-10.0, 10.0))
+    problem_term = (0.02 - 0.005 / 3) / 2
+    half = math.sqrt(4.302652729749464**2 * 0.01 / 3 + 12.706204736174696**2 * problem_term)
+    assert it.problem_var == pytest.approx(problem_term) and (it.low, it.high) == pytest.approx((0.4 - half, 0.4 + half))
