@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from s2d_bench.leaderboards.intervals import interval
+from s2d_bench.leaderboards.intervals import interval, variance_terms
 
 OUT = Path(__file__).resolve().parent / "results" / "interval_coverage.json"
 PROBLEMS, K = 200, 16
@@ -59,10 +59,10 @@ def seed_bootstrap(m: np.ndarray, rng: np.random.Generator, iters: int = 1000) -
 
 
 def satterthwaite(m: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """The same variance terms as ours, one t quantile with Satterthwaite's pooled degrees of freedom."""
     s, p = m.shape
-    mean, pm, sm = m.mean(), m.mean(axis=0), m.mean(axis=1)
-    ms_residual = ((m - sm[:, None] - pm[None, :] + mean) ** 2).sum() / ((s - 1) * (p - 1))
-    a, b = sm.var(ddof=1) / s, max(pm.var(ddof=1) - ms_residual / s, 0.0) / p
+    mean, (seed_var, b) = m.mean(), variance_terms(m.astype(float))
+    a = seed_var / s
     if a + b == 0:
         return mean, mean
     df = (a + b) ** 2 / (a**2 / (s - 1) + b**2 / (p - 1))

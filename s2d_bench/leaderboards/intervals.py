@@ -85,6 +85,21 @@ def _half_width(seed_var: float, problem_var: float, seeds: int, problems: int) 
     return math.sqrt(_t(seeds - 1) ** 2 * seed_var / seeds + _t(max(problems - 1, 1)) ** 2 * problem_var)
 
 
+def variance_terms(matrix: np.ndarray) -> tuple[float, float]:
+    """The method-of-moments estimates of the module docstring for a (seeds, problems) float matrix of 2 or more
+    scores: var(seed means) (0 with one seed) and the problem term sigma_problem^2 / P (with one seed, all of the
+    mean's variance)."""
+    seeds, problems = matrix.shape
+    problem_means = matrix.mean(axis=0)
+    problem_spread = float(problem_means.var(ddof=1)) if problems > 1 else 0.0
+    if seeds < 2:
+        return 0.0, problem_spread / problems
+    seed_means = matrix.mean(axis=1)
+    residual = matrix - seed_means[:, None] - problem_means[None, :] + matrix.mean()
+    ms_residual = float((residual**2).sum()) / ((seeds - 1) * max(problems - 1, 1))
+    return float(seed_means.var(ddof=1)), max(problem_spread - ms_residual / seeds, 0.0) / problems  # residual: in the first
+
+
 def interval(matrix: np.ndarray, bounds: tuple[float, float] = (-1.0, 1.0)) -> Interval:
     """Mean of a (seeds, problems) matrix with its 95% interval over seeds and problems (module docstring).
 
@@ -96,17 +111,8 @@ def interval(matrix: np.ndarray, bounds: tuple[float, float] = (-1.0, 1.0)) -> I
     mean = float(matrix.mean())
     if seeds * problems == 1:  # one score: no variance of any kind to estimate
         return Interval(mean, bounds[0], bounds[1], 1, math.nan, 0.0, 1)
-    problem_means = matrix.mean(axis=0)
-    problem_spread = float(problem_means.var(ddof=1)) if problems > 1 else 0.0
-    if seeds < 2:
-        seed_var, seed_sd, problem_var = 0.0, math.nan, problem_spread / problems
-    else:
-        seed_means = matrix.mean(axis=1)
-        seed_var = float(seed_means.var(ddof=1))
-        seed_sd = math.sqrt(seed_var)
-        residual = matrix - seed_means[:, None] - problem_means[None, :] + mean
-        ms_residual = float((residual**2).sum()) / ((seeds - 1) * max(problems - 1, 1))
-        problem_var = max(problem_spread - ms_residual / seeds, 0.0) / problems  # the residual's share is in seed_var
+    seed_var, problem_var = variance_terms(matrix)
+    seed_sd = math.sqrt(seed_var) if seeds > 1 else math.nan
     half = _half_width(seed_var, problem_var, seeds, problems)
     return Interval(mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), seeds, seed_sd, problem_var, problems)
 
