@@ -108,9 +108,13 @@ def config_backends(evals: list[dict], arms: list[dict]) -> dict[str, str]:
     return {config: ",".join(sorted(b)) for config, b in out.items()}
 
 
+def _escape_pipes(value: object) -> object:
+    return value.replace("|", r"\|") if isinstance(value, str) else value
+
+
 def _frame(frame: pd.DataFrame, fmt: str) -> str:
-    if fmt == "md":
-        return frame.to_markdown(index=False)
+    if fmt == "md":  # a bare '|' in a name or cell (the C2 header `KL(T||S)`) would split its row: escaped
+        return frame.rename(columns=_escape_pipes).map(_escape_pipes).to_markdown(index=False)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "html":

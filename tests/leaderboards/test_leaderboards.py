@@ -182,11 +182,18 @@ def test_the_caption_says_what_the_seeds_varied(tmp_path):
 
 
 def test_every_markdown_row_of_a_multi_seed_board_has_as_many_cells_as_its_header(tmp_path):
-    """Seed notes and verdicts go into table cells: a '|' inside one would split the row (GitHub renders it as text)."""
-    text = render(build(_ordering_store(tmp_path, 0.0), "s"), "md")
-    for table in [t for t in text.split("## ") if "|" in t]:
-        rows = [line for line in table.splitlines() if line.startswith("|")]
-        assert len({row.count("|") for row in rows}) == 1, table
+    """Seed notes, verdicts and the C2 header `KL(T||S)` go into table cells: a bare '|' inside one would split the
+    row (GitHub renders the table as text), so the Markdown escapes it."""
+    import re
+
+    full_board = Store(tmp_path / "s.sqlite")
+    _fill(full_board)
+    for board in (build(_ordering_store(tmp_path, 0.0), "s"), build(full_board, "s")):
+        text = render(board, "md")
+        for table in [t for t in text.split("## ") if "|" in t]:
+            rows = [line for line in table.splitlines() if line.startswith("|")]
+            assert len({len(re.findall(r"(?<!\\)\|", row)) for row in rows}) == 1, table
+    assert r"KL(T\|\|S) before → after" in render(build(full_board, "s"), "md")
 
 
 def test_a_one_seed_board_says_its_intervals_cover_problems_only_in_the_caption_and_every_verdict(tmp_path):
