@@ -22,6 +22,8 @@ import jinja2
 
 from s2d_bench.errors import UserError
 from s2d_bench.harness.evaluate import problems_path
+from s2d_bench.harness.records import eval_records
+from s2d_bench.writable import check_folder
 
 Z95 = 1.959964  # the normal 97.5% quantile: mean +- Z95 * stderr over problems
 FILTERS = {"all": "all", "wrong": "wrong", "right": "right", "none": "no answer", "disagree": "graders disagree"}
@@ -36,6 +38,27 @@ class Evaluation:
     record: dict[str, Any]
     problems: list[dict[str, Any]] = field(default_factory=list)  # each with its "samples"
     problems_stored: bool = True  # False: evaluated before prompts and answers were kept beside the completions
+    stage: str = "-"  # the index's columns, so two nodes of one stage (arms, seeds) can be told apart
+    arms: str = "-"
+    seeds: str = "-"
+
+
+def _arm_uses(folder: Path) -> dict[str, tuple[set[str], set[int]]]:
+    """node -> (the arms it is a stage of, the seeds it was run under), from a run directory's arms/*.json."""
+    uses: dict[str, tuple[set[str], set[int]]] = {}
+    for path in sorted(folder.glob("arms/*.json")):
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            rows = info["arms"].items()
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue  # a damaged arms file costs the index a column, not the pages
+        for arm, nodes in rows:
+            for node, _ in nodes:
+                arms, seeds = uses.setdefault(node, (set(), set()))
+                arms.add(arm)
+                if isinstance(info.get("seed"), int):
+                    seeds.add(info["seed"])
+    return uses
 
 
 def sample_classes(sample: dict[str, Any]) -> list[str]:
@@ -91,12 +114,18 @@ def find_evaluations(folder: Path) -> list[Evaluation]:
         info = _record(record)
         title = f"{info.get('stage', '?')} {info.get('role', '')} · {info.get('task', '?')} · node {node}"
         found.append(load_evaluation(record, info, record.with_name(f"completions-{digest}.jsonl"), title, f"{node}-{info.get('task', digest)}"))
-    for record in sorted([*folder.glob("*/results.json"), *folder.glob("results.json")]):
+    for record in [*eval_records(folder), *folder.glob("results.json")]:
         info = _record(record)
         found.append(load_evaluation(record, info, record.with_name("completions.jsonl"), f"{info.get('model', '?')} · {info.get('task', '?')}",
-                                     str(info.get("task") or record.parent.name)))
+                                     "-".join(record.parent.relative_to(folder).parts) or str(info.get("task"))))
+    uses = _arm_uses(folder)
+    for ev in found:
+        ev.stage = str(ev.record.get("stage") or "-")
+        arms, seeds = uses.get(str(ev.record.get("node")), (set(), set()))
+        ev.arms = ", ".join(sorted(arms)) or "-"
+        ev.seeds = ", ".join(map(str, sorted(seeds))) or "-"
     if not found:
-        raise UserError(f"{folder}: no evaluations (looked for nodes/*/eval-*.json and */results.json)")
+        raise UserError(f"{folder}: no evaluations (looked for nodes/*/eval-*.json and */*/results.json)")
     return found
 
 
@@ -124,8 +153,9 @@ def render_index(pages: list[tuple[Evaluation, str]], folder: Path) -> str:
 
 def write_pages(folder: Path, out: Path | None = None) -> list[Path]:
     """The pages of every evaluation under `folder`, and index.html linking them, into `out` (default folder/browse)."""
-    evaluations = find_evaluations(folder)
     out = out or folder / "browse"
+    check_folder(out, "--out")  # before reading every completion
+    evaluations = find_evaluations(folder)
     out.mkdir(parents=True, exist_ok=True)
     written, pages = [], []
     for ev in evaluations:

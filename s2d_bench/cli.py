@@ -22,6 +22,9 @@ def _fail_cleanly(fn):
             return fn(*args, **kwargs)
         except UserError as exc:
             raise CLIError(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C (or a kill while workers build): one line, and what a rerun does
+            click.echo("\ninterrupted: finished stages and evaluations are kept; run the same command again to resume", err=True)
+            sys.exit(130)
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -132,6 +135,9 @@ def leaderboard(ctx: click.Context, suite: str | None, fmt: str, store_path: str
     from s2d_bench.store import Store
 
     store = Store(store_path)
+    if not store.path.exists():  # a mistyped --store is not an empty leaderboard
+        raise CLIError(f"no results store at '{store.path}': give --store the file a run, ablation or eval wrote "
+                       "(default: $S2D_STORE, else results/s2d-bench.sqlite)")
     ctx.obj = (store, suite or _default_suite(store), every_config)
     if ctx.invoked_subcommand is None:
         from s2d_bench.leaderboards import build, render
@@ -151,6 +157,9 @@ def publish(obj, out_dir: str, hub_dir: str | None) -> None:
 
     from s2d_bench.leaderboards import build, publish as write
 
+    from s2d_bench.writable import check_folder
+
+    check_folder(Path(hub_dir or out_dir), "--hub-dir" if hub_dir else "--out")
     if hub_dir:
         from s2d_bench.leaderboards.hub import write_hub_dir
 
@@ -217,7 +226,8 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
              tensor_parallel: int, store_path: str, suite: str, **opts) -> None:
     """Evaluate one model on benchmarks: avg@k, pass@k, maj@k, grader agreement.
 
-    Results and every completion go to OUT/<benchmark>/, so re-grading never regenerates.
+    Results and every completion go to OUT/<model>-<hash>/<benchmark>/ (the hash keys the options), so re-grading never
+    regenerates and a second model evaluated into the same OUT keeps its own files.
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pathlib import Path
@@ -232,9 +242,9 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
     engine_cfg = EngineConfig(device=device, dtype=dtype, prompts_per_batch=batch_prompts, tensor_parallel_size=tensor_parallel, thinking=thinking)
     from s2d_bench.store import Store
 
-    records = run_suite(model, names, engine, engine_cfg, SuiteOptions(**opts), Path(out_dir), Store(store_path), suite)
+    records, folder = run_suite(model, names, engine, engine_cfg, SuiteOptions(**opts), Path(out_dir), Store(store_path), suite)
     click.echo(render(records))
-    click.echo(f"\nresults: {Path(out_dir)}/<benchmark>/results.json")
+    click.echo(f"\nresults: {', '.join(str(folder / r['task'] / 'results.json') for r in records)}")
 
 
 @main.command()
@@ -254,6 +264,31 @@ def browse(folder: str, out_dir: str | None) -> None:
 
     for path in write_pages(Path(folder), Path(out_dir) if out_dir else None):
         click.echo(path)
+
+
+@main.group()
+def config() -> None:
+    """What a config holds and what each key means."""
+
+
+@config.command()
+@click.option("--config", "config_path", default=None, help="YAML file, or a shipped config name (default: tiny).")
+@click.option("--changed", is_flag=True, help="Only the keys whose value differs from the default.")
+@click.argument("args", nargs=-1)
+@_fail_cleanly
+def show(config_path: str | None, changed: bool, args: tuple[str, ...]) -> None:
+    """Print every key with its value, its default where they differ, and its help text.
+
+    ARGS: an optional KEY (a section such as `stages.opd`, or one key) and key.sub=value overrides, as `run` takes them.
+    """
+    from s2d_bench.config import load_config
+    from s2d_bench.configdoc import describe, render
+
+    keys = [a for a in args if "=" not in a]
+    if len(keys) > 1:
+        raise CLIError(f"config show takes one KEY, got {', '.join(keys)}")
+    docs = describe(load_config(config_path, [a for a in args if "=" in a]), keys[0] if keys else None)
+    click.echo(render([d for d in docs if d.changed or not changed]))
 
 
 @main.command(name="ls")

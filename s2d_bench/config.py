@@ -95,7 +95,7 @@ class ModelConfig:
     pretrain: PretrainConfig = _help("pretraining of a built model on the task's corpus", factory=PretrainConfig)
 
     def __post_init__(self) -> None:
-        require(bool(self.builder) != bool(self.path), "set exactly one of model.builder and model.path")
+        require(bool(self.builder) != bool(self.path), "set exactly one of builder (a named model built and pretrained here) and path (a saved model)")
 
 
 @dataclass
@@ -443,7 +443,23 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
         if key not in names:
             raise UserError(f"unknown key '{where}.{key}'.{suggest(str(key), names)} Known keys: {', '.join(names)}")
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except UserError as exc:
+        raise UserError(_placed(str(exc), where)) from None
+
+
+GENERIC_PREFIXES = ("GRPO: ", "distill: ", "pretrain: ")  # what a check knows of itself; `where` says which role, stage or arm
+
+
+def _placed(message: str, where: str) -> str:
+    """A validation message with the role, stage or arm it is about in front: `teacher.pretrain: lr > 0`, not `pretrain: lr > 0`."""
+    label = where.removeprefix("config").lstrip(".")
+    if not label or message.startswith(label):
+        return message
+    for prefix in GENERIC_PREFIXES:
+        message = message.removeprefix(prefix)
+    return f"{label}: {message}"
 
 
 def _set_path(raw: dict[str, Any], cls: type, path: list[str], value: Any) -> None:
@@ -492,19 +508,88 @@ def resolve_config_path(path: str | None) -> Path | Traversable:
     raise UserError(f"config '{path}' not found: give a YAML file path or a shipped config ({', '.join(shipped)})")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key written twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise UserError(f"{self.name}: key '{key}' is written twice (lines {seen[key]} and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(source: Path | Traversable) -> dict[str, Any]:
+    """A config file as a mapping: UTF-8, valid YAML, no key twice; each failure one line naming the file."""
+    try:
+        text = source.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{source} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{source} cannot be read: {exc.strerror}") from None
+    loader = _StrictLoader(text)
+    loader.name = str(source)
+    try:
+        raw = loader.get_single_data() or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+    require(isinstance(raw, dict), f"{source} must hold a mapping of config keys")
+    return raw
+
+
+ROLES = ("teacher", "student")
+INPUT_PATHS = (("teacher", "path"), ("student", "path"), ("task", "train_data"), ("task", "data_dir"))  # read, never written
+
+
+def _from_folder(raw: dict[str, Any], folder: Path) -> None:
+    """Relative input paths of a YAML file are relative to the file's folder (as in every config format users know),
+    not to wherever the command runs. A hub id (`org/name`) that is not a folder beside the file stays a hub id."""
+    from s2d_bench.models.refs import looks_like_path  # refs imports nothing of ours at module level
+
+    for section, key in INPUT_PATHS:
+        value = (raw.get(section) or {}).get(key) if isinstance(raw.get(section), dict) else None
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            continue
+        beside = folder / value
+        if looks_like_path(value) or beside.exists():
+            raw[section][key] = str(beside)
+
+
+def _ignored_blocks(raw: dict[str, Any], written: set[str]) -> None:
+    """Settings that nothing would read are refused, not dropped: a `pretrain` block written beside a model `path` (in one
+    YAML mapping, or by an override). `written`: the roles whose pretrain the user set next to the path."""
+    for role in ROLES:
+        entry = raw.get(role)
+        if role in written and isinstance(entry, dict) and entry.get("path"):
+            raise UserError(f"{role}: a model from a path is used as it is, so {role}.pretrain would be ignored; remove the pretrain "
+                            f"setting, or build the model with {role}.builder instead of {role}.path")
+
+
+def _pretrain_beside_path(raw: dict[str, Any]) -> set[str]:
+    return {role for role in ROLES if isinstance(raw.get(role), dict) and "pretrain" in raw[role] and raw[role].get("path")}
+
+
 def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig:
     """Load a YAML config (file path or shipped name) and apply `key.sub=value` overrides.
 
+    Relative input paths in a YAML file resolve from its folder; overrides (typed in a shell) from the current one.
     Types and ranges only: registered names, arms and backend refusals are checked by
     `preflight.check_config`, which needs the registries this module must not import.
     """
     source = resolve_config_path(path)
-    try:
-        raw = yaml.safe_load(source.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{source} is not valid YAML: {exc}") from None
-    require(isinstance(raw, dict), f"{source} must hold a mapping of config keys")
+    raw = read_yaml(source)
+    if isinstance(source, Path):
+        _from_folder(raw, source.resolve().parent)
+    written = _pretrain_beside_path(raw)
     for text in overrides:
         keys, value = parse_override(text)
         _set_path(raw, RunConfig, keys, value)
+        if keys[0] in ROLES and keys[1:2] == ["pretrain"]:
+            written.add(keys[0])
+    _ignored_blocks(raw, written)
     return from_dict(RunConfig, raw)

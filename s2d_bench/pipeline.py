@@ -52,7 +52,7 @@ from s2d_bench.harness.suite import eval_key, evaluate_target
 from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
 from s2d_bench.models import MODELS
 from s2d_bench.nodefiles import checksums, node_lock, write_atomic, write_json
-from s2d_bench.reporting import report_arms, report_evaluations, reporting
+from s2d_bench.reporting import REPORTERS, report_arms, report_evaluations, reporting
 from s2d_bench.reporting.curves import plot_metrics
 from s2d_bench.models.builders import load_pretrained, save
 from s2d_bench.models.pretrain import pretrain
@@ -60,6 +60,7 @@ from s2d_bench.plan import Node, plan
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.store import Store
 from s2d_bench.tasks import BENCHMARKS, TASKS
+from s2d_bench.writable import check_file, check_folder
 
 EVAL_SEED = 1234  # one sampling seed for every evaluation: common random numbers across models
 C2_STAGES = ("warmup", "opd")  # distillation stages around which the teacher-student KL is measured
@@ -99,6 +100,11 @@ class Runner:
         self.targets = self._targets()
         self.jobs = self._jobs()
         self.store = Store(cfg.store) if distributed.is_main() else None  # rank 0 alone writes results
+        if self.store is not None:
+            check_folder(self.root, "run_dir")
+            check_file(self.store.path, "store")
+        for name in cfg.report_to:  # a reporter whose extra is missing fails now, not after the first evaluation
+            REPORTERS.get(name)
         self.config_id = run_hash(cfg)
         self.started = time.time()  # orders configs: a suite's leaderboard shows the one run last
 
@@ -198,10 +204,10 @@ class Runner:
         torch.set_num_threads(self.cfg.threads)
         transformers.utils.logging.disable_progress_bar()  # per-load bars drown the stage bars
         main = distributed.is_main()
+        report = self.preflight()  # every check before the first file: a refused config leaves nothing behind
         if main:
             self.root.mkdir(parents=True, exist_ok=True)
-        self.preflight()
-        if main:
+            write_json(self.root / "preflight.json", report)
             self.remember_config()
             self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows(), self.config_id, self.started)
 
@@ -248,7 +254,7 @@ class Runner:
         layout = {"precision": "fp32", "zero_stage": 0, "world": distributed.world(), "offload_optimizer": False,
                   "offload_params": False, "teacher_zero3": False}
         layout.update(self.backend.memory_layout())
-        return preflight.run(self.cfg, list(self.nodes.values()), layout, self.root)
+        return preflight.run(self.cfg, list(self.nodes.values()), layout, self.targets)
 
     def diagnostics_of(self, node: Node) -> dict[str, Any] | None:
         """C1 after teacher RL, C2 around each distillation stage: computed once into diagnostics.json."""

@@ -10,9 +10,11 @@ behaviour before it (ids of earlier runs survive): memory-only settings never jo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from s2d_bench.config import LATER_DEFAULTS, MEMORY_ONLY, RunConfig, config_hash, to_dict, without
+from s2d_bench.models.refs import fingerprint
 from s2d_bench.stages import STAGES
 
 
@@ -40,6 +42,8 @@ def plan(cfg: RunConfig) -> list[Node]:
         inputs = {"role": role, "model": to_dict(model_cfg), "task": to_dict(cfg.task)}
         if cfg.seed_scope == "all" and not model_cfg.path:  # a base model per seed; 'stages' keeps the earlier ids
             inputs["seed"] = cfg.base_seed
+        if model_cfg.path and Path(model_cfg.path).is_dir():  # the weights, not only their folder's name (refs.fingerprint)
+            inputs["weights"] = fingerprint(Path(model_cfg.path))
         base[role] = Node(node_id(f"base-{role}", inputs), "base", role, cfg=to_dict(model_cfg))
         nodes[base[role].id] = base[role]
     for arm_name, arm in cfg.arms.items():

@@ -5,8 +5,8 @@ task, benchmarks, builders and stages, arm overrides, estimators, and the option
 cannot express: offline, from the config alone), the model references (refs.py: folders that
 exist and hold what loading needs), one vocabulary and chat template for a distilling pair, then
 the memory of every stage per rank (budget.py): model states plus the larger of the rollout KV
-cache and one micro-batch's update. The estimate is printed, written to
-`<run_dir>/preflight.json`, and a stage over the device's memory (the CUDA device's, or
+cache and one micro-batch's update. The estimate is printed (and written to
+`<run_dir>/preflight.json` once every check has passed), and a stage over the device's memory (the CUDA device's, or
 `preflight.device_memory_gb`) is refused with the settings that would make it fit, before any
 GPU time is spent.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from s2d_bench import budget, distributed
@@ -23,9 +24,10 @@ from s2d_bench.backends import BACKENDS
 from s2d_bench.config import DistillConfig, RunConfig, require
 from s2d_bench.errors import UserError
 from s2d_bench.generation import ENGINES
+from s2d_bench.generation.protocol import check_context, context_of
 from s2d_bench.models import MODELS
 from s2d_bench.models.builders import check_pair, load_tokenizer
-from s2d_bench.models.refs import load_kwargs, resolve_model
+from s2d_bench.models.refs import damaged_weights, load_kwargs, resolve_model
 from s2d_bench.nodefiles import write_json
 from s2d_bench.reporting import REPORTERS
 from s2d_bench.stages import STAGES
@@ -130,20 +132,37 @@ def check_models(cfg: RunConfig) -> None:
     """A mistyped or incomplete model folder fails now, not after the other model trained."""
     for role in ROLES:
         if getattr(cfg, role).path:
-            resolve_model(getattr(cfg, role).path, f"{role}.path")
+            ref = resolve_model(getattr(cfg, role).path, f"{role}.path")
+            damage = damaged_weights(Path(ref)) if Path(ref).is_dir() else None
+            if damage:
+                raise UserError(f"{role}.path '{getattr(cfg, role).path}': {damage}")
 
 
-def run(cfg: RunConfig, nodes: list, layout: dict[str, Any], root) -> dict[str, Any]:  # noqa: ANN001 - pipeline Nodes, a Path
-    """The pair check and the memory estimate (printed and written on rank 0), refusing what cannot fit."""
+def run(cfg: RunConfig, nodes: list, layout: dict[str, Any], targets: list) -> dict[str, Any]:  # noqa: ANN001 - Nodes, Targets
+    """The pair check, the context check and the memory estimate (printed on rank 0), refusing what cannot fit.
+
+    Nothing is written here: the run directory is made only once every check has passed (pipeline.prepare), so a
+    refused config leaves nothing behind."""
     if any(n.teacher for n in nodes):
         check_pair(_tokenizer(cfg, "teacher"), _tokenizer(cfg, "student"))
         PAIR_CHECKS.get(cfg.backend, _nothing)(cfg)
+    check_contexts(cfg, targets)
     report = memory_report(cfg, nodes, layout)
     if distributed.is_main():
-        write_json(root / "preflight.json", report)
         print(budget.render(report), file=sys.stderr)
     refuse_what_does_not_fit(report)
     return report
+
+
+def check_contexts(cfg: RunConfig, targets: list) -> None:  # noqa: ANN001 - harness Targets
+    """Every evaluation's prompts plus its max_new_tokens fit each model's context, checked before anything trains (the
+    engine checks again as it samples; a 100,000-token cap found there came after pretraining and a store of arms)."""
+    for role in ROLES:
+        context = context_of(_config(cfg, role))
+        tok = _tokenizer(cfg, role)
+        for target in targets:
+            check_context(tok, [p.prompt for p in target.problems], [p.id for p in target.problems], cfg.prompt.thinking, context,
+                          target.cfg.max_new_tokens)
 
 
 def _config(cfg: RunConfig, role: str):  # noqa: ANN202 - a transformers PretrainedConfig
@@ -246,5 +265,5 @@ def refuse_what_does_not_fit(report: dict[str, Any]) -> None:
     over = [r for r in report["stages"] if r["fixes"]]
     if over:
         parts = [f"stage {r['stage']} needs about {r['device_gib']:.1f} GiB a rank: set {'; '.join(r['fixes'])}" for r in over]
-        raise UserError(f"preflight: more than the {report['device_memory_gib']:.0f} GiB a device has (every figure in preflight.json); "
+        raise UserError(f"preflight: more than the {report['device_memory_gib']:.0f} GiB a device has (every figure in the table above); "
                         + " | ".join(parts))

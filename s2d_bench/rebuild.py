@@ -3,7 +3,7 @@
 The store is an index: every row it holds is also a file. A workflow run directory has each
 evaluation record (`nodes/<id>/eval-*.json`), each diagnostic (`nodes/<id>/diagnostics.json`)
 and each run's arm paths (`arms/*.json`); an `s2d-bench eval` output folder has one
-`<benchmark>/results.json` per benchmark. Rows are written with the keys the runs use, so
+`<model>-<hash>/<benchmark>/results.json` per model and benchmark. Rows are written with the keys the runs use, so
 rebuilding into a store that already holds them replaces, never duplicates.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from s2d_bench.errors import UserError
-from s2d_bench.harness.records import EvalRecord, read_record
+from s2d_bench.harness.records import EvalRecord, eval_records, read_record
 from s2d_bench.harness.suite import eval_key
 from s2d_bench.store import Store
 
@@ -44,14 +44,14 @@ def rebuild(store: Store, folders: list[Path], eval_suite: str = "eval") -> dict
     for folder in folders:
         if (folder / "nodes").is_dir():
             _run_dir(store, folder, counts)
-        elif list(folder.glob("*/results.json")):
-            for path in sorted(folder.glob("*/results.json")):
+        elif eval_records(folder):
+            for path in eval_records(folder):
                 record = _record(path)
                 if record is not None:
                     store.put_eval(eval_key(EvalRecord.from_dict(record)), record.get("run") or eval_suite, record)
                     counts["evals"] += 1
         else:
-            raise UserError(f"{folder} is neither a run directory (nodes/) nor an `s2d-bench eval` output folder (<benchmark>/results.json)")
+            raise UserError(f"{folder} is neither a run directory (nodes/) nor an `s2d-bench eval` output folder (<model>/<benchmark>/results.json)")
     return counts
 
 

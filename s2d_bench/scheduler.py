@@ -18,9 +18,12 @@ so a rerun resumes.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 Build = Callable[[dict[str, Any], str, int], None]
 
@@ -48,27 +51,71 @@ def build_all(nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, di
     each node the config of a run it belongs to; `build` must be a module-level function (it is
     pickled into spawned workers).
     """
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    try:
+        with _terminate_is_an_interrupt():
+            _schedule(pool, nodes, jobs, build, cfgs, threads)
+    except KeyboardInterrupt:  # Ctrl-C or a kill: no worker outlives the run (a half-built node is model.partial, redone)
+        workers = list((pool._processes or {}).values())  # noqa: SLF001 - the executor has no public way to stop a task
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            proc.join(timeout=10)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)  # after a failed node, the running ones finish first: their work is kept
+
+
+def _worker_init() -> None:
+    """Worker initializer. Ctrl-C reaches the whole process group; the parent alone answers it, by stopping the workers,
+    so the user sees one line instead of a traceback per worker. Progress bars share a thread lock, not tqdm's default
+    multiprocessing lock: a worker stopped mid-stage would leave that semaphore behind, and Python warns of it at exit."""
+    from tqdm import tqdm
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
+
+
+@contextlib.contextmanager
+def _terminate_is_an_interrupt() -> Iterator[None]:
+    """`kill` (SIGTERM) of the parent while workers build: handled as Ctrl-C, so the workers are stopped too (they were
+    left running, orphaned, and kept writing). Only the main thread may set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _schedule(pool: ProcessPoolExecutor, nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, dict[str, Any]], threads: int) -> None:
     waiting = dict(nodes)
     done: set[str] = set()
     running: dict[Future, str] = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        while waiting or running:
-            for node_id, node in list(waiting.items()):
-                if len(running) >= jobs:
-                    break
-                if all(dep in done for dep in _deps(node)):
-                    del waiting[node_id]
-                    alone = not running and all(node_id in ancestors(nodes, other) for other in waiting)
-                    running[pool.submit(build, cfgs[node_id], node_id, threads * jobs if alone else threads)] = node_id
-            if not running:
-                raise RuntimeError(f"nodes wait on nodes outside the plan: {sorted(waiting)}")
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                node_id = running.pop(future)
-                error = future.exception()
-                if error is not None:
-                    waiting.clear()  # start nothing new; the running ones finish on exit
-                    for other in running:
-                        other.cancel()
-                    raise error
-                done.add(node_id)
+    while waiting or running:
+        for node_id, node in list(waiting.items()):
+            if len(running) >= jobs:
+                break
+            if all(dep in done for dep in _deps(node)):
+                del waiting[node_id]
+                alone = not running and all(node_id in ancestors(nodes, other) for other in waiting)
+                running[pool.submit(build, cfgs[node_id], node_id, threads * jobs if alone else threads)] = node_id
+        if not running:
+            raise RuntimeError(f"nodes wait on nodes outside the plan: {sorted(waiting)}")
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            node_id = running.pop(future)
+            error = future.exception()
+            if error is not None:
+                waiting.clear()  # start nothing new; the running ones finish on exit
+                for other in running:
+                    other.cancel()
+                raise error
+            done.add(node_id)

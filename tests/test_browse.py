@@ -110,16 +110,23 @@ def test_a_run_directory_gets_a_page_per_node_and_benchmark(tiny_overrides, tmp_
     from s2d_bench.config import load_config
     from s2d_bench.pipeline import Runner
 
-    runner = Runner(load_config(None, [*tiny_overrides, "arms={bridge: {stages: [teacher_rl]}}"]))
-    records = runner.run()
+    arms = "arms={bridge: {stages: [teacher_rl]}, longer: {stages: [teacher_rl, warmup]}}"
+    runner = Runner(load_config(None, [*tiny_overrides, arms]))
+    records = runner.run() + [r for r in Runner(load_config(None, [*tiny_overrides, arms, "seed=1"])).run() if r["seed"] == 1]
     evaluations = find_evaluations(runner.root)
-    assert sorted(ev.record["node"] for ev in evaluations) == sorted(r["node"] for r in records)
+    assert sorted(ev.record["node"] for ev in evaluations) == sorted({r["node"] for r in records})
+    columns = {(ev.stage, ev.arms, ev.seeds) for ev in evaluations}  # two warmup nodes told apart; the base teacher is no arm's
+    assert columns == {("base", "-", "-"), ("base", "bridge, longer", "0, 1"), ("teacher_rl", "bridge, longer", "0"), ("teacher_rl", "bridge, longer", "1"),
+                       ("warmup", "longer", "0"), ("warmup", "longer", "1")}, columns
     for ev in evaluations:
         assert ev.problems_stored and len(ev.problems) == ev.record["n"]
         assert all(len(p["samples"]) == ev.record["k"] and p.get("answer") for p in ev.problems)
         assert sum(p["mean"] for p in ev.problems) / len(ev.problems) == pytest.approx(ev.record["mean"])
     paths = write_pages(runner.root)
-    assert len(paths) == len(records) + 1 and all(p.stat().st_size > 0 for p in paths)
+    assert len(paths) == len(evaluations) + 1 and all(p.stat().st_size > 0 for p in paths)
+    index = Page()
+    index.feed(paths[0].read_text())
+    assert "warmup longer 1" in " ".join(" ".join(index.text).split())
 
 
 def test_a_folder_without_evaluations_is_a_clear_error(tmp_path):

@@ -23,8 +23,8 @@ def test_user_errors_are_one_line_with_exit_status_2():
         ("ablate",): "nothing to ablate",
         ("ablate", "--drop", "warmpu"): "Did you mean 'warmup'",
         ("ablate", "--all", "--seeds", "0"): "--seeds must be >= 1",
-        ("leaderboard", "--suite", "nope"): "no records for suite 'nope'",
-        ("leaderboard", "--format", "pdf"): "no records",
+        ("leaderboard", "--suite", "nope"): "no results store at",  # a mistyped --store is not an empty leaderboard
+        ("leaderboard", "--format", "pdf"): "no results store at",
     }
     for args, hint in cases.items():
         out = _run(*args)
@@ -56,14 +56,28 @@ def test_eval_writes_results_and_every_completion(tmp_path):
                "--samples", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "ev"))
     assert out.exit_code == 0, out.output
     assert "avg@2" in out.output and "aime24" in out.output
-    record = json.loads((tmp_path / "ev" / "math500" / "results.json").read_text())
+    [folder] = (tmp_path / "ev").iterdir()  # <out>/<model>-<hash of the options>/<benchmark>/
+    assert folder.name.startswith("model-")
+    assert out.output.strip().splitlines()[-1] == f"results: {folder / 'math500' / 'results.json'}, {folder / 'aime24' / 'results.json'}"
+    record = json.loads((folder / "math500" / "results.json").read_text())
     assert (record["n"], record["k"], record["grader"], record["audit_grader"]) == (3, 2, "math_verify", "hendrycks")
-    lines = [json.loads(x) for x in (tmp_path / "ev" / "math500" / "completions.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (folder / "math500" / "completions.jsonl").read_text().splitlines()]
     assert [(x["id"], x["sample"]) for x in lines] == [(f"q{i}", j) for i in range(3) for j in range(2)]
     assert all({"text", "extracted", "correct", "tokens", "grader"} <= x.keys() for x in lines)
     board = _run("leaderboard", "--suite", "eval", "--format", "csv")  # the records reached the store
     assert board.exit_code == 0, board.output
     assert board.output.splitlines()[0].startswith("model,aime24 avg@2") and str(tmp_path / "model") in board.output
+    other, tok = tiny_qwen3_student(seed=1)
+    save(other, tok, tmp_path / "other")
+    again = _run("eval", "--model", str(tmp_path / "other"), "--tasks", "math500", "--data", str(data / "math500.jsonl"),
+                 "--samples", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "ev"))
+    assert again.exit_code == 0, again.output
+    kept = sorted(p.relative_to(tmp_path / "ev").parts for p in (tmp_path / "ev").glob("*/*/results.json"))
+    assert len(kept) == 3 and {name for _, name, _ in kept} == {"math500", "aime24"}  # the second model overwrote nothing
+    assert json.loads((folder / "math500" / "results.json").read_text()) == record
+    browse = _run("browse", str(tmp_path / "ev"))
+    assert browse.exit_code == 0, browse.output
+    assert len([line for line in browse.output.splitlines() if line.endswith(".html")]) == 4  # the index and one page each
 
 
 def test_eval_user_errors(tmp_path):

@@ -167,7 +167,7 @@ def test_eval_runs_math500_through_the_real_tokenizer_and_chat_template(tmp_path
                                     "--samples", "2", "--max-new-tokens", "8", "--device", "cpu", "--out", str(tmp_path / "eval"),
                                     "--store", str(tmp_path / "s.sqlite")])
     assert out.exit_code == 0, out.output
-    result = json.loads((tmp_path / "eval" / "math500" / "results.json").read_text())
+    result = json.loads(next((tmp_path / "eval").glob("*/math500/results.json")).read_text())
     assert result["n"] == 5 and result["k"] == 2
     rows = [json.loads(line) for line in (tmp_path / "eval" / "math500" / "completions.jsonl").read_text().splitlines()]
     assert len(rows) == 5 * 2

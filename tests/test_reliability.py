@@ -73,10 +73,12 @@ def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def _assert_user_error(out, hint):
+def _assert_user_error(out, hint, banner=False):
+    """Exit status 2, one line naming the fix, no traceback (`banner`: after the run's own `s2d-bench run '...' -> dir` line)."""
     assert out.exit_code == 2, out.output
     assert hint in out.output, out.output
-    assert "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1, out.output
+    lines = [line for line in out.output.strip().splitlines() if not (banner and line.startswith("s2d-bench run '"))]
+    assert "Traceback" not in out.output and len(lines) == 1, out.output
 
 
 @pytest.fixture
@@ -134,7 +136,7 @@ def test_local_data_and_a_local_model_never_contact_the_hub(saved_model, tmp_pat
     out = _cli("eval", "--model", saved_model, "--data", data, "--samples", 1, "--max-new-tokens", 4, "--out", tmp_path / "eval",
                "--store", tmp_path / "s.sqlite")
     assert out.exit_code == 0, out.output
-    assert (tmp_path / "eval" / "math500" / "results.json").is_file()
+    assert len(list((tmp_path / "eval").glob("*/math500/results.json"))) == 1
     assert no_network == []
 
 
@@ -233,7 +235,7 @@ def test_a_corrupt_store_is_a_one_line_error_naming_the_rebuild(tmp_path, tiny_o
 @pytest.mark.parametrize("override, hint", [
     ("task.n_test=1e9", "lower them or raise task.max_digits"),
     ("eval.temperature=3", "eval.temperature must be in [0, 2]"),
-    ("stages.opd.temperature=0", "distill: temperature must be in (0, 2]"),
+    ("stages.opd.temperature=0", "stages.opd: temperature must be in (0, 2]"),
 ])
 def test_values_that_fail_later_are_refused_up_front(override, hint, tiny_overrides):
     _assert_user_error(_cli("run", *tiny_overrides, override), hint)
@@ -313,3 +315,179 @@ def test_a_cached_hub_id_resolves_offline_and_is_keyed_with_its_revision(tmp_pat
     assert with_revision("org/tiny") == "org/tiny@0123456789ab"
     with pytest.raises(UserError, match="hub is unreachable"):
         resolve_model("org/other")
+
+
+# ---------------------------------------------------------------- a newcomer's path: bad inputs fail first and leave nothing
+
+
+def _left(tmp_path, *keep):
+    """What a command left under tmp_path besides the inputs a test made (`keep`)."""
+    kept = {tmp_path / k for k in keep}
+    return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.iterdir() if p not in kept)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder on a real read-only file system (a tmpfs mounted ro; root ignores permission bits, not that)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True).returncode != 0:
+        folder.rmdir()
+        pytest.skip("mounting a read-only tmpfs needs root")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def _math500(tmp_path):
+    return _data(tmp_path / "data", GOOD * 2)
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["--grading-timeout", "0"], "--grading-timeout must be > 0 seconds, got 0"),
+    (["--grading-timeout", "-1"], "--grading-timeout must be > 0 seconds, got -1"),
+    (["--tasks", ","], "no benchmark named: give --tasks one or more of"),
+    (["--out", "a-file"], "--out '{tmp}/a-file' is a file; give a folder"),
+])
+def test_eval_refuses_bad_options_before_loading_or_writing(saved_model, tmp_path, args, hint, offline):
+    data = _math500(tmp_path)
+    (tmp_path / "a-file").write_text("mine")
+    args = [str(tmp_path / a) if a == "a-file" else a for a in args]
+    _assert_user_error(_cli("eval", "--model", saved_model, "--data", data, "--samples", 1, "--out", tmp_path / "ev", *args),
+                       hint.format(tmp=tmp_path))
+    assert _left(tmp_path, "model", "data", "a-file") == []
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_a_file_of_another_name_is_labelled_by_its_name_under_the_benchmarks_protocol(saved_model, tmp_path, offline):
+    mine = tmp_path / "mine.jsonl"
+    mine.write_bytes(GOOD)
+    out = _cli("eval", "--model", saved_model, "--data", mine, "--samples", 1, "--max-new-tokens", 2, "--out", tmp_path / "ev")
+    assert out.exit_code == 0, out.output
+    [record] = (tmp_path / "ev").glob("*/*/results.json")
+    assert record.parent.name == "math500[mine]" and json.loads(record.read_text())["benchmark"] == "math500"
+
+
+@pytest.mark.parametrize("where", ["run_dir", "store", "eval --out", "publish --out", "browse --out"])
+def test_a_read_only_destination_is_refused_before_any_work(where, read_only, tmp_path, tiny_overrides, saved_model, offline):
+    from s2d_bench.store import Store
+
+    target = read_only / "x"
+    if where in ("run_dir", "store"):
+        args = ["run", *tiny_overrides, f"{where}={target}"]
+    elif where == "eval --out":
+        args = ["eval", "--model", saved_model, "--data", _math500(tmp_path), "--samples", 1, "--out", target]
+    elif where == "publish --out":
+        Store(tmp_path / "store.sqlite").put_arms("tiny", 0, {"full": [("n", "base")]}, "c", 0.0)
+        args = ["leaderboard", "publish", "--out", target]
+    else:
+        (tmp_path / "ev" / "m" / "math500").mkdir(parents=True)
+        args = ["browse", tmp_path / "ev", "--out", target]
+    _assert_user_error(_cli(*args), f"'{target}' cannot be written ('{read_only}' is read-only)")
+    if where in ("run_dir", "store", "eval --out"):
+        assert _left(tmp_path, "ro", "model", "data") == []  # no run folder, no store, nothing generated
+
+
+def test_a_publish_out_that_is_a_file_is_refused(tmp_path):
+    from s2d_bench.store import Store
+
+    Store(tmp_path / "store.sqlite").put_arms("tiny", 0, {"full": [("n", "base")]}, "c", 0.0)
+    (tmp_path / "tiny.md").write_text("mine")
+    _assert_user_error(_cli("leaderboard", "publish", "--out", tmp_path / "tiny.md"), "is a file; give a folder")
+    assert (tmp_path / "tiny.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("probe, hint", [
+    ("run_dir_file", "run_dir '{tmp}/taken' is a file; give a folder"),
+    ("max_new_tokens", "exceed the model's context of 2,048 tokens; lower max_new_tokens"),
+    ("tensorboard_missing", "reporter 'tensorboard' needs the 'tensorboard' extra"),
+    ("latin1_yaml", "is not UTF-8 text"),
+    ("twice_yaml", "key 'seed' is written twice (lines 1 and 2)"),
+    ("truncated_weights", "student.path '{tmp}/cut': model.safetensors has"),
+    ("other_vocabulary", "different vocabularies"),
+])
+def test_a_bad_run_input_is_one_line_and_leaves_nothing(probe, hint, tiny_overrides, tmp_path, saved_model, monkeypatch):
+    import shutil
+    import sys as system
+
+    args, keep = list(tiny_overrides), ["model"]
+    if probe == "run_dir_file":
+        (tmp_path / "taken").write_text("mine")
+        args, keep = [*args, f"run_dir={tmp_path / 'taken'}"], [*keep, "taken"]
+    elif probe == "max_new_tokens":
+        args.append("eval.max_new_tokens=100000")
+    elif probe == "tensorboard_missing":
+        monkeypatch.setitem(system.modules, "torch.utils.tensorboard", None)  # the extra not installed
+        monkeypatch.delitem(system.modules, "s2d_bench.reporting.tensorboard", raising=False)
+        args.append("report_to=[tensorboard]")
+    elif probe in ("latin1_yaml", "twice_yaml"):
+        text = "name: caf\xe9\n".encode("latin-1") if probe == "latin1_yaml" else b"seed: 1\nseed: 2\n"
+        (tmp_path / "c.yaml").write_bytes(text)
+        args, keep = ["--config", tmp_path / "c.yaml", *args], [*keep, "c.yaml"]
+    elif probe == "truncated_weights":
+        cut = shutil.copytree(saved_model, tmp_path / "cut")
+        weights = cut / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-100])
+        args, keep = [*[a for a in args if not a.startswith("student.pretrain")], "student.builder=", f"student.path={cut}"], [*keep, "cut"]
+    else:
+        from s2d_bench.models.builders import save, tiny_qwen3_student
+
+        model, tok = tiny_qwen3_student()
+        tok.add_tokens(["<extra>"])
+        model.resize_token_embeddings(len(tok))
+        save(model, tok, tmp_path / "odd")
+        args, keep = [*[a for a in args if not a.startswith("teacher.pretrain")], "teacher.builder=", f"teacher.path={tmp_path / 'odd'}"], [*keep, "odd"]
+    _assert_user_error(_cli("run", *args), hint.format(tmp=tmp_path), banner=True)
+    assert _left(tmp_path, *keep) == []  # no run folder, no store, no preflight.json
+
+
+def test_new_weights_in_a_path_models_folder_are_a_new_node(saved_model, tmp_path):
+    """A path model's id hashes its weights (refs.fingerprint), not only the path: results of the old weights stay theirs."""
+    from s2d_bench.config import load_config
+    from s2d_bench.models.builders import save, tiny_qwen3_student
+    from s2d_bench.plan import plan
+
+    def ids():
+        cfg = load_config(None, ["student.builder=", f"student.path={saved_model}"])
+        return {n.id for n in plan(cfg) if n.role == "student"}, {n.id for n in plan(cfg) if n.role == "teacher"}
+
+    students, teachers = ids()
+    assert ids() == (students, teachers)  # the same files: the same nodes
+    model, tok = tiny_qwen3_student(seed=7)
+    save(model, tok, saved_model)  # same folder, same file names and sizes, other weights
+    new_students, new_teachers = ids()
+    assert new_students.isdisjoint(students) and new_teachers == teachers
+
+
+def _alive_in_group(pgid: int) -> list[str]:
+    """Command lines of the live (not zombie) processes of a process group, from /proc."""
+    alive = []
+    for stat in __import__("pathlib").Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive.append((stat.parent / "cmdline").read_text().replace("\0", " "))
+        except (OSError, ValueError, IndexError):
+            continue  # it ended while being read
+    return alive
+
+
+def test_ctrl_c_is_one_line_stops_every_worker_and_a_rerun_finishes(tiny_overrides, tmp_path):
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "s2d_bench.cli", "run", *tiny_overrides, "jobs=2", "arms={a: {stages: [teacher_rl]}}",
+            "teacher.pretrain.steps=400", "student.pretrain.steps=400"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "run" / "nodes").glob("*/metrics.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # both workers are pretraining
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted: finished stages and evaluations are kept")
+    time.sleep(1.0)
+    assert _alive_in_group(proc.pid) == []  # no worker outlived the run (a zombie left to a container's init is not alive)
+    again = subprocess.run(args[:-2], env=env, capture_output=True, text=True, timeout=300)  # resumes (at the test's budgets)
+    assert again.returncode == 0, again.stderr[-3000:]

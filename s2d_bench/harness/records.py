@@ -117,3 +117,9 @@ def read_record(path: Path) -> dict[str, Any]:
     except TypeError as exc:  # a field of the wrong kind
         raise ValueError(f"{path} is not an evaluation record ({exc})") from None
     return data
+
+
+def eval_records(folder: Path) -> list[Path]:
+    """The records of an `s2d-bench eval` folder: `<model>-<hash>/<benchmark>/results.json`, and `<benchmark>/results.json`
+    of folders written before evaluations were kept apart by model."""
+    return sorted([*folder.glob("*/*/results.json"), *folder.glob("*/results.json")])

@@ -2,18 +2,21 @@
 
 Each benchmark's defaults (samples, sampling, max tokens, graders) come from its definition in
 `s2d_bench.tasks.benchmarks`; explicit options override them. Output, per benchmark:
-`<out>/<benchmark>/results.json` (the record), `completions.jsonl` (every sample) and `problems.jsonl` (prompts, gold answers).
+`<out>/<model folder>/<benchmark>/results.json` (the record), `completions.jsonl` (every sample) and `problems.jsonl` (prompts,
+gold answers); the model folder (`model_folder`) keys the model and the options, so evaluations sharing an `--out` never
+overwrite each other.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from s2d_bench.config import BenchmarkConfig, EvalConfig, config_hash
+from s2d_bench.config import BenchmarkConfig, EvalConfig, config_hash, require
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.harness.evaluate import evaluate
@@ -23,6 +26,7 @@ from s2d_bench.harness.targets import Target, benchmark_target
 from s2d_bench.models.refs import resolve_model, with_revision
 from s2d_bench.store import Store
 from s2d_bench.tasks import BENCHMARKS
+from s2d_bench.writable import check_file, check_folder
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,26 @@ def eval_key(record: EvalRecord) -> str:
     return f"{record.node or 'eval:' + record.model}:{record.benchmark}:{protocol}"
 
 
+def model_folder(model: str, engine_name: str, engine_cfg: EngineConfig, opts: SuiteOptions) -> str:
+    """`<model name>-<hash>`: the folder under `--out` of one model under one set of options, so a second model (or the
+    same one under another protocol, engine, dtype or seed) evaluated into the same `--out` keeps its own files."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model.split("@")[0].rstrip("/")).name or "model")
+    options = {k: v for k, v in asdict(opts).items() if k not in ("grading_workers", "grading_timeout")}  # how it is graded: not what
+    key = config_hash({"model": model, "engine": engine_name, "dtype": engine_cfg.dtype, "thinking": engine_cfg.thinking, **options})
+    return f"{name}-{key[:8]}"
+
+
 def run_suite(
     model: str, benchmarks: list[str], engine_name: str, engine_cfg: EngineConfig, opts: SuiteOptions, out: Path,
     store: Store | None = None, suite: str = "eval",
-) -> list[dict[str, Any]]:
-    """Evaluate `model` on each benchmark; return (and write, to `out` and the store) one record per benchmark."""
+) -> tuple[list[dict[str, Any]], Path]:
+    """Evaluate `model` on each benchmark; return one record per benchmark (also written to the store and under `out`,
+    in `<out>/<model folder>/<benchmark>/`) and that model folder."""
+    require(bool(benchmarks), "no benchmark named: give --tasks one or more of " + ", ".join(BENCHMARKS.names()))
+    require(opts.grading_timeout > 0, f"--grading-timeout must be > 0 seconds, got {opts.grading_timeout:g} (every answer would time out)")
+    check_folder(out, "--out")  # before loading or generating anything
+    if store is not None:
+        check_file(store.path, "--store")
     specs = {name: BENCHMARKS.get(name) for name in benchmarks}  # unknown names fail before loading
     engine_cls = ENGINES.get(engine_name)  # an unknown engine or a missing extra fails before anything loads
     eval_cfg = EvalConfig(prompts_per_batch=max(engine_cfg.prompts_per_batch, 1), engine=engine_name)
@@ -64,18 +83,19 @@ def run_suite(
     model = resolve_model(model, "--model")  # ./m, its absolute path and m/ are one model; a typo never reaches the hub
     engine = engine_cls.load(model, engine_cfg)
     model = with_revision(model)  # a hub id is keyed with the commit just loaded
+    folder = out / model_folder(model, engine_name, engine_cfg, opts)
     records = []
     with GradingPool(opts.grading_workers, opts.grading_timeout) as pool:
         for target in targets:
-            record = evaluate_target(engine, target, opts.seed, out / target.label, pool,
+            record = evaluate_target(engine, target, opts.seed, folder / target.label, pool,
                                      dict(model=model, engine=engine_name, thinking=engine_cfg.thinking, seed=opts.seed, run=suite))
             if record is None:  # another rank's share, gathered by rank 0
                 continue
-            (out / target.label / "results.json").write_text(record.to_json())
+            (folder / target.label / "results.json").write_text(record.to_json())
             if store is not None:
                 store.put_eval(eval_key(record), suite, record.to_dict())
             records.append(record.to_dict())
-    return records
+    return records, folder
 
 
 def evaluate_target(engine, target: Target, seed: int, folder: Path, pool: GradingPool, fields: dict[str, Any],

@@ -9,6 +9,7 @@ definition (tasks/benchmarks.py) applies, and for `task`, the task's held-out sp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from s2d_bench.config import BenchmarkConfig, EvalConfig
 from s2d_bench.tasks.base import Problem
@@ -42,7 +43,10 @@ def benchmark_target(entry: BenchmarkConfig, bench: Benchmark, eval_cfg: EvalCon
     """A registered benchmark, its problems read from `data` (file or folder; None: $S2D_DATA_DIR, else the hub)."""
     cfg = _merged(entry, {name: getattr(bench, name) for name in PROTOCOL}, eval_cfg)
     problems = load_problems(bench, data, entry.limit)
-    return Target(bench.name, bench.name, problems, cfg, bench.grader, bench.audit, data or bench.hf_id, entry.limit)
+    label = bench.name
+    if data and Path(data).is_file() and Path(data).name != bench.local_file:  # another file under this benchmark's protocol
+        label = f"{bench.name}[{Path(data).stem}]"
+    return Target(label, bench.name, problems, cfg, bench.grader, bench.audit, data or bench.hf_id, entry.limit)
 
 
 def task_target(entry: BenchmarkConfig, task_name: str, test: list[Problem], grader: str, eval_cfg: EvalConfig) -> Target:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import html
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -122,15 +123,29 @@ def _frame(frame: pd.DataFrame, fmt: str) -> str:
     return frame.to_latex(index=False).replace("→", r"$\rightarrow$").replace("Δ", r"$\Delta$")
 
 
-def render(board: Leaderboard, fmt: str = "md", detail: bool = True) -> str:
+def render(board: Leaderboard, fmt: str = "md", detail: bool = True, figures: tuple[str, ...] = ()) -> str:
+    """The board as text in `fmt`; HTML is a standalone page (`figures`: image files beside it, shown under the tables)."""
     if fmt not in FORMATS:
         raise UserError(f"format '{fmt}': use one of {', '.join(FORMATS)}")
     sections = board.sections() if detail else board.sections()[:1]
     if fmt == "csv":  # one table per file is what CSV readers expect: the main table
         return _frame(board.main, fmt)
+    if fmt == "html":
+        return _page(board, sections, figures)
     heading = {"md": "## {}\n\n", "html": "<h2>{}</h2>\n", "latex": "% {}\n"}[fmt]
     escape = html.escape if fmt == "html" else str  # suite, arm and model names are the user's: text, never markup
     return "\n\n".join(heading.format(escape(title)) + _frame(frame, fmt) for title, frame in sections) + "\n"
+
+
+def _page(board: Leaderboard, sections: list[tuple[str, pd.DataFrame]], figures: tuple[str, ...]) -> str:
+    """A page that stands alone (a stylesheet for borders and left-aligned headers over left-aligned cells, the caption
+    and each section as a heading); pandas escapes every cell, jinja2 every title: names are the user's text."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.from_string((resources.files("s2d_bench") / "templates" / "leaderboard.html").read_text(encoding="utf-8"))
+    tables = [(title, _frame(frame, "html")) for title, frame in sections]
+    return template.render(suite=board.suite, caption=board.scope, sections=tables, figures=figures)
 
 
 def publish(board: Leaderboard, folder: Path) -> list[Path]:
@@ -139,17 +154,18 @@ def publish(board: Leaderboard, folder: Path) -> list[Path]:
     from s2d_bench.leaderboards.plot import plot_ablation, plot_trajectories
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in FORMATS:
-        path = folder / f"{board.suite}.{SUFFIX[fmt]}"
-        path.write_text(render(board, fmt))
-        paths.append(path)
+    figures = []
     if board.trajectories:
         path = folder / f"{board.suite}.png"
         plot_trajectories(board.trajectories, board.suite, path)
-        paths.append(path)
+        figures.append(path)
     if any(not frame.empty for frame in board.ablations.values()):
         path = folder / f"{board.suite}-ablation.png"
         plot_ablation(board.ablations, board.suite, path)
+        figures.append(path)
+    paths = []
+    for fmt in FORMATS:
+        path = folder / f"{board.suite}.{SUFFIX[fmt]}"
+        path.write_text(render(board, fmt, figures=tuple(f.name for f in figures)), encoding="utf-8")
         paths.append(path)
-    return paths
+    return paths + figures

@@ -1,7 +1,7 @@
 """A suite's results as a Hugging Face dataset folder: Parquet tables, a dataset card, the rendered tables.
 
 `s2d-bench leaderboard publish --hub-dir DIR` writes a folder to upload as it is
-(`huggingface-cli upload --repo-type dataset ORG/NAME DIR`), the way lm-eval, lighteval and
+(`hf upload --repo-type dataset ORG/NAME DIR`), the way lm-eval, lighteval and
 evalchemy publish results:
 
   data/per_problem.parquet  one row per (record, problem): the score behind every interval

@@ -12,7 +12,10 @@ looked up only when the hub can be reached, else the local cache alone answers.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
+import struct
 import socket
 from pathlib import Path
 
@@ -89,3 +92,64 @@ def with_revision(ref: str) -> str:
 def load_kwargs(ref: str) -> dict:
     """`from_pretrained` keywords: a hub id read offline comes from the cache only, without retries."""
     return {"local_files_only": True} if not Path(ref).is_dir() and hub_offline() else {}
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+FULL_HASH_BYTES = 256 * 2**20  # weights up to this size are hashed whole; larger ones by header, size and sampled blocks
+SAMPLED_BLOCKS, BLOCK_BYTES = 64, 2**16
+
+
+def _listing(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """(relative path, size, mtime) of every visible file: what decides whether a cached fingerprint still holds."""
+    files = (p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return tuple(sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+def fingerprint(folder: Path) -> str:
+    """What a local model folder holds, as a short hash: every visible file's name and size, the small files (config,
+    tokenizer, generation config) whole, and the weights whole up to `FULL_HASH_BYTES` in all, else each weight file's
+    first 64 KiB (a safetensors header with every tensor's name, shape and offset) and 64 blocks spread over it.
+
+    It joins a path model's node id, so replacing the weights of `student.path` is a new node whose results are not
+    mixed with the old model's (a path alone would keep the old scores). Sampled blocks catch any training of a large
+    checkpoint, which changes every tensor; they would miss a single edited byte, which a copy never makes.
+    """
+    return _fingerprint(str(folder.resolve()), _listing(folder))
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(folder: str, listing: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    weights = sum(size for name, size, _ in listing if name.endswith(WEIGHT_SUFFIXES))
+    for name, size, _ in listing:
+        digest.update(f"{name}\0{size}\0".encode())
+        with open(Path(folder) / name, "rb") as handle:
+            if not name.endswith(WEIGHT_SUFFIXES) or weights <= FULL_HASH_BYTES:
+                for block in iter(lambda: handle.read(2**20), b""):
+                    digest.update(block)
+                continue
+            for i in range(SAMPLED_BLOCKS):
+                handle.seek(0 if i == 0 else size * i // SAMPLED_BLOCKS)
+                digest.update(handle.read(BLOCK_BYTES))
+    return digest.hexdigest()[:16]
+
+
+def damaged_weights(folder: Path) -> str | None:
+    """A safetensors file whose size is not what its header describes (a copy cut short, a download interrupted), or
+    None. Checked before anything runs, so a truncated `student.path` is named at once rather than after the teacher's
+    evaluation, as a loader error that names no model."""
+    for path in sorted(folder.glob("*.safetensors")):
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            try:
+                header = json.loads(handle.read(length)) if length is not None and 8 + length <= size else None
+            except ValueError:
+                header = None
+        if not isinstance(header, dict):
+            return f"{path.name} is not a readable safetensors file ({size:,} bytes, no valid header)"
+        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        if size != 8 + length + end:
+            return f"{path.name} has {size:,} bytes where its header describes {8 + length + end:,} (cut short: copy or download it again)"
+    return None

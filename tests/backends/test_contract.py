@@ -80,7 +80,8 @@ def test_a_teacher_with_another_vocabulary_is_refused_before_any_stage_runs(tiny
     tok.add_tokens(["<extra>"])
     model.resize_token_embeddings(len(tok))
     save(model, tok, tmp_path / "odd-teacher")
-    runner = Runner(_cfg(tiny_overrides, backend, "teacher.builder=", f"teacher.path={tmp_path / 'odd-teacher'}"))
+    built_teacher_only = [o for o in tiny_overrides if not o.startswith("teacher.pretrain")]  # a path model is not pretrained
+    runner = Runner(_cfg(built_teacher_only, backend, "teacher.builder=", f"teacher.path={tmp_path / 'odd-teacher'}"))
     with pytest.raises(UserError, match="different vocabularies"):
         runner.run()
     assert not list(runner.root.glob("nodes/*/model"))  # refused before anything trained

@@ -286,10 +286,10 @@ def test_evaluation_through_the_vllm_engine_scores_as_the_hf_engine(fake_vllm, t
     (tmp_path / "math500.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     opts = SuiteOptions(samples=3, temperature=temperature, max_new_tokens=6, data=str(tmp_path))
     with fake_vllm.seeded_as_vllm():
-        hf = run_suite(str(tmp_path / "model"), ["math500"], "hf", EngineConfig(device="cpu", prompts_per_batch=2), opts, tmp_path / "hf")[0]
-    vllm = run_suite(str(tmp_path / "model"), ["math500"], "vllm", EngineConfig(device="cpu", prompts_per_batch=2), opts, tmp_path / "vllm")[0]
+        hf = run_suite(str(tmp_path / "model"), ["math500"], "hf", EngineConfig(device="cpu", prompts_per_batch=2), opts, tmp_path / "hf")[0][0]
+    vllm = run_suite(str(tmp_path / "model"), ["math500"], "vllm", EngineConfig(device="cpu", prompts_per_batch=2), opts, tmp_path / "vllm")[0][0]
     records = {"hf": hf, "vllm": vllm}
-    completions = {e: [json.loads(x)["text"] for x in (tmp_path / e / "math500" / "completions.jsonl").read_text().splitlines()]
+    completions = {e: [json.loads(x)["text"] for x in next((tmp_path / e).glob("*/math500/completions.jsonl")).read_text().splitlines()]
                    for e in records}
     assert completions["vllm"] == completions["hf"]
     assert records["vllm"]["per_problem"] == records["hf"]["per_problem"]

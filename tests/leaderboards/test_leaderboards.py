@@ -1,3 +1,4 @@
+from pathlib import Path
 import numpy as np
 import pytest
 
@@ -137,7 +138,11 @@ def test_publish_writes_every_format_and_a_png(tmp_path):
     assert (tmp_path / "out" / "s-ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "out" / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "\\begin{tabular}" in (tmp_path / "out" / "s.tex").read_text()
-    assert "<table" in (tmp_path / "out" / "s.html").read_text()
+    page = (tmp_path / "out" / "s.html").read_text()  # a page that stands alone: head, style, the caption, a heading a section
+    assert page.startswith("<!doctype html>") and "<style>" in page and "border-collapse" in page and "text-align: left" in page
+    assert '<h1>s leaderboard</h1>' in page and '<p class="caption">95% intervals over seeds and problems' in page
+    assert page.count("<table") == len(build(store, "s").sections()) == page.count("<h2>") + 1
+    assert '<img src="s.png"' in page and '<img src="s-ablation.png"' in page  # the figures published beside it
     assert (tmp_path / "out" / "s.csv").read_text().splitlines()[0].startswith("arm,")
 
 
@@ -184,16 +189,37 @@ def test_the_caption_says_what_the_seeds_varied(tmp_path):
 def test_every_markdown_row_of_a_multi_seed_board_has_as_many_cells_as_its_header(tmp_path):
     """Seed notes, verdicts and the C2 header `KL(T||S)` go into table cells: a bare '|' inside one would split the
     row (GitHub renders the table as text), so the Markdown escapes it."""
-    import re
-
     full_board = Store(tmp_path / "s.sqlite")
     _fill(full_board)
-    for board in (build(_ordering_store(tmp_path, 0.0), "s"), build(full_board, "s")):
-        text = render(board, "md")
-        for table in [t for t in text.split("## ") if "|" in t]:
-            rows = [line for line in table.splitlines() if line.startswith("|")]
-            assert len({len(re.findall(r"(?<!\\)\|", row)) for row in rows}) == 1, table
-    assert r"KL(T\|\|S) before → after" in render(build(full_board, "s"), "md")
+    boards = [render(build(_ordering_store(tmp_path, 0.0), "s"), "md"), render(build(full_board, "s"), "md")]
+    published = Path(__file__).parents[2] / "leaderboards" / "tiny.md"
+    for text in [*boards, published.read_text(encoding="utf-8")]:
+        tables = _markdown_tables(text)
+        assert len(tables) == text.count("## "), text  # every section rendered as a table, none fell apart into text
+        for header, rows in tables:
+            assert rows and all(len(row) == len(header) for row in rows), (header, rows)
+    c2 = [header for header, _ in _markdown_tables(boards[1]) if "KL(T||S) before → after" in header]
+    assert c2, "the C2 header reads KL(T||S) once rendered"
+
+
+def _markdown_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """(header cells, body rows' cells) of every table a CommonMark renderer with GitHub's tables extension finds."""
+    from markdown_it import MarkdownIt
+
+    tables, cells, header, rows, where = [], [], [], [], None
+    for token in MarkdownIt("commonmark").enable("table").parse(text):
+        if token.type in ("thead_open", "tbody_open"):
+            where = token.type[:5]
+        elif token.type == "tr_open":
+            cells = []
+        elif token.type == "inline" and where:
+            cells.append(token.content)
+        elif token.type == "tr_close":
+            (header.extend if where == "thead" else rows.append)(cells)
+        elif token.type == "table_close":
+            tables.append((header, rows))
+            header, rows, where = [], [], None
+    return tables
 
 
 def test_a_one_seed_board_says_its_intervals_cover_problems_only_in_the_caption_and_every_verdict(tmp_path):
