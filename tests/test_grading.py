@@ -67,7 +67,8 @@ def test_hendrycks_normalisation_by_hand():
 
 
 @needs_data
-@pytest.mark.parametrize("name", ["math500", "aime24", "aime25", "gsm8k_test"])
+@pytest.mark.parametrize("name", ["math500", "aime24", "aime25", "gsm8k_test", "amc23", "minerva_math", "olympiadbench", "hmmt_feb25",
+                                  "brumo25", "aime26"])
 def test_every_gold_answer_grades_correct_against_itself(name, pool):
     rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
     golds = [r["answer"] for r in rows]
@@ -178,3 +179,65 @@ def test_grade_closes_the_pool_it_made_and_leaves_a_given_one_running():
     with GradingPool(workers=1) as pool:
         assert grade(["\\boxed{1}"], ["1"], audit=None, pool=pool)[0].correct
         assert pool._slots and all(slot.proc.is_alive() for slot in pool._slots)  # the caller's pool is still up
+
+
+# ---------------------------------------------------------------- a dead grading worker costs one item, never the run
+# Worker targets defined here (module level, so a spawned worker imports them): the real worker, except on one answer.
+
+def _dies_on_marked_answers(conn):
+    """The real worker, but an answer 'SIGKILL' kills the process mid-item and 'EXIT' leaves through os._exit."""
+    import signal
+
+    from s2d_bench.harness import grading_pool
+
+    real_recv = conn.recv
+
+    def recv():
+        item = real_recv()
+        if item is not None and item[3] == "SIGKILL":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if item is not None and item[3] == "EXIT":
+            os._exit(3)
+        return item
+
+    conn.recv = recv
+    grading_pool._worker(conn)
+
+
+def _fails_to_start_once(conn):
+    """Crashes before it is ready the first time (a marker file says it did), then works."""
+    from s2d_bench.harness import grading_pool
+
+    marker = Path(os.environ["S2D_TEST_START_MARKER"])
+    if not marker.exists():
+        marker.write_text("crashed once")
+        os._exit(1)
+    grading_pool._worker(conn)
+
+
+GOOD_ITEMS = [("math_verify", "\\frac{1}{2}", "0.5"), ("math_verify", "3", "4"), ("math_verify", "x^2", "x\\cdot x")]
+
+
+@pytest.mark.parametrize("answer", ["SIGKILL", "EXIT"])
+def test_a_worker_that_dies_mid_item_costs_that_item_only(answer, monkeypatch):
+    from s2d_bench.harness import grading_pool
+
+    with GradingPool(workers=2, timeout=10.0) as clean:
+        expected = clean.run(GOOD_ITEMS)
+    monkeypatch.setattr(grading_pool, "_worker", _dies_on_marked_answers)
+    with GradingPool(workers=2, timeout=10.0) as pool:
+        results = pool.run([GOOD_ITEMS[0], ("math_verify", "1", answer), *GOOD_ITEMS[1:]])
+        assert pool.timeouts == 1  # retried once on a fresh worker, then a grading failure, counted
+        again = pool.run(GOOD_ITEMS)  # the pool goes on with replaced workers
+    assert results.pop(("math_verify", "1", answer)) is None
+    assert results == expected == again and expected == dict(zip(GOOD_ITEMS, [True, False, True]))
+
+
+def test_a_worker_that_crashes_while_starting_is_replaced(monkeypatch, tmp_path):
+    from s2d_bench.harness import grading_pool
+
+    monkeypatch.setenv("S2D_TEST_START_MARKER", str(tmp_path / "marker"))
+    monkeypatch.setattr(grading_pool, "_worker", _fails_to_start_once)
+    with GradingPool(workers=1, timeout=10.0) as pool:
+        assert pool.run(GOOD_ITEMS) == dict(zip(GOOD_ITEMS, [True, False, True])) and pool.timeouts == 0
+    assert (tmp_path / "marker").read_text() == "crashed once"

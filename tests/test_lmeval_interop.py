@@ -70,3 +70,17 @@ def test_lm_eval_hf_and_s2d_hf_give_our_greedy_avg_at_16(world):
     assert 0.0 < ours < 1.0  # the world is not degenerate: some answers right, some wrong
     assert _lm_eval_score("hf", f"pretrained={world / 'model'},device=cpu,dtype=float32", data) == pytest.approx(ours)
     assert _lm_eval_score("s2d-hf", f"pretrained={world / 'model'},device=cpu", data) == pytest.approx(ours)
+
+
+def test_every_benchmark_has_an_lm_eval_yaml_written_from_its_definition():
+    """One protocol, written once: each shipped YAML is what `task_yaml` makes of the benchmark's definition (samples,
+    sampling, token cap), and there is one per registered benchmark (`python -c 'import s2d_bench.lmeval as m;
+    m.write_task_yamls()'` after adding one)."""
+    from s2d_bench.lmeval import task_yaml
+    from s2d_bench.tasks import BENCHMARKS
+
+    assert sorted(p.stem for p in TASKS_DIR.glob("s2d_*.yaml")) == [f"s2d_{n}" for n in BENCHMARKS.names()]
+    for name in BENCHMARKS.names():
+        assert (TASKS_DIR / f"s2d_{name}.yaml").read_text() == task_yaml(BENCHMARKS.get(name)), name
+    olympiad = (TASKS_DIR / "s2d_olympiadbench.yaml").read_text()
+    assert "repeats: 16" in olympiad and "temperature: 0.7, top_p: 0.8, top_k: 20, max_gen_toks: 8192" in olympiad

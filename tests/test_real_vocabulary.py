@@ -169,9 +169,9 @@ def test_eval_runs_math500_through_the_real_tokenizer_and_chat_template(tmp_path
     assert out.exit_code == 0, out.output
     result = json.loads(next((tmp_path / "eval").glob("*/math500/results.json")).read_text())
     assert result["n"] == 5 and result["k"] == 2
-    rows = [json.loads(line) for line in (tmp_path / "eval" / "math500" / "completions.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in next((tmp_path / "eval").glob("*/math500/completions.jsonl")).read_text().splitlines()]
     assert len(rows) == 5 * 2
-    problems = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "eval" / "math500" / "problems.jsonl").read_text().splitlines()}
+    problems = {json.loads(line)["id"]: json.loads(line) for line in next((tmp_path / "eval").glob("*/math500/problems.jsonl")).read_text().splitlines()}
     assert list(problems) == [row["id"] for row in _math500(5)] and problems[rows[0]["id"]]["answer"] == _math500(1)[0]["answer"]
     prompt = render(tok, [problems[rows[0]["id"]]["prompt"]], False)[0]
     assert tok.decode(prompt).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")

@@ -1,5 +1,7 @@
 import random
 
+import pytest
+
 from s2d_bench.config import TaskConfig
 from s2d_bench.harness.grading import grade
 from s2d_bench.tasks.arithmetic import AdditionTask
@@ -30,6 +32,17 @@ def test_last_boxed_matches_braces():
     assert last_boxed("\\boxed{\\frac{1}{2}} and more") == "\\frac{1}{2}"
     assert last_boxed("\\boxed{unclosed") is None
     assert last_boxed("nothing") is None
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("\\boxed 7", "7"),
+    ("so the length is \\boxed 5 cm", "5 cm"),  # lm-eval's Hendrycks helper reads the unit too (it once gave '5')
+    ("$\\boxed 5 cm$ as said", "5 cm"),
+    ("\\boxed 12\nSo we are done.", "12"),
+    ("\\boxed ", None),
+])
+def test_a_brace_less_box_holds_what_follows_it_to_a_dollar_or_the_line_end(text, answer):
+    assert last_boxed(text) == answer
 
 
 def test_pretrain_corpus_is_noisy_at_the_configured_rate_and_avoids_test():

@@ -32,10 +32,13 @@ from s2d_bench.models.builders import load_pretrained
 
 
 def init_distributed(timeout_minutes: int) -> None:
-    """Join (or, without a launcher, create) the process group; one rank needs no launcher."""
+    """Join (or, without a launcher, create) the process group; one rank needs no launcher.
+
+    The world-of-one environment is described even when a group already exists: DeepSpeed's engine reads LOCAL_RANK
+    from the environment at every start, and a process that made its group earlier may have lost it since."""
+    distributed.launcher_env()  # plain `s2d-bench run`: a world of one (a launcher's RANK leaves everything as it set it)
     if dist.is_initialized():
         return
-    distributed.launcher_env()  # plain `s2d-bench run`: a world of one
     deepspeed.init_distributed(timeout=timedelta(minutes=timeout_minutes))
     if get_accelerator().device_name() == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

@@ -3,8 +3,10 @@
 math-verify can hang in C-level sympy code (`10^{10^{10}}`), where no in-process timeout reaches,
 so it runs in worker processes. The deadline is the worker's own CPU time on the item (where the
 OS reports it), so a worker starved by a loaded machine is not mistaken for a stuck one; it starts
-once the worker has warmed up; an item that runs out is retried once on a fresh worker, and a
-timeout after that is reported as None (grading.grade counts it wrong, and counts it).
+once the worker has warmed up; an item that runs out, or whose worker dies (killed, out of memory,
+a crash at start-up or mid-item), is retried once on a fresh worker, and a failure after that is
+reported as None (grading.grade counts it wrong, and counts it with the timeouts): one bad item
+never costs the run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from s2d_bench.harness.graders import GRADERS, ISOLATED
 STARTUP = 300.0  # seconds a fresh worker may take to import and warm up its graders (a loaded machine is slow)
 MAX_STALL = 30.0  # a starved worker's item may take this many times the timeout in wall time before it counts anyway
 READY = "ready"
+MAX_START_FAILURES = 3  # workers that die before they are ready, in one run: beyond this it is the environment, not an item
 
 
 def _worker(conn: Connection) -> None:
@@ -128,38 +131,64 @@ class GradingPool:
             return results
         while len(self._slots) < min(self.workers, len(todo)):
             self._slots.append(_Slot(self._ctx))
+        start_failures = 0
         while todo or any(s.key is not None for s in self._slots):
             for slot in self._slots:
                 if slot.ready and slot.key is None and todo:
-                    slot.give(todo.popleft(), self.timeout)  # the deadline runs from now: the worker is warm and idle
+                    key = todo.popleft()
+                    try:
+                        slot.give(key, self.timeout)  # the deadline runs from now: the worker is warm and idle
+                    except OSError:  # it died while idle: the item goes to its replacement
+                        todo.appendleft(key)
+                        slot.key = None
+                        self._replace(slot)
             busy = [s for s in self._slots if s.key is not None]
             starting = [s for s in self._slots if not s.ready]
             until = min([s.deadline for s in busy] + [s.started + STARTUP for s in starting])
             ready = wait([s.conn for s in busy + starting], timeout=max(0.0, until - time.monotonic()))
             for slot in starting:
                 if slot.conn in ready:
-                    if slot.conn.recv() != READY:
+                    try:
+                        message = slot.conn.recv()
+                    except (EOFError, OSError):  # it crashed while starting: another takes its place, a few times
+                        start_failures += 1
+                        if start_failures > MAX_START_FAILURES:
+                            raise RuntimeError(f"grading workers keep dying while they start (exit code {slot.proc.exitcode}); "
+                                               "is math-verify importable in this environment?") from None
+                        self._replace(slot)
+                        continue
+                    if message != READY:
                         raise RuntimeError("grading worker sent a result before it was ready")
                     slot.ready = True
                 elif time.monotonic() >= slot.started + STARTUP:
                     raise RuntimeError(f"a grading worker did not start within {STARTUP:.0f} s (exit code {slot.proc.exitcode})")
             for slot in busy:
                 if slot.conn in ready:
-                    key, ok = slot.conn.recv()
+                    try:
+                        key, ok = slot.conn.recv()
+                    except (EOFError, OSError):  # it died on this item (killed, out of memory, a crash in sympy)
+                        self._fail(slot, todo, retried, results)
+                        continue
                     results[key], slot.key = ok, None
                 elif time.monotonic() >= slot.deadline:
                     extra = slot.starved(self.timeout)
                     if extra > 0.05:  # the machine, not the item: wait for the CPU time it is owed
                         slot.deadline = time.monotonic() + extra
                         continue
-                    if slot.key not in retried:  # once more on a fresh worker before it counts
-                        retried.add(slot.key)
-                        todo.appendleft(slot.key)
-                    else:
-                        results[slot.key] = None
-                        self.timeouts += 1
-                    self._replace(slot)
+                    self._fail(slot, todo, retried, results)
         return results
+
+    def _fail(self, slot: _Slot, todo: deque, retried: set[tuple], results: dict[tuple, bool | None]) -> None:
+        """The slot's item timed out or its worker died: once more on a fresh worker, then a grading failure (None, wrong,
+        counted in `timeouts`); the worker is replaced either way, so one bad item never costs the run."""
+        if slot.key not in retried:
+            retried.add(slot.key)
+            todo.appendleft(slot.key)
+        else:
+            results[slot.key] = None
+            self.timeouts += 1
+        slot.key = None
+        self._replace(slot)
 
     def _replace(self, slot: _Slot) -> None:
         slot.stop(kill=True)

@@ -26,16 +26,17 @@ class Splits:
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, braces matched.
 
-    The brace-less form `\\boxed 5` yields the token after the space. None when there is no
-    box, or the last one is unclosed: a truncated answer is no answer.
+    The brace-less form `\\boxed 5 cm` yields what follows the space up to a `$` (as lm-eval's Hendrycks helper reads
+    it, `5 cm`, not `5`) or the end of the line. None when there is no box, or the last one is unclosed: a truncated
+    answer is no answer.
     """
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
     if start < 0:
         return None
     rest = text[start + (5 if text.startswith("\\fbox", start) else 6) :]
     if rest.startswith(" "):
-        token = rest.strip().split("$")[0].split()
-        return token[0] if token else None
+        answer = rest.split("$")[0].split("\n")[0].strip()
+        return answer or None
     if not rest.startswith("{"):
         return None
     depth = 0

@@ -42,6 +42,17 @@ class Benchmark:
 MATH500 = Benchmark("math500", "math500.jsonl", "HuggingFaceH4/MATH-500", hf_fields={"id": "unique_id"})
 AIME24 = Benchmark("aime24", "aime24.jsonl", "HuggingFaceH4/aime_2024", hf_split="train", max_new_tokens=8192)
 AIME25 = Benchmark("aime25", "aime25.jsonl", "MathArena/aime_2025", hf_split="train", hf_fields={"id": "problem_idx"}, max_new_tokens=8192)
+# The literature's wider suite (NeMo-Skills, lighteval, evalscope and OpenCompass ship most of it). Competition sets take
+# AIME's protocol (16 samples, T 0.7, top-p 0.8, top-k 20, 8,192 tokens); Minerva Math, course problems, MATH-500's 4,096.
+COMPETITION = dict(max_new_tokens=8192)
+AMC23 = Benchmark("amc23", "amc23.jsonl", "math-ai/amc23", hf_split="test", **COMPETITION)
+MINERVA = Benchmark("minerva_math", "minerva_math.jsonl", "knoveleng/Minerva-Math", hf_split="train")
+OLYMPIADBENCH = Benchmark("olympiadbench", "olympiadbench.jsonl", "Hothan/OlympiadBench", hf_split="train",
+                          hf_config="OE_TO_maths_en_COMP", hf_fields={"problem": "question", "answer": "final_answer"}, **COMPETITION)
+HMMT_FEB25 = Benchmark("hmmt_feb25", "hmmt_feb25.jsonl", "MathArena/hmmt_feb_2025", hf_split="train", hf_fields={"id": "problem_idx"},
+                       **COMPETITION)
+BRUMO25 = Benchmark("brumo25", "brumo25.jsonl", "MathArena/brumo_2025", hf_split="train", hf_fields={"id": "problem_idx"}, **COMPETITION)
+AIME26 = Benchmark("aime26", "aime26.jsonl", "MathArena/aime_2026", hf_split="train", hf_fields={"id": "problem_idx"}, **COMPETITION)
 GSM8K = Benchmark(
     "gsm8k", "gsm8k_test.jsonl", "openai/gsm8k", hf_config="main",
     hf_fields={"problem": "question"}, answer_after="####", max_new_tokens=1024,
