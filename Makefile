@@ -21,8 +21,9 @@ $(STAMP): setup.cfg pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/s2d-bench run $(ARGS)
 
+# Both cores: test files are spread over two workers (xdist's loadfile keeps a file's module fixtures in one process).
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # Mutation testing of the code that makes the numbers (pyproject.toml [tool.mutmut]); not part of `make test`.
 mutants: $(STAMP)
