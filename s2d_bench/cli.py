@@ -310,6 +310,11 @@ def ls() -> None:
         click.echo(f"{title}:")
         for name, summary in registry.summaries().items():
             click.echo(f"  {name:<20} {summary}")
+    from s2d_bench.tasks.benchmarks import GROUPS
+
+    click.echo("benchmark groups (eval --tasks, eval.benchmarks):")
+    for name, members in GROUPS.items():
+        click.echo(f"  {name:<20} {', '.join(members)}")
     click.echo("configs:")
     for name, path in shipped_configs().items():
         click.echo(f"  {name:<20} {path}")

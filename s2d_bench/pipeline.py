@@ -49,7 +49,7 @@ from s2d_bench.harness.grading import GradingPool
 from s2d_bench.harness.records import EvalRecord, read_record
 from s2d_bench.harness.rewards import PoolReward
 from s2d_bench.harness.suite import eval_key, evaluate_target
-from s2d_bench.harness.targets import TASK, Target, benchmark_target, task_target
+from s2d_bench.harness.targets import TASK, Target, benchmark_target, entries, task_target
 from s2d_bench.models import MODELS
 from s2d_bench.nodefiles import checksums, node_lock, write_atomic, write_json
 from s2d_bench.reporting import REPORTERS, report_arms, report_evaluations, reporting
@@ -141,7 +141,7 @@ class Runner:
     def _targets(self) -> list[Target]:
         """Each of `eval.benchmarks` with its problems and protocol, loaded once per run."""
         out = []
-        for entry in self.cfg.eval.benchmarks:
+        for entry in entries(self.cfg.eval.benchmarks):
             if entry.name == TASK:
                 out.append(task_target(entry, self.cfg.task.name, self.splits.test, self.task.grader, self.cfg.eval))
             else:

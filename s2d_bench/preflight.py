@@ -25,6 +25,7 @@ from s2d_bench.config import DistillConfig, RunConfig, require
 from s2d_bench.errors import UserError
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.protocol import check_context, context_of
+from s2d_bench.harness.targets import entries
 from s2d_bench.models import MODELS
 from s2d_bench.models.builders import check_pair, load_tokenizer
 from s2d_bench.models.refs import damaged_weights, load_kwargs, resolve_model
@@ -54,7 +55,7 @@ def _names(cfg: RunConfig) -> None:
     ENGINES.check(cfg.eval.engine)
     TASKS.check(cfg.task.name)
     BENCHMARKS.check(cfg.task.test_benchmark)
-    for bench in cfg.eval.benchmarks:
+    for bench in entries(cfg.eval.benchmarks):
         if bench.name != "task":
             BENCHMARKS.check(bench.name)
     for role in ROLES:

@@ -26,6 +26,7 @@ from s2d_bench.harness.targets import Target, benchmark_target
 from s2d_bench.models.refs import resolve_model, with_revision
 from s2d_bench.store import Store
 from s2d_bench.tasks import BENCHMARKS
+from s2d_bench.tasks.benchmarks import GROUPS, expand
 from s2d_bench.writable import check_file, check_folder
 
 
@@ -71,7 +72,8 @@ def run_suite(
 ) -> tuple[list[dict[str, Any]], Path]:
     """Evaluate `model` on each benchmark; return one record per benchmark (also written to the store and under `out`,
     in `<out>/<model folder>/<benchmark>/`) and that model folder."""
-    require(bool(benchmarks), "no benchmark named: give --tasks one or more of " + ", ".join(BENCHMARKS.names()))
+    require(bool(benchmarks), "no benchmark named: give --tasks one or more of " + ", ".join([*BENCHMARKS.names(), *GROUPS]))
+    benchmarks = expand(benchmarks)  # a group (math-rl) is its members
     require(opts.grading_timeout > 0, f"--grading-timeout must be > 0 seconds, got {opts.grading_timeout:g} (every answer would time out)")
     check_folder(out, "--out")  # before loading or generating anything
     if store is not None:

@@ -8,12 +8,12 @@ definition (tasks/benchmarks.py) applies, and for `task`, the task's held-out sp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from s2d_bench.config import BenchmarkConfig, EvalConfig
 from s2d_bench.tasks.base import Problem
-from s2d_bench.tasks.benchmarks import Benchmark, load_problems
+from s2d_bench.tasks.benchmarks import GROUPS, Benchmark, load_problems
 
 TASK = "task"
 PROTOCOL = ("samples", "temperature", "top_p", "top_k", "max_new_tokens")
@@ -37,6 +37,16 @@ class Target:
 def _merged(entry: BenchmarkConfig, defaults: dict, eval_cfg: EvalConfig) -> EvalConfig:
     fields = {name: getattr(entry, name) if getattr(entry, name) is not None else defaults[name] for name in PROTOCOL}
     return EvalConfig(**fields, prompts_per_batch=eval_cfg.prompts_per_batch, engine=eval_cfg.engine)
+
+
+def entries(benchmarks: list[BenchmarkConfig]) -> list[BenchmarkConfig]:
+    """`eval.benchmarks` with each group (tasks/benchmarks.GROUPS) replaced by an entry per member, carrying the group
+    entry's settings; a benchmark named twice (alone and in a group) is evaluated once, under its first entry."""
+    out: dict[str, BenchmarkConfig] = {}
+    for entry in benchmarks:
+        for name in GROUPS.get(entry.name, (entry.name,)):
+            out.setdefault(name, replace(entry, name=name))
+    return list(out.values())
 
 
 def benchmark_target(entry: BenchmarkConfig, bench: Benchmark, eval_cfg: EvalConfig, data: str | None) -> Target:

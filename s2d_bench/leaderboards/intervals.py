@@ -117,6 +117,25 @@ def interval(matrix: np.ndarray, bounds: tuple[float, float] = (-1.0, 1.0)) -> I
     return Interval(mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), seeds, seed_sd, problem_var, problems)
 
 
+def pooled(matrices: list[np.ndarray], bounds: tuple[float, float] = (0.0, 1.0)) -> Interval:
+    """The macro average of several benchmarks (each a (seeds, problems) matrix) with its 95% interval.
+
+    Each benchmark weighs the same, as papers' "average" columns do (problem-weighted, OlympiadBench's 675 problems
+    would outweigh eight other sets). The variance of the average is the sum of the benchmarks' variances over B^2,
+    with each benchmark's half-width widened by its own t quantiles as `interval` does, added in quadrature."""
+    parts = [np.asarray(m, dtype=float) for m in matrices]
+    if not parts or any(m.ndim != 2 or m.size == 0 for m in parts):
+        raise ValueError("pooled needs one or more non-empty (seeds, problems) matrices")
+    halves = []
+    for m in parts:
+        seeds, problems = m.shape
+        halves.append(math.inf if seeds * problems == 1 else _half_width(*variance_terms(m), seeds, problems))
+    mean = float(np.mean([m.mean() for m in parts]))
+    half = math.sqrt(sum(h * h for h in halves)) / len(parts)
+    seeds = min(m.shape[0] for m in parts)
+    return Interval(mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), seeds, math.nan, 0.0, sum(m.shape[1] for m in parts))
+
+
 def verdict(delta: Interval) -> str:
     """'holds' (interval above 0), 'reversed' (below 0) or 'not resolved'; a one-seed interval says it covers problems only."""
     word = "holds" if delta.low > 0 else "reversed" if delta.high < 0 else "not resolved"

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from s2d_bench.leaderboards.intervals import Interval, interval, seed_note, verdict
+from s2d_bench.leaderboards.intervals import Interval, interval, pooled, seed_note, verdict
+from s2d_bench.tasks.benchmarks import GROUPS
 
 FULL = "full"
 STAGE_ORDER = ["base", "teacher_rl", "warmup", "opd", "student_rl", "replay"]
@@ -293,15 +294,19 @@ def model_table(evals: list[dict[str, Any]]) -> pd.DataFrame:
         depth = max(len(by_protocol) for by_protocol in groups[model].values())
         for i in range(depth):
             row: dict[str, Any] = {"model": model}
+            matrices: dict[str, np.ndarray] = {}
             for task, by_protocol in sorted(groups[model].items()):
                 protocols = list(by_protocol)
                 if i >= len(protocols):
                     continue
                 usable = [r for r in by_protocol[protocols[i]] if r.get("per_problem")]
                 if usable:
-                    matrix, _ = _matrix(usable)
-                    row[f"{task} {usable[-1]['metric']} [95% CI]"] = str(score(matrix))
+                    matrices[task], _ = _matrix(usable)
+                    row[f"{task} {usable[-1]['metric']} [95% CI]"] = str(score(matrices[task]))
                     if several:
                         row[f"{task} protocol"] = protocols[i]
+            for group, members in GROUPS.items():  # the group's macro average, once every member is there
+                if all(m in matrices for m in members):
+                    row[f"{group} (mean of {len(members)}) [95% CI]"] = str(pooled([matrices[m] for m in members]))
             rows.append(row)
     return pd.DataFrame(rows).fillna("-")

@@ -154,3 +154,16 @@ def test_one_or_two_problems_by_hand():
     problem_term = (0.02 - 0.005 / 3) / 2
     half = math.sqrt(4.302652729749464**2 * 0.01 / 3 + 12.706204736174696**2 * problem_term)
     assert it.problem_var == pytest.approx(problem_term) and (it.low, it.high) == pytest.approx((0.4 - half, 0.4 + half))
+
+
+def test_a_pooled_group_weighs_each_benchmark_equally_and_adds_their_half_widths_in_quadrature():
+    from s2d_bench.leaderboards.intervals import _half_width, pooled, variance_terms
+
+    small = np.array([[1.0, 0.0, 1.0, 1.0]])  # 4 problems, mean 0.75
+    large = np.array([np.tile([0.0, 0.0, 0.0, 1.0], 25)])  # 100 problems, mean 0.25
+    both = pooled([small, large])
+    assert both.mean == pytest.approx(0.5)  # not (3 + 25) / 104 = 0.27: a set of 4 counts as much as one of 100
+    halves = [_half_width(*variance_terms(m), *m.shape) for m in (small, large)]
+    assert both.half_width == pytest.approx(np.hypot(*halves) / 2) and both.problems == 104 and both.problems_only
+    with pytest.raises(ValueError):
+        pooled([])
