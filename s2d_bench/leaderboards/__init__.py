@@ -94,9 +94,15 @@ def build(store: Store, suite: str, every_config: bool = False) -> Leaderboard:
     return Leaderboard(suite, main, {t: trajectory(evals, arms, t) for t in tasks},
                        c1_table(evals, diagnostics), c2_table(arms, diagnostics), ordering,
                        seed_caption({r.get("seed_scope") or "stages" for r in evals if r["node"] in shown},
-                                    int(main["seeds"].max()) if "seeds" in main else 1),
+                                    _most_seeds(main)),
                        agreement_table(evals, store.arms(suite, every_config=True)),
                        {t: ablation_frame(evals, arms, t) for t in tasks})
+
+
+def _most_seeds(main: pd.DataFrame) -> int:
+    """The most seeds any arm pooled; an arm with no records yet (a grid still running) shows '-' and counts none."""
+    seeds = pd.to_numeric(main["seeds"], errors="coerce").max() if "seeds" in main else None
+    return int(seeds) if seeds is not None and seeds == seeds else 1
 
 
 def config_backends(evals: list[dict], arms: list[dict]) -> dict[str, str]:

@@ -137,9 +137,11 @@ def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.Dat
             row[f"{task} after each stage"] = " → ".join(f"{p.stage} {p.mean:.3f}" for p in points.itertuples())
         rows.append(row)
     frame = pd.DataFrame(rows)
+    if "seeds" in frame:  # an arm with no records yet (a grid still running) leaves a gap: counts stay integers, not 2.0
+        frame["seeds"] = frame["seeds"].astype("Int64")
     first = ["arm"] + [c for task in tasks for c in frame.columns if c.startswith(f"{task} ") and "after each stage" not in c]
     rest = [c for c in frame.columns if c not in first]
-    return frame[first + rest].fillna("-")
+    return frame[first + rest].astype(object).fillna("-")
 
 
 ABLATION_COLUMNS = ["arm", "seeds", "mean", "low", "high", "delta", "delta_low", "delta_high"]

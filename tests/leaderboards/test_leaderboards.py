@@ -585,3 +585,15 @@ def test_the_ablation_figure_has_a_row_per_arm_with_its_score_and_delta_interval
     assert len(left.containers) == 2 and len(right.containers) == 1  # full has no delta against itself
     (x,), (y,) = right.containers[0].lines[0].get_data()
     assert (x, y) == pytest.approx((-0.375, 1.0))
+
+
+def test_a_grid_still_running_shows_its_pending_arms_as_gaps_and_seed_counts_as_integers(tmp_path):
+    """`store rebuild` of a run directory mid-grid (or a leaderboard read while it runs) has arms whose nodes have no
+    records yet: they show '-', the caption still counts the seeds of the others (this was a TypeError traceback)."""
+    store = Store(tmp_path / "s.sqlite")
+    _fill(store)
+    store.put_arms("s", 0, {"pending": [("base", "base"), ("not-built-yet", "opd")]})
+    board = build(store, "s")
+    rows = board.main.set_index("arm")
+    assert rows.loc["pending", "seeds"] == "-" and rows.loc["full", "seeds"] == 2 and isinstance(rows.loc["full", "seeds"], int)
+    assert board.scope.startswith("95% intervals over seeds and problems")
