@@ -33,8 +33,8 @@ def shipped_configs() -> dict[str, Traversable]:
     Found through `importlib.resources`, not relative to a source tree, so a wheel installed
     anywhere has them; `s2d-bench ls` lists them and `--config NAME` loads one."""
     folder = resources.files("s2d_bench") / "configs"
-    return {entry.name.removesuffix(".yaml"): entry for entry in sorted(folder.iterdir(), key=lambda e: e.name)
-            if entry.name.endswith(".yaml")}
+    entries = [entry for entry in folder.iterdir() if entry.name.endswith(".yaml")]
+    return {entry.name.removesuffix(".yaml"): entry for entry in sorted(entries, key=lambda e: e.name.removesuffix(".yaml"))}
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
