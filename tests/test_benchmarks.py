@@ -59,6 +59,8 @@ def test_each_new_benchmark_loads_every_record_under_the_competition_protocol(na
     assert problems[0].prompt.endswith("put your final answer within \\boxed{}.")
     assert (bench.samples, bench.temperature, bench.top_p, bench.top_k) == (16, 0.7, 0.8, 20)
     assert bench.max_new_tokens == (4096 if name == "minerva_math" else 8192)
+    if name == "olympiadbench":  # its 265 `$...$` golds are LaTeX fragments, not text with dollars
+        assert not any("$" in p.answer for p in problems)
 
 
 def test_a_group_expands_to_its_members_once_in_order_in_eval_and_in_config():

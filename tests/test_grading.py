@@ -241,3 +241,14 @@ def test_a_worker_that_crashes_while_starting_is_replaced(monkeypatch, tmp_path)
     with GradingPool(workers=1, timeout=10.0) as pool:
         assert pool.run(GOOD_ITEMS) == dict(zip(GOOD_ITEMS, [True, False, True])) and pool.timeouts == 0
     assert (tmp_path / "marker").read_text() == "crashed once"
+
+
+@needs_data
+def test_olympiadbench_golds_without_their_dollars_still_grade_against_themselves(pool):
+    """The loader drops OlympiadBench's `$...$` (`$69$,$84$` -> `69,84`): what the grader compares must still be right."""
+    from s2d_bench.tasks import BENCHMARKS
+    from s2d_bench.tasks.benchmarks import load_problems
+
+    problems = load_problems(BENCHMARKS.get("olympiadbench"), str(DATA))
+    verdicts = grade([f"The final answer is $\\boxed{{{p.answer}}}$." for p in problems], [p.answer for p in problems], pool=pool)
+    assert [(p.id, p.answer) for p, v in zip(problems, verdicts) if not v.correct] == []

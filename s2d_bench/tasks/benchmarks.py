@@ -37,6 +37,7 @@ class Benchmark:
     max_new_tokens: int = 4096
     grader: str = "math_verify"
     audit: str | None = "hendrycks"
+    gold_in_dollars: bool = False  # golds written as LaTeX fragments in `$...$` (OlympiadBench): the `$` are dropped on load
 
 
 MATH500 = Benchmark("math500", "math500.jsonl", "HuggingFaceH4/MATH-500", hf_fields={"id": "unique_id"})
@@ -48,7 +49,8 @@ COMPETITION = dict(max_new_tokens=8192)
 AMC23 = Benchmark("amc23", "amc23.jsonl", "math-ai/amc23", hf_split="test", **COMPETITION)
 MINERVA = Benchmark("minerva_math", "minerva_math.jsonl", "knoveleng/Minerva-Math", hf_split="train")
 OLYMPIADBENCH = Benchmark("olympiadbench", "olympiadbench.jsonl", "Hothan/OlympiadBench", hf_split="train",
-                          hf_config="OE_TO_maths_en_COMP", hf_fields={"problem": "question", "answer": "final_answer"}, **COMPETITION)
+                          hf_config="OE_TO_maths_en_COMP", hf_fields={"problem": "question", "answer": "final_answer"},
+                          gold_in_dollars=True, **COMPETITION)
 HMMT_FEB25 = Benchmark("hmmt_feb25", "hmmt_feb25.jsonl", "MathArena/hmmt_feb_2025", hf_split="train", hf_fields={"id": "problem_idx"},
                        **COMPETITION)
 BRUMO25 = Benchmark("brumo25", "brumo25.jsonl", "MathArena/brumo_2025", hf_split="train", hf_fields={"id": "problem_idx"}, **COMPETITION)
@@ -75,6 +77,8 @@ def _data_file(bench: Benchmark, data: str | None) -> Path | None:
 def _record_to_problem(bench: Benchmark, row: dict, index: int, mapped: bool) -> Problem:
     get = (lambda key: row.get(bench.hf_fields.get(key, key))) if mapped else row.get
     answer = str(get("answer"))
+    if bench.gold_in_dollars:  # `$\frac{1}{2}$` -> `\frac{1}{2}`, `$69$,$84$` -> `69,84`: the grader boxes a gold, never a $
+        answer = answer.replace("$", "").strip()
     if mapped and bench.answer_after:
         answer = answer.split(bench.answer_after)[-1].strip().replace(",", "")
     problem_id = get("id")
