@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from s2d_bench.configfile import ROLES, from_folder, pretrain_beside_path, read_yaml, refuse_ignored_blocks
 from s2d_bench.errors import UserError
 from s2d_bench.registry import suggest
 
@@ -508,72 +509,6 @@ def resolve_config_path(path: str | None) -> Path | Traversable:
     raise UserError(f"config '{path}' not found: give a YAML file path or a shipped config ({', '.join(shipped)})")
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader that refuses a key written twice in one mapping (plain YAML keeps the last, silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise UserError(f"{self.name}: key '{key}' is written twice (lines {seen[key]} and {line}); keep one")
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_yaml(source: Path | Traversable) -> dict[str, Any]:
-    """A config file as a mapping: UTF-8, valid YAML, no key twice; each failure one line naming the file."""
-    try:
-        text = source.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{source} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
-    except OSError as exc:
-        raise UserError(f"{source} cannot be read: {exc.strerror}") from None
-    loader = _StrictLoader(text)
-    loader.name = str(source)
-    try:
-        raw = loader.get_single_data() or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from None
-    finally:
-        loader.dispose()
-    require(isinstance(raw, dict), f"{source} must hold a mapping of config keys")
-    return raw
-
-
-ROLES = ("teacher", "student")
-INPUT_PATHS = (("teacher", "path"), ("student", "path"), ("task", "train_data"), ("task", "data_dir"))  # read, never written
-
-
-def _from_folder(raw: dict[str, Any], folder: Path) -> None:
-    """Relative input paths of a YAML file are relative to the file's folder (as in every config format users know),
-    not to wherever the command runs. A hub id (`org/name`) that is not a folder beside the file stays a hub id."""
-    from s2d_bench.models.refs import looks_like_path  # refs imports nothing of ours at module level
-
-    for section, key in INPUT_PATHS:
-        value = (raw.get(section) or {}).get(key) if isinstance(raw.get(section), dict) else None
-        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
-            continue
-        beside = folder / value
-        if looks_like_path(value) or beside.exists():
-            raw[section][key] = str(beside)
-
-
-def _ignored_blocks(raw: dict[str, Any], written: set[str]) -> None:
-    """Settings that nothing would read are refused, not dropped: a `pretrain` block written beside a model `path` (in one
-    YAML mapping, or by an override). `written`: the roles whose pretrain the user set next to the path."""
-    for role in ROLES:
-        entry = raw.get(role)
-        if role in written and isinstance(entry, dict) and entry.get("path"):
-            raise UserError(f"{role}: a model from a path is used as it is, so {role}.pretrain would be ignored; remove the pretrain "
-                            f"setting, or build the model with {role}.builder instead of {role}.path")
-
-
-def _pretrain_beside_path(raw: dict[str, Any]) -> set[str]:
-    return {role for role in ROLES if isinstance(raw.get(role), dict) and "pretrain" in raw[role] and raw[role].get("path")}
-
-
 def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig:
     """Load a YAML config (file path or shipped name) and apply `key.sub=value` overrides.
 
@@ -584,12 +519,12 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig
     source = resolve_config_path(path)
     raw = read_yaml(source)
     if isinstance(source, Path):
-        _from_folder(raw, source.resolve().parent)
-    written = _pretrain_beside_path(raw)
+        from_folder(raw, source.resolve().parent)
+    written = pretrain_beside_path(raw)
     for text in overrides:
         keys, value = parse_override(text)
         _set_path(raw, RunConfig, keys, value)
         if keys[0] in ROLES and keys[1:2] == ["pretrain"]:
             written.add(keys[0])
-    _ignored_blocks(raw, written)
+    refuse_ignored_blocks(raw, written)
     return from_dict(RunConfig, raw)

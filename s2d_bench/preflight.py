@@ -21,7 +21,7 @@ from typing import Any
 
 from s2d_bench import budget, distributed
 from s2d_bench.backends import BACKENDS
-from s2d_bench.config import DistillConfig, RunConfig, require
+from s2d_bench.config import ROLES, DistillConfig, RunConfig, require
 from s2d_bench.errors import UserError
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.protocol import check_context, context_of
@@ -33,8 +33,6 @@ from s2d_bench.nodefiles import write_json
 from s2d_bench.reporting import REPORTERS
 from s2d_bench.stages import STAGES
 from s2d_bench.tasks import BENCHMARKS, TASKS
-
-ROLES = ("teacher", "student")
 
 
 def check_config(cfg: RunConfig) -> RunConfig:
@@ -144,10 +142,11 @@ def run(cfg: RunConfig, nodes: list, layout: dict[str, Any], targets: list) -> d
 
     Nothing is written here: the run directory is made only once every check has passed (pipeline.prepare), so a
     refused config leaves nothing behind."""
+    toks = {role: _tokenizer(cfg, role) for role in ROLES}  # loaded once for both checks (a real tokenizer takes seconds)
     if any(n.teacher for n in nodes):
-        check_pair(_tokenizer(cfg, "teacher"), _tokenizer(cfg, "student"))
+        check_pair(toks["teacher"], toks["student"])
         PAIR_CHECKS.get(cfg.backend, _nothing)(cfg)
-    check_contexts(cfg, targets)
+    check_contexts(cfg, targets, toks)
     report = memory_report(cfg, nodes, layout)
     if distributed.is_main():
         print(budget.render(report), file=sys.stderr)
@@ -155,12 +154,12 @@ def run(cfg: RunConfig, nodes: list, layout: dict[str, Any], targets: list) -> d
     return report
 
 
-def check_contexts(cfg: RunConfig, targets: list) -> None:  # noqa: ANN001 - harness Targets
-    """Every evaluation's prompts plus its max_new_tokens fit each model's context, checked before anything trains (the
-    engine checks again as it samples; a 100,000-token cap found there came after pretraining and a store of arms)."""
-    for role in ROLES:
+def check_contexts(cfg: RunConfig, targets: list, toks: dict[str, Any]) -> None:  # noqa: ANN001 - harness Targets
+    """Every evaluation's prompts plus its max_new_tokens fit each model's context (`toks`: each role's tokenizer),
+    checked before anything trains (the engine checks again as it samples; a 100,000-token cap found there came after
+    pretraining and a store of arms)."""
+    for role, tok in toks.items():
         context = context_of(_config(cfg, role))
-        tok = _tokenizer(cfg, role)
         for target in targets:
             check_context(tok, [p.prompt for p in target.problems], [p.id for p in target.problems], cfg.prompt.thinking, context,
                           target.cfg.max_new_tokens)

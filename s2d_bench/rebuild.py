@@ -44,8 +44,8 @@ def rebuild(store: Store, folders: list[Path], eval_suite: str = "eval") -> dict
     for folder in folders:
         if (folder / "nodes").is_dir():
             _run_dir(store, folder, counts)
-        elif eval_records(folder):
-            for path in eval_records(folder):
+        elif records := eval_records(folder):
+            for path in records:
                 record = _record(path)
                 if record is not None:
                     store.put_eval(eval_key(EvalRecord.from_dict(record)), record.get("run") or eval_suite, record)

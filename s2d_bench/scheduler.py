@@ -61,10 +61,9 @@ def build_all(nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, di
             proc.terminate()
         for proc in workers:
             proc.join(timeout=10)
-        pool.shutdown(wait=False, cancel_futures=True)
         raise
-    finally:
-        pool.shutdown(wait=True)  # after a failed node, the running ones finish first: their work is kept
+    finally:  # nothing queued starts; after a failed node the running ones finish first, so their work is kept
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _worker_init() -> None:

@@ -22,11 +22,11 @@ from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.harness.evaluate import evaluate
 from s2d_bench.harness.grading import GradingPool
 from s2d_bench.harness.records import EvalRecord
-from s2d_bench.harness.targets import Target, benchmark_target
+from s2d_bench.harness.targets import Target, benchmark_target, entries
 from s2d_bench.models.refs import resolve_model, with_revision
 from s2d_bench.store import Store
 from s2d_bench.tasks import BENCHMARKS
-from s2d_bench.tasks.benchmarks import GROUPS, expand
+from s2d_bench.tasks.benchmarks import GROUPS
 from s2d_bench.writable import check_file, check_folder
 
 
@@ -73,15 +73,15 @@ def run_suite(
     """Evaluate `model` on each benchmark; return one record per benchmark (also written to the store and under `out`,
     in `<out>/<model folder>/<benchmark>/`) and that model folder."""
     require(bool(benchmarks), "no benchmark named: give --tasks one or more of " + ", ".join([*BENCHMARKS.names(), *GROUPS]))
-    benchmarks = expand(benchmarks)  # a group (math-rl) is its members
     require(opts.grading_timeout > 0, f"--grading-timeout must be > 0 seconds, got {opts.grading_timeout:g} (every answer would time out)")
     check_folder(out, "--out")  # before loading or generating anything
     if store is not None:
         check_file(store.path, "--store")
-    specs = {name: BENCHMARKS.get(name) for name in benchmarks}  # unknown names fail before loading
+    chosen = entries([opts.entry(name) for name in benchmarks])  # a group (math-rl) is its members, as in eval.benchmarks
+    specs = {entry.name: BENCHMARKS.get(entry.name) for entry in chosen}  # unknown names fail before loading
     engine_cls = ENGINES.get(engine_name)  # an unknown engine or a missing extra fails before anything loads
     eval_cfg = EvalConfig(prompts_per_batch=max(engine_cfg.prompts_per_batch, 1), engine=engine_name)
-    targets = [benchmark_target(opts.entry(name), spec, eval_cfg, opts.data) for name, spec in specs.items()]
+    targets = [benchmark_target(entry, specs[entry.name], eval_cfg, opts.data) for entry in chosen]
     model = resolve_model(model, "--model")  # ./m, its absolute path and m/ are one model; a typo never reaches the hub
     engine = engine_cls.load(model, engine_cfg)
     model = with_revision(model)  # a hub id is keyed with the commit just loaded

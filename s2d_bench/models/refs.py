@@ -102,7 +102,7 @@ SAMPLED_BLOCKS, BLOCK_BYTES = 64, 2**16
 def _listing(folder: Path) -> tuple[tuple[str, int, int], ...]:
     """(relative path, size, mtime) of every visible file: what decides whether a cached fingerprint still holds."""
     files = (p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    return tuple(sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    return tuple(sorted((str(p.relative_to(folder)), stat.st_size, stat.st_mtime_ns) for p in files for stat in (p.stat(),)))
 
 
 def fingerprint(folder: Path) -> str:

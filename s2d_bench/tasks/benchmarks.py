@@ -122,18 +122,9 @@ def _hub_rows(bench: Benchmark) -> list[dict]:
         raise UserError(f"{bench.name}: cannot load {bench.hf_id} ({exc}); offline, pass --data with a local JSON Lines file") from None
 
 
-# Named groups of benchmarks: `s2d-bench eval --tasks math-rl` and `eval.benchmarks: [{name: math-rl}]` run each member;
-# the leaderboard adds the group's macro average. The reasoning-RL literature's usual suite:
+# Named groups of benchmarks: `s2d-bench eval --tasks math-rl` and `eval.benchmarks: [{name: math-rl}]` run each member
+# (harness/targets.entries); the leaderboard adds the group's macro average. The reasoning-RL literature's usual suite:
 GROUPS: dict[str, tuple[str, ...]] = {
     "math-rl": ("math500", "aime24", "aime25", "aime26", "amc23", "minerva_math", "olympiadbench", "hmmt_feb25", "brumo25"),
 }
 
-
-def expand(names: list[str]) -> list[str]:
-    """Benchmark names with every group replaced by its members, in order, each once."""
-    out: list[str] = []
-    for name in names:
-        for member in GROUPS.get(name, (name,)):
-            if member not in out:
-                out.append(member)
-    return out
