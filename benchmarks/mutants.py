@@ -411,7 +411,7 @@ def main() -> None:
     seconds = None
     if not args.score_only:
         start = time.perf_counter()
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "S2D_DATA_DIR": os.environ.get("S2D_DATA_DIR", str(ROOT.parent / "shared" / "data"))}
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=ROOT, env=env, check=False)
         seconds = round(time.perf_counter() - start)
     report = score()

@@ -30,8 +30,7 @@ class Objective:
     """What the student minimises per completion token.
 
     direction: 'forward' (KL(T||S), the warmup) or 'reverse' (KL(S||T), on-policy distillation).
-    estimator: 'full' (exact over the vocabulary), 'topk' (teacher's top_k tokens + a tail bucket)
-    or 'sampled' (reverse only: log p_T - log p_S of the sampled token as a per-token advantage).
+    estimator: a name in `estimators.ESTIMATORS` ('full', 'topk', 'sampled'), implemented by `losses.ESTIMATE`.
     """
 
     direction: str
@@ -40,12 +39,7 @@ class Objective:
 
     def per_token(self, s_logp: torch.Tensor, t_logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(m,) objective from (m, V) normalised log-probabilities and the (m,) sampled tokens."""
-        if self.estimator == "topk":
-            return losses.topk_kl_from_logp(s_logp, t_logp, self.direction, self.top_k)
-        if self.estimator == "sampled":
-            s_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)
-            return losses.sampled_reverse_kl_per_token(s_lp, t_lp)
-        return losses.kl_from_logp(s_logp, t_logp, self.direction)
+        return losses.ESTIMATE[self.estimator](s_logp, t_logp, tokens, self.direction, self.top_k)
 
 
 def _log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:

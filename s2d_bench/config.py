@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from s2d_bench import estimators
 from s2d_bench.configfile import ROLES, from_folder, pretrain_beside_path, read_yaml, refuse_ignored_blocks
 from s2d_bench.errors import UserError
 from s2d_bench.registry import suggest
@@ -153,9 +154,7 @@ class DistillConfig:
     temperature: float = _help("rollout sampling temperature", 1.0)
     max_new_tokens: int = _help("completion length cap", 16)
     max_grad_norm: float = _help("gradient clipping norm", 1.0)
-    estimator: str = _help(
-        "'full': exact KL over the vocabulary; 'topk': the teacher's top_k tokens plus a tail bucket; "
-        "'sampled': log-ratio of the sampled token as a per-token advantage (OPD only)", "full")
+    estimator: str = _help(estimators.described(), "full")
     top_k: int = _help("teacher tokens kept per position by estimator 'topk'", 64)
     chunk_size: int = _help("completion positions whose full-vocabulary logits exist at once (memory); 0: all", 1024)
     micro_batch_size: int = _help("sequences per forward/backward on one rank, gradients accumulated over a step (memory); 0: all", 0)
@@ -163,7 +162,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         require(self.micro_batch_size >= 0, "distill: micro_batch_size must be >= 0 (0: a rank's whole batch at once)")
-        require(self.estimator in ("full", "topk", "sampled"), f"estimator must be 'full', 'topk' or 'sampled', not '{self.estimator}'")
+        require(self.estimator in estimators.ESTIMATORS, f"estimator must be {estimators.names()}, not '{self.estimator}'")
         require(self.top_k >= 1 and self.chunk_size >= 0, "distill: top_k >= 1 and chunk_size >= 0")
         require(self.max_new_tokens >= 1, "distill: max_new_tokens must be >= 1")
         require(self.steps >= 0 and self.batch_size > 0 and self.lr > 0, "distill: steps >= 0, batch_size > 0, lr > 0")

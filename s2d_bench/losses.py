@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from s2d_bench.estimators import DIRECTIONS
+
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Token mean of (N, T) values over the mask; 0 for an empty mask."""
@@ -76,7 +78,6 @@ def _shared_logp(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> 
     return F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.float(), dim=-1)
 
 
-DIRECTIONS = ("forward", "reverse")
 
 
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, direction: str) -> torch.Tensor:
@@ -153,6 +154,20 @@ def sampled_reverse_kl_per_token(student_logp: torch.Tensor, teacher_logp: torch
     """`sampled_reverse_kl` before the token mean: (...) log-probs of the sampled tokens -> (...)."""
     advantage = (teacher_logp - student_logp).detach()
     return -advantage * student_logp
+
+
+def sampled_token_reverse_kl(s_logp: torch.Tensor, t_logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """`sampled_reverse_kl_per_token` from (m, V) normalised log-probabilities and the (m,) sampled tokens."""
+    s_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)
+    return sampled_reverse_kl_per_token(s_lp, t_lp)
+
+
+# estimator name (`estimators.ESTIMATORS`) -> per-token objective (s_logp, t_logp, sampled tokens, direction, top_k) -> (m,)
+ESTIMATE = {
+    "full": lambda s_logp, t_logp, tokens, direction, top_k: kl_from_logp(s_logp, t_logp, direction),
+    "topk": lambda s_logp, t_logp, tokens, direction, top_k: topk_kl_from_logp(s_logp, t_logp, direction, top_k),
+    "sampled": lambda s_logp, t_logp, tokens, direction, top_k: sampled_token_reverse_kl(s_logp, t_logp, tokens),
+}
 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:

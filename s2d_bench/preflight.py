@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from s2d_bench import budget, distributed
+from s2d_bench import budget, distributed, estimators
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import ROLES, DistillConfig, RunConfig, require
 from s2d_bench.errors import UserError
@@ -79,12 +79,18 @@ def _arms(cfg: RunConfig) -> None:
 
 
 def _refuse_sampled_warmup(stage: str, stage_cfg: Any, where: str) -> None:
-    require(not (stage == "warmup" and stage_cfg.estimator == "sampled"),
-             f"{where}.warmup.estimator: 'sampled' is a reverse-KL (OPD only) estimator; use 'full' or 'topk'")
+    if stage != "warmup":
+        return
+    usable = estimators.usable("forward")  # the warmup minimises KL(teacher || student)
+    require(stage_cfg.estimator in usable,
+            f"{where}.warmup.estimator: '{stage_cfg.estimator}' is a reverse-KL (OPD only) estimator; use {' or '.join(map(repr, usable))}")
 
 
 def _stage_configs(cfg: RunConfig):  # noqa: ANN202 - (arm, stage, its effective config) for every stage of every arm
     return [(arm, stage, cfg.stage_config(arm, stage)) for arm in cfg.arms for stage in cfg.arms[arm].stages]
+
+
+TRL_ESTIMATORS = ("full",)  # GKD and Distillation trainers compute the full-vocabulary divergence
 
 
 def _trl(cfg: RunConfig) -> None:
@@ -94,7 +100,7 @@ def _trl(cfg: RunConfig) -> None:
         require(not (st.step_sequences % st.step_mini_batches or (st.micro_batch_size and per_step % st.micro_batch_size)),
                  f"backend=trl: {stage}: mini_batches and micro_batch_size must divide the step's {st.step_sequences} sequences "
                  "evenly (TRL accumulates equal micro-batches)")
-        require(not isinstance(st, DistillConfig) or st.estimator == "full",
+        require(not isinstance(st, DistillConfig) or st.estimator in TRL_ESTIMATORS,
                  f"backend=trl: {stage}.estimator={getattr(st, 'estimator', '')} has no TRL equivalent (its trainers use the "
                  "full-vocabulary divergence): set estimator: full, or use backend=torch")
 

@@ -168,3 +168,19 @@ def test_a_pair_padded_to_two_widths_is_compared_over_the_shared_rows_and_a_dire
         losses.token_kl(s, t, "REVERSE")
     with pytest.raises(ValueError, match="KL direction 'backward'"):
         losses.kl_from_logp(s, s, "backward")
+
+
+def test_every_declared_estimator_is_implemented_and_only_those():
+    """estimators.ESTIMATORS (read by the config check and the preflight) and losses.ESTIMATE (what trains) agree."""
+    from s2d_bench.estimators import ESTIMATORS
+
+    assert set(losses.ESTIMATE) == set(ESTIMATORS)
+    s_logp, t_logp = torch.randn(3, 7).log_softmax(-1), torch.randn(3, 7).log_softmax(-1)
+    tokens = torch.tensor([0, 4, 6])
+    for name, estimator in ESTIMATORS.items():
+        for direction in estimator.directions:
+            assert losses.ESTIMATE[name](s_logp, t_logp, tokens, direction, 3).shape == (3,)
+    torch.testing.assert_close(losses.ESTIMATE["full"](s_logp, t_logp, tokens, "forward", 3), losses.kl_from_logp(s_logp, t_logp, "forward"))
+    torch.testing.assert_close(losses.ESTIMATE["topk"](s_logp, t_logp, tokens, "reverse", 3), losses.topk_kl_from_logp(s_logp, t_logp, "reverse", 3))
+    picked = (t_logp - s_logp).gather(-1, tokens[:, None]).squeeze(-1) * -s_logp.gather(-1, tokens[:, None]).squeeze(-1)
+    torch.testing.assert_close(losses.ESTIMATE["sampled"](s_logp, t_logp, tokens, "reverse", 3), picked)

@@ -23,6 +23,8 @@ import deepspeed
 import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
+from deepspeed.runtime.base_optimizer import ZeROOptimizer
+from deepspeed.runtime.zero.utils import is_zero_param
 
 from s2d_bench import distributed
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
@@ -45,7 +47,8 @@ def init_distributed(timeout_minutes: int) -> None:
 
 
 def _is_zero3(model: torch.nn.Module) -> bool:
-    return any(hasattr(p, "ds_id") for p in model.parameters())
+    """Whether the model was loaded ZeRO-3 partitioned (DeepSpeed's own test of a parameter)."""
+    return any(is_zero_param(p) for p in model.parameters())
 
 
 class DeepSpeedTrainer:
@@ -63,8 +66,9 @@ class DeepSpeedTrainer:
 
     def backward(self, loss: torch.Tensor, last: bool = True) -> None:
         # Our forwards call the module, not the engine, so what DeepSpeed's forward does first is done here:
-        # ZeRO-3 counts the micro-step (else each backward overwrites the accumulated gradient partition).
-        if hasattr(self.engine.optimizer, "clear_backward_seen_flag"):
+        # a ZeRO optimizer counts the micro-step (else at stage 3 each backward overwrites the accumulated gradient
+        # partition). The test is the engine's own (DeepSpeedEngine.forward).
+        if isinstance(self.engine.optimizer, ZeROOptimizer):
             self.engine.optimizer.clear_backward_seen_flag()
         # ZeRO reduces (and, at stage 3, partitions) gradients at the accumulation boundary only, so it is told
         # which micro-batch ends the step; our micro-batch weights already sum to the step's token mean.

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence, TypeVar
+from typing import Iterator, Protocol
 
 import torch
-
-T = TypeVar("T")
-
 
 class Trainer(Protocol):
     model: torch.nn.Module  # the module being trained: forward passes, sampling, its head
@@ -54,30 +50,6 @@ class Runtime(Protocol):
     def most(self, n: int) -> int:
         """The largest n over ranks (ZeRO-3 needs equal numbers of module calls on every rank)."""
         ...
-
-
-def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
-    """This rank's share of a globally drawn list: every world-th item, starting at rank."""
-    return list(items[rank::world])
-
-
-@dataclass(frozen=True)
-class MicroBatch:
-    """Rows `rows` of a rank's batch, or (weight 0) a stand-in that only keeps the ranks' module calls equal."""
-
-    rows: slice
-    weight: float = 1.0
-
-
-def micro_batches(n: int, size: int, rt: Runtime) -> list[MicroBatch]:
-    """A rank's n sequences in forward/backward passes of `size` (0: all at once).
-
-    Under ZeRO-3 every forward is a collective, so every rank makes as many as the rank with the
-    most: a rank with fewer repeats its first micro-batch with weight 0 (as `most` pads chunks).
-    """
-    size = size if size > 0 else max(n, 1)
-    parts = [MicroBatch(slice(start, min(start + size, n))) for start in range(0, n, size)]
-    return parts + [MicroBatch(slice(0, min(size, n)), 0.0)] * (rt.most(len(parts)) - len(parts))
 
 
 class AdamWTrainer:

@@ -21,12 +21,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench import chunked, losses
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
-from s2d_bench.backends.runtime import LocalRuntime, MicroBatch, Runtime, Trainer, micro_batches, shard
+from s2d_bench.backends.batching import micro_batches, mini_batch_rows, shard, token_shares
+from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer
 from s2d_bench.config import RunConfig
 from s2d_bench.generation import ENGINES
-from s2d_bench.generation.engine import resolve_device
-from s2d_bench.generation.protocol import prompt_seeds
-from s2d_bench.generation.rollouts import open_rollouts
+from s2d_bench.generation.engine import open_rollouts, resolve_device
+from s2d_bench.generation.protocol import draw_step
 from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.builders import load_pretrained
 from s2d_bench.models.checkpointing import checkpointing
@@ -35,23 +35,6 @@ from s2d_bench.models.sequences import Batch, completion_hidden
 
 def _lengths(batch: Batch) -> float:
     return float(batch.completion_mask.sum(1).mean())
-
-
-def _shares(batch: Batch, parts: list[MicroBatch], rt: Runtime) -> list[float]:
-    """Each micro-batch's loss weight: its share of the whole step's completion tokens, over ranks.
-
-    A micro-batch's token-mean loss times its share sums to the step's token mean over every rank's
-    tokens, whatever the micro-batch size (the gradient DeepSpeed averages over ranks included).
-    """
-    local = float(batch.completion_mask.sum())
-    weight = rt.token_weight(batch.completion_mask)  # this rank's share of the step's tokens, times world
-    return [part.weight * weight * float(batch.completion_mask[part.rows].sum()) / local if local > 0 else 0.0 for part in parts]
-
-
-def mini_batch_rows(n: int, count: int) -> list[slice]:
-    """A rank's n sequences in `count` contiguous, near-equal parts (verl's ppo_mini_batch), one optimizer step each."""
-    edges = [round(i * n / count) for i in range(count + 1)]
-    return [slice(a, b) for a, b in zip(edges, edges[1:])]
 
 
 def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor, cfg, rt: Runtime) -> dict:
@@ -79,7 +62,7 @@ def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor
         with torch.no_grad():
             old = [logprobs(model, mb)[0] if moving else None for mb in micro]
             fixed = [logprobs(ref, mb)[0] if ref is not None else None for mb in micro]
-        steps.append((parts, _shares(sub, parts, rt), micro, advantages[rows], old, fixed))
+        steps.append((parts, token_shares(sub, parts, rt), micro, advantages[rows], old, fixed))
     for _ in range(cfg.updates_per_batch):
         totals: dict[str, float] = {}
         weights: list[float] = []
@@ -104,7 +87,7 @@ def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, obj
     gradient accumulated over micro-batches of cfg.micro_batch_size sequences, both at cfg.temperature."""
     student = trainer.model
     parts = micro_batches(batch.completion_ids.shape[0], cfg.micro_batch_size, rt)
-    shares = _shares(batch, parts, rt)
+    shares = token_shares(batch, parts, rt)
     totals: dict[str, float] = {}
     with checkpointing(student, cfg.gradient_checkpointing):
         for i, (part, share) in enumerate(zip(parts, shares)):
@@ -177,9 +160,8 @@ class TorchBackend:
         bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
         with self._engine(model, job.tok, trained=True) as engine:
             for step in bar:
-                problems = rng.sample(job.problems, min(cfg.prompts_per_step, len(job.problems)))
+                problems, seeds = draw_step(rng, job.problems, cfg.prompts_per_step)
                 draws.extend(p.id for p in problems)
-                seeds = prompt_seeds(rng.randrange(2**31), len(problems))
                 mine, my_seeds = shard(problems, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
                 with rt.full_weights(model):
                     roll = engine.rollouts([p.prompt for p in mine], sampling, my_seeds)
@@ -213,8 +195,7 @@ class TorchBackend:
         bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
         with self._engine(sampler, job.tok, trained=not teacher_samples) as engine:
             for step in bar:
-                prompts = rng.sample(job.prompts, min(cfg.batch_size, len(job.prompts)))
-                seeds = prompt_seeds(rng.randrange(2**31), len(prompts))
+                prompts, seeds = draw_step(rng, job.prompts, cfg.batch_size)
                 mine, my_seeds = shard(prompts, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
                 with rt.full_weights(sampler):
                     batch = engine.rollouts(mine, sampling, my_seeds).batch.to(trainer.model.device)

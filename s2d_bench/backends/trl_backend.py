@@ -38,9 +38,9 @@ from transformers.trainer_callback import ProgressCallback  # noqa: E402
 from s2d_bench.backends.base import DistillJob, Logger, RLJob, StageReport  # noqa: E402
 from s2d_bench.config import DistillConfig, GRPOConfig, PromptConfig, RolloutConfig, RunConfig  # noqa: E402
 from s2d_bench.generation import ENGINES  # noqa: E402
-from s2d_bench.generation.engine import resolve_device  # noqa: E402
-from s2d_bench.generation.protocol import completion_texts, prompt_seeds, render_texts  # noqa: E402
-from s2d_bench.generation.rollouts import Rollouts, open_rollouts  # noqa: E402
+from s2d_bench.generation.engine import open_rollouts, resolve_device  # noqa: E402
+from s2d_bench.generation.protocol import completion_texts, draw_step, render_texts  # noqa: E402
+from s2d_bench.generation.rollouts import Rollouts  # noqa: E402
 from s2d_bench.generation.sampling import Sampling  # noqa: E402
 from s2d_bench.models.builders import load_pretrained  # noqa: E402
 
@@ -228,8 +228,8 @@ class TRLBackend:
         rows = []
         with open_rollouts(self.rollout, job.teacher, job.tok, self.prompt.thinking, trained=False) as engine:
             for _ in range(job.cfg.steps):
-                prompts = rng.sample(job.prompts, min(job.cfg.batch_size, len(job.prompts)))
-                roll = engine.rollouts(prompts, sampling, prompt_seeds(rng.randrange(2**31), len(prompts)))
+                prompts, seeds = draw_step(rng, job.prompts, job.cfg.batch_size)
+                roll = engine.rollouts(prompts, sampling, seeds)
                 rows.extend(_rollout_rows(job.tok, prompts, roll, self.prompt.thinking))
         if cache is not None:
             tmp = cache.with_suffix(".partial")

@@ -9,14 +9,20 @@ of a trained model (once for a frozen teacher). Both kinds render prompts with
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.errors import UserError
+from s2d_bench.generation import ENGINES
 from s2d_bench.generation.rollouts import Rollouts
 from s2d_bench.generation.sampling import Sampling
+
+if TYPE_CHECKING:
+    from s2d_bench.config import RolloutConfig
 
 Progress = Callable[[int], None]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -78,3 +84,18 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     return DTYPES[name]
+
+
+@contextlib.contextmanager
+def open_rollouts(cfg: RolloutConfig, model: PreTrainedModel, tok: PreTrainedTokenizerBase, thinking: bool, trained: bool) -> Iterator[Engine]:
+    """The configured engine following `model`, closed when the block ends (a stage, or a crash in it).
+
+    A stage opens one engine per model it samples from (config `rollout.engine`). `trained` says
+    whether that model changes between rollouts (the policy in GRPO and OPD) or is frozen (the
+    teacher in the warmup): the vLLM engine pushes weights before every rollout only of the first.
+    """
+    engine = ENGINES.get(cfg.engine).live(model, tok, cfg, thinking, trained)
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -11,10 +11,14 @@ functions, so a model is trained and measured on the same bytes. Two details mak
 from __future__ import annotations
 
 import hashlib
+import random
+from typing import Sequence, TypeVar
 
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.errors import UserError
+
+T = TypeVar("T")
 
 
 def render_chat(tok: PreTrainedTokenizerBase, chat: list[dict[str, str]], thinking: bool, add_generation_prompt: bool = True) -> str:
@@ -88,3 +92,13 @@ def prompt_seeds(seed: int, count: int) -> list[int]:
     prompts share its batch, on the batch size or on how prompts are split over ranks.
     """
     return [int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "little") >> 1 for i in range(count)]
+
+
+def draw_step(rng: random.Random, items: Sequence[T], n: int) -> tuple[list[T], list[int]]:
+    """One training step's draw: n items without replacement (all of them if fewer) and a sampling seed for each.
+
+    Every backend draws its steps here, from one `random.Random(stage seed)`, so the TRL warmup's
+    cached teacher rollouts and the torch and DeepSpeed stages see the same prompts and seeds step for step.
+    """
+    picked = rng.sample(items, min(n, len(items)))
+    return picked, prompt_seeds(rng.randrange(2**31), len(picked))

@@ -1,27 +1,19 @@
-"""Samples laid out for the training losses, and the engine a training stage samples with.
+"""Samples laid out for the training losses.
 
-A stage opens one engine per model it samples from (`open_rollouts`, config `rollout.engine`) and
-closes it when the stage ends. `trained` says whether that model changes between rollouts (the
-policy in GRPO and OPD) or is frozen (the teacher in the warmup). Every engine builds its
-`Rollouts` with `rollouts_from_tokens`, so the engine that sampled a batch never changes how the
-batch is laid out or decoded.
+Every engine builds its `Rollouts` with `rollouts_from_tokens`, so the engine that sampled a batch
+never changes how the batch is laid out or decoded. (The engine a stage samples with is opened by
+`engine.open_rollouts`; this module knows no engine.)
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from s2d_bench.generation.protocol import completion_texts
 from s2d_bench.models.sequences import Batch, join
-
-if TYPE_CHECKING:
-    from s2d_bench.config import RolloutConfig
-    from s2d_bench.generation.engine import Engine
 
 
 @dataclass
@@ -31,18 +23,6 @@ class Rollouts:
     texts: list[str]
     batch: Batch
     k: int
-
-
-@contextlib.contextmanager
-def open_rollouts(cfg: "RolloutConfig", model: PreTrainedModel, tok: PreTrainedTokenizerBase, thinking: bool, trained: bool) -> Iterator["Engine"]:
-    """The configured engine following `model`, closed when the block ends (a stage, or a crash in it)."""
-    from s2d_bench.generation import ENGINES
-
-    engine = ENGINES.get(cfg.engine).live(model, tok, cfg, thinking, trained)
-    try:
-        yield engine
-    finally:
-        engine.close()
 
 
 def rollouts_from_tokens(tok: PreTrainedTokenizerBase, rows: list[list[int]], k: int, completions: list[list[int]]) -> Rollouts:

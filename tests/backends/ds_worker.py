@@ -24,7 +24,7 @@ import torch
 
 from s2d_bench import chunked, distributed, losses
 from s2d_bench.backends.deepspeed_backend import DeepSpeedBackend, DeepSpeedRuntime
-from s2d_bench.backends.runtime import shard
+from s2d_bench.backends.batching import shard
 from s2d_bench.backends.torch_backend import distill_update, policy_updates
 from s2d_bench.config import DeepSpeedConfig, DistillConfig, GRPOConfig, TaskConfig, load_config
 from s2d_bench.generation.engine import EngineConfig

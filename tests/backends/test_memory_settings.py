@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from s2d_bench import chunked, losses
-from s2d_bench.backends.runtime import AdamWTrainer, LocalRuntime, MicroBatch, micro_batches
+from s2d_bench.backends.runtime import AdamWTrainer, LocalRuntime
 from s2d_bench.backends.torch_backend import distill_update, policy_updates
 from s2d_bench.config import DistillConfig, GRPOConfig
 from s2d_bench.generation.engine import EngineConfig
@@ -61,20 +61,3 @@ def test_checkpointing_is_on_for_the_update_only():
     with checkpointing(model, True):
         assert model.is_gradient_checkpointing and model.training
     assert not model.is_gradient_checkpointing and not model.training
-
-
-class _Ranks(LocalRuntime):
-    """A rank whose peers need `peers` micro-batches (what `most` would answer under a launch)."""
-
-    def __init__(self, peers: int) -> None:
-        self.peers = peers
-
-    def most(self, n: int) -> int:
-        return max(n, self.peers)
-
-
-def test_a_rank_with_fewer_sequences_pads_with_weightless_micro_batches():
-    assert micro_batches(5, 2, LocalRuntime()) == [MicroBatch(slice(0, 2)), MicroBatch(slice(2, 4)), MicroBatch(slice(4, 5))]
-    assert micro_batches(5, 0, LocalRuntime()) == [MicroBatch(slice(0, 5))]
-    padded = micro_batches(3, 2, _Ranks(4))  # as many forwards as the busiest rank (ZeRO-3 gathers are collectives)
-    assert [p.weight for p in padded] == [1.0, 1.0, 0.0, 0.0] and padded[2].rows == slice(0, 2)

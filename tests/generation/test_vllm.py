@@ -172,7 +172,7 @@ def test_what_vllm_would_refuse_at_start_is_refused_first_with_the_setting_to_ch
     the weights cannot hold one max_model_len sequence; a whole copy per GPU must fit its share. Each is refused
     before the engine starts, naming the setting; with room, the stand-in's own start check passes too."""
     from s2d_bench import budget
-    from s2d_bench.generation.rollouts import open_rollouts
+    from s2d_bench.generation.engine import open_rollouts
 
     model, tok = tiny_qwen3_student(seed=0)
     weights = sum(p.numel() for p in model.parameters()) * 4

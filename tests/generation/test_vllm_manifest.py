@@ -99,7 +99,7 @@ def test_no_two_prompts_samples_or_ranks_share_a_noise_stream(vllm):
     """vLLM seeds sample j of a request seeded s with s + j (the manifest's child_seed). One SamplingParams per
     prompt, seeded from the step seed by `prompt_seeds`, keeps every stream of a step apart: over 4 ranks' shares
     of 64 prompts x 16 samples, every stream is different, and a rank's streams do not depend on the others'."""
-    from s2d_bench.backends.runtime import shard
+    from s2d_bench.backends.batching import shard
     from s2d_bench.generation.protocol import prompt_seeds
     from s2d_bench.generation.sampling import Sampling
     from s2d_bench.generation.vllm import sampling_params
