@@ -411,7 +411,10 @@ def main() -> None:
     seconds = None
     if not args.score_only:
         start = time.perf_counter()
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "S2D_DATA_DIR": os.environ.get("S2D_DATA_DIR", str(ROOT.parent / "shared" / "data"))}
+        # PYTHONPATH: a test's subprocesses (the CLI, DeepSpeed's ranks, the scheduler's workers) import the mutated copy
+        # too, not the editable install, so they run the mutant under test (MUTANT_UNDER_TEST is inherited).
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT / "mutants"),
+               "S2D_DATA_DIR": os.environ.get("S2D_DATA_DIR", str(ROOT.parent / "shared" / "data"))}
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=ROOT, env=env, check=False)
         seconds = round(time.perf_counter() - start)
     report = score()
