@@ -38,7 +38,8 @@ from s2d_bench.ablations import ablation_config  # noqa: E402
 from s2d_bench.config import load_config  # noqa: E402
 from s2d_bench.leaderboards.intervals import interval  # noqa: E402
 from s2d_bench.pipeline import Runner  # noqa: E402
-from s2d_bench.plan import Node, node_id  # noqa: E402
+from s2d_bench.identity import node_id  # noqa: E402
+from s2d_bench.plan import Node  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE = "torch"
@@ -64,17 +65,15 @@ def swapped_score(runner: Runner, own: Node, inputs: Node, reseed: int = 0) -> d
     """`runner`'s stage of node `own`, trained from the inputs (parent, teacher) of node `inputs` of the other grid, with
     `own`'s stage seed (plus `reseed`: the stage again under another random stream); its per-problem scores."""
     swap = Node(node_id(own.stage, {"cross_swap_of": own.id, "inputs_of": inputs.id, **({"reseed": reseed} if reseed else {})}),
-                own.stage, own.role, inputs.parent, inputs.teacher, own.cfg, [])
-    runner.nodes[swap.id] = swap
-    seed = runner._seed(own) + reseed
-    runner._seed = lambda node, _real=runner._seed: seed if node.id == swap.id else _real(node)  # the stand-in's seed
+                own.stage, own.role, inputs.parent, inputs.teacher, own.cfg, [], seed=own.seed + reseed, settings=own.settings)
+    runner.add(swap)
     runner.build(swap)
     return scores(runner, swap)
 
 
 def scores(runner: Runner, node: Node) -> dict[str, float]:
     (target,) = runner.targets
-    record = runner.read_record(node, target)
+    record = runner.dir.read_record(node, target)
     if record is None:
         raise SystemExit(f"node {node.id} has no evaluation record: run both grids first")
     return record["per_problem"]
@@ -106,7 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
         ref_node, other_node = stage_node(ref, args.arm, stage), stage_node(other, args.arm, stage)
         stage = ref_node.stage
         for a, b in ((ref, other), (other, ref)):  # each runner can load the other grid's checkpoints
-            a.nodes.update({k: v for k, v in b.nodes.items() if k not in a.nodes})
+            for node in b.nodes.values():
+                if node.id not in a.nodes:
+                    a.add(node)
         cells["torch S, torch inputs"].append(scores(ref, ref_node))
         cells["other S, other inputs"].append(scores(other, other_node))
         cells["torch S, other inputs"].append(swapped_score(ref, ref_node, other_node))

@@ -143,7 +143,7 @@ def cache_savings(runners: list) -> dict[str, float]:
     seconds_alone = seconds_run = 0.0
     for runner in runners:
         paths = runner.arm_paths()
-        seconds = {i: runner.stage_info(runner.nodes[i])["seconds"] for ids in paths.values() for i in ids}
+        seconds = {i: runner.dir.stage_info(runner.nodes[i])["seconds"] for ids in paths.values() for i in ids}
         stages_alone += sum(len(ids) for ids in paths.values())
         seconds_alone += sum(seconds[i] for ids in paths.values() for i in ids)
         stages_run += len(seconds)

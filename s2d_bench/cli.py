@@ -56,13 +56,13 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from s2d_bench import distributed
     from s2d_bench.config import load_config
-    from s2d_bench.pipeline import Runner
+    from s2d_bench.pipeline import Runner, run_all
     from s2d_bench.report import render
 
     cfg = load_config(config_path, list(overrides))
     runner = Runner(cfg)
     click.echo(f"s2d-bench run '{cfg.name}' seed={cfg.seed} backend={cfg.backend} device={runner.device} -> {cfg.output_dir}", err=True)
-    records = runner.run()
+    (records,) = run_all([runner])
     if distributed.is_main():  # under a multi-process launch the other ranks hold no records
         click.echo(render(records, runner.arm_paths()))
         click.echo(f"\nrecords: {cfg.output_dir / 'results.jsonl'}")
@@ -96,24 +96,14 @@ def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str
     from s2d_bench.ablations import ablation_config, cache_savings
     from s2d_bench.config import load_config
     from s2d_bench.leaderboards import build, render
-    from s2d_bench.pipeline import Runner, build_in_parallel
+    from s2d_bench.pipeline import Runner, run_all
 
     if seeds < 1:
         raise CLIError("--seeds must be >= 1")
     cfg = ablation_config(load_config(config_path, list(overrides)), list(drops), list(baselines), everything, list(sweeps))
     start = time.perf_counter()
     runners = [Runner(dataclasses.replace(cfg, seed=seed)) for seed in range(cfg.seed, cfg.seed + seeds)]
-    jobs = runners[0].jobs
-    if jobs > 1:  # every seed's nodes in one schedule: `jobs` of them at a time
-        click.echo(f"s2d-bench ablate '{cfg.name}' seeds {cfg.seed}..{cfg.seed + seeds - 1} arms={','.join(cfg.arms)} "
-                   f"jobs={jobs} -> {cfg.output_dir}", err=True)
-        for runner in runners:
-            runner.prepare()
-        build_in_parallel(runners, jobs)
-    for runner in runners:
-        if jobs == 1:
-            click.echo(f"s2d-bench ablate '{cfg.name}' seed={runner.cfg.seed} arms={','.join(cfg.arms)} -> {cfg.output_dir}", err=True)
-        runner.run(prebuilt=jobs > 1)
+    run_all(runners, lambda seeds: click.echo(f"s2d-bench ablate '{cfg.name}' {seeds} arms={','.join(cfg.arms)} -> {cfg.output_dir}", err=True))
     if runners[0].store is None:  # a rank other than 0 under a multi-process launch: rank 0 reports
         return
     click.echo(render(build(runners[0].store, cfg.name), "md"))

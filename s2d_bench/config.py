@@ -367,34 +367,6 @@ def to_dict(cfg: Any) -> Any:
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
 
 
-def config_hash(obj: Any) -> str:
-    """Stable short hash of a config (or any JSON-able value)."""
-    blob = json.dumps(to_dict(obj), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to")  # where and how a config runs, not what it computes
-MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
-# Stage settings added after run directories existed, at the value that reproduces the earlier behaviour: left out of
-# node ids at that value, so the nodes of earlier runs are still found (and seeded, from their ids, as they were).
-LATER_DEFAULTS = {"mini_batches": 1}
-LATER_RUN_DEFAULTS = {"seed_scope": "stages"}  # run settings of the same kind: left out of config hashes at these values
-
-
-def without(values: dict[str, Any], left_out: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
-    """`values` less the keys `left_out` and the keys that still hold their later default (what ids and hashes see)."""
-    return {k: v for k, v in values.items() if k not in left_out and not (k in defaults and v == defaults[k])}
-
-
-def run_hash(cfg: "RunConfig") -> str:
-    """The hash that names a config in a run directory and the store: every setting but `RUN_ONLY`.
-
-    Seeds of one config share it (they are pooled in one table); arms are left out because an
-    ablation adds arms to a config rather than changing it (each arm's nodes carry their own ids).
-    """
-    return config_hash(without(to_dict(cfg), RUN_ONLY, LATER_RUN_DEFAULTS))
-
-
 # ---------------------------------------------------------------- building from plain data
 
 

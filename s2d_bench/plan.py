@@ -10,11 +10,10 @@ behaviour before it (ids of earlier runs survive): memory-only settings never jo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from s2d_bench.config import LATER_DEFAULTS, MEMORY_ONLY, RunConfig, config_hash, to_dict, without
-from s2d_bench.models.refs import fingerprint
+from s2d_bench.config import RunConfig, to_dict
+from s2d_bench.identity import base_inputs, node_id, node_seed, stage_inputs
 from s2d_bench.stages import STAGES
 
 
@@ -25,12 +24,19 @@ class Node:
     role: str  # "teacher" or "student"
     parent: str | None = None
     teacher: str | None = None
-    cfg: dict[str, Any] = field(default_factory=dict)
+    cfg: dict[str, Any] = field(default_factory=dict)  # the stage's effective config (a base model's: the model config), as data
     arms: list[str] = field(default_factory=list)
+    seed: int | None = None  # the stage's training seed; None: read from the id (`identity.node_seed`)
+    settings: Any = field(default=None, compare=False, repr=False)  # `cfg` as its typed stage config (None for base models)
 
+    def __post_init__(self) -> None:
+        if self.seed is None:
+            self.seed = node_seed(self.id)
 
-def node_id(stage: str, inputs: dict[str, Any]) -> str:
-    return f"{stage}-{config_hash(inputs)}"
+    @property
+    def from_path(self) -> bool:
+        """A base model loaded from `teacher.path`/`student.path`: nothing to train, nothing a stage consumed."""
+        return self.stage == "base" and bool(self.cfg.get("path"))
 
 
 def plan(cfg: RunConfig) -> list[Node]:
@@ -38,28 +44,48 @@ def plan(cfg: RunConfig) -> list[Node]:
     nodes: dict[str, Node] = {}
     base = {}
     for role in ("teacher", "student"):
-        model_cfg = getattr(cfg, role)
-        inputs = {"role": role, "model": to_dict(model_cfg), "task": to_dict(cfg.task)}
-        if cfg.seed_scope == "all" and not model_cfg.path:  # a base model per seed; 'stages' keeps the earlier ids
-            inputs["seed"] = cfg.base_seed
-        if model_cfg.path and Path(model_cfg.path).is_dir():  # the weights, not only their folder's name (refs.fingerprint)
-            inputs["weights"] = fingerprint(Path(model_cfg.path))
-        base[role] = Node(node_id(f"base-{role}", inputs), "base", role, cfg=to_dict(model_cfg))
+        base[role] = Node(node_id(f"base-{role}", base_inputs(cfg, role)), "base", role, cfg=to_dict(getattr(cfg, role)))
         nodes[base[role].id] = base[role]
     for arm_name, arm in cfg.arms.items():
         current = {"teacher": base["teacher"].id, "student": base["student"].id}
         for stage_name in arm.stages:
             stage = STAGES.get(stage_name)
-            stage_cfg = to_dict(cfg.stage_config(arm_name, stage_name))
             teacher = current["teacher"] if stage.needs_teacher else None
-            same_step = without(stage_cfg, MEMORY_ONLY, LATER_DEFAULTS)  # a node trained with other memory settings is reused
-            inputs = {"parent": current[stage.trains], "teacher": teacher, "cfg": same_step, "seed": cfg.seed, "backend": cfg.backend}
-            if cfg.rollout.engine != "hf":  # another sampler draws other rollouts; hf runs keep their earlier ids
-                inputs["rollout"] = cfg.rollout.engine
-            if cfg.prompt.thinking:  # other prompts train another model; non-thinking runs keep their ids
-                inputs["prompt"] = to_dict(cfg.prompt)
-            node = nodes.setdefault(node_id(stage_name, inputs), Node(node_id(stage_name, inputs), stage_name, stage.trains, current[stage.trains], teacher, stage_cfg))
+            settings = cfg.stage_config(arm_name, stage_name)
+            stage_cfg = to_dict(settings)
+            this = node_id(stage_name, stage_inputs(cfg, stage_cfg, current[stage.trains], teacher))
+            node = nodes.setdefault(this, Node(this, stage_name, stage.trains, current[stage.trains], teacher, stage_cfg, settings=settings))
             if arm_name not in node.arms:
                 node.arms.append(arm_name)
             current[stage.trains] = node.id
     return list(nodes.values())
+
+
+def ancestors(nodes: dict[str, Node], node_id: str) -> list[Node]:
+    """The node and every node it was built from (parents and teachers), each once, the node first."""
+    seen: dict[str, Node] = {}
+    stack = [node_id]
+    while stack:
+        current = nodes[stack.pop()]
+        if current.id not in seen:
+            seen[current.id] = current
+            stack.extend(i for i in (current.parent, current.teacher) if i)
+    return list(seen.values())
+
+
+StageInfo = Callable[[Node], dict[str, Any]]  # a built node's stage.json (rundir.RunDir.stage_info)
+
+
+def labeled_per_stage(nodes: dict[str, Node], node_id: str, info: StageInfo) -> dict[str, int]:
+    """Labeled draws behind this model, by stage (the budget column of the leaderboards)."""
+    out: dict[str, int] = {}
+    for n in ancestors(nodes, node_id):
+        if n.stage != "base":
+            out[n.stage] = out.get(n.stage, 0) + info(n)["labeled_draws"]
+    return out
+
+
+def labeled_consumed(nodes: dict[str, Node], node_id: str, info: StageInfo) -> tuple[int, int]:
+    """Labeled examples behind this model: draws (with repeats) and distinct problems."""
+    infos = [info(n) for n in ancestors(nodes, node_id)]
+    return sum(i["labeled_draws"] for i in infos), len({pid for i in infos for pid in i["labeled_ids"]})

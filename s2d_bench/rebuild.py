@@ -17,7 +17,7 @@ from typing import Any
 
 from s2d_bench.errors import UserError
 from s2d_bench.harness.records import EvalRecord, eval_records, read_record
-from s2d_bench.harness.suite import eval_key
+from s2d_bench.identity import eval_key
 from s2d_bench.store import Store
 
 

@@ -25,6 +25,8 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
+from s2d_bench.plan import ancestors
+
 Build = Callable[[dict[str, Any], str, int], None]
 
 
@@ -32,16 +34,9 @@ def _deps(node: Any) -> list[str]:
     return [d for d in (node.parent, node.teacher) if d]
 
 
-def ancestors(nodes: dict[str, Any], node_id: str) -> set[str]:
-    """Every node `node_id` is built from, transitively."""
-    seen: set[str] = set()
-    stack = _deps(nodes[node_id])
-    while stack:
-        current = stack.pop()
-        if current not in seen:
-            seen.add(current)
-            stack.extend(_deps(nodes[current]))
-    return seen
+def _built_from(nodes: dict[str, Any], node_id: str) -> set[str]:
+    """Every node `node_id` is built from, transitively (`plan.ancestors`, less the node)."""
+    return {n.id for n in ancestors(nodes, node_id)[1:]}
 
 
 def build_all(nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, dict[str, Any]], threads: int = 1) -> None:
@@ -104,7 +99,7 @@ def _schedule(pool: ProcessPoolExecutor, nodes: dict[str, Any], jobs: int, build
                 break
             if all(dep in done for dep in _deps(node)):
                 del waiting[node_id]
-                alone = not running and all(node_id in ancestors(nodes, other) for other in waiting)
+                alone = not running and all(node_id in _built_from(nodes, other) for other in waiting)
                 running[pool.submit(build, cfgs[node_id], node_id, threads * jobs if alone else threads)] = node_id
         if not running:
             raise RuntimeError(f"nodes wait on nodes outside the plan: {sorted(waiting)}")

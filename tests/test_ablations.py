@@ -115,7 +115,7 @@ def test_cache_savings_counts_each_shared_stage_once_against_every_arm_alone():
     def runner(seconds):
         nodes = {i: SimpleNamespace(id=i) for i in seconds}
         return SimpleNamespace(arm_paths=lambda: {"a": ["n1", "n2"], "b": ["n1", "n3"]}, nodes=nodes,
-                               stage_info=lambda node: {"seconds": seconds[node.id]})
+                               dir=SimpleNamespace(stage_info=lambda node: {"seconds": seconds[node.id]}))
 
     saved = cache_savings([runner({"n1": 10.0, "n2": 2.0, "n3": 3.0}), runner({"n1": 20.0, "n2": 4.0, "n3": 6.0})])
     assert saved == {"stages_alone": 8, "stages_run": 6, "train_seconds_alone": 10 + 2 + 10 + 3 + 20 + 4 + 20 + 6,

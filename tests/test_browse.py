@@ -113,7 +113,7 @@ def test_a_run_directory_gets_a_page_per_node_and_benchmark(tiny_overrides, tmp_
     arms = "arms={bridge: {stages: [teacher_rl]}, longer: {stages: [teacher_rl, warmup]}}"
     runner = Runner(load_config(None, [*tiny_overrides, arms]))
     records = runner.run() + [r for r in Runner(load_config(None, [*tiny_overrides, arms, "seed=1"])).run() if r["seed"] == 1]
-    evaluations = find_evaluations(runner.root)
+    evaluations = find_evaluations(runner.dir.root)
     assert sorted(ev.record["node"] for ev in evaluations) == sorted({r["node"] for r in records})
     columns = {(ev.stage, ev.arms, ev.seeds) for ev in evaluations}  # two warmup nodes told apart; the base teacher is no arm's
     assert columns == {("base", "-", "-"), ("base", "bridge, longer", "0, 1"), ("teacher_rl", "bridge, longer", "0"), ("teacher_rl", "bridge, longer", "1"),
@@ -122,7 +122,7 @@ def test_a_run_directory_gets_a_page_per_node_and_benchmark(tiny_overrides, tmp_
         assert ev.problems_stored and len(ev.problems) == ev.record["n"]
         assert all(len(p["samples"]) == ev.record["k"] and p.get("answer") for p in ev.problems)
         assert sum(p["mean"] for p in ev.problems) / len(ev.problems) == pytest.approx(ev.record["mean"])
-    paths = write_pages(runner.root)
+    paths = write_pages(runner.dir.root)
     assert len(paths) == len(evaluations) + 1 and all(p.stat().st_size > 0 for p in paths)
     index = Page()
     index.feed(paths[0].read_text())

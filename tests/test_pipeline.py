@@ -32,7 +32,7 @@ def test_run_writes_one_record_per_evaluation_and_resumes_without_redoing(tiny_o
     # each distinct stage trained once although bridge and full share three of them
     assert sorted(calls) == ["opd", "student_rl", "student_rl", "teacher_rl", "warmup"]
     assert len(records) == 7  # 2 base + teacher_rl + warmup + opd + 2 x student_rl
-    lines = (runner.root / "results.jsonl").read_text().splitlines()
+    lines = (runner.dir.root / "results.jsonl").read_text().splitlines()
     assert len(lines) == 7
     rec = json.loads(lines[-1])
     for key in ("config_hash", "seed", "git_commit", "versions", "labeled_draws", "n", "k", "mean", "stderr", "eval_seconds"):
@@ -43,14 +43,14 @@ def test_run_writes_one_record_per_evaluation_and_resumes_without_redoing(tiny_o
     assert by_stage[("opd", ("bridge", "full"))]["labeled_draws"] == 8
     assert by_stage[("student_rl", ("full",))]["labeled_draws"] == 16
     assert by_stage[("student_rl", ("direct-grpo",))]["labeled_draws"] == 8
-    metrics = [json.loads(x) for x in (runner.node_dir(runner.nodes[rec["node"]]) / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(x) for x in (runner.dir.node_dir(runner.nodes[rec["node"]]) / "metrics.jsonl").read_text().splitlines()]
     assert {"reward", "entropy", "response_length", "loss"} <= set(metrics[0])
 
     calls.clear()
     again = Runner(load_config(None, tiny_overrides)).run()
     assert calls == []
     assert [r["mean"] for r in again] == [r["mean"] for r in records]
-    assert len((runner.root / "results.jsonl").read_text().splitlines()) == 7
+    assert len((runner.dir.root / "results.jsonl").read_text().splitlines()) == 7
 
 
 def test_a_crash_mid_stage_redoes_only_that_stage(tiny_overrides, monkeypatch):
@@ -66,7 +66,7 @@ def test_a_crash_mid_stage_redoes_only_that_stage(tiny_overrides, monkeypatch):
     runner.run()
     assert "teacher_rl" not in calls and "warmup" not in calls
     assert calls.count("opd") == 1
-    assert not list(runner.root.glob("nodes/*/model.partial"))
+    assert not list(runner.dir.root.glob("nodes/*/model.partial"))
 
 
 def test_a_model_left_as_model_partial_is_trained_again_never_loaded(tiny_overrides, monkeypatch):
@@ -75,7 +75,7 @@ def test_a_model_left_as_model_partial_is_trained_again_never_loaded(tiny_overri
     runner = Runner(load_config(None, tiny_overrides))
     runner.run()
     opd = next(n for n in runner.nodes.values() if n.stage == "opd")
-    folder = runner.node_dir(opd)
+    folder = runner.dir.node_dir(opd)
     (folder / "model").rename(folder / "model.partial")  # stage.json stays: it is written before the rename
     calls = _count_stage_calls(monkeypatch)
     Runner(load_config(None, tiny_overrides)).run()
@@ -90,11 +90,11 @@ def test_stages_change_parameters_and_the_student_moves_toward_the_teacher(tiny_
     runner.run()
     base = next(n for n in runner.nodes.values() if n.stage == "base" and n.role == "student")
     warm = next(n for n in runner.nodes.values() if n.stage == "warmup")
-    a, _ = runner._load(base.id)
-    b, _ = runner._load(warm.id)
+    a, _ = runner.load(base.id)
+    b, _ = runner.load(warm.id)
     changed = [not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())]
     assert all(changed)
-    kl = [json.loads(x)["kl_forward"] for x in (runner.node_dir(warm) / "metrics.jsonl").read_text().splitlines()]
+    kl = [json.loads(x)["kl_forward"] for x in (runner.dir.node_dir(warm) / "metrics.jsonl").read_text().splitlines()]
     assert len(kl) == 15 and sum(kl[-3:]) < sum(kl[:3])
 
 
@@ -121,7 +121,7 @@ def test_every_benchmark_is_evaluated_after_every_stage_with_its_own_protocol(ti
     task = by_task["add3mix"][0]
     assert (task["benchmark"], task["n"], task["k"], task["grader"]) == ("task", 6, 2, "exact")
     assert all((r["seed"], r["eval_seed"]) == (0, 1234) for r in records)  # the run's seed, and the sampling seed apart
-    assert len((Runner(cfg).root / "results.jsonl").read_text().splitlines()) == 6
+    assert len((Runner(cfg).dir.root / "results.jsonl").read_text().splitlines()) == 6
     assert len(Store(str(store)).evals("tiny")) == 6
     table = build(Store(str(store)), "tiny").main
     assert {"add3mix avg@2 [95% CI]", "math500 avg@3 [95% CI]"} <= set(table.columns)
@@ -150,8 +150,8 @@ def test_two_jobs_build_the_same_nodes_and_numbers_as_one(tiny_overrides, tmp_pa
     for x, y in zip(a, b):
         assert (x["per_problem"], x["mean"], x["labeled_draws"]) == (y["per_problem"], y["mean"], y["labeled_draws"])
     for node in one.nodes.values():
-        p1 = load_pretrained(str(one.node_dir(node) / "model"))[0].state_dict()
-        p2 = load_pretrained(str(two.node_dir(node) / "model"))[0].state_dict()
+        p1 = load_pretrained(str(one.dir.node_dir(node) / "model"))[0].state_dict()
+        p2 = load_pretrained(str(two.dir.node_dir(node) / "model"))[0].state_dict()
         assert all(torch.equal(p1[k], p2[k]) for k in p1), node.id
     assert len(Store(str(tmp_path / "two.sqlite")).evals("tiny")) == 5
 
@@ -174,7 +174,7 @@ def test_seed_scope_all_gives_each_seed_its_own_base_models_and_stages_keeps_one
         runner = Runner(cfg)
         nodes = [n for n in plan(cfg) if n.stage == "base"]
         student = next(n for n in nodes if n.role == "student")
-        model, _, _ = runner._train_base(student, lambda row: None)
+        model, _, _ = runner.train_base(student, lambda row: None)
         return {n.id for n in nodes}, torch.cat([p.detach().flatten() for p in model.parameters()]), runner.splits
 
     ids0, w0, splits0 = bases("seed=0")
@@ -184,6 +184,6 @@ def test_seed_scope_all_gives_each_seed_its_own_base_models_and_stages_keeps_one
     all1, a1, _ = bases("seed=1", "seed_scope=all")
     assert not (all0 & all1) and not torch.equal(a0, a1) and not (all0 & ids0)
     assert [p.id for p in splits_all.test] == [p.id for p in splits0.test]
-    from s2d_bench.config import run_hash
+    from s2d_bench.identity import run_hash
 
     assert run_hash(load_config(None, tiny_overrides)) == run_hash(load_config(None, [*tiny_overrides, "seed_scope=stages"]))

@@ -188,4 +188,4 @@ def test_trl_refuses_the_two_padding_pair_before_any_stage_runs(tiny_overrides):
     runner = Runner(load_config(None, [*tiny_overrides, "backend=trl", f"teacher.builder={TEACHER}", f"student.builder={STUDENT}"]))
     with pytest.raises(UserError, match="teacher's embedding has 152,064 rows and the student's 151,936.*use backend=torch"):
         runner.run()
-    assert not list(runner.root.glob("nodes/*/model"))
+    assert not list(runner.dir.root.glob("nodes/*/model"))

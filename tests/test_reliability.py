@@ -35,20 +35,21 @@ def test_a_damaged_node_is_built_again_with_a_warning_never_loaded(tiny_override
     """A zeroed middle of model.safetensors, a truncated one, a deleted stage.json, an empty one: each node is redone (it is
     deterministic, so its record comes back as it was), never loaded or reported with a 0/0 budget."""
     from s2d_bench.config import load_config
+    from s2d_bench.nodefiles import damage
     from s2d_bench.pipeline import Runner
 
     cfg = load_config(None, [*tiny_overrides, "arms={bridge: {stages: [teacher_rl, warmup, opd]}}"])
     first = {(r["node"], r["task"]): r for r in Runner(cfg).run()}
     runner = Runner(cfg)
     by_stage = {n.stage: n for n in runner.nodes.values()}
-    weights = runner.node_dir(by_stage["teacher_rl"]) / "model" / "model.safetensors"
+    weights = runner.dir.node_dir(by_stage["teacher_rl"]) / "model" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)
     weights.write_bytes(bytes(data))
-    student = runner.node_dir(runner.base("student")) / "model" / "model.safetensors"
+    student = runner.dir.node_dir(runner.base("student")) / "model" / "model.safetensors"
     student.write_bytes(student.read_bytes()[: student.stat().st_size // 3])  # truncated (was a SafetensorError traceback)
-    (runner.node_dir(by_stage["warmup"]) / "stage.json").unlink()
-    (runner.node_dir(by_stage["opd"]) / "stage.json").write_text("")
+    (runner.dir.node_dir(by_stage["warmup"]) / "stage.json").unlink()
+    (runner.dir.node_dir(by_stage["opd"]) / "stage.json").write_text("")
     capsys.readouterr()
     again = {(r["node"], r["task"]): r for r in Runner(cfg).run()}
     err = capsys.readouterr().err
@@ -59,7 +60,7 @@ def test_a_damaged_node_is_built_again_with_a_warning_never_loaded(tiny_override
     assert again.keys() == first.keys()
     for key, record in again.items():
         assert (record["per_problem"], record["labeled_draws"]) == (first[key]["per_problem"], first[key]["labeled_draws"]), key
-    assert Runner(cfg).damage(by_stage["teacher_rl"]) is None
+    assert damage(Runner(cfg).dir.node_dir(by_stage["teacher_rl"])) is None
 
 
 # ---------------------------------------------------------------- bad inputs: one line, exit status 2, the fix named
@@ -245,7 +246,8 @@ def test_values_that_fail_later_are_refused_up_front(override, hint, tiny_overri
 
 
 def test_a_run_directory_remembers_each_config_and_tables_show_the_one_asked_for(tiny_overrides, tmp_path):
-    from s2d_bench.config import load_config, run_hash
+    from s2d_bench.config import load_config
+    from s2d_bench.identity import run_hash
     from s2d_bench.leaderboards import build
     from s2d_bench.pipeline import Runner
     from s2d_bench.rebuild import rebuild
@@ -281,9 +283,9 @@ def test_a_garbage_record_or_a_deleted_model_is_evaluated_again(tiny_overrides, 
     Runner(cfg).run()
     runner = Runner(cfg)
     by_stage = {n.stage: n for n in runner.nodes.values()}
-    (garbage,) = runner.node_dir(by_stage["warmup"]).glob("eval-*.json")
+    (garbage,) = runner.dir.node_dir(by_stage["warmup"]).glob("eval-*.json")
     garbage.write_text("{not json")
-    model = runner.node_dir(by_stage["teacher_rl"]) / "model"
+    model = runner.dir.node_dir(by_stage["teacher_rl"]) / "model"
     import shutil
 
     shutil.rmtree(model)

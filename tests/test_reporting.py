@@ -23,9 +23,9 @@ def test_tensorboard_has_every_step_metric_every_evaluation_and_each_arm_path(ti
     cfg = load_config(None, [*tiny_overrides, "report_to=[tensorboard]", "arms={full: {stages: [teacher_rl, warmup, opd, student_rl]}}"])
     runner = Runner(cfg)
     records = runner.run()
-    tb = runner.root / "tb"
+    tb = runner.dir.root / "tb"
     for node in runner.nodes.values():
-        rows = [json.loads(line) for line in (runner.node_dir(node) / "metrics.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (runner.dir.node_dir(node) / "metrics.jsonl").read_text().splitlines()]
         scalars = _scalars(tb / node.id)
         prefix = node.stage if node.stage != "base" else f"pretrain_{node.role}"
         numeric = {k for row in rows for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -38,10 +38,10 @@ def test_tensorboard_has_every_step_metric_every_evaluation_and_each_arm_path(ti
         mine = [r for r in records if r["node"] == node.id]
         assert mine
         for r in mine:
-            steps = json.loads((runner.node_dir(node) / "stage.json").read_text())["steps"]
+            steps = json.loads((runner.dir.node_dir(node) / "stage.json").read_text())["steps"]
             ((step, value),) = scalars[f"eval/{r['task']}/avg@{r['k']}"]
             assert step == steps and value == pytest.approx(r["mean"], rel=1e-6)
-        png = runner.node_dir(node) / "curves.png"
+        png = runner.dir.node_dir(node) / "curves.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", node.id
     arm = _scalars(tb / "arms" / "full-seed0")
     path = runner.arm_rows()["full"]

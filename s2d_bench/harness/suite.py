@@ -16,10 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from s2d_bench.config import BenchmarkConfig, EvalConfig, config_hash, require
+from s2d_bench.config import BenchmarkConfig, EvalConfig, require
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.harness.evaluate import evaluate
+from s2d_bench.identity import config_hash, eval_key
 from s2d_bench.harness.grading import GradingPool
 from s2d_bench.harness.records import EvalRecord
 from s2d_bench.harness.targets import Target, benchmark_target, entries
@@ -48,13 +49,6 @@ class SuiteOptions:
     def entry(self, name: str) -> BenchmarkConfig:
         return BenchmarkConfig(name=name, samples=self.samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                                max_new_tokens=self.max_new_tokens, limit=self.limit)
-
-
-def eval_key(record: EvalRecord) -> str:
-    """The store key of an evaluation: one row per model, benchmark and protocol (a re-evaluation replaces it)."""
-    protocol = config_hash({"eval": record.eval_config, "engine": record.engine, "seed": record.eval_seed, "limit": record.limit,
-                            "data": record.data, "thinking": record.thinking})
-    return f"{record.node or 'eval:' + record.model}:{record.benchmark}:{protocol}"
 
 
 def model_folder(model: str, engine_name: str, engine_cfg: EngineConfig, opts: SuiteOptions) -> str:

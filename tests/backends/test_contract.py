@@ -70,7 +70,7 @@ def test_the_pipeline_writes_one_record_per_model_with_budget_and_backend(tiny_o
     assert [n.stage for n in stage_nodes] == STAGE_NAMES
     for node in stage_nodes:
         assert records[node.id]["backend"] == backend and records[node.id]["per_problem"]
-        assert (runner.node_dir(node) / "metrics.jsonl").read_text().count("\n") == 2
+        assert (runner.dir.node_dir(node) / "metrics.jsonl").read_text().count("\n") == 2
     assert records[stage_nodes[-1].id]["labeled_per_stage"] == {"teacher_rl": 8, "warmup": 0, "opd": 0, "student_rl": 8}
     assert len(runner.store.evals("tiny")) == len(runner.nodes)
 
@@ -84,7 +84,7 @@ def test_a_teacher_with_another_vocabulary_is_refused_before_any_stage_runs(tiny
     runner = Runner(_cfg(built_teacher_only, backend, "teacher.builder=", f"teacher.path={tmp_path / 'odd-teacher'}"))
     with pytest.raises(UserError, match="different vocabularies"):
         runner.run()
-    assert not list(runner.root.glob("nodes/*/model"))  # refused before anything trained
+    assert not list(runner.dir.root.glob("nodes/*/model"))  # refused before anything trained
 
 
 @pytest.mark.parametrize("stage", STAGE_NAMES)

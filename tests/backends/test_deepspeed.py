@@ -25,7 +25,8 @@ from s2d_bench.generation.engine import EngineConfig  # noqa: E402
 from s2d_bench.generation.hf import HFEngine  # noqa: E402
 from s2d_bench.harness.evaluate import evaluate  # noqa: E402
 from s2d_bench.models.builders import load_pretrained, save, tiny_qwen3_student  # noqa: E402
-from s2d_bench.pipeline import EVAL_SEED, Runner  # noqa: E402
+from s2d_bench.identity import EVAL_SEED  # noqa: E402
+from s2d_bench.pipeline import Runner  # noqa: E402
 from s2d_bench.store import Store  # noqa: E402
 
 WORKER = Path(__file__).with_name("ds_worker.py")
