@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -27,6 +27,7 @@ from s2d_bench.generation.hf import HFEngine
 from s2d_bench.generation.protocol import prompt_seeds
 from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.sequences import completion_logits
+from s2d_bench.nodefiles import write_json
 
 C2_PROMPTS = 64  # held-out prompts per measurement
 C2_SAMPLES = 4  # samples per prompt and direction
@@ -72,3 +73,23 @@ def reward_gain(metrics_path: Path) -> dict[str, float] | None:
     tenth = max(1, len(rewards) // 10)
     first, last = sum(rewards[:tenth]) / tenth, sum(rewards[-tenth:]) / tenth
     return {"reward_first": first, "reward_last": last, "reward_gain": last - first}
+
+
+C2_STAGES = ("warmup", "opd")  # distillation stages around which the teacher-student KL is measured
+
+
+def of_node(node: Any, folder: Path, load: Callable[[str], tuple[Any, Any]], prompts: list[str], max_new_tokens: int, seed: int,
+            thinking: bool) -> dict[str, Any] | None:
+    """A node's diagnostics, computed once into `folder`/diagnostics.json: C1 after teacher RL (from its metrics), C2
+    around each distillation stage (`load(node id)` gives a built model and tokenizer); None for other stages."""
+    path = folder / "diagnostics.json"
+    if not path.exists():
+        if node.stage == "teacher_rl":
+            result = {"kind": "c1", **(reward_gain(folder / "metrics.jsonl") or {})}
+        elif node.stage in C2_STAGES:
+            (teacher, tok), (before, _), (after, _) = (load(i) for i in (node.teacher, node.parent, node.id))
+            result = {"kind": "c2", **c2(teacher, before, after, tok, prompts, max_new_tokens, seed, thinking)}
+        else:
+            return None
+        write_json(path, result)
+    return json.loads(path.read_text())

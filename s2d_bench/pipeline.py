@@ -33,7 +33,7 @@ from s2d_bench.harness.grading import GradingPool
 from s2d_bench.harness.records import EvalRecord
 from s2d_bench.harness.rewards import PoolReward
 from s2d_bench.harness.suite import evaluate_target
-from s2d_bench.harness.targets import TASK, Target, benchmark_target, entries, task_target
+from s2d_bench.harness.targets import run_targets
 from s2d_bench.identity import EVAL_SEED, eval_key, run_hash
 from s2d_bench.models import MODELS
 from s2d_bench.models.builders import load_pretrained, save
@@ -45,11 +45,8 @@ from s2d_bench.reporting.curves import plot_metrics
 from s2d_bench.rundir import RunDir
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.store import Store
-from s2d_bench.tasks import BENCHMARKS, TASKS
+from s2d_bench.tasks import TASKS
 from s2d_bench.writable import check_file, check_folder
-
-C2_STAGES = ("warmup", "opd")  # distillation stages around which the teacher-student KL is measured
-
 
 def run_all(runners: list["Runner"], announce: Callable[[str], None] = lambda line: None) -> list[list[dict[str, Any]]]:
     """Build every node of these runs (one config's seeds, sharing a run directory) and store their records; each run's
@@ -99,7 +96,7 @@ class Runner:
         self.backend = BACKENDS.get(cfg.backend)(cfg)
         preflight.check_models(cfg)
         self.nodes = {n.id: n for n in plan(cfg)}
-        self.targets = self._targets()
+        self.targets = run_targets(cfg, self.task.grader, self.splits.test)
         self.jobs = self._jobs()
         self.store = Store(cfg.store) if distributed.is_main() else None  # rank 0 alone writes results
         if self.store is not None:
@@ -133,16 +130,6 @@ class Runner:
                       "its ranks share each stage instead", file=sys.stderr)
             return 1
         return self.cfg.jobs
-
-    def _targets(self) -> list[Target]:
-        """Each of `eval.benchmarks` with its problems and protocol, loaded once per run."""
-        out = []
-        for entry in entries(self.cfg.eval.benchmarks):
-            if entry.name == TASK:
-                out.append(task_target(entry, self.cfg.task.name, self.splits.test, self.task.grader, self.cfg.eval))
-            else:
-                out.append(benchmark_target(entry, BENCHMARKS.get(entry.name), self.cfg.eval, self.cfg.task.data_dir or None))
-        return out
 
     # ------------------------------------------------------------------ running
     def run(self, prebuilt: bool = False) -> list[dict[str, Any]]:
@@ -212,21 +199,9 @@ class Runner:
         return records
 
     def diagnostics_of(self, node: Node) -> dict[str, Any] | None:
-        """C1 after teacher RL, C2 around each distillation stage: computed once into diagnostics.json."""
-        path = self.dir.node_dir(node) / "diagnostics.json"
-        if not path.exists():
-            if node.stage == "teacher_rl":
-                gain = diagnostics.reward_gain(self.dir.node_dir(node) / "metrics.jsonl")
-                result = {"kind": "c1", **(gain or {})}
-            elif node.stage in C2_STAGES:
-                (teacher, tok), (before, _), (after, _) = (self.load(i) for i in (node.teacher, node.parent, node.id))
-                prompts = [p.prompt for p in self.splits.test]
-                result = {"kind": "c2", **diagnostics.c2(teacher, before, after, tok, prompts, self.cfg.eval.max_new_tokens, EVAL_SEED,
-                                                         self.cfg.prompt.thinking)}
-            else:
-                return None
-            write_json(path, result)
-        return json.loads(path.read_text())
+        """C1 after teacher RL, C2 around each distillation stage (diagnostics.of_node), computed once."""
+        return diagnostics.of_node(node, self.dir.node_dir(node), self.load, [p.prompt for p in self.splits.test],
+                                   self.cfg.eval.max_new_tokens, EVAL_SEED, self.cfg.prompt.thinking)
 
     def load(self, node_id: str) -> tuple[Any, Any]:
         """A built node's model and tokenizer, on this run's device."""

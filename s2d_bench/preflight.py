@@ -29,7 +29,6 @@ from s2d_bench.harness.targets import entries
 from s2d_bench.models import MODELS
 from s2d_bench.models.builders import check_pair, load_tokenizer
 from s2d_bench.models.refs import damaged_weights, load_kwargs, resolve_model
-from s2d_bench.nodefiles import write_json
 from s2d_bench.reporting import REPORTERS
 from s2d_bench.stages import STAGES
 from s2d_bench.tasks import BENCHMARKS, TASKS

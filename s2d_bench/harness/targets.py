@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from s2d_bench.config import BenchmarkConfig, EvalConfig
+from s2d_bench.config import BenchmarkConfig, EvalConfig, RunConfig
+from s2d_bench.tasks import BENCHMARKS
 from s2d_bench.tasks.base import Problem
 from s2d_bench.tasks.benchmarks import GROUPS, Benchmark, load_problems
 
@@ -64,3 +65,14 @@ def task_target(entry: BenchmarkConfig, task_name: str, test: list[Problem], gra
     cfg = _merged(entry, {name: getattr(eval_cfg, name) for name in PROTOCOL}, eval_cfg)
     problems = test[: entry.limit] if entry.limit else test
     return Target(task_name, TASK, problems, cfg, grader, None, f"task:{task_name}", entry.limit)
+
+
+def run_targets(cfg: RunConfig, grader: str, test: list[Problem]) -> list[Target]:
+    """A run's `eval.benchmarks`, each with its problems and protocol (the task's own test split for `task`), loaded once."""
+    out = []
+    for entry in entries(cfg.eval.benchmarks):
+        if entry.name == TASK:
+            out.append(task_target(entry, cfg.task.name, test, grader, cfg.eval))
+        else:
+            out.append(benchmark_target(entry, BENCHMARKS.get(entry.name), cfg.eval, cfg.task.data_dir or None))
+    return out
