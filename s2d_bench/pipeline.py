@@ -39,7 +39,7 @@ from s2d_bench.models import MODELS
 from s2d_bench.models.builders import load_pretrained, save
 from s2d_bench.models.pretrain import pretrain
 from s2d_bench.nodefiles import node_lock, write_atomic, write_json
-from s2d_bench.plan import Node, labeled_consumed, labeled_per_stage, plan
+from s2d_bench.plan import Node, arm_paths, arm_rows, base_node, plan
 from s2d_bench.reporting import REPORTERS, report_arms, report_evaluations, reporting
 from s2d_bench.reporting.curves import plot_metrics
 from s2d_bench.rundir import RunDir
@@ -112,15 +112,14 @@ class Runner:
 
     def arm_paths(self) -> dict[str, list[str]]:
         """Each arm's stage nodes in order (plan order is execution order)."""
-        return {arm: [n.id for n in self.nodes.values() if arm in n.arms] for arm in self.cfg.arms}
+        return arm_paths(self.nodes, self.cfg.arms)
 
     def base(self, role: str) -> Node:
-        return next(n for n in self.nodes.values() if n.stage == "base" and n.role == role)
+        return base_node(self.nodes, role)
 
     def arm_rows(self) -> dict[str, list[tuple[str, str]]]:
         """Each arm as the store keeps it: the base student, then the arm's stage nodes."""
-        start = [(self.base("student").id, "base")]
-        return {arm: start + [(i, self.nodes[i].stage) for i in ids] for arm, ids in self.arm_paths().items()}
+        return arm_rows(self.nodes, self.cfg.arms)
 
     def _jobs(self) -> int:
         """Parallel node builds: one process each, so not for DeepSpeed (its process group is the process's) or a launch."""
@@ -169,10 +168,7 @@ class Runner:
 
     def preflight(self) -> dict[str, Any]:
         """The up-front checks and the memory estimate (preflight.py), with this backend's memory layout."""
-        layout = {"precision": "fp32", "zero_stage": 0, "world": distributed.world(), "offload_optimizer": False,
-                  "offload_params": False, "teacher_zero3": False}
-        layout.update(self.backend.memory_layout())
-        return preflight.run(self.cfg, list(self.nodes.values()), layout, self.targets)
+        return preflight.run(self.cfg, list(self.nodes.values()), self.backend.memory_layout(), self.targets)
 
     def build(self, node: Node) -> None:
         """Train the node if it is not on disk, evaluate it on every benchmark, compute its diagnostics.
@@ -271,7 +267,7 @@ class Runner:
         try:
             with GradingPool() as pool:
                 for target in todo:
-                    record = evaluate_target(engine, target, EVAL_SEED, self.dir.node_dir(node), pool, self._record_fields(node),
+                    record = evaluate_target(engine, target, EVAL_SEED, self.dir.node_dir(node), pool, self.dir.record_fields(self.nodes, node),
                                              f"completions-{self.dir.eval_name(target)}.jsonl", desc)
                     if record is not None:
                         write_atomic(self.dir.result_path(node, target), record.to_json())
@@ -280,18 +276,3 @@ class Runner:
             engine.close()
         if written:
             report_evaluations(self.cfg.report_to, self.dir.tb_dir(node), written, int(self.dir.stage_info(node).get("steps", 0)))
-
-    def _record_fields(self, node: Node) -> dict[str, Any]:
-        """What a pipeline record says beyond the evaluation itself: the node, its lineage and budget."""
-        draws, unique = labeled_consumed(self.nodes, node.id, self.dir.stage_info)
-        model_id = {role: getattr(self.cfg, role).builder or getattr(self.cfg, role).path for role in ("teacher", "student")}
-        return dict(
-            model=model_id[node.role], engine=self.cfg.eval.engine, thinking=self.cfg.prompt.thinking, seed=self.cfg.seed,
-            seed_scope=self.cfg.seed_scope,
-            stage=node.stage, run=self.cfg.name, node=node.id, role=node.role, arms=node.arms, parent=node.parent,
-            teacher_node=node.teacher, backend=self.cfg.backend, teacher_model=model_id["teacher"], student_model=model_id["student"],
-            config_hash=self.dir.config_id,
-            node_config=node.cfg, labeled_draws=draws, labeled_unique=unique,
-            labeled_per_stage=labeled_per_stage(self.nodes, node.id, self.dir.stage_info),
-            train_seconds=self.dir.stage_info(node)["seconds"],
-        )

@@ -10,7 +10,7 @@ behaviour before it (ids of earlier runs survive): memory-only settings never jo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from s2d_bench.config import RunConfig, to_dict
 from s2d_bench.identity import base_inputs, node_id, node_seed, stage_inputs
@@ -59,6 +59,21 @@ def plan(cfg: RunConfig) -> list[Node]:
                 node.arms.append(arm_name)
             current[stage.trains] = node.id
     return list(nodes.values())
+
+
+def arm_paths(nodes: dict[str, Node], arms: Iterable[str]) -> dict[str, list[str]]:
+    """Each arm's stage nodes in order (plan order is execution order)."""
+    return {arm: [n.id for n in nodes.values() if arm in n.arms] for arm in arms}
+
+
+def base_node(nodes: dict[str, Node], role: str) -> Node:
+    return next(n for n in nodes.values() if n.stage == "base" and n.role == role)
+
+
+def arm_rows(nodes: dict[str, Node], arms: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """Each arm as the store keeps it: the base student, then the arm's stage nodes."""
+    start = [(base_node(nodes, "student").id, "base")]
+    return {arm: start + [(i, nodes[i].stage) for i in ids] for arm, ids in arm_paths(nodes, arms).items()}
 
 
 def ancestors(nodes: dict[str, Node], node_id: str) -> list[Node]:

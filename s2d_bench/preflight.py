@@ -142,11 +142,14 @@ def check_models(cfg: RunConfig) -> None:
                 raise UserError(f"{role}.path '{getattr(cfg, role).path}': {damage}")
 
 
-def run(cfg: RunConfig, nodes: list, layout: dict[str, Any], targets: list) -> dict[str, Any]:  # noqa: ANN001 - Nodes, Targets
+def run(cfg: RunConfig, nodes: list, backend_layout: dict[str, Any], targets: list) -> dict[str, Any]:  # noqa: ANN001 - Nodes, Targets
     """The pair check, the context check and the memory estimate (printed on rank 0), refusing what cannot fit.
 
+    `backend_layout`: what the backend's `memory_layout()` says of its states, over one fp32 process per rank.
     Nothing is written here: the run directory is made only once every check has passed (pipeline.prepare), so a
     refused config leaves nothing behind."""
+    layout = {"precision": "fp32", "zero_stage": 0, "world": distributed.world(), "offload_optimizer": False, "offload_params": False,
+              "teacher_zero3": False, **backend_layout}
     toks = {role: _tokenizer(cfg, role) for role in ROLES}  # loaded once for both checks (a real tokenizer takes seconds)
     if any(n.teacher for n in nodes):
         check_pair(toks["teacher"], toks["student"])
@@ -222,7 +225,7 @@ def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any]) -> dict[s
         if node.stage == "base":
             continue
         stage = STAGES.get(node.stage)
-        st = stage_shape(cfg, type(getattr(cfg.stages, node.stage))(**node.cfg), layout["world"])
+        st = stage_shape(cfg, node.settings, layout["world"])
         sampler = "teacher" if stage.samples_from == "teacher" else stage.trains
         row = budget.stage_estimate(node.stage, stage.trains, params, shapes, st, sampler, stage.needs_teacher, precision, layout, vllm)
         if node.stage not in largest or row["device_gib"] > largest[node.stage][0]["device_gib"]:
