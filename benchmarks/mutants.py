@@ -5,11 +5,18 @@ then reads its results (mutants/**/*.meta) and writes, per module, how many muta
 killed, how many survived and how many are equivalent (listed in EQUIVALENT below with the
 reason: same behaviour, so no test can kill them). The score is killed / (all - equivalent).
 
+Modules come in groups: "core" is pyproject's [tool.mutmut], run in the repository itself; every
+other group ([tool.s2d-mutants.groups.<name>]: modules and the tests that exercise them) runs in a
+copy of the repository under .mutants/<name>/ with its own [tool.mutmut], so a group's stats pass
+runs only its own tests and a group can be rerun alone. The results file keeps every group's last
+scores; a run of one group replaces that group's.
+
 mutmut numbers the mutants of a function in order, so editing the function renumbers them: an
 EQUIVALENT entry is keyed by the function and the line as the mutant reads it, never by number,
 and entries that match no surviving mutant are reported (killed since, or the code changed).
 
-    python benchmarks/mutants.py              # run, then score; writes results/mutants.json
+    python benchmarks/mutants.py              # run the core group, then score; writes results/mutants.json
+    python benchmarks/mutants.py --group backends   # another group (--group all: every group in turn)
     python benchmarks/mutants.py --score-only # score the last run
     python benchmarks/mutants.py --score-only --show NAME ...   # the line each mutant changes (for EQUIVALENT)
 """
@@ -22,9 +29,11 @@ import difflib
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,16 +44,16 @@ OUT = ROOT / "benchmarks" / "results" / "mutants.json"
 # not by mutmut's number (editing a function renumbers its mutants), so an entry can never excuse another mutation.
 # Reviewed by hand; a new survivor is either killed by a test or added here with its reason.
 EQUIVALENT: dict[tuple[str, str], str] = {
-    ('s2d_bench.chunked.xǁObjectiveǁper_token',
+    ('s2d_bench.losses.x_sampled_token_reverse_kl',
      's_lp, t_lp = s_logp.gather(+1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)'):
         'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
-    ('s2d_bench.chunked.xǁObjectiveǁper_token',
+    ('s2d_bench.losses.x_sampled_token_reverse_kl',
      's_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(+1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)'):
         'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
-    ('s2d_bench.chunked.xǁObjectiveǁper_token',
+    ('s2d_bench.losses.x_sampled_token_reverse_kl',
      's_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_logp.gather(+1, tokens[:, None]).squeeze(-1)'):
         'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
-    ('s2d_bench.chunked.xǁObjectiveǁper_token',
+    ('s2d_bench.losses.x_sampled_token_reverse_kl',
      's_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(+1)'):
         'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
     ('s2d_bench.chunked.x__log_softmax',
@@ -349,10 +358,10 @@ def _functions(path: Path) -> dict[str, str]:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
-def mutated_line(name: str) -> str | None:
+def mutated_line(name: str, where: Path = ROOT) -> str | None:
     """The line(s) mutant `name` changes, as they read mutated (stripped, ' | '-joined); None if it is not there."""
     module, _, function = name.rpartition(".")
-    path = ROOT / "mutants" / (module.replace(".", "/") + ".py")
+    path = where / "mutants" / (module.replace(".", "/") + ".py")
     if not path.is_file():
         return None
     sources = _functions(path)
@@ -365,21 +374,59 @@ def mutated_line(name: str) -> str | None:
     return " | ".join(changed)
 
 
-def equivalence(name: str) -> str | None:
+def equivalence(name: str, where: Path = ROOT) -> str | None:
     """Why surviving mutant `name` is equivalent (EQUIVALENT), or None."""
     function = name.rsplit("__mutmut_", 1)[0]
-    return EQUIVALENT.get((function, mutated_line(name) or ""))
+    return EQUIVALENT.get((function, mutated_line(name, where) or ""))
 
 
-def score() -> dict:
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def groups() -> list[str]:
+    return ["core", *_pyproject().get("tool", {}).get("s2d-mutants", {}).get("groups", {})]
+
+
+def workdir(group: str) -> Path:
+    """Where a group's mutmut runs: the repository for core, else a copy of it with the group's [tool.mutmut]."""
+    return ROOT if group == "core" else ROOT / ".mutants" / group
+
+
+def _toml(value) -> str:  # noqa: ANN001 - the str / bool / list[str] values of [tool.mutmut]
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def prepare(group: str) -> Path:
+    """The group's copy of the repository, refreshed (its mutants/ kept, so mutmut reuses results of unchanged code)."""
+    where = workdir(group)
+    if group == "core":
+        return where
+    data = _pyproject()["tool"]
+    spec = data["s2d-mutants"]["groups"][group]
+    settings = {**data["mutmut"], "only_mutate": spec["modules"], "pytest_add_cli_args_test_selection": spec["tests"]}
+    where.mkdir(parents=True, exist_ok=True)
+    for name in ("s2d_bench", "tests", "benchmarks", "leaderboards"):
+        shutil.rmtree(where / name, ignore_errors=True)
+        shutil.copytree(ROOT / name, where / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    for name in ("README.md", "Makefile", "setup.cfg"):
+        shutil.copy2(ROOT / name, where / name)
+    (where / "pyproject.toml").write_text("[tool.mutmut]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items()))
+    return where
+
+
+def score(group: str = "core") -> dict:
     modules: dict[str, dict] = defaultdict(lambda: {"killed": 0, "survived": 0, "equivalent": 0, "no tests": 0, "timeout": 0, "other": 0,
                                                     "survivors": [], "equivalents": []})
-    for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
-        module = str(meta.relative_to(ROOT / "mutants"))[: -len(".meta")]
+    where = workdir(group)
+    for meta in sorted((where / "mutants").rglob("*.py.meta")):
+        module = str(meta.relative_to(where / "mutants"))[: -len(".meta")]
         for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
             status = _status(code)
             row = modules[module]
-            if status == "survived" and equivalence(name) is not None:
+            if status == "survived" and equivalence(name, where) is not None:
                 row["equivalent"] += 1
                 row["equivalents"].append(name)
             elif status == "survived":
@@ -398,42 +445,73 @@ def score() -> dict:
             "equivalent": {f"{f}: {line}": why for (f, line), why in EQUIVALENT.items()}}
 
 
+def _run(group: str, max_children: int, names: list[str]) -> int:
+    """mutmut over one group (all its mutants, or those named); returns the seconds it took."""
+    where = prepare(group)
+    start = time.perf_counter()
+    # A test's subprocesses (the CLI, DeepSpeed's ranks) import the editable install, not the mutated copy, so only
+    # in-process tests kill mutants. (PYTHONPATH at the copy would reach them, but then mutmut's stats pass records no
+    # test for any function: mutmut 3.8.1.)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "S2D_DATA_DIR": os.environ.get("S2D_DATA_DIR", str(ROOT.parent / "shared" / "data"))}
+    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names], cwd=where, env=env, check=False)
+    return round(time.perf_counter() - start)
+
+
+def _report(previous: dict, group: str, fresh: dict, seconds: int | None) -> dict:
+    """The results file with `group`'s scores replaced: per group (modules, seconds), and every module's merged."""
+    by_group = previous.get("groups", {})
+    if not by_group and "modules" in previous:  # a file from before groups: it holds the core group
+        by_group = {"core": {"modules": previous["modules"], "seconds": previous.get("seconds")}}
+    if seconds is None:  # a rescore keeps the last run's duration
+        seconds = by_group.get(group, {}).get("seconds")
+    by_group[group] = {"modules": fresh["modules"], "seconds": seconds}
+    modules = {m: row for g in by_group.values() for m, row in g["modules"].items()}
+    killed = sum(r["killed"] + r["timeout"] for r in modules.values())
+    judged = sum(r["killed"] + r["survived"] + r["no tests"] + r["timeout"] + r["other"] for r in modules.values())
+    return {"groups": by_group, "modules": modules,
+            "total": {"killed": killed, "judged": judged, "score": round(killed / judged, 3) if judged else None},
+            "equivalent": fresh["equivalent"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--group", default="core", help=f"which group: {', '.join(groups())}, or all")
     ap.add_argument("--score-only", action="store_true")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--show", nargs="+", default=[], help="print the line each named mutant changes, and stop")
+    ap.add_argument("names", nargs="*", help="rerun only these mutants (mutmut names or globs) of the group")
     args = ap.parse_args()
+    chosen = groups() if args.group == "all" else [args.group]
+    if args.group not in ("all", *groups()):
+        raise SystemExit(f"no mutation group {args.group!r}: {', '.join(groups())}, or all")
     if args.show:
         for name in args.show:
-            print(f"{name}\n    {mutated_line(name)!r}")
+            print(f"{name}\n    {mutated_line(name, workdir(chosen[0]))!r}")
         return
-    seconds = None
-    if not args.score_only:
-        start = time.perf_counter()
-        # PYTHONPATH: a test's subprocesses (the CLI, DeepSpeed's ranks, the scheduler's workers) import the mutated copy
-        # too, not the editable install, so they run the mutant under test (MUTANT_UNDER_TEST is inherited).
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT / "mutants"),
-               "S2D_DATA_DIR": os.environ.get("S2D_DATA_DIR", str(ROOT.parent / "shared" / "data"))}
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=ROOT, env=env, check=False)
-        seconds = round(time.perf_counter() - start)
-    report = score()
-    if seconds is None and OUT.exists():  # a rescore keeps the last run's duration
-        seconds = json.loads(OUT.read_text()).get("seconds")
-    report["seconds"] = seconds
-    print(f"{'module':<40}{'killed':>8}{'survived':>10}{'equiv':>7}{'no tests':>10}{'score':>7}")
-    for module, row in sorted(report["modules"].items()):
-        print(f"{module:<40}{row['killed'] + row['timeout']:>8}{row['survived']:>10}{row['equivalent']:>7}{row['no tests']:>10}"
-              f"{row['score'] if row['score'] is not None else '-':>7}")
-    print(f"total: {report['total']['killed']} of {report['total']['judged']} killed ({report['total']['score']}), {seconds} s")
-    used = {(n.rsplit("__mutmut_", 1)[0], mutated_line(n) or "") for row in report["modules"].values() for n in row["equivalents"]}
-    unused = [key for key in EQUIVALENT if key not in used]
-    if unused:
-        print(f"{len(unused)} EQUIVALENT entries match no surviving mutant (killed now, or the code changed): {unused}")
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {OUT}")
-
+    for group in chosen:
+        seconds = None if args.score_only else _run(group, args.max_children, args.names)
+        if args.names:  # a partial rerun: its duration is not the group's
+            seconds = None
+        fresh = score(group)
+        report = _report(json.loads(OUT.read_text()) if OUT.exists() else {}, group, fresh, seconds)
+        row_seconds = report["groups"][group]["seconds"]
+        print(f"group {group}")
+        print(f"{'module':<40}{'killed':>8}{'survived':>10}{'equiv':>7}{'no tests':>10}{'score':>7}")
+        for module, row in sorted(fresh["modules"].items()):
+            print(f"{module:<40}{row['killed'] + row['timeout']:>8}{row['survived']:>10}{row['equivalent']:>7}{row['no tests']:>10}"
+                  f"{row['score'] if row['score'] is not None else '-':>7}")
+        print(f"total (every group): {report['total']['killed']} of {report['total']['judged']} killed ({report['total']['score']}); "
+              f"group {group}: {row_seconds} s")
+        OUT.parent.mkdir(exist_ok=True)
+        OUT.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {OUT}")
+    if args.group == "all":
+        used = {(n.rsplit("__mutmut_", 1)[0], mutated_line(n, workdir(g)) or "") for g in chosen
+                for row in score(g)["modules"].values() for n in row["equivalents"]}
+        unused = [key for key in EQUIVALENT if key not in used]
+        if unused:
+            print(f"{len(unused)} EQUIVALENT entries match no surviving mutant (killed now, or the code changed): {unused}")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,83 @@
+"""What makes two nodes, configs and evaluations the same (identity.py): every hash pinned to the value the code before
+the move to identity.py computed (so existing run directories and stores stay valid), and what each hash leaves out."""
+
+import dataclasses
+
+import pytest
+
+from s2d_bench.config import load_config
+from s2d_bench.harness.records import EvalRecord
+from s2d_bench.identity import config_hash, eval_file_hash, eval_key, node_seed, run_hash, stage_inputs, without
+from s2d_bench.pipeline import Runner
+
+RECORD = EvalRecord(model="m", task="math500", benchmark="math500", eval_config={"samples": 4}, engine="hf", thinking=False, grader="g",
+                    audit_grader=None, seed=0, eval_seed=1234, data="d", limit=None, metric="avg", n=1, k=1, mean=0.5, stderr=0.1,
+                    pass_at={}, maj=0.0, agreement=None, timeouts=0, no_answer=0.0, samples_per_second=1.0, tokens_per_second=1.0,
+                    eval_seconds=1.0, breakdown=[], per_problem={})
+
+
+@pytest.mark.parametrize("overrides, evals, run", [([], ["800a66511374"], "df388bacae8f"),
+                                                   (["prompt.thinking=true"], ["a1839f6397ae"], "d9aa85622fe1")], ids=["tiny", "thinking"])
+def test_evaluation_file_names_and_config_ids_are_the_ones_earlier_runs_wrote(tmp_path, overrides, evals, run):
+    cfg = load_config(None, [f"run_dir={tmp_path}", *overrides])
+    assert [eval_file_hash(cfg, t) for t in Runner(cfg).targets] == evals
+    assert run_hash(cfg) == run
+
+
+def test_a_config_id_leaves_out_where_and_how_it_runs_and_its_arms_but_nothing_it_computes(tmp_path):
+    cfg = load_config(None, [])
+    same = ["seed=3", "jobs=2", "threads=2", f"run_dir={tmp_path}", f"store={tmp_path / 's.sqlite'}", "arms={x: {stages: [warmup]}}",
+            "seed_scope=stages"]
+    for override in same:
+        assert run_hash(load_config(None, [override])) == run_hash(cfg), override
+    for override in ["stages.opd.lr=0.5", "seed_scope=all", "backend=trl", "eval.samples=3", "prompt.thinking=true"]:
+        assert run_hash(load_config(None, [override])) != run_hash(cfg), override
+
+
+def test_store_keys_are_the_ones_earlier_stores_hold_and_follow_the_protocol():
+    assert eval_key(RECORD) == "eval:m:math500:63c08dbbe694"
+    assert eval_key(dataclasses.replace(RECORD, node="opd-123", thinking=True)) == "opd-123:math500:546139b474af"
+    for change in [{"eval_config": {"samples": 8}}, {"engine": "vllm"}, {"eval_seed": 1}, {"limit": 5}, {"data": "e"}, {"thinking": True}]:
+        assert eval_key(dataclasses.replace(RECORD, **change)) != eval_key(RECORD), change
+    for change in [{"mean": 0.9}, {"seed": 7}, {"grader": "other"}]:  # numbers and the run's seed: the same evaluation, replaced
+        assert eval_key(dataclasses.replace(RECORD, **change)) == eval_key(RECORD), change
+
+
+def test_memory_settings_and_later_defaults_leave_a_stage_node_id_alone():
+    cfg = load_config(None, [])
+    step = {"lr": 1e-3, "micro_batch_size": 0, "gradient_checkpointing": False, "mini_batches": 1}
+    base = stage_inputs(cfg, step, "p", None)
+    assert base["cfg"] == {"lr": 1e-3}
+    assert stage_inputs(cfg, {**step, "micro_batch_size": 4, "gradient_checkpointing": True}, "p", None) == base
+    assert stage_inputs(cfg, {**step, "mini_batches": 2}, "p", None)["cfg"] == {"lr": 1e-3, "mini_batches": 2}
+    assert stage_inputs(cfg, step, "p", "t") != base and stage_inputs(cfg, step, "q", None) != base
+    assert without({"a": 1, "b": 2, "c": 3}, ("a",), {"b": 2, "c": 4}) == {"c": 3}
+
+
+def test_hashes_are_short_stable_and_order_free_and_seeds_come_from_ids():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1}) == "e6f20bdc3757"
+    assert len(config_hash({})) == 12
+    assert node_seed("opd-0f76fc3ce465") == 0x0F76FC3C
+    assert node_seed("base-student-cbf31b0232f7") == 0xCBF31B02
+
+
+def test_a_model_from_a_path_is_named_by_its_weights_as_earlier_runs_named_it(tmp_path, monkeypatch):
+    from s2d_bench.plan import plan
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pm").mkdir()
+    (tmp_path / "pm" / "config.json").write_text('{"a": 1}')
+    (tmp_path / "pm" / "model.safetensors").write_bytes(b"weights")
+
+    def teacher_id():
+        return next(n.id for n in plan(load_config(None, ["teacher.builder=", "teacher.path=pm"])) if n.stage == "base" and n.role == "teacher")
+
+    assert teacher_id() == "base-teacher-690d4df12a0e"
+    (tmp_path / "pm" / "model.safetensors").write_bytes(b"weighs")  # same folder, other weights: another model
+    assert teacher_id() != "base-teacher-690d4df12a0e"
+
+
+def test_a_value_json_cannot_write_is_hashed_as_its_text():
+    from pathlib import Path
+
+    assert config_hash({"p": Path("/x")}) == config_hash({"p": "/x"})
