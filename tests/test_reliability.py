@@ -1,5 +1,5 @@
 """Probes a demanding user tried, kept as tests so none of them comes back (issue: numbers that
-survive load, races and damage). Grading under load is in test_grading.py."""
+survive load, races and damage). Grading under load is in harness/test_grading.py."""
 
 import json
 import os

@@ -5,7 +5,7 @@ lm-eval ships it in `lm_eval/tasks/hendrycks_math/utils.py`, which many publishe
 It is ported faithfully, quirks included, so a number graded here is comparable with theirs:
 only `\\$` is removed (a bare `$` stays), a second `\\text{ ` unit or a non-integer `a/b` raises
 inside the normalisation and falls back to comparing the raw strings, and `x = 5` loses its
-left side only when there is exactly one `=`. `tests/test_grading.py` runs this and lm-eval's copy
+left side only when there is exactly one `=`. `tests/harness/test_grading.py` runs this and lm-eval's copy
 on generated answer pairs and requires the same verdict on every one. It compares strings, so it
 is stricter than math-verify on values (`0.5` vs `\\frac12` differ): its job here is the audit
 column, where disagreement with math-verify flags answers worth a look.

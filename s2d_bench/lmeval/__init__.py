@@ -13,7 +13,7 @@ TASKS_DIR = Path(__file__).parent / "tasks"
 
 def task_yaml(bench) -> str:  # noqa: ANN001 - a tasks.benchmarks.Benchmark
     """The lm-eval task YAML of a benchmark, from its definition (tasks/benchmarks.py): the protocol is written once,
-    and tests/test_lmeval_interop.py checks every shipped YAML against this, so the two cannot drift apart."""
+    and tests/lmeval/test_lmeval_interop.py checks every shipped YAML against this, so the two cannot drift apart."""
     k = bench.samples
     return (
         f"# s2d-bench's {bench.name} protocol for lm-eval: {k} repeats, all scored, math-verify, avg@{k}.\n"

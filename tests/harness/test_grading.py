@@ -8,7 +8,7 @@ from s2d_bench.harness.grading import GradingPool, grade
 from s2d_bench.harness.hendrycks import is_equiv
 
 GOLDEN = [json.loads(line) for line in (Path(__file__).parent / "data" / "grading_golden.jsonl").read_text().splitlines()]
-DATA = Path(os.environ.get("S2D_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(os.environ.get("S2D_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "math500.jsonl").is_file(), reason=f"real data not at {DATA} (set S2D_DATA_DIR)")
 
 
@@ -87,7 +87,7 @@ def test_verdicts_do_not_depend_on_machine_load():
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "grading_load.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "grading_load.py"
     out = subprocess.run([sys.executable, str(script), "--data", str(DATA), "--items", "600", "--timeout", "0.5"],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]

@@ -46,7 +46,7 @@ def test_hub_field_names_are_mapped():
 
 # ---------------------------------------------------------------- the literature's suite and its group
 
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data"
 NEW = {"amc23": 40, "minerva_math": 272, "olympiadbench": 675, "hmmt_feb25": 30, "brumo25": 30, "aime26": 30}
 
 
