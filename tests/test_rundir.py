@@ -76,10 +76,13 @@ def test_retraining_a_node_clears_what_was_measured_on_it_and_the_run_files_are_
     for name in ("eval-1.json", "completions-1.jsonl", "problems-1.jsonl", "diagnostics.json", "metrics.jsonl"):
         (rd.node_dir(rl) / name).write_text("{}")
     (rd.root / "tb" / rl.id).mkdir(parents=True)
+    (rd.node_dir(rl) / "model.partial").mkdir()
+    (rd.node_dir(rl) / "model.partial" / "shard-9.safetensors").write_text("a killed save's leftover")
     assert rd.tb_dir(rl) == rd.root / "tb" / rl.id
     rd.clear(rl)
     assert sorted(p.name for p in rd.node_dir(rl).iterdir()) == ["metrics.jsonl", "stage.json"]  # metrics are rewritten by the stage
     assert not rd.tb_dir(rl).exists()
+    assert sorted(p.name for p in rd.node_dir(rl).iterdir()) == ["metrics.jsonl", "stage.json"]  # no half-saved model either
 
     rows = {"a": [(n.id, n.stage) for n in nodes.values()]}
     rd.remember_config(rows)

@@ -1,4 +1,5 @@
 import multiprocessing as mp
+import time
 
 from s2d_bench.store import Store
 
@@ -87,3 +88,75 @@ def test_a_corrupt_store_names_the_rebuild_and_an_old_store_keeps_its_arms(tmp_p
     store.put_arms("a", 0, {"full": [("n2", "base")]}, config="c2", written=5.0)
     assert [r["node"] for r in store.arms("a")] == ["n2"]  # the newest config's arms
     assert sorted(r["node"] for r in store.arms("a", every_config=True)) == ["n1", "n2"]
+
+
+def test_a_reopened_store_keeps_every_arm_config_and_time_and_its_columns_answer_sql(tmp_path):
+    """Users query the file with SQL (`sqlite3 results/s2d-bench.sqlite "select task, mean from evals"`): the columns
+    hold the record's fields. Reopening a current store migrates nothing."""
+    import sqlite3
+
+    path = tmp_path / "a" / "b" / "s.sqlite"  # folders made by the first write
+    Store(path).put_arms("suite", 3, {"full": [("n1", "base"), ("n2", "opd")]}, config="c1", written=7.5)
+    record = {"node": "n2", "stage": "opd", "role": "student", "seed": 3, "task": "math500", "mean": 0.25, "stderr": 0.01, "k": 4,
+              "n": 500, "timestamp": 9.0}
+    Store(path).put_eval("key1", "suite", record)
+    again = Store(path)
+    assert again.arms("suite") == [{"config": "c1", "seed": 3, "arm": "full", "position": 0, "node": "n1", "stage": "base", "written": 7.5},
+                                   {"config": "c1", "seed": 3, "arm": "full", "position": 1, "node": "n2", "stage": "opd", "written": 7.5}]
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT key, suite, node, stage, role, seed, task, mean, stderr, k, n, timestamp FROM evals").fetchone()
+    assert row == ("key1", "suite", "n2", "opd", "student", 3, "math500", 0.25, 0.01, 4, 500, 9.0)
+    before = time.time()
+    again.put_arms("suite", 4, {"full": [("n3", "base")]}, config="c2")  # no time given: now
+    assert again.arms("suite")[0]["written"] >= before and again.arms("suite")[0]["config"] == "c2"
+
+
+def test_evaluations_read_back_oldest_first_by_suite_and_diagnostics_by_node(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    for key, suite, stamp in (("b", "x", 2.0), ("a", "x", 2.0), ("c", "y", 1.0), ("d", "x", 0.5)):
+        store.put_eval(key, suite, {"node": key, "mean": 0.5, "timestamp": stamp})
+    assert [(r["node"], r["suite"]) for r in store.evals()] == [("d", "x"), ("c", "y"), ("a", "x"), ("b", "x")]  # time, then key
+    assert [r["node"] for r in store.evals("x")] == ["d", "a", "b"]
+    assert store.suites() == ["x", "y"]
+    store.put_diagnostic("x", "n2", "c2", {"kl": 0.5})
+    store.put_diagnostic("x", "n1", "c1", {"gain": 0.1})
+    store.put_diagnostic("x", "n1", "c1", {"gain": 0.2})  # rewritten: replaced
+    assert store.diagnostics("x") == [{"node": "n1", "kind": "c1", "gain": 0.2}, {"node": "n2", "kind": "c2", "kl": 0.5}]
+    assert store.diagnostics("y") == []
+
+
+def test_the_store_path_is_the_one_given_else_the_environment_else_the_default(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from s2d_bench.store import DEFAULT_STORE, resolve_store
+
+    monkeypatch.setenv("S2D_STORE", str(tmp_path / "env.sqlite"))
+    assert resolve_store(tmp_path / "given.sqlite") == tmp_path / "given.sqlite"
+    assert resolve_store() == tmp_path / "env.sqlite"
+    monkeypatch.delenv("S2D_STORE")
+    assert resolve_store() == DEFAULT_STORE == Path("results") / "s2d-bench.sqlite"
+
+
+def test_switching_a_locked_new_file_to_wal_waits_for_the_lock_and_other_errors_surface_at_once(tmp_path):
+    """Two processes creating one store: SQLite answers "database is locked" at once to the second journal switch."""
+    import sqlite3
+    import threading
+
+    import pytest
+
+    path = tmp_path / "s.sqlite"
+    holder = sqlite3.connect(path, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    threading.Timer(0.3, holder.rollback).start()
+    start = time.perf_counter()
+    Store(path)._use_wal()
+    assert time.perf_counter() - start >= 0.25
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    holder.close()
+    unopenable = Store(tmp_path / "dir.sqlite")  # a folder where the file would be
+    unopenable.path.mkdir()
+    start = time.perf_counter()
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        unopenable._use_wal()
+    assert time.perf_counter() - start < 1.0  # not retried
