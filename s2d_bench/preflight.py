@@ -21,7 +21,8 @@ from typing import Any
 
 from s2d_bench import budget, distributed, estimators
 from s2d_bench.backends import BACKENDS
-from s2d_bench.config import ROLES, DistillConfig, RunConfig, require
+from s2d_bench.backends.refusals import refusals
+from s2d_bench.config import ROLES, RunConfig, require
 from s2d_bench.errors import UserError
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.protocol import check_context, context_of
@@ -42,7 +43,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
     """
     _names(cfg)
     _arms(cfg)
-    BACKEND_CHECKS.get(cfg.backend, _nothing)(cfg)
+    refusals(cfg.backend).config(cfg)  # what the backend cannot express (backends/refusals.py)
     return cfg
 
 
@@ -85,53 +86,6 @@ def _refuse_sampled_warmup(stage: str, stage_cfg: Any, where: str) -> None:
             f"{where}.warmup.estimator: '{stage_cfg.estimator}' is a reverse-KL (OPD only) estimator; use {' or '.join(map(repr, usable))}")
 
 
-def _stage_configs(cfg: RunConfig):  # noqa: ANN202 - (arm, stage, its effective config) for every stage of every arm
-    return [(arm, stage, cfg.stage_config(arm, stage)) for arm in cfg.arms for stage in cfg.arms[arm].stages]
-
-
-TRL_ESTIMATORS = ("full",)  # GKD and Distillation trainers compute the full-vocabulary divergence
-
-
-def _trl(cfg: RunConfig) -> None:
-    """TRL accumulates equal micro-batches and has only full-vocabulary divergences."""
-    for _, stage, st in _stage_configs(cfg):
-        per_step = st.step_sequences // st.step_mini_batches
-        require(not (st.step_sequences % st.step_mini_batches or (st.micro_batch_size and per_step % st.micro_batch_size)),
-                 f"backend=trl: {stage}: mini_batches and micro_batch_size must divide the step's {st.step_sequences} sequences "
-                 "evenly (TRL accumulates equal micro-batches)")
-        require(not isinstance(st, DistillConfig) or st.estimator in TRL_ESTIMATORS,
-                 f"backend=trl: {stage}.estimator={getattr(st, 'estimator', '')} has no TRL equivalent (its trainers use the "
-                 "full-vocabulary divergence): set estimator: full, or use backend=torch")
-
-
-def _deepspeed(cfg: RunConfig) -> None:
-    """Every rank samples a share of each step's prompts: a step needs a prompt for each of the launch's ranks."""
-    world = distributed.launched_world()
-    for arm, stage, st in _stage_configs(cfg):
-        require(st.step_prompts >= world, f"backend=deepspeed: {arm}/{stage} draws {st.step_prompts} prompts a step for {world} ranks; "
-                                           "raise its prompts_per_step/batch_size to at least the number of ranks")
-
-
-def _nothing(cfg: RunConfig) -> None:
-    """The torch backend expresses every option."""
-
-
-BACKEND_CHECKS = {"trl": _trl, "deepspeed": _deepspeed}  # a backend's refusals, by registered name
-
-
-def _trl_pair(cfg: RunConfig) -> None:
-    """TRL's GKD and Distillation trainers compare full distributions and refuse embeddings of two sizes; the
-    torch and DeepSpeed backends compare the shared vocabulary (`losses.shared_vocabulary`)."""
-    sizes = {role: _config(cfg, role).vocab_size for role in ROLES}
-    require(sizes["teacher"] == sizes["student"],
-            f"backend=trl: the teacher's embedding has {sizes['teacher']:,} rows and the student's {sizes['student']:,} "
-            "(one tokenizer, padded differently); TRL's distillation trainers need equal sizes: use backend=torch or "
-            "backend=deepspeed, which compare the shared vocabulary")
-
-
-PAIR_CHECKS = {"trl": _trl_pair}  # a backend's refusals of a distilling pair that shares a tokenizer
-
-
 def check_models(cfg: RunConfig) -> None:
     """A mistyped or incomplete model folder fails now, not after the other model trained."""
     for role in ROLES:
@@ -153,7 +107,7 @@ def run(cfg: RunConfig, nodes: list, backend_layout: dict[str, Any], targets: li
     toks = {role: _tokenizer(cfg, role) for role in ROLES}  # loaded once for both checks (a real tokenizer takes seconds)
     if any(n.teacher for n in nodes):
         check_pair(toks["teacher"], toks["student"])
-        PAIR_CHECKS.get(cfg.backend, _nothing)(cfg)
+        refusals(cfg.backend).pair(cfg, lambda role: _config(cfg, role).vocab_size)
     check_contexts(cfg, targets, toks)
     report = memory_report(cfg, nodes, layout)
     if distributed.is_main():

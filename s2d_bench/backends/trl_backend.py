@@ -7,7 +7,7 @@
   stage 2b        trl.DistillationTrainer with beta=1: on-policy reverse KL(student || teacher)
 
 Our configs are translated into TRL's in `trl_args` and nowhere else; our config classes never
-inherit TRL's. Options TRL cannot express are refused by the preflight (`preflight.check_config`) before any stage runs.
+inherit TRL's. Options TRL cannot express are declared in `backends/refusals.py` and refused by the preflight before any stage runs.
 TRL renders prompts itself, so it gets our protocol: `enable_thinking` as `chat_template_kwargs`
 (per example for GKD's messages), and its stop set is the same union of generation-config and
 tokenizer EOS ids as `generation.protocol.stop_ids` (tested). Rewards go through our grading pool, on
