@@ -76,8 +76,9 @@ def test_a_corrupt_store_names_the_rebuild_and_an_old_store_keeps_its_arms(tmp_p
 
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"SQLite format 3\x00" + b"\x17" * 200)
-    with pytest.raises(UserError, match="store rebuild"):
+    with pytest.raises(UserError) as err:
         Store(bad)
+    assert str(err.value).endswith("move it aside and run `s2d-bench store rebuild RUN_DIR ...` to make it again from the run directories")
     old = tmp_path / "old.sqlite"  # the arms table as stores wrote it before configs were kept
     with sqlite3.connect(old) as db:
         db.execute("CREATE TABLE arms (suite TEXT NOT NULL, seed INTEGER NOT NULL, arm TEXT NOT NULL, position INTEGER NOT NULL, "
@@ -106,6 +107,8 @@ def test_a_reopened_store_keeps_every_arm_config_and_time_and_its_columns_answer
     with sqlite3.connect(path) as db:
         row = db.execute("SELECT key, suite, node, stage, role, seed, task, mean, stderr, k, n, timestamp FROM evals").fetchone()
     assert row == ("key1", "suite", "n2", "opd", "student", 3, "math500", 0.25, 0.01, 4, 500, 9.0)
+    again.put_arms("older", 0, {"full": [("n0", "base")]}, written=1.0)  # no config given: the rows of stores from before configs
+    assert again.arms("older")[0]["config"] == ""
     before = time.time()
     again.put_arms("suite", 4, {"full": [("n3", "base")]}, config="c2")  # no time given: now
     assert again.arms("suite")[0]["written"] >= before and again.arms("suite")[0]["config"] == "c2"
