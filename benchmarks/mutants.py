@@ -457,7 +457,7 @@ def prepare(group: str) -> Path:
 
 def score(group: str = "core") -> dict:
     modules: dict[str, dict] = defaultdict(lambda: {"killed": 0, "survived": 0, "equivalent": 0, "no tests": 0, "timeout": 0, "other": 0,
-                                                    "survivors": [], "equivalents": []})
+                                                    "not checked": 0, "survivors": [], "equivalents": []})  # not checked: a run stopped early
     where = workdir(group)
     for meta in sorted((where / "mutants").rglob("*.py.meta")):
         module = str(meta.relative_to(where / "mutants"))[: -len(".meta")]
