@@ -372,20 +372,26 @@ def _functions(path: Path) -> dict[str, str]:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
-def mutated_line(name: str, where: Path = ROOT) -> str | None:
-    """The line(s) mutant `name` changes, as they read mutated (stripped, ' | '-joined); None if it is not there."""
+def _changed(name: str, where: Path = ROOT) -> tuple[str, str] | None:
+    """The line(s) mutant `name` changes, as they read before and after (stripped, ' | '-joined); None if it is not there."""
     module, _, function = name.rpartition(".")
     path = where / "mutants" / (module.replace(".", "/") + ".py")
     if not path.is_file():
         return None
     sources = _functions(path)
-    mutant, original = sources.get(function), sources.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
+    orig_name = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+    mutant, original = sources.get(function), sources.get(orig_name)
     if mutant is None or original is None:
         return None
-    orig_name = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
     mutant = mutant.replace(function, orig_name, 1)  # the def line carries the mutant's own name
-    changed = [line[2:].strip() for line in difflib.ndiff(original.splitlines(), mutant.splitlines()) if line.startswith("+ ")]
-    return " | ".join(changed)
+    diff = list(difflib.ndiff(original.splitlines(), mutant.splitlines()))
+    return (" | ".join(x[2:].strip() for x in diff if x.startswith("- ")), " | ".join(x[2:].strip() for x in diff if x.startswith("+ ")))
+
+
+def mutated_line(name: str, where: Path = ROOT) -> str | None:
+    """The line(s) mutant `name` changes, as they read mutated; None if it is not there."""
+    changed = _changed(name, where)
+    return None if changed is None else changed[1]
 
 
 # Whole kinds of mutant that cannot change behaviour, by a rule on the changed line (original, mutated) -> why.
@@ -398,24 +404,14 @@ RULES: list[tuple[Callable[[str, str, str], bool], str]] = [
 ]
 
 
-def _changed(name: str, where: Path) -> tuple[str, str]:
-    """The original and the mutated line(s) of mutant `name` (stripped, ' | '-joined)."""
-    module, _, function = name.rpartition(".")
-    sources = _functions(where / "mutants" / (module.replace(".", "/") + ".py"))
-    orig_name = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
-    original, mutant = sources.get(orig_name, ""), sources.get(function, "").replace(function, orig_name, 1)
-    diff = list(difflib.ndiff(original.splitlines(), mutant.splitlines()))
-    return (" | ".join(x[2:].strip() for x in diff if x.startswith("- ")), " | ".join(x[2:].strip() for x in diff if x.startswith("+ ")))
-
-
 def equivalence(name: str, where: Path = ROOT) -> str | None:
     """Why surviving mutant `name` is equivalent (EQUIVALENT, else a rule of RULES), or None."""
     function = name.rsplit("__mutmut_", 1)[0]
-    listed = EQUIVALENT.get((function, mutated_line(name, where) or ""))
-    if listed is not None or not (where / "mutants").is_dir():
+    changed = _changed(name, where)
+    listed = EQUIVALENT.get((function, changed[1] if changed else ""))
+    if listed is not None or changed is None:
         return listed
-    old, new = _changed(name, where)
-    return next((why for rule, why in RULES if rule(function, old, new)), None)
+    return next((why for rule, why in RULES if rule(function, *changed)), None)
 
 
 def _pyproject() -> dict:

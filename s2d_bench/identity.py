@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s2d_bench.config import to_dict
+from s2d_bench.harness.targets import TASK
 
 if TYPE_CHECKING:
     from s2d_bench.config import RunConfig
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from s2d_bench.harness.targets import Target
 
 EVAL_SEED = 1234  # one sampling seed for every evaluation in a run: common random numbers across models
-TASK_BENCHMARK = "task"  # the config's own task as a benchmark (harness.targets.TASK)
 
 RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to")  # where and how a config runs, not what it computes
 MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
@@ -113,7 +113,7 @@ def eval_file_hash(cfg: RunConfig, target: Target) -> str:
     """The hash in a node's `eval-<hash>.json`: benchmark, protocol, problems, engine, seed, prompts (the run's side)."""
     inputs = {"benchmark": target.benchmark, "eval": target.protocol(), "limit": target.limit, "data": target.data,
               "engine": cfg.eval.engine, "seed": EVAL_SEED, "sampler": "per-prompt seeds"}
-    if target.benchmark == TASK_BENCHMARK:
+    if target.benchmark == TASK:
         inputs["task"] = to_dict(cfg.task)
     if cfg.prompt.thinking:
         inputs["prompt"] = to_dict(cfg.prompt)

@@ -52,9 +52,8 @@ def run_all(runners: list["Runner"], announce: Callable[[str], None] = lambda li
     """Build every node of these runs (one config's seeds, sharing a run directory) and store their records; each run's
     records, in order. With `jobs` > 1 every seed's nodes go into one schedule, `jobs` at a time."""
     jobs = runners[0].jobs
-    seeds = ", ".join(str(r.cfg.seed) for r in runners)
     if jobs > 1:
-        announce(f"seeds {seeds} jobs={jobs}")
+        announce(f"seeds {', '.join(str(r.cfg.seed) for r in runners)} jobs={jobs}")
         for runner in runners:
             runner.prepare()
         build_in_parallel(runners, jobs)
@@ -163,8 +162,9 @@ class Runner:
         if distributed.is_main():
             self.dir.root.mkdir(parents=True, exist_ok=True)
             write_json(self.dir.root / "preflight.json", report)
-            self.dir.remember_config(self.arm_rows())
-            self.store.put_arms(self.cfg.name, self.cfg.seed, self.arm_rows(), self.dir.config_id, self.dir.started)
+            rows = self.arm_rows()
+            self.dir.remember_config(rows)
+            self.store.put_arms(self.cfg.name, self.cfg.seed, rows, self.dir.config_id, self.dir.started)
 
     def preflight(self) -> dict[str, Any]:
         """The up-front checks and the memory estimate (preflight.py), with this backend's memory layout."""
@@ -263,11 +263,12 @@ class Runner:
         engine_cfg = EngineConfig(device=self.device, prompts_per_batch=self.cfg.eval.prompts_per_batch, thinking=self.cfg.prompt.thinking)
         engine = ENGINES.get(self.cfg.eval.engine).load(self.dir.model_ref(node), engine_cfg)
         desc = f"eval {node.stage}" + ("" if node.stage != "base" else f" {node.role}")
+        fields = self.dir.record_fields(self.nodes, node)
         written = []
         try:
             with GradingPool() as pool:
                 for target in todo:
-                    record = evaluate_target(engine, target, EVAL_SEED, self.dir.node_dir(node), pool, self.dir.record_fields(self.nodes, node),
+                    record = evaluate_target(engine, target, EVAL_SEED, self.dir.node_dir(node), pool, fields,
                                              f"completions-{self.dir.eval_name(target)}.jsonl", desc)
                     if record is not None:
                         write_atomic(self.dir.result_path(node, target), record.to_json())

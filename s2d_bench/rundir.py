@@ -32,7 +32,7 @@ from s2d_bench.harness.records import read_record
 from s2d_bench.harness.targets import Target
 from s2d_bench.identity import eval_file_hash
 from s2d_bench.nodefiles import checksums, damage, write_atomic, write_json
-from s2d_bench.plan import Node, labeled_consumed, labeled_per_stage
+from s2d_bench.plan import Node, ancestors, labeled_consumed, labeled_per_stage
 
 
 @dataclass
@@ -100,7 +100,8 @@ class RunDir:
 
     def record_fields(self, nodes: dict[str, Node], node: Node) -> dict[str, Any]:
         """What a pipeline record says beyond the evaluation itself: the node, its lineage and its label budget (`nodes`: the plan)."""
-        draws, unique = labeled_consumed(nodes, node.id, self.stage_info)
+        infos = {n.id: self.stage_info(n) for n in ancestors(nodes, node.id)}  # each stage.json read once
+        draws, unique = labeled_consumed(nodes, node.id, lambda n: infos[n.id])
         model_id = {role: getattr(self.cfg, role).builder or getattr(self.cfg, role).path for role in ("teacher", "student")}
         return dict(
             model=model_id[node.role], engine=self.cfg.eval.engine, thinking=self.cfg.prompt.thinking, seed=self.cfg.seed,
@@ -109,8 +110,8 @@ class RunDir:
             teacher_node=node.teacher, backend=self.cfg.backend, teacher_model=model_id["teacher"], student_model=model_id["student"],
             config_hash=self.config_id,
             node_config=node.cfg, labeled_draws=draws, labeled_unique=unique,
-            labeled_per_stage=labeled_per_stage(nodes, node.id, self.stage_info),
-            train_seconds=self.stage_info(node)["seconds"],
+            labeled_per_stage=labeled_per_stage(nodes, node.id, lambda n: infos[n.id]),
+            train_seconds=infos[node.id]["seconds"],
         )
 
     # ------------------------------------------------------------------ writing a node
