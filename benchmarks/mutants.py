@@ -343,6 +343,18 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'an integer or boolean matrix is promoted to float by every mean and variance taken of it: the same numbers',
     ('s2d_bench.leaderboards.intervals.x_interval', 'seed_var, seed_sd, problem_var = 1.0, math.nan, problem_spread / problems'):
         'with one seed _half_width never reads seed_var (the interval is problems only) and it is not kept in the Interval',
+    ('s2d_bench.leaderboards.intervals.x_variance_terms', 'return 1.0, problem_spread / problems'):
+        'with one seed _half_width never reads seed_var (the interval is problems only), and interval keeps no seed SD then',
+    ('s2d_bench.leaderboards.intervals.x_pooled', 'parts = [np.asarray(m, dtype=None) for m in matrices]'):
+        'an integer or boolean matrix is promoted to float by every mean and variance taken of it: the same numbers',
+    ('s2d_bench.leaderboards.intervals.x_pooled', 'parts = [np.asarray(m, ) for m in matrices]'):
+        'an integer or boolean matrix is promoted to float by every mean and variance taken of it: the same numbers',
+    ('s2d_bench.leaderboards.intervals.x_pooled',
+     'return Interval(mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), seeds, math.nan, None, sum(m.shape[1] for m in parts))'):
+        "a group average has no seed SD (NaN), and problem_var is read only by seeds_to_resolve, after it finds a finite seed SD",
+    ('s2d_bench.leaderboards.intervals.x_pooled',
+     'return Interval(mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), seeds, math.nan, 1.0, sum(m.shape[1] for m in parts))'):
+        "a group average has no seed SD (NaN), and problem_var is read only by seeds_to_resolve, after it finds a finite seed SD",
     ('s2d_bench.rundir.xǁRunDirǁread_record', 'path.unlink(missing_ok=None)'):
         'the file was read a moment before: it is there unless another process removed it, the race missing_ok covers',
     ('s2d_bench.rundir.xǁRunDirǁread_record', 'path.unlink(missing_ok=False)'):

@@ -128,3 +128,61 @@ def test_each_node_carries_the_config_it_is_built_with():
     assert nodes["baseteacher"].cfg == to_dict(cfg.teacher) and nodes["basestudent"].cfg == to_dict(cfg.student)
     assert nodes["opdstudent"].cfg == to_dict(cfg.stage_config("a", "opd")) and nodes["opdstudent"].cfg["lr"] == 0.005
     assert nodes["warmupstudent"].cfg == to_dict(cfg.stages.warmup)
+    assert nodes["opdstudent"].settings == cfg.stage_config("a", "opd") and nodes["warmupstudent"].settings == cfg.stages.warmup
+    assert nodes["baseteacher"].settings is None  # a base model has no stage config
+
+
+def test_a_node_seed_comes_from_its_id_unless_given():
+    from s2d_bench.identity import node_seed
+    from s2d_bench.plan import Node
+
+    assert Node("opd-0f76fc3ce465", "opd", "student").seed == node_seed("opd-0f76fc3ce465") == 0x0f76fc3c
+    assert Node("opd-0f76fc3ce465", "opd", "student", seed=7).seed == 7  # a stand-in node (cross_swap's reseeded one)
+
+
+def _graph():
+    from s2d_bench.plan import arm_paths
+
+    cfg = load_config(None, ["arms={a: {stages: [teacher_rl, warmup, opd]}, b: {stages: [warmup, student_rl]}, c: {stages: [teacher_rl]}}"])
+    nodes = {n.id: n for n in plan(cfg)}
+    of = {(n.stage, tuple(n.arms)): n.id for n in nodes.values()}
+    return nodes, of, arm_paths(nodes, ["b", "a", "c"])
+
+
+def test_arm_paths_rows_and_base_nodes_follow_the_plan():
+    from s2d_bench.plan import arm_rows, base_node
+
+    nodes, of, paths = _graph()
+    rl = of["teacher_rl", ("a", "c")]
+    assert list(paths) == ["b", "a", "c"]  # in the order asked
+    assert paths == {"a": [rl, of["warmup", ("a",)], of["opd", ("a",)]], "b": [of["warmup", ("b",)], of["student_rl", ("b",)]], "c": [rl]}
+    student, teacher = base_node(nodes, "student"), base_node(nodes, "teacher")
+    assert (student.stage, student.role, teacher.stage, teacher.role) == ("base", "student", "base", "teacher")
+    rows = arm_rows(nodes, ["a", "c"])
+    assert rows == {"a": [(student.id, "base"), (rl, "teacher_rl"), (of["warmup", ("a",)], "warmup"), (of["opd", ("a",)], "opd")],
+                    "c": [(student.id, "base"), (rl, "teacher_rl")]}  # an arm that trains only the teacher still starts at the student
+
+
+def test_ancestors_and_the_label_budget_follow_parents_and_teachers_each_once():
+    from s2d_bench.plan import ancestors, base_node, labeled_consumed, labeled_per_stage
+
+    nodes, of, _ = _graph()
+    opd = of["opd", ("a",)]
+    line = ancestors(nodes, opd)
+    assert line[0].id == opd and len(line) == len({n.id for n in line})
+    assert sorted(n.stage + "/" + n.role for n in line) == ["base/student", "base/teacher", "opd/student", "teacher_rl/teacher", "warmup/student"]
+    teacher = base_node(nodes, "teacher")
+    assert ancestors(nodes, teacher.id) == [teacher]
+    info = {"teacher_rl": {"labeled_draws": 12, "labeled_ids": ["p1", "p2", "p3"]},
+            "warmup": {"labeled_draws": 0, "labeled_ids": []},
+            "opd": {"labeled_draws": 5, "labeled_ids": ["p3", "p4"]},
+            "student_rl": {"labeled_draws": 7, "labeled_ids": ["p9"]},
+            "base": {"labeled_draws": 0, "labeled_ids": []}}
+    read = lambda n: info[n.stage]  # noqa: E731 - a stage.json per stage
+    assert labeled_per_stage(nodes, opd, read) == {"opd": 5, "warmup": 0, "teacher_rl": 12}
+    assert labeled_consumed(nodes, opd, read) == (17, 4)  # p3 drawn by both stages counts once among the distinct problems
+    assert labeled_per_stage(nodes, of["student_rl", ("b",)], read) == {"student_rl": 7, "warmup": 0}
+    assert labeled_consumed(nodes, of["student_rl", ("b",)], read) == (7, 1)  # the raw teacher's base node spent nothing
+    twice = {n.id: n for n in plan(load_config(None, ["arms={a: {stages: [opd, opd]}}"]))}
+    last = list(twice)[-1]
+    assert labeled_per_stage(twice, last, read) == {"opd": 10}  # a stage run twice in a line: both runs' draws

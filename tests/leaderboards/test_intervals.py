@@ -167,3 +167,18 @@ def test_a_pooled_group_weighs_each_benchmark_equally_and_adds_their_half_widths
     assert both.half_width == pytest.approx(np.hypot(*halves) / 2) and both.problems == 104 and both.problems_only
     with pytest.raises(ValueError):
         pooled([])
+
+
+def test_pooled_alone_is_the_benchmarks_own_interval_and_one_score_leaves_the_average_unbounded():
+    from s2d_bench.leaderboards.intervals import interval, pooled, seeds_to_resolve
+
+    for shape_of_one in ([[0.0, 1.0]], [[0.50, 0.52, 0.55, 0.49], [0.51, 0.53, 0.54, 0.50], [0.49, 0.52, 0.56, 0.48], [0.50, 0.51, 0.55, 0.50]], [[0.1, 0.3, 0.8], [0.2, 0.6, 0.7]]):
+        m = np.array(shape_of_one)  # one seed; as many seeds as problems; more problems than seeds
+        one, own = pooled([m]), interval(m, bounds=(0.0, 1.0))
+        assert (one.mean, one.low, one.high, one.seeds, one.problems) == pytest.approx((own.mean, own.low, own.high, own.seeds, own.problems))
+        assert seeds_to_resolve(one) is None  # a group average projects no seed count: it has no seed SD of its own
+    single = pooled([np.array([[1.0]]), np.array([[0.0, 1.0, 1.0, 1.0]])])  # a benchmark of one score: its variance is unknown
+    assert single.mean == pytest.approx(0.875) and (single.low, single.high) == (0.0, 1.0)
+    for bad in ([np.array([0.5, 0.5])], [np.zeros((2, 0))], [np.zeros((1, 2, 2))]):
+        with pytest.raises(ValueError, match=r"^pooled needs one or more non-empty \(seeds, problems\) matrices$"):
+            pooled(bad)

@@ -597,3 +597,17 @@ def test_a_grid_still_running_shows_its_pending_arms_as_gaps_and_seed_counts_as_
     rows = board.main.set_index("arm")
     assert rows.loc["pending", "seeds"] == "-" and rows.loc["full", "seeds"] == 2 and isinstance(rows.loc["full", "seeds"], int)
     assert board.scope.startswith("95% intervals over seeds and problems")
+
+
+def test_a_benchmark_group_gets_its_macro_average_once_every_member_is_evaluated():
+    from s2d_bench.leaderboards.intervals import pooled
+    from s2d_bench.leaderboards.tables import model_table
+    from s2d_bench.tasks.benchmarks import GROUPS
+
+    members = GROUPS["math-rl"]
+    rows = [{**_record("e", "eval", 0, [i / 10] * 20 + [1.0] * 20), "model": "m", "task": name} for i, name in enumerate(members)]
+    column = f"math-rl (mean of {len(members)}) [95% CI]"
+    table = model_table(rows)
+    expected = pooled([np.array([[i / 10] * 20 + [1.0] * 20]) for i in range(len(members))])
+    assert table[column].tolist() == [str(expected)] and expected.mean == pytest.approx(np.mean([(i / 10 + 1) / 2 for i in range(9)]))
+    assert column not in model_table(rows[:-1]).columns  # one member missing: no average that reads as the group's
