@@ -206,6 +206,9 @@ def rebuild(folders: tuple[str, ...], store_path: str | None, eval_suite: str) -
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
 @click.option("--batch-prompts", type=int, default=8, show_default=True, help="HF engine: prompts per batch (x k sequences).")
+@click.option("--max-batch-tokens", type=int, default=0, show_default=True,
+              help="HF engine: KV-cache positions per batch, k x (longest prompt + max new tokens) per problem; 0: no bound. "
+                   "Bounds memory at long max-new-tokens; the completions are the same.")
 @click.option("--tensor-parallel", type=int, default=1, show_default=True, help="vLLM engine: GPUs per model.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--grading-timeout", type=float, default=5.0, show_default=True, help="Seconds per answer before a grader is killed.")
@@ -213,7 +216,7 @@ def rebuild(folders: tuple[str, ...], store_path: str | None, eval_suite: str) -
 @click.option("--suite", default="eval", show_default=True, help="Leaderboard suite the records belong to.")
 @_fail_cleanly
 def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, device: str, dtype: str, batch_prompts: int,
-             tensor_parallel: int, store_path: str, suite: str, **opts) -> None:
+             max_batch_tokens: int, tensor_parallel: int, store_path: str, suite: str, **opts) -> None:
     """Evaluate one model on benchmarks: avg@k, pass@k, maj@k, grader agreement.
 
     Results and every completion go to OUT/<model>-<hash>/<benchmark>/ (the hash keys the options), so re-grading never
@@ -229,7 +232,8 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
 
     transformers.utils.logging.disable_progress_bar()  # a bar per weight load would drown the evaluation's own
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    engine_cfg = EngineConfig(device=device, dtype=dtype, prompts_per_batch=batch_prompts, tensor_parallel_size=tensor_parallel, thinking=thinking)
+    engine_cfg = EngineConfig(device=device, dtype=dtype, prompts_per_batch=batch_prompts, max_batch_tokens=max_batch_tokens,
+                              tensor_parallel_size=tensor_parallel, thinking=thinking)
     from s2d_bench.store import Store
 
     records, folder = run_suite(model, names, engine, engine_cfg, SuiteOptions(**opts), Path(out_dir), Store(store_path), suite)

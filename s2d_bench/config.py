@@ -229,6 +229,9 @@ class EvalConfig:
     top_k: int = _help("sample from the k most likely tokens; 0 is off", 0)
     max_new_tokens: int = _help("completion length cap", 16)
     prompts_per_batch: int = _help("problems per generation batch (x samples sequences)", 50)
+    max_batch_tokens: int = _help(
+        "hf engine: KV-cache positions per sampling batch, samples x (longest prompt + max_new_tokens) per problem; 0: no "
+        "bound. Memory only: problems sample from their own seeds, so every completion is the same", 0)
     engine: str = _help("registered engine that samples evaluations: hf, or vllm (GPU, extra 'vllm')", "hf")
     benchmarks: list[BenchmarkConfig] = _help(
         "what every model is evaluated on after every stage: registered benchmarks, each with its own protocol, "
@@ -236,6 +239,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         require(self.samples >= 1 and self.prompts_per_batch >= 1, "eval.samples and eval.prompts_per_batch must be >= 1")
+        require(self.max_batch_tokens >= 0, "eval.max_batch_tokens must be >= 0 (0: no bound)")
         require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
         _temperature(self.temperature, "eval.temperature")
         require(0 < self.top_p <= 1 and self.top_k >= 0, "eval: 0 < top_p <= 1, top_k >= 0")

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 EVAL_SEED = 1234  # one sampling seed for every evaluation in a run: common random numbers across models
 
-RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to")  # where and how a config runs, not what it computes
+# Where and how a config runs, not what it computes ("section.key": one key of a section; memory bounds give the same samples).
+RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to", "eval.max_batch_tokens")
 MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
 # Stage settings added after run directories existed, at the value that reproduces the earlier behaviour: left out of
 # node ids at that value, so the nodes of earlier runs are still found (and seeded, from their ids, as they were).
@@ -57,8 +58,17 @@ def config_hash(obj: Any) -> str:
 
 
 def without(values: dict[str, Any], left_out: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
-    """`values` less the keys `left_out` and the keys that still hold their later default (what ids and hashes see)."""
-    return {k: v for k, v in values.items() if k not in left_out and not (k in defaults and v == defaults[k])}
+    """`values` less the keys `left_out` and the keys that still hold their later default (what ids and hashes see).
+
+    A dotted key ("eval.max_batch_tokens") names a key inside a section: the section stays, less that key."""
+    out = {}
+    for k, v in values.items():
+        if k in left_out or (k in defaults and v == defaults[k]):
+            continue
+        inner = tuple(x.split(".", 1)[1] for x in left_out if x.startswith(f"{k}."))
+        inner_defaults = {x.split(".", 1)[1]: d for x, d in defaults.items() if x.startswith(f"{k}.")}
+        out[k] = without(v, inner, inner_defaults) if isinstance(v, dict) and (inner or inner_defaults) else v
+    return out
 
 
 def run_hash(cfg: RunConfig) -> str:

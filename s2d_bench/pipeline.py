@@ -260,7 +260,8 @@ class Runner:
         todo = [t for t in self.targets if not distributed.agree(self.dir.read_record(node, t) is not None if distributed.is_main() else None)]
         if not todo:
             return
-        engine_cfg = EngineConfig(device=self.device, prompts_per_batch=self.cfg.eval.prompts_per_batch, thinking=self.cfg.prompt.thinking)
+        engine_cfg = EngineConfig(device=self.device, prompts_per_batch=self.cfg.eval.prompts_per_batch,
+                                  max_batch_tokens=self.cfg.eval.max_batch_tokens, thinking=self.cfg.prompt.thinking)
         engine = ENGINES.get(self.cfg.eval.engine).load(self.dir.model_ref(node), engine_cfg)
         desc = f"eval {node.stage}" + ("" if node.stage != "base" else f" {node.role}")
         fields = self.dir.record_fields(self.nodes, node)

@@ -75,6 +75,11 @@ def test_eval_writes_results_and_every_completion(tmp_path):
     kept = sorted(p.relative_to(tmp_path / "ev").parts for p in (tmp_path / "ev").glob("*/*/results.json"))
     assert len(kept) == 3 and {name for _, name, _ in kept} == {"math500", "aime24"}  # the second model overwrote nothing
     assert json.loads((folder / "math500" / "results.json").read_text()) == record
+    bounded = _run("eval", "--model", str(tmp_path / "model"), "--tasks", "math500", "--data", str(data), "--samples", "2",
+                   "--max-new-tokens", "4", "--max-batch-tokens", "1", "--out", str(tmp_path / "bounded"))
+    assert bounded.exit_code == 0, bounded.output  # one problem a batch: the same completions, in the same folder name
+    assert (tmp_path / "bounded" / folder.name / "math500" / "completions.jsonl").read_text() == \
+        (folder / "math500" / "completions.jsonl").read_text()
     browse = _run("browse", str(tmp_path / "ev"))
     assert browse.exit_code == 0, browse.output
     assert len([line for line in browse.output.splitlines() if line.endswith(".html")]) == 4  # the index and one page each

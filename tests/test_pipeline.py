@@ -47,10 +47,31 @@ def test_run_writes_one_record_per_evaluation_and_resumes_without_redoing(tiny_o
     assert {"reward", "entropy", "response_length", "loss"} <= set(metrics[0])
 
     calls.clear()
-    again = Runner(load_config(None, tiny_overrides)).run()
+    again = Runner(load_config(None, [*tiny_overrides, "eval.max_batch_tokens=1"])).run()  # a memory bound: the same run
     assert calls == []
     assert [r["mean"] for r in again] == [r["mean"] for r in records]
+    assert [r["config_hash"] for r in again] == [r["config_hash"] for r in records]
     assert len((runner.dir.root / "results.jsonl").read_text().splitlines()) == 7
+
+
+def test_an_evaluation_token_budget_splits_batches_and_changes_no_completion(tiny_overrides, monkeypatch):
+    """eval.max_batch_tokens bounds every sampling batch's KV cache; problems sample from their own seeds, so a budget
+    that forces one problem a batch re-evaluates a node to the same completions, byte for byte."""
+    from s2d_bench.generation import hf
+
+    overrides = [*tiny_overrides, "arms={w: {stages: [warmup]}}"]
+    runner = Runner(load_config(None, overrides))
+    runner.run()
+    folder = runner.dir.node_dir(next(n for n in runner.nodes.values() if n.stage == "warmup"))
+    [completions] = folder.glob("completions-*.jsonl")
+    whole = completions.read_bytes()
+    for path in [completions, *folder.glob("eval-*.json")]:
+        path.unlink()
+    batches, real = [], hf.sample
+    monkeypatch.setattr(hf, "sample", lambda model, ids, *args: batches.append(ids.shape[0]) or real(model, ids, *args))
+    Runner(load_config(None, [*overrides, "eval.max_batch_tokens=1"])).run()
+    problems = len({json.loads(line)["id"] for line in whole.decode().splitlines()})
+    assert completions.read_bytes() == whole and batches == [1] * problems  # one problem a batch
 
 
 def test_a_crash_mid_stage_redoes_only_that_stage(tiny_overrides, monkeypatch):
