@@ -6,6 +6,9 @@ per parameter follow DeepSpeed's accounting: mixed precision keeps bf16 weights 
 ZeRO-1 shards the optimizer states over the ranks, ZeRO-2 also the gradients, ZeRO-3 also the
 weights; offload moves the optimizer states (and with offload_params the weights) to the host.
 
+GRPO with a KL anchor (kl_coef > 0) also holds a frozen copy of the trained model, in the weights'
+precision and, under ZeRO-3, partitioned: counted with the states (the "ref" column, included).
+
 On top of the states, a stage needs either its rollouts' KV cache (sampling) or one micro-batch's
 training memory (the update), never both at once:
 - activations: per layer and token, the tensors autograd keeps in a Qwen3/Llama decoder layer,
@@ -83,6 +86,7 @@ class StageShape:
     checkpointing: bool
     chunk: int  # logits chunk (0: every completion position at once)
     kv_budget: int  # rollout.max_batch_tokens (0: unbounded)
+    reference: bool = False  # GRPO's KL anchor (kl_coef > 0): a frozen copy of the trained model's weights
 
 
 def training_bytes(trained: Shape, teacher: Shape | None, st: StageShape, itemsize: int) -> dict[str, float]:
@@ -142,6 +146,8 @@ def stage_estimate(stage: str, trains: str, params: dict[str, int], shapes: dict
                                  layout["offload_params"])
     if needs_teacher:
         device += frozen_bytes(params["teacher"], p, layout["teacher_zero3"], layout["world"])
+    reference = frozen_bytes(params[trains], p, layout["zero_stage"] >= 3, layout["world"]) if st.reference else 0.0
+    device += reference  # built in the weights' precision, partitioned under ZeRO-3 (backends' `reference`)
     itemsize = p.weights
     rollout = vllm_gib * GIB if vllm_gib is not None else rollout_bytes(shapes[sampler], st, itemsize)
     sharded = layout["teacher_zero3"] if sampler == "teacher" and trains != "teacher" else layout["zero_stage"] >= 3
@@ -149,8 +155,8 @@ def stage_estimate(stage: str, trains: str, params: dict[str, int], shapes: dict
     rollout += gathered  # the built-in sampler gathers a ZeRO-3 model's whole weights once per rollout
     train = training_bytes(shapes[trains], shapes["teacher"] if needs_teacher else None, st, itemsize)
     peak = max(rollout, sum(train.values()))
-    return {"stage": stage, "trains": trains, "params": params[trains], "states_gib": device / GIB, "rollout_gib": rollout / GIB,
-            "gathered_gib": gathered / GIB,
+    return {"stage": stage, "trains": trains, "params": params[trains], "states_gib": device / GIB, "reference_gib": reference / GIB,
+            "rollout_gib": rollout / GIB, "gathered_gib": gathered / GIB,
             **{f"{k}_gib": v / GIB for k, v in train.items()}, "device_gib": (device + peak) / GIB, "host_gib": host / GIB,
             "micro_batch": st.micro_batch or st.sequences, "sequences": st.sequences, "checkpointing": st.checkpointing}
 
@@ -161,9 +167,10 @@ def render(report: dict) -> str:
     memory = f"{report['device_memory_gib']:.0f} GiB" if report.get("device_memory_gib") else "not known (set preflight.device_memory_gb)"
     lines = [f"preflight: teacher {p['teacher'] / 1e6:,.1f}M params, student {p['student'] / 1e6:,.1f}M params; "
              f"backend {report['backend']}, {report['precision']}, ZeRO-{report['zero_stage']}, {report['world']} rank(s); device memory {memory}",
-             "  memory per rank, GiB: states + max(rollout KV, activations + logits + teacher hidden) = device",
-             "    stage       trains    micro   states  rollout    activ   logits  t.hidden   device     host"]
+             "  memory per rank, GiB: states (GRPO's reference model, ref, included) + max(rollout KV, activations + logits + "
+             "teacher hidden) = device",
+             "    stage       trains    micro   states      ref  rollout    activ   logits  t.hidden   device     host"]
     for r in report["stages"]:
-        lines.append(f"    {r['stage']:<11} {r['trains']:<8} {r['micro_batch']:>6} {r['states_gib']:8.2f} {r['rollout_gib']:8.2f} "
+        lines.append(f"    {r['stage']:<11} {r['trains']:<8} {r['micro_batch']:>6} {r['states_gib']:8.2f} {r['reference_gib']:8.2f} {r['rollout_gib']:8.2f} "
                      f"{r['activations_gib']:8.2f} {r['logits_gib']:8.2f} {r['teacher_hidden_gib']:9.2f} {r['device_gib']:8.2f} {r['host_gib']:8.2f}")
     return "\n".join(lines)

@@ -1,29 +1,25 @@
 """Typed run configuration: dataclasses, YAML loading and `key.sub=value` overrides.
 
 Every field carries its help text. Unknown keys are an error with a "did you mean", values are
-coerced to the field's type, and each dataclass validates itself in `__post_init__` with a
-message that names the fix. No interpolation, no defaults lists: what the YAML says is what runs.
+coerced to the field's type (`typed.py`: plain data to dataclasses), and each dataclass validates
+itself in `__post_init__` with a message that names the fix. No interpolation, no defaults lists:
+what the YAML says is what runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
-import types
-import typing
 from importlib import resources
 from importlib.resources.abc import Traversable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from s2d_bench import estimators
 from s2d_bench.configfile import ROLES, from_folder, pretrain_beside_path, read_yaml, refuse_ignored_blocks
 from s2d_bench.errors import UserError
-from s2d_bench.registry import suggest
+from s2d_bench.typed import from_dict, parse_override, require, set_path, to_dict
 
 DEFAULT_CONFIG = "tiny"
 
@@ -52,11 +48,6 @@ def _temperature(value: float | None, where: str, greedy: bool = True) -> None:
     low_ok = value is None or (value >= 0 if greedy else value > 0)
     require(low_ok and (value is None or value <= MAX_TEMPERATURE),
              f"{where} must be in {'[0' if greedy else '(0'}, {MAX_TEMPERATURE:g}], got {value}" + (" (0 is greedy)" if greedy else ""))
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
 
 
 @dataclass
@@ -302,6 +293,18 @@ class PreflightConfig:
         require(self.prompt_tokens >= 1, "preflight.prompt_tokens must be >= 1")
 
 
+@dataclass
+class DiagnosticsConfig:
+    c2_prompts: int = _help("held-out prompts (the task's test split, first ones) per C2 measurement", 64)
+    c2_samples: int = _help("C2 samples per prompt and direction (teacher samples for KL(T||S), student for KL(S||T))", 4)
+    chunk_size: int = _help("completion positions per language-model-head call when C2 scores samples (0: all at once); "
+                            "memory only. C2 samples in eval's batches (eval.prompts_per_batch, eval.max_batch_tokens)", 1024)
+
+    def __post_init__(self) -> None:
+        require(self.c2_prompts >= 1 and self.c2_samples >= 1, "diagnostics.c2_prompts and c2_samples must be >= 1")
+        require(self.chunk_size >= 0, "diagnostics.chunk_size must be >= 0 (0: all at once)")
+
+
 def _default_arms() -> dict[str, ArmConfig]:
     return {
         "direct-grpo": ArmConfig(["student_rl"], {"student_rl.steps": 480, "student_rl.lr": 3e-4}),
@@ -334,6 +337,8 @@ class RunConfig:
     rollout: RolloutConfig = _help("how training stages sample (evaluation: eval.engine)", factory=RolloutConfig)
     prompt: PromptConfig = _help("how problems become prompts, for training and evaluation alike", factory=PromptConfig)
     preflight: PreflightConfig = _help("the memory estimate made before any stage runs", factory=PreflightConfig)
+    diagnostics: DiagnosticsConfig = _help("the C2 measurement around each distillation stage (each record keeps its counts)",
+                                           factory=DiagnosticsConfig)
     report_to: list[str] = _help("where per-step metrics and evaluations also go, beside metrics.jsonl: registered reporters "
                                  "(s2d-bench ls), e.g. [tensorboard] -> <run_dir>/tb/<node>", factory=list)
 
@@ -366,110 +371,6 @@ class RunConfig:
         return from_dict(type(getattr(self.stages, stage)), base, f"arms.{arm}.overrides.{stage}")
 
 
-def to_dict(cfg: Any) -> Any:
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
-
-
-# ---------------------------------------------------------------- building from plain data
-
-
-def _coerce(kind: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):  # `X | None`: None, or an X
-        (inner,) = [a for a in typing.get_args(kind) if a is not type(None)]
-        return None if value is None else _coerce(inner, value, where)
-    if dataclasses.is_dataclass(kind):
-        require(isinstance(value, dict), f"{where} must be a mapping of fields, got {value!r}")
-        return from_dict(kind, value, where)
-    if origin is dict:
-        require(isinstance(value, dict), f"{where} must be a mapping, got {value!r}")
-        _, value_kind = typing.get_args(kind)
-        return {str(k): _coerce(value_kind, v, f"{where}.{k}") for k, v in value.items()}
-    if origin is list:
-        require(isinstance(value, list), f"{where} must be a list, got {value!r}")
-        (item_kind,) = typing.get_args(kind)
-        return [_coerce(item_kind, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if kind is bool:
-        require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
-        return value
-    if kind in (int, float):
-        require(not isinstance(value, bool), f"{where} must be a number ({kind.__name__}), got {value!r}")  # YAML true is not 1
-        try:
-            number = float(value)  # YAML 1.1 reads `1e9` (no dot) as a string; it is still a number
-        except (TypeError, ValueError):
-            raise UserError(f"{where} must be a number ({kind.__name__}), got {value!r}") from None
-        require(math.isfinite(number), f"{where} must be a finite number, got {value!r}")
-        if kind is int:
-            require(number == int(number), f"{where} must be an integer, got {value!r}")
-            return int(number)
-        return number
-    if kind is str:
-        require(isinstance(value, (str, int, float)), f"{where} must be a string, got {value!r}")
-        return str(value)
-    return value  # typing.Any
-
-
-def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass `cls` from `data`, rejecting unknown keys with a suggestion."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise UserError(f"unknown key '{where}.{key}'.{suggest(str(key), names)} Known keys: {', '.join(names)}")
-        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
-    try:
-        return cls(**kwargs)
-    except UserError as exc:
-        raise UserError(_placed(str(exc), where)) from None
-
-
-GENERIC_PREFIXES = ("GRPO: ", "distill: ", "pretrain: ")  # what a check knows of itself; `where` says which role, stage or arm
-
-
-def _placed(message: str, where: str) -> str:
-    """A validation message with the role, stage or arm it is about in front: `teacher.pretrain: lr > 0`, not `pretrain: lr > 0`."""
-    label = where.removeprefix("config").lstrip(".")
-    if not label or message.startswith(label):
-        return message
-    for prefix in GENERIC_PREFIXES:
-        message = message.removeprefix(prefix)
-    return f"{label}: {message}"
-
-
-def _set_path(raw: dict[str, Any], cls: type, path: list[str], value: Any) -> None:
-    """Set `raw[path] = value`, seeding a missing free-form mapping (like `arms`) with its default."""
-    key, rest = path[0], path[1:]
-    if not rest:
-        raw[key] = value
-        return
-    kind = None
-    if dataclasses.is_dataclass(cls):
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        if key not in names:
-            raise UserError(f"unknown key '{key}' in override.{suggest(key, list(names))} Known keys: {', '.join(names)}")
-        kind = typing.get_type_hints(cls)[key]
-        if key not in raw and typing.get_origin(kind) is dict:
-            spec = names[key]
-            default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
-            raw[key] = {k: to_dict(v) for k, v in default.items()}
-        if typing.get_origin(kind) is dict and typing.get_args(kind)[1] is Any:
-            raw.setdefault(key, {})[".".join(rest)] = value  # free-form dotted keys, e.g. arm overrides
-            return
-    elif typing.get_origin(cls) is dict:
-        kind = typing.get_args(cls)[1]
-    sub = raw.setdefault(key, {})
-    require(isinstance(sub, dict), f"cannot set '{'.'.join(path)}': '{key}' is not a mapping")
-    _set_path(sub, kind, rest, value)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'stages.opd.lr=1e-4' -> (['stages', 'opd', 'lr'], 1e-4); values are read as YAML."""
-    key, sep, value = text.partition("=")
-    require(bool(sep) and bool(key), f"override '{text}' is not of the form key.sub=value")
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else ""
-
-
 def resolve_config_path(path: str | None) -> Path | Traversable:
     """A file path, or the name of a shipped config (`shipped_configs`)."""
     if path is None:
@@ -497,7 +398,7 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> RunConfig
     written = pretrain_beside_path(raw)
     for text in overrides:
         keys, value = parse_override(text)
-        _set_path(raw, RunConfig, keys, value)
+        set_path(raw, RunConfig, keys, value)
         if keys[0] in ROLES and keys[1:2] == ["pretrain"]:
             written.add(keys[0])
     refuse_ignored_blocks(raw, written)

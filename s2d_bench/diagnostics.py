@@ -7,7 +7,8 @@ the last tenth of the steps minus the first tenth (from metrics.jsonl).
 C2, the teacher stays within small KL of the student: per-token KL in both directions, before and
 after a distillation stage, on the same held-out prompts (the task's test prompts, never trained
 on). KL(T || S) is measured on the teacher's samples, KL(S || T) on the student's, each as the
-token mean of the exact full-vocabulary KL: the quantities stages 2a and 2b minimise. Samples
+token mean of the exact full-vocabulary KL: the quantities stages 2a and 2b minimise, scored a
+chunk of positions at a time so that memory stays bounded at any length (`kl_both_ways`). Samples
 come from the hf engine under the run's prompt protocol, so C2 reads the prompts training and
 evaluation read, whatever the backend.
 """
@@ -15,51 +16,68 @@ evaluation read, whatever the backend.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from s2d_bench import losses
+from s2d_bench import chunked
+from s2d_bench.config import DiagnosticsConfig
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.generation.hf import HFEngine
 from s2d_bench.generation.protocol import prompt_seeds
 from s2d_bench.generation.sampling import Sampling
-from s2d_bench.models.sequences import completion_logits
+from s2d_bench.models.sequences import completion_hidden
 from s2d_bench.nodefiles import write_json
-
-C2_PROMPTS = 64  # held-out prompts per measurement
-C2_SAMPLES = 4  # samples per prompt and direction
 
 
 @torch.no_grad()
 def kl_both_ways(
     teacher: PreTrainedModel, student: PreTrainedModel, tok: PreTrainedTokenizerBase,
-    prompts: list[str], max_new_tokens: int, seed: int, thinking: bool = False,
+    prompts: list[str], max_new_tokens: int, seed: int, thinking: bool = False, settings: DiagnosticsConfig = DiagnosticsConfig(),
+    batching: EngineConfig = EngineConfig(prompts_per_batch=0),
 ) -> dict[str, float]:
-    """Token-mean KL(T || S) on teacher samples and KL(S || T) on student samples (temperature 1)."""
-    sampling = Sampling(k=C2_SAMPLES, temperature=1.0, max_new_tokens=max_new_tokens)
+    """Token-mean KL(T || S) on teacher samples and KL(S || T) on student samples (temperature 1).
+
+    Memory is bounded whatever the length: prompts are sampled and scored in the sampler's batches (`batching`:
+    prompts per batch and KV-cache positions, as evaluation sets them), and each batch is scored from both models'
+    final hidden states a `settings.chunk_size` of positions at a time (`chunked.distill_loss`), so no (sequences,
+    length, vocabulary) logits exist. Problems sample from their own seeds, so the batching changes no token."""
+    sampling = Sampling(k=settings.c2_samples, temperature=1.0, max_new_tokens=max_new_tokens)
+    seeds = prompt_seeds(seed, len(prompts))
+    heads = student.get_output_embeddings(), teacher.get_output_embeddings()
     out = {}
     for name, sampler in (("kl_forward", teacher), ("kl_reverse", student)):
-        engine = HFEngine(sampler, tok, EngineConfig(prompts_per_batch=0, thinking=thinking))
-        batch = engine.rollouts(prompts, sampling, prompt_seeds(seed, len(prompts))).batch.to(student.device)
-        t_logits, s_logits = completion_logits(teacher, batch), completion_logits(student, batch)
-        kl = losses.forward_kl if name == "kl_forward" else losses.reverse_kl
-        out[name] = float(kl(s_logits, t_logits, batch.completion_mask))
+        engine = HFEngine(sampler, tok, replace(batching, thinking=thinking))
+        total, tokens = 0.0, 0
+        for group in engine.batches(prompts, sampling):
+            batch = engine.rollouts([prompts[i] for i in group], sampling, [seeds[i] for i in group]).batch.to(student.device)
+            s_hidden, t_hidden = completion_hidden(student, batch), completion_hidden(teacher, batch)
+            _, means = chunked.distill_loss(s_hidden, heads[0], t_hidden, heads[1], batch.completion_ids, batch.completion_mask,
+                                            chunked.Objective("forward"), chunk=settings.chunk_size)
+            count = int(batch.completion_mask.sum())
+            total, tokens = total + means[name] * count, tokens + count
+        out[name] = total / max(tokens, 1)
     return out
 
 
 def c2(
-    teacher: PreTrainedModel, before: PreTrainedModel, after: PreTrainedModel,
-    tok: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int, seed: int, thinking: bool = False,
+    teacher: PreTrainedModel, students: Iterable[tuple[str, Callable[[], PreTrainedModel]]], tok: PreTrainedTokenizerBase,
+    prompts: list[str], max_new_tokens: int, seed: int, thinking: bool = False, settings: DiagnosticsConfig = DiagnosticsConfig(),
+    batching: EngineConfig = EngineConfig(prompts_per_batch=0),
 ) -> dict[str, Any]:
-    """C2 around one distillation stage: the teacher against the student before and after it."""
-    prompts = prompts[:C2_PROMPTS]
-    record: dict[str, Any] = {"prompts": len(prompts), "samples_per_prompt": C2_SAMPLES}
-    for when, student in (("before", before), ("after", after)):
-        for key, value in kl_both_ways(teacher, student, tok, prompts, max_new_tokens, seed, thinking).items():
+    """C2 around one distillation stage: the teacher against each student, `students` as ("before"/"after", loader).
+
+    A student is loaded when its turn comes and let go after, so at most the teacher and one student are held."""
+    prompts = prompts[: settings.c2_prompts]
+    record: dict[str, Any] = {"prompts": len(prompts), "samples_per_prompt": settings.c2_samples}
+    for when, load in students:
+        student = load()
+        for key, value in kl_both_ways(teacher, student, tok, prompts, max_new_tokens, seed, thinking, settings, batching).items():
             record[f"{key}_{when}"] = value
+        del student
     return record
 
 
@@ -79,17 +97,23 @@ C2_STAGES = ("warmup", "opd")  # distillation stages around which the teacher-st
 
 
 def of_node(node: Any, folder: Path, load: Callable[[str], tuple[Any, Any]], prompts: list[str], max_new_tokens: int, seed: int,
-            thinking: bool) -> dict[str, Any] | None:
+            thinking: bool, settings: DiagnosticsConfig = DiagnosticsConfig(),
+            batching: EngineConfig = EngineConfig(prompts_per_batch=0)) -> dict[str, Any] | None:
     """A node's diagnostics, computed once into `folder`/diagnostics.json: C1 after teacher RL (from its metrics), C2
-    around each distillation stage (`load(node id)` gives a built model and tokenizer); None for other stages."""
+    around each distillation stage (`load(node id)` gives a built model and tokenizer); None for other stages.
+    A C2 record made with other prompt or sample counts than `settings` asks for is measured again."""
     path = folder / "diagnostics.json"
-    if not path.exists():
-        if node.stage == "teacher_rl":
-            result = {"kind": "c1", **(reward_gain(folder / "metrics.jsonl") or {})}
-        elif node.stage in C2_STAGES:
-            (teacher, tok), (before, _), (after, _) = (load(i) for i in (node.teacher, node.parent, node.id))
-            result = {"kind": "c2", **c2(teacher, before, after, tok, prompts, max_new_tokens, seed, thinking)}
-        else:
-            return None
-        write_json(path, result)
-    return json.loads(path.read_text())
+    wanted = {"prompts": min(len(prompts), settings.c2_prompts), "samples_per_prompt": settings.c2_samples}
+    kept = json.loads(path.read_text()) if path.exists() else None
+    if kept is not None and (kept.get("kind") != "c2" or all(kept.get(k) == v for k, v in wanted.items())):
+        return kept
+    if node.stage == "teacher_rl":
+        result = {"kind": "c1", **(reward_gain(folder / "metrics.jsonl") or {})}
+    elif node.stage in C2_STAGES:
+        teacher, tok = load(node.teacher)
+        students = [(when, lambda i=i: load(i)[0]) for when, i in (("before", node.parent), ("after", node.id))]
+        result = {"kind": "c2", **c2(teacher, students, tok, prompts, max_new_tokens, seed, thinking, settings, batching)}
+    else:
+        return None
+    write_json(path, result)
+    return result

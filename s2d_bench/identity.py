@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 EVAL_SEED = 1234  # one sampling seed for every evaluation in a run: common random numbers across models
 
 # Where and how a config runs, not what it computes ("section.key": one key of a section; memory bounds give the same samples).
-RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to", "eval.max_batch_tokens")
+# The C2 settings ("diagnostics") change no model or evaluation; each C2 record keeps its own prompt and sample counts.
+RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to", "eval.max_batch_tokens", "diagnostics")
 MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
 # Stage settings added after run directories existed, at the value that reproduces the earlier behaviour: left out of
 # node ids at that value, so the nodes of earlier runs are still found (and seeded, from their ids, as they were).

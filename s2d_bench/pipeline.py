@@ -28,7 +28,7 @@ from s2d_bench import diagnostics, distributed, preflight, scheduler
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, from_dict, to_dict
 from s2d_bench.generation import ENGINES
-from s2d_bench.generation.engine import EngineConfig, resolve_device
+from s2d_bench.generation.engine import EngineConfig, resolve_device, resolve_dtype
 from s2d_bench.harness.grading import GradingPool
 from s2d_bench.harness.records import EvalRecord
 from s2d_bench.harness.rewards import PoolReward
@@ -195,13 +195,16 @@ class Runner:
         return records
 
     def diagnostics_of(self, node: Node) -> dict[str, Any] | None:
-        """C1 after teacher RL, C2 around each distillation stage (diagnostics.of_node), computed once."""
-        return diagnostics.of_node(node, self.dir.node_dir(node), self.load, [p.prompt for p in self.splits.test],
-                                   self.cfg.eval.max_new_tokens, EVAL_SEED, self.cfg.prompt.thinking)
+        """C1 after teacher RL, C2 around each distillation stage (diagnostics.of_node), computed once: models in the
+        evaluation's dtype, sampled in the evaluation's batches."""
+        batching = EngineConfig(prompts_per_batch=self.cfg.eval.prompts_per_batch, max_batch_tokens=self.cfg.eval.max_batch_tokens)
+        dtype = resolve_dtype(batching.dtype, self.device)
+        return diagnostics.of_node(node, self.dir.node_dir(node), lambda i: self.load(i, dtype), [p.prompt for p in self.splits.test],
+                                   self.cfg.eval.max_new_tokens, EVAL_SEED, self.cfg.prompt.thinking, self.cfg.diagnostics, batching)
 
-    def load(self, node_id: str) -> tuple[Any, Any]:
+    def load(self, node_id: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
         """A built node's model and tokenizer, on this run's device."""
-        return load_pretrained(self.dir.model_ref(self.nodes[node_id]), self.device)
+        return load_pretrained(self.dir.model_ref(self.nodes[node_id]), self.device, dtype)
 
     # ------------------------------------------------------------------ training
     def train(self, node: Node) -> None:

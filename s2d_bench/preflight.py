@@ -162,7 +162,7 @@ def stage_shape(cfg: RunConfig, stage_cfg: Any, world: int) -> budget.StageShape
     return budget.StageShape(
         sequences=math.ceil(prompts / world) * k, samples=k, prompt_tokens=cfg.preflight.prompt_tokens,
         new_tokens=stage_cfg.max_new_tokens, micro_batch=stage_cfg.micro_batch_size, checkpointing=stage_cfg.gradient_checkpointing,
-        chunk=stage_cfg.chunk_size, kv_budget=cfg.rollout.max_batch_tokens,
+        chunk=stage_cfg.chunk_size, kv_budget=cfg.rollout.max_batch_tokens, reference=getattr(stage_cfg, "kl_coef", 0.0) > 0,
     )
 
 
@@ -197,7 +197,8 @@ def _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, mem
         return []
     states = row["states_gib"]
     if states >= memory:
-        return [f"the model states alone take {states:.1f} GiB a rank: raise deepspeed.zero_stage, offload, or use more ranks"]
+        anchor = f" (GRPO's reference model, {row['reference_gib']:.1f} GiB, included: kl_coef 0 drops it)" if row["reference_gib"] else ""
+        return [f"the model states alone take {states:.1f} GiB a rank{anchor}: raise deepspeed.zero_stage, offload, or use more ranks"]
 
     def update_fits(micro: int, checkpointing: bool) -> bool:  # states plus the update alone (a rollout of 0 GiB)
         shape = replace(st, micro_batch=micro, checkpointing=checkpointing)

@@ -1,7 +1,9 @@
 import json
 
 import pytest
+import torch
 
+from s2d_bench.config import DiagnosticsConfig
 from s2d_bench.diagnostics import c2, reward_gain
 from s2d_bench.models import MODELS
 
@@ -10,11 +12,46 @@ def test_c2_is_zero_for_a_student_equal_to_its_teacher_and_positive_otherwise():
     teacher, tok = MODELS.get("tiny-qwen3-student")(seed=0)
     same, _ = MODELS.get("tiny-qwen3-student")(seed=0)
     other, _ = MODELS.get("tiny-qwen3-student")(seed=1)
-    record = c2(teacher, other, same, tok, ["1+2=", "33+4="], max_new_tokens=6, seed=0)
+    loaded = []
+    students = [(when, lambda m=m, when=when: loaded.append(when) or m) for when, m in (("before", other), ("after", same))]
+    record = c2(teacher, students, tok, ["1+2=", "33+4=", "5+5="], max_new_tokens=6, seed=0, settings=DiagnosticsConfig(c2_prompts=2))
     assert record["kl_forward_after"] == pytest.approx(0.0, abs=1e-6)
     assert record["kl_reverse_after"] == pytest.approx(0.0, abs=1e-6)
     assert record["kl_forward_before"] > 1e-3 and record["kl_reverse_before"] > 1e-3
-    assert record["prompts"] == 2
+    assert (record["prompts"], record["samples_per_prompt"], loaded) == (2, 4, ["before", "after"])
+
+
+def _full_logit_kl(teacher, student, tok, prompts, max_new_tokens, seed, k):
+    """C2 as it was first written: every prompt in one batch, full-vocabulary logits of the whole batch."""
+    from s2d_bench import losses
+    from s2d_bench.generation.engine import EngineConfig
+    from s2d_bench.generation.hf import HFEngine
+    from s2d_bench.generation.protocol import prompt_seeds
+    from s2d_bench.generation.sampling import Sampling
+    from s2d_bench.models.sequences import completion_logits
+
+    out = {}
+    for name, sampler, kl in (("kl_forward", teacher, losses.forward_kl), ("kl_reverse", student, losses.reverse_kl)):
+        engine = HFEngine(sampler, tok, EngineConfig(prompts_per_batch=0))
+        batch = engine.rollouts(prompts, Sampling(k=k, temperature=1.0, max_new_tokens=max_new_tokens), prompt_seeds(seed, len(prompts))).batch
+        with torch.no_grad():
+            out[name] = float(kl(completion_logits(student, batch), completion_logits(teacher, batch), batch.completion_mask))
+    return out
+
+
+def test_c2_in_bounded_batches_and_chunks_gives_the_full_logit_numbers():
+    """One prompt a sampling batch (a one-token KV budget) and 3 positions a head call: the same token-mean KLs as the
+    whole batch scored from full logits, since every prompt samples from its own seed and each token's KL is exact."""
+    from s2d_bench.diagnostics import kl_both_ways
+    from s2d_bench.generation.engine import EngineConfig
+
+    teacher, tok = MODELS.get("tiny-qwen3-teacher")(seed=3)
+    student, _ = MODELS.get("tiny-qwen3-student")(seed=4)
+    prompts = ["1+2=", "33+4=", "250+250=", "7+70="]
+    reference = _full_logit_kl(teacher, student, tok, prompts, 9, 5, 3)
+    bounded = kl_both_ways(teacher, student, tok, prompts, 9, 5, settings=DiagnosticsConfig(c2_samples=3, chunk_size=3),
+                           batching=EngineConfig(prompts_per_batch=0, max_batch_tokens=1))
+    assert bounded == pytest.approx(reference, rel=1e-5) and min(reference.values()) > 1e-3
 
 
 def test_reward_gain_compares_the_last_tenth_of_training_with_the_first(tmp_path):
@@ -22,3 +59,22 @@ def test_reward_gain_compares_the_last_tenth_of_training_with_the_first(tmp_path
     path.write_text("".join(json.dumps({"step": i, "reward": 0.1 if i < 10 else 0.6}) + "\n" for i in range(100)))
     assert reward_gain(path) == pytest.approx({"reward_first": 0.1, "reward_last": 0.6, "reward_gain": 0.5})
     assert reward_gain(tmp_path / "missing.jsonl") is None
+
+
+def test_a_node_c2_record_is_kept_until_its_counts_change(tmp_path):
+    from types import SimpleNamespace
+
+    from s2d_bench.diagnostics import of_node
+
+    model, tok = MODELS.get("tiny-qwen3-student")(seed=0)
+    loads = []
+    load = lambda i: loads.append(i) or (model, tok)  # noqa: E731 - a built node's model, here one for every id
+    node = SimpleNamespace(id="opd-1", stage="opd", parent="warmup-1", teacher="teacher_rl-1")
+    prompts = ["1+2=", "3+4=", "5+6="]
+    first = of_node(node, tmp_path, load, prompts, 4, 0, False, DiagnosticsConfig(c2_prompts=2, c2_samples=2))
+    assert (first["kind"], first["prompts"], first["samples_per_prompt"]) == ("c2", 2, 2) and loads == ["teacher_rl-1", "warmup-1", "opd-1"]
+    assert of_node(node, tmp_path, load, prompts, 4, 0, False, DiagnosticsConfig(c2_prompts=2, c2_samples=2)) == first
+    assert len(loads) == 3  # kept: nothing loaded again
+    again = of_node(node, tmp_path, load, prompts, 4, 0, False, DiagnosticsConfig(c2_prompts=5, c2_samples=2))
+    assert again["prompts"] == 3 and len(loads) == 6  # more prompts asked (3 exist): measured again
+    assert of_node(node, tmp_path, load, prompts, 4, 0, False, DiagnosticsConfig(c2_prompts=9, c2_samples=2)) == again  # still 3

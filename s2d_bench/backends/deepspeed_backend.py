@@ -28,6 +28,7 @@ from deepspeed.runtime.zero.utils import is_zero_param
 
 from s2d_bench import distributed
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
+from s2d_bench.backends.runtime import cast_copy
 from s2d_bench.backends.torch_backend import TorchBackend
 from s2d_bench.config import DeepSpeedConfig, RunConfig
 from s2d_bench.models.builders import load_pretrained
@@ -143,9 +144,10 @@ class DeepSpeedRuntime:
         return engine.module.eval()
 
     def reference(self, model: torch.nn.Module) -> torch.nn.Module:
-        """A partitioned policy's copy is built partitioned and filled partition by partition: nothing is gathered."""
+        """A partitioned policy's copy is built partitioned and filled partition by partition: nothing is gathered.
+        A whole policy's copy is made in the weights' dtype a tensor at a time (`cast_copy`): no fp32 transient."""
         if not _is_zero3(model):
-            return self.frozen(copy.deepcopy(model))
+            return self.frozen(cast_copy(model, self.device, torch.bfloat16 if self.cfg.bf16 else None))
         with self.partitioned_loading():
             ref = type(model)._from_config(model.config, dtype=next(model.parameters()).dtype)
         for src, dst in zip(model.parameters(), ref.parameters()):

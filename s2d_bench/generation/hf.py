@@ -59,6 +59,11 @@ class HFEngine:
         rows = render(self.tok, prompts, self.cfg.thinking)
         return rollouts_from_tokens(self.tok, rows, sampling.k, self._sample(rows, sampling, seeds, None))
 
+    def batches(self, prompts: list[str], sampling: Sampling) -> list[list[int]]:
+        """The prompt indices this engine samples together (`_batches`), for a caller that must also score each batch
+        within the same bound (the C2 diagnostics)."""
+        return list(self._batches(render(self.tok, prompts, self.cfg.thinking), sampling))
+
     def check_prompts(self, prompts: list[str], names: list[str], max_new_tokens: int) -> None:
         check_context(self.tok, prompts, names, self.cfg.thinking, context_of(self.model.config), max_new_tokens)
 
