@@ -59,6 +59,15 @@ def test_deepspeed_refuses_a_step_with_fewer_prompts_than_the_launch_has_ranks(m
     _check("backend=torch", *args[1:])  # a world is DeepSpeed's
 
 
+def test_deepspeed_refuses_bf16_without_fp32_gradient_accumulation():
+    for zero in (0, 1):
+        with pytest.raises(UserError, match=f"deepspeed.bf16 with zero_stage {zero} would accumulate micro-batch gradients in bf16"):
+            _check("backend=deepspeed", "deepspeed.bf16=true", f"deepspeed.zero_stage={zero}")
+    _check("backend=deepspeed", "deepspeed.bf16=true", "deepspeed.zero_stage=2")
+    _check("backend=deepspeed", "deepspeed.bf16=false", "deepspeed.zero_stage=0")
+    _check("backend=torch", "deepspeed.bf16=true", "deepspeed.zero_stage=0")  # the section is DeepSpeed's
+
+
 def test_the_config_module_imports_no_registry_so_there_is_no_import_circle():
     code = "import sys, s2d_bench.config; print(sorted(m for m in sys.modules if m.startswith('s2d_bench.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -111,6 +111,8 @@ class DeepSpeedRuntime:
             "gradient_clipping": max_norm, "zero_optimization": zero, "bf16": {"enabled": self.cfg.bf16},
             "zero_allow_untested_optimizer": True, "steps_per_print": 2**31 - 1,
         }
+        if self.cfg.bf16 and stage >= 2:  # DeepSpeed 0.19.8 accumulates in the model's dtype unless told (refusals: ZeRO-2/3 only)
+            config["data_types"] = {"grad_accum_dtype": "fp32"}
         if self.cfg.offload_optimizer:  # offloaded states need DeepSpeed's CPU Adam, built from this section
             config["optimizer"] = {"type": "AdamW", "params": {"lr": lr, "weight_decay": 0.0}}
         return {**config, **self.cfg.extra}

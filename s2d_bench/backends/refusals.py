@@ -33,7 +33,13 @@ def _trl(cfg: RunConfig) -> None:
 
 
 def _deepspeed(cfg: RunConfig) -> None:
-    """Every rank samples a share of each step's prompts: a step needs a prompt for each of the launch's ranks."""
+    """Every rank samples a share of each step's prompts: a step needs a prompt for each of the launch's ranks.
+    bf16 needs ZeRO-2 or 3, the stages whose optimizers accumulate micro-batch gradients in fp32 (`grad_accum_dtype`):
+    DeepSpeed 0.19 has no fp32 accumulation without ZeRO, and ZeRO-1's bf16 optimizer, which it switches to for
+    fp32 accumulation, did not accumulate this backend's micro-batches (a gradient 7.9x off, measured on the CPU)."""
+    require(not cfg.deepspeed.bf16 or cfg.deepspeed.zero_stage >= 2,
+            f"backend=deepspeed: deepspeed.bf16 with zero_stage {cfg.deepspeed.zero_stage} would accumulate micro-batch gradients "
+            "in bf16; set zero_stage: 2 or 3 (fp32 accumulation) or bf16: false")
     world = distributed.launched_world()
     for arm, stage, st in _stage_configs(cfg):
         require(st.step_prompts >= world, f"backend=deepspeed: {arm}/{stage} draws {st.step_prompts} prompts a step for {world} ranks; "

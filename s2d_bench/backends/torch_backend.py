@@ -33,8 +33,21 @@ from s2d_bench.models.checkpointing import checkpointing
 from s2d_bench.models.sequences import Batch, completion_hidden
 
 
-def _lengths(batch: Batch) -> float:
-    return float(batch.completion_mask.sum(1).mean())
+WEIGHT = " weight"  # the key `global_means` sends each rank's weight under (no metric is named so)
+
+
+def global_means(rt: Runtime, sums: dict[str, float], weight: float) -> dict[str, float]:
+    """Means over every rank's items (tokens, sequences) from this rank's sums and item count. Ranks hold unequal
+    shares of a step (completions differ in length, prompts need not divide evenly): the mean over ranks of each
+    rank's own mean would weigh a short share as much as a long one. Every rank gets the same numbers."""
+    both = rt.mean({**sums, WEIGHT: weight})  # (sum over ranks) / world, for the sums and the weights alike
+    total = both.pop(WEIGHT)
+    return {key: value / total if total > 0 else 0.0 for key, value in both.items()}
+
+
+def _lengths(batch: Batch) -> dict[str, float]:
+    """The sum of this rank's completion lengths, for `global_means` over sequences."""
+    return {"response_length": float(batch.completion_mask.sum())}
 
 
 def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor, cfg, rt: Runtime) -> dict:
@@ -79,7 +92,7 @@ def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor
                     _add(totals, stats, shares[i])
             weights.extend(shares)
             grad_norm = trainer.step()
-    return {**_mean(totals, weights), "grad_norm": grad_norm}
+    return {**global_means(rt, totals, sum(weights)), "grad_norm": grad_norm}
 
 
 def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, objective: chunked.Objective, cfg, rt: Runtime) -> dict:
@@ -103,7 +116,7 @@ def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, obj
             trainer.backward(loss * share, last=i == len(parts) - 1)
             _add(totals, {"loss": loss.item(), **stats}, share)
     grad_norm = trainer.step()
-    return {**_mean(totals, shares), "grad_norm": grad_norm, "response_length": _lengths(batch)}
+    return {**global_means(rt, totals, sum(shares)), "grad_norm": grad_norm, **global_means(rt, _lengths(batch), len(batch.completion_ids))}
 
 
 def _add(totals: dict[str, float], stats: dict[str, float], share: float) -> None:
@@ -111,10 +124,6 @@ def _add(totals: dict[str, float], stats: dict[str, float], share: float) -> Non
         totals[key] = totals.get(key, 0.0) + value * share
 
 
-def _mean(totals: dict[str, float], shares: list[float]) -> dict[str, float]:
-    """Token-weighted means of per-micro-batch statistics: this rank's, on the scale `rt.mean` averages over ranks."""
-    total = sum(shares)
-    return {key: value / total if total > 0 else 0.0 for key, value in totals.items()}
 
 
 class TorchBackend:
@@ -169,8 +178,8 @@ class TorchBackend:
                 rewards = torch.tensor(scores.rewards)
                 advantages = losses.grpo_advantages(rewards.view(len(mine), roll.k), cfg.scale_rewards).flatten()
                 metrics = policy_updates(trainer, ref, roll.batch.to(model.device), advantages.to(model.device), cfg, rt)
-                metrics = rt.mean({**metrics, "reward": float(rewards.mean()), "response_length": _lengths(roll.batch),
-                                   "grading_timeouts": float(scores.timeouts)})
+                per_sequence = global_means(rt, {"reward": float(rewards.sum()), **_lengths(roll.batch)}, len(rewards))
+                metrics = rt.mean({**metrics, **per_sequence, "grading_timeouts": float(scores.timeouts)})
                 metrics["grading_timeouts"] *= rt.world  # a count over the step, all ranks
                 job.log({"step": step, **metrics})
                 bar.set_postfix(reward=f"{metrics['reward']:.3f}")

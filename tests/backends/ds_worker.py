@@ -4,7 +4,8 @@ Every rank builds the same tiny models and the same fixed batch (8 prompts x 2 t
 keeps its share of the prompts, and takes one step of each stage's update (GRPO, forward KL,
 reverse KL: full, top-k, sampled) at temperature 0.7 with SGD through `torch_backend`'s update
 functions on a DeepSpeed runtime, once per ZeRO stage and micro-batch size named on the command
-line. It writes the final parameters to <out>/<zero>-mb<micro>-rank<r>-of-<world>.pt.
+line. It writes the final parameters to <out>/<zero>-mb<micro>-rank<r>-of-<world>.pt and each step's
+logged metrics to the same name with .json.
 
 With `rollouts <engine>` instead of ZeRO stages, it runs the teacher_rl and opd stages whole under
 ZeRO-3, sampling with that rollout engine, and writes <out>/<engine>-rank<r>.pt.
@@ -68,15 +69,17 @@ def main(out: str, stages: list[int], micro_sizes: list[int]) -> None:
             distill = DistillConfig(chunk_size=5, micro_batch_size=micro, temperature=0.7)
             objectives = [chunked.Objective("forward"), chunked.Objective("reverse"), chunked.Objective("reverse", "topk", 8),
                           chunked.Objective("reverse", "sampled")]
+            logged = []
             for step in range(1 + len(objectives)):
                 trainer = rt.trainer(student, lr=1e-3, max_norm=1.0)
                 if step == 0:
-                    policy_updates(trainer, None, batch, advantages, grpo, rt)
+                    logged.append(policy_updates(trainer, None, batch, advantages, grpo, rt))
                 else:
-                    distill_update(trainer, teacher, batch, objectives[step - 1], distill, rt)
+                    logged.append(distill_update(trainer, teacher, batch, objectives[step - 1], distill, rt))
                 trainer.finish()
             flat = torch.cat([p.detach().flatten().float() for p in student.parameters()])
             torch.save(flat, f"{out}/{zero}-mb{micro}-rank{rt.rank}-of-{rt.world}.pt")
+            Path(f"{out}/{zero}-mb{micro}-rank{rt.rank}-of-{rt.world}.json").write_text(json.dumps(logged))
     distributed.shutdown()
 
 
@@ -124,8 +127,35 @@ def partitioned(out: str, source: str) -> None:
     distributed.shutdown()
 
 
+def bf16_accumulation(out: str) -> None:
+    """One forward-KL step in bf16 under ZeRO-2, the fixed batch whole and in 16 one-sequence micro-batches, with
+    the backend's gradient accumulation (fp32) and with DeepSpeed's default (the model's bf16, forced through
+    `extra`). Writes <out>/bf16.json: each accumulation's relative L2 distance between the micro-batched and the whole
+    step, both read from the fp32 master weights an SGD step of lr 0.5 moved."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    def step(micro: int, extra: dict) -> torch.Tensor:
+        rt = DeepSpeedRuntime(DeepSpeedConfig(zero_stage=2, bf16=True, extra={"optimizer": {"type": "SGD", "params": {"lr": 0.5}}, **extra}))
+        student, tok = tiny_qwen3_student(seed=0)
+        teacher, _ = tiny_qwen3_student(seed=1)
+        batch = fixed_batch(tok, teacher, PROMPTS)
+        trainer = rt.trainer(student, lr=1e-3, max_norm=0.0)
+        before = torch.cat([safe_get_full_fp32_param(p).flatten() for p in trainer.model.parameters()])
+        distill_update(trainer, rt.frozen(teacher), batch, chunked.Objective("forward"), DistillConfig(micro_batch_size=micro), rt)
+        return before - torch.cat([safe_get_full_fp32_param(p).flatten() for p in trainer.model.parameters()])
+
+    errors = {}
+    for name, extra in (("fp32", {}), ("bf16", {"data_types": {"grad_accum_dtype": "bf16"}})):
+        whole, micro = step(0, extra), step(1, extra)
+        errors[name] = float((micro - whole).norm() / whole.norm())
+    Path(out, "bf16.json").write_text(json.dumps(errors))
+    distributed.shutdown()
+
+
 if __name__ == "__main__":
-    if sys.argv[2] == "rollouts":
+    if sys.argv[2] == "bf16":
+        bf16_accumulation(sys.argv[1])
+    elif sys.argv[2] == "rollouts":
         rollout_stages(sys.argv[1], sys.argv[3])
     elif sys.argv[2] == "partitioned":
         partitioned(sys.argv[1], sys.argv[3])

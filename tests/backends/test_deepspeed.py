@@ -63,7 +63,9 @@ def _finish(procs: list[subprocess.Popen]) -> None:
 
 def test_two_ranks_agree_and_equal_one_rank_after_a_step_of_each_stage(tmp_path):
     """... and micro-batches change nothing: 1 or 3 sequences per forward/backward (3 leaves a short last one),
-    gradients accumulated, give the parameters of the whole batch at once, on 1 rank and on 2."""
+    gradients accumulated, give the parameters of the whole batch at once, on 1 rank and on 2. The metrics each
+    step logs are the whole batch's token means too (the ranks' completions differ in length, so a mean of the
+    two ranks' own token means would not be)."""
     two, one = _ports(2)
     args = (ZERO_STAGES, MICRO_SIZES)
     _finish(_launch(tmp_path, 2, two, args) + _launch(tmp_path, 1, one, args))
@@ -76,6 +78,10 @@ def test_two_ranks_agree_and_equal_one_rank_after_a_step_of_each_stage(tmp_path)
             torch.testing.assert_close(rank0, rank1, rtol=0, atol=0, msg=f"ZeRO-{zero}, micro {micro}: the ranks disagree")
             torch.testing.assert_close(rank0, single, rtol=1e-4, atol=1e-5, msg=f"ZeRO-{zero}, micro {micro}: 2 ranks differ from 1 rank, whole batch")
             torch.testing.assert_close(alone, single, rtol=1e-4, atol=1e-5, msg=f"ZeRO-{zero}, micro {micro}: 1 rank differs from its whole batch")
+            logged = [json.loads((tmp_path / f"{zero}-mb{micro}-{name}.json").read_text()) for name in ("rank0-of-2", "rank1-of-2", "rank0-of-1")]
+            assert logged[0] == logged[1], f"ZeRO-{zero}, micro {micro}: the ranks log different metrics"
+            for two_ranks, one_rank in zip(logged[0], logged[2]):  # a step's metrics are the whole batch's token means
+                assert two_ranks.keys() == one_rank.keys() and two_ranks == pytest.approx(one_rank, rel=1e-4, abs=1e-6), (zero, micro)
 
 
 def test_s2d_bench_run_on_two_ranks_trains_together_and_writes_once(tiny_overrides, tmp_path):
@@ -122,6 +128,16 @@ def test_two_zero3_ranks_sampling_with_vllm_train_exactly_as_with_the_builtin_sa
     torch.testing.assert_close(torch.load(tmp_path / "vllm-rank1.pt"), vllm, rtol=0, atol=0, msg="the ranks disagree")
     start = torch.cat([p.detach().flatten() for seed in (1, 0) for p in tiny_qwen3_student(seed=seed)[0].parameters()])
     assert (hf - start).abs().max() > 1e-4, "nothing trained"
+
+
+def test_a_micro_batched_bf16_step_accumulates_in_fp32_and_matches_the_whole_step_closer(tmp_path):
+    """bf16 under ZeRO-2 accumulates micro-batch gradients in fp32 (`grad_accum_dtype`; DeepSpeed's default is the
+    model's bf16): 16 one-sequence micro-batches land closer to the whole batch's step than with bf16 accumulation.
+    Measured on the CPU, 1 rank: 0.41% against 0.57% (what remains is bf16 arithmetic on other batch shapes)."""
+    [port] = _ports(1)
+    _finish(_launch(tmp_path, 1, port, ("bf16",)))
+    errors = json.loads((tmp_path / "bf16.json").read_text())
+    assert errors["fp32"] < 0.005 and errors["fp32"] < 0.85 * errors["bf16"], errors
 
 
 def test_zero3_loads_partitioned_so_each_of_two_ranks_holds_half_and_trains_as_one_rank_does(tmp_path):
