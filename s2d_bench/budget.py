@@ -25,6 +25,16 @@ training memory (the update), never both at once:
   they cannot gather layer by layer together), which a 70B teacher's 131 GiB in bf16 makes the
   bound of its stage.
 Bf16 activations are counted at 2 bytes an element; that is an estimate, measured only in float32.
+
+After a stage, every node is evaluated and distillation nodes are diagnosed (C2); the trainer's
+states are gone by then, so these phases hold the models they read and one sampling batch:
+- evaluation of a benchmark (`eval_bytes`): the model's weights, and the hf engine's largest batch
+  (`sample_batch`: eval.prompts_per_batch problems within eval.max_batch_tokens, at least one): the
+  shared-prefix KV cache (the prompts once, k samples each of up to max_new_tokens positions, grown
+  by doubling, so the last growth holds 1.5 times the final size) and one decode step's logits;
+- C2 (`c2_bytes`): the teacher and one student, sampling as evaluation does, then scoring each
+  batch: both models' final hidden states, one decoder layer's transient tensors (no autograd),
+  SDPA's padded attention mask (sequences x length x length) and one chunk of logits.
 """
 
 from __future__ import annotations
@@ -112,6 +122,12 @@ def rollout_bytes(sampler: Shape, st: StageShape, itemsize: int) -> float:
     return positions * sampler.kv_bytes(itemsize)
 
 
+def deepspeed_layout(ds, world: int) -> dict:  # noqa: ANN001 - a config.DeepSpeedConfig
+    """How DeepSpeed holds the states (its backend's `memory_layout`), from the config alone."""
+    return {"precision": "bf16-mixed" if ds.bf16 else "fp32", "zero_stage": ds.zero_stage, "world": world,
+            "offload_optimizer": ds.offload_optimizer, "offload_params": ds.offload_params, "teacher_zero3": ds.teacher_zero3}
+
+
 def params_of(config) -> int:  # noqa: ANN001 - a transformers PretrainedConfig
     """Parameters of the causal LM a config describes, built on the meta device (no weights; tied ones once)."""
     import torch
@@ -161,6 +177,39 @@ def stage_estimate(stage: str, trains: str, params: dict[str, int], shapes: dict
             "micro_batch": st.micro_batch or st.sequences, "sequences": st.sequences, "checkpointing": st.checkpointing}
 
 
+def sample_batch(share: int, per_batch: int, samples: int, prompt_tokens: int, new_tokens: int, kv_budget: int) -> int:
+    """Problems in the largest batch the hf engine samples (generation.hf.HFEngine._batches): `per_batch` of the
+    rank's `share` (0: all), within `kv_budget` positions of samples x (prompt + new tokens) each, never none."""
+    b = min(share, per_batch or share)
+    if kv_budget:
+        b = min(b, kv_budget // (samples * (prompt_tokens + new_tokens)))
+    return max(b, 1)
+
+
+def _sampling_bytes(model: Shape, b: int, samples: int, prompt_tokens: int, new_tokens: int, itemsize: int) -> float:
+    """One hf sampling batch of `b` problems: the shared-prefix KV cache at its last growth, one decode step's logits
+    (float32, and the sampler's float64 cumulative distribution)."""
+    kv = (b * prompt_tokens + 1.5 * b * samples * new_tokens) * model.kv_bytes(itemsize)
+    return kv + b * samples * model.vocab * (4 + 8)
+
+
+def eval_bytes(model: Shape, params: int, b: int, samples: int, prompt_tokens: int, new_tokens: int, itemsize: int) -> dict[str, float]:
+    """Evaluating one benchmark on one rank: the model's weights and its largest sampling batch."""
+    return {"weights": params * itemsize, "work": _sampling_bytes(model, b, samples, prompt_tokens, new_tokens, itemsize)}
+
+
+def c2_bytes(teacher: Shape, student: Shape, params: dict[str, int], b: int, samples: int, prompt_tokens: int, new_tokens: int,
+             chunk: int, itemsize: int) -> dict[str, float]:
+    """C2 around one distillation node: teacher and one student held, the larger of sampling and scoring a batch."""
+    sampling = max(_sampling_bytes(s, b, samples, prompt_tokens, new_tokens, itemsize) for s in (teacher, student))
+    n, length = b * samples, prompt_tokens + new_tokens
+    big = max(teacher, student, key=lambda s: s.layer_elements())
+    scoring = n * length * ((teacher.hidden + student.hidden) + 2 * big.intermediate + 4 * big.hidden + length) * itemsize
+    positions = min(chunk, n * new_tokens) if chunk else n * new_tokens
+    scoring += positions * max(teacher.vocab, student.vocab) * 4 * 6  # both heads' logits, log-softmax and products
+    return {"weights": (params["teacher"] + params["student"]) * itemsize, "work": max(sampling, scoring)}
+
+
 def render(report: dict) -> str:
     """The preflight table printed before the first stage."""
     p = report["params"]
@@ -173,4 +222,9 @@ def render(report: dict) -> str:
     for r in report["stages"]:
         lines.append(f"    {r['stage']:<11} {r['trains']:<8} {r['micro_batch']:>6} {r['states_gib']:8.2f} {r['reference_gib']:8.2f} {r['rollout_gib']:8.2f} "
                      f"{r['activations_gib']:8.2f} {r['logits_gib']:8.2f} {r['teacher_hidden_gib']:9.2f} {r['device_gib']:8.2f} {r['host_gib']:8.2f}")
+    if report.get("phases"):
+        lines += ["  after each stage, per rank, GiB: weights + largest batch (sampling, or C2's scoring) = device",
+                  "    phase                      model     batch  weights    batch   device"]
+        for r in report["phases"]:
+            lines.append(f"    {r['phase']:<26} {r['model']:<8} {r['batch']:>6} {r['weights_gib']:8.2f} {r['work_gib']:8.2f} {r['device_gib']:8.2f}")
     return "\n".join(lines)

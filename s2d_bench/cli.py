@@ -260,6 +260,43 @@ def browse(folder: str, out_dir: str | None) -> None:
         click.echo(path)
 
 
+@main.command(name="plan")
+@click.option("--config", "config_path", default=None, help="YAML file, or a shipped config name (default: tiny).")
+@click.option("--world", type=int, default=None, help="Ranks the memory is estimated for (default: the launch's, else 1).")
+@click.argument("overrides", nargs=-1)
+@_fail_cleanly
+def plan_cmd(config_path: str | None, world: int | None, overrides: tuple[str, ...]) -> None:
+    """Print a run's plan (nodes, their arms, which are built) and its memory per rank, phase by phase, offline.
+
+    Loads no weights and starts no process group: model shapes come from a local folder's config.json, or for the
+    shipped configs' hub models from a shipped table. Exits with status 2, naming the settings to change, when a
+    phase would not fit preflight.device_memory_gb: check a long job before submitting it.
+    """
+    from s2d_bench import budget, distributed, preflight
+    from s2d_bench.config import load_config
+    from s2d_bench.harness.targets import TASK, entries, run_targets
+    from s2d_bench.identity import run_hash
+    from s2d_bench.plan import plan
+    from s2d_bench.rundir import RunDir
+    from s2d_bench.tasks import TASKS
+
+    cfg = preflight.check_config(load_config(config_path, list(overrides)))
+    if world is not None and world < 1:
+        raise CLIError("--world must be >= 1")
+    world = world or distributed.launched_world()
+    nodes, folders = plan(cfg), RunDir(cfg.output_dir, cfg, run_hash(cfg), 0.0)
+    task = TASKS.get(cfg.task.name)(cfg.task)
+    click.echo(f"plan of '{cfg.name}' seed={cfg.seed} backend={cfg.backend}: {len(nodes)} nodes -> {cfg.output_dir}")
+    for node in nodes:
+        state = "given" if node.from_path else "built" if (folders.node_dir(node) / "model").is_dir() else "to build"
+        click.echo(f"  {node.id:<26} {node.role:<8} {state:<9} {', '.join(node.arms) or '(base)'}")
+    evaluates_task = any(e.name == TASK for e in entries(cfg.eval.benchmarks))  # else the task's data (a training set) is not read
+    targets = run_targets(cfg, task.grader, task.splits().test if evaluates_task else [])
+    report = preflight.offline_report(cfg, nodes, targets, world)
+    click.echo(budget.render(report))
+    preflight.refuse_what_does_not_fit(report)
+
+
 @main.group()
 def config() -> None:
     """What a config holds and what each key means."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from s2d_bench import budget, distributed, estimators
 from s2d_bench.backends import BACKENDS
 from s2d_bench.backends.refusals import refusals
 from s2d_bench.config import ROLES, RunConfig, require
+from s2d_bench.diagnostics import C2_STAGES
 from s2d_bench.errors import UserError
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.protocol import check_context, context_of
@@ -30,6 +31,7 @@ from s2d_bench.harness.targets import entries
 from s2d_bench.models import MODELS
 from s2d_bench.models.builders import check_pair, load_tokenizer
 from s2d_bench.models.refs import damaged_weights, load_kwargs, resolve_model
+from s2d_bench.models.shapes import known_config
 from s2d_bench.reporting import REPORTERS
 from s2d_bench.stages import STAGES
 from s2d_bench.tasks import BENCHMARKS, TASKS
@@ -96,20 +98,28 @@ def check_models(cfg: RunConfig) -> None:
                 raise UserError(f"{role}.path '{getattr(cfg, role).path}': {damage}")
 
 
+BASE_LAYOUT = {"precision": "fp32", "zero_stage": 0, "world": 1, "offload_optimizer": False, "offload_params": False, "teacher_zero3": False}
+
+
+def offline_report(cfg: RunConfig, nodes: list, targets: list, world: int) -> dict[str, Any]:  # noqa: ANN001 - Targets
+    """The memory report of `s2d-bench plan`: no weights, no process group, no hub (the shipped shape table)."""
+    layout = {**BASE_LAYOUT, "world": world, **(budget.deepspeed_layout(cfg.deepspeed, world) if cfg.backend == "deepspeed" else {})}
+    return memory_report(cfg, nodes, layout, eval_loads(targets), known_shapes=True)
+
+
 def run(cfg: RunConfig, nodes: list, backend_layout: dict[str, Any], targets: list) -> dict[str, Any]:  # noqa: ANN001 - Nodes, Targets
     """The pair check, the context check and the memory estimate (printed on rank 0), refusing what cannot fit.
 
     `backend_layout`: what the backend's `memory_layout()` says of its states, over one fp32 process per rank.
     Nothing is written here: the run directory is made only once every check has passed (pipeline.prepare), so a
     refused config leaves nothing behind."""
-    layout = {"precision": "fp32", "zero_stage": 0, "world": distributed.world(), "offload_optimizer": False, "offload_params": False,
-              "teacher_zero3": False, **backend_layout}
+    layout = {**BASE_LAYOUT, "world": distributed.world(), **backend_layout}
     toks = {role: _tokenizer(cfg, role) for role in ROLES}  # loaded once for both checks (a real tokenizer takes seconds)
     if any(n.teacher for n in nodes):
         check_pair(toks["teacher"], toks["student"])
         refusals(cfg.backend).pair(cfg, lambda role: _config(cfg, role).vocab_size)
     check_contexts(cfg, targets, toks)
-    report = memory_report(cfg, nodes, layout)
+    report = memory_report(cfg, nodes, layout, eval_loads(targets))
     if distributed.is_main():
         print(budget.render(report), file=sys.stderr)
     refuse_what_does_not_fit(report)
@@ -127,8 +137,12 @@ def check_contexts(cfg: RunConfig, targets: list, toks: dict[str, Any]) -> None:
                           target.cfg.max_new_tokens)
 
 
-def _config(cfg: RunConfig, role: str):  # noqa: ANN202 - a transformers PretrainedConfig
+def _config(cfg: RunConfig, role: str, known_shapes: bool = False):  # noqa: ANN202 - a transformers PretrainedConfig
+    """The model's config: from its folder or the hub, or (`known_shapes`, for `s2d-bench plan` offline) from the
+    shipped shape table when the hub id is one of the shipped configs' models."""
     model_cfg = getattr(cfg, role)
+    if known_shapes and model_cfg.path and not Path(model_cfg.path).expanduser().is_dir() and known_config(model_cfg.path):
+        return known_config(model_cfg.path)
     if model_cfg.path:
         from transformers import AutoConfig
 
@@ -166,9 +180,64 @@ def stage_shape(cfg: RunConfig, stage_cfg: Any, world: int) -> budget.StageShape
     )
 
 
-def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any]) -> dict[str, Any]:
-    """Parameter counts and, per stage of the plan (its largest node), the memory per rank."""
-    configs = {role: _config(cfg, role) for role in ROLES}
+@dataclass(frozen=True)
+class EvalLoad:
+    """What evaluating one benchmark asks of the memory: its problems and protocol (a harness Target, less the data)."""
+
+    label: str
+    problems: int
+    samples: int
+    new_tokens: int
+
+
+def eval_loads(targets: list) -> list[EvalLoad]:  # noqa: ANN001 - harness Targets
+    return [EvalLoad(t.label, len(t.problems), t.cfg.samples, t.cfg.max_new_tokens) for t in targets]
+
+
+def _phase(name: str, model: str, b: int, per_problem: int, estimate: Any, memory: float | None) -> dict[str, Any]:
+    """One after-stage phase's row at batches of `b` problems (`per_problem` KV positions each; `estimate(m)` its
+    bytes at m problems a batch), with the largest eval.max_batch_tokens that fits when it is over the device."""
+    est = estimate(b)
+    row = {"phase": name, "model": model, "batch": b, "weights_gib": est["weights"] / budget.GIB, "work_gib": est["work"] / budget.GIB,
+           "device_gib": (est["weights"] + est["work"]) / budget.GIB, "fixes": []}
+    if memory and row["device_gib"] > memory:
+        fitting = next((m for m in range(b - 1, 0, -1) if _fits(estimate(m), memory)), None)
+        row["fixes"] = [f"eval.max_batch_tokens <= {fitting * per_problem:,}" if fitting else
+                        f"{name}: one problem a batch does not fit; lower max_new_tokens or samples"]
+    return row
+
+
+def phase_report(cfg: RunConfig, nodes: list, layout: dict[str, Any], shapes: dict, params: dict[str, int], loads: list[EvalLoad],
+                 memory: float | None) -> list[dict[str, Any]]:
+    """Evaluation of every benchmark for each model role the plan evaluates, and C2 if the plan distils, per rank."""
+    itemsize, prompt = budget.PRECISIONS[layout["precision"]].weights, cfg.preflight.prompt_tokens
+    rows = []
+    for load in loads:
+        share = math.ceil(load.problems / layout["world"])  # every rank samples its share of the problems
+        b = budget.sample_batch(share, cfg.eval.prompts_per_batch, load.samples, prompt, load.new_tokens, cfg.eval.max_batch_tokens)
+        for role in sorted({n.role for n in nodes}):
+            est = lambda m, role=role, load=load: budget.eval_bytes(shapes[role], params[role], m, load.samples, prompt,  # noqa: E731
+                                                                    load.new_tokens, itemsize)
+            rows.append(_phase(f"eval {load.label}", role, b, load.samples * (prompt + load.new_tokens), est, memory))
+    if any(n.stage in C2_STAGES for n in nodes):
+        c2, new = cfg.diagnostics, cfg.eval.max_new_tokens
+        share = min(c2.c2_prompts, cfg.task.n_test)
+        b = budget.sample_batch(share, cfg.eval.prompts_per_batch, c2.c2_samples, prompt, new, cfg.eval.max_batch_tokens)
+        est = lambda m: budget.c2_bytes(shapes["teacher"], shapes["student"], params, m, c2.c2_samples, prompt, new,  # noqa: E731
+                                        c2.chunk_size, itemsize)
+        rows.append(_phase("c2", "both", b, c2.c2_samples * (prompt + new), est, memory))
+    return rows
+
+
+def _fits(est: dict[str, float], memory: float | None) -> bool:
+    return memory is None or (est["weights"] + est["work"]) / budget.GIB <= memory
+
+
+def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any], loads: list[EvalLoad] = (),
+                  known_shapes: bool = False) -> dict[str, Any]:
+    """Parameter counts; per stage of the plan (its largest node), the memory per rank; and the phases after each
+    stage (`loads`: the benchmarks every node is evaluated on; C2 when the plan distils)."""
+    configs = {role: _config(cfg, role, known_shapes) for role in ROLES}
     shapes = {role: budget.Shape.of(c) for role, c in configs.items()}
     params = {role: budget.params_of(c) for role, c in configs.items()}
     precision = budget.PRECISIONS[layout["precision"]]
@@ -187,7 +256,8 @@ def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any]) -> dict[s
     rows = [{**row, "fixes": _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, memory) if memory else []}
             for row, st, stage, sampler in largest.values()]
     return {"params": params, "backend": cfg.backend, **layout, "device_memory_gib": memory,
-            "prompt_tokens": cfg.preflight.prompt_tokens, "stages": rows}
+            "prompt_tokens": cfg.preflight.prompt_tokens, "stages": rows,
+            "phases": phase_report(cfg, nodes, layout, shapes, params, list(loads), memory)}
 
 
 def _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, memory) -> list[str]:  # noqa: ANN001
@@ -226,7 +296,9 @@ def _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, mem
 def refuse_what_does_not_fit(report: dict[str, Any]) -> None:
     """One line naming every stage over the device's memory and what to set for each."""
     over = [r for r in report["stages"] if r["fixes"]]
-    if over:
+    late = [r for r in report.get("phases", []) if r["fixes"]]
+    if over or late:
         parts = [f"stage {r['stage']} needs about {r['device_gib']:.1f} GiB a rank: set {'; '.join(r['fixes'])}" for r in over]
+        parts += [f"{r['phase']} ({r['model']}) needs about {r['device_gib']:.1f} GiB a rank: set {'; '.join(r['fixes'])}" for r in late]
         raise UserError(f"preflight: more than the {report['device_memory_gib']:.0f} GiB a device has (every figure in the table above); "
                         + " | ".join(parts))

@@ -43,3 +43,25 @@ def test_the_activation_estimate_is_what_autograd_keeps(shape):
     with_ckpt = budget.training_bytes(budget.Shape.of(config), None, st.__class__(**{**st.__dict__, "checkpointing": True}), 4)
     one_layer = budget.Shape.of(config).layer_elements() * b * (prompt + new) * 4
     assert kept <= with_ckpt["activations"] <= kept + 1.1 * one_layer  # layer inputs kept; one layer recomputed at a time
+
+
+def test_evaluation_and_c2_phases_by_hand():
+    """The hf engine's largest batch (problems per batch, within the token budget, never none), its shared-prefix
+    cache at its last doubling, one decode step's logits; C2's scoring of a batch."""
+    from s2d_bench import budget
+
+    assert budget.sample_batch(63, 32, 16, 512, 8192, 0) == 32  # prompts_per_batch bounds it
+    assert budget.sample_batch(63, 32, 16, 512, 8192, 262144) == 1  # 16 x 8,704 positions a problem: one fits
+    assert budget.sample_batch(63, 32, 16, 512, 8192, 65536) == 1  # over the budget alone: still one (never none)
+    assert budget.sample_batch(5, 0, 2, 10, 10, 0) == 5 and budget.sample_batch(5, 0, 2, 10, 10, 100) == 2
+    shape = budget.Shape(layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, head_dim=4, vocab=100)
+    kv = 2 * 2 * 1 * 4 * 2  # bytes a position at itemsize 2
+    est = budget.eval_bytes(shape, 1000, 3, 4, 10, 20, 2)
+    assert est == {"weights": 2000, "work": (3 * 10 + 1.5 * 3 * 4 * 20) * kv + 3 * 4 * 100 * 12}
+    big = budget.Shape(layers=2, hidden=16, intermediate=32, heads=2, kv_heads=2, head_dim=8, vocab=120)
+    c2 = budget.c2_bytes(big, shape, {"teacher": 5000, "student": 1000}, 3, 4, 10, 20, 7, 2)
+    n, length = 12, 30
+    scoring = n * length * (16 + 8 + 2 * 32 + 4 * 16 + length) * 2 + 7 * 120 * 4 * 6
+    sampling = budget.eval_bytes(big, 0, 3, 4, 10, 20, 2)["work"]
+    assert c2 == {"weights": 12000, "work": max(scoring, sampling)}
+    assert budget.c2_bytes(big, shape, {"teacher": 5000, "student": 1000}, 3, 4, 10, 20, 0, 2)["work"] >= scoring  # chunk 0: all

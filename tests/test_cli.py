@@ -35,9 +35,31 @@ def test_user_errors_are_one_line_with_exit_status_2():
 
 
 def test_run_prints_the_table(tiny_overrides):
+    before = _run("plan", *tiny_overrides)
+    assert before.exit_code == 0, before.output
     out = _run("run", *tiny_overrides)
     assert out.exit_code == 0, out.output
     assert "avg@2" in out.output and "direct-grpo" in out.output and "student_rl" in out.output
+    after = _run("plan", *tiny_overrides)  # the same nodes, now on disk
+    rows = lambda text: [line.split() for line in text.splitlines() if line.startswith("  base-") or line.startswith("  student_rl-")]  # noqa: E731
+    assert {r[2] for r in rows(before.output)} == {"to"} and {r[2] for r in rows(after.output)} == {"built"}
+    assert [r[0] for r in rows(before.output)] == [r[0] for r in rows(after.output)] and len(rows(after.output)) == 4
+
+
+def test_plan_estimates_a_paper_config_offline_phase_by_phase_and_names_what_to_change(monkeypatch):
+    """No weights, no hub, no process group: the shipped shapes of the paper config's models, every stage and every
+    phase after it on the 8 GPUs its header documents; unbounded evaluation batches are refused with the fix."""
+    from pathlib import Path
+
+    monkeypatch.setenv("S2D_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    out = _run("plan", "--config", "paper-qwen3", "--world", "8")
+    assert out.exit_code == 0, out.output
+    assert "teacher 8,190.7M params, student 1,720.6M params" in out.output and "ZeRO-2, 8 rank(s)" in out.output
+    phases = [line.split()[:3] for line in out.output.splitlines() if line.startswith("    eval ") or line.startswith("    c2 ")]
+    assert phases == [["eval", b, role] for b in ("math500", "aime24", "aime25") for role in ("student", "teacher")] + [["c2", "both", "7"]]
+    over = _run("plan", "--config", "paper-qwen3", "--world", "8", "eval.max_batch_tokens=0")
+    assert over.exit_code == 2 and "eval math500 (teacher) needs about 882.4 GiB a rank: set eval.max_batch_tokens <= 278,528" in over.output
+    assert _run("plan", "--world", "0").exit_code == 2
 
 
 def test_eval_writes_results_and_every_completion(tmp_path):

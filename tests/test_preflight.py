@@ -74,3 +74,17 @@ def test_the_config_module_imports_no_registry_so_there_is_no_import_circle():
     assert "s2d_bench.config" in loaded
     for module in ("s2d_bench.stages", "s2d_bench.backends", "s2d_bench.tasks", "s2d_bench.models", "s2d_bench.generation"):
         assert f"'{module}" not in loaded, module
+
+
+def test_a_run_whose_c2_would_not_fit_is_refused_before_anything_trains(tiny_overrides, tmp_path):
+    """The phases after a stage count: a device that holds the warmup's update but not C2's batch (the default
+    32 test prompts x 4 samples in one batch) refuses the run with the token budget that fits, and nothing is built."""
+    from pathlib import Path
+
+    from s2d_bench.pipeline import Runner
+
+    overrides = [*tiny_overrides, "arms={w: {stages: [warmup]}}", "preflight.device_memory_gb=0.064"]
+    with pytest.raises(UserError, match=r"c2 \(both\) needs about 0\.\d GiB a rank: set eval.max_batch_tokens <= [\d,]+$"):
+        Runner(load_config(None, overrides)).run()
+    run_dir = Path(load_config(None, overrides).run_dir)
+    assert not (run_dir / "nodes").exists() or not any((run_dir / "nodes").iterdir())

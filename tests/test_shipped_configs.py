@@ -11,6 +11,7 @@ from s2d_bench.errors import UserError
 from s2d_bench.preflight import check_config
 
 SHIPPED = sorted(shipped_configs())
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Parameter counts of each checkpoint's shape (Qwen3-1.7B counted by benchmarks/stage_steps.py with tied embeddings), so no hub access.
 PARAMS = {"Qwen/Qwen3-8B": 8_190_735_360, "Qwen/Qwen3-1.7B": 1_720_574_976,
           "meta-llama/Llama-3.3-70B-Instruct": 70_553_706_496, "meta-llama/Llama-3.1-8B-Instruct": 8_030_261_248}
@@ -20,17 +21,8 @@ def test_the_paper_configs_are_shipped():
     assert {"tiny", "paper-qwen3", "paper-llama"} <= set(SHIPPED)
 
 
-# The checkpoints' shapes (their config.json values), written as local folders so the estimate needs no hub.
-SHAPES = {
-    "Qwen/Qwen3-8B": ("qwen3", dict(num_hidden_layers=36, hidden_size=4096, intermediate_size=12288, num_attention_heads=32,
-                                     num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=False)),
-    "Qwen/Qwen3-1.7B": ("qwen3", dict(num_hidden_layers=28, hidden_size=2048, intermediate_size=6144, num_attention_heads=16,
-                                       num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True)),
-    "meta-llama/Llama-3.3-70B-Instruct": ("llama", dict(num_hidden_layers=80, hidden_size=8192, intermediate_size=28672,
-                                                         num_attention_heads=64, num_key_value_heads=8, vocab_size=128256)),
-    "meta-llama/Llama-3.1-8B-Instruct": ("llama", dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336,
-                                                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256)),
-}
+from s2d_bench.models.shapes import SHAPES  # noqa: E402 - the checkpoints' shapes, written as local folders below
+
 WORLD = {"paper-qwen3": 8, "paper-llama": 32}  # the GPUs each config's header documents
 
 
@@ -48,12 +40,13 @@ def _estimate(name: str, root, overrides=()):
     from s2d_bench import preflight
     from s2d_bench.plan import plan
 
+    from s2d_bench.harness.targets import run_targets
+
     base = load_config(name)
     cfg = load_config(name, [f"teacher.path={root / base.teacher.path}", f"student.path={root / base.student.path}", *overrides])
-    ds = cfg.deepspeed
-    layout = {"precision": "bf16-mixed" if ds.bf16 else "fp32", "zero_stage": ds.zero_stage, "world": WORLD[name],
-              "offload_optimizer": ds.offload_optimizer, "offload_params": ds.offload_params, "teacher_zero3": ds.teacher_zero3}
-    return preflight.memory_report(cfg, plan(cfg), layout)
+    data = load_config(name, [f"task.data_dir={SHARED_DATA}"])  # the benchmarks' problem counts, from the shared data
+    layout = budget.deepspeed_layout(cfg.deepspeed, WORLD[name])
+    return preflight.memory_report(cfg, plan(cfg), layout, preflight.eval_loads(run_targets(data, "math_verify", [])))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -63,12 +56,18 @@ def test_a_shipped_config_validates(name: str):
 
 @pytest.mark.parametrize("name", sorted(WORLD))
 def test_the_paper_configs_fit_the_node_they_document(name, shape_folders):
-    """The memory model (states, rollout KV, micro-batch activations, logits, teacher) per stage and rank, against
-    the configs' preflight.device_memory_gb: every stage fits as shipped, nothing to change."""
+    """The memory model (states, rollout KV, micro-batch activations, logits, teacher) per stage and rank, and the
+    phases after each stage (evaluation of each benchmark by each model, C2), against the configs'
+    preflight.device_memory_gb: every stage and phase fits as shipped, nothing to change."""
     report = _estimate(name, shape_folders)
     assert report["params"] == {role: PARAMS[getattr(load_config(name), role).path] for role in ("teacher", "student")}
     assert {r["stage"] for r in report["stages"]} == {"teacher_rl", "warmup", "opd", "student_rl"}
     for row in report["stages"]:
+        assert row["fixes"] == [] and row["device_gib"] < report["device_memory_gib"], (name, row)
+    benchmarks = [b.name for b in load_config(name).eval.benchmarks]
+    assert [(r["phase"], r["model"]) for r in report["phases"]] == \
+        [(f"eval {b}", role) for b in benchmarks for role in ("student", "teacher")] + [("c2", "both")]
+    for row in report["phases"]:
         assert row["fixes"] == [] and row["device_gib"] < report["device_memory_gib"], (name, row)
 
 
@@ -79,6 +78,11 @@ def test_the_preflight_refuses_what_does_not_fit_and_names_the_settings(shape_fo
     with pytest.raises(UserError, match=r"stage teacher_rl needs about .* GiB a rank.*stages.teacher_rl.micro_batch_size <= \d+ "
                                         r"with gradient_checkpointing: true; rollout.max_batch_tokens <= [\d,]+"):
         refuse_what_does_not_fit(whole)
+    unbounded = _estimate("paper-qwen3", shape_folders, ["eval.max_batch_tokens=0"])  # 32 problems x 16 samples of 8k tokens
+    assert unbounded["phases"][1]["device_gib"] > 500 and unbounded["phases"][1]["batch"] == 32
+    with pytest.raises(UserError, match=r"eval math500 \(teacher\) needs about .* GiB a rank: set eval.max_batch_tokens <= [\d,]+ .*"
+                                        r"c2 \(both\) needs about"):
+        refuse_what_does_not_fit(unbounded)
     small = _estimate("paper-llama", shape_folders, ["preflight.device_memory_gb=80"])  # 80 GB GPUs: the 70B cannot be gathered
     with pytest.raises(UserError, match="sampling gathers the whole teacher under ZeRO-3"):
         refuse_what_does_not_fit(small)

@@ -26,7 +26,7 @@ from deepspeed.accelerator import get_accelerator
 from deepspeed.runtime.base_optimizer import ZeROOptimizer
 from deepspeed.runtime.zero.utils import is_zero_param
 
-from s2d_bench import distributed
+from s2d_bench import budget, distributed
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
 from s2d_bench.backends.runtime import cast_copy
 from s2d_bench.backends.torch_backend import TorchBackend
@@ -202,9 +202,7 @@ class DeepSpeedBackend:
         return self.loops.runtime.full_weights(model)
 
     def memory_layout(self) -> dict[str, Any]:
-        cfg = self.loops.runtime.cfg
-        return {"precision": "bf16-mixed" if cfg.bf16 else "fp32", "zero_stage": cfg.zero_stage, "world": self.loops.runtime.world,
-                "offload_optimizer": cfg.offload_optimizer, "offload_params": cfg.offload_params, "teacher_zero3": cfg.teacher_zero3}
+        return budget.deepspeed_layout(self.loops.runtime.cfg, self.loops.runtime.world)
 
     def teacher_rl(self, job: RLJob) -> StageReport:
         return self.loops.teacher_rl(job)
