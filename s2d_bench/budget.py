@@ -33,8 +33,10 @@ states are gone by then, so these phases hold the models they read and one sampl
   shared-prefix KV cache (the prompts once, k samples each of up to max_new_tokens positions, grown
   by doubling, so the last growth holds 1.5 times the final size) and one decode step's logits;
 - C2 (`c2_bytes`): the teacher and one student, sampling as evaluation does, then scoring each
-  batch: both models' final hidden states, one decoder layer's transient tensors (no autograd),
-  SDPA's padded attention mask (sequences x length x length) and one chunk of logits.
+  batch: both models' final hidden states (and the completion positions' copies the loss takes),
+  one decoder layer's transient tensors (no autograd: 3 x intermediate + 4 x hidden a token), SDPA's
+  padded attention mask (sequences x length x length) and one chunk of logits.
+`benchmarks/phase_memory.py` measures both phases against these estimates on the CPU.
 """
 
 from __future__ import annotations
@@ -204,10 +206,12 @@ def c2_bytes(teacher: Shape, student: Shape, params: dict[str, int], b: int, sam
     sampling = max(_sampling_bytes(s, b, samples, prompt_tokens, new_tokens, itemsize) for s in (teacher, student))
     n, length = b * samples, prompt_tokens + new_tokens
     big = max(teacher, student, key=lambda s: s.layer_elements())
-    scoring = n * length * ((teacher.hidden + student.hidden) + 2 * big.intermediate + 4 * big.hidden + length) * itemsize
+    both = teacher.hidden + student.hidden  # hidden states, then their completion positions copied out for the loss
+    scoring = (n * length * (both + 3 * big.intermediate + 4 * big.hidden + length) + n * new_tokens * both) * itemsize
     positions = min(chunk, n * new_tokens) if chunk else n * new_tokens
     scoring += positions * max(teacher.vocab, student.vocab) * 4 * 6  # both heads' logits, log-softmax and products
-    return {"weights": (params["teacher"] + params["student"]) * itemsize, "work": max(sampling, scoring)}
+    return {"weights": (params["teacher"] + params["student"]) * itemsize, "work": max(sampling, scoring), "sampling": sampling,
+            "scoring": scoring}
 
 
 def render(report: dict) -> str:

@@ -61,7 +61,23 @@ def test_evaluation_and_c2_phases_by_hand():
     big = budget.Shape(layers=2, hidden=16, intermediate=32, heads=2, kv_heads=2, head_dim=8, vocab=120)
     c2 = budget.c2_bytes(big, shape, {"teacher": 5000, "student": 1000}, 3, 4, 10, 20, 7, 2)
     n, length = 12, 30
-    scoring = n * length * (16 + 8 + 2 * 32 + 4 * 16 + length) * 2 + 7 * 120 * 4 * 6
+    scoring = (n * length * (16 + 8 + 3 * 32 + 4 * 16 + length) + n * 20 * (16 + 8)) * 2 + 7 * 120 * 4 * 6
     sampling = budget.eval_bytes(big, 0, 3, 4, 10, 20, 2)["work"]
-    assert c2 == {"weights": 12000, "work": max(scoring, sampling)}
+    assert c2 == {"weights": 12000, "work": max(scoring, sampling), "sampling": sampling, "scoring": scoring}
     assert budget.c2_bytes(big, shape, {"teacher": 5000, "student": 1000}, 3, 4, 10, 20, 0, 2)["work"] >= scoring  # chunk 0: all
+
+
+def test_c2_scoring_measured_against_its_estimate():
+    """benchmarks/phase_memory.py's C2 case at 4 problems (16 sequences of 384 tokens, a 6-layer teacher): the
+    measured resident peak above the phase's start within -10% / +30% of budget.c2_bytes's scoring estimate."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "phase_memory.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, str(script), "--one", "c2", "4"], env=env, capture_output=True, text=True, check=True)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 0.9 <= row["estimate_mib"] / row["measured_mib"] <= 1.3, row
