@@ -1,8 +1,8 @@
 """The preflight's after-stage phases against a measured peak: an evaluation sampling batch and C2's scoring, CPU.
 
 Each case runs in a fresh process at a scaled Qwen3 shape: it builds the models, then measures the peak resident
-memory of the phase above the memory just before it (large allocations served by mmap, MALLOC_MMAP_THRESHOLD_, so
-freed tensors leave the resident set), beside the estimate of the same bytes (`budget.eval_bytes`'s batch, and
+memory of the phase (VmHWM, reset just before it) above the memory just before it (large allocations served by mmap,
+MALLOC_MMAP_THRESHOLD_, so freed tensors leave the resident set), beside the estimate of the same bytes (`budget.eval_bytes`'s batch, and
 `budget.c2_bytes`'s scoring; the weights are there before the phase and left out of both). The update phases are
 `memory_model.py`'s. Float32 throughout (the CPU's dtype), one thread.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +25,16 @@ PROMPT, NEW, SAMPLES, CHUNK = 128, 256, 4, 256
 CASES = [("eval", b) for b in (2, 8)] + [("c2", b) for b in (2, 8)]
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+
+
+def _reset_peak() -> None:
+    """Linux: the resident peak (VmHWM) starts again from the current resident set, so building the models and importing
+    never count as the phase's peak, whatever the allocator kept from them."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def one(phase: str, problems: int) -> dict:
@@ -51,7 +57,8 @@ def one(phase: str, problems: int) -> dict:
                  torch.ones(n, NEW), 0)
     with torch.no_grad():
         student(input_ids=prompts[:1, :8])  # kernels and caches of a first forward, outside the measurement
-    before = _rss_mib()
+    _reset_peak()
+    before = _status_mib("VmRSS")
     with torch.no_grad():
         if phase == "eval":
             s = Sampling(k=SAMPLES, temperature=1.0, max_new_tokens=NEW)
@@ -63,7 +70,7 @@ def one(phase: str, problems: int) -> dict:
                                  chunk=CHUNK)
             estimate = budget.c2_bytes(shapes["teacher"], shapes["student"], {"teacher": 0, "student": 0}, problems, SAMPLES, PROMPT, NEW,
                                        CHUNK, 4)["scoring"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mib("VmHWM")
     return {"phase": phase, "problems": problems, "sequences": n, "measured_mib": round(peak - before, 1),
             "estimate_mib": round(estimate / 2**20, 1)}
 
