@@ -7,6 +7,19 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+def _shared_data():  # noqa: ANN202 - a Path
+    """The real evaluation data: $S2D_DATA_DIR, else the first `shared/data` above the tests (beside the checkout, or
+    beside the repository a mutation-testing copy under .mutants/ was made from)."""
+    from pathlib import Path
+
+    if os.environ.get("S2D_DATA_DIR"):
+        return Path(os.environ["S2D_DATA_DIR"])
+    here = Path(__file__).resolve().parent
+    return next((p / "shared" / "data" for p in here.parents if (p / "shared" / "data").is_dir()), here.parents[1] / "shared" / "data")
+
+
+SHARED_DATA = _shared_data()
+
 # Budgets small enough for seconds per run; shapes as in the shipped tiny config.
 TINY_OVERRIDES = [
     "teacher.pretrain.steps=20",

@@ -49,9 +49,9 @@ def test_run_prints_the_table(tiny_overrides):
 def test_plan_estimates_a_paper_config_offline_phase_by_phase_and_names_what_to_change(monkeypatch):
     """No weights, no hub, no process group: the shipped shapes of the paper config's models, every stage and every
     phase after it on the 8 GPUs its header documents; unbounded evaluation batches are refused with the fix."""
-    from pathlib import Path
+    from conftest import SHARED_DATA
 
-    monkeypatch.setenv("S2D_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    monkeypatch.setenv("S2D_DATA_DIR", str(SHARED_DATA))
     out = _run("plan", "--config", "paper-qwen3", "--world", "8")
     assert out.exit_code == 0, out.output
     assert "teacher 8,190.7M params, student 1,720.6M params" in out.output and "ZeRO-2, 8 rank(s)" in out.output

@@ -4,14 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from s2d_bench import budget
 from s2d_bench.config import load_config, shipped_configs
 from s2d_bench.errors import UserError
+from s2d_bench.models.shapes import SHAPES  # the checkpoints' shapes, written as local folders below (no hub)
 from s2d_bench.preflight import check_config
 
 SHIPPED = sorted(shipped_configs())
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Parameter counts of each checkpoint's shape (Qwen3-1.7B counted by benchmarks/stage_steps.py with tied embeddings), so no hub access.
 PARAMS = {"Qwen/Qwen3-8B": 8_190_735_360, "Qwen/Qwen3-1.7B": 1_720_574_976,
           "meta-llama/Llama-3.3-70B-Instruct": 70_553_706_496, "meta-llama/Llama-3.1-8B-Instruct": 8_030_261_248}
@@ -20,8 +21,6 @@ PARAMS = {"Qwen/Qwen3-8B": 8_190_735_360, "Qwen/Qwen3-1.7B": 1_720_574_976,
 def test_the_paper_configs_are_shipped():
     assert {"tiny", "paper-qwen3", "paper-llama"} <= set(SHIPPED)
 
-
-from s2d_bench.models.shapes import SHAPES  # noqa: E402 - the checkpoints' shapes, written as local folders below
 
 WORLD = {"paper-qwen3": 8, "paper-llama": 32}  # the GPUs each config's header documents
 
