@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -29,9 +28,16 @@ SEQUENCES, PROMPT, NEW, CHUNK = 16, 128, 128, 256
 CASES = [(stage, micro, ckpt) for stage in ("grpo", "opd") for micro in (0, 4, 1) for ckpt in (False, True)]
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+
+
+def _reset_peak() -> None:
+    """Linux: VmHWM starts again from the current resident set (getrusage's ru_maxrss would start a forked child at
+    its parent's resident set, and keeps the warm-up's peak)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def one(stage: str, micro: int, ckpt: bool) -> dict:
@@ -51,7 +57,10 @@ def one(stage: str, micro: int, ckpt: bool) -> dict:
     teacher = Qwen3ForCausalLM(config).eval() if stage == "opd" else None
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, SHAPE["vocab_size"], (PROMPT,), generator=g).tolist() for _ in range(SEQUENCES)]
-    batch = join(prompts, torch.randint(0, SHAPE["vocab_size"], (SEQUENCES, NEW), generator=g), torch.ones(SEQUENCES, NEW), 0)
+    mask = torch.ones(SEQUENCES, NEW)
+    for i in range(SEQUENCES):  # completions of different lengths, right-padded, as rollouts are
+        mask[i, NEW // 2 + (i * 37) % (NEW // 2):] = 0
+    batch = join(prompts, torch.randint(0, SHAPE["vocab_size"], (SEQUENCES, NEW), generator=g), mask, 0)
     trainer, rt = AdamWTrainer(model, 1e-5, 1.0), LocalRuntime()
     advantages = losses.grpo_advantages(torch.randn(SEQUENCES // 2, 2, generator=g)).flatten()
 
@@ -63,11 +72,12 @@ def one(stage: str, micro: int, ckpt: bool) -> dict:
                            DistillConfig(chunk_size=CHUNK, micro_batch_size=m, gradient_checkpointing=c), rt)
 
     update(1, True)  # the smallest update first: AdamW's states now exist, and little is left in the heap
-    before = _rss_mib()
+    _reset_peak()
+    before = _status_mib("VmRSS")
     start = time.perf_counter()
     update(micro, ckpt)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mib("VmHWM")
     st = budget.StageShape(sequences=SEQUENCES, samples=2 if stage == "grpo" else 1, prompt_tokens=PROMPT, new_tokens=NEW,
                            micro_batch=micro, checkpointing=ckpt, chunk=CHUNK, kv_budget=0)
     shape = budget.Shape.of(config)

@@ -449,6 +449,7 @@ def prepare(group: str) -> Path:
     """The group's copy of the repository, refreshed (its mutants/ kept, so mutmut reuses results of unchanged code)."""
     where = workdir(group)
     if group == "core":
+        _refresh_package_data(where)
         return where
     data = _pyproject()["tool"]
     spec = data["s2d-mutants"]["groups"][group]
@@ -460,7 +461,21 @@ def prepare(group: str) -> Path:
     for name in ("README.md", "Makefile", "setup.cfg"):
         shutil.copy2(ROOT / name, where / name)
     (where / "pyproject.toml").write_text("[tool.mutmut]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items()))
+    _refresh_package_data(where)
     return where
+
+
+def _refresh_package_data(where: Path) -> None:
+    """mutmut copies the package's other files (shipped configs, templates, task YAMLs) into mutants/ once, when it first
+    makes it, and the mutated package reads them from there: copy today's over, or the tests read stale configs."""
+    mutated = where / "mutants" / "s2d_bench"
+    if not mutated.is_dir():
+        return
+    for path in (ROOT / "s2d_bench").rglob("*"):
+        if path.is_file() and path.suffix != ".py" and "__pycache__" not in path.parts:
+            target = mutated / path.relative_to(ROOT / "s2d_bench")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
 
 
 def score(group: str = "core") -> dict:

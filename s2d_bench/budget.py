@@ -14,7 +14,9 @@ training memory (the update), never both at once:
 - activations: per layer and token, the tensors autograd keeps in a Qwen3/Llama decoder layer,
   6H + 4I + 4(q + kv) elements plus about 2 per head (fitted, residual < 1 element, to saved-tensor
   counts of 10 layer shapes on the CPU in float32; `tests/test_budget.py` re-measures two). With
-  activation checkpointing a layer keeps only its input (H) and one layer is recomputed at a time;
+  activation checkpointing a layer keeps only its input (H) and one layer is recomputed at a time.
+  A padded batch adds SDPA's B x T x T attention mask, kept by every layer (layers + 1 copies, 2
+  with checkpointing: measured 79 MiB more than the same batch unpadded at 4 x 1,024 tokens);
 - the logits of one chunk: chunk x V float32 values, about 4 live copies for the trained model
   (logits, log-softmax, their gradients) and 2 for the teacher;
 - the frozen teacher's final hidden states for the micro-batch (distillation);
@@ -111,6 +113,10 @@ def training_bytes(trained: Shape, teacher: Shape | None, st: StageShape, itemsi
     else:
         activations = trained.layers * per_layer
     activations += 2 * trained.hidden * tokens * itemsize  # embeddings and the final norm
+    # SDPA's mask of a padded batch (rollouts always are): b x T x T in the model's dtype, built once and kept by every
+    # layer's backward (without checkpointing) or by the one recomputed layer (measured: benchmarks/memory_model.py)
+    length = st.prompt_tokens + st.new_tokens
+    activations += (2 if st.checkpointing else trained.layers + 1) * b * length * length * itemsize
     positions = min(st.chunk, b * st.new_tokens) if st.chunk else b * st.new_tokens  # a chunk never outgrows the micro-batch
     logits = positions * trained.vocab * 4 * (4 + (2 if teacher is not None else 0))
     kept = b * st.new_tokens * teacher.hidden * itemsize if teacher is not None else 0.0
