@@ -81,3 +81,99 @@ def test_c2_scoring_measured_against_its_estimate():
     out = subprocess.run([sys.executable, str(script), "--one", "c2", "4"], env=env, capture_output=True, text=True, check=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     assert 0.9 <= row["estimate_mib"] / row["measured_mib"] <= 1.3, row
+
+
+def test_deepspeed_layout_reads_precision_zero_and_offload_from_the_config():
+    from s2d_bench import budget
+    from s2d_bench.config import DeepSpeedConfig
+
+    assert budget.deepspeed_layout(DeepSpeedConfig(zero_stage=3, bf16=True, offload_optimizer=True, offload_params=True, teacher_zero3=True), 8) == \
+        {"precision": "bf16-mixed", "zero_stage": 3, "world": 8, "offload_optimizer": True, "offload_params": True, "teacher_zero3": True}
+    assert budget.deepspeed_layout(DeepSpeedConfig(zero_stage=1, bf16=False), 2) == \
+        {"precision": "fp32", "zero_stage": 1, "world": 2, "offload_optimizer": False, "offload_params": False, "teacher_zero3": False}
+
+
+def test_one_micro_batch_of_training_by_hand():
+    """A layer of 2 x (6 x 8 + 4 x 16 + 4 x (2 + 1) x 4 + 2 x 2 + 4) = 2 x 168 elements a token (3 layers), the padded
+    mask, a chunk of logits (4 live copies, 2 more for a teacher) and the teacher's hidden states."""
+    from dataclasses import replace
+
+    from s2d_bench import budget
+
+    trained = budget.Shape(layers=3, hidden=8, intermediate=16, heads=2, kv_heads=1, head_dim=4, vocab=50)
+    teacher = budget.Shape(layers=5, hidden=12, intermediate=16, heads=2, kv_heads=1, head_dim=6, vocab=50)
+    assert trained.layer_elements() == 6 * 8 + 4 * 16 + 4 * 3 * 4 + 2 * 2 + 4 == 168 and trained.kv_bytes(2) == 2 * 3 * 1 * 4 * 2
+    st = budget.StageShape(sequences=6, samples=2, prompt_tokens=5, new_tokens=7, micro_batch=2, checkpointing=False, chunk=4, kv_budget=0)
+    tokens = 2 * 12  # the micro-batch's sequences x (prompt + new)
+    plain = budget.training_bytes(trained, None, st, 2)
+    assert plain == {"activations": (3 * 168 * tokens + 2 * 8 * tokens + 4 * 2 * 12 * 12) * 2, "logits": 4 * 50 * 4 * 4,
+                     "teacher_hidden": 0.0}
+    ckpt = budget.training_bytes(trained, teacher, replace(st, checkpointing=True, chunk=0, micro_batch=0), 4)
+    tokens = 6 * 12  # micro_batch 0: every sequence at once; chunk 0: every completion position
+    assert ckpt == {"activations": (3 * 8 * tokens + 168 * tokens + 2 * 8 * tokens + 2 * 6 * 12 * 12) * 4,
+                    "logits": 6 * 7 * 50 * 4 * 6, "teacher_hidden": 6 * 7 * 12 * 4}
+    assert budget.training_bytes(trained, None, replace(st, chunk=100), 2)["logits"] == 2 * 7 * 50 * 4 * 4  # a chunk within the batch
+
+
+def test_a_stage_estimate_by_hand_states_teacher_rollout_gathering_and_the_peak():
+    """Warmup under ZeRO-3 on 4 ranks, bf16: the student's sharded states, the teacher whole (or sharded with
+    teacher_zero3, then gathered to sample), the larger of sampling and the update; vLLM's share replaces the KV."""
+    from s2d_bench import budget
+
+    G = budget.GIB
+    shape = budget.Shape(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, head_dim=16, vocab=1000)
+    params, shapes = {"teacher": 4 * G, "student": G}, {"teacher": shape, "student": shape}
+    st = budget.StageShape(sequences=8, samples=1, prompt_tokens=16, new_tokens=48, micro_batch=4, checkpointing=True, chunk=32, kv_budget=0)
+    layout = {"zero_stage": 3, "world": 4, "offload_optimizer": False, "offload_params": True, "teacher_zero3": False}
+    row = budget.stage_estimate("warmup", "student", params, shapes, st, "teacher", True, budget.BF16_MIXED, layout)
+    states = G * (2 + 12) / 4 + 4 * G * 2  # grads and Adam sharded (weights offloaded), the teacher whole in bf16
+    rollout = 8 * 64 * shape.kv_bytes(2)
+    train = budget.training_bytes(shape, shape, st, 2)
+    assert row["states_gib"] == states / G and row["host_gib"] == 2 / 4 and row["rollout_gib"] == rollout / G
+    assert row["gathered_gib"] == 0.0 and row["device_gib"] == (states + max(rollout, sum(train.values()))) / G
+    assert (row["stage"], row["trains"], row["params"], row["micro_batch"], row["sequences"], row["checkpointing"]) == \
+        ("warmup", "student", G, 4, 8, True)
+    assert {k: row[f"{k}_gib"] for k in train} == {k: v / G for k, v in train.items()}
+    sharded = budget.stage_estimate("warmup", "student", params, shapes, st, "teacher", True, budget.BF16_MIXED, {**layout, "teacher_zero3": True})
+    assert sharded["states_gib"] == (G * 14 / 4 + 4 * G * 2 / 4) / G and sharded["gathered_gib"] == 4 * 2 * 3 / 4
+    assert sharded["rollout_gib"] == (rollout + 4 * G * 2 * 3 / 4) / G
+    served = budget.stage_estimate("warmup", "student", params, shapes, st, "teacher", True, budget.BF16_MIXED, layout, vllm_gib=5.0)
+    assert served["rollout_gib"] == 5.0 and served["gathered_gib"] == 0.0
+    rl = budget.stage_estimate("teacher_rl", "teacher", params, shapes, st, "teacher", False, budget.FP32, layout)
+    assert rl["states_gib"] == 4 * (4 + 4 + 8) / 4 - 4 * 4 / 4 and rl["gathered_gib"] == 4 * 4 * 3 / 4  # its own ZeRO-3 weights, gathered
+    assert rl["teacher_hidden_gib"] == 0.0 and rl["logits_gib"] == 32 * 1000 * 4 * 4 / G  # no teacher beside GRPO: 4 live copies of a chunk
+    whole = budget.stage_estimate("teacher_rl", "teacher", params, shapes, st, "teacher", False, budget.FP32, {**layout, "zero_stage": 2,
+                                                                                                                 "offload_params": False})
+    assert whole["gathered_gib"] == 0.0 and whole["states_gib"] == 4 * (4 + (4 + 8) / 4)
+
+
+def test_shapes_read_from_configs_fill_in_what_older_configs_leave_out():
+    from types import SimpleNamespace
+
+    from s2d_bench import budget
+
+    old = SimpleNamespace(num_hidden_layers=2, hidden_size=100, intermediate_size=300, num_attention_heads=3, vocab_size=10)
+    assert budget.Shape.of(old) == budget.Shape(2, 100, 300, 3, 3, 33, 10)  # no kv heads: as many as heads; head_dim hidden // heads
+    new = SimpleNamespace(**vars(old), num_key_value_heads=1, head_dim=64)
+    assert budget.Shape.of(new) == budget.Shape(2, 100, 300, 3, 1, 64, 10)
+    assert budget.trained_bytes(10, budget.FP32, 1, 2, False, False) == (10 * 4 + 10 * 4 + 10 * 8 / 2, 0.0)  # ZeRO-1: Adam only
+
+
+def test_the_printed_estimate_names_every_figure_in_its_column():
+    from s2d_bench import budget
+
+    stage = {"stage": "opd", "trains": "student", "micro_batch": 4, "states_gib": 1.5, "reference_gib": 0.25, "rollout_gib": 2.0,
+             "activations_gib": 3.125, "logits_gib": 0.5, "teacher_hidden_gib": 0.75, "device_gib": 6.0, "host_gib": 0.0}
+    phase = {"phase": "eval math500", "model": "teacher", "batch": 2, "weights_gib": 15.25, "work_gib": 27.1, "device_gib": 42.35}
+    report = {"params": {"teacher": 70_553_706_496, "student": 123_456_789_012}, "backend": "deepspeed", "precision": "bf16-mixed", "zero_stage": 2,
+              "world": 8, "device_memory_gib": 74.5, "stages": [stage], "phases": [phase]}
+    assert budget.render(report).splitlines() == [
+        "preflight: teacher 70,553.7M params, student 123,456.8M params; backend deepspeed, bf16-mixed, ZeRO-2, 8 rank(s); device memory 74 GiB",
+        "  memory per rank, GiB: states (GRPO's reference model, ref, included) + max(rollout KV, activations + logits + teacher hidden) = device",
+        "    stage       trains    micro   states      ref  rollout    activ   logits  t.hidden   device     host",
+        "    opd         student       4     1.50     0.25     2.00     3.12     0.50      0.75     6.00     0.00",
+        "  after each stage, per rank, GiB: weights + largest batch (sampling, or C2's scoring) = device",
+        "    phase                      model     batch  weights    batch   device",
+        "    eval math500               teacher       2    15.25    27.10    42.35"]
+    unknown = budget.render({**report, "device_memory_gib": None, "phases": []}).splitlines()
+    assert unknown[0].endswith("device memory not known (set preflight.device_memory_gb)") and len(unknown) == 4

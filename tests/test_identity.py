@@ -81,3 +81,15 @@ def test_a_value_json_cannot_write_is_hashed_as_its_text():
     from pathlib import Path
 
     assert config_hash({"p": Path("/x")}) == config_hash({"p": "/x"})
+
+
+def test_without_leaves_out_keys_inside_sections_at_any_depth_and_later_defaults_there():
+    from s2d_bench.identity import without
+
+    values = {"eval": {"samples": 4, "max_batch_tokens": 9, "deep": {"x": 1, "y": 2}}, "seed": 3, "mode": "a", "flat": 5,
+              "stages": {"opd": {"new": 0, "lr": 1.0}}}
+    left_out = ("seed", "eval.max_batch_tokens", "eval.deep.y", "flat.sub")  # "flat.sub" names a key of a non-section: no effect
+    defaults = {"mode": "a", "stages.opd.new": 0}
+    assert without(values, left_out, defaults) == {"eval": {"samples": 4, "deep": {"x": 1}}, "flat": 5, "stages": {"opd": {"lr": 1.0}}}
+    assert without(values, (), {"stages.opd.new": 1})["stages"] == {"opd": {"new": 0, "lr": 1.0}}  # not at its later default: kept
+    assert without({"eval": {"a.b": 1, "a": 2}}, ("eval.a",), {}) == {"eval": {"a.b": 1}}  # a dotted name inside is not a path
