@@ -5,10 +5,11 @@ task, benchmarks, builders and stages, arm overrides, estimators, and the option
 cannot express: offline, from the config alone), the model references (refs.py: folders that
 exist and hold what loading needs), one vocabulary and chat template for a distilling pair, then
 the memory of every stage per rank (budget.py): model states plus the larger of the rollout KV
-cache and one micro-batch's update. The estimate is printed (and written to
+cache and one micro-batch's update; then the phases after each stage (`phase_report`: evaluating
+every benchmark with each model, and C2 when the plan distils). The estimate is printed (and written to
 `<run_dir>/preflight.json` once every check has passed), and a stage over the device's memory (the CUDA device's, or
 `preflight.device_memory_gb`) is refused with the settings that would make it fit, before any
-GPU time is spent.
+GPU time is spent. `offline_report` is the same estimate for `s2d-bench plan`: no weights, no process group, no hub.
 """
 
 from __future__ import annotations
