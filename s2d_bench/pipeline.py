@@ -197,10 +197,15 @@ class Runner:
     def diagnostics_of(self, node: Node) -> dict[str, Any] | None:
         """C1 after teacher RL, C2 around each distillation stage (diagnostics.of_node), computed once: models in the
         evaluation's dtype, sampled in the evaluation's batches."""
-        batching = EngineConfig(prompts_per_batch=self.cfg.eval.prompts_per_batch, max_batch_tokens=self.cfg.eval.max_batch_tokens)
+        batching = self._eval_engine_config()
         dtype = resolve_dtype(batching.dtype, self.device)
         return diagnostics.of_node(node, self.dir.node_dir(node), lambda i: self.load(i, dtype), [p.prompt for p in self.splits.test],
                                    self.cfg.eval.max_new_tokens, EVAL_SEED, self.cfg.prompt.thinking, self.cfg.diagnostics, batching)
+
+    def _eval_engine_config(self) -> EngineConfig:
+        """How evaluation samples (and C2, which samples in the same batches and dtype)."""
+        return EngineConfig(device=self.device, prompts_per_batch=self.cfg.eval.prompts_per_batch,
+                            max_batch_tokens=self.cfg.eval.max_batch_tokens, thinking=self.cfg.prompt.thinking)
 
     def load(self, node_id: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
         """A built node's model and tokenizer, on this run's device."""
@@ -263,9 +268,7 @@ class Runner:
         todo = [t for t in self.targets if not distributed.agree(self.dir.read_record(node, t) is not None if distributed.is_main() else None)]
         if not todo:
             return
-        engine_cfg = EngineConfig(device=self.device, prompts_per_batch=self.cfg.eval.prompts_per_batch,
-                                  max_batch_tokens=self.cfg.eval.max_batch_tokens, thinking=self.cfg.prompt.thinking)
-        engine = ENGINES.get(self.cfg.eval.engine).load(self.dir.model_ref(node), engine_cfg)
+        engine = ENGINES.get(self.cfg.eval.engine).load(self.dir.model_ref(node), self._eval_engine_config())
         desc = f"eval {node.stage}" + ("" if node.stage != "base" else f" {node.role}")
         fields = self.dir.record_fields(self.nodes, node)
         written = []

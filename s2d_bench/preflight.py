@@ -142,8 +142,9 @@ def _config(cfg: RunConfig, role: str, known_shapes: bool = False):  # noqa: ANN
     """The model's config: from its folder or the hub, or (`known_shapes`, for `s2d-bench plan` offline) from the
     shipped shape table when the hub id is one of the shipped configs' models."""
     model_cfg = getattr(cfg, role)
-    if known_shapes and model_cfg.path and not Path(model_cfg.path).expanduser().is_dir() and known_config(model_cfg.path):
-        return known_config(model_cfg.path)
+    known = known_config(model_cfg.path) if known_shapes and model_cfg.path and not Path(model_cfg.path).expanduser().is_dir() else None
+    if known is not None:
+        return known
     if model_cfg.path:
         from transformers import AutoConfig
 

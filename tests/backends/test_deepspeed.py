@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 pytest.importorskip("deepspeed")
 
@@ -166,7 +167,7 @@ def test_zero3_loads_partitioned_so_each_of_two_ranks_holds_half_and_trains_as_o
     torch.testing.assert_close(flat[1], flat[2], rtol=1e-4, atol=5e-5, msg="2 partitioned ranks differ from 1")
 
 
-DATA = Path(os.environ.get("S2D_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+DATA = SHARED_DATA
 
 
 @pytest.mark.skipif(not (DATA / "math_train.jsonl").is_file(), reason=f"real data not at {DATA} (set S2D_DATA_DIR)")

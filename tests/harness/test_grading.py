@@ -3,12 +3,13 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from s2d_bench.harness.grading import GradingPool, grade
 from s2d_bench.harness.hendrycks import is_equiv
 
 GOLDEN = [json.loads(line) for line in (Path(__file__).parent / "data" / "grading_golden.jsonl").read_text().splitlines()]
-DATA = Path(os.environ.get("S2D_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+DATA = SHARED_DATA
 needs_data = pytest.mark.skipif(not (DATA / "math500.jsonl").is_file(), reason=f"real data not at {DATA} (set S2D_DATA_DIR)")
 
 

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from conftest import SHARED_DATA
 
 from s2d_bench.errors import UserError
 from s2d_bench.tasks import BENCHMARKS
@@ -46,7 +47,7 @@ def test_hub_field_names_are_mapped():
 
 # ---------------------------------------------------------------- the literature's suite and its group
 
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = SHARED_DATA
 NEW = {"amc23": 40, "minerva_math": 272, "olympiadbench": 675, "hmmt_feb25": 30, "brumo25": 30, "aime26": 30}
 
 
