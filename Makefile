@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test install clean mutants
+.PHONY: run test install clean mutants slurm
 
 install: $(STAMP)
 
@@ -22,8 +22,13 @@ run: $(STAMP)
 	$(VENV)/bin/s2d-bench run $(ARGS)
 
 # Both cores: test files are spread over two workers (xdist's loadfile keeps a file's module fixtures in one process).
-test: $(STAMP)
+test: $(STAMP) slurm
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+# The executor's tests start a real one-node Slurm cluster (tests/slurm_cluster.py) from Debian's packages.
+slurm:
+	command -v slurmctld >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin" command -v slurmctld >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge)
 
 # Mutation testing of the code that makes the numbers (pyproject.toml [tool.mutmut]); not part of `make test`.
 mutants: $(STAMP)

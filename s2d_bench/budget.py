@@ -20,9 +20,10 @@ training memory (the update), never both at once:
 - the logits of one chunk: chunk x V float32 values, about 4 live copies for the trained model
   (logits, log-softmax, their gradients) and 2 for the teacher;
 - the frozen teacher's final hidden states for the micro-batch (distillation);
-- the KV cache of one sampling batch: 2 x layers x kv heads x head dim per position, over
-  `rollout.max_batch_tokens` positions (or the rank's whole share of the step when unbounded);
-  with `rollout.engine: vllm`, the share of the GPU vLLM takes. Under ZeRO-3 the built-in sampler
+- one sampling batch of the hf engine, as evaluation's below (`rollout.prompts_per_batch` prompts
+  within `rollout.max_batch_tokens` positions, or the rank's whole share of the step): its KV cache
+  (2 x layers x kv heads x head dim per position) and a decode step's logits; with
+  `rollout.engine: vllm`, the share of the GPU vLLM takes. Under ZeRO-3 the built-in sampler
   gathers the sampling model's whole weights once per rollout (ranks decode different lengths, so
   they cannot gather layer by layer together), which a 70B teacher's 131 GiB in bf16 makes the
   bound of its stage.
@@ -33,12 +34,14 @@ states are gone by then, so these phases hold the models they read and one sampl
 - evaluation of a benchmark (`eval_bytes`): the model's weights, and the hf engine's largest batch
   (`sample_batch`: eval.prompts_per_batch problems within eval.max_batch_tokens, at least one): the
   shared-prefix KV cache (the prompts once, k samples each of up to max_new_tokens positions, grown
-  by doubling, so the last growth holds 1.5 times the final size) and one decode step's logits;
+  by doubling from 256, the old buffer held beside the new while it copies) and one decode step's logits;
 - C2 (`c2_bytes`): the teacher and one student, sampling as evaluation does, then scoring each
   batch: both models' final hidden states (and the completion positions' copies the loss takes),
   one decoder layer's transient tensors (no autograd: 3 x intermediate + 4 x hidden a token), SDPA's
   padded attention mask (sequences x length x length) and one chunk of logits.
-`benchmarks/phase_memory.py` measures both phases against these estimates on the CPU.
+`benchmarks/phase_memory.py` measures both phases against these estimates on the CPU, and
+`benchmarks/run_memory.py` every phase of a whole run (`phase_growth`: what each adds to the memory
+at its start, as phasemem.py measures it).
 """
 
 from __future__ import annotations
@@ -53,10 +56,11 @@ class Precision:
     weights: int  # bytes per parameter
     grads: int
     optimizer: int
+    step: int = 0  # a transient of the optimizer's step: torch's foreach AdamW takes sqrt(v) into a new fp32 copy
 
 
-BF16_MIXED = Precision(2, 2, 12)
-FP32 = Precision(4, 4, 8)
+BF16_MIXED = Precision(2, 2, 12)  # DeepSpeed's fused Adam steps in place
+FP32 = Precision(4, 4, 8, 4)
 PRECISIONS = {"bf16-mixed": BF16_MIXED, "fp32": FP32}
 
 
@@ -101,6 +105,7 @@ class StageShape:
     chunk: int  # logits chunk (0: every completion position at once)
     kv_budget: int  # rollout.max_batch_tokens (0: unbounded)
     reference: bool = False  # GRPO's KL anchor (kl_coef > 0): a frozen copy of the trained model's weights
+    per_batch: int = 0  # rollout.prompts_per_batch (0: the rank's whole share at once)
 
 
 def training_bytes(trained: Shape, teacher: Shape | None, st: StageShape, itemsize: int) -> dict[str, float]:
@@ -124,10 +129,10 @@ def training_bytes(trained: Shape, teacher: Shape | None, st: StageShape, itemsi
 
 
 def rollout_bytes(sampler: Shape, st: StageShape, itemsize: int) -> float:
-    """The KV cache of the largest sampling batch: the token budget, or the rank's whole share of the step."""
-    whole = st.sequences * (st.prompt_tokens + st.new_tokens)
-    positions = min(st.kv_budget, whole) if st.kv_budget else whole
-    return positions * sampler.kv_bytes(itemsize)
+    """The largest sampling batch of a step's rollouts: the hf engine samples them as it samples an evaluation, in
+    batches of rollout.prompts_per_batch prompts within rollout.max_batch_tokens positions."""
+    b = sample_batch(st.sequences // st.samples, st.per_batch, st.samples, st.prompt_tokens, st.new_tokens, st.kv_budget)
+    return _sampling_bytes(sampler, b, st.samples, st.prompt_tokens, st.new_tokens, itemsize)
 
 
 def deepspeed_layout(ds, world: int) -> dict:  # noqa: ANN001 - a config.DeepSpeedConfig
@@ -146,17 +151,21 @@ def params_of(config) -> int:  # noqa: ANN001 - a transformers PretrainedConfig
     return sum(p.numel() for p in model.parameters())
 
 
+def trained_parts(params: int, p: Precision, zero: int, world: int, offload_optimizer: bool, offload_params: bool) -> dict[str, float]:
+    """Bytes per rank of a trained model's weights, gradients and optimizer states on the device (0 where offloaded),
+    and on the host."""
+    weights = params * p.weights / (world if zero >= 3 else 1)
+    optimizer = params * p.optimizer / (world if zero >= 1 else 1)
+    return {"weights": 0.0 if offload_params else weights, "grads": params * p.grads / (world if zero >= 2 else 1),
+            "optimizer": 0.0 if offload_optimizer else optimizer,
+            "step": 0.0 if offload_optimizer else params * p.step / (world if zero >= 1 else 1),
+            "host": (optimizer if offload_optimizer else 0.0) + (weights if offload_params else 0.0)}
+
+
 def trained_bytes(params: int, p: Precision, zero: int, world: int, offload_optimizer: bool, offload_params: bool) -> tuple[float, float]:
     """(device, host) bytes per rank of a trained model's states."""
-    weights = params * p.weights / (world if zero >= 3 else 1)
-    grads = params * p.grads / (world if zero >= 2 else 1)
-    optimizer = params * p.optimizer / (world if zero >= 1 else 1)
-    device, host = weights + grads + optimizer, 0.0
-    if offload_optimizer:
-        device, host = device - optimizer, host + optimizer
-    if offload_params:
-        device, host = device - weights, host + weights
-    return device, host
+    parts = trained_parts(params, p, zero, world, offload_optimizer, offload_params)
+    return parts["weights"] + parts["grads"] + parts["optimizer"], parts["host"]
 
 
 def frozen_bytes(params: int, p: Precision, sharded: bool, world: int) -> float:
@@ -166,8 +175,8 @@ def frozen_bytes(params: int, p: Precision, sharded: bool, world: int) -> float:
 def stage_estimate(stage: str, trains: str, params: dict[str, int], shapes: dict[str, Shape], st: StageShape, sampler: str,
                    needs_teacher: bool, p: Precision, layout: dict, vllm_gib: float | None = None) -> dict:
     """One stage's memory per rank in GiB: model states, then the larger of sampling and the update."""
-    device, host = trained_bytes(params[trains], p, layout["zero_stage"], layout["world"], layout["offload_optimizer"],
-                                 layout["offload_params"])
+    parts = trained_parts(params[trains], p, layout["zero_stage"], layout["world"], layout["offload_optimizer"], layout["offload_params"])
+    device, host = parts["weights"] + parts["grads"] + parts["optimizer"], parts["host"]
     if needs_teacher:
         device += frozen_bytes(params["teacher"], p, layout["teacher_zero3"], layout["world"])
     reference = frozen_bytes(params[trains], p, layout["zero_stage"] >= 3, layout["world"]) if st.reference else 0.0
@@ -182,7 +191,33 @@ def stage_estimate(stage: str, trains: str, params: dict[str, int], shapes: dict
     return {"stage": stage, "trains": trains, "params": params[trains], "states_gib": device / GIB, "reference_gib": reference / GIB,
             "rollout_gib": rollout / GIB, "gathered_gib": gathered / GIB,
             **{f"{k}_gib": v / GIB for k, v in train.items()}, "device_gib": (device + peak) / GIB, "host_gib": host / GIB,
-            "micro_batch": st.micro_batch or st.sequences, "sequences": st.sequences, "checkpointing": st.checkpointing}
+            "micro_batch": st.micro_batch or st.sequences, "sequences": st.sequences, "checkpointing": st.checkpointing,
+            "grads_gib": parts["grads"] / GIB, "optimizer_gib": parts["optimizer"] / GIB, "step_gib": parts["step"] / GIB}
+
+
+# Stages a backend samples whole before training, holding every step's rollouts on the host: TRL's warmup
+# (trl_backend._teacher_rollouts: rows of text and token ids, then a datasets.Dataset of them). Measured 129 to 143
+# bytes a token at the peak (Python lists of ids, the texts, the Dataset; 2,000 and 8,000 rows of 1,000 tokens).
+HOST_ROLLOUTS = {("trl", "warmup")}
+HOST_ROLLOUT_BYTES_PER_TOKEN = 144
+
+
+def host_rollout_bytes(sequences: int, prompt_tokens: int, new_tokens: int) -> float:
+    """Host bytes of a stage's rollouts held whole (HOST_ROLLOUTS): steps x step sequences of prompt + completion."""
+    return sequences * (prompt_tokens + new_tokens) * HOST_ROLLOUT_BYTES_PER_TOKEN
+
+
+def phase_growth(row: dict) -> dict[str, float]:
+    """What each of a stage's phases adds to the memory at its start, in GiB (stage_estimate's `row`): what
+    phasemem.py measures. Sampling adds its batch; an update its gradients (freed after each step), then the larger
+    of the micro-batch's activations and the optimizer's step once they are gone: at the first step AdamW makes its
+    states, and torch's foreach AdamW one more fp32 copy while it steps (measured: benchmarks/run_memory.py); GRPO's
+    reference copy its weights."""
+    update = row["activations_gib"] + row["logits_gib"] + row["teacher_hidden_gib"]
+    growth = {"rollout": row["rollout_gib"], "update": row["grads_gib"] + max(update, row["optimizer_gib"] + row["step_gib"])}
+    if row["reference_gib"]:
+        growth["reference"] = row["reference_gib"]
+    return growth
 
 
 def sample_batch(share: int, per_batch: int, samples: int, prompt_tokens: int, new_tokens: int, kv_budget: int) -> int:
@@ -194,10 +229,24 @@ def sample_batch(share: int, per_batch: int, samples: int, prompt_tokens: int, n
     return max(b, 1)
 
 
+def generated_positions(new_tokens: int, initial: int = 256) -> int:
+    """Positions per sample the shared-prefix cache holds at its peak (generation/shared_prefix.py's SharedPrefixLayer):
+    it starts at `initial` and doubles up to new_tokens, holding the old buffer beside the new one while it copies."""
+    size = peak = min(new_tokens, initial)
+    while size < new_tokens:
+        grown = min(new_tokens, 2 * size)
+        peak, size = max(peak, size + grown), grown
+    return peak
+
+
 def _sampling_bytes(model: Shape, b: int, samples: int, prompt_tokens: int, new_tokens: int, itemsize: int) -> float:
-    """One hf sampling batch of `b` problems: the shared-prefix KV cache at its last growth, one decode step's logits
-    (float32, and the sampler's float64 cumulative distribution)."""
-    kv = (b * prompt_tokens + 1.5 * b * samples * new_tokens) * model.kv_bytes(itemsize)
+    """One hf sampling batch of `b` problems: the shared-prefix KV cache at its largest (the prompts once, the samples'
+    buffer while it grows; generation/shared_prefix.py) and one decode step's logits (float32, and the sampler's
+    float64 cumulative distribution). The prefill holds the prompts' keys twice for a moment (the forward's and the
+    cache's padding-zeroed copy) beside the samples' first buffer: b x prompt_tokens positions more than counted here
+    while max_new_tokens <= 256, where the whole batch is small; not measured on a GPU (the CPU's resident set sees
+    only the buffer's written pages: benchmarks/run_memory.py)."""
+    kv = (b * prompt_tokens + b * samples * generated_positions(new_tokens)) * model.kv_bytes(itemsize)
     return kv + b * samples * model.vocab * (4 + 8)
 
 
@@ -237,4 +286,13 @@ def render(report: dict) -> str:
                   "    phase                      model     batch  weights    batch   device"]
         for r in report["phases"]:
             lines.append(f"    {r['phase']:<26} {r['model']:<8} {r['batch']:>6} {r['weights_gib']:8.2f} {r['work_gib']:8.2f} {r['device_gib']:8.2f}")
+    if report.get("nodes"):
+        lines += ["  every node's phases, per rank, GiB on the device while each runs (eval: its largest benchmark; -: not run)",
+                  "    node                         rollout   update      ref     eval       c2"]
+        for r in report["nodes"]:
+            ph = r["phases"]
+            evals = [v["device_gib"] for k, v in ph.items() if k.startswith("eval ")]
+            cells = [ph[k]["device_gib"] if k in ph else None for k in ("rollout", "update", "reference")]
+            cells += [max(evals) if evals else None, ph["c2"]["device_gib"] if "c2" in ph else None]
+            lines.append(f"    {r['node']:<28}" + "".join(f"{c:9.2f}" if c is not None else f"{'-':>9}" for c in cells))
     return "\n".join(lines)

@@ -6,8 +6,10 @@ import os
 import sys
 
 import click
+from pathlib import Path
 
 from s2d_bench.errors import UserError
+from s2d_bench.tasks.base import EXTRACTIONS
 
 
 class CLIError(click.ClickException):
@@ -45,9 +47,11 @@ def main(local_rank: int | None) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": False})
 @click.option("--config", "config_path", default=None, help="YAML file, or a shipped config name (default: tiny).")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+              help="Where nodes are built (config `executor`): local, or slurm (a job a node, with dependencies; see `slurm:`).")
 @click.argument("overrides", nargs=-1)
 @_fail_cleanly
-def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
+def run(config_path: str | None, executor: str | None, overrides: tuple[str, ...]) -> None:
     """Run every arm of a config, evaluating after each stage.
 
     OVERRIDES are key.sub=value pairs, e.g. `seed=1 stages.opd.lr=5e-4 eval.samples=8`.
@@ -59,10 +63,13 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
     from s2d_bench.pipeline import Runner, run_all
     from s2d_bench.report import render
 
-    cfg = load_config(config_path, list(overrides))
+    cfg = load_config(config_path, [*overrides, *([f"executor={executor}"] if executor else [])])
     runner = Runner(cfg)
     click.echo(f"s2d-bench run '{cfg.name}' seed={cfg.seed} backend={cfg.backend} device={runner.device} -> {cfg.output_dir}", err=True)
-    (records,) = run_all([runner])
+    done = run_all([runner], lambda line: click.echo(line, err=True))
+    if done is None:
+        return click.echo(f"queued on Slurm: s2d-bench status {cfg.output_dir}")
+    (records,) = done
     if distributed.is_main():  # under a multi-process launch the other ranks hold no records
         click.echo(render(records, runner.arm_paths()))
         click.echo(f"\nrecords: {cfg.output_dir / 'results.jsonl'}")
@@ -80,10 +87,12 @@ def run(config_path: str | None, overrides: tuple[str, ...]) -> None:
 @click.option("--seeds", type=int, default=1, show_default=True, help="Seeds seed, seed+1, ...: the intervals hold their seed-to-seed variance (t with seeds-1 "
                    "degrees of freedom: 1 seed covers problems only, 2 give very wide intervals, 5 is the usual minimum). "
                    "Each unresolved comparison says how many seeds would resolve it.")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+              help="Where nodes are built (config `executor`): local, or slurm (a job a node, with dependencies; see `slurm:`).")
 @click.argument("overrides", nargs=-1)
 @_fail_cleanly
 def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str, ...], everything: bool, sweeps: tuple[str, ...], seeds: int,
-           overrides: tuple[str, ...]) -> None:
+           executor: str | None, overrides: tuple[str, ...]) -> None:
     """Run the full workflow and its ablations; shared stages run once (content-addressed cache).
 
     Finished stages are reused across arms, seeds, reruns and `s2d-bench run`; killing it and
@@ -100,10 +109,14 @@ def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str
 
     if seeds < 1:
         raise CLIError("--seeds must be >= 1")
+    overrides = (*overrides, *([f"executor={executor}"] if executor else []))
     cfg = ablation_config(load_config(config_path, list(overrides)), list(drops), list(baselines), everything, list(sweeps))
     start = time.perf_counter()
     runners = [Runner(dataclasses.replace(cfg, seed=seed)) for seed in range(cfg.seed, cfg.seed + seeds)]
-    run_all(runners, lambda seeds: click.echo(f"s2d-bench ablate '{cfg.name}' {seeds} arms={','.join(cfg.arms)} -> {cfg.output_dir}", err=True))
+    done = run_all(runners, lambda line: click.echo(line if line.startswith(" ") else
+                                                    f"s2d-bench ablate '{cfg.name}' {line} arms={','.join(cfg.arms)} -> {cfg.output_dir}", err=True))
+    if done is None:
+        return click.echo(f"queued on Slurm: s2d-bench status {cfg.output_dir}")
     if runners[0].store is None:  # a rank other than 0 under a multi-process launch: rank 0 reports
         return
     click.echo(render(build(runners[0].store, cfg.name), "md"))
@@ -202,6 +215,9 @@ def rebuild(folders: tuple[str, ...], store_path: str | None, eval_suite: str) -
 @click.option("--top-p", type=float, default=None)
 @click.option("--top-k", type=int, default=None)
 @click.option("--max-new-tokens", type=int, default=None)
+@click.option("--extraction", type=click.Choice(list(EXTRACTIONS)), default=None,
+              help="The answer a completion gives: the last \\boxed{}, or the last boxes of one answer joined (math-verify's way; "
+                   "the benchmarks' default).")
 @click.option("--thinking/--no-thinking", default=False, show_default=True, help="Qwen3 thinking mode.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
@@ -320,6 +336,61 @@ def show(config_path: str | None, changed: bool, args: tuple[str, ...]) -> None:
         raise CLIError(f"config show takes one KEY, got {', '.join(keys)}")
     docs = describe(load_config(config_path, [a for a in args if "=" in a]), keys[0] if keys else None)
     click.echo(render([d for d in docs if d.changed or not changed]))
+
+
+@main.command(name="build-node", hidden=True)
+@click.argument("runs", type=click.Path(exists=True, dir_okay=False))
+@click.argument("seed", type=int)
+@click.argument("node")
+@_fail_cleanly
+def build_node(runs: str, seed: int, node: str) -> None:
+    """A Slurm job's work (slurm.py): build NODE of the run of seed SEED among the configs in RUNS (slurm/runs.json)."""
+    import json
+
+    from s2d_bench import distributed
+    from s2d_bench.pipeline import build_node as build
+
+    cfg = next((c for c in json.loads(Path(runs).read_text()) if c["seed"] == seed), None)
+    if cfg is None:
+        raise CLIError(f"{runs} holds no run of seed {seed}")
+    build(cfg, node, cfg["threads"])
+    distributed.shutdown()
+
+
+@main.command(hidden=True)
+@click.argument("runs", type=click.Path(exists=True, dir_okay=False))
+@_fail_cleanly
+def collect(runs: str) -> None:
+    """The last Slurm job of a submission: the runs in RUNS (slurm/runs.json), built by their jobs, stored and reported."""
+    import json
+
+    from s2d_bench.config import RunConfig, from_dict
+    from s2d_bench.pipeline import Runner, run_all
+
+    runners = [Runner(from_dict(RunConfig, {**c, "executor": "local", "jobs": 1})) for c in json.loads(Path(runs).read_text())]
+    for records in run_all(runners):
+        click.echo(f"seed {records[0]['seed'] if records else '?'}: {len(records)} records stored")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@_fail_cleanly
+def status(run_dir: str) -> None:
+    """One line per node of the run's Slurm jobs: done, queued, running, failed (with its log's last error line)."""
+    from s2d_bench import slurm
+
+    click.echo(slurm.render(slurm.status(Path(run_dir))))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@_fail_cleanly
+def cancel(run_dir: str) -> None:
+    """Cancel the run's queued and running Slurm jobs (finished nodes stay; submitting again resumes)."""
+    from s2d_bench import slurm
+
+    cancelled = slurm.cancel(Path(run_dir))
+    click.echo(f"cancelled {len(cancelled)} job(s){': ' + ' '.join(cancelled) if cancelled else ''}")
 
 
 @main.command(name="ls")

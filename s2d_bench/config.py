@@ -43,6 +43,12 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
 MAX_TEMPERATURE = 2.0  # vLLM's SamplingParams refuses more; one limit keeps every engine's protocol the same
 
 
+def _extraction(value: str | None, where: str) -> None:
+    from s2d_bench.tasks.base import EXTRACTIONS
+
+    require(value is None or value in EXTRACTIONS, f"{where} '{value}': use {' or '.join(EXTRACTIONS)}")
+
+
 def _temperature(value: float | None, where: str, greedy: bool = True) -> None:
     """Sampling temperatures are in [0, 2] ((0, 2] where training divides by it): vLLM refuses others."""
     low_ok = value is None or (value >= 0 if greedy else value > 0)
@@ -202,8 +208,11 @@ class BenchmarkConfig:
     top_k: int | None = _help("top-k sampling, 0 off; unset: the benchmark's own (task: eval.top_k)", None)
     max_new_tokens: int | None = _help("completion length cap; unset: the benchmark's own (task: eval.max_new_tokens)", None)
     limit: int | None = _help("only the first N problems; unset: all (task: its n_test)", None)
+    extraction: str | None = _help("the answer a completion gives: last_box or boxes (eval.extraction); unset: the benchmark's own "
+                                   "(task: eval.extraction)", None)
 
     def __post_init__(self) -> None:
+        _extraction(self.extraction, f"eval.benchmarks {self.name}: extraction")
         require(self.samples is None or self.samples >= 1, f"eval.benchmarks {self.name}: samples must be >= 1")
         _temperature(self.temperature, f"eval.benchmarks {self.name}: temperature")
         require(self.top_p is None or 0 < self.top_p <= 1, f"eval.benchmarks {self.name}: top_p must be in (0, 1]")
@@ -224,6 +233,10 @@ class EvalConfig:
         "hf engine: KV-cache positions per sampling batch, samples x (longest prompt + max_new_tokens) per problem; 0: no "
         "bound. Memory only: problems sample from their own seeds, so every completion is the same", 0)
     engine: str = _help("registered engine that samples evaluations: hf, or vllm (GPU, extra 'vllm')", "hf")
+    extraction: str = _help(
+        "the answer a completion gives, for the task's split: last_box (the last \\boxed{}) or boxes (the last box joined with "
+        "the boxes right before it, as math-verify extracts: \\boxed{3}, \\boxed{5} answers 3, 5); registered benchmarks "
+        "use boxes unless their entry sets it. Part of the protocol: records extracted differently never share a cell", "last_box")
     benchmarks: list[BenchmarkConfig] = _help(
         "what every model is evaluated on after every stage: registered benchmarks, each with its own protocol, "
         "or 'task' (the task's held-out split under the protocol above)", factory=lambda: [BenchmarkConfig()])
@@ -232,6 +245,7 @@ class EvalConfig:
         require(self.samples >= 1 and self.prompts_per_batch >= 1, "eval.samples and eval.prompts_per_batch must be >= 1")
         require(self.max_batch_tokens >= 0, "eval.max_batch_tokens must be >= 0 (0: no bound)")
         require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
+        _extraction(self.extraction, "eval.extraction")
         _temperature(self.temperature, "eval.temperature")
         require(0 < self.top_p <= 1 and self.top_k >= 0, "eval: 0 < top_p <= 1, top_k >= 0")
         require(bool(self.benchmarks), "eval.benchmarks is empty: name at least one benchmark (or 'task')")
@@ -314,6 +328,45 @@ def _default_arms() -> dict[str, ArmConfig]:
 
 
 @dataclass
+class SlurmJob:
+    """One job's request (sbatch options); unset fields are left to the cluster's defaults."""
+
+    partition: str = _help("sbatch --partition", "")
+    account: str = _help("sbatch --account", "")
+    qos: str = _help("sbatch --qos", "")
+    time: str = _help("sbatch --time: a limit as Slurm reads it (minutes, HH:MM:SS or D-HH:MM:SS)", "")
+    nodes: int = _help("sbatch --nodes", 0)
+    gpus_per_node: int = _help("sbatch --gpus-per-node", 0)
+    tasks_per_node: int = _help("sbatch --ntasks-per-node: ranks a node (one per GPU for DeepSpeed); the job's tasks form one "
+                                "torch.distributed group", 0)
+    cpus_per_task: int = _help("sbatch --cpus-per-task", 0)
+    mem: str = _help("sbatch --mem: memory a node, e.g. 64G", "")
+    constraint: str = _help("sbatch --constraint", "")
+    extra: list[str] = _help("further sbatch arguments, each as written on the command line (e.g. --exclusive)", factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task"):
+            require(getattr(self, name) >= 0, f"slurm: {name} must be >= 0 (0: the cluster's default)")
+
+
+JOB_KINDS = ("base", "rl", "distill", "collect")  # what slurm.kinds sizes: base models, RL stages, distillation stages, the store
+
+
+@dataclass
+class SlurmConfig:
+    job: SlurmJob = _help("every job's request", factory=SlurmJob)
+    kinds: dict[str, SlurmJob] = _help(
+        "a request per kind of job, over `job` field by field: base (pretraining or evaluating a base model), rl (teacher_rl, "
+        "student_rl), distill (warmup, opd, replay), collect (the last job: records into the store)", factory=dict)
+    stages: dict[str, SlurmJob] = _help("a request per stage name, over its kind's", factory=dict)
+    wait: bool = _help("run/ablate waits until the collecting job ends (otherwise it returns once the jobs are queued)", False)
+
+    def __post_init__(self) -> None:
+        for kind in self.kinds:
+            require(kind in JOB_KINDS, f"slurm.kinds.{kind}: use {', '.join(JOB_KINDS)}")
+
+
+@dataclass
 class RunConfig:
     name: str = _help("name of the experiment; the default run directory is runs/<name>", "tiny")
     run_dir: str = _help("where models, records and logs go; empty means runs/<name>", "")
@@ -341,8 +394,12 @@ class RunConfig:
                                            factory=DiagnosticsConfig)
     report_to: list[str] = _help("where per-step metrics and evaluations also go, beside metrics.jsonl: registered reporters "
                                  "(s2d-bench ls), e.g. [tensorboard] -> <run_dir>/tb/<node>", factory=list)
+    executor: str = _help("where nodes are built: local (this machine: one at a time, or `jobs` processes) or slurm (a job a node, "
+                          "queued with its dependencies; see `slurm`)", "local")
+    slurm: SlurmConfig = _help("the jobs of executor: slurm", factory=SlurmConfig)
 
     def __post_init__(self) -> None:
+        require(self.executor in ("local", "slurm"), f"executor must be local or slurm, not '{self.executor}'")
         require(self.threads >= 1, "threads must be >= 1")
         require(self.jobs >= 1, "jobs must be >= 1")
         require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, not '{self.device}'")

@@ -44,12 +44,14 @@ EVAL_SEED = 1234  # one sampling seed for every evaluation in a run: common rand
 
 # Where and how a config runs, not what it computes ("section.key": one key of a section; memory bounds give the same samples).
 # The C2 settings ("diagnostics") change no model or evaluation; each C2 record keeps its own prompt and sample counts.
-RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to", "eval.max_batch_tokens", "diagnostics")
+RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to", "eval.max_batch_tokens", "diagnostics",
+            "executor", "slurm")
 MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
 # Stage settings added after run directories existed, at the value that reproduces the earlier behaviour: left out of
 # node ids at that value, so the nodes of earlier runs are still found (and seeded, from their ids, as they were).
 LATER_DEFAULTS = {"mini_batches": 1}
-LATER_RUN_DEFAULTS = {"seed_scope": "stages"}  # run settings of the same kind: left out of config hashes at these values
+# run settings of the same kind: left out of config hashes at these values (eval.benchmarks: in each entry)
+LATER_RUN_DEFAULTS = {"seed_scope": "stages", "eval.extraction": "last_box", "eval.benchmarks.extraction": None}
 
 
 def config_hash(obj: Any) -> str:
@@ -61,14 +63,20 @@ def config_hash(obj: Any) -> str:
 def without(values: dict[str, Any], left_out: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
     """`values` less the keys `left_out` and the keys that still hold their later default (what ids and hashes see).
 
-    A dotted key ("eval.max_batch_tokens") names a key inside a section: the section stays, less that key."""
+    A dotted key ("eval.max_batch_tokens") names a key inside a section: the section stays, less that key; inside a
+    list of sections ("eval.benchmarks.extraction"), in each of them."""
     out = {}
     for k, v in values.items():
         if k in left_out or (k in defaults and v == defaults[k]):
             continue
         inner = tuple(x.split(".", 1)[1] for x in left_out if x.startswith(f"{k}."))
         inner_defaults = {x.split(".", 1)[1]: d for x, d in defaults.items() if x.startswith(f"{k}.")}
-        out[k] = without(v, inner, inner_defaults) if isinstance(v, dict) and (inner or inner_defaults) else v
+        if inner or inner_defaults:
+            if isinstance(v, dict):
+                v = without(v, inner, inner_defaults)
+            elif isinstance(v, list):
+                v = [without(x, inner, inner_defaults) if isinstance(x, dict) else x for x in v]
+        out[k] = v
     return out
 
 

@@ -24,9 +24,10 @@ from typing import Any, Callable
 import torch
 import transformers
 
-from s2d_bench import diagnostics, distributed, preflight, scheduler
+from s2d_bench import diagnostics, distributed, phasemem, preflight, scheduler, slurm
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, from_dict, to_dict
+from s2d_bench.errors import UserError
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device, resolve_dtype
 from s2d_bench.harness.grading import GradingPool
@@ -48,9 +49,12 @@ from s2d_bench.store import Store
 from s2d_bench.tasks import TASKS
 from s2d_bench.writable import check_file, check_folder
 
-def run_all(runners: list["Runner"], announce: Callable[[str], None] = lambda line: None) -> list[list[dict[str, Any]]]:
+def run_all(runners: list["Runner"], announce: Callable[[str], None] = lambda line: None) -> list[list[dict[str, Any]]] | None:
     """Build every node of these runs (one config's seeds, sharing a run directory) and store their records; each run's
-    records, in order. With `jobs` > 1 every seed's nodes go into one schedule, `jobs` at a time."""
+    records, in order. With `jobs` > 1 every seed's nodes go into one schedule, `jobs` at a time; with executor slurm
+    every node is a Slurm job (slurm.py), and None comes back unless `slurm.wait` waits for them."""
+    if runners[0].cfg.executor == "slurm":
+        return _on_slurm(runners, announce)
     jobs = runners[0].jobs
     if jobs > 1:
         announce(f"seeds {', '.join(str(r.cfg.seed) for r in runners)} jobs={jobs}")
@@ -65,6 +69,19 @@ def run_all(runners: list["Runner"], announce: Callable[[str], None] = lambda li
     return out
 
 
+def _on_slurm(runners: list["Runner"], announce: Callable[[str], None]) -> list[list[dict[str, Any]]] | None:
+    for runner in runners:
+        runner.prepare()  # every check before the first job, on the machine that submits
+    record = slurm.submit(runners, announce)
+    if not runners[0].cfg.slurm.wait:
+        return None
+    slurm.wait(record)
+    failed = [r["node"] for r in slurm.status(runners[0].dir.root) if r["state"] == "failed"]
+    if failed:
+        raise UserError(f"executor=slurm: {', '.join(failed)} failed (s2d-bench status {runners[0].dir.root}); run again to resubmit")
+    return [runner.run(prebuilt=True) for runner in runners]
+
+
 def build_in_parallel(runners: list["Runner"], jobs: int) -> None:
     """Build every node of these runs (seeds of one grid share a run directory) in `jobs` worker processes."""
     nodes: dict[str, Node] = {}
@@ -73,11 +90,12 @@ def build_in_parallel(runners: list["Runner"], jobs: int) -> None:
         for node_id, node in runner.nodes.items():
             nodes.setdefault(node_id, node)
             cfgs.setdefault(node_id, to_dict(runner.cfg))
-    scheduler.build_all(nodes, jobs, _build_node, cfgs, runners[0].cfg.threads)
+    scheduler.build_all(nodes, jobs, build_node, cfgs, runners[0].cfg.threads)
 
 
-def _build_node(cfg: dict[str, Any], node_id: str, threads: int) -> None:
-    """A scheduler worker's job: build one node of the run `cfg` describes with `threads` torch threads (scheduler.py)."""
+def build_node(cfg: dict[str, Any], node_id: str, threads: int) -> None:
+    """A scheduler worker's job (scheduler.py), or a Slurm job's (slurm.py): build one node of the run `cfg` describes with
+    `threads` torch threads."""
     runner = Runner(from_dict(RunConfig, cfg))
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
@@ -177,12 +195,13 @@ class Runner:
         node's lock first: the second waits, then finds the node built and reuses it.
         """
         main = distributed.is_main()
-        with node_lock(self.dir.lock(node)) if main else contextlib.nullcontext():
+        with node_lock(self.dir.lock(node)) if main else contextlib.nullcontext(), phasemem.measuring(self.device) as meter:
             if not distributed.agree(self.dir.is_trained(node) if main else None):  # rank 0 checks the files, once
                 self.train(node)
             self.evaluate(node)
             if main:
                 self.diagnostics_of(node)
+                phasemem.write(meter, self.dir.node_dir(node) / "memory.json")  # each phase's measured peak (phasemem.py)
 
     def finish(self, node: Node) -> list[dict[str, Any]]:
         """Store the node's evaluation records (one per benchmark) and its diagnostics."""
@@ -275,8 +294,9 @@ class Runner:
         try:
             with GradingPool() as pool:
                 for target in todo:
-                    record = evaluate_target(engine, target, EVAL_SEED, self.dir.node_dir(node), pool, fields,
-                                             f"completions-{self.dir.eval_name(target)}.jsonl", desc)
+                    with phasemem.phase(f"eval {target.label}"):
+                        record = evaluate_target(engine, target, EVAL_SEED, self.dir.node_dir(node), pool, fields,
+                                                 f"completions-{self.dir.eval_name(target)}.jsonl", desc)
                     if record is not None:
                         write_atomic(self.dir.result_path(node, target), record.to_json())
                         written.append(record.to_dict())

@@ -179,6 +179,7 @@ def stage_shape(cfg: RunConfig, stage_cfg: Any, world: int) -> budget.StageShape
         sequences=math.ceil(prompts / world) * k, samples=k, prompt_tokens=cfg.preflight.prompt_tokens,
         new_tokens=stage_cfg.max_new_tokens, micro_batch=stage_cfg.micro_batch_size, checkpointing=stage_cfg.gradient_checkpointing,
         chunk=stage_cfg.chunk_size, kv_budget=cfg.rollout.max_batch_tokens, reference=getattr(stage_cfg, "kl_coef", 0.0) > 0,
+        per_batch=cfg.rollout.prompts_per_batch,
     )
 
 
@@ -246,20 +247,45 @@ def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any], loads: li
     memory = device_memory_gib(cfg)
     vllm = cfg.rollout.gpu_memory_utilization * memory if cfg.rollout.engine == "vllm" and memory else None
     largest: dict[str, tuple[dict, budget.StageShape, Any, str]] = {}  # stage -> its largest node's estimate and inputs
+    estimates = {}  # node id -> its stage's estimate
     for node in nodes:
         if node.stage == "base":
             continue
         stage = STAGES.get(node.stage)
         st = stage_shape(cfg, node.settings, layout["world"])
         sampler = "teacher" if stage.samples_from == "teacher" else stage.trains
-        row = budget.stage_estimate(node.stage, stage.trains, params, shapes, st, sampler, stage.needs_teacher, precision, layout, vllm)
+        row = estimates[node.id] = budget.stage_estimate(node.stage, stage.trains, params, shapes, st, sampler, stage.needs_teacher,
+                                                         precision, layout, vllm)
+        if (cfg.backend, node.stage) in budget.HOST_ROLLOUTS:  # every step's rollouts sampled first, held on the host
+            cache = budget.host_rollout_bytes(node.settings.steps * node.settings.step_sequences, st.prompt_tokens, st.new_tokens)
+            row["host_gib"] += cache / budget.GIB
         if node.stage not in largest or row["device_gib"] > largest[node.stage][0]["device_gib"]:
             largest[node.stage] = (row, st, stage, sampler)
     rows = [{**row, "fixes": _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, memory) if memory else []}
             for row, st, stage, sampler in largest.values()]
+    phases = phase_report(cfg, nodes, layout, shapes, params, list(loads), memory)
     return {"params": params, "backend": cfg.backend, **layout, "device_memory_gib": memory,
-            "prompt_tokens": cfg.preflight.prompt_tokens, "stages": rows,
-            "phases": phase_report(cfg, nodes, layout, shapes, params, list(loads), memory)}
+            "prompt_tokens": cfg.preflight.prompt_tokens, "stages": rows, "phases": phases,
+            "nodes": node_phases(nodes, estimates, phases)}
+
+
+def node_phases(nodes: list, estimates: dict[str, dict], phases: list[dict[str, Any]]) -> list[dict[str, Any]]:  # noqa: ANN001 - Nodes
+    """Every phase each node runs, with what it adds to the memory at its start (`growth_gib`: what phasemem.py
+    measures) and the device's total while it runs (`device_gib`): the stage's rollouts, update and reference copy
+    (`estimates`: node id -> budget.stage_estimate), evaluating each benchmark, and C2 (from `phases`)."""
+    rows = []
+    for node in nodes:
+        out: dict[str, dict[str, float]] = {}
+        if node.id in estimates:
+            row = estimates[node.id]
+            work = {"rollout": row["rollout_gib"], "update": row["activations_gib"] + row["logits_gib"] + row["teacher_hidden_gib"]}
+            for name, growth in budget.phase_growth(row).items():  # states (the reference included) plus the phase's work
+                out[name] = {"growth_gib": growth, "device_gib": row["states_gib"] + work.get(name, 0.0)}
+        for p in phases:
+            if p["model"] == node.role and p["phase"].startswith("eval ") or p["phase"] == "c2" and node.stage in C2_STAGES:
+                out[p["phase"]] = {"growth_gib": p["work_gib"], "device_gib": p["device_gib"]}
+        rows.append({"node": node.id, "stage": node.stage, "role": node.role, "phases": out})
+    return rows
 
 
 def _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, memory) -> list[str]:  # noqa: ANN001

@@ -1,6 +1,8 @@
 """The memory model against what autograd really keeps: activation bytes of a micro-batch, measured with
 saved-tensor hooks on tiny Qwen3 shapes (float32, CPU), with and without activation checkpointing."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -57,7 +59,9 @@ def test_evaluation_and_c2_phases_by_hand():
     shape = budget.Shape(layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, head_dim=4, vocab=100)
     kv = 2 * 2 * 1 * 4 * 2  # bytes a position at itemsize 2
     est = budget.eval_bytes(shape, 1000, 3, 4, 10, 20, 2)
-    assert est == {"weights": 2000, "work": (3 * 10 + 1.5 * 3 * 4 * 20) * kv + 3 * 4 * 100 * 12}
+    assert est == {"weights": 2000, "work": (3 * 10 + 3 * 4 * 20) * kv + 3 * 4 * 100 * 12}  # 20 new tokens: no growth
+    grown = budget.eval_bytes(shape, 1000, 3, 4, 10, 1024, 2)["work"]  # while growing from 512 to 1,024 positions
+    assert grown == (3 * 10 + 3 * 4 * (512 + 1024)) * kv + 3 * 4 * 100 * 12
     big = budget.Shape(layers=2, hidden=16, intermediate=32, heads=2, kv_heads=2, head_dim=8, vocab=120)
     c2 = budget.c2_bytes(big, shape, {"teacher": 5000, "student": 1000}, 3, 4, 10, 20, 7, 2)
     n, length = 12, 30
@@ -96,8 +100,6 @@ def test_deepspeed_layout_reads_precision_zero_and_offload_from_the_config():
 def test_one_micro_batch_of_training_by_hand():
     """A layer of 2 x (6 x 8 + 4 x 16 + 4 x (2 + 1) x 4 + 2 x 2 + 4) = 2 x 168 elements a token (3 layers), the padded
     mask, a chunk of logits (4 live copies, 2 more for a teacher) and the teacher's hidden states."""
-    from dataclasses import replace
-
     from s2d_bench import budget
 
     trained = budget.Shape(layers=3, hidden=8, intermediate=16, heads=2, kv_heads=1, head_dim=4, vocab=50)
@@ -127,7 +129,7 @@ def test_a_stage_estimate_by_hand_states_teacher_rollout_gathering_and_the_peak(
     layout = {"zero_stage": 3, "world": 4, "offload_optimizer": False, "offload_params": True, "teacher_zero3": False}
     row = budget.stage_estimate("warmup", "student", params, shapes, st, "teacher", True, budget.BF16_MIXED, layout)
     states = G * (2 + 12) / 4 + 4 * G * 2  # grads and Adam sharded (weights offloaded), the teacher whole in bf16
-    rollout = 8 * 64 * shape.kv_bytes(2)
+    rollout = (8 * 16 + 8 * 48) * shape.kv_bytes(2) + 8 * 1000 * 12  # the step's 8 prompts at once: their KV, a step's logits
     train = budget.training_bytes(shape, shape, st, 2)
     assert row["states_gib"] == states / G and row["host_gib"] == 2 / 4 and row["rollout_gib"] == rollout / G
     assert row["gathered_gib"] == 0.0 and row["device_gib"] == (states + max(rollout, sum(train.values()))) / G
@@ -177,3 +179,45 @@ def test_the_printed_estimate_names_every_figure_in_its_column():
         "    eval math500               teacher       2    15.25    27.10    42.35"]
     unknown = budget.render({**report, "device_memory_gib": None, "phases": []}).splitlines()
     assert unknown[0].endswith("device memory not known (set preflight.device_memory_gb)") and len(unknown) == 4
+
+
+def test_the_shared_prefix_cache_peaks_while_it_doubles():
+    """Positions a sample's buffer holds at its peak: 256 first, doubled up to max_new_tokens, the old buffer beside
+    the new while it copies (the sampler's own constant)."""
+    from s2d_bench import budget
+    from s2d_bench.generation.shared_prefix import SharedPrefixLayer
+
+    assert SharedPrefixLayer.INITIAL == 256
+    assert [budget.generated_positions(n) for n in (16, 256, 257, 384, 1024, 8192)] == [16, 256, 256 + 257, 256 + 384, 512 + 1024,
+                                                                                      4096 + 8192]
+
+
+def test_a_rollout_samples_in_the_engines_batches():
+    """A step's rollouts are sampled as evaluation samples: rollout.prompts_per_batch prompts (0: the rank's share)
+    within rollout.max_batch_tokens, so a smaller batch means a smaller estimate."""
+    from s2d_bench import budget
+
+    shape = budget.Shape(layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, head_dim=4, vocab=100)
+    st = budget.StageShape(sequences=32, samples=4, prompt_tokens=10, new_tokens=20, micro_batch=0, checkpointing=False, chunk=0,
+                           kv_budget=0)
+    per_prompt = (10 + 4 * 20) * shape.kv_bytes(4) + 4 * 100 * 12
+    assert budget.rollout_bytes(shape, st, 4) == 8 * per_prompt
+    assert budget.rollout_bytes(shape, replace(st, per_batch=3), 4) == 3 * per_prompt
+    assert budget.rollout_bytes(shape, replace(st, kv_budget=2 * 4 * 30), 4) == 2 * per_prompt
+
+
+def test_each_phase_adds_what_the_estimate_says():
+    """What each phase adds at its start (what phasemem measures): sampling its batch; an update its gradients and
+    then the larger of its activations and AdamW's first step (its states and the foreach copy); the reference its
+    weights; and TRL's warmup holds every step's rollouts on the host."""
+    from s2d_bench import budget
+
+    row = {"rollout_gib": 1.0, "grads_gib": 2.0, "activations_gib": 3.0, "logits_gib": 0.5, "teacher_hidden_gib": 0.25,
+           "optimizer_gib": 4.0, "step_gib": 2.0, "reference_gib": 0.0}
+    assert budget.phase_growth(row) == {"rollout": 1.0, "update": 2.0 + 6.0}
+    assert budget.phase_growth({**row, "activations_gib": 9.0, "reference_gib": 1.5}) == {"rollout": 1.0, "update": 2.0 + 9.75,
+                                                                                        "reference": 1.5}
+    assert budget.trained_parts(10, budget.FP32, 1, 2, False, False)["step"] == 10 * 4 / 2  # sharded with the optimizer
+    assert budget.trained_parts(10, budget.FP32, 0, 1, True, False)["step"] == 0.0  # offloaded: stepped on the host
+    assert budget.trained_parts(10, budget.BF16_MIXED, 0, 1, False, False)["step"] == 0.0  # fused, in place
+    assert budget.host_rollout_bytes(6, 10, 20) == 6 * 30 * 144

@@ -93,3 +93,23 @@ def test_without_leaves_out_keys_inside_sections_at_any_depth_and_later_defaults
     assert without(values, left_out, defaults) == {"eval": {"samples": 4, "deep": {"x": 1}}, "flat": 5, "stages": {"opd": {"lr": 1.0}}}
     assert without(values, (), {"stages.opd.new": 1})["stages"] == {"opd": {"new": 0, "lr": 1.0}}  # not at its later default: kept
     assert without({"eval": {"a.b": 1, "a": 2}}, ("eval.a",), {}) == {"eval": {"a.b": 1}}  # a dotted name inside is not a path
+
+
+def test_extraction_joins_a_protocol_only_where_it_differs_from_what_earlier_records_used(tmp_path):
+    """Records from before the setting were read by the last box: a protocol at last_box hashes as they did (config ids,
+    file names), registered benchmarks read by joined boxes form another protocol, and so another leaderboard cell."""
+    data = f"task.data_dir={tmp_path}"
+    (tmp_path / "aime24.jsonl").write_text('{"id": "1", "problem": "p", "answer": "3"}\n')
+    base = [f"run_dir={tmp_path}", data, "eval.benchmarks=[{name: task}, {name: aime24}]"]
+    cfg = load_config(None, base)
+    task, aime = Runner(cfg).targets
+    assert "extraction" not in task.protocol() and aime.protocol()["extraction"] == "boxes"
+    last = load_config(None, base[:-1] + ["eval.benchmarks=[{name: task}, {name: aime24, extraction: last_box}]"])
+    assert "extraction" not in Runner(last).targets[1].protocol()  # as an aime24 record made before the setting
+    assert eval_file_hash(last, Runner(last).targets[1]) != eval_file_hash(cfg, aime)
+    joined = load_config(None, base + ["eval.extraction=boxes"])
+    assert Runner(joined).targets[0].protocol()["extraction"] == "boxes" and run_hash(joined) != run_hash(cfg)
+    assert run_hash(load_config(None, base + ["eval.extraction=last_box"])) == run_hash(cfg)
+    assert eval_key(dataclasses.replace(RECORD, eval_config={"samples": 4, "extraction": "boxes"})) != eval_key(RECORD)
+    with pytest.raises(Exception, match="extraction 'first'"):
+        load_config(None, ["eval.extraction=first"])

@@ -45,6 +45,13 @@ def test_run_writes_one_record_per_evaluation_and_resumes_without_redoing(tiny_o
     assert by_stage[("student_rl", ("direct-grpo",))]["labeled_draws"] == 8
     metrics = [json.loads(x) for x in (runner.dir.node_dir(runner.nodes[rec["node"]]) / "metrics.jsonl").read_text().splitlines()]
     assert {"reward", "entropy", "response_length", "loss"} <= set(metrics[0])
+    # every phase a node ran was measured (phasemem) and estimated by the preflight, and no other
+    estimated = {n["node"]: set(n["phases"]) for n in json.loads((runner.dir.root / "preflight.json").read_text())["nodes"]}
+    measured = {node: set(json.loads((runner.dir.root / "nodes" / node / "memory.json").read_text())["peaks_mib"]) for node in estimated}
+    assert measured == estimated and set(estimated) == set(runner.nodes)
+    phases = {runner.nodes[n].stage: p for n, p in estimated.items()}
+    assert phases["base"] == {"eval add3mix"} and phases["teacher_rl"] == {"rollout", "update", "eval add3mix"}
+    assert phases["warmup"] == phases["opd"] == {"rollout", "update", "eval add3mix", "c2"}
 
     calls.clear()
     again = Runner(load_config(None, [*tiny_overrides, "eval.max_batch_tokens=1"])).run()  # a memory bound: the same run
@@ -138,7 +145,8 @@ def test_every_benchmark_is_evaluated_after_every_stage_with_its_own_protocol(ti
     assert sorted(by_task) == ["add3mix", "math500"]
     math = by_task["math500"][0]
     assert (math["benchmark"], math["n"], math["k"], math["grader"]) == ("math500", 4, 3, "math_verify")
-    assert math["eval_config"] == {"samples": 3, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_new_tokens": 5}  # its own, as set
+    assert math["eval_config"] == {"samples": 3, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "max_new_tokens": 5,  # its own, as set
+                                   "extraction": "boxes"}
     task = by_task["add3mix"][0]
     assert (task["benchmark"], task["n"], task["k"], task["grader"]) == ("task", 6, 2, "exact")
     assert all((r["seed"], r["eval_seed"]) == (0, 1234) for r in records)  # the run's seed, and the sampling seed apart

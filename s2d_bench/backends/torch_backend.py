@@ -31,6 +31,7 @@ from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.builders import load_pretrained
 from s2d_bench.models.checkpointing import checkpointing
 from s2d_bench.models.sequences import Batch, completion_hidden
+from s2d_bench.phasemem import phase
 
 
 WEIGHT = " weight"  # the key `global_means` sends each rank's weight under (no metric is named so)
@@ -159,7 +160,8 @@ class TorchBackend:
         """
         cfg, rt = job.cfg, self.runtime
         rng = random.Random(job.seed)
-        ref = rt.reference(job.policy) if cfg.kl_coef > 0 else None
+        with phase("reference") if cfg.kl_coef > 0 else contextlib.nullcontext():
+            ref = rt.reference(job.policy) if cfg.kl_coef > 0 else None
         trainer = rt.trainer(job.policy, cfg.lr, cfg.max_grad_norm)
         model = trainer.model
         sampling = Sampling(k=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
@@ -170,12 +172,13 @@ class TorchBackend:
                 problems, seeds = draw_step(rng, job.problems, cfg.prompts_per_step)
                 draws.extend(p.id for p in problems)
                 mine, my_seeds = shard(problems, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
-                with rt.full_weights(model):
+                with rt.full_weights(model), phase("rollout"):
                     roll = engine.rollouts([p.prompt for p in mine], sampling, my_seeds)
                 scores = job.reward(roll.texts, [mine[i // roll.k] for i in range(len(roll.texts))])
                 rewards = torch.tensor(scores.rewards)
                 advantages = losses.grpo_advantages(rewards.view(len(mine), roll.k), cfg.scale_rewards).flatten()
-                metrics = policy_updates(trainer, ref, roll.batch.to(model.device), advantages.to(model.device), cfg, rt)
+                with phase("update"):
+                    metrics = policy_updates(trainer, ref, roll.batch.to(model.device), advantages.to(model.device), cfg, rt)
                 per_sequence = global_means(rt, {"reward": float(rewards.sum()), **_lengths(roll.batch)}, len(rewards))
                 timeouts = rt.mean({"grading_timeouts": float(scores.timeouts)})["grading_timeouts"] * rt.world  # a count, all ranks
                 metrics = {**metrics, **per_sequence, "grading_timeouts": timeouts}  # the rest is global already (global_means)
@@ -204,9 +207,10 @@ class TorchBackend:
             for step in bar:
                 prompts, seeds = draw_step(rng, job.prompts, cfg.batch_size)
                 mine, my_seeds = shard(prompts, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
-                with rt.full_weights(sampler):
+                with rt.full_weights(sampler), phase("rollout"):
                     batch = engine.rollouts(mine, sampling, my_seeds).batch.to(trainer.model.device)
-                metrics = distill_update(trainer, teacher, batch, objective, cfg, rt)  # global means already
+                with phase("update"):
+                    metrics = distill_update(trainer, teacher, batch, objective, cfg, rt)  # global means already
                 job.log({"step": step, **metrics})
                 bar.set_postfix(kl=f"{metrics['kl_reverse']:.3f}")
         trainer.finish()

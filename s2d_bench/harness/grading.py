@@ -1,7 +1,8 @@
 """Grading model answers against gold answers, safely.
 
 Three rules make the numbers trustworthy:
-- the answer is the content of the *last* `\\boxed{}`; a completion without one is wrong;
+- the answer is the content of the *last* `\\boxed{}` (with `extraction: boxes`, joined with the boxes of one
+  answer right before it, as math-verify extracts); a completion without one is wrong;
 - math-verify is called gold first (graders.py): it is not symmetric;
 - math-verify runs in worker processes with a hard per-item deadline (grading_pool.py); a timeout
   after one retry counts as wrong and is counted.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from s2d_bench.harness.graders import GRADERS, ISOLATED
 from s2d_bench.harness.grading_pool import GradingPool
-from s2d_bench.tasks.base import last_boxed
+from s2d_bench.tasks.base import EXTRACTIONS
 
 __all__ = ["GRADERS", "GradingPool", "Verdict", "grade"]
 
@@ -35,12 +36,15 @@ def grade(
     grader: str = "math_verify",
     audit: str | None = "hendrycks",
     pool: GradingPool | None = None,
+    extraction: str = "last_box",
 ) -> list[Verdict]:
-    """One Verdict per completion (completions[i] answers golds[i])."""
+    """One Verdict per completion (completions[i] answers golds[i]), its answer read by `extraction`
+    (tasks/base.EXTRACTIONS: the last box, or the last boxes of one answer joined)."""
     for name in (grader, audit):
         if name is not None:
             GRADERS.check(name)
-    extracted = [last_boxed(c) for c in completions]
+    extract = EXTRACTIONS[extraction]
+    extracted = [extract(c) for c in completions]
     names = [n for n in (grader, audit) if n is not None]
     items = [(n, g, e) for n in names for g, e in zip(golds, extracted) if e is not None]
     isolated = [it for it in items if it[0] in ISOLATED]

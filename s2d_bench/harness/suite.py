@@ -45,17 +45,19 @@ class SuiteOptions:
     seed: int = 0
     grading_timeout: float = 5.0
     grading_workers: int | None = None
+    extraction: str | None = None
 
     def entry(self, name: str) -> BenchmarkConfig:
         return BenchmarkConfig(name=name, samples=self.samples, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                               max_new_tokens=self.max_new_tokens, limit=self.limit)
+                               max_new_tokens=self.max_new_tokens, limit=self.limit, extraction=self.extraction)
 
 
 def model_folder(model: str, engine_name: str, engine_cfg: EngineConfig, opts: SuiteOptions) -> str:
     """`<model name>-<hash>`: the folder under `--out` of one model under one set of options, so a second model (or the
     same one under another protocol, engine, dtype or seed) evaluated into the same `--out` keeps its own files."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model.split("@")[0].rstrip("/")).name or "model")
-    options = {k: v for k, v in asdict(opts).items() if k not in ("grading_workers", "grading_timeout")}  # how it is graded: not what
+    options = {k: v for k, v in asdict(opts).items() if k not in ("grading_workers", "grading_timeout")  # how it is graded: not what
+               and not (k == "extraction" and v is None)}  # unset: the folders of evaluations from before the option
     key = config_hash({"model": model, "engine": engine_name, "dtype": engine_cfg.dtype, "thinking": engine_cfg.thinking, **options})
     return f"{name}-{key[:8]}"
 

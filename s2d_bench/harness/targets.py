@@ -17,7 +17,10 @@ from s2d_bench.tasks.base import Problem
 from s2d_bench.tasks.benchmarks import GROUPS, Benchmark, load_problems
 
 TASK = "task"
-PROTOCOL = ("samples", "temperature", "top_p", "top_k", "max_new_tokens")
+PROTOCOL = ("samples", "temperature", "top_p", "top_k", "max_new_tokens", "extraction")
+# A protocol setting added after records existed, left out of a protocol at the value every earlier record was made
+# with: their file names and store keys stay theirs
+LATER_PROTOCOL = {"extraction": "last_box"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class Target:
     limit: int | None
 
     def protocol(self) -> dict:
-        return {name: getattr(self.cfg, name) for name in PROTOCOL}
+        """What the record's protocol says and its hashes read (LATER_PROTOCOL settings only where they differ)."""
+        return {name: getattr(self.cfg, name) for name in PROTOCOL if LATER_PROTOCOL.get(name, object()) != getattr(self.cfg, name)}
 
 
 def _merged(entry: BenchmarkConfig, defaults: dict, eval_cfg: EvalConfig) -> EvalConfig:

@@ -38,6 +38,9 @@ class Benchmark:
     grader: str = "math_verify"
     audit: str | None = "hendrycks"
     gold_in_dollars: bool = False  # golds written as LaTeX fragments in `$...$` (OlympiadBench): the `$` are dropped on load
+    # The answer a completion gives (tasks/base.EXTRACTIONS): boxes, as math-verify extracts, so a list answer boxed item by
+    # item (`\boxed{-2} \quad \text{and} \quad \boxed{1}`) is read whole; 27 MATH-500 golds hold a comma
+    extraction: str = "boxes"
 
 
 MATH500 = Benchmark("math500", "math500.jsonl", "HuggingFaceH4/MATH-500", hf_fields={"id": "unique_id"})

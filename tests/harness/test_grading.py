@@ -253,3 +253,16 @@ def test_olympiadbench_golds_without_their_dollars_still_grade_against_themselve
     problems = load_problems(BENCHMARKS.get("olympiadbench"), str(DATA))
     verdicts = grade([f"The final answer is $\\boxed{{{p.answer}}}$." for p in problems], [p.answer for p in problems], pool=pool)
     assert [(p.id, p.answer) for p, v in zip(problems, verdicts) if not v.correct] == []
+
+
+EXTRACTION = [json.loads(line) for line in (Path(__file__).parent / "data" / "extraction_golden.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("extraction", ["last_box", "boxes"])
+def test_each_extraction_reads_the_answers_its_golden_cases_say(extraction, pool):
+    """A list boxed item by item is right only when the boxes of one answer are joined (math-verify's own extraction);
+    a box earlier in the reasoning is never joined to the answer; an unclosed last box is no answer either way."""
+    verdicts = grade([r["completion"] for r in EXTRACTION], [r["gold"] for r in EXTRACTION], pool=pool, extraction=extraction)
+    assert [v.correct for v in verdicts] == [r[extraction] for r in EXTRACTION], [r["case"] for r in EXTRACTION]
+    assert {r["last_box"] for r in EXTRACTION} == {r["boxes"] for r in EXTRACTION} == {True, False}
+    assert any(r["last_box"] != r["boxes"] for r in EXTRACTION)

@@ -5,7 +5,7 @@ import pytest
 from s2d_bench.config import TaskConfig
 from s2d_bench.harness.grading import grade
 from s2d_bench.tasks.arithmetic import AdditionTask
-from s2d_bench.tasks.base import last_boxed
+from s2d_bench.tasks.base import joined_boxes, last_boxed
 
 
 def test_splits_are_disjoint_deterministic_and_sized():
@@ -58,3 +58,20 @@ def test_pretrain_corpus_is_noisy_at_the_configured_rate_and_avoids_test():
         assert len(got) == 4 and sum(x != y for x, y in zip(got, gold)) <= 1  # at most one digit off
         right += got == gold
     assert 0.31 < right / len(examples) < 0.39
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("\\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}", "-2, 1"),
+    ("$\\boxed{3}$, $\\boxed{5}$, and $\\boxed{7}$.", "3, 5, 7"),
+    ("\\fbox{3} or \\boxed{4}", "3, 4"),
+    ("we found \\boxed{12} cases, so the answer is \\boxed{5}", "5"),  # words between: an earlier result, not joined
+    ("\\boxed{\\boxed{1}}", "1"),  # a box inside a box: the inner one, as last_boxed reads it
+    ("\\boxed{1} and \\boxed{2", None),  # the last box unclosed: truncated, no answer (as last_boxed)
+    ("\\boxed{x} and \\boxed 5 cm", "x, 5 cm"),
+    ("\\boxedx", None),
+    ("nothing", None),
+])
+def test_joined_boxes_joins_the_boxes_of_one_answer(text, answer):
+    assert joined_boxes(text) == answer
+    if answer is not None and ", " not in answer:
+        assert joined_boxes(text) == last_boxed(text)  # one box: both extractions agree

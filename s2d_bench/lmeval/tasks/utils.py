@@ -30,8 +30,10 @@ def load(benchmark: str, data: str | None = None, limit: int | None = None, **_:
 
     `data` (task metadata) or $S2D_DATA_DIR names local JSON Lines; otherwise the hub copy.
     """
-    problems = load_problems(BENCHMARKS.get(benchmark), data, limit)
-    return {"test": datasets.Dataset.from_list([{"id": p.id, "prompt": p.prompt, "answer": p.answer} for p in problems])}
+    bench = BENCHMARKS.get(benchmark)
+    problems = load_problems(bench, data, limit)
+    rows = [{"id": p.id, "prompt": p.prompt, "answer": p.answer, "extraction": bench.extraction} for p in problems]
+    return {"test": datasets.Dataset.from_list(rows)}
 
 
 def keep_all(resps, docs):
@@ -41,6 +43,6 @@ def keep_all(resps, docs):
 
 def process_results(doc: dict, results: list) -> dict[str, float]:
     samples = results[0] if results and isinstance(results[0], list) else results
-    verdicts = grade(list(samples), [doc["answer"]] * len(samples), "math_verify", None, _pool())
+    verdicts = grade(list(samples), [doc["answer"]] * len(samples), "math_verify", None, _pool(), doc.get("extraction", "last_box"))
     right = [v.correct for v in verdicts]
     return {"avg_at_k": sum(right) / len(right), "pass_at_k": float(any(right))}

@@ -1,0 +1,112 @@
+"""executor: slurm on a real one-node Slurm cluster (tests/slurm_cluster.py): a grid through Slurm writes what the local
+executor writes, a node cancelled mid-stage fails with its descendants and a second submission resumes exactly those;
+bad settings and an unreachable controller are one-line errors."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY_OVERRIDES
+from slurm_cluster import Cluster
+
+from s2d_bench import slurm
+from s2d_bench.config import SlurmConfig, SlurmJob, load_config
+
+CLI = [sys.executable, "-m", "s2d_bench.cli"]
+GRID = ["ablate", "--drop", "warmup", *TINY_OVERRIDES, "slurm.job.cpus_per_task=1", "slurm.job.mem=2G"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    running = Cluster(tmp_path_factory.mktemp("slurm")).start()
+    yield running
+    running.stop()
+
+
+def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=900)
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def _queue_empty() -> bool:
+    return not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip()
+
+
+def _wait(condition, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out waiting on the cluster"
+        time.sleep(1)
+
+
+def _records(run: Path) -> dict[str, float]:
+    return {(r["node"], r["task"]): r["mean"] for r in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
+
+
+def test_a_grid_through_slurm_matches_the_local_executor_and_a_cancelled_node_resumes(cluster, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    _cli(*GRID, f"run_dir={local}", f"store={tmp_path / 'local.sqlite'}")
+    args = [*GRID, "--executor", "slurm", f"run_dir={remote}", f"store={tmp_path / 'slurm.sqlite'}"]
+    queued = _cli(*args)
+    assert "queued on Slurm" in queued.stdout
+    jobs = slurm.read_jobs(remote)["nodes"]
+    teacher_rl = next(n for n, r in jobs.items() if r["stage"] == "teacher_rl")
+
+    def stage_running() -> bool:  # the stage itself has started: its log shows the stage's progress bar
+        log = Path(jobs[teacher_rl]["log"])
+        return log.exists() and "teacher_rl" in log.read_text(errors="replace")
+
+    _wait(stage_running)
+    subprocess.run(["scancel", jobs[teacher_rl]["job"]], check=True)  # mid-stage
+    _wait(_queue_empty)
+    rows = {r["node"]: r for r in slurm.status(remote)}
+    failed = {n for n, r in rows.items() if r["state"] == "failed"} - {"(collect)"}
+    behind = {jobs[teacher_rl]["job"]}  # teacher_rl's job and every job queued behind it, transitively
+    for node, r in jobs.items():  # plan order: a node's dependencies come before it
+        if set(r.get("after", [])) & behind:
+            behind.add(r["job"])
+    assert failed == {n for n, r in jobs.items() if r.get("job") in behind} and len(failed) >= 3, rows
+    assert rows[teacher_rl]["error"] and all(rows[n]["state"] == "done" for n in jobs if n.startswith("base-")), rows
+    status = _cli("status", str(remote)).stdout
+    assert "failed" in status and teacher_rl in status
+
+    _cli(*args, "slurm.wait=true")  # the same command again: only what failed (and the collecting job) is queued
+    again = slurm.read_jobs(remote)["nodes"]
+    resubmitted = {n for n in jobs if again[n].get("job") not in (None, jobs[n].get("job"))}
+    assert resubmitted == failed
+    assert all(r["state"] == "done" for r in slurm.status(remote))
+    assert _records(remote) == _records(local)  # the same records: seeds come from node ids
+    for node in again:
+        for weights in (local / "nodes" / node / "model").glob("*.safetensors"):
+            assert weights.read_bytes() == (remote / "nodes" / node / "model" / weights.name).read_bytes(), node
+
+
+def test_a_job_request_layers_kinds_and_stages_over_the_default_and_bad_settings_are_refused():
+    cfg = SlurmConfig(job=SlurmJob(partition="gpu", time="1:00:00", extra=["--exclusive"]),
+                      kinds={"rl": SlurmJob(gpus_per_node=8, tasks_per_node=8)}, stages={"teacher_rl": SlurmJob(time="2-00:00:00")})
+    assert slurm.sbatch_args(slurm.request(cfg, "rl", "teacher_rl")) == [
+        "--partition=gpu", "--time=2-00:00:00", "--gpus-per-node=8", "--ntasks-per-node=8", "--exclusive"]
+    assert slurm.sbatch_args(slurm.request(cfg, "distill", "opd")) == ["--partition=gpu", "--time=1:00:00", "--exclusive"]
+    assert [slurm.kind_of(s) for s in ("base", "teacher_rl", "warmup", "opd", "student_rl")] == ["base", "rl", "distill", "distill", "rl"]
+    with pytest.raises(Exception, match="unknown key.*partitions"):
+        load_config(None, ["slurm.job.partitions=gpu"])
+    with pytest.raises(Exception, match="slurm.kinds.gpu"):
+        load_config(None, ["slurm.kinds={gpu: {nodes: 1}}"])
+    with pytest.raises(Exception, match="executor must be local or slurm"):
+        load_config(None, ["executor=k8s"])
+
+
+def test_an_unreachable_controller_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=none\nSlurmctldHost=localhost\nSlurmctldPort=1\nAuthType=auth/munge\n"
+                    "NodeName=localhost CPUs=1 State=UNKNOWN\nPartitionName=debug Nodes=localhost Default=YES\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    out = _cli("run", "--executor", "slurm", *TINY_OVERRIDES, f"run_dir={tmp_path / 'run'}", check=False)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert "executor=slurm: sbatch" in last and "scontrol ping" in last, out.stderr[-2000:]
