@@ -31,7 +31,7 @@ TEACHER = dict(layers=6, hidden=384, heads=6, kv_heads=2, mlp=1024)
 STUDENT = dict(layers=4, hidden=256, heads=4, kv_heads=2, mlp=768)
 VOCAB = 4096
 FULL = dict(new_tokens=256, prompts=8, samples=4, batch=32, test=16)
-SMALL = dict(new_tokens=64, prompts=2, samples=2, batch=4, test=4)
+SMALL = dict(new_tokens=64, prompts=2, samples=2, batch=4, test=2, steps=1, unlabeled=200)
 LOW, HIGH = 0.9, 1.3  # the band: estimate / measured within -10% / +30%
 
 
@@ -63,13 +63,13 @@ def _prompt_tokens(config: Path) -> int:
 
 
 def config(paths: dict[str, str], run_dir: Path, size: dict[str, int]) -> dict:
-    new, steps = size["new_tokens"], 2
+    new, steps = size["new_tokens"], size.get("steps", 2)
     grpo = dict(steps=steps, prompts_per_step=size["prompts"], samples_per_prompt=size["samples"], max_new_tokens=new, chunk_size=256)
     distill = dict(steps=steps, batch_size=size["batch"], max_new_tokens=new, chunk_size=256)
     return {
         "name": "run-memory", "seed": 0, "backend": "torch", "device": "cpu", "threads": 1, "jobs": 1,
         "run_dir": str(run_dir / "run"), "store": str(run_dir / "store.sqlite"),
-        "task": {"name": "add3mix", "n_labeled": 64, "n_unlabeled": 2000, "n_test": size["test"]},
+        "task": {"name": "add3mix", "n_labeled": 64, "n_unlabeled": size.get("unlabeled", 2000), "n_test": size["test"]},
         "teacher": {"path": paths["teacher"]}, "student": {"path": paths["student"]},
         "stages": {"teacher_rl": {**grpo, "kl_coef": 0.05}, "warmup": distill, "opd": distill, "student_rl": grpo},
         "arms": {"full": {"stages": ["teacher_rl", "warmup", "opd", "student_rl"]}},

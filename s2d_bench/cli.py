@@ -66,7 +66,7 @@ def run(config_path: str | None, executor: str | None, overrides: tuple[str, ...
     cfg = load_config(config_path, [*overrides, *([f"executor={executor}"] if executor else [])])
     runner = Runner(cfg)
     click.echo(f"s2d-bench run '{cfg.name}' seed={cfg.seed} backend={cfg.backend} device={runner.device} -> {cfg.output_dir}", err=True)
-    done = run_all([runner], lambda line: click.echo(line, err=True))
+    done = run_all([runner], lambda line: click.echo(line, err=True) if line.startswith(" ") else None)  # the jobs queued
     if done is None:
         return click.echo(f"queued on Slurm: s2d-bench status {cfg.output_dir}")
     (records,) = done

@@ -223,12 +223,14 @@ def status(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def last_error(log: Path) -> str:
-    """The line of a failed job's log that says why: the last error line, else the last line."""
+    """The line of a failed job's log that says why: Slurm's own verdict (`*** JOB n ... CANCELLED` / `DUE TO TIME LIMIT`),
+    else the last error line (a Python exception's), else the last line."""
     if not log.exists():
         return "(no log)"
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error:" in line.lower() or "CANCELLED" in line]
-    return (errors or lines or ["(empty log)"])[-1]
+    verdicts = [line for line in lines if "***" in line]
+    errors = [line for line in lines if "Error" in line or "error:" in line.lower()]
+    return (verdicts or errors or lines or ["(empty log)"])[-1]
 
 
 def cancel(run_dir: Path) -> list[str]:

@@ -13,14 +13,17 @@ pytestmark = pytest.mark.skipif(phasemem._host_probe() is None, reason="needs Li
 
 
 def _allocate(mib: int) -> None:
-    """Over glibc's largest mmap threshold (32 MiB): mapped and unmapped, never served from memory the heap kept."""
-    t = torch.ones(mib * MIB // 4)  # touched: resident
-    del t  # freed before the phase ends: its peak still counts
+    """Fresh anonymous pages, written (resident), then unmapped before the phase ends: its peak still counts. (A tensor
+    might come from heap memory an earlier test left resident, which no meter would see grow.)"""
+    block = mmap.mmap(-1, mib * MIB)
+    for offset in range(0, mib * MIB, 4096):
+        block[offset] = 1
+    block.close()
 
 
 def test_a_phase_counts_its_peak_above_its_start_and_keeps_the_largest():
     with phasemem.measuring("cpu") as meter:
-        held = torch.ones(32 * MIB // 4)  # there before the phase: not its growth
+        held = torch.ones(32 * MIB // 4) + 1  # there before the phase: not its growth
         with phasemem.phase("update"):
             _allocate(96)
         with phasemem.phase("update"):
