@@ -137,3 +137,43 @@ def test_a_folder_without_evaluations_is_a_clear_error(tmp_path):
         find_evaluations(tmp_path)
     with pytest.raises(UserError, match="is not a folder"):
         find_evaluations(tmp_path / "missing")
+
+
+NEW = ("amc23", "minerva_math", "olympiadbench", "hmmt_feb25", "brumo25", "aime26")
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_every_new_benchmark_pages_its_real_answers_with_units_lists_and_intervals(name, tmp_path):
+    """Real golds (units, lists, intervals, LaTeX) and answers boxed whole or item by item: every gold and every
+    extracted answer on the page character for character, as text, under its benchmark's protocol."""
+    from conftest import SHARED_DATA
+
+    from s2d_bench.browse import write_pages
+    from s2d_bench.tasks import BENCHMARKS
+    from s2d_bench.tasks.base import joined_boxes
+    from s2d_bench.tasks.benchmarks import load_problems
+
+    if not (SHARED_DATA / BENCHMARKS.get(name).local_file).is_file():
+        pytest.skip(f"real data not at {SHARED_DATA}")
+    problems = load_problems(BENCHMARKS.get(name), str(SHARED_DATA))
+    odd = [p for p in problems if any(mark in p.answer for mark in (",", "[", "(", "\\mathrm", "\\text", "^", "<", "&"))]
+    chosen = (odd + [p for p in problems if p not in odd])[:4]
+    bench = tmp_path / "eval" / name
+    bench.mkdir(parents=True)
+    record = {"model": "tiny", "task": name, "benchmark": name, "n": len(chosen), "k": 2, "mean": 0.5, "stderr": 0.1, "grader": "math_verify",
+              "eval_config": {"samples": 2, "extraction": BENCHMARKS.get(name).extraction}}
+    (bench / "results.json").write_text(json.dumps(record))
+    (bench / "problems.jsonl").write_text("".join(json.dumps({"id": p.id, "prompt": p.prompt, "answer": p.answer}) + "\n" for p in chosen))
+    rows = []
+    for p in chosen:
+        for j, text in enumerate((f"so the answer is $\\boxed{{{p.answer}}}$", ", ".join(f"\\boxed{{{x.strip()}}}" for x in p.answer.split(",")))):
+            rows.append({"id": p.id, "sample": j, "text": text, "tokens": 9, "extracted": joined_boxes(text), "correct": j == 0,
+                         "grader": "math_verify", "audit": None, "timed_out": False})
+    (bench / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_pages(tmp_path / "eval")
+    page = _parse(tmp_path / "eval" / "browse" / f"{name}.html")
+    assert len(page.problems) == len(chosen) and len(page.rows) == 2 * len(chosen) and page.imgs == 0
+    for p, problem in zip(chosen, page.problems):
+        assert f"gold answer: {p.answer}" in problem
+    assert [r["cells"][1].strip() for r in page.rows] == [r["extracted"] for r in rows]
+    assert f"extraction {BENCHMARKS.get(name).extraction}" in " ".join(" ".join(page.text).split())
