@@ -354,6 +354,7 @@ def build_node(runs: str, seed: int, node: str) -> None:
     if cfg is None:
         raise CLIError(f"{runs} holds no run of seed {seed}")
     build(cfg, node, cfg["threads"])
+    click.echo(f"s2d-bench build-node: {node} built, rank {distributed.rank()} of {distributed.world()}", err=True)
     distributed.shutdown()
 
 

@@ -27,7 +27,6 @@ import transformers
 from s2d_bench import diagnostics, distributed, phasemem, preflight, scheduler, slurm
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, from_dict, to_dict
-from s2d_bench.errors import UserError
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device, resolve_dtype
 from s2d_bench.harness.grading import GradingPool
@@ -54,7 +53,7 @@ def run_all(runners: list["Runner"], announce: Callable[[str], None] = lambda li
     records, in order. With `jobs` > 1 every seed's nodes go into one schedule, `jobs` at a time; with executor slurm
     every node is a Slurm job (slurm.py), and None comes back unless `slurm.wait` waits for them."""
     if runners[0].cfg.executor == "slurm":
-        return _on_slurm(runners, announce)
+        return slurm.run(runners, announce)
     jobs = runners[0].jobs
     if jobs > 1:
         announce(f"seeds {', '.join(str(r.cfg.seed) for r in runners)} jobs={jobs}")
@@ -67,19 +66,6 @@ def run_all(runners: list["Runner"], announce: Callable[[str], None] = lambda li
             announce(f"seed={runner.cfg.seed}")
         out.append(runner.run(prebuilt=jobs > 1))
     return out
-
-
-def _on_slurm(runners: list["Runner"], announce: Callable[[str], None]) -> list[list[dict[str, Any]]] | None:
-    for runner in runners:
-        runner.prepare()  # every check before the first job, on the machine that submits
-    record = slurm.submit(runners, announce)
-    if not runners[0].cfg.slurm.wait:
-        return None
-    slurm.wait(record)
-    failed = [r["node"] for r in slurm.status(runners[0].dir.root) if r["state"] == "failed"]
-    if failed:
-        raise UserError(f"executor=slurm: {', '.join(failed)} failed (s2d-bench status {runners[0].dir.root}); run again to resubmit")
-    return [runner.run(prebuilt=True) for runner in runners]
 
 
 def build_in_parallel(runners: list["Runner"], jobs: int) -> None:

@@ -169,6 +169,21 @@ def submit(runners: list, announce: Callable[[str], None] = print) -> dict[str, 
     return record
 
 
+def run(runners: list, announce: Callable[[str], None]) -> list[list[dict[str, Any]]] | None:  # noqa: ANN001 - pipeline Runners
+    """`run_all` under executor slurm: every check on the submitting machine, then the jobs; with `slurm.wait`, the records
+    once the collecting job has ended (None otherwise)."""
+    for runner in runners:
+        runner.prepare()  # every check before the first job, on the machine that submits
+    record = submit(runners, announce)
+    if not runners[0].cfg.slurm.wait:
+        return None
+    wait(record)
+    failed = [r["node"] for r in status(runners[0].dir.root) if r["state"] == "failed"]
+    if failed:
+        raise UserError(f"executor=slurm: {', '.join(failed)} failed (s2d-bench status {runners[0].dir.root}); run again to resubmit")
+    return [runner.run(prebuilt=True) for runner in runners]
+
+
 def _finished(runner, node) -> bool:  # noqa: ANN001 - a Runner and its Node
     """Trained, and evaluated on every benchmark: nothing left for a job (diagnostics are redone by the collecting run)."""
     return runner.dir.is_trained(node) and all(runner.dir.read_record(node, t) is not None for t in runner.targets)

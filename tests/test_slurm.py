@@ -103,11 +103,35 @@ def test_a_job_request_layers_kinds_and_stages_over_the_default_and_bad_settings
 
 
 def test_an_unreachable_controller_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+    """sbatch against a controller that does not answer: a UserError (printed as one line by every command) naming it."""
+    from s2d_bench.errors import UserError
+
     conf = tmp_path / "slurm.conf"
     conf.write_text("ClusterName=none\nSlurmctldHost=localhost\nSlurmctldPort=1\nAuthType=auth/munge\n"
                     "NodeName=localhost CPUs=1 State=UNKNOWN\nPartitionName=debug Nodes=localhost Default=YES\n")
     monkeypatch.setenv("SLURM_CONF", str(conf))
-    out = _cli("run", "--executor", "slurm", *TINY_OVERRIDES, f"run_dir={tmp_path / 'run'}", check=False)
-    assert out.returncode != 0
-    last = out.stderr.strip().splitlines()[-1]
-    assert "executor=slurm: sbatch" in last and "scontrol ping" in last, out.stderr[-2000:]
+    with pytest.raises(UserError) as error:
+        slurm._sbatch(tmp_path, "node", SlurmJob(), ["true"], [])
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("executor=slurm: sbatch") and "scontrol ping" in message, message
+
+
+def test_a_two_task_job_trains_a_deepspeed_stage_as_one_group_of_two_ranks(cluster, tmp_path):
+    """Slurm launches the ranks, no launcher inside the job: the job's script gives each task its RANK, WORLD_SIZE,
+    LOCAL_RANK and the master address, and the two gloo ranks train the stage together (rank 0 writes one metrics row
+    a step)."""
+    import os
+
+    run = tmp_path / "run"
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}  # exported into the jobs, as sbatch does by default
+    args = [*CLI, "run", "--executor", "slurm", *TINY_OVERRIDES, "backend=deepspeed", "arms={direct-grpo: {stages: [student_rl]}}",
+            "slurm.job.cpus_per_task=1", "slurm.job.mem=2G", "slurm.kinds.rl={tasks_per_node: 2}", "slurm.wait=true", f"run_dir={run}",
+            f"store={tmp_path / 's.sqlite'}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = slurm.read_jobs(run)["nodes"]
+    (stage,) = [n for n, r in jobs.items() if r["stage"] == "student_rl"]
+    log = Path(jobs[stage]["log"]).read_text(errors="replace")
+    assert f"{stage} built, rank 0 of 2" in log and f"{stage} built, rank 1 of 2" in log, log[-3000:]
+    assert (run / "nodes" / stage / "metrics.jsonl").read_text().count("\n") == 2  # two steps, rank 0 alone writes
+    assert all(r["state"] == "done" for r in slurm.status(run))
