@@ -123,7 +123,8 @@ def test_a_two_task_job_trains_a_deepspeed_stage_as_one_group_of_two_ranks(clust
     import os
 
     run = tmp_path / "run"
-    env = {**os.environ, "DS_ACCELERATOR": "cpu"}  # exported into the jobs, as sbatch does by default
+    launch = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # a world an earlier test in this worker described
+    env = {**{k: v for k, v in os.environ.items() if k not in launch}, "DS_ACCELERATOR": "cpu"}  # exported into the jobs, as sbatch does
     args = [*CLI, "run", "--executor", "slurm", *TINY_OVERRIDES, "backend=deepspeed", "arms={direct-grpo: {stages: [student_rl]}}",
             "slurm.job.cpus_per_task=1", "slurm.job.mem=2G", "slurm.kinds.rl={tasks_per_node: 2}", "slurm.wait=true", f"run_dir={run}",
             f"store={tmp_path / 's.sqlite'}"]
