@@ -221,3 +221,37 @@ def test_each_phase_adds_what_the_estimate_says():
     assert budget.trained_parts(10, budget.FP32, 0, 1, True, False)["step"] == 0.0  # offloaded: stepped on the host
     assert budget.trained_parts(10, budget.BF16_MIXED, 0, 1, False, False)["step"] == 0.0  # fused, in place
     assert budget.host_rollout_bytes(6, 10, 20) == 6 * 30 * 144
+
+
+def test_a_trained_models_parts_by_zero_stage_and_offload():
+    """fp32 (4 + 4 + 8 bytes, and AdamW's 4-byte step copy) on 2 ranks: ZeRO-1 shards the optimizer (and its step),
+    ZeRO-2 also the gradients, ZeRO-3 also the weights; offload moves the optimizer (and its step) or the weights to the host."""
+    from s2d_bench import budget
+
+    def parts(zero, offload_optimizer=False, offload_params=False):
+        return budget.trained_parts(10, budget.FP32, zero, 2, offload_optimizer, offload_params)
+
+    assert parts(0) == {"weights": 40, "grads": 40, "optimizer": 80, "step": 40, "host": 0.0}
+    assert parts(1) == {"weights": 40, "grads": 40, "optimizer": 40, "step": 20, "host": 0.0}
+    assert parts(2) == {"weights": 40, "grads": 20, "optimizer": 40, "step": 20, "host": 0.0}
+    assert parts(3) == {"weights": 20, "grads": 20, "optimizer": 40, "step": 20, "host": 0.0}
+    assert parts(3, offload_optimizer=True) == {"weights": 20, "grads": 20, "optimizer": 0.0, "step": 0.0, "host": 40}
+    assert parts(3, offload_params=True) == {"weights": 0.0, "grads": 20, "optimizer": 40, "step": 20, "host": 20}
+    assert parts(3, True, True) == {"weights": 0.0, "grads": 20, "optimizer": 0.0, "step": 0.0, "host": 60}
+    assert budget.trained_bytes(10, budget.FP32, 3, 2, True, True) == (20, 60)
+
+
+def test_the_node_table_shows_each_phase_on_the_device_and_a_dash_for_phases_a_node_does_not_run():
+    from s2d_bench import budget
+
+    report = {"params": {"teacher": 2e6, "student": 1e6}, "backend": "torch", "precision": "fp32", "zero_stage": 0, "world": 1,
+              "device_memory_gib": None, "stages": [], "phases": [],
+              "nodes": [{"node": "base-student-1", "stage": "base", "role": "student", "phases": {"eval a": {"device_gib": 1.5},
+                                                                                                  "eval b": {"device_gib": 2.25}}},
+                        {"node": "opd-2", "stage": "opd", "role": "student",
+                         "phases": {"rollout": {"device_gib": 3.0}, "update": {"device_gib": 4.5}, "reference": {"device_gib": 0.5},
+                                    "eval a": {"device_gib": 1.0}, "c2": {"device_gib": 6.0}}}]}
+    lines = budget.render(report).splitlines()
+    assert lines[-2] == "    base-student-1" + " " * 14 + f"{'-':>9}{'-':>9}{'-':>9}{2.25:9.2f}{'-':>9}"
+    assert lines[-1] == "    opd-2" + " " * 23 + "".join(f"{v:9.2f}" for v in (3.0, 4.5, 0.5, 1.0, 6.0))
+    assert "node" in lines[-3] and "rollout" in lines[-3] and "c2" in lines[-3]
