@@ -207,14 +207,19 @@ def host_rollout_bytes(sequences: int, prompt_tokens: int, new_tokens: int) -> f
     return sequences * (prompt_tokens + new_tokens) * HOST_ROLLOUT_BYTES_PER_TOKEN
 
 
+def update_work(row: dict) -> float:
+    """One micro-batch's training memory in GiB (stage_estimate's `row`): activations, logits chunk, teacher hidden states."""
+    return row["activations_gib"] + row["logits_gib"] + row["teacher_hidden_gib"]
+
+
 def phase_growth(row: dict) -> dict[str, float]:
     """What each of a stage's phases adds to the memory at its start, in GiB (stage_estimate's `row`): what
     phasemem.py measures. Sampling adds its batch; an update its gradients (freed after each step), then the larger
     of the micro-batch's activations and the optimizer's step once they are gone: at the first step AdamW makes its
     states, and torch's foreach AdamW one more fp32 copy while it steps (measured: benchmarks/run_memory.py); GRPO's
     reference copy its weights."""
-    update = row["activations_gib"] + row["logits_gib"] + row["teacher_hidden_gib"]
-    growth = {"rollout": row["rollout_gib"], "update": row["grads_gib"] + max(update, row["optimizer_gib"] + row["step_gib"])}
+    growth = {"rollout": row["rollout_gib"],
+              "update": row["grads_gib"] + max(update_work(row), row["optimizer_gib"] + row["step_gib"])}
     if row["reference_gib"]:
         growth["reference"] = row["reference_gib"]
     return growth

@@ -112,7 +112,8 @@ def phase(name: str) -> contextlib.AbstractContextManager:
 
 def write(meter: Meter, path: Path) -> None:
     """Merge the meter's peaks into `path` (a node evaluated again later keeps its training phases' figures)."""
+    if not meter.peaks:
+        return
     kept = json.loads(path.read_text()) if path.exists() else {}
     peaks = {**kept.get("peaks_mib", {}), **meter.rows()}
-    if meter.peaks:
-        write_json(path, {"measure": meter.kind, "peaks_mib": dict(sorted(peaks.items()))})
+    write_json(path, {"measure": meter.kind, "peaks_mib": dict(sorted(peaks.items()))})

@@ -278,7 +278,7 @@ def node_phases(nodes: list, estimates: dict[str, dict], phases: list[dict[str, 
         out: dict[str, dict[str, float]] = {}
         if node.id in estimates:
             row = estimates[node.id]
-            work = {"rollout": row["rollout_gib"], "update": row["activations_gib"] + row["logits_gib"] + row["teacher_hidden_gib"]}
+            work = {"rollout": row["rollout_gib"], "update": budget.update_work(row)}
             for name, growth in budget.phase_growth(row).items():  # states (the reference included) plus the phase's work
                 out[name] = {"growth_gib": growth, "device_gib": row["states_gib"] + work.get(name, 0.0)}
         for p in phases:
@@ -304,7 +304,7 @@ def _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, mem
                                      0.0)["device_gib"] <= memory
 
     fixes = []
-    if states + row["activations_gib"] + row["logits_gib"] + row["teacher_hidden_gib"] > memory:
+    if states + budget.update_work(row) > memory:
         options = []
         for checkpointing in sorted({st.checkpointing, True}):
             fitting = next((m for m in range(st.sequences, 0, -1) if update_fits(m, checkpointing)), None)
