@@ -8,7 +8,7 @@ import sys
 import click
 from pathlib import Path
 
-from s2d_bench.errors import UserError
+from s2d_bench.errors import Stopped, UserError
 from s2d_bench.tasks.base import EXTRACTIONS
 
 
@@ -24,6 +24,9 @@ def _fail_cleanly(fn):
             return fn(*args, **kwargs)
         except UserError as exc:
             raise CLIError(str(exc)) from None
+        except Stopped as exc:  # a stage asked to stop (a first Ctrl-C, SIGUSR1) saved where it was
+            click.echo(f"\n{exc}", err=True)
+            sys.exit(130)
         except KeyboardInterrupt:  # Ctrl-C (or a kill while workers build): one line, and what a rerun does
             click.echo("\ninterrupted: finished stages and evaluations are kept; run the same command again to resume", err=True)
             sys.exit(130)
@@ -347,13 +350,20 @@ def build_node(runs: str, seed: int, node: str) -> None:
     """A Slurm job's work (slurm.py): build NODE of the run of seed SEED among the configs in RUNS (slurm/runs.json)."""
     import json
 
-    from s2d_bench import distributed
-    from s2d_bench.pipeline import build_node as build
+    from s2d_bench import distributed, resume, slurm
 
-    cfg = next((c for c in json.loads(Path(runs).read_text()) if c["seed"] == seed), None)
-    if cfg is None:
-        raise CLIError(f"{runs} holds no run of seed {seed}")
-    build(cfg, node, cfg["threads"])
+    with resume.listening(interrupt=False):  # Slurm's signal before the time limit: save, stop, requeue
+        from s2d_bench.pipeline import build_node as build
+
+        cfg = next((c for c in json.loads(Path(runs).read_text()) if c["seed"] == seed), None)
+        if cfg is None:
+            raise CLIError(f"{runs} holds no run of seed {seed}")
+        try:
+            build(cfg, node, cfg["threads"])
+        except Stopped as exc:
+            if not slurm.requeue(str(exc)):
+                raise
+            return
     click.echo(f"s2d-bench build-node: {node} built, rank {distributed.rank()} of {distributed.world()}", err=True)
     distributed.shutdown()
 

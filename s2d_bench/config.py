@@ -319,6 +319,18 @@ class DiagnosticsConfig:
         require(self.chunk_size >= 0, "diagnostics.chunk_size must be >= 0 (0: all at once)")
 
 
+@dataclass
+class CheckpointConfig:
+    every_steps: int = _help("a training stage saves its resumable state (model, optimizer, random states, step, labeled draws) every "
+                             "this many steps (0: not by count)", 0)
+    every_minutes: float = _help("... and every this many minutes (0: not by time); it also saves when asked to stop (SIGUSR1: Slurm's "
+                                 "signal before a time limit, or a first Ctrl-C), and a rerun continues from the last save", 30.0)
+
+    def __post_init__(self) -> None:
+        require(self.every_steps >= 0, "checkpoint.every_steps must be >= 0 (0: not by count)")
+        require(self.every_minutes >= 0, "checkpoint.every_minutes must be >= 0 (0: not by time)")
+
+
 def _default_arms() -> dict[str, ArmConfig]:
     return {
         "direct-grpo": ArmConfig(["student_rl"], {"student_rl.steps": 480, "student_rl.lr": 3e-4}),
@@ -360,8 +372,12 @@ class SlurmConfig:
         "student_rl), distill (warmup, opd, replay), collect (the last job: records into the store)", factory=dict)
     stages: dict[str, SlurmJob] = _help("a request per stage name, over its kind's", factory=dict)
     wait: bool = _help("run/ablate waits until the collecting job ends (otherwise it returns once the jobs are queued)", False)
+    signal_seconds: int = _help("Slurm signals a job this many seconds before its time limit (sbatch --signal=USR1@N); the stage saves "
+                                "its state and the job requeues itself, to continue where it stopped (0: no signal; Slurm's "
+                                "resolution is about a minute, so leave a stage's step and its save inside the margin)", 300)
 
     def __post_init__(self) -> None:
+        require(self.signal_seconds >= 0, "slurm.signal_seconds must be >= 0 (0: no signal before the time limit)")
         for kind in self.kinds:
             require(kind in JOB_KINDS, f"slurm.kinds.{kind}: use {', '.join(JOB_KINDS)}")
 
@@ -397,6 +413,8 @@ class RunConfig:
     executor: str = _help("where nodes are built: local (this machine: one at a time, or `jobs` processes) or slurm (a job a node, "
                           "queued with its dependencies; see `slurm`)", "local")
     slurm: SlurmConfig = _help("the jobs of executor: slurm", factory=SlurmConfig)
+    checkpoint: CheckpointConfig = _help("when a training stage saves the state it continues from after a kill, a stop or a time limit "
+                                         "(same weights as an uninterrupted stage)", factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
         require(self.executor in ("local", "slurm"), f"executor must be local or slurm, not '{self.executor}'")

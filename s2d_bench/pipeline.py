@@ -17,6 +17,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from typing import Any, Callable
 import torch
 import transformers
 
-from s2d_bench import diagnostics, distributed, phasemem, preflight, scheduler, slurm
+from s2d_bench import diagnostics, distributed, phasemem, preflight, resume, scheduler, slurm
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, from_dict, to_dict
 from s2d_bench.generation import ENGINES
@@ -85,7 +86,8 @@ def build_node(cfg: dict[str, Any], node_id: str, threads: int) -> None:
     runner = Runner(from_dict(RunConfig, cfg))
     torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
-    runner.build(runner.nodes[node_id])
+    with resume.listening(interrupt=False):  # a stop asked of the run (SIGUSR1) while this node is evaluated ends nothing
+        runner.build(runner.nodes[node_id])
 
 
 class Runner:
@@ -148,7 +150,9 @@ class Runner:
         records = []
         for node in self.nodes.values():
             if sequential:
-                self.build(node)
+                with resume.listening(interrupt=False):  # SIGUSR1 between stages: stop after this node
+                    self.build(node)
+                resume.stop_if_requested("the nodes built so far are kept")
             if main:
                 records.extend(self.finish(node))
             distributed.barrier()
@@ -226,7 +230,10 @@ class Runner:
         partial = self.dir.clear(node) if main else out / "model.partial"
         start = time.perf_counter()
         prefix = node.stage if node.stage != "base" else f"pretrain_{node.role}"
-        with (open(out / "metrics.jsonl", "w") if main else open(os.devnull, "w")) as metrics, \
+        saved = self.checkpoints(node).latest() if main and node.stage != "base" else None
+        if saved is not None:  # a continued stage: the rows of the steps it does not redo stay
+            resume.kept_rows(out / "metrics.jsonl", saved[0])
+        with (open(out / "metrics.jsonl", "a" if saved else "w") if main else open(os.devnull, "w")) as metrics, \
                 reporting(self.cfg.report_to if main else [], self.dir.tb_dir(node)) as mirror:
             def log(row: dict) -> None:
                 metrics.write(json.dumps(row) + "\n")
@@ -241,11 +248,18 @@ class Runner:
                 save(model, tok, partial)
         if main:
             self.dir.commit(node, report["steps"], time.perf_counter() - start, report["draws"])
+            shutil.rmtree(self.checkpoints(node).folder, ignore_errors=True)  # the model is committed: nothing to continue
         del model, tok
         gc.collect()  # a DeepSpeed engine and its optimizer states live until its model's reference cycle is collected
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         distributed.barrier()
+        if node.stage != "base":
+            resume.stop_if_requested(f"{node.stage} finished and its model is saved")  # a stop asked for in its last step
+
+    def checkpoints(self, node: Node) -> resume.Checkpoints:
+        """Where a stage node saves the state it continues from (resume.py)."""
+        return resume.Checkpoints(self.dir.node_dir(node) / "resume", self.cfg.checkpoint, distributed.is_main(), node.stage)
 
     def train_base(self, node: Node, log) -> tuple[Any, Any, dict]:  # noqa: ANN001 - a metrics logger
         """A base model built from its builder and pretrained on the task's examples (seed `base_seed`)."""
@@ -261,9 +275,9 @@ class Runner:
         teacher = (self.backend.load(self.dir.model_ref(self.nodes[node.teacher]), trained=False)[0]  # pair checked in preflight
                    if node.teacher is not None else None)
         torch.manual_seed(node.seed)
-        with GradingPool() as pool:  # workers start only if the stage grades (RL stages)
+        with GradingPool() as pool, resume.listening(interrupt=True):  # pool workers start only if the stage grades (RL stages)
             inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, pool), node.settings,
-                                 node.seed, log, str(self.dir.node_dir(node)))
+                                 node.seed, log, str(self.dir.node_dir(node)), self.checkpoints(node))
             report = stage.run(inputs)
         return model, tok, {"steps": report.steps, "draws": report.labeled_draws}
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
+from s2d_bench import resume
 from s2d_bench.plan import ancestors
 
 Build = Callable[[dict[str, Any], str, int], None]
@@ -48,7 +50,7 @@ def build_all(nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, di
     """
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     try:
-        with _terminate_is_an_interrupt():
+        with _terminate_is_an_interrupt(), resume.listening(interrupt=False, forward=lambda signum: _signal_workers(pool, signum)):
             _schedule(pool, nodes, jobs, build, cfgs, threads)
     except KeyboardInterrupt:  # Ctrl-C or a kill: no worker outlives the run (a half-built node is model.partial, redone)
         workers = list((pool._processes or {}).values())  # noqa: SLF001 - the executor has no public way to stop a task
@@ -61,6 +63,13 @@ def build_all(nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, di
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
+    """A stop asked of the run (SIGUSR1) reaches every worker: each saves at its stage's next step and stops."""
+    for proc in list((pool._processes or {}).values()):  # noqa: SLF001 - as in build_all
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signum)
+
+
 def _worker_init() -> None:
     """Worker initializer. Ctrl-C reaches the whole process group; the parent alone answers it, by stopping the workers,
     so the user sees one line instead of a traceback per worker. Progress bars share a thread lock, not tqdm's default
@@ -68,6 +77,7 @@ def _worker_init() -> None:
     from tqdm import tqdm
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a stop forwarded to an idle worker; a building one listens (resume.listening)
     tqdm.set_lock(threading.RLock())
 
 
@@ -94,6 +104,8 @@ def _schedule(pool: ProcessPoolExecutor, nodes: dict[str, Any], jobs: int, build
     done: set[str] = set()
     running: dict[Future, str] = {}
     while waiting or running:
+        if resume.stop_requested():
+            waiting.clear()  # a stop was asked for: start nothing new; the running nodes save at their next step and stop
         for node_id, node in list(waiting.items()):
             if len(running) >= jobs:
                 break
@@ -102,6 +114,8 @@ def _schedule(pool: ProcessPoolExecutor, nodes: dict[str, Any], jobs: int, build
                 alone = not running and all(node_id in _built_from(nodes, other) for other in waiting)
                 running[pool.submit(build, cfgs[node_id], node_id, threads * jobs if alone else threads)] = node_id
         if not running:
+            if not waiting:
+                break
             raise RuntimeError(f"nodes wait on nodes outside the plan: {sorted(waiting)}")
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in finished:
@@ -113,3 +127,4 @@ def _schedule(pool: ProcessPoolExecutor, nodes: dict[str, Any], jobs: int, build
                     other.cancel()
                 raise error
             done.add(node_id)
+    resume.stop_if_requested("the nodes built so far are kept")

@@ -27,6 +27,7 @@ finished nor queued or running (a failed node and the descendants its failure ca
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -72,7 +73,9 @@ def sbatch_args(job: SlurmJob) -> list[str]:
 
 def script(command: list[str]) -> str:
     """The job's script: every task of the job runs `command` as one rank of a torch.distributed group."""
-    ranks = 'RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID exec "$@"'
+    # SIGUSR1 (sbatch --signal, before the time limit) is ignored until Python listens for it (resume.listening): it would end
+    # a process still starting up
+    ranks = 'trap "" USR1; RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID exec "$@"'
     return "\n".join([
         "#!/bin/bash",
         "set -euo pipefail",
@@ -118,6 +121,18 @@ def states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
+def requeue(why: str) -> bool:
+    """In a Slurm job, after its stage saved and stopped (`why`): put the job back in the queue, under the same id (its
+    dependents keep waiting on it), to continue from the save. False outside a job. Rank 0 asks; Slurm ends every task."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    if os.environ.get("SLURM_PROCID", "0") == "0":
+        print(f"{why.split(';')[0]}; requeueing job {job}", file=sys.stderr, flush=True)
+        _slurm(["scontrol", "requeue", job])
+    return True
+
+
 def _folder(run_dir: Path) -> Path:
     return run_dir / "slurm"
 
@@ -155,7 +170,8 @@ def submit(runners: list, announce: Callable[[str], None] = print) -> dict[str, 
             continue
         deps = [live[d] for d in (node.parent, node.teacher) if d and d in live]
         command = [sys.executable, "-m", "s2d_bench.cli", "build-node", str(config_path), str(runner.cfg.seed), node_id]
-        job = _sbatch(folder, node_id, request(runner.cfg.slurm, kind_of(node.stage), node.stage), command, deps)
+        job = _sbatch(folder, node_id, request(runner.cfg.slurm, kind_of(node.stage), node.stage), command, deps,
+                      runner.cfg.slurm.signal_seconds)
         record["nodes"][node_id] = {"job": job, "stage": node.stage, "after": deps, "log": str(folder / "logs" / f"{node_id}-{job}.out"),
                                     "script": str(folder / f"{node_id}.sh"), "submitted": time.time()}
         live[node_id] = job
@@ -189,12 +205,14 @@ def _finished(runner, node) -> bool:  # noqa: ANN001 - a Runner and its Node
     return runner.dir.is_trained(node) and all(runner.dir.read_record(node, t) is not None for t in runner.targets)
 
 
-def _sbatch(folder: Path, name: str, job: SlurmJob, command: list[str], after: list[str]) -> str:
+def _sbatch(folder: Path, name: str, job: SlurmJob, command: list[str], after: list[str], signal_seconds: int = 0) -> str:
+    """Submit `command` as job `name`: its log appended to across requeues, cancelled if a dependency fails, signalled
+    `signal_seconds` before its time limit (0: not)."""
     (folder / "logs").mkdir(exist_ok=True)
     path = folder / f"{name}.sh"
     path.write_text(script(command))
-    args = ["sbatch", "--parsable", f"--job-name=s2d-{name}", f"--output={folder / 'logs' / f'{name}-%j.out'}",
-            "--kill-on-invalid-dep=yes", *sbatch_args(job)]
+    args = ["sbatch", "--parsable", f"--job-name=s2d-{name}", f"--output={folder / 'logs' / f'{name}-%j.out'}", "--open-mode=append",
+            "--kill-on-invalid-dep=yes", "--requeue", *([f"--signal=USR1@{signal_seconds}"] if signal_seconds else []), *sbatch_args(job)]
     if after:
         args.append(f"--dependency=afterok:{':'.join(after)}")
     return _slurm([*args, str(path)]).strip().split(";")[0]

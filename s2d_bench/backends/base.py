@@ -15,6 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.config import DistillConfig, GRPOConfig
 from s2d_bench.harness.rewards import Reward
+from s2d_bench.resume import Checkpoints
 from s2d_bench.tasks.base import Problem
 
 Logger = Callable[[dict], None]
@@ -32,6 +33,7 @@ class RLJob:
     cfg: GRPOConfig
     seed: int
     log: Logger
+    checkpoints: Checkpoints | None = None  # where the stage saves the state it continues from (resume.py); None: never
 
 
 @dataclass
@@ -47,6 +49,7 @@ class DistillJob:
     seed: int
     log: Logger
     workdir: str | None = None  # the stage's own folder, for caches a backend keeps (TRL: teacher rollouts)
+    checkpoints: Checkpoints | None = None  # as RLJob's
 
 
 @dataclass

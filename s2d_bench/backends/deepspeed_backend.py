@@ -17,6 +17,7 @@ import contextlib
 import copy
 import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import deepspeed
@@ -80,6 +81,15 @@ class DeepSpeedTrainer:
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
+
+    def save_state(self, folder: Path) -> None:
+        """DeepSpeed's own checkpoint: each rank writes its partition of the weights and optimizer states."""
+        self.engine.save_checkpoint(str(folder), tag="state", save_latest=False)
+
+    def load_state(self, folder: Path) -> None:
+        path, _ = self.engine.load_checkpoint(str(folder), tag="state", load_optimizer_states=True, load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"{folder}: no DeepSpeed state to continue from")
 
     def finish(self) -> None:
         if self.model is not self.target:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import torch
@@ -28,6 +29,14 @@ class Trainer(Protocol):
 
     def finish(self) -> None:
         """Leave the trained weights in the model the stage was handed (it is saved next)."""
+        ...
+
+    def save_state(self, folder: Path) -> None:
+        """Write what the next step depends on (weights, optimizer states) into `folder`; every rank calls it (resume.py)."""
+        ...
+
+    def load_state(self, folder: Path) -> None:
+        """Take the state `save_state` wrote, exactly."""
         ...
 
 
@@ -84,6 +93,15 @@ class AdamWTrainer:
 
     def finish(self) -> None:
         return None
+
+    def save_state(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}, folder / "state.pt")
+
+    def load_state(self, folder: Path) -> None:
+        state = torch.load(folder / "state.pt", map_location=next(self.model.parameters()).device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
 
 
 class LocalRuntime:

@@ -125,6 +125,11 @@ def _add(totals: dict[str, float], stats: dict[str, float], share: float) -> Non
         totals[key] = totals.get(key, 0.0) + value * share
 
 
+def _steps(name: str, start: int, steps: int, rt: Runtime) -> tqdm:
+    """The stage's step bar from `start` (a continued stage's first step), on rank 0."""
+    return tqdm(range(start, steps), desc=name, unit="step", initial=start, total=steps, dynamic_ncols=True, disable=rt.rank > 0)
+
+
 class TorchBackend:
     name = "torch"
 
@@ -165,8 +170,9 @@ class TorchBackend:
         trainer = rt.trainer(job.policy, cfg.lr, cfg.max_grad_norm)
         model = trainer.model
         sampling = Sampling(k=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-        draws: list[str] = []
-        bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
+        start, kept = job.checkpoints.resume(trainer, rng) if job.checkpoints else (0, {})  # after the reference: the stage's start
+        draws: list[str] = kept.get("draws", [])
+        bar = _steps(job.name, start, cfg.steps, rt)
         with self._engine(model, job.tok, trained=True) as engine:
             for step in bar:
                 problems, seeds = draw_step(rng, job.problems, cfg.prompts_per_step)
@@ -184,6 +190,8 @@ class TorchBackend:
                 metrics = {**metrics, **per_sequence, "grading_timeouts": timeouts}  # the rest is global already (global_means)
                 job.log({"step": step, **metrics})
                 bar.set_postfix(reward=f"{metrics['reward']:.3f}")
+                if job.checkpoints:
+                    job.checkpoints.step_done(step + 1, cfg.steps, trainer, rt, rng, {"draws": draws})
         trainer.finish()
         return StageReport(steps=cfg.steps, labeled_draws=draws)
 
@@ -202,7 +210,8 @@ class TorchBackend:
         trainer = rt.trainer(job.student, cfg.lr, cfg.max_grad_norm)
         sampler = teacher if teacher_samples else trainer.model
         sampling = Sampling(k=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-        bar = tqdm(range(cfg.steps), desc=job.name, unit="step", dynamic_ncols=True, disable=rt.rank > 0)
+        start, _ = job.checkpoints.resume(trainer, rng) if job.checkpoints else (0, {})
+        bar = _steps(job.name, start, cfg.steps, rt)
         with self._engine(sampler, job.tok, trained=not teacher_samples) as engine:
             for step in bar:
                 prompts, seeds = draw_step(rng, job.prompts, cfg.batch_size)
@@ -213,5 +222,7 @@ class TorchBackend:
                     metrics = distill_update(trainer, teacher, batch, objective, cfg, rt)  # global means already
                 job.log({"step": step, **metrics})
                 bar.set_postfix(kl=f"{metrics['kl_reverse']:.3f}")
+                if job.checkpoints:
+                    job.checkpoints.step_done(step + 1, cfg.steps, trainer, rt, rng, {})
         trainer.finish()
         return StageReport(steps=cfg.steps)

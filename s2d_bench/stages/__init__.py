@@ -11,6 +11,7 @@ from s2d_bench.backends.base import Backend, Logger, StageReport
 from s2d_bench.errors import UserError
 from s2d_bench.harness.rewards import Reward
 from s2d_bench.registry import Registry
+from s2d_bench.resume import Checkpoints
 from s2d_bench.tasks.base import Splits
 
 
@@ -28,6 +29,7 @@ class StageInputs:
     seed: int
     log: Logger
     workdir: str | None = None  # the stage's folder, for caches a backend may keep there
+    checkpoints: Checkpoints | None = None  # the stage's resumable saves (resume.py)
 
 
 def nonempty(items: list, stage: str, what: str) -> list:

@@ -11,7 +11,8 @@ from s2d_bench.stages import Stage, StageInputs, nonempty
 
 
 def run(x: StageInputs) -> StageReport:
-    job = RLJob("student_rl", x.model, x.tok, nonempty(x.splits.labeled, "student_rl", "labeled problems"), x.reward, x.cfg, x.seed, x.log)
+    job = RLJob("student_rl", x.model, x.tok, nonempty(x.splits.labeled, "student_rl", "labeled problems"), x.reward, x.cfg, x.seed, x.log,
+                x.checkpoints)
     return x.backend.student_rl(job)
 
 

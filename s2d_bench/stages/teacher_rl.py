@@ -12,7 +12,8 @@ from s2d_bench.stages import Stage, StageInputs, nonempty
 
 
 def run(x: StageInputs) -> StageReport:
-    job = RLJob("teacher_rl", x.model, x.tok, nonempty(x.splits.labeled, "teacher_rl", "labeled problems"), x.reward, x.cfg, x.seed, x.log)
+    job = RLJob("teacher_rl", x.model, x.tok, nonempty(x.splits.labeled, "teacher_rl", "labeled problems"), x.reward, x.cfg, x.seed, x.log,
+                x.checkpoints)
     return x.backend.teacher_rl(job)
 
 

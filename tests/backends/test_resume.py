@@ -1,0 +1,65 @@
+"""A stage stopped mid-way (a real SIGUSR1, as Slurm sends before a time limit) saves its state, and the stage continued
+from that save ends with the weights, metrics and labeled draws of one uninterrupted run, on every backend that
+checkpoints (torch, DeepSpeed)."""
+
+import os
+import signal
+
+import pytest
+import torch
+from test_contract import _inputs
+
+from s2d_bench import resume
+from s2d_bench.config import CheckpointConfig
+from s2d_bench.errors import Stopped
+from s2d_bench.stages import STAGES
+
+
+def _run(backend: str, stage: str, folder, stop_after: int | None = None):
+    """The stage on fresh tiny models (same seeds every call), saving into `folder`; SIGUSR1 once `stop_after` steps are logged."""
+    x = _inputs(backend, stage, [f"stages.{stage}.steps=4"])
+    x.checkpoints = resume.Checkpoints(folder, CheckpointConfig(every_steps=0, every_minutes=0), stage=stage)
+    log = x.log
+
+    def logging(row: dict) -> None:
+        log(row)
+        if stop_after is not None and row["step"] == stop_after - 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    x.log = logging
+    with resume.listening(interrupt=False):
+        report = STAGES.get(stage).run(x)
+    return x, report
+
+
+@pytest.mark.parametrize("backend", ["torch", "deepspeed"])
+@pytest.mark.parametrize("stage", ["teacher_rl", "opd"])
+def test_a_stage_stopped_at_step_2_and_continued_equals_one_uninterrupted_run(backend, stage, tmp_path):
+    if backend == "deepspeed":
+        pytest.importorskip("deepspeed")
+    whole, report = _run(backend, stage, tmp_path / "whole")
+    assert not (tmp_path / "whole").exists() or not any((tmp_path / "whole").iterdir())  # nothing due, nothing asked: no save
+
+    with pytest.raises(Stopped, match=f"{stage} saved its state at step 2 of 4"):
+        _run(backend, stage, tmp_path / "cut", stop_after=2)
+    assert [p.name for p in (tmp_path / "cut").iterdir()] == ["step-00000002"]
+    continued, again = _run(backend, stage, tmp_path / "cut")
+
+    assert [row["step"] for row in continued.logged] == [2, 3]  # steps 0-1 were logged by the stopped run
+    assert continued.logged == whole.logged[2:]  # the same losses, rewards, norms from step 2 on
+    assert again.labeled_draws == report.labeled_draws and again.steps == 4  # RL: the draws before the stop are kept
+    for (name, a), b in zip(whole.model.state_dict().items(), continued.model.state_dict().values()):
+        assert torch.equal(a, b), f"{backend} {stage}: {name} differs from the uninterrupted run"
+
+
+def test_saves_come_every_n_steps_only_the_last_is_kept_and_a_save_cut_short_is_ignored(tmp_path):
+    x = _inputs("torch", "opd", ["stages.opd.steps=5"])
+    x.checkpoints = resume.Checkpoints(tmp_path, CheckpointConfig(every_steps=2, every_minutes=0), stage="opd")
+    seen = []
+    x.log = lambda row: seen.append(sorted(p.name for p in tmp_path.iterdir()))
+    STAGES.get("opd").run(x)
+    # before step s's save: after steps 2 and 4, one save each, the older removed; none after the last step
+    assert seen == [[], [], ["step-00000002"], ["step-00000002"], ["step-00000004"]]
+    assert x.checkpoints.latest() == (4, tmp_path / "step-00000004")
+    (tmp_path / "step-00000009" / "trainer").mkdir(parents=True)  # a save killed before its `complete` marker
+    assert x.checkpoints.latest()[0] == 4
