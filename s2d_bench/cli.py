@@ -350,9 +350,10 @@ def build_node(runs: str, seed: int, node: str) -> None:
     """A Slurm job's work (slurm.py): build NODE of the run of seed SEED among the configs in RUNS (slurm/runs.json)."""
     import json
 
-    from s2d_bench import distributed, resume, slurm
+    from s2d_bench import resume
 
-    with resume.listening(interrupt=False):  # Slurm's signal before the time limit: save, stop, requeue
+    with resume.listening(interrupt=False):  # Slurm's signal before the time limit (save, stop, requeue), from before torch loads
+        from s2d_bench import distributed, slurm
         from s2d_bench.pipeline import build_node as build
 
         cfg = next((c for c in json.loads(Path(runs).read_text()) if c["seed"] == seed), None)

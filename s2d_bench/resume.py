@@ -27,11 +27,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
-import torch
-
-from s2d_bench.config import CheckpointConfig
+if TYPE_CHECKING:
+    from s2d_bench.config import CheckpointConfig
 from s2d_bench.errors import Stopped
 
 _requested: list[str] = []  # why a stop was asked for (a signal's name), empty when none was
@@ -122,6 +121,8 @@ class Checkpoints:
         found = self.latest()
         if found is None:
             return 0, {}
+        import torch  # here, not at the top: a Slurm job listens for its signal before torch has loaded (cli build-node)
+
         step, path = found
         trainer.load_state(path / "trainer")
         loop = torch.load(path / "loop.pt", weights_only=False)  # our own file: a generator's state is a tuple
@@ -148,6 +149,8 @@ class Checkpoints:
                           stop_requested() or "another rank was asked to")
 
     def save(self, done: int, trainer: Saveable, rt: Agreeing, rng: random.Random, kept: dict[str, Any]) -> None:
+        import torch
+
         path = self.folder / f"step-{done:08d}"
         if self.main:
             shutil.rmtree(path, ignore_errors=True)  # a save of this step cut short

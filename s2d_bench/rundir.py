@@ -7,6 +7,7 @@ Layout, under `<run_dir>/`:
   nodes/<id>/eval-<hash>.json the record of one benchmark under its protocol (`identity.eval_file_hash`);
                               completions-<hash>.jsonl (every sample) and problems-<hash>.jsonl beside it
   nodes/<id>/diagnostics.json C1 (teacher RL) or C2 (distillation stages), see diagnostics.py
+  nodes/<id>/resume/          a stage's last resumable save while it trains (resume.py); kept by `clear`, removed on commit
   configs/<hash>.yaml         every config that used the directory; config.json the latest
   arms/<suite>-<hash>-seed<seed>.json   each run's arm paths (with configs/, what `store rebuild` remakes the store from)
   results.jsonl               the records of the latest config, every seed, oldest first

@@ -71,13 +71,15 @@ def sbatch_args(job: SlurmJob) -> list[str]:
     return args + list(job.extra)
 
 
-def script(command: list[str]) -> str:
-    """The job's script: every task of the job runs `command` as one rank of a torch.distributed group."""
+def script(command: list[str], options: list[str] = ()) -> str:
+    """The job's script: its sbatch `options` as #SBATCH lines (so `sbatch` of the file alone asks for the same job), then
+    every task of the job runs `command` as one rank of a torch.distributed group."""
     # SIGUSR1 (sbatch --signal, before the time limit) is ignored until Python listens for it (resume.listening): it would end
     # a process still starting up
     ranks = 'trap "" USR1; RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID exec "$@"'
     return "\n".join([
         "#!/bin/bash",
+        *(f"#SBATCH {option}" for option in options),
         "set -euo pipefail",
         'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))  # one port a job: jobs sharing a machine never collide",
@@ -207,15 +209,14 @@ def _finished(runner, node) -> bool:  # noqa: ANN001 - a Runner and its Node
 
 def _sbatch(folder: Path, name: str, job: SlurmJob, command: list[str], after: list[str], signal_seconds: int = 0) -> str:
     """Submit `command` as job `name`: its log appended to across requeues, cancelled if a dependency fails, signalled
-    `signal_seconds` before its time limit (0: not)."""
+    `signal_seconds` before its time limit (0: not) to save and requeue itself (resume.py); the job id."""
     (folder / "logs").mkdir(exist_ok=True)
     path = folder / f"{name}.sh"
-    path.write_text(script(command))
-    args = ["sbatch", "--parsable", f"--job-name=s2d-{name}", f"--output={folder / 'logs' / f'{name}-%j.out'}", "--open-mode=append",
-            "--kill-on-invalid-dep=yes", "--requeue", *([f"--signal=USR1@{signal_seconds}"] if signal_seconds else []), *sbatch_args(job)]
-    if after:
-        args.append(f"--dependency=afterok:{':'.join(after)}")
-    return _slurm([*args, str(path)]).strip().split(";")[0]
+    options = [f"--job-name=s2d-{name}", f"--output={folder / 'logs' / f'{name}-%j.out'}", "--open-mode=append", "--kill-on-invalid-dep=yes",
+               "--requeue", *([f"--signal=USR1@{signal_seconds}"] if signal_seconds else []), *sbatch_args(job)]
+    path.write_text(script(command, options))
+    after_ok = [f"--dependency=afterok:{':'.join(after)}"] if after else []
+    return _slurm(["sbatch", "--parsable", *after_ok, str(path)]).strip().split(";")[0]
 
 
 def wait(record: dict[str, Any], poll: float = 2.0) -> None:

@@ -16,7 +16,7 @@ from s2d_bench import slurm
 from s2d_bench.config import SlurmConfig, SlurmJob, load_config
 
 CLI = [sys.executable, "-m", "s2d_bench.cli"]
-GRID = ["ablate", "--drop", "warmup", *TINY_OVERRIDES, "slurm.job.cpus_per_task=1", "slurm.job.mem=2G"]
+GRID = ["ablate", "--drop", "warmup", *TINY_OVERRIDES, "stages.teacher_rl.steps=12", "slurm.job.cpus_per_task=1", "slurm.job.mem=2G"]
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,11 @@ def _queue_empty() -> bool:
     return not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip()
 
 
-def _wait(condition, timeout: float = 600) -> None:
+def _wait(condition, timeout: float = 600, poll: float = 1.0) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, "timed out waiting on the cluster"
-        time.sleep(1)
+        time.sleep(poll)
 
 
 def _records(run: Path) -> dict[str, float]:
@@ -55,6 +55,14 @@ def test_a_grid_through_slurm_matches_the_local_executor_and_a_cancelled_node_re
     queued = _cli(*args)
     assert "queued on Slurm" in queued.stdout
     jobs = slurm.read_jobs(remote)["nodes"]
+    (teacher_rl,) = [n for n, r in jobs.items() if r["stage"] == "teacher_rl"]
+    script = Path(jobs[teacher_rl]["script"]).read_text()  # the request travels in the script, as #SBATCH lines
+    assert "#SBATCH --signal=USR1@300\n" in script and "#SBATCH --requeue\n" in script and "#SBATCH --open-mode=append\n" in script
+    # what Slurm sends 300 s before the time limit, sent now, mid-stage: the job saves, requeues itself under the same id
+    # (its dependents keep waiting) and continues from the save; the weights compared below are an uninterrupted run's
+    _wait(lambda: (remote / "nodes" / teacher_rl / "metrics.jsonl").exists()
+          and (remote / "nodes" / teacher_rl / "metrics.jsonl").read_text().count("\n") >= 1, poll=0.05)
+    subprocess.run(["scancel", "--signal=USR1", jobs[teacher_rl]["job"]], check=True)
     warmup = next(r["job"] for r in jobs.values() if r["stage"] == "warmup")
     opd = next(n for n, r in jobs.items() if r["stage"] == "opd" and warmup in r["after"])  # the full arm's: one node after it
 
@@ -78,6 +86,8 @@ def test_a_grid_through_slurm_matches_the_local_executor_and_a_cancelled_node_re
 
     _cli(*args, "slurm.wait=true")  # the same command again: only what failed (and the collecting job) is queued
     again = slurm.read_jobs(remote)["nodes"]
+    log = Path(jobs[teacher_rl]["log"]).read_text(errors="replace")  # one log across the job's runs (open-mode append)
+    assert f"requeueing job {jobs[teacher_rl]['job']}" in log and "teacher_rl: continuing from its saved state at step" in log, log[-3000:]
     resubmitted = {n for n in jobs if again[n].get("job") not in (None, jobs[n].get("job"))}
     assert resubmitted == failed
     assert all(r["state"] == "done" for r in slurm.status(remote))
