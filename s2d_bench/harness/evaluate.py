@@ -93,7 +93,7 @@ def evaluate(
     if len(completions) != len(problems) * k:
         raise RuntimeError(f"engine returned {len(completions)} completions for {len(problems)} problems x k={k}")
     golds = [p.answer for p in problems for _ in range(k)]
-    verdicts = grade([c.text for c in completions], golds, grader, audit, pool, cfg.extraction)
+    verdicts = grade([c.text for c in completions], golds, grader, audit, pool, cfg.extraction, [p.rules for p in problems for _ in range(k)])
     correct = [[v.correct for v in verdicts[i * k : (i + 1) * k]] for i in range(len(problems))]
     answers = [[v.extracted for v in verdicts[i * k : (i + 1) * k]] for i in range(len(problems))]
     score = avg_at_k(correct, k)

@@ -26,8 +26,23 @@ def math_verify_equal(gold: str, pred: str | None) -> bool:
     """math-verify on boxed forms of both answers, gold first, with its alarm timeouts off."""
     if pred is None:
         return False
-    from math_verify import parse, verify
+    if "".join(pred.split()) == "".join(gold.split()):  # the gold as written (math-verify fails some: `x \in [-2,7]`)
+        return True
+    from math_verify import LatexExtractionConfig, parse, verify
 
-    gold_parsed = parse(f"$\\boxed{{{gold}}}$", parsing_timeout=None)
-    pred_parsed = parse(f"$\\boxed{{{pred}}}$", parsing_timeout=None)
+    # LaTeX extraction only: math-verify's default also reads plain expressions from the text, and when the LaTeX of an
+    # answer fails to parse it falls back to a number inside it (Minerva's `\hbar \omega(v+1/2) - ...` read as 2), so a
+    # wrong answer that fails the same way was right (benchmarks/reference_graders.py); unparsed, both compare as strings
+    latex = [LatexExtractionConfig()]
+    gold_parsed = parse(f"$\\boxed{{{gold}}}$", extraction_config=latex, parsing_timeout=None)
+    if _tautology(gold_parsed):  # math-verify folds letter case: the gold `N=n` reads n = n, which any equation then matched
+        return False  # (the gold as written was right above)
+    pred_parsed = parse(f"$\\boxed{{{pred}}}$", extraction_config=latex, parsing_timeout=None)
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+def _tautology(parsed: list) -> bool:
+    """A parsed gold that is an equation with the same expression on both sides (OlympiadBench's `N=n`, case folded)."""
+    import sympy
+
+    return bool(parsed) and isinstance(parsed[0], sympy.Equality) and sympy.simplify(parsed[0].lhs - parsed[0].rhs) == 0

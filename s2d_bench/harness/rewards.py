@@ -36,5 +36,5 @@ class PoolReward:
     def __call__(self, completions: list[str], problems: list[Problem]) -> Scores:
         if len(completions) != len(problems):
             raise ValueError(f"{len(completions)} completions for {len(problems)} problems")
-        verdicts = grade(completions, [p.answer for p in problems], self.grader, None, self.pool)
+        verdicts = grade(completions, [p.answer for p in problems], self.grader, None, self.pool, rules=[p.rules for p in problems])
         return Scores([float(v.correct) for v in verdicts], sum(v.timed_out for v in verdicts))

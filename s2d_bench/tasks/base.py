@@ -6,6 +6,8 @@ import re
 
 from dataclasses import dataclass
 
+from s2d_bench.tasks.answer_rules import PLAIN, AnswerRules
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -14,6 +16,7 @@ class Problem:
     answer: str  # the gold final answer, as the grader compares it
     subject: str = ""  # for per-subject breakdowns (MATH)
     level: int | None = None  # for per-level breakdowns (MATH 1-5)
+    rules: AnswerRules = PLAIN  # the benchmark's rewrites, the record's unit and tolerance (answer_rules.py)
 
 
 @dataclass(frozen=True)

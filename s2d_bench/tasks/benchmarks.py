@@ -13,6 +13,7 @@ from pathlib import Path
 
 from s2d_bench.errors import UserError
 from s2d_bench.models.refs import hub_offline
+from s2d_bench.tasks.answer_rules import AnswerRules
 from s2d_bench.tasks.base import Problem
 from s2d_bench.tasks.jsonl import read_jsonl
 
@@ -41,6 +42,7 @@ class Benchmark:
     # The answer a completion gives (tasks/base.EXTRACTIONS): boxes, as math-verify extracts, so a list answer boxed item by
     # item (`\boxed{-2} \quad \text{and} \quad \boxed{1}`) is read whole; 27 MATH-500 golds hold a comma
     extraction: str = "boxes"
+    rewrites: tuple[str, ...] = ()  # answer rewrites on gold and answer alike (answer_rules.REWRITES)
 
 
 MATH500 = Benchmark("math500", "math500.jsonl", "HuggingFaceH4/MATH-500", hf_fields={"id": "unique_id"})
@@ -50,7 +52,8 @@ AIME25 = Benchmark("aime25", "aime25.jsonl", "MathArena/aime_2025", hf_split="tr
 # AIME's protocol (16 samples, T 0.7, top-p 0.8, top-k 20, 8,192 tokens); Minerva Math, course problems, MATH-500's 4,096.
 COMPETITION = dict(max_new_tokens=8192)
 AMC23 = Benchmark("amc23", "amc23.jsonl", "math-ai/amc23", hf_split="test", **COMPETITION)
-MINERVA = Benchmark("minerva_math", "minerva_math.jsonl", "knoveleng/Minerva-Math", hf_split="train")
+MINERVA = Benchmark("minerva_math", "minerva_math.jsonl", "knoveleng/Minerva-Math", hf_split="train",
+                    rewrites=("trailing_unit", "e_notation"))
 OLYMPIADBENCH = Benchmark("olympiadbench", "olympiadbench.jsonl", "Hothan/OlympiadBench", hf_split="train",
                           hf_config="OE_TO_maths_en_COMP", hf_fields={"problem": "question", "answer": "final_answer"},
                           gold_in_dollars=True, **COMPETITION)
@@ -88,12 +91,15 @@ def _record_to_problem(bench: Benchmark, row: dict, index: int, mapped: bool) ->
     level = get("level")
     if isinstance(level, str):  # the hub MATH copy says "Level 3"
         level = int(level.split()[-1]) if level.split()[-1].isdigit() else None
+    tolerance = get("error")
     return Problem(
         id=str(problem_id if problem_id is not None else index),
         prompt=bench.template.format(problem=get("problem")),
         answer=answer,
         subject=str(get("subject") or ""),
         level=level,
+        rules=AnswerRules(bench.rewrites + (("list_variable",) if get("is_multiple_answer") else ()), get("unit") or None,
+                          float(tolerance) if tolerance else None),
     )
 
 

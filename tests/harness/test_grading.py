@@ -266,3 +266,29 @@ def test_each_extraction_reads_the_answers_its_golden_cases_say(extraction, pool
     assert [v.correct for v in verdicts] == [r[extraction] for r in EXTRACTION], [r["case"] for r in EXTRACTION]
     assert {r["last_box"] for r in EXTRACTION} == {r["boxes"] for r in EXTRACTION} == {True, False}
     assert any(r["last_box"] != r["boxes"] for r in EXTRACTION)
+
+
+RULES = [json.loads(line) for line in (Path(__file__).parent / "data" / "answer_rules_golden.jsonl").read_text().splitlines()]
+
+
+def test_each_benchmarks_answer_rules_give_the_verdicts_of_its_golden_cases(pool):
+    """Minerva's e-notation golds against `\\times 10^{n}`, OlympiadBench's units and tolerances, and math-verify's two
+    false positives found against the reference graders (benchmarks/reference_graders.py), as data."""
+    from s2d_bench.tasks.answer_rules import AnswerRules
+
+    rules = [AnswerRules(tuple(r.get("rewrites", ())), r.get("unit"), r.get("tolerance")) for r in RULES]
+    verdicts = grade([f"So \\boxed{{{r['answer']}}}{r.get('after', '')}" for r in RULES], [r["gold"] for r in RULES], pool=pool,
+                     rules=rules)
+    wrong = [r["case"] for r, v in zip(RULES, verdicts) if v.correct is not r["expected"]]
+    assert wrong == []
+    assert {r["expected"] for r in RULES} == {True, False}
+
+
+def test_the_benchmarks_records_carry_their_rules():
+    from s2d_bench.tasks.benchmarks import MINERVA, OLYMPIADBENCH, load_problems
+
+    minerva = load_problems(MINERVA, str(SHARED_DATA), limit=2)
+    assert {p.rules.rewrites for p in minerva} == {("trailing_unit", "e_notation")}
+    olympiad = {p.id: p.rules for p in load_problems(OLYMPIADBENCH, str(SHARED_DATA))}
+    assert (olympiad["olympiadbench-2592"].unit, olympiad["olympiadbench-2592"].tolerance) == ("%", 0.1)
+    assert sum(r.unit is not None for r in olympiad.values()) == 8 and sum(r.tolerance is not None for r in olympiad.values()) == 1

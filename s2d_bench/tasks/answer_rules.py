@@ -1,0 +1,96 @@
+"""A benchmark's answer rules, beyond what math-verify compares: rewrites of both answers, a record's unit and tolerance.
+
+Checked against each set's reference grader (benchmarks/reference_graders.py: lm-eval's Minerva normalisation,
+OlympiadBench's judger, Qwen2.5-Math's `math_equal`), on every gold and on variants whose verdict is known:
+- Minerva Math writes 58 golds in e-notation (`4.5e33`), which math-verify reads as 4.5 x e x 33 (Euler's e), so a
+  model's `4.5 \\times 10^{33}` was wrong; the `e_notation` rewrite turns either side's `4.5e33` into `4.5\\times 10^{33}`.
+- OlympiadBench records name a unit (`%`, `km/h`, `^{\\circ}`, ...) and a tolerance (`error`): a model that boxes the
+  unit with the number, or answers inside the tolerance, is right, as the official judger has it.
+Rules are data: `Benchmark.rewrites` names entries of REWRITES; unit and tolerance come from the record (Problem.rules).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+_E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])")
+
+
+def e_notation(text: str) -> str:
+    """`4.5e33` -> `4.5\\times 10^{33}`, `1e-5` -> `1\\times 10^{-5}`; a symbol such as `e^{2}` or `\\hbar e` is left alone."""
+    return _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times 10^{{{int(m.group(2))}}}", text)
+
+
+def list_variable(text: str) -> str:
+    """`x=a, b, c` -> `a, b, c`: a list of answers whose first item names the variable (OlympiadBench's multiple answers),
+    so the list compares as a set whatever its order, as the official judger pairs items."""
+    return re.sub(r"^\s*[A-Za-z]\s*=\s*(?=[^=]*,)", "", text)
+
+
+def trailing_unit(text: str) -> str:
+    """`6.4 \\text { days }` -> `6.4`: a unit in text after the value (Minerva's answers carry units, its golds none)."""
+    return re.sub(r"(?<=\S)\s*\\(?:text|mathrm)\s*\{[^{}]*\}\s*$", "", text)
+
+
+REWRITES: dict[str, Callable[[str], str]] = {"e_notation": e_notation, "list_variable": list_variable, "trailing_unit": trailing_unit}
+_SCIENTIFIC = re.compile(r"(-?\d+(?:\.\d+)?)(?:[eE]([-+]?\d+)|\\times10\^\{?(-?\d+)\}?)?")
+
+
+def number(text: str) -> float | None:
+    """A plain number, in e-notation or as `a \times 10^{n}`; None for anything else."""
+    match = _SCIENTIFIC.fullmatch("".join(text.split()))
+    if match is None:
+        return None
+    exponent = match.group(2) or match.group(3)
+    return float(match.group(1)) * 10 ** int(exponent) if exponent else float(match.group(1))
+
+
+@dataclass(frozen=True)
+class AnswerRules:
+    """How one problem's answers compare: `rewrites` (REWRITES names) on gold and answer alike; `unit` the record's unit,
+    dropped from the end of an answer that boxes it; `tolerance` an absolute one for numeric answers (OlympiadBench's
+    judger: |gold - answer| <= 1.01 x tolerance)."""
+
+    rewrites: tuple[str, ...] = ()
+    unit: str | None = None
+    tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.rewrites if r not in REWRITES]
+        if unknown:
+            raise ValueError(f"unknown answer rewrites {unknown}; known: {sorted(REWRITES)}")
+
+    def gold(self, text: str) -> str:
+        for name in self.rewrites:
+            text = REWRITES[name](text)
+        return text
+
+    def answer(self, text: str) -> str:
+        text = self.gold(text)
+        if self.unit:
+            for unit in sorted({self.unit.strip("$ "), self.unit.replace("%", "\\%").strip("$ ")}, key=len, reverse=True):
+                if unit and text.rstrip().endswith(unit):  # `\%` before `%`
+                    return text.rstrip()[: -len(unit)].rstrip()
+        return text
+
+    def decide(self, gold: str, answer: str | None) -> bool | None:
+        """The verdict these rules settle before any grader (gold and answer as `gold`/`answer` left them), else None:
+        - inside the record's tolerance: right (outside it, the grader decides);
+        - with `e_notation`, two numbers compare by value, relative 1e-9: math-verify rounds to 6 decimal places, so
+          Minerva's 2.88e-19 and 4.32e-19 were equal."""
+        if answer is None:
+            return None
+        gold_value, value = number(gold), number(answer)
+        if gold_value is None or value is None:
+            return None
+        if self.tolerance is not None and abs(gold_value - value) <= self.tolerance * 1.01:
+            return True
+        if "e_notation" in self.rewrites:
+            return math.isclose(gold_value, value, rel_tol=1e-9, abs_tol=0.0)
+        return None
+
+
+PLAIN = AnswerRules()
