@@ -21,8 +21,7 @@ from typing import Any
 import jinja2
 
 from s2d_bench.errors import UserError
-from s2d_bench.harness.evaluate import problems_path
-from s2d_bench.harness.records import eval_records
+from s2d_bench.harness.records import eval_records, problems_path
 from s2d_bench.writable import check_folder
 
 Z95 = 1.959964  # the normal 97.5% quantile: mean +- Z95 * stderr over problems

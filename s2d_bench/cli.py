@@ -61,12 +61,13 @@ def run(config_path: str | None, executor: str | None, overrides: tuple[str, ...
     Finished stages in the run directory are reused, so a rerun resumes where it stopped.
     """
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from s2d_bench import distributed
     from s2d_bench.config import load_config
+
+    cfg = load_config(config_path, [*overrides, *([f"executor={executor}"] if executor else [])])  # before torch loads: bad keys fail at once
+    from s2d_bench import distributed
     from s2d_bench.pipeline import Runner, run_all
     from s2d_bench.report import render
 
-    cfg = load_config(config_path, [*overrides, *([f"executor={executor}"] if executor else [])])
     runner = Runner(cfg)
     click.echo(f"s2d-bench run '{cfg.name}' seed={cfg.seed} backend={cfg.backend} device={runner.device} -> {cfg.output_dir}", err=True)
     done = run_all([runner], lambda line: click.echo(line, err=True) if line.startswith(" ") else None)  # the jobs queued
@@ -107,13 +108,14 @@ def ablate(config_path: str | None, drops: tuple[str, ...], baselines: tuple[str
 
     from s2d_bench.ablations import ablation_config, cache_savings
     from s2d_bench.config import load_config
-    from s2d_bench.leaderboards import build, render
-    from s2d_bench.pipeline import Runner, run_all
 
     if seeds < 1:
         raise CLIError("--seeds must be >= 1")
     overrides = (*overrides, *([f"executor={executor}"] if executor else []))
     cfg = ablation_config(load_config(config_path, list(overrides)), list(drops), list(baselines), everything, list(sweeps))
+    from s2d_bench.leaderboards import build, render  # the heavy stack, once the arguments are known good
+    from s2d_bench.pipeline import Runner, run_all
+
     start = time.perf_counter()
     runners = [Runner(dataclasses.replace(cfg, seed=seed)) for seed in range(cfg.seed, cfg.seed + seeds)]
     done = run_all(runners, lambda line: click.echo(line if line.startswith(" ") else
@@ -244,13 +246,19 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pathlib import Path
 
+    from s2d_bench.tasks import BENCHMARKS
+    from s2d_bench.tasks.benchmarks import GROUPS
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    for name in names:  # before torch loads: a misspelt benchmark fails at once
+        if name not in GROUPS:
+            BENCHMARKS.check(name)
     from s2d_bench.generation.engine import EngineConfig
     from s2d_bench.harness.suite import SuiteOptions, render, run_suite
 
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # a bar per weight load would drown the evaluation's own
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
     engine_cfg = EngineConfig(device=device, dtype=dtype, prompts_per_batch=batch_prompts, max_batch_tokens=max_batch_tokens,
                               tensor_parallel_size=tensor_parallel, thinking=thinking)
     from s2d_bench.store import Store
@@ -291,17 +299,19 @@ def plan_cmd(config_path: str | None, world: int | None, overrides: tuple[str, .
     shipped configs' hub models from a shipped table. Exits with status 2, naming the settings to change, when a
     phase would not fit preflight.device_memory_gb: check a long job before submitting it.
     """
-    from s2d_bench import budget, distributed, preflight
     from s2d_bench.config import load_config
+
+    if world is not None and world < 1:
+        raise CLIError("--world must be >= 1")
+    loaded = load_config(config_path, list(overrides))  # before torch loads: bad keys fail at once
+    from s2d_bench import budget, distributed, preflight
     from s2d_bench.harness.targets import TASK, entries, run_targets
     from s2d_bench.identity import run_hash
     from s2d_bench.plan import plan
     from s2d_bench.rundir import RunDir
     from s2d_bench.tasks import TASKS
 
-    cfg = preflight.check_config(load_config(config_path, list(overrides)))
-    if world is not None and world < 1:
-        raise CLIError("--world must be >= 1")
+    cfg = preflight.check_config(loaded)
     world = world or distributed.launched_world()
     nodes, folders = plan(cfg), RunDir(cfg.output_dir, cfg, run_hash(cfg), 0.0)
     task = TASKS.get(cfg.task.name)(cfg.task)

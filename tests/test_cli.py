@@ -1,3 +1,4 @@
+import pytest
 from click.testing import CliRunner
 
 from s2d_bench.cli import main
@@ -132,3 +133,26 @@ def test_ablate_then_leaderboard_and_publish(tiny_overrides, tmp_path):
     published = _run("leaderboard", "publish", "--out", str(tmp_path / "boards"))
     assert published.exit_code == 0, published.output
     assert sorted(p.name for p in (tmp_path / "boards").iterdir()) == ["tiny-ablation.png", "tiny.csv", "tiny.html", "tiny.md", "tiny.png", "tiny.tex"]
+
+
+@pytest.mark.parametrize("args, exit_code, says", [
+    (["ls"], 0, "backends:"),
+    (["browse", "/no/such/run"], 2, "is not a folder"),
+    (["run", "nosuch.key=1"], 2, "unknown key 'nosuch'"),
+    (["ablate", "--drop", "nosuch"], 2, "unknown stage to drop"),
+    (["plan", "nosuch=1"], 2, "unknown key"),
+    (["eval", "--model", "/no/model", "--tasks", "math500,nosuch"], 2, "unknown benchmark 'nosuch'"),
+])
+def test_a_listing_or_a_refused_command_answers_before_the_heavy_stack_loads(args, exit_code, says):
+    """`s2d-bench ls`, `browse` of a folder that is not there and a misspelt key or benchmark took 5-7 s (torch and
+    transformers loaded before the arguments were looked at); each answers from registries, the config and a path check
+    alone: torch, transformers and pandas are never imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from s2d_bench.cli import main; "
+            f"result = CliRunner().invoke(main, {args!r}); "
+            "print(result.exit_code, sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules)); print(result.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    first, _, output = out.stdout.partition("\n")
+    assert first == f"{exit_code} []" and says in output, out.stdout[-2000:] + out.stderr[-2000:]

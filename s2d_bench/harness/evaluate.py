@@ -29,6 +29,7 @@ from s2d_bench.generation.sampling import Sampling
 from s2d_bench.harness.grading import GradingPool, Verdict, grade
 from s2d_bench.harness.hendrycks import strip_string
 from s2d_bench.harness.metrics import AvgAtK, avg_at_k, maj_at_k, pass_at_k
+from s2d_bench.harness.records import problems_path
 from s2d_bench.tasks.base import Problem
 
 
@@ -139,11 +140,6 @@ def _vote_key(answer: str) -> str:
         return strip_string(answer)
     except Exception:  # noqa: BLE001 - an odd string still votes, as itself
         return answer
-
-
-def problems_path(completions: Path) -> Path:
-    """Where the problems of a completions file are: completions.jsonl -> problems.jsonl, completions-<h> -> problems-<h>."""
-    return completions.with_name(completions.name.replace("completions", "problems", 1))
 
 
 def _write_completions(path: Path, problems, completions, verdicts: list[Verdict], k: int, grader: str, audit: str | None) -> None:

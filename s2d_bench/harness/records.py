@@ -13,10 +13,12 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from s2d_bench.harness.evaluate import EvalResult
 from s2d_bench.harness.provenance import git_commit, package_versions
+
+if TYPE_CHECKING:  # evaluate.py brings the generation stack (torch); a reader of records (browse) needs none of it
+    from s2d_bench.harness.evaluate import EvalResult
 
 
 @dataclass
@@ -123,3 +125,8 @@ def eval_records(folder: Path) -> list[Path]:
     """The records of an `s2d-bench eval` folder: `<model>-<hash>/<benchmark>/results.json`, and `<benchmark>/results.json`
     of folders written before evaluations were kept apart by model."""
     return sorted([*folder.glob("*/*/results.json"), *folder.glob("*/results.json")])
+
+
+def problems_path(completions: Path) -> Path:
+    """Where the problems of a completions file are: completions.jsonl -> problems.jsonl, completions-<h> -> problems-<h>."""
+    return completions.with_name(completions.name.replace("completions", "problems", 1))

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-from s2d_bench.backends.base import Backend, Logger, StageReport
 from s2d_bench.errors import UserError
-from s2d_bench.harness.rewards import Reward
 from s2d_bench.registry import Registry
-from s2d_bench.resume import Checkpoints
-from s2d_bench.tasks.base import Splits
+
+if TYPE_CHECKING:  # types only: `s2d-bench ls` lists the registry without loading transformers
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from s2d_bench.backends.base import Backend, Logger, StageReport
+    from s2d_bench.harness.rewards import Reward
+    from s2d_bench.resume import Checkpoints
+    from s2d_bench.tasks.base import Splits
 
 
 @dataclass
