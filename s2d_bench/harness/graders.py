@@ -9,6 +9,8 @@ inside the killable pool (grading_pool.py).
 
 from __future__ import annotations
 
+import functools
+
 from s2d_bench.registry import Registry
 
 GRADERS: Registry = Registry("grader")
@@ -28,21 +30,30 @@ def math_verify_equal(gold: str, pred: str | None) -> bool:
         return False
     if "".join(pred.split()) == "".join(gold.split()):  # the gold as written (math-verify fails some: `x \in [-2,7]`)
         return True
-    from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify import verify
 
-    # LaTeX extraction only: math-verify's default also reads plain expressions from the text, and when the LaTeX of an
-    # answer fails to parse it falls back to a number inside it (Minerva's `\hbar \omega(v+1/2) - ...` read as 2), so a
-    # wrong answer that fails the same way was right (benchmarks/reference_graders.py); unparsed, both compare as strings
-    latex = [LatexExtractionConfig()]
-    gold_parsed = parse(f"$\\boxed{{{gold}}}$", extraction_config=latex, parsing_timeout=None)
-    if _tautology(gold_parsed):  # math-verify folds letter case: the gold `N=n` reads n = n, which any equation then matched
+    if _tautology(gold):  # math-verify folds letter case: the gold `N=n` reads n = n, which any equation then matched
         return False  # (the gold as written was right above)
-    pred_parsed = parse(f"$\\boxed{{{pred}}}$", extraction_config=latex, parsing_timeout=None)
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+    return bool(verify(list(_parsed(gold)), list(_parsed(pred)), timeout_seconds=None))
 
 
-def _tautology(parsed: list) -> bool:
-    """A parsed gold that is an equation with the same expression on both sides (OlympiadBench's `N=n`, case folded)."""
+@functools.lru_cache(maxsize=4096)
+def _parsed(answer: str) -> tuple:
+    """math-verify's parse of a boxed answer, kept: a gold is graded against each of its k samples, and a grading worker
+    parsed it k times (sympy objects are immutable, so one parse serves every comparison).
+
+    LaTeX extraction only: math-verify's default also reads plain expressions from the text, and when the LaTeX of an
+    answer fails to parse it falls back to a number inside it (Minerva's `\\hbar \\omega(v+1/2) - ...` read as 2), so a
+    wrong answer that fails the same way was right (benchmarks/reference_graders.py); unparsed, both compare as strings."""
+    from math_verify import LatexExtractionConfig, parse
+
+    return tuple(parse(f"$\\boxed{{{answer}}}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tautology(gold: str) -> bool:
+    """A gold that parses to an equation with the same expression on both sides (OlympiadBench's `N=n`, case folded)."""
     import sympy
 
+    parsed = _parsed(gold)
     return bool(parsed) and isinstance(parsed[0], sympy.Equality) and sympy.simplify(parsed[0].lhs - parsed[0].rhs) == 0
