@@ -25,9 +25,29 @@ def e_notation(text: str) -> str:
 
 
 def list_variable(text: str) -> str:
-    """`x=a, b, c` -> `a, b, c`: a list of answers whose first item names the variable (OlympiadBench's multiple answers),
-    so the list compares as a set whatever its order, as the official judger pairs items."""
-    return re.sub(r"^\s*[A-Za-z]\s*=\s*(?=[^=]*,)", "", text)
+    """`x=a, b, c` or `x=a, x=b` -> `a, b, c` / `a, b`: a list of answers that names its variable (OlympiadBench's
+    multiple answers), so the list compares as a set whatever its order, as the official judger pairs items. Only when
+    the first item names it and the others name nothing, or all name the same one (`f(x)=x, f(x)=-x` is left alone)."""
+    items = _top_level_items(text)
+    named = [re.match(r"\s*([A-Za-z])\s*=(?!=)", item) for item in items]
+    if len(items) < 2 or named[0] is None:
+        return text
+    variable = named[0].group(1)
+    if all("=" not in item for item in items[1:]) or all(m is not None and m.group(1) == variable for m in named):
+        return ",".join(item[m.end():] if m is not None else item for item, m in zip(items, named)).strip()
+    return text
+
+
+def _top_level_items(text: str) -> list[str]:
+    """`text` split at the commas outside brackets and braces."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return [*items, text[start:]]
 
 
 def trailing_unit(text: str) -> str:
