@@ -230,7 +230,8 @@ class Runner:
         partial = self.dir.clear(node) if main else out / "model.partial"
         start = time.perf_counter()
         prefix = node.stage if node.stage != "base" else f"pretrain_{node.role}"
-        saved = self.checkpoints(node).latest() if main and node.stage != "base" else None
+        checkpoints = self.checkpoints(node)
+        saved = checkpoints.latest() if main and node.stage != "base" else None
         if saved is not None:  # a continued stage: the rows of the steps it does not redo stay
             resume.kept_rows(out / "metrics.jsonl", saved[0])
         with (open(out / "metrics.jsonl", "a" if saved else "w") if main else open(os.devnull, "w")) as metrics, \
@@ -240,7 +241,7 @@ class Runner:
                 metrics.flush()
                 mirror(prefix, row, int(row.get("step", 0)))
 
-            model, tok, report = self.train_base(node, log) if node.stage == "base" else self._train_stage(node, log)
+            model, tok, report = self.train_base(node, log) if node.stage == "base" else self._train_stage(node, log, checkpoints)
         if main:
             plot_metrics(out / "metrics.jsonl", out / "curves.png", node.stage, f"{prefix}  ({node.id})")
         with self.backend.saving(model) if node.stage != "base" else contextlib.nullcontext():  # a stage: every rank enters
@@ -248,7 +249,7 @@ class Runner:
                 save(model, tok, partial)
         if main:
             self.dir.commit(node, report["steps"], time.perf_counter() - start, report["draws"])
-            shutil.rmtree(self.checkpoints(node).folder, ignore_errors=True)  # the model is committed: nothing to continue
+            shutil.rmtree(checkpoints.folder, ignore_errors=True)  # the model is committed: nothing to continue
         del model, tok
         gc.collect()  # a DeepSpeed engine and its optimizer states live until its model's reference cycle is collected
         if torch.cuda.is_available():
@@ -269,7 +270,7 @@ class Runner:
         pretrain(model, tok, self.task.pretrain_examples, model_cfg.pretrain, self.cfg.base_seed, log, desc=f"pretrain {node.role}")
         return model, tok, {"steps": model_cfg.pretrain.steps, "draws": []}
 
-    def _train_stage(self, node: Node, log) -> tuple[Any, Any, dict]:  # noqa: ANN001 - a metrics logger
+    def _train_stage(self, node: Node, log, checkpoints: resume.Checkpoints) -> tuple[Any, Any, dict]:  # noqa: ANN001 - a metrics logger
         stage = STAGES.get(node.stage)
         model, tok = self.backend.load(self.dir.model_ref(self.nodes[node.parent]), trained=True)
         teacher = (self.backend.load(self.dir.model_ref(self.nodes[node.teacher]), trained=False)[0]  # pair checked in preflight
@@ -277,7 +278,7 @@ class Runner:
         torch.manual_seed(node.seed)
         with GradingPool() as pool, resume.listening(interrupt=True):  # pool workers start only if the stage grades (RL stages)
             inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, pool), node.settings,
-                                 node.seed, log, str(self.dir.node_dir(node)), self.checkpoints(node))
+                                 node.seed, log, str(self.dir.node_dir(node)), checkpoints)
             report = stage.run(inputs)
         return model, tok, {"steps": report.steps, "draws": report.labeled_draws}
 

@@ -27,11 +27,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-if TYPE_CHECKING:
-    from s2d_bench.config import CheckpointConfig
 from s2d_bench.errors import Stopped
+
+if TYPE_CHECKING:  # types only: importing this module must not load torch (cli build-node listens before it does)
+    from s2d_bench.backends.runtime import Runtime, Trainer
+    from s2d_bench.config import CheckpointConfig
 
 _requested: list[str] = []  # why a stop was asked for (a signal's name), empty when none was
 _forwards: list[Callable[[int], None]] = []  # who else is told (listening's `forward`)
@@ -42,18 +44,6 @@ def stop_if_requested(what: str) -> None:
     reason = stop_requested()
     if reason is not None:
         raise Stopped(what, reason)
-
-
-class Saveable(Protocol):
-    def save_state(self, folder: Path) -> None: ...
-
-    def load_state(self, folder: Path) -> None: ...
-
-
-class Agreeing(Protocol):
-    rank: int
-
-    def most(self, n: int) -> int: ...
 
 
 def stop_requested() -> str | None:
@@ -115,7 +105,7 @@ class Checkpoints:
         done = [(int(p.name.split("-")[1]), p) for p in self.folder.glob("step-*") if (p / "complete").exists()]
         return max(done) if done else None
 
-    def resume(self, trainer: Saveable, rng: random.Random) -> tuple[int, dict[str, Any]]:
+    def resume(self, trainer: Trainer, rng: random.Random) -> tuple[int, dict[str, Any]]:
         """Load the last save into `trainer` and `rng` (and torch's random states): (steps done, what the loop kept);
         (0, {}) when there is none."""
         found = self.latest()
@@ -135,7 +125,7 @@ class Checkpoints:
         self._last = time.monotonic()
         return step, loop["kept"]
 
-    def step_done(self, done: int, steps: int, trainer: Saveable, rt: Agreeing, rng: random.Random, kept: dict[str, Any]) -> None:
+    def step_done(self, done: int, steps: int, trainer: Trainer, rt: Runtime, rng: random.Random, kept: dict[str, Any]) -> None:
         """After each step, on every rank: save when one is due or a stop was asked for (on any rank), then stop if asked.
         The last step saves nothing: the model itself is saved next."""
         due = bool(self.cfg.every_steps and done % self.cfg.every_steps == 0) or \
@@ -148,7 +138,7 @@ class Checkpoints:
             raise Stopped(f"{self.stage} saved its state at step {done} of {steps} ({self.folder})",
                           stop_requested() or "another rank was asked to")
 
-    def save(self, done: int, trainer: Saveable, rt: Agreeing, rng: random.Random, kept: dict[str, Any]) -> None:
+    def save(self, done: int, trainer: Trainer, rt: Runtime, rng: random.Random, kept: dict[str, Any]) -> None:
         import torch
 
         path = self.folder / f"step-{done:08d}"

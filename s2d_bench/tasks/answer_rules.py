@@ -60,7 +60,7 @@ _SCIENTIFIC = re.compile(r"(-?\d+(?:\.\d+)?)(?:[eE]([-+]?\d+)|\\times10\^\{?(-?\
 
 
 def number(text: str) -> float | None:
-    """A plain number, in e-notation or as `a \times 10^{n}`; None for anything else."""
+    """A plain number, in e-notation or as `a \\times 10^{n}`; None for anything else."""
     match = _SCIENTIFIC.fullmatch("".join(text.split()))
     if match is None:
         return None
