@@ -98,6 +98,47 @@ def distill_loss(
     return loss, dict(zip(STATS, means))
 
 
+SERVED_STATS = ("kl_forward_topk", "kl_reverse_topk", "kl_sampled", "entropy")
+
+
+def _served_chunk(s_hidden, tokens, t_token, t_ids, t_top, s_head, objective: Objective, temperature: float) -> torch.Tensor:
+    """(m, 5): the objective against a served teacher (its sampled-token and top-k log-probs) and four statistics: both
+    KLs over the top k + tail (lower bounds of the exact ones), the sampled token's log-ratio (log p_S - log p_T on the
+    student's samples, log p_T - log p_S on the teacher's: each direction's single-sample estimate, exact in
+    expectation) and the student's entropy."""
+    s_logp = _log_softmax(s_head(s_hidden), temperature)
+    value = losses.ESTIMATE_SERVED[objective.estimator](s_logp, tokens, t_token, t_ids, t_top, objective.direction)
+    with torch.no_grad():
+        s_fixed = s_logp.detach()
+        tail = losses.log_tail_from_top(t_top)
+        ratio = s_fixed.gather(-1, tokens[:, None]).squeeze(-1) - t_token
+        stats = [losses.topk_kl_given(s_fixed, t_top, t_ids, tail, "forward"), losses.topk_kl_given(s_fixed, t_top, t_ids, tail, "reverse"),
+                 ratio if objective.direction == "reverse" else -ratio, losses.entropy_from_logp(s_fixed)]
+    return torch.stack([value, *stats], dim=-1)
+
+
+def served_distill_loss(
+    s_hidden: torch.Tensor,
+    s_head: torch.nn.Module,
+    teacher,  # noqa: ANN001 - served.teacher.TeacherLogprobs of these rows
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    objective: Objective,
+    chunk: int = 0,
+    min_chunks: int = 1,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """`distill_loss` against a served teacher: `teacher` holds its log-prob of each completion token (N, T) and its top
+    k (N, T, k) instead of hidden states and a head. Same chunking, same token mean."""
+    keep = mask.bool()
+    rows = (s_hidden[keep], tokens[keep], teacher.token[keep].float(), teacher.ids[keep], teacher.logp[keep].float())
+    values = _over_chunks(_served_chunk, rows, (s_head, objective, temperature), chunk, min_chunks)
+    count = max(len(values), 1)
+    loss = values[:, 0].sum() / count
+    means = (values[:, 1:].detach().sum(0) / count).tolist()
+    return loss, dict(zip(SERVED_STATS, means))
+
+
 def _over_chunks(fn, rows: tuple[torch.Tensor, ...], fixed: tuple, chunk: int, min_chunks: int) -> torch.Tensor:
     """fn(*row_slices, *fixed) on `chunk` rows at a time (checkpointed), padded to `min_chunks` calls; (M, width).
     There is always at least one call, empty when there are no rows, so fn gives the (0, width) result itself."""

@@ -269,6 +269,36 @@ def eval_cmd(model: str, tasks: str, engine: str, out_dir: str, thinking: bool, 
 
 
 @main.command()
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--served-model-name", default=None, help="The name clients ask for (default: MODEL, as vLLM).")
+@click.option("--max-logprobs", type=int, default=20, show_default=True,
+              help="Most log-probs a request may ask for per position, as vLLM's flag (-1: the vocabulary).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
+@_fail_cleanly
+def serve(model: str, host: str, port: int, served_model_name: str | None, max_logprobs: int, device: str, dtype: str) -> None:
+    """Serve MODEL over vLLM's completions API (the subset a served teacher uses) on the hf engine.
+
+    For CPU machines, tests and users without vLLM: `teacher: {server: http://HOST:PORT}` reaches it as it would reach
+    `vllm serve MODEL --max-logprobs K`. Prompts as text or token ids, seeded samples, `logprobs` and
+    `prompt_logprobs` with top-k alternatives, /tokenize, /detokenize, /v1/models.
+    """
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UserError("s2d-bench serve needs FastAPI and uvicorn: pip install 's2d-bench[serve]'") from None
+    if max_logprobs < -1:
+        raise UserError("--max-logprobs must be >= 0, or -1 for the whole vocabulary")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from s2d_bench.served.server import serve as run_server
+
+    run_server(model, host, port, served_model_name, max_logprobs, device, dtype)
+
+
+@main.command()
 @click.argument("folder")
 @click.option("--out", "out_dir", default=None, help="Where the pages go (default: FOLDER/browse).")
 @_fail_cleanly

@@ -87,13 +87,34 @@ class PretrainConfig:
 
 
 @dataclass
+class HTTPConfig:
+    timeout_s: float = _help("seconds a request to the server may take before it is tried again", 300.0)
+    retries: int = _help("tries after the first on a dropped connection, a timeout or a 5xx answer, with backoff 1, 2, 4 ... s", 5)
+    concurrency: int = _help("requests in flight at once (one prompt each: vLLM takes one seed a request)", 16)
+
+    def __post_init__(self) -> None:
+        require(self.timeout_s > 0 and self.retries >= 0 and self.concurrency >= 1,
+                "teacher.http: timeout_s > 0, retries >= 0, concurrency >= 1")
+
+
+@dataclass
 class ModelConfig:
     builder: str = _help("named model builder (s2d-bench ls); ignored when path is set", "")
     path: str = _help("local HF directory or hub id; used as is, without pretraining", "")
+    server: str = _help("teacher only: URL of a server speaking vLLM's completions API (`vllm serve MODEL --max-logprobs K`, or "
+                        "`s2d-bench serve MODEL`) that serves the teacher; it is never loaded here. The distillation stages "
+                        "train on its top-k and sampled-token log-probs (estimator topk or sampled)", "")
+    served_model: str = _help("with server: the name the server serves the teacher as (vllm serve's MODEL, or --served-model-name); "
+                              "it is the teacher's identity in node ids and the teacher cache, so serve other weights under another name", "")
+    http: HTTPConfig = _help("with server: timeouts, retries and concurrency of the requests", factory=HTTPConfig)
     pretrain: PretrainConfig = _help("pretraining of a built model on the task's corpus", factory=PretrainConfig)
 
     def __post_init__(self) -> None:
-        require(bool(self.builder) != bool(self.path), "set exactly one of builder (a named model built and pretrained here) and path (a saved model)")
+        require(sum(map(bool, (self.builder, self.path, self.server))) == 1,
+                "set exactly one of builder (a named model built and pretrained here), path (a saved model) and server (a served teacher)")
+        require(not self.server or bool(self.served_model),
+                "server: set served_model too, the name the server serves the teacher as (GET /v1/models lists it)")
+        require(not self.server or self.server.startswith(("http://", "https://")), f"server '{self.server}': give an http:// or https:// URL")
 
 
 @dataclass

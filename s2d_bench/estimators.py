@@ -17,10 +17,11 @@ DIRECTIONS = ("forward", "reverse")  # KL(teacher || student): the warmup; KL(st
 class Estimator:
     summary: str
     directions: tuple[str, ...] = DIRECTIONS  # the KL directions it has a form of
+    served: bool = True  # computable from a served teacher's sampled-token and top-k log-probs (no full vocabulary)
 
 
 ESTIMATORS: dict[str, Estimator] = {
-    "full": Estimator("exact KL over the vocabulary"),
+    "full": Estimator("exact KL over the vocabulary", served=False),
     "topk": Estimator("the teacher's top_k tokens plus a tail bucket"),
     "sampled": Estimator("log-ratio of the sampled token as a per-token advantage (reverse KL only: OPD)", ("reverse",)),
 }
@@ -35,6 +36,11 @@ def names() -> str:
 def described() -> str:
     """Every estimator with its summary, for the config's help text."""
     return "; ".join(f"'{name}': {e.summary}" for name, e in ESTIMATORS.items())
+
+
+def served() -> list[str]:
+    """The estimators a served teacher can feed (vLLM's API gives top-k log-probs, never the vocabulary)."""
+    return [name for name, e in ESTIMATORS.items() if e.served]
 
 
 def usable(direction: str) -> list[str]:

@@ -45,13 +45,15 @@ EVAL_SEED = 1234  # one sampling seed for every evaluation in a run: common rand
 # Where and how a config runs, not what it computes ("section.key": one key of a section; memory bounds give the same samples).
 # The C2 settings ("diagnostics") change no model or evaluation; each C2 record keeps its own prompt and sample counts.
 RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to", "eval.max_batch_tokens", "diagnostics",
-            "executor", "slurm", "checkpoint")
+            "executor", "slurm", "checkpoint", "teacher.http", "student.http")
 MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
 # Stage settings added after run directories existed, at the value that reproduces the earlier behaviour: left out of
 # node ids at that value, so the nodes of earlier runs are still found (and seeded, from their ids, as they were).
 LATER_DEFAULTS = {"mini_batches": 1}
 # run settings of the same kind: left out of config hashes at these values (eval.benchmarks: in each entry)
-LATER_RUN_DEFAULTS = {"seed_scope": "stages", "eval.extraction": "last_box", "eval.benchmarks.extraction": None}
+LATER_RUN_DEFAULTS = {"seed_scope": "stages", "eval.extraction": "last_box", "eval.benchmarks.extraction": None,
+                      **{f"{role}.{key}": "" for role in ("teacher", "student") for key in ("server", "served_model")}}
+SERVED_ONLY = {"server": "", "served_model": ""}  # a model config's served-teacher keys, at the value of a local model
 
 
 def config_hash(obj: Any) -> str:
@@ -106,7 +108,9 @@ def base_inputs(cfg: RunConfig, role: str) -> dict[str, Any]:
     from s2d_bench.models.refs import fingerprint
 
     model_cfg = getattr(cfg, role)
-    inputs = {"role": role, "model": to_dict(model_cfg), "task": to_dict(cfg.task)}
+    if model_cfg.server:  # the served name is the teacher (where it is served from, and how, is not)
+        return {"role": role, "served": model_cfg.served_model}
+    inputs = {"role": role, "model": without(to_dict(model_cfg), ("http",), SERVED_ONLY), "task": to_dict(cfg.task)}
     if cfg.seed_scope == "all" and not model_cfg.path:  # a base model per seed; 'stages' keeps the earlier ids
         inputs["seed"] = cfg.base_seed
     if model_cfg.path and Path(model_cfg.path).is_dir():  # the weights, not only their folder's name (refs.fingerprint)

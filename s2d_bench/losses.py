@@ -111,14 +111,32 @@ def token_kl_topk(student_logits: torch.Tensor, teacher_logits: torch.Tensor, di
 
 def topk_kl_from_logp(s_logp: torch.Tensor, t_logp: torch.Tensor, direction: str, k: int) -> torch.Tensor:
     """`token_kl_topk` from normalised log-probabilities."""
-    k = min(k, t_logp.shape[-1])
-    t_top, ids = t_logp.topk(k, dim=-1)
+    t_top, ids = t_logp.topk(min(k, t_logp.shape[-1]), dim=-1)
+    return topk_kl_given(s_logp, t_top, ids, _log_tail(t_logp, ids), direction)
+
+
+def topk_kl_given(s_logp: torch.Tensor, t_top: torch.Tensor, ids: torch.Tensor, t_tail: torch.Tensor, direction: str) -> torch.Tensor:
+    """The top-k + tail KL when only the teacher's top k are known: its log-probs `t_top` (..., k) of the tokens `ids`
+    (..., k) and the log of the mass outside them `t_tail` (..., 1); the student's (..., V) log-probabilities.
+    k covering the vocabulary leaves no tail: the full KL."""
     s_top = s_logp.gather(-1, ids)
-    if k == t_logp.shape[-1]:  # no tail: the full KL
+    if ids.shape[-1] >= s_logp.shape[-1]:
         return kl_from_logp(s_top, t_top, direction)
-    t_all = torch.cat([t_top, _log_tail(t_logp, ids)], dim=-1)
+    t_all = torch.cat([t_top, t_tail], dim=-1)
     s_all = torch.cat([s_top, _log_tail(s_logp, ids)], dim=-1)
     return kl_from_logp(s_all, t_all, direction)
+
+
+TAIL_FLOOR = 1e-6  # least tail mass `log_tail_from_top` gives: float32 sums of top-k probabilities reach 1 +- a few 1e-7
+
+
+def log_tail_from_top(t_top: torch.Tensor) -> torch.Tensor:
+    """log(1 - sum of the top-k probabilities), (..., 1), for a teacher known only by its top k (a served one).
+
+    `_log_tail` cannot be used (the rest of the vocabulary is not known), and the sum of k rounded probabilities may
+    reach 1; the tail is floored at TAIL_FLOOR, so a KL term never meets log 0. A bias of at most about 1e-6 nats."""
+    mass = t_top.float().exp().sum(-1, keepdim=True)
+    return torch.log1p(-mass.clamp(max=1.0 - TAIL_FLOOR))
 
 
 def _log_tail(logp: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
@@ -161,6 +179,15 @@ def sampled_token_reverse_kl(s_logp: torch.Tensor, t_logp: torch.Tensor, tokens:
     s_lp, t_lp = s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)
     return sampled_reverse_kl_per_token(s_lp, t_lp)
 
+
+# estimator name -> per-token objective from a teacher known only by its sampled-token and top-k log-probs (a served
+# teacher): (s_logp (m, V), sampled tokens (m,), t_token (m,), t_ids (m, k), t_top (m, k), direction) -> (m,).
+# 'full' has no entry: it needs the whole vocabulary (`estimators.Estimator.served`).
+ESTIMATE_SERVED = {
+    "topk": lambda s_logp, tokens, t_token, t_ids, t_top, direction: topk_kl_given(s_logp, t_top, t_ids, log_tail_from_top(t_top), direction),
+    "sampled": lambda s_logp, tokens, t_token, t_ids, t_top, direction: sampled_reverse_kl_per_token(
+        s_logp.gather(-1, tokens[:, None]).squeeze(-1), t_token),
+}
 
 # estimator name (`estimators.ESTIMATORS`) -> per-token objective (s_logp, t_logp, sampled tokens, direction, top_k) -> (m,)
 ESTIMATE = {

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,8 +45,13 @@ def node_lock(path: Path) -> Iterator[None]:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write then rename, per process: seeds run side by side share one run directory."""
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    write_atomic_bytes(path, text.encode())
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    """`write_atomic` for bytes (a tensor file): a reader finds the whole file or none."""
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 

@@ -15,7 +15,10 @@ signatures of the `LLM` methods we call; `SamplingParams`' fields with their def
 validation rules of `_verify_args` and greedy sampling, as Python conditions over `self`; the
 seed each of a request's n samples gets (`parallel_sampling.py`); the output classes' fields; the
 checkpoint-to-vLLM parameter renames (fused qkv_proj and gate_up_proj) of the Qwen3, Qwen2 and
-Llama loaders; and the engine start's reseeding, gc.freeze and free-memory check.
+Llama loaders; the engine start's reseeding, gc.freeze and free-memory check; and, for a teacher served over
+HTTP (`s2d_bench.served`, `s2d-bench serve`), the OpenAI-compatible server's routes, the fields and defaults of
+its completion, tokenize, model-list and error messages, `Logprob`'s fields, and the model config's
+`max_logprobs` and `logprobs_mode` (with what it says prompt log-probabilities are computed from).
 """
 
 from __future__ import annotations
@@ -197,13 +200,62 @@ def _engine(src: Path) -> dict:
     return {"llm_engine_attrs": attrs, "engine_core_shutdown": _params(_method(client, "shutdown"))}
 
 
+SERVED = {  # the server's messages s2d_bench.served speaks, by the file that defines them
+    "entrypoints/openai/completion/protocol.py": ("CompletionRequest", "CompletionLogProbs", "CompletionResponseChoice", "CompletionResponse"),
+    "entrypoints/serve/tokenize/protocol.py": ("TokenizeCompletionRequest", "TokenizeResponse", "DetokenizeRequest", "DetokenizeResponse"),
+    "entrypoints/serve/engine/protocol.py": ("ModelCard", "ModelList", "ErrorInfo", "ErrorResponse"),
+    "logprobs.py": ("Logprob",),
+}
+ROUTERS = ("entrypoints/openai/completion/api_router.py", "entrypoints/serve/tokenize/api_router.py",
+           "entrypoints/openai/models/api_router.py", "entrypoints/serve/instrumentator/health.py")
+
+
+def _default(value: ast.expr | None) -> object:
+    """A field's default: a literal, or the first argument or `default=` of a pydantic `Field(...)` (None otherwise)."""
+    if isinstance(value, ast.Call) and ast.unparse(value.func) == "Field":
+        given = [k.value for k in value.keywords if k.arg == "default"] or value.args[:1]
+        value = given[0] if given else None
+    try:
+        return ast.literal_eval(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _message_fields(cls: ast.ClassDef) -> dict[str, dict]:
+    """A pydantic message's fields: default (as `_default` reads it) and annotation, in declaration order."""
+    return {n.target.id: {"default": _default(n.value), "type": ast.unparse(n.annotation)}
+            for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+
+
+def _served(src: Path) -> dict:
+    """What a client of `vllm serve` and a server that stands in for it must agree on."""
+    messages = {name: _message_fields(_class(_tree(src, rel), name, rel)) for rel, names in SERVED.items() for name in names}
+    routes = []
+    for rel in ROUTERS:
+        for node in ast.walk(_tree(src, rel)):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("router.post", "router.get") and node.args:
+                path = ast.literal_eval(node.args[0])
+                routes.append(f"{ast.unparse(node.func).split('.')[1].upper()} {path}")
+    model = _class(_tree(src, "config/model.py"), "ModelConfig", "config/model.py")
+    config = {}
+    for i, node in enumerate(model.body):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in ("max_logprobs", "logprobs_mode"):
+            doc = model.body[i + 1]
+            text = doc.value.value if isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) else ""
+            config[node.target.id] = {"default": _default(node.value), "doc": " ".join(text.split())}
+    if "prompt_logprobs, processed_* and raw_* yield identical" not in config.get("logprobs_mode", {}).get("doc", ""):
+        raise ManifestError("ModelConfig.logprobs_mode no longer says prompt log-probs ignore the sampling processors: read "
+                            "config/model.py and how the model runner computes prompt logprobs, then update s2d_bench/served")
+    return {"messages": messages, "routes": sorted(set(routes)), "model_config": config}
+
+
 def _sources(src: Path) -> dict[str, str]:
     """sha256 of every file read, so a refresh shows which of them changed."""
     import hashlib
 
     files = ["_version.py", "entrypoints/llm.py", "engine/arg_utils.py", "sampling_params.py", "outputs.py",
              "v1/engine/parallel_sampling.py", "v1/engine/llm_engine.py", "v1/engine/core_client.py", "v1/engine/core.py",
-             "v1/worker/utils.py", "utils/torch_utils.py", *sorted({f"model_executor/{f}" for files in LOADERS.values() for f in files[:2]})]
+             "v1/worker/utils.py", "utils/torch_utils.py", *SERVED, *ROUTERS, "config/model.py", *sorted({f"model_executor/{f}" for files in LOADERS.values() for f in files[:2]})]
     return {f: hashlib.sha256((src / "vllm" / f).read_bytes()).hexdigest() for f in files}
 
 
@@ -228,6 +280,7 @@ def manifest(src: Path) -> dict:
         "loaders": {arch: _renames(src, *files) for arch, files in LOADERS.items()},
         "startup": _startup(src),
         "engine": _engine(src),
+        "served": _served(src),
         "sources": _sources(src),
     }
 

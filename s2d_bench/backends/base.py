@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -16,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from s2d_bench.config import DistillConfig, GRPOConfig
 from s2d_bench.harness.rewards import Reward
 from s2d_bench.resume import Checkpoints
+from s2d_bench.served.teacher import ServedTeacher
 from s2d_bench.tasks.base import Problem
 
 Logger = Callable[[dict], None]
@@ -42,7 +44,7 @@ class DistillJob:
 
     name: str
     student: PreTrainedModel
-    teacher: PreTrainedModel
+    teacher: PreTrainedModel | ServedTeacher  # resident beside the student, or on its own server (served/)
     tok: PreTrainedTokenizerBase
     prompts: list[str]
     cfg: DistillConfig
@@ -50,6 +52,7 @@ class DistillJob:
     log: Logger
     workdir: str | None = None  # the stage's own folder, for caches a backend keeps (TRL: teacher rollouts)
     checkpoints: Checkpoints | None = None  # as RLJob's
+    teacher_cache: Path | None = None  # a served teacher's warmup rollouts, content-addressed, shared by the run's nodes
 
 
 @dataclass

@@ -32,6 +32,7 @@ from s2d_bench.models.builders import load_pretrained
 from s2d_bench.models.checkpointing import checkpointing
 from s2d_bench.models.sequences import Batch, completion_hidden
 from s2d_bench.phasemem import phase
+from s2d_bench.served.teacher import ServedTeacher, TeacherLogprobs
 
 
 WEIGHT = " weight"  # the key `global_means` sends each rank's weight under (no metric is named so)
@@ -113,6 +114,26 @@ def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, obj
                 s_hidden, student.get_output_embeddings(), t_hidden, teacher.get_output_embeddings(), mb.completion_ids,
                 mb.completion_mask, objective, cfg.chunk_size, rt.most(chunked.n_chunks(mb.completion_mask, cfg.chunk_size)),
                 cfg.temperature,
+            )
+            trainer.backward(loss * share, last=i == len(parts) - 1)
+            _add(totals, {"loss": loss.item(), **stats}, share)
+    grad_norm = trainer.step()
+    return {**global_means(rt, totals, sum(shares)), "grad_norm": grad_norm, **global_means(rt, _lengths(batch), len(batch.completion_ids))}
+
+
+def served_update(trainer: Trainer, teacher: TeacherLogprobs, batch: Batch, objective: chunked.Objective, cfg, rt: Runtime) -> dict:
+    """`distill_update` against a served teacher: its log-probs of the batch's completion tokens and their top k
+    (`teacher`, the batch's rows) stand in for its hidden states; the student's side is the same."""
+    student = trainer.model
+    parts = micro_batches(batch.completion_ids.shape[0], cfg.micro_batch_size, rt)
+    shares = token_shares(batch, parts, rt)
+    totals: dict[str, float] = {}
+    with checkpointing(student, cfg.gradient_checkpointing):
+        for i, (part, share) in enumerate(zip(parts, shares)):
+            mb, view = batch.rows(part.rows), teacher.rows(part.rows)
+            loss, stats = chunked.served_distill_loss(
+                completion_hidden(student, mb), student.get_output_embeddings(), view, mb.completion_ids, mb.completion_mask, objective,
+                cfg.chunk_size, rt.most(chunked.n_chunks(mb.completion_mask, cfg.chunk_size)), cfg.temperature,
             )
             trainer.backward(loss * share, last=i == len(parts) - 1)
             _add(totals, {"loss": loss.item(), **stats}, share)
@@ -203,25 +224,39 @@ class TorchBackend:
         return self._distill(job, teacher_samples=False, objective=chunked.Objective("reverse", job.cfg.estimator, job.cfg.top_k))
 
     def _distill(self, job: DistillJob, teacher_samples: bool, objective: chunked.Objective) -> StageReport:
-        """Sample one completion per prompt (teacher or student); the student minimises `objective`."""
+        """Sample one completion per prompt (teacher or student); the student minimises `objective`.
+
+        A served teacher (served/) samples the warmup's rollouts with their top-k log-probs (from the teacher cache when
+        drawn before) and scores the student's samples in on-policy distillation; it is never resident here."""
         cfg, rt = job.cfg, self.runtime
         rng = random.Random(job.seed)
-        teacher = rt.frozen(job.teacher)
+        served = job.teacher if isinstance(job.teacher, ServedTeacher) else None
+        teacher = rt.frozen(job.teacher) if served is None else None
         trainer = rt.trainer(job.student, cfg.lr, cfg.max_grad_norm)
-        sampler = teacher if teacher_samples else trainer.model
+        sampler = teacher if teacher_samples else trainer.model  # None: the served teacher samples
         sampling = Sampling(k=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         start, _ = job.checkpoints.resume(trainer, rng) if job.checkpoints else (0, {})
         bar = _steps(job.name, start, cfg.steps, rt)
-        with self._engine(sampler, job.tok, trained=not teacher_samples) as engine:
+        opened = self._engine(sampler, job.tok, trained=not teacher_samples) if sampler is not None else contextlib.nullcontext()
+        with opened as engine:
             for step in bar:
                 prompts, seeds = draw_step(rng, job.prompts, cfg.batch_size)
                 mine, my_seeds = shard(prompts, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
-                with rt.full_weights(sampler), phase("rollout"):
-                    batch = engine.rollouts(mine, sampling, my_seeds).batch.to(trainer.model.device)
+                with phase("rollout"):
+                    if engine is None:
+                        roll, view = served.rollouts(mine, sampling, my_seeds, cfg.top_k, job.teacher_cache)
+                    else:
+                        with rt.full_weights(sampler):
+                            roll = engine.rollouts(mine, sampling, my_seeds)
+                        view = served.score(roll.batch, cfg.top_k) if served is not None else None
+                    batch = roll.batch.to(trainer.model.device)
                 with phase("update"):
-                    metrics = distill_update(trainer, teacher, batch, objective, cfg, rt)  # global means already
+                    if served is None:
+                        metrics = distill_update(trainer, teacher, batch, objective, cfg, rt)  # global means already
+                    else:
+                        metrics = served_update(trainer, view.to(batch.completion_ids.device), batch, objective, cfg, rt)
                 job.log({"step": step, **metrics})
-                bar.set_postfix(kl=f"{metrics['kl_reverse']:.3f}")
+                bar.set_postfix(kl=f"{metrics.get('kl_reverse', metrics.get('kl_reverse_topk', 0.0)):.3f}")
                 if job.checkpoints:
                     job.checkpoints.step_done(step + 1, cfg.steps, trainer, rt, rng, {})
         trainer.finish()
