@@ -172,9 +172,10 @@ def frozen_bytes(params: int, p: Precision, sharded: bool, world: int) -> float:
     return params * p.weights / (world if sharded else 1)
 
 
-def stage_estimate(stage: str, trains: str, params: dict[str, int], shapes: dict[str, Shape], st: StageShape, sampler: str,
+def stage_estimate(stage: str, trains: str, params: dict[str, int], shapes: dict[str, Shape], st: StageShape, sampler: str | None,
                    needs_teacher: bool, p: Precision, layout: dict, vllm_gib: float | None = None) -> dict:
-    """One stage's memory per rank in GiB: model states, then the larger of sampling and the update."""
+    """One stage's memory per rank in GiB: model states, then the larger of sampling and the update. `needs_teacher`:
+    the teacher is resident (not when it is served); `sampler` None: the rollouts are sampled elsewhere (a served teacher)."""
     parts = trained_parts(params[trains], p, layout["zero_stage"], layout["world"], layout["offload_optimizer"], layout["offload_params"])
     device, host = parts["weights"] + parts["grads"] + parts["optimizer"], parts["host"]
     if needs_teacher:
@@ -182,9 +183,12 @@ def stage_estimate(stage: str, trains: str, params: dict[str, int], shapes: dict
     reference = frozen_bytes(params[trains], p, layout["zero_stage"] >= 3, layout["world"]) if st.reference else 0.0
     device += reference  # built in the weights' precision, partitioned under ZeRO-3 (backends' `reference`)
     itemsize = p.weights
-    rollout = vllm_gib * GIB if vllm_gib is not None else rollout_bytes(shapes[sampler], st, itemsize)
+    if sampler is None:  # a served teacher samples on its server: nothing here
+        rollout = 0.0
+    else:
+        rollout = vllm_gib * GIB if vllm_gib is not None else rollout_bytes(shapes[sampler], st, itemsize)
     sharded = layout["teacher_zero3"] if sampler == "teacher" and trains != "teacher" else layout["zero_stage"] >= 3
-    gathered = params[sampler] * p.weights * (1 - 1 / layout["world"]) if vllm_gib is None and sharded else 0.0
+    gathered = params[sampler] * p.weights * (1 - 1 / layout["world"]) if sampler is not None and vllm_gib is None and sharded else 0.0
     rollout += gathered  # the built-in sampler gathers a ZeRO-3 model's whole weights once per rollout
     train = training_bytes(shapes[trains], shapes["teacher"] if needs_teacher else None, st, itemsize)
     peak = max(rollout, sum(train.values()))
@@ -260,25 +264,27 @@ def eval_bytes(model: Shape, params: int, b: int, samples: int, prompt_tokens: i
     return {"weights": params * itemsize, "work": _sampling_bytes(model, b, samples, prompt_tokens, new_tokens, itemsize)}
 
 
-def c2_bytes(teacher: Shape, student: Shape, params: dict[str, int], b: int, samples: int, prompt_tokens: int, new_tokens: int,
+def c2_bytes(teacher: Shape | None, student: Shape, params: dict[str, int], b: int, samples: int, prompt_tokens: int, new_tokens: int,
              chunk: int, itemsize: int) -> dict[str, float]:
     """C2 around one distillation node: teacher and one student held, the larger of sampling and scoring a batch."""
-    sampling = max(_sampling_bytes(s, b, samples, prompt_tokens, new_tokens, itemsize) for s in (teacher, student))
+    here = [m for m in (teacher, student) if m is not None]  # a served teacher (None) samples and scores on its server
+    sampling = max(_sampling_bytes(s, b, samples, prompt_tokens, new_tokens, itemsize) for s in here)
     n, length = b * samples, prompt_tokens + new_tokens
-    big = max(teacher, student, key=lambda s: s.layer_elements())
-    both = teacher.hidden + student.hidden  # hidden states, then their completion positions copied out for the loss
+    big = max(here, key=lambda s: s.layer_elements())
+    both = sum(m.hidden for m in here)  # hidden states, then their completion positions copied out for the loss
     scoring = (n * length * (both + 3 * big.intermediate + 4 * big.hidden + length) + n * new_tokens * both) * itemsize
     positions = min(chunk, n * new_tokens) if chunk else n * new_tokens
-    scoring += positions * max(teacher.vocab, student.vocab) * 4 * 6  # both heads' logits, log-softmax and products
-    return {"weights": (params["teacher"] + params["student"]) * itemsize, "work": max(sampling, scoring), "sampling": sampling,
-            "scoring": scoring}
+    scoring += positions * max(m.vocab for m in here) * 4 * 6 // (3 if teacher is None else 1)  # heads' logits, log-softmax, products
+    weights = (params["student"] + (params["teacher"] if teacher is not None else 0)) * itemsize
+    return {"weights": weights, "work": max(sampling, scoring), "sampling": sampling, "scoring": scoring}
 
 
 def render(report: dict) -> str:
     """The preflight table printed before the first stage."""
     p = report["params"]
     memory = f"{report['device_memory_gib']:.0f} GiB" if report.get("device_memory_gib") else "not known (set preflight.device_memory_gb)"
-    lines = [f"preflight: teacher {p['teacher'] / 1e6:,.1f}M params, student {p['student'] / 1e6:,.1f}M params; "
+    teacher = f"teacher served at {report['served_teacher']}" if report.get("served_teacher") else f"teacher {p['teacher'] / 1e6:,.1f}M params"
+    lines = [f"preflight: {teacher}, student {p['student'] / 1e6:,.1f}M params; "
              f"backend {report['backend']}, {report['precision']}, ZeRO-{report['zero_stage']}, {report['world']} rank(s); device memory {memory}",
              "  memory per rank, GiB: states (GRPO's reference model, ref, included) + max(rollout KV, activations + logits + "
              "teacher hidden) = device",

@@ -285,11 +285,10 @@ def serve(model: str, host: str, port: int, served_model_name: str | None, max_l
     `vllm serve MODEL --max-logprobs K`. Prompts as text or token ids, seeded samples, `logprobs` and
     `prompt_logprobs` with top-k alternatives, /tokenize, /detokenize, /v1/models.
     """
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise UserError("s2d-bench serve needs FastAPI and uvicorn: pip install 's2d-bench[serve]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise UserError("s2d-bench serve needs FastAPI and uvicorn: pip install 's2d-bench[serve]'")
     if max_logprobs < -1:
         raise UserError("--max-logprobs must be >= 0, or -1 for the whole vocabulary")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -347,7 +346,7 @@ def plan_cmd(config_path: str | None, world: int | None, overrides: tuple[str, .
     task = TASKS.get(cfg.task.name)(cfg.task)
     click.echo(f"plan of '{cfg.name}' seed={cfg.seed} backend={cfg.backend}: {len(nodes)} nodes -> {cfg.output_dir}")
     for node in nodes:
-        state = "given" if node.from_path else "built" if (folders.node_dir(node) / "model").is_dir() else "to build"
+        state = "served" if node.served else "given" if node.from_path else "built" if (folders.node_dir(node) / "model").is_dir() else "to build"
         click.echo(f"  {node.id:<26} {node.role:<8} {state:<9} {', '.join(node.arms) or '(base)'}")
     evaluates_task = any(e.name == TASK for e in entries(cfg.eval.benchmarks))  # else the task's data (a training set) is not read
     targets = run_targets(cfg, task.grader, task.splits().test if evaluates_task else [])

@@ -176,6 +176,10 @@ class DistillConfig:
     chunk_size: int = _help("completion positions whose full-vocabulary logits exist at once (memory); 0: all", 1024)
     micro_batch_size: int = _help("sequences per forward/backward on one rank, gradients accumulated over a step (memory); 0: all", 0)
     gradient_checkpointing: bool = _help("recompute layer activations in backward instead of keeping them (memory for ~1/3 more compute)", False)
+    teacher_cache: bool | None = _help(
+        "warmup with a served teacher: keep its rollouts and top-k log-probs in <run_dir>/teacher-cache, one content-addressed file "
+        "per step's prompts and seeds, for every node that draws the same (a complete cache trains with no server); unset: the "
+        "warmup does, OPD does not. OPD cannot: its samples are the student's, new at every step", None)
 
     def __post_init__(self) -> None:
         require(self.micro_batch_size >= 0, "distill: micro_batch_size must be >= 0 (0: a rank's whole batch at once)")

@@ -25,12 +25,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench import chunked, phasemem
 from s2d_bench.config import DiagnosticsConfig
+from s2d_bench.estimators import DIRECTIONS
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.generation.hf import HFEngine
 from s2d_bench.generation.protocol import prompt_seeds
 from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.sequences import completion_hidden
 from s2d_bench.nodefiles import write_json
+from s2d_bench.served.teacher import ServedTeacher
 
 
 @torch.no_grad()
@@ -63,20 +65,61 @@ def kl_both_ways(
     return out
 
 
+@torch.no_grad()
+def served_kl_both_ways(
+    teacher: ServedTeacher, student: PreTrainedModel, prompts: list[str], max_new_tokens: int, seed: int, top_k: int,
+    settings: DiagnosticsConfig = DiagnosticsConfig(), batching: EngineConfig = EngineConfig(prompts_per_batch=0),
+) -> dict[str, float]:
+    """`kl_both_ways` with a served teacher, from what its API gives: the same samples (the teacher's drawn on its server from
+    the same per-prompt seeds; the student's here), scored by the sampled token's log-ratio, the single-sample estimate of
+    each direction's per-token KL (exact in expectation: log p_T - log p_S on teacher samples, log p_S - log p_T on student
+    samples), and by the KL over the teacher's top k + tail (a lower bound), both from the same top-k log-probs."""
+    sampling = Sampling(k=settings.c2_samples, temperature=1.0, max_new_tokens=max_new_tokens)
+    seeds = prompt_seeds(seed, len(prompts))
+    head = student.get_output_embeddings()
+    engine = HFEngine(student, teacher.tok, replace(batching, thinking=teacher.thinking))
+    out = {}
+    for direction in DIRECTIONS:
+        totals, tokens = {}, 0
+        for group in engine.batches(prompts, sampling):
+            mine, my_seeds = [prompts[i] for i in group], [seeds[i] for i in group]
+            if direction == "forward":  # KL(T || S) on the teacher's samples
+                roll, view = teacher.rollouts(mine, sampling, my_seeds, top_k)
+            else:
+                roll = engine.rollouts(mine, sampling, my_seeds)
+                view = teacher.score(roll.batch, top_k)
+            batch = roll.batch.to(student.device)
+            _, means = chunked.served_distill_loss(completion_hidden(student, batch), head, view.to(student.device), batch.completion_ids,
+                                                   batch.completion_mask, chunked.Objective(direction, "topk", top_k), chunk=settings.chunk_size)
+            count = int(batch.completion_mask.sum())
+            totals = {key: totals.get(key, 0.0) + value * count for key, value in means.items()}
+            tokens += count
+        out[f"kl_{direction}"] = totals["kl_sampled"] / max(tokens, 1)
+        out[f"kl_{direction}_topk"] = totals[f"kl_{direction}_topk"] / max(tokens, 1)
+    return out
+
+
 def c2(
-    teacher: PreTrainedModel, students: Iterable[tuple[str, Callable[[], PreTrainedModel]]], tok: PreTrainedTokenizerBase,
+    teacher: PreTrainedModel | ServedTeacher, students: Iterable[tuple[str, Callable[[], PreTrainedModel]]], tok: PreTrainedTokenizerBase,
     prompts: list[str], max_new_tokens: int, seed: int, thinking: bool = False, settings: DiagnosticsConfig = DiagnosticsConfig(),
-    batching: EngineConfig = EngineConfig(prompts_per_batch=0),
+    batching: EngineConfig = EngineConfig(prompts_per_batch=0), top_k: int = 64,
 ) -> dict[str, Any]:
     """C2 around one distillation stage: the teacher against each student, `students` as ("before"/"after", loader).
 
-    A student is loaded when its turn comes and let go after, so at most the teacher and one student are held."""
+    A student is loaded when its turn comes and let go after, so at most the teacher and one student are held. A served
+    teacher's record says its KLs are estimates (`served_kl_both_ways`), and from which top k."""
     prompts = prompts[: settings.c2_prompts]
     record: dict[str, Any] = {"prompts": len(prompts), "samples_per_prompt": settings.c2_samples}
+    served = isinstance(teacher, ServedTeacher)
+    if served:
+        record.update(teacher="served", kl_estimate="sampled-token log-ratio (kl_*_topk: top-k + tail lower bound)", top_k=top_k)
     for when, load in students:
         student = load()
         with phasemem.phase("c2"):  # the models loaded before it (budget.c2_bytes' weights), its work measured
-            measured = kl_both_ways(teacher, student, tok, prompts, max_new_tokens, seed, thinking, settings, batching)
+            if served:
+                measured = served_kl_both_ways(teacher, student, prompts, max_new_tokens, seed, top_k, settings, batching)
+            else:
+                measured = kl_both_ways(teacher, student, tok, prompts, max_new_tokens, seed, thinking, settings, batching)
         for key, value in measured.items():
             record[f"{key}_{when}"] = value
         del student
@@ -114,7 +157,12 @@ def of_node(node: Any, folder: Path, load: Callable[[str], tuple[Any, Any]], pro
     elif node.stage in C2_STAGES:
         teacher, tok = load(node.teacher)
         students = [(when, lambda i=i: load(i)[0]) for when, i in (("before", node.parent), ("after", node.id))]
-        result = {"kind": "c2", **c2(teacher, students, tok, prompts, max_new_tokens, seed, thinking, settings, batching)}
+        try:
+            result = {"kind": "c2", **c2(teacher, students, tok, prompts, max_new_tokens, seed, thinking, settings, batching,
+                                         getattr(node.settings, "top_k", 64))}
+        finally:
+            if isinstance(teacher, ServedTeacher):
+                teacher.close()
     else:
         return None
     write_json(path, result)

@@ -46,13 +46,15 @@ EVAL_SEED = 1234  # one sampling seed for every evaluation in a run: common rand
 # The C2 settings ("diagnostics") change no model or evaluation; each C2 record keeps its own prompt and sample counts.
 RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "preflight", "report_to", "eval.max_batch_tokens", "diagnostics",
             "executor", "slurm", "checkpoint", "teacher.http", "student.http")
-MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing")  # stage settings that trade memory for time and give the same step
+# stage settings that trade memory (or disk) for time and give the same step
+MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing", "teacher_cache")
 # Stage settings added after run directories existed, at the value that reproduces the earlier behaviour: left out of
 # node ids at that value, so the nodes of earlier runs are still found (and seeded, from their ids, as they were).
 LATER_DEFAULTS = {"mini_batches": 1}
 # run settings of the same kind: left out of config hashes at these values (eval.benchmarks: in each entry)
 LATER_RUN_DEFAULTS = {"seed_scope": "stages", "eval.extraction": "last_box", "eval.benchmarks.extraction": None,
-                      **{f"{role}.{key}": "" for role in ("teacher", "student") for key in ("server", "served_model")}}
+                      **{f"{role}.{key}": "" for role in ("teacher", "student") for key in ("server", "served_model")},
+                      **{f"stages.{stage}.teacher_cache": None for stage in ("warmup", "opd", "replay")}}
 SERVED_ONLY = {"server": "", "served_model": ""}  # a model config's served-teacher keys, at the value of a local model
 
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -30,6 +31,7 @@ from s2d_bench.backends import BACKENDS
 from s2d_bench.config import RunConfig, from_dict, to_dict
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig, resolve_device, resolve_dtype
+from s2d_bench.generation.protocol import stop_ids
 from s2d_bench.harness.grading import GradingPool
 from s2d_bench.harness.records import EvalRecord
 from s2d_bench.harness.rewards import PoolReward
@@ -44,6 +46,8 @@ from s2d_bench.plan import Node, arm_paths, arm_rows, base_node, plan
 from s2d_bench.reporting import REPORTERS, report_arms, report_evaluations, reporting
 from s2d_bench.reporting.curves import plot_metrics
 from s2d_bench.rundir import RunDir
+from s2d_bench.served.engine import ServedEngine
+from s2d_bench.served.teacher import ServedTeacher
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.store import Store
 from s2d_bench.tasks import TASKS
@@ -217,7 +221,10 @@ class Runner:
                             max_batch_tokens=self.cfg.eval.max_batch_tokens, thinking=self.cfg.prompt.thinking)
 
     def load(self, node_id: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-        """A built node's model and tokenizer, on this run's device."""
+        """A built node's model and tokenizer, on this run's device (a served teacher: its client and the student's tokenizer)."""
+        if self.nodes[node_id].served:
+            served = self.served_teacher()
+            return served, served.tok
         return load_pretrained(self.dir.model_ref(self.nodes[node_id]), self.device, dtype)
 
     # ------------------------------------------------------------------ training
@@ -258,6 +265,17 @@ class Runner:
         if node.stage != "base":
             resume.stop_if_requested(f"{node.stage} finished and its model is saved")  # a stop asked for in its last step
 
+    def teacher_cache(self, node: Node) -> Path | None:
+        """Where a stage keeps a served teacher's rollouts for every node of the run directory that draws the same
+        (served/teacher.py: content-addressed), when its config asks (`teacher_cache`)."""
+        served = node.teacher is not None and self.nodes[node.teacher].served
+        wanted = getattr(node.settings, "teacher_cache", None)
+        return self.dir.root / "teacher-cache" if served and node.stage == "warmup" and wanted is not False else None
+
+    def served_teacher(self) -> ServedTeacher:
+        """The served teacher with the student's tokenizer, for evaluating it and for C2 (no student model at hand)."""
+        return ServedTeacher.beside(self.cfg.teacher, self.dir.model_ref(self.base("student")), self.cfg.prompt.thinking)
+
     def checkpoints(self, node: Node) -> resume.Checkpoints:
         """Where a stage node saves the state it continues from (resume.py)."""
         return resume.Checkpoints(self.dir.node_dir(node) / "resume", self.cfg.checkpoint, distributed.is_main(), node.stage)
@@ -273,13 +291,21 @@ class Runner:
     def _train_stage(self, node: Node, log, checkpoints: resume.Checkpoints) -> tuple[Any, Any, dict]:  # noqa: ANN001 - a metrics logger
         stage = STAGES.get(node.stage)
         model, tok = self.backend.load(self.dir.model_ref(self.nodes[node.parent]), trained=True)
-        teacher = (self.backend.load(self.dir.model_ref(self.nodes[node.teacher]), trained=False)[0]  # pair checked in preflight
-                   if node.teacher is not None else None)
+        if node.teacher is not None and self.nodes[node.teacher].served:  # on its own server; tokenizer probed in preflight
+            teacher = ServedTeacher(self.cfg.teacher, tok, stop_ids(model, tok), self.cfg.prompt.thinking)
+        elif node.teacher is not None:  # pair checked in preflight
+            teacher = self.backend.load(self.dir.model_ref(self.nodes[node.teacher]), trained=False)[0]
+        else:
+            teacher = None
         torch.manual_seed(node.seed)
         with GradingPool() as pool, resume.listening(interrupt=True):  # pool workers start only if the stage grades (RL stages)
             inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, pool), node.settings,
-                                 node.seed, log, str(self.dir.node_dir(node)), checkpoints)
-            report = stage.run(inputs)
+                                 node.seed, log, str(self.dir.node_dir(node)), checkpoints, self.teacher_cache(node))
+            try:
+                report = stage.run(inputs)
+            finally:
+                if isinstance(teacher, ServedTeacher):
+                    teacher.close()
         return model, tok, {"steps": report.steps, "draws": report.labeled_draws}
 
     # ------------------------------------------------------------------ evaluation
@@ -288,7 +314,10 @@ class Runner:
         todo = [t for t in self.targets if not distributed.agree(self.dir.read_record(node, t) is not None if distributed.is_main() else None)]
         if not todo:
             return
-        engine = ENGINES.get(self.cfg.eval.engine).load(self.dir.model_ref(node), self._eval_engine_config())
+        if node.served:  # sampled on its server, under the run's prompt protocol
+            engine = ServedEngine(self.served_teacher())
+        else:
+            engine = ENGINES.get(self.cfg.eval.engine).load(self.dir.model_ref(node), self._eval_engine_config())
         desc = f"eval {node.stage}" + ("" if node.stage != "base" else f" {node.role}")
         fields = self.dir.record_fields(self.nodes, node)
         written = []

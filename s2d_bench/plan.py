@@ -38,12 +38,23 @@ class Node:
         """A base model loaded from `teacher.path`/`student.path`: nothing to train, nothing a stage consumed."""
         return self.stage == "base" and bool(self.cfg.get("path"))
 
+    @property
+    def served(self) -> bool:
+        """The teacher on its own server (`teacher.server`): nothing to train or load here; evaluated through the server."""
+        return self.stage == "base" and bool(self.cfg.get("server"))
+
+    @property
+    def given(self) -> bool:
+        """A base model that is not built here: from a path, or served."""
+        return self.from_path or self.served
+
 
 def plan(cfg: RunConfig) -> list[Node]:
     """Nodes in execution order, each once, with the arms that use it."""
     nodes: dict[str, Node] = {}
     base = {}
-    for role in ("teacher", "student"):
+    # a served teacher is evaluated with the student's tokenizer (the preflight probed them equal): the student's base first
+    for role in ("student", "teacher") if cfg.teacher.server else ("teacher", "student"):
         base[role] = Node(node_id(f"base-{role}", base_inputs(cfg, role)), "base", role, cfg=to_dict(getattr(cfg, role)))
         nodes[base[role].id] = base[role]
     for arm_name, arm in cfg.arms.items():
@@ -54,11 +65,22 @@ def plan(cfg: RunConfig) -> list[Node]:
             settings = cfg.stage_config(arm_name, stage_name)
             stage_cfg = to_dict(settings)
             this = node_id(stage_name, stage_inputs(cfg, stage_cfg, current[stage.trains], teacher))
-            node = nodes.setdefault(this, Node(this, stage_name, stage.trains, current[stage.trains], teacher, stage_cfg, settings=settings))
+            seed = served_draws_seed(cfg, settings, teacher) if stage.samples_from == "teacher" and cfg.teacher.server else None
+            node = nodes.setdefault(this, Node(this, stage_name, stage.trains, current[stage.trains], teacher, stage_cfg, seed=seed,
+                                               settings=settings))
             if arm_name not in node.arms:
                 node.arms.append(arm_name)
             current[stage.trains] = node.id
     return list(nodes.values())
+
+
+def served_draws_seed(cfg: RunConfig, settings: Any, teacher: str | None) -> int:
+    """The seed of a warmup on a served teacher: its teacher, the run's seed and its steps' sizes, never the student or its
+    learning rate, so every arm that warms a student up from that teacher draws the same prompts and sampling seeds and
+    reads the same teacher rollouts from the cache (served/teacher.py), each drawn once (common random numbers across
+    the arms). A local teacher's warmup keeps the seed of its id (`identity.node_seed`)."""
+    draws = {"teacher": teacher, "seed": cfg.seed, "steps": settings.steps, "batch_size": settings.batch_size}
+    return node_seed(node_id("warmup-draws", draws))
 
 
 def arm_paths(nodes: dict[str, Node], arms: Iterable[str]) -> dict[str, list[str]]:

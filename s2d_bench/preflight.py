@@ -46,6 +46,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
     """
     _names(cfg)
     _arms(cfg)
+    _served_teacher(cfg)
     refusals(cfg.backend).config(cfg)  # what the backend cannot express (backends/refusals.py)
     return cfg
 
@@ -89,6 +90,36 @@ def _refuse_sampled_warmup(stage: str, stage_cfg: Any, where: str) -> None:
             f"{where}.warmup.estimator: '{stage_cfg.estimator}' is a reverse-KL (OPD only) estimator; use {' or '.join(map(repr, usable))}")
 
 
+def _served_teacher(cfg: RunConfig) -> None:
+    """What a teacher on a server (teacher.server) cannot do: be trained here, give the whole vocabulary, or give log-probs
+    at another temperature than 1 (vLLM computes prompt log-probs from the raw logits in every `logprobs_mode`)."""
+    require(not cfg.student.server, "student.server: the student trains here; only the teacher can be served")
+    for arm_name, arm in cfg.arms.items():
+        for stage in arm.stages:
+            st = cfg.stage_config(arm_name, stage)
+            require(stage == "warmup" or not getattr(st, "teacher_cache", False),
+                    f"arms.{arm_name}.{stage}.teacher_cache: only the warmup's teacher rollouts can be cached; {stage} trains on the "
+                    "student's own samples, new at every step, so there is nothing to reuse")
+    if not cfg.teacher.server:
+        return
+    for arm_name, arm in cfg.arms.items():
+        require("teacher_rl" not in arm.stages,
+                f"arms.{arm_name}: teacher_rl trains the teacher, which lives on teacher.server; serve the RL-trained teacher "
+                "(vllm serve CHECKPOINT) and drop teacher_rl from the arm")
+        for stage in arm.stages:
+            if not STAGES.get(stage).needs_teacher:
+                continue
+            st = cfg.stage_config(arm_name, stage)
+            where = f"arms.{arm_name}.{stage}"
+            usable = [e for e in estimators.usable("forward" if stage == "warmup" else "reverse") if e in estimators.served()]
+            require(st.estimator in usable,
+                    f"{where}.estimator: '{st.estimator}' needs the teacher's whole vocabulary at every position and a server gives its "
+                    f"top-k log-probs; use {' or '.join(map(repr, usable))}")
+            require(st.temperature == 1.0,
+                    f"{where}.temperature: {st.temperature:g} with a served teacher; its log-probs are at temperature 1 (vLLM computes "
+                    "prompt log-probs from the raw logits whatever logprobs_mode), so the stage samples at temperature 1")
+
+
 def check_models(cfg: RunConfig) -> None:
     """A mistyped or incomplete model folder fails now, not after the other model trained."""
     for role in ROLES:
@@ -115,8 +146,10 @@ def run(cfg: RunConfig, nodes: list, backend_layout: dict[str, Any], targets: li
     Nothing is written here: the run directory is made only once every check has passed (pipeline.prepare), so a
     refused config leaves nothing behind."""
     layout = {**BASE_LAYOUT, "world": distributed.world(), **backend_layout}
-    toks = {role: _tokenizer(cfg, role) for role in ROLES}  # loaded once for both checks (a real tokenizer takes seconds)
-    if any(n.teacher for n in nodes):
+    toks = {role: _tokenizer(cfg, role) for role in local_roles(cfg)}  # loaded once for both checks (a real tokenizer takes seconds)
+    if any(n.teacher for n in nodes) and cfg.teacher.server:
+        check_served_teacher(cfg, toks["student"], targets)
+    elif any(n.teacher for n in nodes):
         check_pair(toks["teacher"], toks["student"])
         refusals(cfg.backend).pair(cfg, lambda role: _config(cfg, role).vocab_size)
     check_contexts(cfg, targets, toks)
@@ -125,6 +158,29 @@ def run(cfg: RunConfig, nodes: list, backend_layout: dict[str, Any], targets: li
         print(budget.render(report), file=sys.stderr)
     refuse_what_does_not_fit(report)
     return report
+
+
+def local_roles(cfg: RunConfig) -> list[str]:
+    """The roles whose model is here: both, or the student alone when the teacher is served."""
+    return [role for role in ROLES if not getattr(cfg, role).server]
+
+
+PROBES = ["0123456789 +-*/=^_{}()[]", "\\frac{\\sqrt{2}}{3} \\boxed{x^2} \\le \\pi", "Ünïcödé – 数学 ✓", "  spaces\n\ttabs  "]
+
+
+def check_served_teacher(cfg: RunConfig, tok: Any, targets: list) -> None:  # noqa: ANN001 - harness Targets
+    """The server answers, serves `teacher.served_model`, and tokenizes as the student does: its vocabulary reaches the
+    student's last id, and rendered prompts (the first problem of each benchmark), digits, LaTeX and non-ASCII text give
+    the same ids (served/teacher.py: `check_tokenizer`)."""
+    from s2d_bench.generation.protocol import render_texts, stop_ids_of
+    from s2d_bench.served.teacher import ServedTeacher
+
+    prompts = render_texts(tok, [t.problems[0].prompt for t in targets if t.problems], cfg.prompt.thinking)
+    served = ServedTeacher(cfg.teacher, tok, stop_ids_of(None, tok), cfg.prompt.thinking)
+    try:
+        served.check_tokenizer(prompts + PROBES)
+    finally:
+        served.close()
 
 
 def check_contexts(cfg: RunConfig, targets: list, toks: dict[str, Any]) -> None:  # noqa: ANN001 - harness Targets
@@ -218,7 +274,7 @@ def phase_report(cfg: RunConfig, nodes: list, layout: dict[str, Any], shapes: di
     for load in loads:
         share = math.ceil(load.problems / layout["world"])  # every rank samples its share of the problems
         b = budget.sample_batch(share, cfg.eval.prompts_per_batch, load.samples, prompt, load.new_tokens, cfg.eval.max_batch_tokens)
-        for role in sorted({n.role for n in nodes}):
+        for role in sorted({n.role for n in nodes} & set(shapes)):  # a served teacher is evaluated on its server
             est = lambda m, role=role, load=load: budget.eval_bytes(shapes[role], params[role], m, load.samples, prompt,  # noqa: E731
                                                                     load.new_tokens, itemsize)
             rows.append(_phase(f"eval {load.label}", role, b, load.samples * (prompt + load.new_tokens), est, memory))
@@ -226,7 +282,7 @@ def phase_report(cfg: RunConfig, nodes: list, layout: dict[str, Any], shapes: di
         c2, new = cfg.diagnostics, cfg.eval.max_new_tokens
         share = min(c2.c2_prompts, cfg.task.n_test)
         b = budget.sample_batch(share, cfg.eval.prompts_per_batch, c2.c2_samples, prompt, new, cfg.eval.max_batch_tokens)
-        est = lambda m: budget.c2_bytes(shapes["teacher"], shapes["student"], params, m, c2.c2_samples, prompt, new,  # noqa: E731
+        est = lambda m: budget.c2_bytes(shapes.get("teacher"), shapes["student"], params, m, c2.c2_samples, prompt, new,  # noqa: E731
                                         c2.chunk_size, itemsize)
         rows.append(_phase("c2", "both", b, c2.c2_samples * (prompt + new), est, memory))
     return rows
@@ -240,9 +296,11 @@ def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any], loads: li
                   known_shapes: bool = False) -> dict[str, Any]:
     """Parameter counts; per stage of the plan (its largest node), the memory per rank; and the phases after each
     stage (`loads`: the benchmarks every node is evaluated on; C2 when the plan distils)."""
-    configs = {role: _config(cfg, role, known_shapes) for role in ROLES}
+    configs = {role: _config(cfg, role, known_shapes) for role in local_roles(cfg)}
     shapes = {role: budget.Shape.of(c) for role, c in configs.items()}
     params = {role: budget.params_of(c) for role, c in configs.items()}
+    served = bool(cfg.teacher.server)  # then nothing of the teacher is here: no weights, no rollouts, no hidden states
+    params.setdefault("teacher", 0)
     precision = budget.PRECISIONS[layout["precision"]]
     memory = device_memory_gib(cfg)
     vllm = cfg.rollout.gpu_memory_utilization * memory if cfg.rollout.engine == "vllm" and memory else None
@@ -253,7 +311,8 @@ def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any], loads: li
             continue
         stage = STAGES.get(node.stage)
         st = stage_shape(cfg, node.settings, layout["world"])
-        sampler = "teacher" if stage.samples_from == "teacher" else stage.trains
+        sampler = ("teacher" if not served else None) if stage.samples_from == "teacher" else stage.trains
+        stage = replace(stage, needs_teacher=stage.needs_teacher and not served)
         row = estimates[node.id] = budget.stage_estimate(node.stage, stage.trains, params, shapes, st, sampler, stage.needs_teacher,
                                                          precision, layout, vllm)
         if (cfg.backend, node.stage) in budget.HOST_ROLLOUTS:  # every step's rollouts sampled first, held on the host
@@ -264,7 +323,7 @@ def memory_report(cfg: RunConfig, nodes: list, layout: dict[str, Any], loads: li
     rows = [{**row, "fixes": _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, memory) if memory else []}
             for row, st, stage, sampler in largest.values()]
     phases = phase_report(cfg, nodes, layout, shapes, params, list(loads), memory)
-    return {"params": params, "backend": cfg.backend, **layout, "device_memory_gib": memory,
+    return {"params": params, "served_teacher": cfg.teacher.server, "backend": cfg.backend, **layout, "device_memory_gib": memory,
             "prompt_tokens": cfg.preflight.prompt_tokens, "stages": rows, "phases": phases,
             "nodes": node_phases(nodes, estimates, phases)}
 

@@ -36,6 +36,11 @@ from s2d_bench.nodefiles import checksums, damage, write_atomic, write_json
 from s2d_bench.plan import Node, ancestors, labeled_consumed, labeled_per_stage
 
 
+def model_label(model_cfg) -> str:  # noqa: ANN001 - a config.ModelConfig
+    """How records name a model: its builder, its path, or its served name marked as served (the teacher on a server)."""
+    return model_cfg.builder or model_cfg.path or f"{model_cfg.served_model} (served)"
+
+
 @dataclass
 class RunDir:
     """The files of one config's runs (`cfg`, named `config_id`) under `root`; holds no model state."""
@@ -51,6 +56,8 @@ class RunDir:
 
     def model_ref(self, node: Node) -> str:
         """Where a node's model is loaded from: its folder, or the configured path of a base model built from one."""
+        if node.served:
+            return node.cfg["server"]
         return node.cfg["path"] if node.from_path else str(self.node_dir(node) / "model")
 
     def tb_dir(self, node: Node) -> Path:
@@ -83,14 +90,14 @@ class RunDir:
             return None
 
     def stage_info(self, node: Node) -> dict[str, Any]:
-        """What a built node's stage consumed (base models built from a path have no stage: nothing)."""
-        if node.from_path:
+        """What a built node's stage consumed (base models from a path or a server have no stage: nothing)."""
+        if node.given:
             return {"labeled_draws": 0, "labeled_ids": [], "seconds": 0.0}
         return json.loads((self.node_dir(node) / "stage.json").read_text())
 
     def is_trained(self, node: Node) -> bool:
         """The node's model is on disk and intact; a damaged node counts as unfinished (it is redone, with a warning)."""
-        if node.from_path:
+        if node.given:
             return True
         if not (self.node_dir(node) / "model").is_dir():
             return False
@@ -103,9 +110,9 @@ class RunDir:
         """What a pipeline record says beyond the evaluation itself: the node, its lineage and its label budget (`nodes`: the plan)."""
         infos = {n.id: self.stage_info(n) for n in ancestors(nodes, node.id)}  # each stage.json read once
         draws, unique = labeled_consumed(nodes, node.id, lambda n: infos[n.id])
-        model_id = {role: getattr(self.cfg, role).builder or getattr(self.cfg, role).path for role in ("teacher", "student")}
+        model_id = {role: model_label(getattr(self.cfg, role)) for role in ("teacher", "student")}
         return dict(
-            model=model_id[node.role], engine=self.cfg.eval.engine, thinking=self.cfg.prompt.thinking, seed=self.cfg.seed,
+            model=model_id[node.role], engine="served" if node.served else self.cfg.eval.engine, thinking=self.cfg.prompt.thinking, seed=self.cfg.seed,
             seed_scope=self.cfg.seed_scope,
             stage=node.stage, run=self.cfg.name, node=node.id, role=node.role, arms=node.arms, parent=node.parent,
             teacher_node=node.teacher, backend=self.cfg.backend, teacher_model=model_id["teacher"], student_model=model_id["student"],

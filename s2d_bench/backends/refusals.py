@@ -21,7 +21,9 @@ TRL_ESTIMATORS = ("full",)  # GKD and Distillation trainers compute the full-voc
 
 
 def _trl(cfg: RunConfig) -> None:
-    """TRL accumulates equal micro-batches and has only full-vocabulary divergences."""
+    """TRL accumulates equal micro-batches and has only full-vocabulary divergences, against a resident teacher model."""
+    require(not cfg.teacher.server, "backend=trl: TRL's distillation trainers score with a teacher model resident beside the student; "
+                                    "a served teacher (teacher.server) trains with backend=torch or backend=deepspeed")
     for _, stage, st in _stage_configs(cfg):
         per_step = st.step_sequences // st.step_mini_batches
         require(not (st.step_sequences % st.step_mini_batches or (st.micro_batch_size and per_step % st.micro_batch_size)),

@@ -25,7 +25,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from s2d_bench.config import ModelConfig
-from s2d_bench.generation.protocol import render
+from s2d_bench.generation.protocol import render, stop_ids_of
 from s2d_bench.generation.rollouts import Rollouts, rollouts_from_tokens
 from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.sequences import Batch
@@ -71,6 +71,25 @@ class ServedTeacher:
         self.cfg, self.tok, self.stop_ids, self.thinking = cfg, tok, stop_ids, thinking
         self.name = cfg.served_model
         self._client: Client | None = None
+
+    @classmethod
+    def beside(cls, cfg: ModelConfig, student_ref: str, thinking: bool) -> "ServedTeacher":
+        """The served teacher with the student's tokenizer and stop tokens (its folder's generation config), loaded without
+        its weights: for evaluating the teacher and for C2, where no student is at hand."""
+        from transformers import GenerationConfig
+
+        from s2d_bench.models.builders import load_tokenizer
+        from s2d_bench.models.refs import load_kwargs, resolve_model
+
+        ref = resolve_model(student_ref)
+        tok = load_tokenizer(ref)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        try:
+            generation = GenerationConfig.from_pretrained(ref, **load_kwargs(ref))
+        except OSError:  # a folder without generation_config.json: the tokenizer's EOS alone
+            generation = None
+        return cls(cfg, tok, stop_ids_of(generation, tok), thinking)
 
     @property
     def url(self) -> str:
@@ -122,18 +141,28 @@ class ServedTeacher:
         seqs = self.client.map(lambda pair: self._score(*pair, k), list(zip(prompts, completions)))
         return TeacherLogprobs.pack(seqs, batch.completion_ids.shape[1], k)
 
-    def _sample(self, row: list[int], seed: int, sampling: Sampling, k: int) -> list[tuple[list[int], list]]:
+    def _sample(self, row: list[int], seed: int, sampling: Sampling, k: int | None) -> list[tuple[list[int], list]]:
+        """`sampling.k` samples of one prompt from `seed`: (token ids, per position (log-prob, top k)) each; k None: ids only."""
         body = {"model": self.name, "prompt": row, "n": sampling.k, "seed": seed, "max_tokens": sampling.max_new_tokens,
-                "temperature": sampling.temperature, **NEUTRAL, "stop_token_ids": self.stop_ids, "logprobs": k,
-                "return_token_ids": True, "return_tokens_as_token_ids": True}
+                "temperature": sampling.temperature, **NEUTRAL, "top_p": sampling.top_p, "top_k": sampling.top_k,
+                "stop_token_ids": self.stop_ids, "logprobs": k, "return_token_ids": True, "return_tokens_as_token_ids": True}
         choices = sorted(self.client.post("/v1/completions", body)["choices"], key=lambda c: c["index"])
         out = []
         for choice in choices:
             ids, lp = choice["token_ids"], choice["logprobs"]
-            seq = [(token_lp, _best(((int(label.split(":", 1)[1]), v) for label, v in top.items()), k))
-                   for token_lp, top in zip(lp["token_logprobs"], lp["top_logprobs"])]
+            seq = [] if k is None else [(token_lp, _best(((int(label.split(":", 1)[1]), v) for label, v in top.items()), k))
+                                        for token_lp, top in zip(lp["token_logprobs"], lp["top_logprobs"])]
             out.append((ids, seq))
         return out
+
+    def sample_ids(self, row: list[int], seed: int, sampling: Sampling) -> list[list[int]]:
+        """The token ids of `sampling.k` samples of one rendered prompt from `seed` (evaluation: engine.py)."""
+        return [ids for ids, _ in self._sample(row, seed, sampling, None)]
+
+    def max_model_len(self) -> int | None:
+        """The context the server serves the teacher with (GET /v1/models)."""
+        cards = [m for m in self.client.get("/v1/models").get("data", []) if m.get("id") == self.name]
+        return cards[0].get("max_model_len") if cards else None
 
     def _score(self, prompt: list[int], completion: list[int], k: int) -> list[tuple[float, list[tuple[int, float]]]]:
         body = {"model": self.name, "prompt": prompt + completion, "max_tokens": 1, "temperature": 1.0, **NEUTRAL,

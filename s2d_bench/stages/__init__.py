@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from s2d_bench.errors import UserError
@@ -14,6 +15,7 @@ if TYPE_CHECKING:  # types only: `s2d-bench ls` lists the registry without loadi
     from s2d_bench.backends.base import Backend, Logger, StageReport
     from s2d_bench.harness.rewards import Reward
     from s2d_bench.resume import Checkpoints
+    from s2d_bench.served.teacher import ServedTeacher
     from s2d_bench.tasks.base import Splits
 
 
@@ -23,7 +25,7 @@ class StageInputs:
 
     backend: Backend
     model: PreTrainedModel
-    teacher: PreTrainedModel | None
+    teacher: PreTrainedModel | ServedTeacher | None
     tok: PreTrainedTokenizerBase
     splits: Splits
     reward: Reward  # the task's grader in the grading pool (RL stages)
@@ -32,6 +34,7 @@ class StageInputs:
     log: Logger
     workdir: str | None = None  # the stage's folder, for caches a backend may keep there
     checkpoints: Checkpoints | None = None  # the stage's resumable saves (resume.py)
+    teacher_cache: Path | None = None  # a served teacher's warmup rollouts, shared by the run directory (served/teacher.py)
 
 
 def nonempty(items: list, stage: str, what: str) -> list:

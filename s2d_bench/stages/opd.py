@@ -14,7 +14,7 @@ from s2d_bench.stages import Stage, StageInputs, nonempty
 def run(x: StageInputs, name: str = "opd") -> StageReport:
     assert x.teacher is not None
     prompts = nonempty([p.prompt for p in x.splits.unlabeled], name, "unlabeled prompts")
-    return x.backend.opd(DistillJob(name, x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log, x.workdir, x.checkpoints))
+    return x.backend.opd(DistillJob(name, x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log, x.workdir, x.checkpoints, x.teacher_cache))
 
 
 STAGE = Stage("opd", trains="student", needs_teacher=True, uses_labels=False, run=run)

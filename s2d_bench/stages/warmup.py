@@ -15,7 +15,7 @@ from s2d_bench.stages import Stage, StageInputs, nonempty
 def run(x: StageInputs) -> StageReport:
     assert x.teacher is not None
     prompts = nonempty([p.prompt for p in x.splits.unlabeled], "warmup", "unlabeled prompts")
-    return x.backend.warmup(DistillJob("warmup", x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log, x.workdir, x.checkpoints))
+    return x.backend.warmup(DistillJob("warmup", x.model, x.teacher, x.tok, prompts, x.cfg, x.seed, x.log, x.workdir, x.checkpoints, x.teacher_cache))
 
 
 STAGE = Stage("warmup", trains="student", needs_teacher=True, uses_labels=False, run=run, samples_from="teacher")

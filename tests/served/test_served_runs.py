@@ -1,0 +1,132 @@
+"""`s2d-bench run` with the teacher on a real `s2d-bench serve` (127.0.0.1): the bridge trains, the served teacher is
+evaluated through its server, C2 is labelled an estimate, the warmup's rollouts land in the teacher cache and a second
+student reuses them; a server killed mid-stage leaves the node unfinished and a rerun completes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s2d_bench.config import PretrainConfig, TaskConfig, load_config
+from s2d_bench.errors import UserError
+from s2d_bench.models.builders import save, tiny_qwen3_teacher
+from s2d_bench.models.pretrain import pretrain
+from s2d_bench.pipeline import Runner, run_all
+from s2d_bench.tasks.arithmetic import AdditionTask
+from served_server import free_port, serving
+
+TASK = {"n_test": 6, "n_labeled": 16, "n_unlabeled": 64}
+
+
+@pytest.fixture(scope="module")
+def teacher_folder(tmp_path_factory) -> Path:
+    """A tiny teacher pretrained briefly on the task, saved: what a user would serve after its RL."""
+    root = tmp_path_factory.mktemp("served-runs")
+    model, tok = tiny_qwen3_teacher(seed=0)
+    task = AdditionTask(TaskConfig(**TASK))
+    pretrain(model, tok, task.pretrain_examples, PretrainConfig(steps=30, batch_size=16, lr=3e-3), 0, lambda row: None)
+    save(model, tok, root / "teacher")
+    return root / "teacher"
+
+
+def _config(tmp_path: Path, url: str, **extra) -> Path:
+    cfg = {
+        "name": "served", "run_dir": str(tmp_path / "run"), "device": "cpu", "jobs": 1,
+        "teacher": {"server": url, "served_model": "teacher", "http": {"timeout_s": 20, "retries": 1, "concurrency": 4}},
+        "student": {"builder": "tiny-qwen3-student", "pretrain": {"steps": 20, "batch_size": 16}},
+        "task": TASK,
+        "stages": {"warmup": {"steps": 2, "batch_size": 8, "estimator": "topk", "top_k": 16},
+                   "opd": {"steps": 3, "batch_size": 8, "estimator": "sampled", "top_k": 8}},
+        "arms": {"bridge": {"stages": ["warmup", "opd"]},
+                 "warm-lr": {"stages": ["warmup"], "overrides": {"warmup.lr": 3e-4}}},
+        "eval": {"samples": 2},
+        "diagnostics": {"c2_prompts": 4, "c2_samples": 2},
+        **extra,
+    }
+    path = tmp_path / "served.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_run_with_a_served_teacher(teacher_folder, tmp_path):
+    with serving(teacher_folder, max_logprobs=20) as (url, _):
+        cfg = load_config(str(_config(tmp_path, url)))
+        runner = Runner(cfg)
+        (records,) = run_all([runner])
+    by_stage = {}
+    for r in records:
+        by_stage.setdefault((r["stage"], r["role"]), []).append(r)
+    assert {("base", "teacher"), ("base", "student"), ("warmup", "student"), ("opd", "student")} <= set(by_stage)
+    teacher_record = by_stage[("base", "teacher")][0]
+    assert teacher_record["model"] == "teacher (served)" and teacher_record["engine"] == "served"  # sampled on its server
+    assert (teacher_record["n"], teacher_record["k"]) == (6, 2)
+    assert all(r["teacher_model"] == "teacher (served)" for r in records)
+    opd = next(n for n in runner.nodes.values() if n.stage == "opd")
+    c2 = json.loads((runner.dir.node_dir(opd) / "diagnostics.json").read_text())
+    assert c2["teacher"] == "served" and c2["top_k"] == 8 and "sampled-token" in c2["kl_estimate"]
+    assert c2["kl_reverse_after"] == pytest.approx(c2["kl_reverse_after"])  # a number, not NaN
+    assert {"kl_forward_topk_before", "kl_reverse_topk_after"} <= set(c2)
+    rows = [json.loads(line) for line in (runner.dir.node_dir(opd) / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all({"kl_sampled", "kl_reverse_topk", "kl_forward_topk"} <= set(r) for r in rows)
+    # the two arms' warmups (two learning rates) draw the same prompts and seeds from the served teacher: each of the 2
+    # steps' rollouts is drawn once, into the cache, and read by the other arm
+    warmups = [n for n in runner.nodes.values() if n.stage == "warmup"]
+    assert len(warmups) == 2 and warmups[0].seed == warmups[1].seed and warmups[0].id != warmups[1].id
+    assert len(list((runner.dir.root / "teacher-cache").glob("*.pt"))) == 2
+
+
+def test_a_served_teacher_that_dies_mid_stage_leaves_the_node_unfinished_and_a_rerun_completes_it(teacher_folder, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = _config(tmp_path, url, stages={"warmup": {"steps": 1, "batch_size": 8, "estimator": "topk", "top_k": 8},
+                                            "opd": {"steps": 400, "batch_size": 8, "estimator": "sampled", "top_k": 8}},
+                     arms={"bridge": {"stages": ["warmup", "opd"]}})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with serving(teacher_folder, max_logprobs=20, port=port) as (_, server):
+        run = subprocess.Popen([sys.executable, "-m", "s2d_bench.cli", "run", "--config", str(config)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        nodes = tmp_path / "run" / "nodes"
+        deadline = time.time() + 240
+        while not any(p.stat().st_size for p in nodes.glob("opd-*/metrics.jsonl")) if nodes.is_dir() else True:
+            assert run.poll() is None, run.stderr.read()
+            assert time.time() < deadline, "OPD never started"
+            time.sleep(0.2)
+        server.kill()  # mid-stage
+        _, err = run.communicate(timeout=120)
+    assert run.returncode == 2, err
+    last = err.strip().splitlines()[-1]
+    assert f"teacher server {url}/v1/completions: unreachable" in last and "after 2 tries" in last
+    (opd_dir,) = nodes.glob("opd-*")
+    assert not (opd_dir / "model").exists() and not (opd_dir / "stage.json").exists()  # never marked trained
+
+    with serving(teacher_folder, max_logprobs=20, port=port):
+        done = subprocess.run([sys.executable, "-m", "s2d_bench.cli", "run", "--config", str(config), "stages.opd.steps=3"],
+                              env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert any((p / "model").is_dir() for p in nodes.glob("opd-*"))
+
+
+def test_what_a_served_teacher_cannot_do_is_refused_before_anything_runs(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    path = _config(tmp_path, url)
+    cases = {
+        "stages.opd.estimator=full": "'full' needs the teacher's whole vocabulary",
+        "stages.opd.temperature=0.7": "its log-probs are at temperature 1",
+        "arms={b: {stages: [teacher_rl, warmup]}}": "teacher_rl trains the teacher, which lives on teacher.server",
+        "backend=trl": "TRL's distillation trainers score with a teacher model resident",
+        "stages.opd.teacher_cache=true": "only the warmup's teacher rollouts can be cached",
+        "teacher.served_model=": "set served_model too",
+    }
+    for override, message in cases.items():
+        with pytest.raises(UserError, match=message):
+            Runner(load_config(str(path), [override]))
+    with pytest.raises(UserError, match=rf"teacher server {url}/v1/models: unreachable"):
+        Runner(load_config(str(path))).prepare()  # the preflight's probe
+    assert not (tmp_path / "run").exists()
