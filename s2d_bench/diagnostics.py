@@ -158,8 +158,8 @@ def of_node(node: Any, folder: Path, load: Callable[[str], tuple[Any, Any]], pro
         teacher, tok = load(node.teacher)
         students = [(when, lambda i=i: load(i)[0]) for when, i in (("before", node.parent), ("after", node.id))]
         try:
-            result = {"kind": "c2", **c2(teacher, students, tok, prompts, max_new_tokens, seed, thinking, settings, batching,
-                                         getattr(node.settings, "top_k", 64))}
+            top_k = node.settings.top_k if isinstance(teacher, ServedTeacher) else 0  # the stage's k: what its server sends
+            result = {"kind": "c2", **c2(teacher, students, tok, prompts, max_new_tokens, seed, thinking, settings, batching, top_k)}
         finally:
             if isinstance(teacher, ServedTeacher):
                 teacher.close()

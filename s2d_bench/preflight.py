@@ -284,7 +284,7 @@ def phase_report(cfg: RunConfig, nodes: list, layout: dict[str, Any], shapes: di
         b = budget.sample_batch(share, cfg.eval.prompts_per_batch, c2.c2_samples, prompt, new, cfg.eval.max_batch_tokens)
         est = lambda m: budget.c2_bytes(shapes.get("teacher"), shapes["student"], params, m, c2.c2_samples, prompt, new,  # noqa: E731
                                         c2.chunk_size, itemsize)
-        rows.append(_phase("c2", "both", b, c2.c2_samples * (prompt + new), est, memory))
+        rows.append(_phase("c2", "student" if cfg.teacher.server else "both", b, c2.c2_samples * (prompt + new), est, memory))
     return rows
 
 

@@ -42,9 +42,10 @@ def _estimate(name: str, root, overrides=()):
     from s2d_bench.harness.targets import run_targets
 
     base = load_config(name)
-    cfg = load_config(name, [f"teacher.path={root / base.teacher.path}", f"student.path={root / base.student.path}", *overrides])
+    paths = [f"{role}.path={root / getattr(base, role).path}" for role in ("teacher", "student") if getattr(base, role).path]
+    cfg = load_config(name, [*paths, *overrides])
     data = load_config(name, [f"task.data_dir={SHARED_DATA}"])  # the benchmarks' problem counts, from the shared data
-    layout = budget.deepspeed_layout(cfg.deepspeed, WORLD[name])
+    layout = budget.deepspeed_layout(cfg.deepspeed, WORLD.get(name, SERVED_WORLD.get(name)))
     return preflight.memory_report(cfg, plan(cfg), layout, preflight.eval_loads(run_targets(data, "math_verify", [])))
 
 
@@ -68,6 +69,26 @@ def test_the_paper_configs_fit_the_node_they_document(name, shape_folders):
         [(f"eval {b}", role) for b in benchmarks for role in ("student", "teacher")] + [("c2", "both")]
     for row in report["phases"]:
         assert row["fixes"] == [] and row["device_gib"] < report["device_memory_gib"], (name, row)
+
+
+SERVED_WORLD = {"paper-llama-served": 8}  # the trainer's GPUs; the served teacher's are the server's
+
+
+def test_paper_llama_with_a_served_teacher_fits_80_gb_gpus(shape_folders):
+    """The 70B teacher on its own server: the trainer's ranks hold the 8B student alone (no gathered teacher, no teacher
+    rollouts or hidden states), so every stage and phase fits 8 GPUs of 80 GB, where paper-llama's warmup needs about
+    149 GiB a rank of 32."""
+    served = _estimate("paper-llama-served", shape_folders)
+    local = _estimate("paper-llama", shape_folders)
+    assert served["params"]["teacher"] == 0 and served["served_teacher"] and served["device_memory_gib"] < 80
+    assert {r["stage"] for r in served["stages"]} == {"warmup", "opd", "student_rl"}
+    for row in served["stages"] + served["phases"]:
+        assert row["fixes"] == [] and row["device_gib"] < served["device_memory_gib"], row
+        assert row.get("teacher_hidden_gib", 0.0) == 0.0
+    assert {r["model"] for r in served["phases"]} == {"student"}  # the teacher is evaluated on its server
+    warmup = {r["stage"]: r for r in served["stages"]}["warmup"]
+    assert warmup["rollout_gib"] == 0.0  # the server samples the warmup's rollouts
+    assert warmup["device_gib"] < {r["stage"]: r for r in local["stages"]}["warmup"]["device_gib"] / 4
 
 
 def test_the_preflight_refuses_what_does_not_fit_and_names_the_settings(shape_folders):

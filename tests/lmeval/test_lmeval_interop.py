@@ -84,3 +84,23 @@ def test_every_benchmark_has_an_lm_eval_yaml_written_from_its_definition():
         assert (TASKS_DIR / f"s2d_{name}.yaml").read_text() == task_yaml(BENCHMARKS.get(name)), name
     olympiad = (TASKS_DIR / "s2d_olympiadbench.yaml").read_text()
     assert "repeats: 16" in olympiad and "temperature: 0.7, top_p: 0.8, top_k: 20, max_gen_toks: 8192" in olympiad
+
+
+def test_lm_eval_local_completions_through_s2d_bench_serve_gives_our_score(world):
+    """Conformance of `s2d-bench serve` from a client nobody here wrote: lm-eval's own `local-completions` model evaluates
+    the benchmark through the server and scores what `s2d-bench eval` scores on the same model. lm-eval renders the chat
+    template with the model's tokenizer and sends token ids (`tokenized_requests=True`: a completions API takes no chat
+    messages, vLLM's neither), with its own stop strings, seed and sampling fields."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "served"))
+    from served_server import serving
+
+    data = str(world / "data.jsonl")
+    engine = HFEngine.load(str(world / "model"), EngineConfig(device="cpu", prompts_per_batch=16))
+    ours = evaluate(engine, load_problems(MATH500, data), GREEDY, 0, "math_verify").score.mean
+    with serving(world / "model", name="tiny") as (url, _):
+        args = (f"model=tiny,base_url={url}/v1/completions,tokenizer_backend=huggingface,tokenizer={world / 'model'},"
+                "num_concurrent=4,max_retries=1,tokenized_requests=True")
+        assert _lm_eval_score("local-completions", args, data) == pytest.approx(ours)
