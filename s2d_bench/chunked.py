@@ -92,10 +92,13 @@ def distill_loss(
     """
     keep = mask.bool()
     values = _over_chunks(_chunk, (s_hidden[keep], t_hidden[keep].detach(), tokens[keep]), (s_head, t_head, objective, temperature), chunk, min_chunks)
+    return _token_means(values, STATS)
+
+
+def _token_means(values: torch.Tensor, names: tuple[str, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+    """(M, 1 + len(names)) per-position values -> the objective's token mean (with gradient) and each statistic's."""
     count = max(len(values), 1)
-    loss = values[:, 0].sum() / count
-    means = (values[:, 1:].detach().sum(0) / count).tolist()
-    return loss, dict(zip(STATS, means))
+    return values[:, 0].sum() / count, dict(zip(names, (values[:, 1:].detach().sum(0) / count).tolist()))
 
 
 SERVED_STATS = ("kl_forward_topk", "kl_reverse_topk", "kl_sampled", "entropy")
@@ -117,26 +120,15 @@ def _served_chunk(s_hidden, tokens, t_token, t_ids, t_top, s_head, objective: Ob
     return torch.stack([value, *stats], dim=-1)
 
 
-def served_distill_loss(
-    s_hidden: torch.Tensor,
-    s_head: torch.nn.Module,
-    teacher,  # noqa: ANN001 - served.teacher.TeacherLogprobs of these rows
-    tokens: torch.Tensor,
-    mask: torch.Tensor,
-    objective: Objective,
-    chunk: int = 0,
-    min_chunks: int = 1,
-    temperature: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """`distill_loss` against a served teacher: `teacher` holds its log-prob of each completion token (N, T) and its top
-    k (N, T, k) instead of hidden states and a head. Same chunking, same token mean."""
+def served_distill_loss(s_hidden: torch.Tensor, s_head: torch.nn.Module, teacher, tokens: torch.Tensor,  # noqa: ANN001
+                        mask: torch.Tensor, objective: Objective, chunk: int = 0, min_chunks: int = 1, temperature: float = 1.0
+                        ) -> tuple[torch.Tensor, dict[str, float]]:
+    """`distill_loss` against a served teacher: `teacher` (served.teacher.TeacherLogprobs of these rows) holds its log-prob
+    of each completion token (N, T) and its top k (N, T, k) instead of hidden states and a head. Same chunking, same
+    token mean."""
     keep = mask.bool()
     rows = (s_hidden[keep], tokens[keep], teacher.token[keep].float(), teacher.ids[keep], teacher.logp[keep].float())
-    values = _over_chunks(_served_chunk, rows, (s_head, objective, temperature), chunk, min_chunks)
-    count = max(len(values), 1)
-    loss = values[:, 0].sum() / count
-    means = (values[:, 1:].detach().sum(0) / count).tolist()
-    return loss, dict(zip(SERVED_STATS, means))
+    return _token_means(_over_chunks(_served_chunk, rows, (s_head, objective, temperature), chunk, min_chunks), SERVED_STATS)
 
 
 def _over_chunks(fn, rows: tuple[torch.Tensor, ...], fixed: tuple, chunk: int, min_chunks: int) -> torch.Tensor:

@@ -134,9 +134,10 @@ def log_tail_from_top(t_top: torch.Tensor) -> torch.Tensor:
     """log(1 - sum of the top-k probabilities), (..., 1), for a teacher known only by its top k (a served one).
 
     `_log_tail` cannot be used (the rest of the vocabulary is not known), and the sum of k rounded probabilities may
-    reach 1; the tail is floored at TAIL_FLOOR, so a KL term never meets log 0. A bias of at most about 1e-6 nats."""
-    mass = t_top.float().exp().sum(-1, keepdim=True)
-    return torch.log1p(-mass.clamp(max=1.0 - TAIL_FLOOR))
+    reach 1; the tail is floored at TAIL_FLOOR, so a KL term never meets log 0. A bias of at most about 1e-6 nats. The sum
+    is taken in float64: a float32 sum of k probabilities near 1 would leave a small tail only a few digits."""
+    mass = t_top.double().exp().sum(-1, keepdim=True)
+    return torch.log1p(-mass.clamp(max=1.0 - TAIL_FLOOR)).to(t_top.dtype)
 
 
 def _log_tail(logp: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:

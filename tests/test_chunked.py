@@ -204,3 +204,65 @@ def test_n_chunks_is_the_number_of_head_calls_the_loss_makes(chunk, calls):
     chunked.distill_loss(s_hidden, s_head, t_hidden, t_head, tokens, mask, chunked.Objective("forward"), chunk, 1)
     assert chunked.n_chunks(mask, chunk) == calls == len(made)
     assert chunked.n_chunks(torch.zeros_like(mask), chunk) == 1  # an empty micro-batch still makes its one call
+
+
+# ---------------------------------------------------------------- a served teacher: its sampled-token and top-k log-probs
+
+
+def _served_view(t_hidden, t_head, tokens, k):
+    """What a server sends of the teacher at temperature 1 (served/teacher.py's TeacherLogprobs): the log-prob of each
+    completion token and the top k (ids and log-probs), computed here from the full distribution."""
+    from s2d_bench.served.teacher import TeacherLogprobs
+
+    with torch.no_grad():
+        t_logp = torch.log_softmax(t_head(t_hidden), dim=-1)
+    top, ids = t_logp.topk(k, dim=-1)
+    return TeacherLogprobs(t_logp.gather(-1, tokens[..., None]).squeeze(-1), ids, top)
+
+
+@pytest.mark.parametrize("objective, local", [(chunked.Objective("reverse", "sampled", 4), chunked.Objective("reverse", "sampled")),
+                                              (chunked.Objective("reverse", "topk", 4), chunked.Objective("reverse", "topk", 4)),
+                                              (chunked.Objective("forward", "topk", 4), chunked.Objective("forward", "topk", 4)),
+                                              (chunked.Objective("reverse", "topk", V), chunked.Objective("reverse")),
+                                              (chunked.Objective("forward", "topk", V), chunked.Objective("forward"))],
+                         ids=["sampled", "topk-reverse", "topk-forward", "k=V-reverse", "k=V-forward"])
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_the_served_loss_is_the_local_loss_from_the_same_teacher_log_probs(objective, local, chunk):
+    """From the sampled token's log-prob and the top k, the served objective is the local one: the sampled estimator
+    exactly, top-k + tail up to the tail's floor (1e-6 of mass), top-k at k = V the exact KL; loss and gradients."""
+    s_hidden, s_head, t_hidden, t_head, tokens, mask = _world()
+    loss, stats = chunked.distill_loss(s_hidden, s_head, t_hidden, t_head, tokens, mask, local, chunk)
+    loss.backward()
+    want = loss.detach(), s_hidden.grad.clone(), s_head.weight.grad.clone()
+    s_hidden.grad, s_head.weight.grad = None, None
+    view = _served_view(t_hidden, t_head, tokens, objective.top_k)
+    served, served_stats = chunked.served_distill_loss(s_hidden, s_head, view, tokens, mask, objective, chunk)
+    served.backward()
+    for a, b in zip(want, (served.detach(), s_hidden.grad, s_head.weight.grad)):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    if objective.top_k == V:  # no tail: the top-k statistics are the exact KLs
+        assert served_stats["kl_forward_topk"] == pytest.approx(stats["kl_forward"], rel=1e-5)
+        assert served_stats["kl_reverse_topk"] == pytest.approx(stats["kl_reverse"], rel=1e-5)
+    assert served_stats["entropy"] == pytest.approx(stats["entropy"], rel=1e-5)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_the_served_sampled_statistic_is_each_directions_log_ratio_on_its_samples(direction):
+    """kl_sampled: log p_S - log p_T of the sampled token on the student's samples (OPD), log p_T - log p_S on the
+    teacher's (the warmup), token mean over the mask: each direction's single-sample KL estimate."""
+    s_hidden, s_head, t_hidden, t_head, tokens, mask = _world()
+    view = _served_view(t_hidden, t_head, tokens, 3)
+    _, stats = chunked.served_distill_loss(s_hidden, s_head, view, tokens, mask, chunked.Objective(direction, "topk", 3), chunk=2)
+    with torch.no_grad():
+        s_lp = torch.log_softmax(s_head(s_hidden), dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
+    ratio = (s_lp - view.token) if direction == "reverse" else (view.token - s_lp)
+    assert stats["kl_sampled"] == pytest.approx(losses.masked_mean(ratio, mask).item(), rel=1e-5)
+
+
+def test_the_served_loss_pads_chunks_for_other_ranks_without_changing_anything():
+    s_hidden, s_head, t_hidden, t_head, tokens, mask = _world()
+    view = _served_view(t_hidden, t_head, tokens, 4)
+    objective = chunked.Objective("reverse", "topk", 4)
+    base, _ = chunked.served_distill_loss(s_hidden, s_head, view, tokens, mask, objective, 4)
+    padded, _ = chunked.served_distill_loss(s_hidden, s_head, view, tokens, mask, objective, 4, min_chunks=7)
+    torch.testing.assert_close(base, padded)

@@ -184,3 +184,46 @@ def test_every_declared_estimator_is_implemented_and_only_those():
     torch.testing.assert_close(losses.ESTIMATE["topk"](s_logp, t_logp, tokens, "reverse", 3), losses.topk_kl_from_logp(s_logp, t_logp, "reverse", 3))
     picked = (t_logp - s_logp).gather(-1, tokens[:, None]).squeeze(-1) * -s_logp.gather(-1, tokens[:, None]).squeeze(-1)
     torch.testing.assert_close(losses.ESTIMATE["sampled"](s_logp, t_logp, tokens, "reverse", 3), picked)
+
+
+def test_top_k_from_the_teachers_top_k_alone_is_the_top_k_kl():
+    """`topk_kl_given` with the tail the teacher's k log-probs leave (`log_tail_from_top`) is `topk_kl_from_logp`, which
+    has the whole teacher; at k = V no tail enters and the value is the full KL."""
+    g = torch.Generator().manual_seed(3)
+    s_logp = torch.log_softmax(torch.randn(6, 9, generator=g), -1)
+    t_logp = torch.log_softmax(2 * torch.randn(6, 9, generator=g), -1)
+    for direction in ("forward", "reverse"):
+        for k in (1, 4, 8):
+            top, ids = t_logp.topk(k, -1)
+            given = losses.topk_kl_given(s_logp, top, ids, losses.log_tail_from_top(top), direction)
+            # two float32 roads to the tail (a log-sum-exp over the rest, log1p of minus the top's mass): 1e-5 apart at most
+            torch.testing.assert_close(given, losses.topk_kl_from_logp(s_logp, t_logp, direction, k), rtol=1e-4, atol=1e-6)
+        top, ids = t_logp.topk(9, -1)
+        full = losses.topk_kl_given(s_logp, top, ids, torch.full((6, 1), float("nan")), direction)  # the tail is never read
+        torch.testing.assert_close(full, losses.kl_from_logp(s_logp, t_logp, direction))
+
+
+def test_the_tail_of_a_top_k_is_the_rest_of_the_mass_floored_where_rounding_leaves_none():
+    top = torch.log(torch.tensor([[0.5, 0.25], [0.6, 0.4], [0.7, 0.31]]))  # tails 0.25, 0 and below 0 (rounding)
+    tail = losses.log_tail_from_top(top).exp().squeeze(-1)
+    assert tail[0].item() == pytest.approx(0.25, rel=1e-6)
+    assert tail[1].item() == pytest.approx(losses.TAIL_FLOOR, rel=1e-3) and tail[2].item() == pytest.approx(losses.TAIL_FLOOR, rel=1e-3)
+    kl = losses.topk_kl_given(torch.log_softmax(torch.zeros(3, 5), -1), top, torch.tensor([[0, 1]] * 3), losses.log_tail_from_top(top), "forward")
+    assert torch.isfinite(kl).all()  # a tail of 0 never meets log 0
+
+
+def test_the_served_estimators_are_the_local_ones_and_full_is_not_among_them():
+    from s2d_bench.estimators import ESTIMATORS, served
+
+    assert set(losses.ESTIMATE_SERVED) == set(served()) == {n for n, e in ESTIMATORS.items() if e.served} == {"topk", "sampled"}
+    g = torch.Generator().manual_seed(4)
+    s_logp = torch.log_softmax(torch.randn(5, 7, generator=g), -1)
+    t_logp = torch.log_softmax(torch.randn(5, 7, generator=g), -1)
+    tokens = torch.randint(0, 7, (5,), generator=g)
+    top, ids = t_logp.topk(3, -1)
+    t_token = t_logp.gather(-1, tokens[:, None]).squeeze(-1)
+    for direction in ("forward", "reverse"):
+        torch.testing.assert_close(losses.ESTIMATE_SERVED["topk"](s_logp, tokens, t_token, ids, top, direction),
+                                   losses.ESTIMATE["topk"](s_logp, t_logp, tokens, direction, 3), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses.ESTIMATE_SERVED["sampled"](s_logp, tokens, t_token, ids, top, "reverse"),
+                               losses.ESTIMATE["sampled"](s_logp, t_logp, tokens, "reverse", 3))

@@ -186,3 +186,23 @@ def test_ancestors_and_the_label_budget_follow_parents_and_teachers_each_once():
     twice = {n.id: n for n in plan(load_config(None, ["arms={a: {stages: [opd, opd]}}"]))}
     last = list(twice)[-1]
     assert labeled_per_stage(twice, last, read) == {"opd": 10}  # a stage run twice in a line: both runs' draws
+
+
+def test_warmups_on_a_served_teacher_draw_alike_across_students_and_learning_rates_not_across_seeds():
+    """A served teacher's warmups share their draws (one seed per teacher, run seed and step sizes), so every arm reads
+    the teacher rollouts the first drew; a local teacher's warmups keep the seed of their id."""
+    from s2d_bench.identity import node_seed
+
+    arms = "arms={a: {stages: [warmup]}, b: {stages: [warmup], overrides: {warmup.lr: 3.0e-4}}, c: {stages: [warmup], overrides: {warmup.steps: 7}}}"
+    served = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", arms]
+
+    def warmups(overrides):
+        return {n.arms[0]: n for n in plan(load_config(None, overrides)) if n.stage == "warmup"}
+
+    nodes = warmups(served)
+    assert nodes["a"].id != nodes["b"].id and nodes["a"].seed == nodes["b"].seed
+    assert nodes["c"].seed != nodes["a"].seed  # other steps: other draws
+    assert warmups([*served, "seed=1"])["a"].seed != nodes["a"].seed
+    assert warmups([*served, "teacher.served_model=u"])["a"].seed != nodes["a"].seed
+    local = warmups([arms])
+    assert local["a"].seed != local["b"].seed and all(n.seed == node_seed(n.id) for n in local.values())

@@ -97,48 +97,35 @@ def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor
     return {**global_means(rt, totals, sum(weights)), "grad_norm": grad_norm}
 
 
-def distill_update(trainer: Trainer, teacher: PreTrainedModel, batch: Batch, objective: chunked.Objective, cfg, rt: Runtime) -> dict:
-    """One step of the student on `objective` against the frozen teacher: logits in chunks, the
-    gradient accumulated over micro-batches of cfg.micro_batch_size sequences, both at cfg.temperature."""
+def distill_update(trainer: Trainer, teacher: PreTrainedModel | TeacherLogprobs, batch: Batch, objective: chunked.Objective, cfg,
+                   rt: Runtime) -> dict:
+    """One step of the student on `objective` against the frozen teacher (a model, or a served teacher's log-probs of this
+    batch's completion tokens and their top k): logits in chunks, the gradient accumulated over micro-batches of
+    cfg.micro_batch_size sequences, both at cfg.temperature."""
     student = trainer.model
     parts = micro_batches(batch.completion_ids.shape[0], cfg.micro_batch_size, rt)
     shares = token_shares(batch, parts, rt)
     totals: dict[str, float] = {}
     with checkpointing(student, cfg.gradient_checkpointing):
         for i, (part, share) in enumerate(zip(parts, shares)):
-            mb = batch.rows(part.rows)
-            with torch.no_grad():
-                t_hidden = completion_hidden(teacher, mb)
-            s_hidden = completion_hidden(student, mb)
-            loss, stats = chunked.distill_loss(
-                s_hidden, student.get_output_embeddings(), t_hidden, teacher.get_output_embeddings(), mb.completion_ids,
-                mb.completion_mask, objective, cfg.chunk_size, rt.most(chunked.n_chunks(mb.completion_mask, cfg.chunk_size)),
-                cfg.temperature,
-            )
+            loss, stats = _micro_loss(student, teacher, batch.rows(part.rows), part.rows, objective, cfg, rt)
             trainer.backward(loss * share, last=i == len(parts) - 1)
             _add(totals, {"loss": loss.item(), **stats}, share)
     grad_norm = trainer.step()
     return {**global_means(rt, totals, sum(shares)), "grad_norm": grad_norm, **global_means(rt, _lengths(batch), len(batch.completion_ids))}
 
 
-def served_update(trainer: Trainer, teacher: TeacherLogprobs, batch: Batch, objective: chunked.Objective, cfg, rt: Runtime) -> dict:
-    """`distill_update` against a served teacher: its log-probs of the batch's completion tokens and their top k
-    (`teacher`, the batch's rows) stand in for its hidden states; the student's side is the same."""
-    student = trainer.model
-    parts = micro_batches(batch.completion_ids.shape[0], cfg.micro_batch_size, rt)
-    shares = token_shares(batch, parts, rt)
-    totals: dict[str, float] = {}
-    with checkpointing(student, cfg.gradient_checkpointing):
-        for i, (part, share) in enumerate(zip(parts, shares)):
-            mb, view = batch.rows(part.rows), teacher.rows(part.rows)
-            loss, stats = chunked.served_distill_loss(
-                completion_hidden(student, mb), student.get_output_embeddings(), view, mb.completion_ids, mb.completion_mask, objective,
-                cfg.chunk_size, rt.most(chunked.n_chunks(mb.completion_mask, cfg.chunk_size)), cfg.temperature,
-            )
-            trainer.backward(loss * share, last=i == len(parts) - 1)
-            _add(totals, {"loss": loss.item(), **stats}, share)
-    grad_norm = trainer.step()
-    return {**global_means(rt, totals, sum(shares)), "grad_norm": grad_norm, **global_means(rt, _lengths(batch), len(batch.completion_ids))}
+def _micro_loss(student: PreTrainedModel, teacher: PreTrainedModel | TeacherLogprobs, mb: Batch, rows: slice, objective: chunked.Objective,
+                cfg, rt: Runtime) -> tuple[torch.Tensor, dict[str, float]]:  # noqa: ANN001 - a DistillConfig
+    """A micro-batch's objective: against the teacher's hidden states, or a served teacher's log-probs (its `rows`)."""
+    calls = rt.most(chunked.n_chunks(mb.completion_mask, cfg.chunk_size))
+    if isinstance(teacher, TeacherLogprobs):
+        return chunked.served_distill_loss(completion_hidden(student, mb), student.get_output_embeddings(), teacher.rows(rows),
+                                           mb.completion_ids, mb.completion_mask, objective, cfg.chunk_size, calls, cfg.temperature)
+    with torch.no_grad():
+        t_hidden = completion_hidden(teacher, mb)
+    return chunked.distill_loss(completion_hidden(student, mb), student.get_output_embeddings(), t_hidden, teacher.get_output_embeddings(),
+                                mb.completion_ids, mb.completion_mask, objective, cfg.chunk_size, calls, cfg.temperature)
 
 
 def _add(totals: dict[str, float], stats: dict[str, float], share: float) -> None:
@@ -251,10 +238,8 @@ class TorchBackend:
                         view = served.score(roll.batch, cfg.top_k) if served is not None else None
                     batch = roll.batch.to(trainer.model.device)
                 with phase("update"):
-                    if served is None:
-                        metrics = distill_update(trainer, teacher, batch, objective, cfg, rt)  # global means already
-                    else:
-                        metrics = served_update(trainer, view.to(batch.completion_ids.device), batch, objective, cfg, rt)
+                    against = teacher if served is None else view.to(batch.completion_ids.device)
+                    metrics = distill_update(trainer, against, batch, objective, cfg, rt)  # global means already
                 job.log({"step": step, **metrics})
                 bar.set_postfix(kl=f"{metrics.get('kl_reverse', metrics.get('kl_reverse_topk', 0.0)):.3f}")
                 if job.checkpoints:

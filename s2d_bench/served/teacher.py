@@ -53,13 +53,15 @@ class TeacherLogprobs:
         """From per sequence, per position (token log-prob, [(id, log-prob)] best first), right-padded to `width`."""
         n = len(positions)
         token, ids, logp = torch.zeros(n, width), torch.zeros(n, width, k, dtype=torch.long), torch.zeros(n, width, k)
-        for i, seq in enumerate(positions):
-            for j, (lp, top) in enumerate(seq):
-                if len(top) != k:
-                    raise ServerError(f"teacher server sent {len(top)} alternatives at a position, not the {k} asked for")
-                token[i, j] = lp
-                ids[i, j] = torch.tensor([t for t, _ in top])
-                logp[i, j] = torch.tensor([v for _, v in top])
+        for i, seq in enumerate(positions):  # one tensor a sequence: a 4,096-token completion is 4,096 positions
+            if not seq:
+                continue
+            if any(len(top) != k for _, top in seq):
+                raise ServerError(f"teacher server sent other than the {k} alternatives asked for at a position")
+            token[i, : len(seq)] = torch.tensor([lp for lp, _ in seq])
+            if k:
+                ids[i, : len(seq)] = torch.tensor([[t for t, _ in top] for _, top in seq], dtype=torch.long)
+                logp[i, : len(seq)] = torch.tensor([[v for _, v in top] for _, top in seq])
         return cls(token, ids, logp)
 
 

@@ -130,3 +130,31 @@ def test_what_a_served_teacher_cannot_do_is_refused_before_anything_runs(tmp_pat
     with pytest.raises(UserError, match=rf"teacher server {url}/v1/models: unreachable"):
         Runner(load_config(str(path))).prepare()  # the preflight's probe
     assert not (tmp_path / "run").exists()
+
+
+def test_two_deepspeed_ranks_train_against_a_served_teacher(teacher_folder, tmp_path):
+    """backend=deepspeed on two ranks (ZeRO-2, CPU): each rank asks the server for its share of every step's prompts and
+    the ranks train as one; the records are written once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with serving(teacher_folder, max_logprobs=20) as (url, _):
+        config = _config(tmp_path, url, backend="deepspeed", arms={"bridge": {"stages": ["warmup", "opd"]}})
+        procs = []
+        for rank in range(2):
+            env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+            cmd = [sys.executable, "-m", "s2d_bench.cli", f"--local_rank={rank}", "run", "--config", str(config)]
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outputs = [proc.communicate(timeout=400) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["stage"] for r in records) == ["base", "base", "opd", "warmup"]
+    for stage, steps in (("warmup", 2), ("opd", 3)):
+        (folder,) = (run / "nodes").glob(f"{stage}-*")
+        assert (folder / "model").is_dir() and (folder / "metrics.jsonl").read_text().count("\n") == steps
+    assert len(list((run / "teacher-cache").glob("*.pt"))) == 2 * 2  # a file per step and rank (each its share)
