@@ -49,12 +49,14 @@ def c2_table(arms: list[dict[str, Any]], diagnostics: list[dict[str, Any]]) -> p
     arms_of = _arms_of(arms)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for d in (d for d in diagnostics if d["kind"] == "c2"):
-        groups[(d["stage"], arms_of.get(d["node"], "?"))].append(d)
+        groups[(d["stage"], arms_of.get(d["node"], "?"), d.get("top_k") if d.get("teacher") == "served" else None)].append(d)
     rows = []
-    for (stage, arm_names), items in sorted(groups.items()):
+    for (stage, arm_names, served_k), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
         mean = lambda key: float(np.mean([d[key] for d in items]))  # noqa: E731
+        # a served teacher gives top-k log-probs: its KLs are the sampled token's log-ratio, an estimate (diagnostics.py)
+        label = stage if served_k is None else f"{stage} (served teacher: sampled-token estimate, top-k {served_k})"
         rows.append({
-            "stage": stage, "arms": arm_names, "seeds": len(items),
+            "stage": label, "arms": arm_names, "seeds": len(items),
             "KL(T||S) before → after": f"{mean('kl_forward_before'):.3f} → {mean('kl_forward_after'):.3f}",
             "KL(S||T) before → after": f"{mean('kl_reverse_before'):.3f} → {mean('kl_reverse_after'):.3f}",
         })

@@ -114,6 +114,25 @@ def _arm_result(paths: dict, by_node: dict, arm: str, task: str) -> ArmResult | 
                      _paired_delta(finals, full, common) if compared else None)
 
 
+SERVED = " (served)"  # how a record names a teacher on its own server (rundir.model_label)
+
+
+def _served_teacher(paths: dict[int, list[dict[str, Any]]], by_node: dict, task: str) -> str:
+    """'NAME (served): warmup topk k=64, opd sampled' when the arm's teacher was served (its distillation stages trained on
+    the server's top-k or sampled-token log-probs, which the row must say), else ''."""
+    records = [by_node.get((row["node"], task)) for rows in paths.values() for row in rows]
+    records = [r for r in records if r is not None]
+    teacher = next((r["teacher_model"] for r in records if str(r.get("teacher_model", "")).endswith(SERVED)), None)
+    if teacher is None:
+        return ""
+    stages = {}
+    for r in records:
+        cfg = r.get("node_config") or {}
+        if "estimator" in cfg:
+            stages.setdefault(r["stage"], f"{r['stage']} {cfg['estimator']}" + (f" k={cfg['top_k']}" if cfg["estimator"] == "topk" else ""))
+    return f"{teacher}: {', '.join(stages.values())}" if stages else teacher
+
+
 def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per arm: avg@k [95% CI] per task, paired delta against `full` with its seed SD, budget, trajectory."""
     by_node, paths = latest_by_node(evals), arm_paths(arms)
@@ -133,6 +152,9 @@ def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.Dat
                 row[f"{task} Δ vs full"] = str(delta) if delta is not None else "-"
                 row[f"{task} Δ seeds"] = seed_note(delta) if delta is not None else "-"
             row["labeled draws (per stage)"] = _budget(first_record)
+            served = _served_teacher(paths[arm], by_node, task)
+            if served:
+                row["teacher"] = served
             points = trajectories[task][trajectories[task]["arm"] == arm]
             row[f"{task} after each stage"] = " → ".join(f"{p.stage} {p.mean:.3f}" for p in points.itertuples())
         rows.append(row)

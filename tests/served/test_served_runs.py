@@ -16,9 +16,11 @@ import yaml
 
 from s2d_bench.config import PretrainConfig, TaskConfig, load_config
 from s2d_bench.errors import UserError
+from s2d_bench.leaderboards import build
 from s2d_bench.models.builders import save, tiny_qwen3_teacher
 from s2d_bench.models.pretrain import pretrain
 from s2d_bench.pipeline import Runner, run_all
+from s2d_bench.store import Store
 from s2d_bench.tasks.arithmetic import AdditionTask
 from served_server import free_port, serving
 
@@ -75,6 +77,9 @@ def test_a_run_with_a_served_teacher(teacher_folder, tmp_path):
     assert {"kl_forward_topk_before", "kl_reverse_topk_after"} <= set(c2)
     rows = [json.loads(line) for line in (runner.dir.node_dir(opd) / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all({"kl_sampled", "kl_reverse_topk", "kl_forward_topk"} <= set(r) for r in rows)
+    board = build(Store(cfg.store), "served")  # every leaderboard row says the teacher was served, with its estimators
+    assert set(board.main["teacher"]) == {"teacher (served): warmup topk k=16, opd sampled", "teacher (served): warmup topk k=16"}
+    assert any("served teacher: sampled-token estimate, top-k 8" in stage for stage in board.c2["stage"])
     # the two arms' warmups (two learning rates) draw the same prompts and seeds from the served teacher: each of the 2
     # steps' rollouts is drawn once, into the cache, and read by the other arm
     warmups = [n for n in runner.nodes.values() if n.stage == "warmup"]
