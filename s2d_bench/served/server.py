@@ -19,10 +19,12 @@ problem does from its seed, so a served model samples what the same weights samp
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -100,17 +102,114 @@ def _refuse_unimplemented(request: CompletionRequest) -> None:
         raise BadRequest("s2d-bench serve does not stream: send stream=false", param="stream")
 
 
+Table = dict[int, tuple[int, float, int, list[tuple[int, float]]]]  # position -> (token, log-prob, rank, top-k (id, log-prob))
+
+
+@dataclass
+class Job:
+    """One prompt of a request: its samples, and the log-prob tables of prompt + sample when `k` is set."""
+
+    row: list[int]
+    sampling: Sampling
+    seed: int
+    stop: tuple[int, ...]  # the tokens that end a sample: the model's and the request's stop_token_ids
+    k: int | None
+    samples: list[list[int]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Batcher:
+    """The model's one worker: the prompts of every request in flight are sampled together, as vLLM batches them.
+
+    A client sends one request a prompt (vLLM takes one seed a request), so a training step arrives as many concurrent
+    requests; answering them one at a time would decode one prompt a batch. The worker takes whatever is queued (up to
+    `max_prompts`), samples the prompts that share sampling settings in one batch (each from its own seed: the tokens do
+    not depend on the batch, sampling.py) and scores their sequences a few at a time; it alone touches the model."""
+
+    def __init__(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, max_prompts: int = 64, score_batch: int = 8) -> None:
+        self.model, self.tok, self.max_prompts, self.score_batch = model, tok, max_prompts, score_batch
+        self.engine = HFEngine(model, tok, EngineConfig(prompts_per_batch=0))
+        self.queue: queue.Queue[Job] = queue.Queue()
+        threading.Thread(target=self._loop, name="s2d-serve-model", daemon=True).start()
+
+    def run(self, jobs: list[Job]) -> list[Job]:
+        for job in jobs:
+            self.queue.put(job)
+        for job in jobs:
+            job.done.wait()
+            if job.error is not None:
+                raise job.error
+        return jobs
+
+    def _loop(self) -> None:
+        while True:
+            jobs = [self.queue.get()]
+            while len(jobs) < self.max_prompts:
+                try:
+                    jobs.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            groups: dict[tuple[Sampling, tuple[int, ...]], list[Job]] = {}
+            for job in jobs:
+                groups.setdefault((job.sampling, job.stop), []).append(job)
+            for (sampling, stop), group in groups.items():
+                try:
+                    with torch.no_grad():
+                        self._answer(sampling, stop, group)
+                except BaseException as exc:  # noqa: BLE001 - handed to the request that waits for it
+                    for job in group:
+                        job.error = exc
+                finally:
+                    for job in group:
+                        job.done.set()
+
+    def _answer(self, sampling: Sampling, stop: tuple[int, ...], jobs: list[Job]) -> None:
+        self.engine.eos_ids = list(stop)
+        outs = self.engine.generate_ids([j.row for j in jobs], sampling, [j.seed for j in jobs])
+        for i, job in enumerate(jobs):
+            job.samples = [c.ids for c in outs[i * sampling.k : (i + 1) * sampling.k]]
+        wanted = [(job, ids) for job in jobs if job.k is not None for ids in job.samples]
+        for start in range(0, len(wanted), self.score_batch):
+            part = wanted[start : start + self.score_batch]
+            k = max(job.k for job, _ in part)
+            for (job, _), table in zip(part, self._tables([job.row + ids for job, ids in part], k)):
+                job.tables.append(table)
+
+    def _tables(self, seqs: list[list[int]], k: int) -> list[Table]:
+        """Per sequence, position p (>= 1) -> (token, its log-prob, its rank, the top-k (id, log-prob)) under the model's
+        raw logits at temperature 1, from one right-padded forward (a causal model's valid positions never see the pad)."""
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), self.tok.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), 1
+        device = self.model.device
+        logp_all = torch.log_softmax(self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float(), dim=-1)
+        out = []
+        for i, seq in enumerate(seqs):
+            logp = logp_all[i, : len(seq) - 1]
+            target = torch.tensor(seq[1:], device=logp.device)
+            token_lp = logp.gather(-1, target[:, None]).squeeze(-1)
+            ranks = (logp > token_lp[:, None]).sum(-1) + 1
+            top_lp, top_ids = logp.topk(min(k, logp.shape[-1]), dim=-1) if k > 0 else (logp[:, :0], target[:, None][:, :0])
+            rows = zip(target.tolist(), token_lp.tolist(), ranks.tolist(), top_ids.tolist(), top_lp.tolist())
+            out.append({p + 1: (t, lp, r, list(zip(ti, tl))) for p, (t, lp, r, ti, tl) in enumerate(rows)})
+        return out
+
+
 class Served:
-    """One model behind the API. Requests are answered one at a time (the model is not thread-safe), each prompt's
-    samples drawn from the request's seed."""
+    """One model behind the API: requests are validated here and sampled together by its `Batcher`, each prompt's
+    samples drawn from its request's seed."""
 
     def __init__(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, name: str, max_logprobs: int = MAX_LOGPROBS) -> None:
         self.model, self.tok, self.name = model.eval(), tok, name
         self.vocab = model.get_output_embeddings().weight.shape[0]
         self.max_logprobs = self.vocab if max_logprobs == -1 else max_logprobs
         self.max_model_len = context_of(model.config) or 2**31
-        self.engine = HFEngine(model, tok, EngineConfig(prompts_per_batch=0))
-        self.lock = threading.Lock()
+        self.stop_ids = HFEngine(model, tok).eos_ids
+        self.batcher = Batcher(self.model, tok)
 
     # ------------------------------------------------------------------ checks
     def _check_model(self, name: str | None) -> None:
@@ -153,47 +252,39 @@ class Served:
         stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
         temperature = 1.0 if request.temperature is None else request.temperature
         top_k = request.top_k if request.top_k and request.top_k > 0 else 0
-        choices, prompt_tokens, generated = [], 0, 0
-        with self.lock, torch.no_grad():
-            for row in self._prompts(request):
-                if len(row) + max_tokens > self.max_model_len:
-                    raise BadRequest(f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
-                                     f"{len(row) + max_tokens} tokens ({len(row)} in the messages, {max_tokens} in the completion). "
-                                     "Please reduce the length of the messages or completion.", param="prompt")
-                outs = self._sample(row, request, max(max_tokens, 1), temperature, top_k)
-                prompt_tokens += len(row)
-                for ids in outs:
-                    ids = ids[:max_tokens]
-                    generated += len(ids)
-                    choices.append(self._choice(len(choices), row, ids, request, k_sample, k_prompt, stops))
+        sampling = Sampling(k=request.n, temperature=temperature, top_p=1.0 if request.top_p is None else request.top_p, top_k=top_k,
+                            max_new_tokens=max(max_tokens, 1))
+        stop = tuple(sorted({*self.stop_ids, *(request.stop_token_ids or [])}))
+        wanted = [k for k in (k_sample, k_prompt) if k is not None]
+        rows = self._prompts(request)
+        for row in rows:
+            if len(row) + max_tokens > self.max_model_len:
+                raise BadRequest(f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+                                 f"{len(row) + max_tokens} tokens ({len(row)} in the messages, {max_tokens} in the completion). "
+                                 "Please reduce the length of the messages or completion.", param="prompt")
+        seed = request.seed if request.seed is not None else random.randrange(2**62)  # vLLM: one seed for a request's prompts
+        jobs = self.batcher.run([Job(row, sampling, seed, stop, max(wanted) if wanted else None) for row in rows])
+        choices, generated = [], 0
+        for job in jobs:
+            for j, ids in enumerate(job.samples):
+                ids = ids[:max_tokens]
+                generated += len(ids)
+                table = job.tables[j] if job.tables else None
+                choices.append(self._choice(len(choices), job.row, ids, table, request, k_sample, k_prompt, stops))
+        prompt_tokens = sum(map(len, rows))
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()), "model": self.name,
                 "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
                                               "total_tokens": prompt_tokens + generated}}
 
-    def _sample(self, row: list[int], request: CompletionRequest, max_tokens: int, temperature: float, top_k: int) -> list[list[int]]:
-        sampling = Sampling(k=request.n, temperature=temperature, top_p=1.0 if request.top_p is None else request.top_p, top_k=top_k,
-                            max_new_tokens=max_tokens)
-        seed = request.seed if request.seed is not None else random.randrange(2**62)
-        stop_ids = self.engine.eos_ids
-        extra = [t for t in (request.stop_token_ids or []) if t not in stop_ids]
-        if extra:
-            self.engine.eos_ids = sorted({*stop_ids, *extra})
-        try:
-            return [c.ids for c in self.engine.generate_ids([row], sampling, [seed])]
-        finally:
-            self.engine.eos_ids = stop_ids
-
-    def _choice(self, index: int, row: list[int], ids: list[int], request: CompletionRequest, k_sample: int | None,
+    def _choice(self, index: int, row: list[int], ids: list[int], table: Table | None, request: CompletionRequest, k_sample: int | None,
                 k_prompt: int | None, stops: list[str]) -> dict[str, Any]:
         text = self.tok.decode(ids, skip_special_tokens=request.skip_special_tokens)
-        finish, reason = ("stop", None) if ids and ids[-1] in self.engine.eos_ids else ("length", None)
+        finish, reason = ("stop", None) if ids and ids[-1] in self.stop_ids else ("length", None)
         if ids and ids[-1] in (request.stop_token_ids or []):
             finish, reason = "stop", ids[-1]
         cut = min(((text.find(s), s) for s in stops if s and s in text), default=None)
         if cut is not None:
             text, finish, reason = text[: cut[0]], "stop", cut[1]
-        wanted = [k for k in (k_sample, k_prompt) if k is not None]
-        table = self._logprobs(row + ids, max(wanted)) if wanted else None
         as_id = bool(request.return_tokens_as_token_ids)
         choice: dict[str, Any] = {"index": index, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": reason,
                                   "token_ids": ids if request.return_token_ids else None,
@@ -209,18 +300,6 @@ class Served:
         if request.echo:
             choice["text"] = self.tok.decode(row) + choice["text"]
         return choice
-
-    def _logprobs(self, ids: list[int], k: int) -> dict[int, tuple[int, float, int, list[tuple[int, float]]]]:
-        """Position p (>= 1) -> (token, its log-prob, its rank, the top-k (id, log-prob)) under the model's raw
-        logits at temperature 1, from one forward over the whole sequence."""
-        logits = self.model(input_ids=torch.tensor([ids], device=self.model.device)).logits[0, :-1].float()
-        logp = torch.log_softmax(logits, dim=-1)
-        target = torch.tensor(ids[1:], device=logp.device)
-        token_lp = logp.gather(-1, target[:, None]).squeeze(-1)
-        ranks = (logp > token_lp[:, None]).sum(-1) + 1
-        top_lp, top_ids = logp.topk(min(k, logp.shape[-1]), dim=-1) if k > 0 else (logp[:, :0], target[:, None][:, :0])
-        rows = zip(target.tolist(), token_lp.tolist(), ranks.tolist(), top_ids.tolist(), top_lp.tolist())
-        return {p + 1: (t, lp, r, list(zip(ti, tl))) for p, (t, lp, r, ti, tl) in enumerate(rows)}
 
     def _entry(self, row: tuple[int, float, int, list[tuple[int, float]]], k: int) -> dict[str, dict[str, Any]]:
         """A prompt position as vLLM writes it: {token id: Logprob} for the token itself and the top k."""
