@@ -73,6 +73,21 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.chunked.x__logp_chunk',
      'return torch.stack([logp.gather(-1, tokens[:, None]).squeeze(-1), entropy], dim=+1)'):
         'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x__served_chunk',
+     'ratio = s_fixed.gather(+1, tokens[:, None]).squeeze(-1) - t_token'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x__served_chunk',
+     'ratio = s_fixed.gather(-1, tokens[:, None]).squeeze(+1) - t_token'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x__served_chunk',
+     'return torch.stack([value, *stats], dim=+1)'):
+        'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',
+    ('s2d_bench.chunked.x_served_distill_loss',
+     'mask: torch.Tensor, objective: Objective, chunk: int = 1, min_chunks: int = 1, temperature: float = 1.0'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
+    ('s2d_bench.chunked.x_served_distill_loss',
+     'mask: torch.Tensor, objective: Objective, chunk: int = 0, min_chunks: int = 2, temperature: float = 1.0'):
+        'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
     ('s2d_bench.chunked.x_distill_loss',
      'chunk: int = 1,'):
         'chunk size, padding calls and checkpointing change memory and time, not values (tests: chunked equals unchunked)',
@@ -269,6 +284,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=False, **extra)'):
         'a cache passed in is updated in place and read whatever use_cache says (transformers 5.17): the decode test against generate passes with it off',
     ('s2d_bench.losses.x_topk_kl_from_logp', 't_top, ids = t_logp.topk(k, )'):
+        'topk without dim takes the last one, the dim=-1 given',
+    ('s2d_bench.losses.x_topk_kl_from_logp', 't_top, ids = t_logp.topk(min(k, t_logp.shape[-1]), )'):
         'topk without dim takes the last one, the dim=-1 given',
     ('s2d_bench.ablations.x__overrides_without',
      'return {k: v for k, v in full.overrides.items() if k.rpartition(".")[0] not in stages}'):

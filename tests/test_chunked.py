@@ -266,3 +266,15 @@ def test_the_served_loss_pads_chunks_for_other_ranks_without_changing_anything()
     base, _ = chunked.served_distill_loss(s_hidden, s_head, view, tokens, mask, objective, 4)
     padded, _ = chunked.served_distill_loss(s_hidden, s_head, view, tokens, mask, objective, 4, min_chunks=7)
     torch.testing.assert_close(base, padded)
+
+
+def test_one_served_token_is_that_tokens_value():
+    s_hidden, s_head, t_hidden, t_head, tokens, _ = _world()
+    one = torch.zeros(N, T)
+    one[2, 3] = 1
+    view = _served_view(t_hidden, t_head, tokens, 4)
+    loss, stats = chunked.served_distill_loss(s_hidden, s_head, view, tokens, one, chunked.Objective("forward", "topk", 4))
+    s_logp = torch.log_softmax(s_head(s_hidden[2, 3]), -1)
+    top, ids = view.logp[2, 3], view.ids[2, 3]
+    assert loss.item() == pytest.approx(losses.topk_kl_given(s_logp, top, ids, losses.log_tail_from_top(top), "forward").item(), rel=1e-5)
+    assert stats["entropy"] == pytest.approx(losses.entropy_from_logp(s_logp).item(), rel=1e-5)

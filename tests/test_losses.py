@@ -227,3 +227,24 @@ def test_the_served_estimators_are_the_local_ones_and_full_is_not_among_them():
                                    losses.ESTIMATE["topk"](s_logp, t_logp, tokens, direction, 3), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(losses.ESTIMATE_SERVED["sampled"](s_logp, tokens, t_token, ids, top, "reverse"),
                                losses.ESTIMATE["sampled"](s_logp, t_logp, tokens, "reverse", 3))
+
+
+def test_top_k_given_by_hand_on_batched_positions():
+    """The top-k + tail KL on (2, 3, V) positions against the coarsened distributions written out in float64: the k
+    tokens' probabilities and one bucket holding the rest, for each model."""
+    g = torch.Generator().manual_seed(5)
+    s_logp = torch.log_softmax(torch.randn(2, 3, 6, generator=g), -1)
+    t_logp = torch.log_softmax(2 * torch.randn(2, 3, 6, generator=g), -1)
+    for k in (2, 4):
+        top, ids = t_logp.topk(k, -1)
+        p_t, p_s = top.double().exp(), s_logp.double().exp().gather(-1, ids)
+        t_all = torch.cat([p_t, 1 - p_t.sum(-1, keepdim=True)], -1)
+        s_all = torch.cat([p_s, 1 - p_s.sum(-1, keepdim=True)], -1)
+        want = {"forward": (t_all * (t_all.log() - s_all.log())).sum(-1), "reverse": (s_all * (s_all.log() - t_all.log())).sum(-1)}
+        for direction in ("forward", "reverse"):
+            got = losses.topk_kl_given(s_logp, top, ids, losses.log_tail_from_top(top), direction)
+            assert got.shape == (2, 3)
+            torch.testing.assert_close(got.double(), want[direction], rtol=1e-4, atol=1e-6)
+    tail = losses.log_tail_from_top(t_logp.topk(2, -1)[0])
+    assert tail.shape == (2, 3, 1)
+    torch.testing.assert_close(tail.exp().squeeze(-1), 1 - t_logp.topk(2, -1)[0].exp().sum(-1), rtol=1e-5, atol=1e-7)

@@ -206,3 +206,15 @@ def test_warmups_on_a_served_teacher_draw_alike_across_students_and_learning_rat
     assert warmups([*served, "teacher.served_model=u"])["a"].seed != nodes["a"].seed
     local = warmups([arms])
     assert local["a"].seed != local["b"].seed and all(n.seed == node_seed(n.id) for n in local.values())
+
+
+def test_base_models_come_teacher_first_unless_the_teacher_is_served():
+    """A served teacher is evaluated with the student's tokenizer, so the student's base is built first; a local pair
+    keeps the teacher first (the order earlier run directories were built in). The draw seed of a served warmup is
+    pinned: a grid continued by a later version draws what its first arms drew (and reads their cached rollouts)."""
+    served = plan(load_config(None, ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t",
+                                     "arms={a: {stages: [warmup]}}"]))
+    assert [(n.stage, n.role) for n in served[:2]] == [("base", "student"), ("base", "teacher")]
+    assert served[2].stage == "warmup" and served[2].seed == 3663448147
+    local = plan(load_config(None, ["arms={a: {stages: [warmup]}}"]))
+    assert [(n.stage, n.role) for n in local[:2]] == [("base", "teacher"), ("base", "student")]
