@@ -283,6 +283,21 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.sampling.x__decode',
      'out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=False, **extra)'):
         'a cache passed in is updated in place and read whatever use_cache says (transformers 5.17): the decode test against generate passes with it off',
+    ('s2d_bench.leaderboards.tables.x__served_teacher',
+     'teacher = next((r["teacher_model"] for r in records if str(r.get("teacher_model", None)).endswith(SERVED)), None)'):
+        'a record without teacher_model is not served whatever the default: str() of None, "" or "XXXX" never ends with " (served)"',
+    ('s2d_bench.leaderboards.tables.x__served_teacher',
+     'teacher = next((r["teacher_model"] for r in records if str(r.get("teacher_model", )).endswith(SERVED)), None)'):
+        'a record without teacher_model is not served whatever the default: str() of None, "" or "XXXX" never ends with " (served)"',
+    ('s2d_bench.leaderboards.tables.x__served_teacher',
+     'teacher = next((r["teacher_model"] for r in records if str(r.get("teacher_model", "XXXX")).endswith(SERVED)), None)'):
+        'a record without teacher_model is not served whatever the default: str() of None, "" or "XXXX" never ends with " (served)"',
+    ('s2d_bench.plan.x_served_draws_seed', 'return node_seed(node_id(None, draws))'):
+        "node_seed reads the hash after an id's last '-': the id's stage prefix does not change the seed",
+    ('s2d_bench.plan.x_served_draws_seed', 'return node_seed(node_id("XXwarmup-drawsXX", draws))'):
+        "node_seed reads the hash after an id's last '-': the id's stage prefix does not change the seed",
+    ('s2d_bench.plan.x_served_draws_seed', 'return node_seed(node_id("WARMUP-DRAWS", draws))'):
+        "node_seed reads the hash after an id's last '-': the id's stage prefix does not change the seed",
     ('s2d_bench.losses.x_topk_kl_from_logp', 't_top, ids = t_logp.topk(k, )'):
         'topk without dim takes the last one, the dim=-1 given',
     ('s2d_bench.losses.x_topk_kl_from_logp', 't_top, ids = t_logp.topk(min(k, t_logp.shape[-1]), )'):

@@ -118,8 +118,8 @@ SERVED = " (served)"  # how a record names a teacher on its own server (rundir.m
 
 
 def _served_teacher(paths: dict[int, list[dict[str, Any]]], by_node: dict, task: str) -> str:
-    """'NAME (served): warmup topk k=64, opd sampled' when the arm's teacher was served (its distillation stages trained on
-    the server's top-k or sampled-token log-probs, which the row must say), else ''."""
+    """'NAME (served): warmup topk k=64, opd sampled' when the arm distilled from a served teacher (its distillation stages
+    trained on the server's top-k or sampled-token log-probs, which the row must say), else ''."""
     records = [by_node.get((row["node"], task)) for rows in paths.values() for row in rows]
     records = [r for r in records if r is not None]
     teacher = next((r["teacher_model"] for r in records if str(r.get("teacher_model", "")).endswith(SERVED)), None)
@@ -130,7 +130,7 @@ def _served_teacher(paths: dict[int, list[dict[str, Any]]], by_node: dict, task:
         cfg = r.get("node_config") or {}
         if "estimator" in cfg:
             stages.setdefault(r["stage"], f"{r['stage']} {cfg['estimator']}" + (f" k={cfg['top_k']}" if cfg["estimator"] == "topk" else ""))
-    return f"{teacher}: {', '.join(stages.values())}" if stages else teacher
+    return f"{teacher}: {', '.join(stages.values())}" if stages else ""  # an arm that never asked the teacher (direct GRPO)
 
 
 def arm_table(evals: list[dict[str, Any]], arms: list[dict[str, Any]]) -> pd.DataFrame:

@@ -611,3 +611,29 @@ def test_a_benchmark_group_gets_its_macro_average_once_every_member_is_evaluated
     expected = pooled([np.array([[i / 10] * 20 + [1.0] * 20]) for i in range(len(members))])
     assert table[column].tolist() == [str(expected)] and expected.mean == pytest.approx(np.mean([(i / 10 + 1) / 2 for i in range(9)]))
     assert column not in model_table(rows[:-1]).columns  # one member missing: no average that reads as the group's
+
+
+def test_an_arm_on_a_served_teacher_says_so_with_each_distillation_stages_estimator(tmp_path):
+    """A row whose records name a served teacher gets a teacher column: the served name and, per distillation stage, the
+    estimator (with k for top-k, whose value depends on it); arms on a resident teacher get none; C2 rows of a served
+    teacher are labelled estimates."""
+    store = Store(tmp_path / "s.sqlite")
+    served = {"teacher_model": "big (served)"}
+    store.put_eval("base", "s", _record("base", "base", 0, [0.1] * 40, **served))
+    store.put_eval("w", "s", _record("w", "warmup", 0, [0.3] * 40, node_config={"estimator": "topk", "top_k": 16}, **served))
+    store.put_eval("o", "s", _record("o", "opd", 0, [0.4] * 40, node_config={"estimator": "sampled", "top_k": 8}, **served))
+    store.put_eval("r", "s", _record("r", "student_rl", 0, [0.5] * 40, node_config={"steps": 2}, **served))
+    store.put_eval("d", "s", _record("d", "student_rl", 0, [0.2] * 40, node_config={"steps": 9}, **served))
+    store.put_arms("s", 0, {"full": [("base", "base"), ("w", "warmup"), ("o", "opd"), ("r", "student_rl")],
+                            "warm": [("base", "base"), ("w", "warmup")], "direct-grpo": [("base", "base"), ("d", "student_rl")]})
+    store.put_diagnostic("s", "o", "c2", {"stage": "opd", "teacher": "served", "top_k": 8, "kl_forward_before": 2.0,
+                                          "kl_forward_after": 0.5, "kl_reverse_before": 1.0, "kl_reverse_after": 0.25})
+    board = build(store, "s")
+    rows = board.main.set_index("arm")
+    assert rows.loc["full", "teacher"] == "big (served): warmup topk k=16, opd sampled"
+    assert rows.loc["warm", "teacher"] == "big (served): warmup topk k=16"
+    assert rows.loc["direct-grpo", "teacher"] == "-"  # never asked the teacher
+    assert list(board.c2["stage"]) == ["opd (served teacher: sampled-token estimate, top-k 8)"]
+    local = Store(tmp_path / "l.sqlite")
+    _fill(local)
+    assert "teacher" not in build(local, "s").main.columns
