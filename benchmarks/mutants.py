@@ -480,6 +480,7 @@ def _toml(value) -> str:  # noqa: ANN001 - the str / bool / list[str] values of 
 def prepare(group: str) -> Path:
     """The group's copy of the repository, refreshed (its mutants/ kept, so mutmut reuses results of unchanged code)."""
     where = workdir(group)
+    _drop_stale_test_map(where)
     if group == "core":
         _refresh_package_data(where)
         return where
@@ -495,6 +496,19 @@ def prepare(group: str) -> Path:
     (where / "pyproject.toml").write_text("[tool.mutmut]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items()))
     _refresh_package_data(where)
     return where
+
+
+def _drop_stale_test_map(where: Path) -> None:
+    """mutmut keeps which tests call each function (mutants/mutmut-stats.json) and, on a later run, adds only the tests it
+    has not seen: a function added since, or one that old tests now reach, is mapped to the new tests alone, and its
+    mutants pass that the old tests would kill (found on #32's helpers). When any source or test file is newer than the
+    map, drop it: the next run measures every test again (a few minutes) before running mutants."""
+    stats = where / "mutants" / "mutmut-stats.json"
+    if not stats.exists():
+        return
+    sources = [f for folder in ("s2d_bench", "tests") for f in (ROOT / folder).rglob("*.py")]
+    if max(f.stat().st_mtime for f in sources) > stats.stat().st_mtime:
+        stats.unlink()
 
 
 def _refresh_package_data(where: Path) -> None:
