@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,8 @@ class ServedTeacher:
         rows = render(self.tok, prompts, self.thinking)
         key = self.cache_key(rows, seeds, sampling, k)
         path = cache / f"{key}.pt" if cache is not None else None
-        if path is not None and path.exists():
-            kept = torch.load(path, weights_only=True)
+        kept = _cached(path) if path is not None else None
+        if kept is not None:
             completions, logprobs = kept["completions"], TeacherLogprobs(kept["token"], kept["ids"], kept["logp"])
         else:
             answers = self.client.map(lambda job: self._sample(*job, sampling, k), list(zip(rows, seeds)))
@@ -209,6 +210,21 @@ class ServedTeacher:
 def _best(pairs: Any, k: int) -> list[tuple[int, float]]:
     """The k most likely of (id, log-prob) pairs (the sampled token may come beside the top k: vLLM adds it)."""
     return sorted(pairs, key=lambda p: -p[1])[:k]
+
+
+def _cached(path: Path) -> dict[str, Any] | None:
+    """A cache file's rollouts, or None when there is none or it cannot be read (damaged: it is drawn again, with a
+    warning, and rewritten)."""
+    if not path.exists():
+        return None
+    try:
+        kept = torch.load(path, weights_only=True)
+        if not {"completions", "token", "ids", "logp"} <= set(kept):
+            raise KeyError("a key is missing")
+        return kept
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a miss
+        print(f"warning: teacher cache {path}: unreadable ({type(exc).__name__}); drawing these rollouts again", file=sys.stderr)
+        return None
 
 
 def _saved(obj: dict[str, Any]) -> bytes:

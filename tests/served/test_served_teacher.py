@@ -142,6 +142,13 @@ def test_a_served_warmup_trains_the_student_the_local_teacher_trains(world, tmp_
     with pytest.raises(ServerError, match=r"teacher server http://127\.0\.0\.1:\d+/v1/models: unreachable .* after 1 tries"):
         _warmup(world, tok, nowhere, steps=3, cache=tmp_path / "cache")  # a step the cache does not hold needs the server
 
+    damaged = sorted((tmp_path / "cache").glob("*.pt"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a damaged file is drawn again (from the server) and rewritten
+    again, _ = _warmup(world, tok, _served(world["url"], tok), cache=tmp_path / "cache")
+    for a, b in zip(served_student.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-4)  # the server batches requests as they come: last-bit logits
+    assert len(damaged.read_bytes()) > 100
+
 
 class _Flaky(BaseHTTPRequestHandler):
     """A proxy in front of the real server that answers 503 to its first `fail` completions, then forwards."""
