@@ -46,6 +46,21 @@ def test_a_base_model_from_a_path_is_built_and_consumed_nothing(tmp_path):
     assert rd.stage_info(teacher) == {"labeled_draws": 0, "labeled_ids": [], "seconds": 0.0}
 
 
+def test_a_served_teacher_is_given_reached_at_its_url_and_named_served_in_records(tmp_path):
+    rd, nodes = _dir(tmp_path, "teacher.builder=", "teacher.server=http://10.0.0.7:8000", "teacher.served_model=big",
+                     "arms={a: {stages: [warmup]}}")
+    teacher = next(n for n in nodes.values() if n.stage == "base" and n.role == "teacher")
+    student = next(n for n in nodes.values() if n.stage == "base" and n.role == "student")
+    assert teacher.served and teacher.given and not teacher.from_path and not student.given
+    assert rd.is_trained(teacher) and not rd.is_trained(student)
+    assert rd.model_ref(teacher) == "http://10.0.0.7:8000"
+    assert rd.stage_info(teacher) == {"labeled_draws": 0, "labeled_ids": [], "seconds": 0.0}
+    _built(rd, student, [], 0.0)
+    fields = rd.record_fields(nodes, teacher)
+    assert (fields["model"], fields["teacher_model"], fields["engine"]) == ("big (served)", "big (served)", "served")
+    assert rd.record_fields(nodes, student)["engine"] == "hf"  # the student is evaluated here, by eval.engine
+
+
 def test_a_record_carries_its_lineage_budget_and_config(tmp_path):
     rd, nodes = _dir(tmp_path, "seed=4", "seed_scope=all")
     by_stage = {n.stage: n for n in nodes.values() if n.stage != "base"}
