@@ -88,11 +88,16 @@ def load_pretrained(path_or_id: str, device: str | None = "cpu", dtype: torch.dt
         model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **load_kwargs(ref))
     except (OSError, ValueError) as exc:  # an unknown architecture, a hub id without weights
         raise UserError(f"cannot load model '{path_or_id}': {str(exc).splitlines()[0]}") from None
+    return (model.to(device) if device else model), sampling_tokenizer(ref)
+
+
+def sampling_tokenizer(ref: str) -> PreTrainedTokenizerBase:
+    """`load_tokenizer` set up for sampling and batches: left padding, EOS as the pad token when it has none."""
     tok = load_tokenizer(ref)
     tok.padding_side = "left"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return (model.to(device) if device else model), tok
+    return tok
 
 
 def load_tokenizer(ref: str) -> PreTrainedTokenizerBase:

@@ -81,22 +81,16 @@ class ServedTeacher:
         its weights: for evaluating the teacher and for C2, where no student is at hand."""
         from transformers import GenerationConfig
 
-        from s2d_bench.models.builders import load_tokenizer
+        from s2d_bench.models.builders import sampling_tokenizer
         from s2d_bench.models.refs import load_kwargs, resolve_model
 
         ref = resolve_model(student_ref)
-        tok = load_tokenizer(ref)
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
+        tok = sampling_tokenizer(ref)
         try:
             generation = GenerationConfig.from_pretrained(ref, **load_kwargs(ref))
         except OSError:  # a folder without generation_config.json: the tokenizer's EOS alone
             generation = None
         return cls(cfg, tok, stop_ids_of(generation, tok), thinking)
-
-    @property
-    def url(self) -> str:
-        return self.cfg.server
 
     @property
     def client(self) -> Client:
