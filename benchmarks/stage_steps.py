@@ -11,8 +11,14 @@ counting the recomputation of activation checkpointing.
 
     python benchmarks/stage_steps.py                      # GPU, bf16, Qwen3-1.7B shape
     python benchmarks/stage_steps.py --shape tiny --device cpu   # smoke test of the script
+    python benchmarks/stage_steps.py --decode --out results/decode_step.json   # the sampler's decode step alone
 
-Writes results/stage_steps.json.
+Writes results/stage_steps.json. `--decode` measures instead one decode step of the sampler (ms/step at
+--sequences rows, EOS off) three ways: the eager loop (`sampling.sample`: shared-prefix cache, eviction),
+the static-shape loop eagerly, and the compiled step (`static_decode`: CUDA graphs on a GPU); each
+step's time is the difference of two generation lengths over their difference, so the prefill and
+the compilation drop out. Beside it the bound: the weights' bytes (plus the KV cache read at the
+mean position) over the device-to-device copy bandwidth measured in the same run.
 """
 
 from __future__ import annotations
@@ -26,11 +32,8 @@ from pathlib import Path
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from s2d_bench import chunked, losses
-from s2d_bench.backends.runtime import LocalRuntime
-from s2d_bench.backends.torch_backend import distill_update, policy_updates
-from s2d_bench.config import DistillConfig, GRPOConfig
 from s2d_bench.generation.sampling import Sampling, sample
+from s2d_bench.generation.static_decode import sample_static
 from s2d_bench.models.sequences import Batch, positions
 
 SHAPES = {  # Qwen3-1.7B's published config.json, and a tiny one for smoke tests
@@ -104,6 +107,49 @@ def _deepspeed_runtime(bf16: bool):
     return DeepSpeedRuntime(DeepSpeedConfig(zero_stage=2, bf16=bf16))
 
 
+def copy_bandwidth(device: str, gib: float = 2.0) -> float:
+    """Bytes read plus written per second by a device-to-device copy of `gib` GiB: the memory-bound ceiling."""
+    src = torch.empty(int(gib * 2**30) // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    seconds = timed(lambda: dst.copy_(src), device, 10)
+    return 2 * src.numel() * src.element_size() / seconds
+
+
+def decode_steps(args: argparse.Namespace, dtype: torch.dtype) -> dict:
+    """ms per decode step of the three loops at one shape, and the bandwidth bound (see the module docstring)."""
+    model = build(args.shape, args.device, dtype, 0).eval()
+    model.gradient_checkpointing_disable()
+    model.config.use_cache = True
+    g = torch.Generator(device=args.device).manual_seed(0)
+    ids = torch.randint(100, model.config.vocab_size, (args.sequences, args.prompt_len), device=args.device, generator=g)
+    mask = torch.ones_like(ids)
+    seeds = list(range(args.sequences))
+    short, long = args.new_tokens // 4, args.new_tokens
+    loops = {"eager (shared prefix)": lambda n: sample(model, ids, mask, Sampling(max_new_tokens=n), -1, 0, seeds),
+             "static, eager": lambda n: sample_static(model, ids, mask, Sampling(max_new_tokens=n), -1, 0, seeds, compiled=False),
+             "static, compiled": lambda n: sample_static(model, ids, mask, Sampling(max_new_tokens=n), -1, 0, seeds)}
+    rows, tokens = [], {}
+    for name, run in loops.items():
+        start = time.perf_counter()
+        run(short)  # warm-up; the compiled loop compiles (and records its graphs) here
+        sync(args.device)
+        warm = time.perf_counter() - start
+        t_short, t_long = (timed(lambda n=n: tokens.__setitem__((name, n), run(n)[0]), args.device, args.repeats) for n in (short, long))
+        ms = (t_long - t_short) / (long - short) * 1e3
+        rows.append({"loop": name, "ms_per_step": ms, "first_call_s": warm})
+        print(f"{name:<22} {ms:8.3f} ms/step   first call {warm:6.1f} s", flush=True)
+    same = {name: bool(torch.equal(tokens[(name, long)], tokens[("eager (shared prefix)", long)])) for name in loops}
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    c = model.config
+    kv = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * dtype.itemsize * args.sequences * (args.prompt_len + long / 2)
+    bandwidth = copy_bandwidth(args.device) if args.device.startswith("cuda") else float("nan")
+    bound = (weights + kv) / bandwidth * 1e3
+    print(f"bound: {weights / 2**30:.2f} GiB weights + {kv / 2**30:.2f} GiB KV at {bandwidth / 1e12:.2f} TB/s copy = {bound:.3f} ms/step")
+    print("same tokens as the eager loop: " + ", ".join(f"{k} {v}" for k, v in same.items()))
+    return {"loops": rows, "same_tokens_as_eager": same, "weights_gib": weights / 2**30, "kv_gib_mean": kv / 2**30,
+            "copy_tb_per_s": bandwidth / 1e12, "bound_ms_per_step": bound}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="qwen3-1.7b", choices=sorted(SHAPES))
@@ -116,10 +162,23 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=["teacher_rl", "warmup", "opd", "student_rl"])
     ap.add_argument("--runtime", default="local", choices=["local", "deepspeed"],
                     help="local: bf16 weights and AdamW states; deepspeed: ZeRO-2, bf16 compute, fp32 master weights")
+    ap.add_argument("--decode", action="store_true", help="measure the sampler's decode step (three loops) instead of training steps")
     ap.add_argument("--out", default="results/stage_steps.json")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda and args.runtime == "local" else torch.float32  # DeepSpeed casts to bf16 itself
+    device_name = torch.cuda.get_device_name() if cuda else "cpu"
+    if args.decode:
+        info = {"shape": args.shape, "dtype": str(dtype), "device": device_name, "torch": torch.__version__, "args": vars(args),
+                **decode_steps(args, dtype)}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(info, indent=2))
+        return
+    from s2d_bench import chunked, losses
+    from s2d_bench.backends.runtime import LocalRuntime
+    from s2d_bench.backends.torch_backend import distill_update, policy_updates
+    from s2d_bench.config import DistillConfig, GRPOConfig
+
     teacher = build(args.shape, args.device, dtype, 1).eval()
     rt = LocalRuntime() if args.runtime == "local" else _deepspeed_runtime(cuda)
     teacher = rt.frozen(teacher)
@@ -156,7 +215,7 @@ def main() -> None:
         if cuda:
             torch.cuda.empty_cache()
     info = {"runtime": args.runtime, "shape": args.shape, "params_trained": sum(p.numel() for p in teacher.parameters()), "dtype": str(dtype),
-            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", "args": vars(args), "stages": rows}
+            "device": device_name, "args": vars(args), "stages": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(info, indent=2))
 

@@ -213,7 +213,7 @@ def rebuild(folders: tuple[str, ...], store_path: str | None, eval_suite: str) -
 @click.option("--tasks", "tasks", default="math500", show_default=True, help="Comma-separated benchmarks (see `s2d-bench ls`).")
 @click.option("--samples", type=int, default=None, help="k samples per problem (default: the benchmark's, 16).")
 @click.option("--limit", type=int, default=None, help="Only the first N problems of each benchmark.")
-@click.option("--engine", default="hf", show_default=True, help="hf or vllm.")
+@click.option("--engine", default="hf", show_default=True, help="hf, hf-compiled (compiled decode step) or vllm.")
 @click.option("--data", default=None, help="JSON Lines file, or a folder of them; default $S2D_DATA_DIR, else the hub.")
 @click.option("--out", "out_dir", default="runs/eval", show_default=True, help="Where results and completions go.")
 @click.option("--temperature", type=float, default=None)

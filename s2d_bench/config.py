@@ -257,7 +257,7 @@ class EvalConfig:
     max_batch_tokens: int = _help(
         "hf engine: KV-cache positions per sampling batch, samples x (longest prompt + max_new_tokens) per problem; 0: no "
         "bound. Memory only: problems sample from their own seeds, so every completion is the same", 0)
-    engine: str = _help("registered engine that samples evaluations: hf, or vllm (GPU, extra 'vllm')", "hf")
+    engine: str = _help("registered engine that samples evaluations: hf, hf-compiled, or vllm (GPU, extra 'vllm')", "hf")
     extraction: str = _help(
         "the answer a completion gives, for the task's split: last_box (the last \\boxed{}) or boxes (the last box joined with "
         "the boxes right before it, as math-verify extracts: \\boxed{3}, \\boxed{5} answers 3, 5); registered benchmarks "
@@ -304,7 +304,7 @@ class DeepSpeedConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: str = _help("registered rollout engine of the torch and deepspeed backends' training stages: hf, or vllm (GPU, extra 'vllm')", "hf")
+    engine: str = _help("registered rollout engine of the torch and deepspeed backends' training stages: hf, hf-compiled, or vllm (GPU, extra 'vllm')", "hf")
     gpu_memory_utilization: float = _help("vllm: share of each GPU's memory vLLM may take beside the trainer (weights + KV cache)", 0.3)
     max_model_len: int = _help("vllm: longest prompt + completion; 0 takes the model config's (large: costs KV cache)", 0)
     sleep: bool = _help("vllm: free the KV cache (and, for the trained model, the weights) between rollouts", True)

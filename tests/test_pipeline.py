@@ -75,7 +75,7 @@ def test_an_evaluation_token_budget_splits_batches_and_changes_no_completion(tin
     for path in [completions, *folder.glob("eval-*.json")]:
         path.unlink()
     batches, real = [], hf.sample
-    monkeypatch.setattr(hf, "sample", lambda model, ids, *args: batches.append(ids.shape[0]) or real(model, ids, *args))
+    monkeypatch.setattr(hf.HFEngine, "decode", staticmethod(lambda model, ids, *args: batches.append(ids.shape[0]) or real(model, ids, *args)))
     Runner(load_config(None, [*overrides, "eval.max_batch_tokens=1"])).run()
     problems = len({json.loads(line)["id"] for line in whole.decode().splitlines()})
     assert completions.read_bytes() == whole and batches == [1] * problems  # one problem a batch

@@ -48,6 +48,9 @@ def test_trl_refuses_estimators_and_micro_batches_it_cannot_express():
         _check("backend=trl", "stages.student_rl.mini_batches=3")
     _check("backend=trl", "stages.teacher_rl.micro_batch_size=4", "stages.student_rl.mini_batches=4")
     _check("backend=torch", "stages.opd.estimator=topk", "stages.teacher_rl.micro_batch_size=3")  # native on torch
+    with pytest.raises(UserError, match="backend=trl: rollout.engine=hf-compiled is not one of TRL's samplers"):
+        _check("backend=trl", "rollout.engine=hf-compiled")  # TRL samples with its own generate: ours would be ignored
+    _check("backend=torch", "rollout.engine=hf-compiled")
 
 
 def test_deepspeed_refuses_a_step_with_fewer_prompts_than_the_launch_has_ranks(monkeypatch):

@@ -17,6 +17,7 @@ def _stage_configs(cfg: RunConfig):  # noqa: ANN202 - (arm, stage, its effective
     return [(arm, stage, cfg.stage_config(arm, stage)) for arm in cfg.arms for stage in cfg.arms[arm].stages]
 
 
+TRL_ENGINES = ("hf", "vllm")  # hf: TRL's trainers sample with their own generate
 TRL_ESTIMATORS = ("full",)  # GKD and Distillation trainers compute the full-vocabulary divergence
 
 
@@ -24,6 +25,8 @@ def _trl(cfg: RunConfig) -> None:
     """TRL accumulates equal micro-batches and has only full-vocabulary divergences, against a resident teacher model."""
     require(not cfg.teacher.server, "backend=trl: TRL's distillation trainers score with a teacher model resident beside the student; "
                                     "a served teacher (teacher.server) trains with backend=torch or backend=deepspeed")
+    require(cfg.rollout.engine in TRL_ENGINES, f"backend=trl: rollout.engine={cfg.rollout.engine} is not one of TRL's samplers "
+                                               f"({', '.join(TRL_ENGINES)}: its own generate, or its colocated vLLM); use backend=torch")
     for _, stage, st in _stage_configs(cfg):
         per_step = st.step_sequences // st.step_mini_batches
         require(not (st.step_sequences % st.step_mini_batches or (st.micro_batch_size and per_step % st.micro_batch_size)),

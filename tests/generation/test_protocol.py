@@ -62,7 +62,7 @@ def seen(monkeypatch):
         calls.append(([row[m.bool()].tolist() for row, m in zip(ids, mask)], sorted(eos if isinstance(eos, list) else [eos])))
         return real(model, ids, mask, s, eos, pad, seeds, vocab)
 
-    monkeypatch.setattr(hf_module, "sample", spy)
+    monkeypatch.setattr(hf_module.HFEngine, "decode", staticmethod(spy))
     return calls
 
 

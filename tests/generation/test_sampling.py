@@ -131,7 +131,7 @@ def test_a_token_budget_bounds_every_sampling_batch_and_changes_no_token(monkeyp
         shapes.append(tuple(ids.shape))
         return real_sample(model, ids, mask, *args)
 
-    monkeypatch.setattr("s2d_bench.generation.hf.sample", counting)
+    monkeypatch.setattr(HFEngine, "decode", staticmethod(counting))  # the hf engine's decode loop
     longest = max(len(r) for r in render(tok, prompts, False))
     budget = 2 * s.k * (longest + s.max_new_tokens)  # two of the longest prompts fit
     bounded = HFEngine(model, tok, EngineConfig(prompts_per_batch=0, max_batch_tokens=budget)).generate(prompts, s, seeds)
