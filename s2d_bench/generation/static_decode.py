@@ -9,9 +9,9 @@ prefill stays eager (its shape is each batch's prompt length).
 
 The static shape costs what the eager loop saves elsewhere: no shared-prefix attention (the
 prompt's cache is copied k times) and no eviction of finished prompts (every row decodes until
-all have stopped). Tokens are the eager loop's: the same per-prompt generators draw the same
-uniforms (`sampling.draw_uniforms`, k per prompt and step; a finished prompt's draws are never
-used) and `sampling.next_token` picks from the same logits, up to float rounding (tested).
+all have stopped). Tokens are the eager loop's: each prompt's generator gives the same uniforms
+(k per prompt and step, drawn for all steps at once by `stream_uniforms`; a finished prompt's draws
+are never used) and `sampling.next_token` picks from the same logits, up to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from transformers import PreTrainedModel, StaticCache
 
-from s2d_bench.generation.sampling import Sampling, draw_uniforms, generators, next_token
+from s2d_bench.generation.sampling import Sampling, generators, next_token
 from s2d_bench.models.sequences import positions
 
 MODES = {"cpu": "default", "cuda": "reduce-overhead"}  # inductor's kernels on the CPU; CUDA graphs on a GPU
@@ -82,7 +82,22 @@ def sample_static(
         model.train(was_training)
 
 
+def stream_uniforms(gens: list[torch.Generator], k: int, steps: int) -> torch.Tensor:
+    """(steps, len(gens) * k) float64: row t is what `draw_uniforms(gens, k)` returns at step t, drawn at once.
+
+    A CPU generator's stream does not depend on how it is cut (tested), so one draw of steps x k per prompt replaces a
+    draw and a host-to-device copy per step."""
+    per_prompt = torch.stack([torch.rand(steps * k, generator=g, dtype=torch.float64) for g in gens])  # (B, steps*k)
+    return per_prompt.view(len(gens), steps, k).transpose(0, 1).reshape(steps, len(gens) * k)
+
+
+SYNC_EVERY = 16  # steps between the host's checks that every row has stopped: each check waits for the GPU
+
+
 def _decode(model, compiled: bool, ids, prompt_mask, s: Sampling, eos, pad_id: int, gens, vocab):  # noqa: ANN001
+    """The loop keeps the device busy: the uniforms are on it before the first step, the cache positions are views of
+    one tensor, and the host asks whether all rows have stopped every `SYNC_EVERY` steps; steps past the last stop
+    write pad ids and are cut off, so the result is the eager loop's."""
     n, p = ids.shape
     device = ids.device
     length = cache_length(p, s.max_new_tokens)
@@ -91,25 +106,25 @@ def _decode(model, compiled: bool, ids, prompt_mask, s: Sampling, eos, pad_id: i
     mask = torch.zeros((n, length), dtype=prompt_mask.dtype, device=device)
     mask[:, :p] = prompt_mask
     pos = positions(prompt_mask)
+    cache_positions = torch.arange(length, device=device)
     out = model(input_ids=ids, attention_mask=mask[:, :p], position_ids=pos, past_key_values=cache, use_cache=True,
-                cache_position=torch.arange(p, device=device), logits_to_keep=1)
+                cache_position=cache_positions[:p], logits_to_keep=1)
     logits = out.logits[:, -1]
     next_pos = pos[:, -1:] + 1
+    uniforms = stream_uniforms(gens, s.k, s.max_new_tokens).to(device) if s.temperature > 0 else None
     tokens = torch.full((n, s.max_new_tokens), pad_id, dtype=torch.long, device=device)
     alive = torch.zeros((n, s.max_new_tokens), device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
-    steps = 0
     for t in range(s.max_new_tokens):
-        uniforms = draw_uniforms(gens, s.k) if s.temperature > 0 else None
-        tok = torch.where(done, torch.full_like(done, pad_id, dtype=torch.long), next_token(logits[:, :vocab], s, uniforms))
+        tok = torch.where(done, pad_id, next_token(logits[:, :vocab], s, uniforms[t] if uniforms is not None else None))
         tokens[:, t], alive[:, t] = tok, (~done).float()
         done = done | torch.isin(tok, eos)
-        steps = t + 1
-        if t + 1 == s.max_new_tokens or bool(done.all()):
+        if t + 1 == s.max_new_tokens or ((t + 1) % SYNC_EVERY == 0 and bool(done.all())):
             break
         mask[:, p + t] = 1
         out = step(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True,
-                   cache_position=torch.tensor([p + t], device=device))
+                   cache_position=cache_positions[p + t : p + t + 1])
         logits = out.logits[:, -1].clone()  # a CUDA graph's output buffer is overwritten by the next replay
         next_pos = next_pos + 1
+    steps = int(alive.any(0).nonzero().max()) + 1  # the eager loop stops at the step where the last row stopped
     return tokens[:, :steps], alive[:, :steps]
