@@ -254,10 +254,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'kept_rows = (keep[:, None] * s.k + torch.arange(s.k, )).flatten()'):
         "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
     ('s2d_bench.generation.sampling.x__decode',
-     'uniforms = draw_uniforms([gens[i] for i in live.tolist()], s.k) if (s.temperature > 0) or True else None'):
+     'stream = UniformStream(gens, s.k, device) if (s.temperature > 0) or True else None'):
         "at temperature 0 next_token takes the argmax before it reads a uniform, and each call's generators are its own",
     ('s2d_bench.generation.sampling.x__decode',
-     'uniforms = draw_uniforms([gens[i] for i in live.tolist()], s.k) if s.temperature >= 0 else None'):
+     'stream = UniformStream(gens, s.k, device) if s.temperature >= 0 else None'):
         "at temperature 0 next_token takes the argmax before it reads a uniform, and each call's generators are its own",
     ('s2d_bench.generation.sampling.x__decode',
      'if int(finished.sum()) > max(1, EVICT_SHARE * len(live)):'):

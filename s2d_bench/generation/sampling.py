@@ -34,9 +34,26 @@ class Sampling:
     max_new_tokens: int = 16
 
 
-def draw_uniforms(generators: list[torch.Generator], k: int) -> torch.Tensor:
-    """(len(generators) * k,) float64 uniforms in [0, 1): k per prompt, prompt-major (row i*k + j)."""
-    return torch.cat([torch.rand(k, generator=g, dtype=torch.float64) for g in generators])
+class UniformStream:
+    """The uniforms of every step: k per prompt from its own generator, (len(gens) * k,) float64 a step, prompt-major
+    (row i*k + j), drawn `block` steps at a time.
+
+    A CPU generator's stream does not depend on how it is cut (tested), so one draw of block x k per prompt gives
+    exactly what a draw of k per prompt at every step would, with one call per prompt and one host-to-device copy per
+    block instead of per step.
+    Prompts that have stopped keep drawing (their values are never used), which changes no other prompt's."""
+
+    def __init__(self, gens: list[torch.Generator], k: int, device: torch.device | str, block: int = 256) -> None:
+        self.gens, self.k, self.device, self.block = gens, k, device, block
+        self.start, self.rows = 0, torch.empty(0, len(gens) * k, dtype=torch.float64)
+
+    def at(self, t: int) -> torch.Tensor:
+        """(len(gens) * k,) float64 on the device: step t's uniforms, prompt-major (row i*k + j); t counts up from 0."""
+        if t >= self.start + self.rows.shape[0]:
+            self.start += self.rows.shape[0]
+            draws = torch.stack([torch.rand(self.block * self.k, generator=g, dtype=torch.float64) for g in self.gens])
+            self.rows = draws.view(len(self.gens), self.block, self.k).transpose(0, 1).reshape(self.block, -1).to(self.device)
+        return self.rows[t - self.start]
 
 
 def generators(seeds: list[int]) -> list[torch.Generator]:
@@ -127,9 +144,10 @@ def _decode(model, prompt_ids, prompt_mask, s: Sampling, eos: torch.Tensor, pad_
     rows = torch.arange(n, device=device)  # their rows (k a prompt)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     steps = 0
+    stream = UniformStream(gens, s.k, device) if s.temperature > 0 else None
     for step in range(s.max_new_tokens):
-        uniforms = draw_uniforms([gens[i] for i in live.tolist()], s.k) if s.temperature > 0 else None
-        tok = torch.where(done, torch.full_like(done, pad_id, dtype=torch.long), next_token(logits[:, :vocab], s, uniforms))
+        uniforms = stream.at(step)[rows] if stream is not None else None  # the rows of the prompts still in the batch
+        tok = torch.where(done, pad_id, next_token(logits[:, :vocab], s, uniforms))
         tokens[rows, step], alive[rows, step] = tok, (~done).float()
         done = done | torch.isin(tok, eos)
         steps = step + 1

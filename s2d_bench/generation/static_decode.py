@@ -10,8 +10,8 @@ prefill stays eager (its shape is each batch's prompt length).
 The static shape costs what the eager loop saves elsewhere: no shared-prefix attention (the
 prompt's cache is copied k times) and no eviction of finished prompts (every row decodes until
 all have stopped). Tokens are the eager loop's: each prompt's generator gives the same uniforms
-(k per prompt and step, drawn for all steps at once by `stream_uniforms`; a finished prompt's draws
-are never used) and `sampling.next_token` picks from the same logits, up to float rounding (tested).
+(k per prompt and step, drawn in blocks of steps by `sampling.UniformStream`; a finished prompt's
+draws are never used) and `sampling.next_token` picks from the same logits, up to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from transformers import PreTrainedModel, StaticCache
 
-from s2d_bench.generation.sampling import Sampling, generators, next_token
+from s2d_bench.generation.sampling import Sampling, UniformStream, generators, next_token
 from s2d_bench.models.sequences import positions
 
 MODES = {"cpu": "default", "cuda": "reduce-overhead"}  # inductor's kernels on the CPU; CUDA graphs on a GPU
@@ -82,20 +82,11 @@ def sample_static(
         model.train(was_training)
 
 
-def stream_uniforms(gens: list[torch.Generator], k: int, steps: int) -> torch.Tensor:
-    """(steps, len(gens) * k) float64: row t is what `draw_uniforms(gens, k)` returns at step t, drawn at once.
-
-    A CPU generator's stream does not depend on how it is cut (tested), so one draw of steps x k per prompt replaces a
-    draw and a host-to-device copy per step."""
-    per_prompt = torch.stack([torch.rand(steps * k, generator=g, dtype=torch.float64) for g in gens])  # (B, steps*k)
-    return per_prompt.view(len(gens), steps, k).transpose(0, 1).reshape(steps, len(gens) * k)
-
-
 SYNC_EVERY = 16  # steps between the host's checks that every row has stopped: each check waits for the GPU
 
 
 def _decode(model, compiled: bool, ids, prompt_mask, s: Sampling, eos, pad_id: int, gens, vocab):  # noqa: ANN001
-    """The loop keeps the device busy: the uniforms are on it before the first step, the cache positions are views of
+    """The loop keeps the device busy: the uniforms are on it a block of steps at a time, the cache positions are views of
     one tensor, and the host asks whether all rows have stopped every `SYNC_EVERY` steps; steps past the last stop
     write pad ids and are cut off, so the result is the eager loop's."""
     n, p = ids.shape
@@ -111,12 +102,12 @@ def _decode(model, compiled: bool, ids, prompt_mask, s: Sampling, eos, pad_id: i
                 cache_position=cache_positions[:p], logits_to_keep=1)
     logits = out.logits[:, -1]
     next_pos = pos[:, -1:] + 1
-    uniforms = stream_uniforms(gens, s.k, s.max_new_tokens).to(device) if s.temperature > 0 else None
+    stream = UniformStream(gens, s.k, device) if s.temperature > 0 else None
     tokens = torch.full((n, s.max_new_tokens), pad_id, dtype=torch.long, device=device)
     alive = torch.zeros((n, s.max_new_tokens), device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     for t in range(s.max_new_tokens):
-        tok = torch.where(done, pad_id, next_token(logits[:, :vocab], s, uniforms[t] if uniforms is not None else None))
+        tok = torch.where(done, pad_id, next_token(logits[:, :vocab], s, stream.at(t) if stream is not None else None))
         tokens[:, t], alive[:, t] = tok, (~done).float()
         done = done | torch.isin(tok, eos)
         if t + 1 == s.max_new_tokens or ((t + 1) % SYNC_EVERY == 0 and bool(done.all())):

@@ -56,4 +56,9 @@ def _tautology(gold: str) -> bool:
     import sympy
 
     parsed = _parsed(gold)
-    return bool(parsed) and isinstance(parsed[0], sympy.Equality) and sympy.simplify(parsed[0].lhs - parsed[0].rhs) == 0
+    if not parsed or not isinstance(parsed[0], sympy.Equality):
+        return False
+    lhs, rhs = parsed[0].lhs, parsed[0].rhs
+    if isinstance(lhs, sympy.Expr) and isinstance(rhs, sympy.Expr):
+        return sympy.simplify(lhs - rhs) == 0
+    return lhs == rhs  # a set or interval side (`x \in [-2,7]` parses as x = Interval): no difference to simplify

@@ -9,7 +9,7 @@ from s2d_bench.generation import sampling as sampling_module
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.generation.hf import HFEngine
 from s2d_bench.generation.protocol import prompt_seeds, render
-from s2d_bench.generation.sampling import Sampling, next_token, sample
+from s2d_bench.generation.sampling import Sampling, UniformStream, generators, next_token, sample
 from s2d_bench.models import MODELS
 from s2d_bench.models.sequences import left_pad
 
@@ -254,8 +254,7 @@ def test_shared_prefix_cache_grows_past_its_first_buffer_and_stops_at_its_budget
 
 
 def test_the_uniforms_are_float64_and_greedy_is_each_rows_argmax():
-    gens = sampling_module.generators([1, 2])
-    u = sampling_module.draw_uniforms(gens, 3)
+    u = UniformStream(generators([1, 2]), 3, "cpu").at(0)
     assert u.dtype == torch.float64 and u.shape == (6,)
     logits = torch.tensor([[0.0, 5.0, 1.0], [9.0, 0.0, 1.0], [0.0, 1.0, 7.0]])
     assert next_token(logits, Sampling(temperature=0.0), None).tolist() == [1, 0, 2]
@@ -327,3 +326,15 @@ def test_rows_left_after_the_longest_prompts_leave_keep_their_padding_mask(monke
     got_ids, got_mask = sample(model, ids, mask, s, stops, tok.pad_token_id, seeds)
     assert rows[-1] == 4  # the long prompts left
     assert torch.equal(got_ids, kept_ids) and torch.equal(got_mask, kept_mask)
+
+
+@pytest.mark.parametrize("block", [7, 256])
+def test_the_uniform_stream_gives_each_steps_per_step_draw(block):
+    """Drawn a block of steps at a time (7: blocks cut mid-run; 256: one block), step t's uniforms are what a draw of k
+    per prompt at every step gives at step t: a CPU generator's stream does not depend on how it is cut."""
+    steps, k = 30, 3
+    stream = UniformStream(generators([5, 6, 7]), k, "cpu", block=block)
+    at_once = torch.stack([stream.at(t) for t in range(steps)])
+    gens = generators([5, 6, 7])  # k a prompt, prompt-major, at every step
+    per_step = torch.stack([torch.cat([torch.rand(k, generator=g, dtype=torch.float64) for g in gens]) for _ in range(steps)])
+    assert at_once.dtype == torch.float64 and torch.equal(at_once, per_step)

@@ -7,8 +7,8 @@ from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.generation.hf import HFEngine
 from s2d_bench.generation.protocol import prompt_seeds, render
-from s2d_bench.generation.sampling import Sampling, draw_uniforms, generators, sample
-from s2d_bench.generation.static_decode import BUCKET, cache_length, sample_static, stream_uniforms
+from s2d_bench.generation.sampling import Sampling, sample
+from s2d_bench.generation.static_decode import BUCKET, cache_length, sample_static
 from s2d_bench.models import MODELS
 from s2d_bench.models.sequences import left_pad
 
@@ -29,15 +29,6 @@ def test_the_static_loop_draws_the_eager_loops_tokens(s):
     if s.temperature > 0:
         lengths = want_mask.sum(1)
         assert lengths.min() < lengths.max() == want.shape[1]  # some rows stopped early (EOS), others ran on
-
-
-def test_uniforms_drawn_for_every_step_at_once_are_the_per_step_draws():
-    """One draw of steps x k per prompt gives row t what the eager loop's per-step draw gives at step t."""
-    steps, k = 300, 3
-    at_once = stream_uniforms(generators([5, 6, 7]), k, steps)
-    gens = generators([5, 6, 7])
-    per_step = torch.stack([draw_uniforms(gens, k) for _ in range(steps)])
-    assert at_once.dtype == torch.float64 and torch.equal(at_once, per_step)
 
 
 def test_cache_lengths_round_up_to_a_bucket_that_holds_prompt_and_completion():
