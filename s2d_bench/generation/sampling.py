@@ -16,7 +16,9 @@ memory-sized without changing a token.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -106,14 +108,21 @@ def sample(
     to and including EOS (any of `eos_id` when it is a list: Qwen3 ends turns with either of two
     tokens); ids after EOS are `pad_id`. T <= s.max_new_tokens (the loop stops when every row has ended).
     """
+    with decoding(model, prompt_ids, eos_id, seeds) as (eos, gens), sharing_prompts(model):
+        return _decode(model, prompt_ids, prompt_mask, s, eos, pad_id, gens, vocab)
+
+
+@contextlib.contextmanager
+def decoding(model: PreTrainedModel, prompt_ids: torch.Tensor, eos_id: int | list[int], seeds: list[int]) -> Iterator[tuple[torch.Tensor, list[torch.Generator]]]:
+    """What every decode loop checks and holds: one seed per prompt (its generator), the stop ids as a tensor on the
+    prompts' device, and the model in eval mode for the block (a trained model goes back to training after it)."""
     if len(seeds) != prompt_ids.shape[0]:
         raise ValueError(f"{len(seeds)} seeds for {prompt_ids.shape[0]} prompts: one seed per prompt")
     eos = torch.tensor(eos_id if isinstance(eos_id, list) else [eos_id], device=prompt_ids.device)
     was_training = model.training
     model.eval()
     try:
-        with sharing_prompts(model):
-            return _decode(model, prompt_ids, prompt_mask, s, eos, pad_id, generators(seeds), vocab)
+        yield eos, generators(seeds)
     finally:
         model.train(was_training)
 

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from transformers import PreTrainedModel, StaticCache
 
-from s2d_bench.generation.sampling import Sampling, UniformStream, generators, next_token
+from s2d_bench.generation.sampling import Sampling, UniformStream, decoding, next_token
 from s2d_bench.models.sequences import positions
 
 MODES = {"cpu": "default", "cuda": "reduce-overhead"}  # inductor's kernels on the CPU; CUDA graphs on a GPU
@@ -70,16 +70,8 @@ def sample_static(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`sampling.sample`'s contract (ids (B*k, T), mask (B*k, T), row i*k + j sample j of prompt i from seeds[i]) with
     the decode step compiled (`compiled_step`) or, `compiled=False`, the same static-shape loop run eagerly."""
-    if len(seeds) != prompt_ids.shape[0]:
-        raise ValueError(f"{len(seeds)} seeds for {prompt_ids.shape[0]} prompts: one seed per prompt")
-    eos = torch.tensor(eos_id if isinstance(eos_id, list) else [eos_id], device=prompt_ids.device)
-    gens = generators(seeds)
-    was_training = model.training
-    model.eval()
-    try:
+    with decoding(model, prompt_ids, eos_id, seeds) as (eos, gens):
         return _decode(model, compiled, prompt_ids.repeat_interleave(s.k, 0), prompt_mask.repeat_interleave(s.k, 0), s, eos, pad_id, gens, vocab)
-    finally:
-        model.train(was_training)
 
 
 SYNC_EVERY = 16  # steps between the host's checks that every row has stopped: each check waits for the GPU
