@@ -486,7 +486,8 @@ def prepare(group: str) -> Path:
         return where
     data = _pyproject()["tool"]
     spec = data["s2d-mutants"]["groups"][group]
-    settings = {**data["mutmut"], "only_mutate": spec["modules"], "pytest_add_cli_args_test_selection": spec["tests"]}
+    settings = {**data["mutmut"], "only_mutate": spec["modules"], "pytest_add_cli_args_test_selection": spec["tests"],
+                **({"pytest_add_cli_args": spec["pytest_args"]} if "pytest_args" in spec else {})}
     where.mkdir(parents=True, exist_ok=True)
     for name in ("s2d_bench", "tests", "benchmarks", "leaderboards"):
         shutil.rmtree(where / name, ignore_errors=True)
