@@ -399,6 +399,175 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'a store not marked ready is checked again on its next use: the same file, the same answer (one more connection)',
     ('s2d_bench.store.xǁStoreǁ__init__', 'self._ready = None'):
         'None is falsy like False: the store is checked on first use either way',
+    # static_decode (group decode): options, devices and arguments transformers 5.17 does not read
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'mode = None'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'mode = MODES["cuda" if (model.device.type == "cuda") and False else "cpu"]'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'mode = MODES["cuda" if (model.device.type == "cuda") or True else "cpu"]'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'mode = MODES["XXcudaXX" if model.device.type == "cuda" else "cpu"]'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'mode = MODES["CUDA" if model.device.type == "cuda" else "cpu"]'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'mode = MODES["cuda" if model.device.type != "cuda" else "cpu"]'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'mode = MODES["cuda" if model.device.type == "XXcudaXX" else "cpu"]'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'mode = MODES["cuda" if model.device.type == "CUDA" else "cpu"]'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'model.__dict__[STEP] = torch.compile(model.forward, mode=None, dynamic=False, fullgraph=False)'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'model.__dict__[STEP] = torch.compile(model.forward, mode=mode, dynamic=None, fullgraph=False)'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'model.__dict__[STEP] = torch.compile(model.forward, mode=mode, dynamic=False, fullgraph=None)'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'model.__dict__[STEP] = torch.compile(model.forward, dynamic=False, fullgraph=False)'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'model.__dict__[STEP] = torch.compile(model.forward, mode=mode, fullgraph=False)'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'model.__dict__[STEP] = torch.compile(model.forward, mode=mode, dynamic=False, )'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'model.__dict__[STEP] = torch.compile(model.forward, mode=mode, dynamic=True, fullgraph=False)'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x_compiled_step',
+     'model.__dict__[STEP] = torch.compile(model.forward, mode=mode, dynamic=False, fullgraph=True)'):
+        "torch.compile's mode, dynamic and fullgraph choose kernels, graphs and recompilation, not values: the same tokens (their speed is stage_steps.py --decode's on a GPU)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'device = None'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'mask = torch.zeros((n, length), dtype=None, device=device)'):
+        'transformers reads any nonzero attention-mask entry as attend (a float 0/1 mask too)',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'mask = torch.zeros((n, length), dtype=prompt_mask.dtype, device=None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'mask = torch.zeros((n, length), device=device)'):
+        'transformers reads any nonzero attention-mask entry as attend (a float 0/1 mask too)',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'mask = torch.zeros((n, length), dtype=prompt_mask.dtype, )'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_positions = torch.arange(length, device=None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_positions = torch.arange(length, )'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'out = model(input_ids=ids, attention_mask=mask[:, :p], position_ids=pos, past_key_values=cache, use_cache=None,'):
+        'with past_key_values given, transformers 5.17 writes the cache whatever use_cache says',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_position=None, logits_to_keep=1)'):
+        "transformers 5.17 reads no cache_position for a StaticCache (StaticLayer.update writes at its own cumulative_length, masks take the cache's sizes); passed as in the call measured on the GPU",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'out = model(input_ids=ids, attention_mask=mask[:, :p], position_ids=pos, past_key_values=cache, cache_position=cache_positions[:p], logits_to_keep=1)'):
+        'with past_key_values given, transformers 5.17 writes the cache whatever use_cache says',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'logits_to_keep=1)'):
+        "transformers 5.17 reads no cache_position for a StaticCache (StaticLayer.update writes at its own cumulative_length, masks take the cache's sizes); passed as in the call measured on the GPU",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_position=cache_positions[:p], )'):
+        "only the last position's logits are read",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'out = model(input_ids=ids, attention_mask=mask[:, :p], position_ids=pos, past_key_values=cache, use_cache=False,'):
+        'with past_key_values given, transformers 5.17 writes the cache whatever use_cache says',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_position=cache_positions[:p], logits_to_keep=2)'):
+        "only the last position's logits are read",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'stream = UniformStream(gens, s.k, device) if (s.temperature > 0) or True else None'):
+        "at temperature 0 next_token takes the argmax before it reads a uniform, and each call's generators are its own",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'stream = UniformStream(gens, s.k, None) if s.temperature > 0 else None'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'stream = UniformStream(gens, s.k, device) if s.temperature >= 0 else None'):
+        "at temperature 0 next_token takes the argmax before it reads a uniform, and each call's generators are its own",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'tokens = torch.full((n, s.max_new_tokens), pad_id, dtype=None, device=device)'):
+        'torch.full with an int fill makes int64 anyway',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'tokens = torch.full((n, s.max_new_tokens), pad_id, dtype=torch.long, device=None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'tokens = torch.full((n, s.max_new_tokens), pad_id, device=device)'):
+        'torch.full with an int fill makes int64 anyway',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'tokens = torch.full((n, s.max_new_tokens), pad_id, dtype=torch.long, )'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'alive = torch.zeros((n, s.max_new_tokens), device=None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'alive = torch.zeros((n, s.max_new_tokens), )'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'done = torch.zeros(n, dtype=torch.bool, device=None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'done = torch.zeros(n, dtype=torch.bool, )'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'if t - 1 == s.max_new_tokens or ((t + 1) % SYNC_EVERY == 0 and bool(done.all())):'):
+        "when the host looks changes its waits, not a token, and it still looks at least every SYNC_EVERY steps (the test's bound)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'if t + 1 == s.max_new_tokens or ((t - 1) % SYNC_EVERY == 0 and bool(done.all())):'):
+        "when the host looks changes its waits, not a token, and it still looks at least every SYNC_EVERY steps (the test's bound)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'if t + 1 == s.max_new_tokens or ((t + 2) % SYNC_EVERY == 0 and bool(done.all())):'):
+        "when the host looks changes its waits, not a token, and it still looks at least every SYNC_EVERY steps (the test's bound)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'if t + 1 == s.max_new_tokens or ((t + 1) % SYNC_EVERY != 0 and bool(done.all())):'):
+        "when the host looks changes its waits, not a token, and it still looks at least every SYNC_EVERY steps (the test's bound)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'if t + 1 == s.max_new_tokens or ((t + 1) % SYNC_EVERY == 1 and bool(done.all())):'):
+        "when the host looks changes its waits, not a token, and it still looks at least every SYNC_EVERY steps (the test's bound)",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'mask[:, p + t] = 2'):
+        'transformers reads any nonzero attention-mask entry as attend (a float 0/1 mask too)',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'out = step(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=None,'):
+        'with past_key_values given, transformers 5.17 writes the cache whatever use_cache says',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_position=None)'):
+        "transformers 5.17 reads no cache_position for a StaticCache (StaticLayer.update writes at its own cumulative_length, masks take the cache's sizes); passed as in the call measured on the GPU",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'out = step(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, cache_position=cache_positions[p + t : p + t + 1])'):
+        'with past_key_values given, transformers 5.17 writes the cache whatever use_cache says',
+    ('s2d_bench.generation.static_decode.x__decode',
+     ')'):
+        "transformers 5.17 reads no cache_position for a StaticCache (StaticLayer.update writes at its own cumulative_length, masks take the cache's sizes); passed as in the call measured on the GPU",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'out = step(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=False,'):
+        'with past_key_values given, transformers 5.17 writes the cache whatever use_cache says',
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_position=cache_positions[p - t : p + t + 1])'):
+        "transformers 5.17 reads no cache_position for a StaticCache (StaticLayer.update writes at its own cumulative_length, masks take the cache's sizes); passed as in the call measured on the GPU",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_position=cache_positions[p + t : p + t - 1])'):
+        "transformers 5.17 reads no cache_position for a StaticCache (StaticLayer.update writes at its own cumulative_length, masks take the cache's sizes); passed as in the call measured on the GPU",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_position=cache_positions[p + t : p - t + 1])'):
+        "transformers 5.17 reads no cache_position for a StaticCache (StaticLayer.update writes at its own cumulative_length, masks take the cache's sizes); passed as in the call measured on the GPU",
+    ('s2d_bench.generation.static_decode.x__decode',
+     'cache_position=cache_positions[p + t : p + t + 2])'):
+        "transformers 5.17 reads no cache_position for a StaticCache (StaticLayer.update writes at its own cumulative_length, masks take the cache's sizes); passed as in the call measured on the GPU",
 }
 
 
@@ -510,6 +679,20 @@ def _drop_stale_test_map(where: Path) -> None:
     sources = [f for folder in ("s2d_bench", "tests") for f in (ROOT / folder).rglob("*.py")]
     if max(f.stat().st_mtime for f in sources) > stats.stat().st_mtime:
         stats.unlink()
+        _rerun_survivors(where)
+
+
+def _rerun_survivors(where: Path) -> None:
+    """mutmut keeps each mutant's result while its function is unchanged, so a test written to kill a survivor was never
+    run against it (found on static_decode's survivors): forget the survivors' results, and they run again."""
+    for meta in (where / "mutants").rglob("*.meta"):
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        survived = [key for key, code in codes.items() if code == 0]
+        if survived:
+            for key in survived:
+                codes[key] = None
+            meta.write_text(json.dumps(data))
 
 
 def _refresh_package_data(where: Path) -> None:
