@@ -399,6 +399,25 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'a store not marked ready is checked again on its next use: the same file, the same answer (one more connection)',
     ('s2d_bench.store.xǁStoreǁ__init__', 'self._ready = None'):
         'None is falsy like False: the store is checked on first use either way',
+    # sampling.UniformStream (core)
+    ('s2d_bench.generation.sampling.xǁUniformStreamǁ__init__',
+     'def xǁUniformStreamǁ__init____mutmut_orig(self, gens: list[torch.Generator], k: int, device: torch.device | str, block: int = 257) -> None:'):
+        "the block size cuts the generator's stream, which does not depend on how it is cut (tested with blocks of 7 and 256)",
+    ('s2d_bench.generation.sampling.xǁUniformStreamǁ__init__',
+     'self.start, self.rows = 0, torch.empty(0, len(gens) * k, dtype=None)'):
+        'the empty placeholder is replaced at the first step: its dtype and width are never read',
+    ('s2d_bench.generation.sampling.xǁUniformStreamǁ__init__',
+     'self.start, self.rows = 0, torch.empty(0, dtype=torch.float64)'):
+        'the empty placeholder is replaced at the first step: its dtype and width are never read',
+    ('s2d_bench.generation.sampling.xǁUniformStreamǁ__init__',
+     'self.start, self.rows = 0, torch.empty(0, len(gens) * k, )'):
+        'the empty placeholder is replaced at the first step: its dtype and width are never read',
+    ('s2d_bench.generation.sampling.xǁUniformStreamǁat',
+     'self.rows = draws.view(len(self.gens), self.block, self.k).transpose(0, 1).reshape(self.block, -1).to(None)'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
+    ('s2d_bench.generation.sampling.x__decode',
+     'stream = UniformStream(gens, s.k, None) if s.temperature > 0 else None'):
+        "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
     # static_decode (group decode): options, devices and arguments transformers 5.17 does not read
     ('s2d_bench.generation.static_decode.x_compiled_step',
      'mode = None'):
