@@ -74,6 +74,7 @@ class ServedTeacher:
         self.cfg, self.tok, self.stop_ids, self.thinking = cfg, tok, stop_ids, thinking
         self.name = cfg.served_model
         self._client: Client | None = None
+        self._card: dict = {}  # the served model's card from GET /v1/models, read as the client connects
 
     @classmethod
     def beside(cls, cfg: ModelConfig, student_ref: str, thinking: bool) -> "ServedTeacher":
@@ -96,11 +97,13 @@ class ServedTeacher:
     def client(self) -> Client:
         if self._client is None:
             client = Client(self.cfg.server, self.cfg.http.timeout_s, self.cfg.http.retries, self.cfg.http.concurrency)
-            served = [m.get("id") for m in client.get("/v1/models").get("data", [])]
+            cards = client.get("/v1/models").get("data", [])
+            served = [m.get("id") for m in cards]
             if self.name not in served:
                 client.close()
                 raise ServerError(f"teacher server {client.url} serves {', '.join(map(repr, served)) or 'no model'}, not "
                                   f"'{self.name}' (teacher.served_model)")
+            self._card = cards[served.index(self.name)]
             self._client = client
         return self._client
 
@@ -157,9 +160,10 @@ class ServedTeacher:
         return [ids for ids, _ in self._sample(row, seed, sampling, None)]
 
     def max_model_len(self) -> int | None:
-        """The context the server serves the teacher with (GET /v1/models)."""
-        cards = [m for m in self.client.get("/v1/models").get("data", []) if m.get("id") == self.name]
-        return cards[0].get("max_model_len") if cards else None
+        """The context the server serves the teacher with: its model card (GET /v1/models), read once as the client
+        connects (an evaluation checks its prompts per benchmark; the server need not be asked each time)."""
+        self.client  # noqa: B018 - connects on first use, reading the card
+        return self._card.get("max_model_len")
 
     def _score(self, prompt: list[int], completion: list[int], k: int) -> list[tuple[float, list[tuple[int, float]]]]:
         body = {"model": self.name, "prompt": prompt + completion, "max_tokens": 1, "temperature": 1.0, **NEUTRAL,

@@ -267,3 +267,21 @@ def test_a_client_error_names_the_url_in_one_line():
         client.get("/v1/models")
     assert f"teacher server http://127.0.0.1:{port}/v1/models: unreachable" in str(err.value) and "\n" not in str(err.value)
     assert "after 2 tries" in str(err.value)
+
+
+def test_a_served_teachers_evaluation_refuses_a_prompt_past_the_servers_context_asking_its_card_once(world):
+    """The context comes from the server's model card (vLLM's max_model_len; 2,048 for the tiny teacher), read as the
+    client connects: a benchmark's check costs no request, and a prompt with its max_new_tokens past it is refused."""
+    from s2d_bench.errors import UserError
+    from s2d_bench.served.engine import ServedEngine
+
+    _, tok = tiny_qwen3_student(seed=0)
+    served = _served(world["url"], tok)
+    engine = ServedEngine(served)
+    asked, get = [], Client.get
+    served.client.get = lambda path, *a, **kw: asked.append(path) or get(served.client, path, *a, **kw)
+    engine.check_prompts(PROMPTS, [str(i) for i in range(len(PROMPTS))], 2000)
+    with pytest.raises(UserError, match="exceed the model's context of 2,048 tokens"):
+        engine.check_prompts(PROMPTS, [str(i) for i in range(len(PROMPTS))], 2048)
+    assert asked == []  # the card was read once, on connecting
+    served.close()
