@@ -294,3 +294,16 @@ def test_the_benchmarks_records_carry_their_rules():
     olympiad = {p.id: p.rules for p in load_problems(OLYMPIADBENCH, str(SHARED_DATA))}
     assert (olympiad["olympiadbench-2592"].unit, olympiad["olympiadbench-2592"].tolerance) == ("%", 0.1)
     assert sum(r.unit is not None for r in olympiad.values()) == 8 and sum(r.tolerance is not None for r in olympiad.values()) == 1
+
+
+def test_a_number_past_a_floats_range_is_left_to_the_grader_never_a_crash(pool):
+    """A sampled `\\boxed{5e999}` once ended a whole run (an RL reward) with an OverflowError in the answer rules: numbers
+    past a float's range, or with exponents of thousands of digits, are no number to them, and the grader decides."""
+    from s2d_bench.tasks.answer_rules import AnswerRules, number
+
+    assert number("4.5e33") == 4.5e33 and number("3\\times10^{5}") == 3e5 and number("1e308") == 1e308
+    assert [number(t) for t in ("5e999", "2e308", "3\\times10^{400}", "9" * 400, "1e" + "9" * 5000)] == [None] * 5
+    rules = AnswerRules(("e_notation",))
+    assert rules.decide("5", "5e999") is None and rules.decide("5e999", "5e999") is None
+    verdicts = grade(["So \\boxed{5e999}.", "So \\boxed{5}."], ["5", "5"], pool=pool, rules=[rules, rules])
+    assert [v.correct for v in verdicts] == [False, True]
