@@ -12,5 +12,5 @@ ENGINES: Registry = Registry("engine")
 ENGINES.register("hf", "s2d_bench.generation.hf:HFEngine", "s2d-bench KV-cache sampler, shared-prefix decoding (CPU/CUDA); live weights in training")
 ENGINES.register("hf-compiled", "s2d_bench.generation.hf:CompiledHFEngine",
                  "hf with a static-shape KV cache and a torch.compile'd decode step (CUDA graphs on a GPU): compiles once per "
-                 "process and batch shape, then decodes several times faster; same tokens up to float rounding")
+                 "process and batch shape, then decodes about 13x faster on a GPU (slower than hf on a CPU); same tokens up to float rounding")
 ENGINES.register("vllm", "s2d_bench.generation.vllm:VLLMEngine", "vLLM: tensor parallel evaluation; in training a colocated copy, weights pushed before each rollout (GPU)", extra="vllm")
