@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-VARYING = {"git_commit", "timestamp", "eval_seconds", "samples_per_second", "tokens_per_second", "train_seconds", "seconds"}
+VARYING = {"git_commit", "timestamp", "eval_seconds", "samples_per_second", "tokens_per_second", "train_seconds", "seconds",
+           "peaks_mib"}  # peaks_mib: measured memory (memory.json), which moves by allocator pages run to run like a timing
 GRID = ["ablate", "--drop", "warmup", "--seeds", "2", "teacher.pretrain.steps=20", "student.pretrain.steps=20", "stages.teacher_rl.steps=2",
         "stages.student_rl.steps=2", "stages.warmup.steps=2", "stages.opd.steps=2", "task.n_test=6", "eval.samples=2"]
 CLI = "import sys; from s2d_bench.cli import main; sys.argv[0] = 's2d-bench'; sys.exit(main())"
@@ -33,12 +34,15 @@ def _stable(value):  # noqa: ANN001, ANN202 - JSON values
     return value
 
 
-def produce(code: Path, out: Path) -> None:
-    """Both commands from `code`'s package (PYTHONPATH first; run from `out`, so the current folder adds nothing)."""
+def produce(code: Path, out: Path, runs: tuple[str, ...]) -> None:
+    """The commands `runs` names (run, grid) from `code`'s package (PYTHONPATH first; run from `out`, so the current
+    folder adds nothing)."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "S2D_STORE": str(out / "store.sqlite")}
     for name, args in (("run", ["run"]), ("grid", GRID)):
+        if name not in runs:
+            continue
         with open(out / f"{name}.log", "w") as log:
             subprocess.run([sys.executable, "-c", CLI, *args, f"run_dir={out / name}"], cwd=out, env=env, stdout=log, stderr=log, check=True)
 
@@ -53,9 +57,9 @@ def _same(a: Path, b: Path) -> bool:
     return a.read_bytes() == b.read_bytes()
 
 
-def compare(a: Path, b: Path) -> dict:
+def compare(a: Path, b: Path, runs: tuple[str, ...]) -> dict:
     report: dict = {"different": []}
-    for sub in ("run", "grid"):
+    for sub in runs:
         nodes_a, nodes_b = (sorted(p.name for p in (x / sub / "nodes").iterdir()) for x in (a, b))
         files = [p for node in nodes_a for p in sorted((a / sub / "nodes" / node).rglob("*")) if p.is_file()]
         different = [str(p) for p in files if not _same(p, b / p.relative_to(a))] if nodes_a == nodes_b else ["node ids differ"]
@@ -73,11 +77,13 @@ def main() -> None:
     ap.add_argument("new", type=Path, help="code folder of the version after")
     ap.add_argument("--out", type=Path, required=True, help="where both versions' run directories go")
     ap.add_argument("--compare-only", action="store_true", help="compare outputs already under --out")
+    ap.add_argument("--grid-only", action="store_true", help="the short grid alone (a few minutes), not the embedded default")
     args = ap.parse_args()
+    runs = ("grid",) if args.grid_only else ("run", "grid")
     if not args.compare_only:
         for name, code in (("old", args.old), ("new", args.new)):
-            produce(code.resolve(), (args.out / name).resolve())
-    report = compare(args.out / "old", args.out / "new")
+            produce(code.resolve(), (args.out / name).resolve(), runs)
+    report = compare(args.out / "old", args.out / "new", runs)
     print(json.dumps(report, indent=1))
     (args.out / "same_outputs.json").write_text(json.dumps(report, indent=1) + "\n")
     if report["different"]:

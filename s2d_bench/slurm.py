@@ -36,7 +36,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
-from s2d_bench.config import SlurmConfig, SlurmJob, to_dict
+from s2d_bench.config import to_dict
+from s2d_bench.slurm_config import SlurmConfig, SlurmJob
 from s2d_bench.errors import UserError
 from s2d_bench.nodefiles import write_json
 

@@ -21,6 +21,13 @@ from s2d_bench.errors import UserError
 from s2d_bench.registry import suggest
 
 
+def help_field(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with its help text (what `s2d-bench config` and the docs print for the key)."""
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata={"help": text})
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)

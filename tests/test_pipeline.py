@@ -118,8 +118,8 @@ def test_stages_change_parameters_and_the_student_moves_toward_the_teacher(tiny_
     runner.run()
     base = next(n for n in runner.nodes.values() if n.stage == "base" and n.role == "student")
     warm = next(n for n in runner.nodes.values() if n.stage == "warmup")
-    a, _ = runner.load(base.id)
-    b, _ = runner.load(warm.id)
+    a, _ = runner.evaluation.load(base.id)
+    b, _ = runner.evaluation.load(warm.id)
     changed = [not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())]
     assert all(changed)
     kl = [json.loads(x)["kl_forward"] for x in (runner.dir.node_dir(warm) / "metrics.jsonl").read_text().splitlines()]
@@ -203,7 +203,7 @@ def test_seed_scope_all_gives_each_seed_its_own_base_models_and_stages_keeps_one
         runner = Runner(cfg)
         nodes = [n for n in plan(cfg) if n.stage == "base"]
         student = next(n for n in nodes if n.role == "student")
-        model, _, _ = runner.train_base(student, lambda row: None)
+        model, _, _ = runner.training.base(student, lambda row: None)
         return {n.id for n in nodes}, torch.cat([p.detach().flatten() for p in model.parameters()]), runner.splits
 
     ids0, w0, splits0 = bases("seed=0")

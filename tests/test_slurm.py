@@ -13,7 +13,8 @@ from conftest import TINY_OVERRIDES
 from slurm_cluster import Cluster
 
 from s2d_bench import slurm
-from s2d_bench.config import SlurmConfig, SlurmJob, load_config
+from s2d_bench.config import load_config
+from s2d_bench.slurm_config import SlurmConfig, SlurmJob
 
 CLI = [sys.executable, "-m", "s2d_bench.cli"]
 GRID = ["ablate", "--drop", "warmup", *TINY_OVERRIDES, "stages.teacher_rl.steps=12", "slurm.job.cpus_per_task=1", "slurm.job.mem=2G"]
