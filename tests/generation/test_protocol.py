@@ -129,3 +129,41 @@ def test_thinking_true_reaches_every_prompt(world, seen):
     (rows, _), = seen
     assert rows == render(tok, [p.prompt for p in splits.test], thinking=True)
     assert not any(tuple(r) in expected for r in rows)
+
+
+def test_a_prompt_past_the_context_is_refused_before_sampling_with_its_fix(monkeypatch):
+    """check_context's bounds, each with the numbers a user needs: prompt + max_new_tokens may fill the context exactly; a
+    prompt that alone fills it is refused as not fitting; a prompt longer than context x the longest token string is refused
+    by its characters without being tokenized, and one of exactly that length is still tokenized."""
+    import re
+    from types import SimpleNamespace
+
+    from s2d_bench.errors import UserError
+    from s2d_bench.generation import protocol
+
+    _, tok = tiny_qwen3_student()
+    size = len(render(tok, ["1+2="], False)[0])
+    check = lambda context, new, prompt="1+2=": protocol.check_context(tok, [prompt], ["p7"], False, context, new)  # noqa: E731
+    check(size + 5, 5)  # fills the context exactly
+    check(size + 1, 0)
+    check(None, 10**6)  # no context known: nothing to check
+    check(0, 10**6)
+    with pytest.raises(UserError, match=re.escape(f"problem p7: prompt ({size:,} tokens) + max_new_tokens (6) exceed the model's "
+                                                  f"context of {size + 5:,} tokens; lower max_new_tokens to 5 or less")):
+        check(size + 5, 6)
+    with pytest.raises(UserError, match=re.escape(f"problem p7: its prompt ({size:,} tokens) does not fit the model's context of "
+                                                  f"{size:,} tokens; remove it from the data (or use a model with a longer context)")):
+        check(size, 0)
+    longest = max(map(len, tok.get_vocab()))
+    assert longest > 1
+    template = size - 4  # the tokens the chat template adds around a prompt (this tokenizer: one a character)
+    with pytest.raises(UserError, match=re.escape(f"its prompt ({4 * longest + template:,} tokens) does not fit")):  # at the bound: tokenized
+        check(4, 0, "7" * (4 * longest))
+    rendered = []
+    monkeypatch.setattr(protocol, "render", lambda *a: rendered.append(a) or [[0]])
+    with pytest.raises(UserError, match=re.escape(f"its prompt ({4 * longest + 1:,} characters) does not fit the model's context of 4 tokens")):
+        check(4, 0, "7" * (4 * longest + 1))
+    assert rendered == []  # never tokenized
+
+    assert protocol.context_of(SimpleNamespace(max_position_embeddings=77)) == 77
+    assert protocol.context_of(SimpleNamespace(vocab_size=5)) is None
