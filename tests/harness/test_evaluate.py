@@ -56,7 +56,7 @@ class ScriptedEngine:
         return out
 
 
-def test_evaluate_scores_votes_audits_and_writes_every_sample_as_graded(tmp_path):
+def test_evaluate_scores_votes_audits_and_writes_every_sample_as_graded(tmp_path, capsys):
     """Twelve scripted samples, graded `exact` with the Hendrycks audit, checked by hand: avg@4, unbiased pass@1/2/4,
     maj@4 (votes by Hendrycks-normalised answer: 0.5 and \\frac{1}{2} are one vote), the audit's agreement, answerless
     samples, the subject and level breakdown, per-problem means, the sampling protocol and seeds the engine got, and the
@@ -93,7 +93,11 @@ def test_evaluate_scores_votes_audits_and_writes_every_sample_as_graded(tmp_path
     texts = [t for p in problems for t in script[p.prompt]]
     tokens = sum(3 + len(t) % 5 for t in texts)
     assert abs(result.tokens_per_second / result.samples_per_second - tokens / 12) < 1e-9
-    assert result.seconds > 0 and result.samples_per_second > 0
+    assert 0 < result.seconds < 60 and result.samples_per_second >= 12 / result.seconds  # generation is part of the whole
+    assert "eval: 100%" in capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]  # the bar: named, and counted to its total
+    summary = result.summary()
+    assert summary["score"] == {"n": 3, "k": 4, "mean": result.score.mean, "stderr": result.score.stderr}
+    assert summary["per_problem"] == result.per_problem and summary["maj"] == result.maj and summary["pass_at"] == result.pass_at
 
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     exact = [False, True, False, False, True, True, True, False, False, False, True, False]
@@ -104,9 +108,38 @@ def test_evaluate_scores_votes_audits_and_writes_every_sample_as_graded(tmp_path
     written = [json.loads(x) for x in (path.parent / "problems-x.jsonl").read_text().splitlines()]
     assert written == [{"id": p.id, "prompt": p.prompt, "answer": p.answer, "subject": p.subject, "level": p.level} for p in problems]
 
-    alone = evaluate_module.evaluate(ScriptedEngine(script), problems, EvalConfig(samples=3), 5, "exact")
+    alone = evaluate_module.evaluate(ScriptedEngine(script), problems, EvalConfig(samples=3), 5)  # the default grader: exact
     assert alone.agreement is None and alone.pass_at.keys() == {1, 2}  # no audit; powers of two up to k = 3
     assert [row["mean"] for row in alone.breakdown] == pytest.approx([2 / 3, 1 / 3, 1 / 3, 2 / 3])  # p0 1/3, p1 1, p2 1/3
+
+
+def test_evaluate_applies_each_problems_rules_grades_in_the_given_pool_and_keeps_text_as_written(tmp_path):
+    """A problem's answer rules (here its unit) reach the grader; an isolated grader runs in the pool it is handed; a
+    second evaluation writes beside the first; completions and problems files keep non-ASCII text as written; a problem
+    set without subjects or levels has no breakdown rows."""
+    import json
+
+    from s2d_bench.config import EvalConfig
+    from s2d_bench.tasks.answer_rules import AnswerRules
+
+    class Pool:  # a grading pool that says every answer is right, and counts what it was asked
+        asked = []
+
+        def run(self, items):
+            self.asked.extend(items)
+            return {item: True for item in items}
+
+    problems = [Problem("u", "length in cm, π?", "7", rules=AnswerRules(unit="cm")), Problem("v", "π?", "\\pi")]
+    engine = ScriptedEngine({"length in cm, π?": ["\\boxed{7 cm}", "\\boxed{8}"], "π?": ["\\boxed{π}", "none"]})
+    cfg = EvalConfig(samples=2)
+    result = evaluate_module.evaluate(engine, problems, cfg, 0, "exact", None, tmp_path / "a" / "completions-1.jsonl")
+    assert result.per_problem == {"u": 0.5, "v": 0.0} and result.breakdown == []  # 7 cm is 7 in cm
+    text = (tmp_path / "a" / "completions-1.jsonl").read_text(encoding="utf-8")
+    assert "\\boxed{π}" in text and "π?" in (tmp_path / "a" / "problems-1.jsonl").read_text(encoding="utf-8")
+    pooled = evaluate_module.evaluate(engine, problems, cfg, 0, "math_verify", None, tmp_path / "a" / "completions-2.jsonl", pool=Pool())
+    assert pooled.per_problem == {"u": 1.0, "v": 0.5}  # the handed pool's verdicts ("none" has no answer to ask about)
+    assert sorted(Pool.asked) == [("math_verify", "7", "7"), ("math_verify", "7", "8"), ("math_verify", "\\pi", "π")]
+    assert len([json.loads(x) for x in (tmp_path / "a" / "completions-2.jsonl").read_text().splitlines()]) == 4
 
 
 def test_an_engine_that_returns_too_few_samples_is_an_error():

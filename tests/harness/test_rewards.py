@@ -45,3 +45,16 @@ def test_a_grpo_stage_with_pathological_answers_finishes_and_counts_its_timeouts
     # the tower times out every step; the long answer is either graded (wrong) or times out, by machine speed
     assert all(1.0 <= r["grading_timeouts"] <= 2.0 for r in rows) and len(rows) == 2
     assert all(r["reward"] <= 0.5 for r in rows)
+
+
+def test_pool_reward_applies_each_problems_answer_rules_and_refuses_completions_that_do_not_pair_with_problems():
+    import pytest
+
+    from s2d_bench.harness.rewards import Scores
+    from s2d_bench.tasks.answer_rules import AnswerRules
+
+    problems = [Problem("a", "how long?", "7", rules=AnswerRules(unit="cm")), Problem("b", "x", "3")]
+    reward = PoolReward("exact", None)  # an in-process grader: no pool needed
+    assert reward(["\\boxed{7 cm}", "\\boxed{4}"], problems) == Scores([1.0, 0.0], 0)  # 7 cm is 7 under a's unit
+    with pytest.raises(ValueError, match="3 completions for 2 problems"):
+        reward(["\\boxed{7}", "\\boxed{3}", "\\boxed{3}"], problems)
