@@ -631,6 +631,8 @@ SQL = re.compile(r"""["']\s*(select|insert|delete|alter|drop|pragma|create|updat
 RULES: list[tuple[Callable[[str, str, str], bool], str]] = [
     (lambda function, old, new: old != new and old.lower() == new.lower() and bool(SQL.search(old)),
      "SQLite reads keywords, table and column names in any case"),
+    (lambda function, old, new: "ensure_ascii=False" in old and new == old.replace("ensure_ascii=False", "ensure_ascii=None"),
+     "json.dumps reads ensure_ascii as a truth value: None is False"),
     (lambda function, old, new: function.endswith("ǁStoreǁ_use_wal") and any(t in old for t in ("time.sleep", "attempts: int", "timeout=")),
      "how long and how often the journal switch retries a locked file: timing, not outcome (test: a held lock is waited for)"),
 ]

@@ -48,9 +48,7 @@ class EvalResult:
     per_problem: dict[str, float] = field(default_factory=dict)  # problem id -> mean over its k samples
 
     def summary(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["score"] = asdict(self.score)
-        return out
+        return asdict(self)  # the score too: asdict recurses into dataclass fields
 
 
 def sampling_of(cfg: EvalConfig) -> Sampling:

@@ -36,7 +36,8 @@ class Target:
 
     def protocol(self) -> dict:
         """What the record's protocol says and its hashes read (LATER_PROTOCOL settings only where they differ)."""
-        return {name: getattr(self.cfg, name) for name in PROTOCOL if LATER_PROTOCOL.get(name, object()) != getattr(self.cfg, name)}
+        values = {name: getattr(self.cfg, name) for name in PROTOCOL}
+        return {name: value for name, value in values.items() if not (name in LATER_PROTOCOL and LATER_PROTOCOL[name] == value)}
 
 
 def _merged(entry: BenchmarkConfig, defaults: dict, eval_cfg: EvalConfig) -> EvalConfig:
@@ -67,7 +68,7 @@ def benchmark_target(entry: BenchmarkConfig, bench: Benchmark, eval_cfg: EvalCon
 def task_target(entry: BenchmarkConfig, task_name: str, test: list[Problem], grader: str, eval_cfg: EvalConfig) -> Target:
     """The task's own held-out split under the `eval` section's protocol (the entry's fields win)."""
     cfg = _merged(entry, {name: getattr(eval_cfg, name) for name in PROTOCOL}, eval_cfg)
-    problems = test[: entry.limit] if entry.limit else test
+    problems = test[: entry.limit]  # limit None: all
     return Target(task_name, TASK, problems, cfg, grader, None, f"task:{task_name}", entry.limit)
 
 

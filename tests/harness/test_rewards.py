@@ -58,3 +58,13 @@ def test_pool_reward_applies_each_problems_answer_rules_and_refuses_completions_
     assert reward(["\\boxed{7 cm}", "\\boxed{4}"], problems) == Scores([1.0, 0.0], 0)  # 7 cm is 7 under a's unit
     with pytest.raises(ValueError, match="3 completions for 2 problems"):
         reward(["\\boxed{7}", "\\boxed{3}", "\\boxed{3}"], problems)
+
+    class Pool:  # the stage's pool: isolated graders run there (a pool per call would start its workers every step)
+        asked = []
+
+        def run(self, items):
+            self.asked.extend(items)
+            return {item: True for item in items}  # says every answer is right
+
+    assert PoolReward("math_verify", Pool())(["\\boxed{8}", "no box"], problems) == Scores([1.0, 0.0], 0)
+    assert Pool.asked == [("math_verify", "7", "8")]

@@ -8,6 +8,7 @@ from conftest import SHARED_DATA
 from s2d_bench.config import load_config
 from s2d_bench.harness.targets import LATER_PROTOCOL, PROTOCOL, benchmark_target, run_targets
 from s2d_bench.tasks import BENCHMARKS, TASKS
+from s2d_bench.tasks.benchmarks import load_problems
 
 
 def test_run_targets_merge_each_entrys_settings_over_its_benchmarks_or_the_eval_sections(tmp_path):
@@ -41,10 +42,12 @@ def test_a_benchmark_read_from_another_file_is_labelled_by_it(tmp_path):
     from s2d_bench.config import BenchmarkConfig, EvalConfig
 
     bench = BENCHMARKS.get("math500")
-    mine = shutil.copy(SHARED_DATA / "math500.jsonl", tmp_path / "hard-half.jsonl")
+    mine = tmp_path / "hard-half.jsonl"  # the last problems first: not the benchmark's own file
+    mine.write_text("\n".join(reversed((SHARED_DATA / "math500.jsonl").read_text().splitlines())) + "\n")
     target = benchmark_target(BenchmarkConfig(name="math500", limit=3), bench, EvalConfig(), str(mine))
     assert (target.label, target.data, len(target.problems)) == ("math500[hard-half]", str(mine), 3)
     same = benchmark_target(BenchmarkConfig(name="math500", limit=3), bench, EvalConfig(), str(shutil.copy(mine, tmp_path / "math500.jsonl")))
     assert same.label == "math500"  # the benchmark's own file name, wherever it lies
     folder = benchmark_target(BenchmarkConfig(name="math500", limit=3), bench, EvalConfig(), str(SHARED_DATA))
-    assert folder.label == "math500" and [p.id for p in folder.problems] == [p.id for p in target.problems]
+    assert folder.label == "math500" and [p.id for p in folder.problems] != [p.id for p in target.problems]
+    assert [p.id for p in target.problems] == [p.id for p in reversed(load_problems(bench, str(SHARED_DATA), None))][:3]
