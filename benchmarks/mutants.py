@@ -46,6 +46,9 @@ OUT = ROOT / "benchmarks" / "results" / "mutants.json"
 # not by mutmut's number (editing a function renumbers its mutants), so an entry can never excuse another mutation.
 # Reviewed by hand; a new survivor is either killed by a test or added here with its reason.
 EQUIVALENT: dict[tuple[str, str], str] = {
+    ('s2d_bench.budget.x_rollout_bytes',
+     'b = sample_batch(st.sequences / st.samples, st.per_batch, st.samples, st.prompt_tokens, st.new_tokens, st.kv_budget)'):
+        "a step's sequences are its prompts x samples: the division is exact, and sample_batch's arithmetic gives the same number",
     ('s2d_bench.losses.x_sampled_token_reverse_kl',
      's_lp, t_lp = s_logp.gather(+1, tokens[:, None]).squeeze(-1), t_logp.gather(-1, tokens[:, None]).squeeze(-1)'):
         'the tensors are (m, V) or (m, 1), or stacks of (m,): dim/index +1 is dim -1',

@@ -69,6 +69,10 @@ def test_evaluation_and_c2_phases_by_hand():
     sampling = budget.eval_bytes(big, 0, 3, 4, 10, 20, 2)["work"]
     assert c2 == {"weights": 12000, "work": max(scoring, sampling), "sampling": sampling, "scoring": scoring}
     assert budget.c2_bytes(big, shape, {"teacher": 5000, "student": 1000}, 3, 4, 10, 20, 0, 2)["work"] >= scoring  # chunk 0: all
+    served = budget.c2_bytes(None, shape, {"teacher": 5000, "student": 1000}, 3, 4, 10, 20, 7, 2)  # the teacher on its server
+    alone = (n * length * (8 + 3 * 16 + 4 * 8 + length) + n * 20 * 8) * 2 + 7 * 100 * 4 * 2  # the student's hidden states and head only
+    student_sampling = budget.eval_bytes(shape, 0, 3, 4, 10, 20, 2)["work"]
+    assert served == {"weights": 2000, "work": max(alone, student_sampling), "sampling": student_sampling, "scoring": alone}
 
 
 def test_c2_scoring_measured_against_its_estimate():
@@ -136,6 +140,11 @@ def test_a_stage_estimate_by_hand_states_teacher_rollout_gathering_and_the_peak(
     assert (row["stage"], row["trains"], row["params"], row["micro_batch"], row["sequences"], row["checkpointing"]) == \
         ("warmup", "student", G, 4, 8, True)
     assert {k: row[f"{k}_gib"] for k in train} == {k: v / G for k, v in train.items()}
+    parts = budget.trained_parts(G, budget.BF16_MIXED, 3, 4, False, True)
+    assert (row["grads_gib"], row["optimizer_gib"], row["step_gib"]) == (parts["grads"] / G, parts["optimizer"] / G, parts["step"] / G)
+    offloaded = budget.stage_estimate("warmup", "student", params, shapes, st, "teacher", True, budget.BF16_MIXED, {**layout, "offload_optimizer": True})
+    assert offloaded["optimizer_gib"] == offloaded["step_gib"] == 0.0 and offloaded["host_gib"] > row["host_gib"]
+    assert offloaded["states_gib"] == row["states_gib"] - (parts["optimizer"]) / G  # Adam's states leave the device
     sharded = budget.stage_estimate("warmup", "student", params, shapes, st, "teacher", True, budget.BF16_MIXED, {**layout, "teacher_zero3": True})
     assert sharded["states_gib"] == (G * 14 / 4 + 4 * G * 2 / 4) / G and sharded["gathered_gib"] == 4 * 2 * 3 / 4
     assert sharded["rollout_gib"] == (rollout + 4 * G * 2 * 3 / 4) / G
@@ -143,6 +152,8 @@ def test_a_stage_estimate_by_hand_states_teacher_rollout_gathering_and_the_peak(
     assert served["rollout_gib"] == 5.0 and served["gathered_gib"] == 0.0
     rl = budget.stage_estimate("teacher_rl", "teacher", params, shapes, st, "teacher", False, budget.FP32, layout)
     assert rl["states_gib"] == 4 * (4 + 4 + 8) / 4 - 4 * 4 / 4 and rl["gathered_gib"] == 4 * 4 * 3 / 4  # its own ZeRO-3 weights, gathered
+    fp32 = budget.trained_parts(4 * G, budget.FP32, 3, 4, False, True)  # torch's AdamW: a step's fp32 temporary, sharded
+    assert rl["step_gib"] == fp32["step"] / G == 4 * 4 / 4 and rl["grads_gib"] == fp32["grads"] / G
     assert rl["teacher_hidden_gib"] == 0.0 and rl["logits_gib"] == 32 * 1000 * 4 * 4 / G  # no teacher beside GRPO: 4 live copies of a chunk
     whole = budget.stage_estimate("teacher_rl", "teacher", params, shapes, st, "teacher", False, budget.FP32, {**layout, "zero_stage": 2,
                                                                                                                  "offload_params": False})
@@ -177,6 +188,8 @@ def test_the_printed_estimate_names_every_figure_in_its_column():
         "  after each stage, per rank, GiB: weights + largest batch (sampling, or C2's scoring) = device",
         "    phase                      model     batch  weights    batch   device",
         "    eval math500               teacher       2    15.25    27.10    42.35"]
+    served = budget.render({**report, "served_teacher": "http://127.0.0.1:8000 (qwen3-8b-rl)"}).splitlines()[0]
+    assert served.startswith("preflight: teacher served at http://127.0.0.1:8000 (qwen3-8b-rl), student 123,456.8M params; ")
     unknown = budget.render({**report, "device_memory_gib": None, "phases": []}).splitlines()
     assert unknown[0].endswith("device memory not known (set preflight.device_memory_gb)") and len(unknown) == 4
 
@@ -250,8 +263,12 @@ def test_the_node_table_shows_each_phase_on_the_device_and_a_dash_for_phases_a_n
                                                                                                   "eval b": {"device_gib": 2.25}}},
                         {"node": "opd-2", "stage": "opd", "role": "student",
                          "phases": {"rollout": {"device_gib": 3.0}, "update": {"device_gib": 4.5}, "reference": {"device_gib": 0.5},
-                                    "eval a": {"device_gib": 1.0}, "c2": {"device_gib": 6.0}}}]}
+                                    "eval a": {"device_gib": 1.0}, "c2": {"device_gib": 6.0}}},
+                        {"node": "x-3", "stage": "opd", "role": "student", "phases": {"rollout": {"device_gib": 3.0}}}]}  # none evaluated
     lines = budget.render(report).splitlines()
-    assert lines[-2] == "    base-student-1" + " " * 14 + f"{'-':>9}{'-':>9}{'-':>9}{2.25:9.2f}{'-':>9}"
-    assert lines[-1] == "    opd-2" + " " * 23 + "".join(f"{v:9.2f}" for v in (3.0, 4.5, 0.5, 1.0, 6.0))
-    assert "node" in lines[-3] and "rollout" in lines[-3] and "c2" in lines[-3]
+    assert lines[0].startswith("preflight: teacher 2.0M params, student 1.0M params; backend torch") and len(lines) == 8
+    assert lines[-5:-3] == ["  every node's phases, per rank, GiB on the device while each runs (eval: its largest benchmark; -: not run)",
+                            "    node                         rollout   update      ref     eval       c2"]
+    assert lines[-3] == "    base-student-1" + " " * 14 + f"{'-':>9}{'-':>9}{'-':>9}{2.25:9.2f}{'-':>9}"
+    assert lines[-2] == "    opd-2" + " " * 23 + "".join(f"{v:9.2f}" for v in (3.0, 4.5, 0.5, 1.0, 6.0))
+    assert lines[-1] == "    x-3" + " " * 25 + f"{3.0:9.2f}" + f"{'-':>9}" * 4
