@@ -74,8 +74,9 @@ def plot_ablation(frames: dict[str, pd.DataFrame], suite: str, path: Path) -> pl
             if not np.isnan(row.delta):
                 right.errorbar(row.delta, y, xerr=[[row.delta - row.delta_low], [row.delta_high - row.delta]], **style)
         seeds = frame.groupby(frame["arm"].map(lambda a: split_label(a)[0]))["seeds"].max()
-        for ax in (left, right):
-            ax.set_yticks(range(len(names)), [f"{n} ({seeds[n]} seed{'' if seeds[n] == 1 else 's'})" for n in names], fontsize=8)
+        for ax in (left, right):  # one row per arm, named once (on the left): the right panel keeps its width for the deltas
+            names_here = [f"{n} ({seeds[n]} seed{'' if seeds[n] == 1 else 's'})" for n in names] if ax is left else []
+            ax.set_yticks(range(len(names)), names_here, fontsize=8)
             ax.set_ylim(len(names) - 0.5, -0.5)
             ax.grid(axis="x", alpha=0.3)
         right.axvline(0.0, color="grey", linestyle="--", linewidth=1)
@@ -84,7 +85,7 @@ def plot_ablation(frames: dict[str, pd.DataFrame], suite: str, path: Path) -> pl
         left.set_title(f"{suite}: each arm's final score")
         right.set_title(f"{suite}: what dropping or replacing a stage costs")
         if len(labels) > 1:
-            left.legend(fontsize=8, title="backend", loc="lower right")
+            left.legend(fontsize=8, title="backend", loc="upper left")  # above the first row's low end: no interval there
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

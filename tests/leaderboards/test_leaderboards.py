@@ -582,6 +582,7 @@ def test_the_ablation_figure_has_a_row_per_arm_with_its_score_and_delta_interval
     assert np.isnan(frame.loc[0, "delta"]) and frame.loc[0, ["mean", "low", "high"]].tolist() == pytest.approx([0.75] * 3)
     left, right = plot_ablation({"add": frame}, "s", tmp_path / "a.png").axes
     assert [t.get_text() for t in left.get_yticklabels()] == ["full (2 seeds)", "no-opd (2 seeds)"]
+    assert [t.get_text() for t in right.get_yticklabels()] == ["", ""]  # the same rows, named once
     assert len(left.containers) == 2 and len(right.containers) == 1  # full has no delta against itself
     (x,), (y,) = right.containers[0].lines[0].get_data()
     assert (x, y) == pytest.approx((-0.375, 1.0))
