@@ -480,7 +480,10 @@ def test_ctrl_c_is_one_line_stops_every_worker_and_a_rerun_finishes(tiny_overrid
     args = [sys.executable, "-m", "s2d_bench.cli", "run", *tiny_overrides, "jobs=2", "arms={a: {stages: [teacher_rl]}}",
             "teacher.pretrain.steps=400", "student.pretrain.steps=400"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # Ctrl-C's default action in the child whatever the suite was started from: a shell's background job (`cmd &`, nohup)
+    # starts with SIGINT ignored, the child inherits that, and the run would finish instead of stopping
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(list((tmp_path / "run" / "nodes").glob("*/metrics.jsonl"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)  # both workers are pretraining (a worker still starting up is another case: see the closing note of #27)
