@@ -274,7 +274,7 @@ def c2_bytes(teacher: Shape | None, student: Shape, params: dict[str, int], b: i
     both = sum(m.hidden for m in here)  # hidden states, then their completion positions copied out for the loss
     scoring = (n * length * (both + 3 * big.intermediate + 4 * big.hidden + length) + n * new_tokens * both) * itemsize
     positions = min(chunk, n * new_tokens) if chunk else n * new_tokens
-    scoring += positions * max(m.vocab for m in here) * 4 * (6 if teacher is not None else 2)  # fp32 logits, log-softmax, products: both heads', or the student's
+    scoring += positions * max(m.vocab for m in here) * 4 * (6 if teacher is not None else 2)  # fp32 logits etc.: both heads', or one
     weights = (params["student"] + (params["teacher"] if teacher is not None else 0)) * itemsize
     return {"weights": weights, "work": max(sampling, scoring), "sampling": sampling, "scoring": scoring}
 

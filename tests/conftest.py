@@ -54,3 +54,20 @@ def private_store(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return TINY_OVERRIDES + [f"run_dir={tmp_path / 'run'}"]
+
+
+class AgreeingPool:
+    """A grading pool stand-in that says every answer is right and keeps what it was asked, so a test of what hands items
+    to the pool (evaluation, rewards) sees which pool graded and what reached it."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple] = []
+
+    def run(self, items):
+        self.asked.extend(items)
+        return {item: True for item in items}
+
+
+@pytest.fixture
+def agreeing_pool() -> AgreeingPool:
+    return AgreeingPool()

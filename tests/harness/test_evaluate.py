@@ -113,7 +113,7 @@ def test_evaluate_scores_votes_audits_and_writes_every_sample_as_graded(tmp_path
     assert [row["mean"] for row in alone.breakdown] == pytest.approx([2 / 3, 1 / 3, 1 / 3, 2 / 3])  # p0 1/3, p1 1, p2 1/3
 
 
-def test_evaluate_applies_each_problems_rules_grades_in_the_given_pool_and_keeps_text_as_written(tmp_path):
+def test_evaluate_applies_each_problems_rules_grades_in_the_given_pool_and_keeps_text_as_written(tmp_path, agreeing_pool):
     """A problem's answer rules (here its unit) reach the grader; an isolated grader runs in the pool it is handed; a
     second evaluation writes beside the first; completions and problems files keep non-ASCII text as written; a problem
     set without subjects or levels has no breakdown rows."""
@@ -122,13 +122,6 @@ def test_evaluate_applies_each_problems_rules_grades_in_the_given_pool_and_keeps
     from s2d_bench.config import EvalConfig
     from s2d_bench.tasks.answer_rules import AnswerRules
 
-    class Pool:  # a grading pool that says every answer is right, and counts what it was asked
-        asked = []
-
-        def run(self, items):
-            self.asked.extend(items)
-            return {item: True for item in items}
-
     problems = [Problem("u", "length in cm, π?", "7", rules=AnswerRules(unit="cm")), Problem("v", "π?", "\\pi")]
     engine = ScriptedEngine({"length in cm, π?": ["\\boxed{7 cm}", "\\boxed{8}"], "π?": ["\\boxed{π}", "none"]})
     cfg = EvalConfig(samples=2)
@@ -136,9 +129,9 @@ def test_evaluate_applies_each_problems_rules_grades_in_the_given_pool_and_keeps
     assert result.per_problem == {"u": 0.5, "v": 0.0} and result.breakdown == []  # 7 cm is 7 in cm
     text = (tmp_path / "a" / "completions-1.jsonl").read_text(encoding="utf-8")
     assert "\\boxed{π}" in text and "π?" in (tmp_path / "a" / "problems-1.jsonl").read_text(encoding="utf-8")
-    pooled = evaluate_module.evaluate(engine, problems, cfg, 0, "math_verify", None, tmp_path / "a" / "completions-2.jsonl", pool=Pool())
+    pooled = evaluate_module.evaluate(engine, problems, cfg, 0, "math_verify", None, tmp_path / "a" / "completions-2.jsonl", pool=agreeing_pool)
     assert pooled.per_problem == {"u": 1.0, "v": 0.5}  # the handed pool's verdicts ("none" has no answer to ask about)
-    assert sorted(Pool.asked) == [("math_verify", "7", "7"), ("math_verify", "7", "8"), ("math_verify", "\\pi", "π")]
+    assert sorted(agreeing_pool.asked) == [("math_verify", "7", "7"), ("math_verify", "7", "8"), ("math_verify", "\\pi", "π")]
     assert len([json.loads(x) for x in (tmp_path / "a" / "completions-2.jsonl").read_text().splitlines()]) == 4
 
 

@@ -47,7 +47,7 @@ def test_a_grpo_stage_with_pathological_answers_finishes_and_counts_its_timeouts
     assert all(r["reward"] <= 0.5 for r in rows)
 
 
-def test_pool_reward_applies_each_problems_answer_rules_and_refuses_completions_that_do_not_pair_with_problems():
+def test_pool_reward_applies_each_problems_answer_rules_and_refuses_completions_that_do_not_pair_with_problems(agreeing_pool):
     import pytest
 
     from s2d_bench.harness.rewards import Scores
@@ -59,12 +59,6 @@ def test_pool_reward_applies_each_problems_answer_rules_and_refuses_completions_
     with pytest.raises(ValueError, match="3 completions for 2 problems"):
         reward(["\\boxed{7}", "\\boxed{3}", "\\boxed{3}"], problems)
 
-    class Pool:  # the stage's pool: isolated graders run there (a pool per call would start its workers every step)
-        asked = []
-
-        def run(self, items):
-            self.asked.extend(items)
-            return {item: True for item in items}  # says every answer is right
-
-    assert PoolReward("math_verify", Pool())(["\\boxed{8}", "no box"], problems) == Scores([1.0, 0.0], 0)
-    assert Pool.asked == [("math_verify", "7", "8")]
+    # the stage's pool grades (a pool per call would start its workers every step); this one says every answer is right
+    assert PoolReward("math_verify", agreeing_pool)(["\\boxed{8}", "no box"], problems) == Scores([1.0, 0.0], 0)
+    assert agreeing_pool.asked == [("math_verify", "7", "8")]
