@@ -680,7 +680,7 @@ def prepare(group: str) -> Path:
     data = _pyproject()["tool"]
     spec = data["s2d-mutants"]["groups"][group]
     settings = {**data["mutmut"], "only_mutate": spec["modules"], "pytest_add_cli_args_test_selection": spec["tests"],
-                **({"pytest_add_cli_args": spec["pytest_args"]} if "pytest_args" in spec else {})}
+                **({"pytest_add_cli_args": spec["pytest_args"]} if "pytest_args" in spec else {}), **spec.get("mutmut", {})}
     where.mkdir(parents=True, exist_ok=True)
     for name in ("s2d_bench", "tests", "benchmarks", "leaderboards"):
         shutil.rmtree(where / name, ignore_errors=True)
@@ -773,6 +773,11 @@ def _run(group: str, max_children: int, names: list[str]) -> int:
     return round(time.perf_counter() - start)
 
 
+def _unjudged(row: dict) -> bool:
+    """No mutant of the module was run in this copy (a fresh copy, and a rerun of other modules' mutants by name)."""
+    return row["killed"] + row["survived"] + row["equivalent"] + row["no tests"] + row["timeout"] + row["other"] == 0
+
+
 def _report(previous: dict, group: str, fresh: dict, seconds: int | None) -> dict:
     """The results file with `group`'s scores replaced: per group (modules, seconds), and every module's merged."""
     by_group = previous.get("groups", {})
@@ -780,7 +785,9 @@ def _report(previous: dict, group: str, fresh: dict, seconds: int | None) -> dic
         by_group = {"core": {"modules": previous["modules"], "seconds": previous.get("seconds")}}
     if seconds is None:  # a rescore keeps the last run's duration
         seconds = by_group.get(group, {}).get("seconds")
-    by_group[group] = {"modules": fresh["modules"], "seconds": seconds}
+    kept = by_group.get(group, {}).get("modules", {})
+    by_group[group] = {"modules": {m: kept[m] if m in kept and _unjudged(row) else row for m, row in fresh["modules"].items()},
+                       "seconds": seconds}
     modules = {m: row for g in by_group.values() for m, row in g["modules"].items()}
     killed = sum(r["killed"] + r["timeout"] for r in modules.values())
     judged = sum(r["killed"] + r["survived"] + r["no tests"] + r["timeout"] + r["other"] for r in modules.values())

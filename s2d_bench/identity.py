@@ -19,10 +19,14 @@ config column) when every setting but `RUN_ONLY` is equal: where and how it runs
 of one config are pooled) and its arms (an ablation adds arms to a config) do not enter.
 
 **Two evaluations are the same evaluation** when model, benchmark, protocol (sampling, k, token
-cap), problems (limit, data file), engine, sampling seed and prompt protocol are equal. The file
-name in a node's folder (`eval_file_hash`, from the run's side: the target) and the store key
-(`eval_key`, from the record's side) hash these facts as each side holds them; both are kept as
-they were first written so that existing run directories and stores stay valid.
+cap), problems (limit, data file; for the task's held-out split, the task), engine, sampling seed and
+prompt protocol are equal. One identity, `evaluation_id`, says so: it names the record in a node's
+folder (`eval-<id>.json`) and ends the store key (`eval_key`: node or model, benchmark, id), so a
+re-evaluation replaces its row and nothing else. A run computes it from its config and the target
+(`eval_file_hash`); `s2d-bench eval` and `rebuild` from a record (`record_evaluation_id`: a record
+holds every fact but the task, which only a run's own split has, and a run's records are keyed by
+their file's id). Stores written before keyed rows by another hash of the record (`legacy_eval_key`);
+a row put again replaces its legacy row, so an old store never holds one evaluation twice.
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s2d_bench.config import to_dict
+from s2d_bench.harness.records import EvalRecord
 from s2d_bench.harness.targets import TASK
 
 if TYPE_CHECKING:
     from s2d_bench.config import RunConfig
-    from s2d_bench.harness.records import EvalRecord
     from s2d_bench.harness.targets import Target
 
 EVAL_SEED = 1234  # one sampling seed for every evaluation in a run: common random numbers across models
@@ -134,19 +138,44 @@ def stage_inputs(cfg: RunConfig, stage_cfg: dict[str, Any], parent: str, teacher
 # ---------------------------------------------------------------- evaluations
 
 
-def eval_file_hash(cfg: RunConfig, target: Target) -> str:
-    """The hash in a node's `eval-<hash>.json`: benchmark, protocol, problems, engine, seed, prompts (the run's side)."""
-    inputs = {"benchmark": target.benchmark, "eval": target.protocol(), "limit": target.limit, "data": target.data,
-              "engine": cfg.eval.engine, "seed": EVAL_SEED, "sampler": "per-prompt seeds"}
-    if target.benchmark == TASK:
-        inputs["task"] = to_dict(cfg.task)
-    if cfg.prompt.thinking:
-        inputs["prompt"] = to_dict(cfg.prompt)
+def evaluation_id(benchmark: str, protocol: dict[str, Any], limit: int | None, data: str, engine: str, seed: int, thinking: bool,
+                  task: dict[str, Any] | None = None) -> str:
+    """The identity of one evaluation (the module docstring): the facts hashed as runs first hashed them, so existing
+    `eval-<id>.json` files keep their names ("prompt" is the prompt config, whose one setting is `thinking`)."""
+    inputs = {"benchmark": benchmark, "eval": protocol, "limit": limit, "data": data, "engine": engine, "seed": seed,
+              "sampler": "per-prompt seeds"}
+    if task is not None:
+        inputs["task"] = task
+    if thinking:
+        inputs["prompt"] = {"thinking": True}
     return config_hash(inputs)
 
 
-def eval_key(record: EvalRecord) -> str:
-    """The store key of an evaluation: one row per model, benchmark and protocol (a re-evaluation replaces it)."""
+def eval_file_hash(cfg: RunConfig, target: Target) -> str:
+    """A run's evaluation of `target`: the id in its node's `eval-<id>.json`."""
+    return evaluation_id(target.benchmark, target.protocol(), target.limit, target.data, cfg.eval.engine, EVAL_SEED, cfg.prompt.thinking,
+                         to_dict(cfg.task) if target.benchmark == TASK else None)
+
+
+def record_evaluation_id(record: EvalRecord) -> str:
+    """The id of the evaluation a record holds, from the record alone (every benchmark but a run's own task split)."""
+    return evaluation_id(record.benchmark, record.eval_config, record.limit, record.data, record.engine, record.eval_seed, record.thinking)
+
+
+def eval_key(record: EvalRecord, evaluation: str | None = None) -> str:
+    """The store key of an evaluation: one row per model (node), benchmark and evaluation id (a re-evaluation replaces it).
+    `evaluation`: the id a run's record file is named by; else the record's own (`record_evaluation_id`)."""
+    return f"{record.node or 'eval:' + record.model}:{record.benchmark}:{evaluation or record_evaluation_id(record)}"
+
+
+def eval_keys(record: dict[str, Any], evaluation: str | None = None) -> tuple[str, str]:
+    """A record's store key and the legacy key it replaces: `store.put_eval(key, suite, record, replaces=legacy)`."""
+    parsed = EvalRecord.from_dict(record)
+    return eval_key(parsed, evaluation), legacy_eval_key(parsed)
+
+
+def legacy_eval_key(record: EvalRecord) -> str:
+    """The key stores written before `evaluation_id` gave the same evaluation; `Store.put_eval` drops it (one row each)."""
     protocol = config_hash({"eval": record.eval_config, "engine": record.engine, "seed": record.eval_seed, "limit": record.limit,
                             "data": record.data, "thinking": record.thinking})
     return f"{record.node or 'eval:' + record.model}:{record.benchmark}:{protocol}"

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from s2d_bench.errors import UserError
-from s2d_bench.harness.records import EvalRecord, eval_records, read_record
-from s2d_bench.identity import eval_key
+from s2d_bench.harness.records import eval_records, read_record
+from s2d_bench.identity import eval_keys
 from s2d_bench.store import Store
 
 
@@ -48,7 +48,8 @@ def rebuild(store: Store, folders: list[Path], eval_suite: str = "eval") -> dict
             for path in records:
                 record = _record(path)
                 if record is not None:
-                    store.put_eval(eval_key(EvalRecord.from_dict(record)), record.get("run") or eval_suite, record)
+                    key, legacy = eval_keys(record)
+                    store.put_eval(key, record.get("run") or eval_suite, record, replaces=legacy)
                     counts["evals"] += 1
         else:
             raise UserError(f"{folder} is neither a run directory (nodes/) nor an `s2d-bench eval` output folder (<model>/<benchmark>/results.json)")
@@ -72,8 +73,9 @@ def _run_dir(store: Store, root: Path, counts: dict[str, int]) -> None:
               file=sys.stderr)
     for path in sorted((root / "nodes").glob("*/eval-*.json")):
         record = _record(path)
-        if record is not None:
-            store.put_eval(eval_key(EvalRecord.from_dict(record)), record.get("run") or root.name, record)
+        if record is not None:  # keyed by its file's evaluation id, as the run keyed it (eval-<id>.json)
+            key, legacy = eval_keys(record, path.stem.removeprefix("eval-"))
+            store.put_eval(key, record.get("run") or root.name, record, replaces=legacy)
             counts["evals"] += 1
     for path in sorted((root / "nodes").glob("*/diagnostics.json")):
         data = _read(path)

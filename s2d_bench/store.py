@@ -124,10 +124,14 @@ class Store:
             return db.execute(query, args).fetchall()
 
     # ------------------------------------------------------------------ writing
-    def put_eval(self, key: str, suite: str, record: dict[str, Any]) -> None:
+    def put_eval(self, key: str, suite: str, record: dict[str, Any], replaces: str | None = None) -> None:
+        """The evaluation's row under `key` (`identity.eval_key`), replacing the row of that key and the one under `replaces`
+        (the key an older store gave the same evaluation, `identity.legacy_eval_key`)."""
         row = (key, suite, record.get("node"), record.get("stage"), record.get("role"), record.get("seed"), record.get("task"),
                record["mean"], record.get("stderr"), record.get("k"), record.get("n"), record.get("timestamp"), json.dumps(record))
         with self._write() as db:
+            if replaces is not None and replaces != key:
+                db.execute("DELETE FROM evals WHERE key = ?", (replaces,))
             db.execute("INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     def put_arms(self, suite: str, seed: int, arms: dict[str, list[tuple[str, str]]], config: str = "", written: float | None = None) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from s2d_bench.config import load_config
 from s2d_bench.harness.records import EvalRecord
-from s2d_bench.identity import config_hash, eval_file_hash, eval_key, node_seed, run_hash, stage_inputs, without
+from s2d_bench.identity import config_hash, eval_file_hash, eval_key, node_seed, record_evaluation_id, run_hash, stage_inputs, without
 from s2d_bench.pipeline import Runner
 
 RECORD = EvalRecord(model="m", task="math500", benchmark="math500", eval_config={"samples": 4}, engine="hf", thinking=False, grader="g",
@@ -34,13 +34,46 @@ def test_a_config_id_leaves_out_where_and_how_it_runs_and_its_arms_but_nothing_i
         assert run_hash(load_config(None, [override])) != run_hash(cfg), override
 
 
-def test_store_keys_are_the_ones_earlier_stores_hold_and_follow_the_protocol():
-    assert eval_key(RECORD) == "eval:m:math500:63c08dbbe694"
-    assert eval_key(dataclasses.replace(RECORD, node="opd-123", thinking=True)) == "opd-123:math500:546139b474af"
-    for change in [{"eval_config": {"samples": 8}}, {"engine": "vllm"}, {"eval_seed": 1}, {"limit": 5}, {"data": "e"}, {"thinking": True}]:
+def test_store_keys_end_in_the_evaluation_id_and_follow_the_protocol():
+    assert eval_key(RECORD) == f"eval:m:math500:{record_evaluation_id(RECORD)}"
+    assert eval_key(dataclasses.replace(RECORD, node="opd-123"), "abc") == "opd-123:math500:abc"  # a run's: its file's id
+    for change in [{"eval_config": {"samples": 8}}, {"engine": "vllm"}, {"eval_seed": 1}, {"limit": 5}, {"data": "e"}, {"thinking": True},
+                   {"benchmark": "aime24"}, {"model": "n"}, {"node": "opd-1"}]:
         assert eval_key(dataclasses.replace(RECORD, **change)) != eval_key(RECORD), change
-    for change in [{"mean": 0.9}, {"seed": 7}, {"grader": "other"}]:  # numbers and the run's seed: the same evaluation, replaced
+    for change in [{"mean": 0.9}, {"seed": 7}, {"grader": "other"}, {"task": "x"}]:  # numbers, the run's seed: the same evaluation
         assert eval_key(dataclasses.replace(RECORD, **change)) == eval_key(RECORD), change
+
+
+def test_the_keys_earlier_stores_hold_are_known_so_a_row_put_again_replaces_its_old_row(tmp_path):
+    from s2d_bench.identity import eval_keys, legacy_eval_key
+    from s2d_bench.store import Store
+
+    assert legacy_eval_key(RECORD) == "eval:m:math500:63c08dbbe694"  # what stores before the one identity hold
+    assert legacy_eval_key(dataclasses.replace(RECORD, node="opd-123", thinking=True)) == "opd-123:math500:546139b474af"
+    store = Store(tmp_path / "s.sqlite")
+    other = dataclasses.replace(RECORD, benchmark="aime24", task="aime24")
+    for record in (RECORD, other):
+        store.put_eval(legacy_eval_key(record), "eval", record.to_dict())  # an old store: two rows
+    key, legacy = eval_keys(dataclasses.replace(RECORD, mean=0.9).to_dict())
+    assert (key, legacy) == (eval_key(RECORD), legacy_eval_key(RECORD)) and key != legacy
+    store.put_eval(key, "eval", dataclasses.replace(RECORD, mean=0.9).to_dict(), replaces=legacy)
+    assert sorted((r["benchmark"], r["mean"]) for r in store.evals()) == [("aime24", 0.5), ("math500", 0.9)]
+
+
+@pytest.mark.parametrize("overrides", [[], ["prompt.thinking=true"], ["eval.engine=hf-compiled"]], ids=["tiny", "thinking", "engine"])
+def test_a_runs_evaluation_file_and_its_record_name_one_evaluation(tmp_path, overrides):
+    """The id a run names its file by is the one a record of that evaluation gives (every benchmark but the task's own split,
+    whose task settings the record does not hold): `s2d-bench eval` and a run key the same evaluation alike."""
+    from s2d_bench.identity import EVAL_SEED, record_evaluation_id
+
+    (tmp_path / "aime24.jsonl").write_text('{"id": "1", "problem": "p", "answer": "3"}\n')
+    cfg = load_config(None, [f"run_dir={tmp_path}", f"task.data_dir={tmp_path}", "eval.benchmarks=[{name: task}, {name: aime24, limit: 1}]",
+                             *overrides])
+    task, aime = Runner(cfg).targets
+    for target in (task, aime):
+        record = dataclasses.replace(RECORD, benchmark=target.benchmark, eval_config=target.protocol(), engine=cfg.eval.engine,
+                                     eval_seed=EVAL_SEED, thinking=cfg.prompt.thinking, data=target.data, limit=target.limit)
+        assert (record_evaluation_id(record) == eval_file_hash(cfg, target)) == (target is aime), target.benchmark
 
 
 def test_memory_settings_and_later_defaults_leave_a_stage_node_id_alone():
@@ -98,6 +131,8 @@ def test_without_leaves_out_keys_inside_sections_at_any_depth_and_later_defaults
 def test_extraction_joins_a_protocol_only_where_it_differs_from_what_earlier_records_used(tmp_path):
     """Records from before the setting were read by the last box: a protocol at last_box hashes as they did (config ids,
     file names), registered benchmarks read by joined boxes form another protocol, and so another leaderboard cell."""
+    from s2d_bench.identity import legacy_eval_key
+
     data = f"task.data_dir={tmp_path}"
     (tmp_path / "aime24.jsonl").write_text('{"id": "1", "problem": "p", "answer": "3"}\n')
     base = [f"run_dir={tmp_path}", data, "eval.benchmarks=[{name: task}, {name: aime24}]"]
@@ -111,5 +146,6 @@ def test_extraction_joins_a_protocol_only_where_it_differs_from_what_earlier_rec
     assert Runner(joined).targets[0].protocol()["extraction"] == "boxes" and run_hash(joined) != run_hash(cfg)
     assert run_hash(load_config(None, base + ["eval.extraction=last_box"])) == run_hash(cfg)
     assert eval_key(dataclasses.replace(RECORD, eval_config={"samples": 4, "extraction": "boxes"})) != eval_key(RECORD)
+    assert legacy_eval_key(dataclasses.replace(RECORD, eval_config={"samples": 4, "extraction": "boxes"})) != legacy_eval_key(RECORD)
     with pytest.raises(Exception, match="extraction 'first'"):
         load_config(None, ["eval.extraction=first"])

@@ -273,6 +273,13 @@ def test_a_run_directory_remembers_each_config_and_tables_show_the_one_asked_for
     rebuild(again, [run])
     for flag in (False, True):
         assert build(again, first.name, flag).main.equals(build(store, first.name, flag).main)
+    import sqlite3
+
+    def keys(path):  # one evaluation id: the run's store and the rebuilt one key each row by its record file's name
+        return sorted(key for (key,) in sqlite3.connect(path).execute("SELECT key FROM evals"))
+
+    assert keys(store.path) == keys(again.path) and len(keys(store.path)) == len(list(run.glob("nodes/*/eval-*.json")))
+    assert all((run / "nodes" / key.split(":")[0] / f"eval-{key.split(':')[2]}.json").exists() for key in keys(store.path))
 
 
 def test_a_garbage_record_or_a_deleted_model_is_evaluated_again(tiny_overrides, capsys):
