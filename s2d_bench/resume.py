@@ -96,7 +96,7 @@ def _is_ours(handler: Any) -> bool:
 class Checkpoints:
     """One stage's saves in `folder` (its node's `resume/`), by `cfg`; `main`: this rank writes the loop's file."""
 
-    def __init__(self, folder: Path, cfg: CheckpointConfig, main: bool = True, stage: str = "stage") -> None:
+    def __init__(self, folder: Path, cfg: CheckpointConfig, stage: str, main: bool = True) -> None:
         self.folder, self.cfg, self.main, self.stage = Path(folder), cfg, main, stage
         self._last = time.monotonic()
 

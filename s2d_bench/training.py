@@ -126,4 +126,4 @@ class Training:
 
     def checkpoints(self, node: Node) -> resume.Checkpoints:
         """Where a stage node saves the state it continues from (resume.py)."""
-        return resume.Checkpoints(self.dir.node_dir(node) / "resume", self.cfg.checkpoint, distributed.is_main(), node.stage)
+        return resume.Checkpoints(self.dir.node_dir(node) / "resume", self.cfg.checkpoint, node.stage, distributed.is_main())

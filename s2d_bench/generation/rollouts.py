@@ -28,9 +28,10 @@ class Rollouts:
 def rollouts_from_tokens(tok: PreTrainedTokenizerBase, rows: list[list[int]], k: int, completions: list[list[int]]) -> Rollouts:
     """Rollouts from prompt rows and k token lists per prompt, each ending with a stop token or at the cap.
 
-    The layout is the sampler's: right-padded with the pad id, mask 1 up to and including the stop token.
+    The layout is the sampler's: right-padded with the pad id, mask 1 up to and including the stop token. Every
+    completion holds at least one token (max_new_tokens >= 1), and a step at least one prompt.
     """
-    width = max(1, max((len(c) for c in completions), default=1))
+    width = max(map(len, completions))
     ids = torch.full((len(completions), width), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(completions), width), dtype=torch.bool)
     for i, c in enumerate(completions):

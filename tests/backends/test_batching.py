@@ -46,6 +46,9 @@ def test_each_pass_weighs_its_share_of_the_step_tokens_and_a_stand_in_weighs_not
     empty = _batch([1, 1])
     empty.completion_mask[:] = False
     assert token_shares(empty, micro_batches(2, 1, LocalRuntime()), LocalRuntime()) == [0.0, 0.0]  # no token: no weight, no NaN
+    single = _batch([1, 1])
+    single.completion_mask[1] = False  # one token in the whole step: its pass carries all of it
+    assert token_shares(single, micro_batches(2, 1, LocalRuntime()), LocalRuntime()) == [1.0, 0.0]
 
 
 def test_mini_batches_are_contiguous_near_equal_and_cover_every_row_once():

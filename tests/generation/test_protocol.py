@@ -167,3 +167,47 @@ def test_a_prompt_past_the_context_is_refused_before_sampling_with_its_fix(monke
 
     assert protocol.context_of(SimpleNamespace(max_position_embeddings=77)) == 77
     assert protocol.context_of(SimpleNamespace(vocab_size=5)) is None
+
+
+def test_a_prompt_is_its_template_alone_and_a_grader_never_reads_the_stop_token():
+    """Templates write their own special tokens (Llama's `<|begin_of_text|>`): a tokenizer that adds one more on encoding
+    (here a post-processor prepending a token) must not get to, and decoding drops the stop token the reply ended with."""
+    from tokenizers.processors import TemplateProcessing
+
+    from s2d_bench.generation.protocol import completion_texts, render_texts
+
+    _, _, tok = _models()
+    tok._tokenizer.post_processor = TemplateProcessing(single=f"{tok.eos_token} $A", special_tokens=[(tok.eos_token, tok.eos_token_id)])
+    (text,) = render_texts(tok, ["1+2"], False)
+    assert text.startswith("<|im_start|>user\n1+2<|im_end|>") and text.endswith("</think>\n\n")
+    (ids,) = render(tok, ["1+2"], False)
+    assert ids == tok(text, add_special_tokens=False)["input_ids"] and tok(text)["input_ids"] == [tok.eos_token_id, *ids]
+    reply = tok("42", add_special_tokens=False)["input_ids"]
+    assert completion_texts(tok, [[*reply, tok.eos_token_id], reply]) == ["42", "42"]
+
+
+def test_the_stop_set_is_the_generation_configs_eos_ids_and_the_tokenizers():
+    from transformers import GenerationConfig
+
+    from s2d_bench.generation.protocol import stop_ids_of
+
+    _, _, tok = _models()
+    eos, other = tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")
+    assert stop_ids_of(None, tok) == [eos]  # an engine without a generation config: the tokenizer's EOS
+    assert stop_ids_of(GenerationConfig(), tok) == [eos]
+    assert stop_ids_of(GenerationConfig(eos_token_id=other), tok) == sorted({eos, other})  # one id, not a list
+    assert stop_ids_of(GenerationConfig(eos_token_id=[other, 40, eos]), tok) == sorted({eos, other, 40})
+
+
+def test_prompt_seeds_and_step_draws_are_the_ones_earlier_runs_drew():
+    """Every stage's prompts and sampling seeds come from here: a change would silently resample every run's stages (node
+    ids, which name the trained weights, would not notice)."""
+    import random
+
+    from s2d_bench.generation.protocol import draw_step, prompt_seeds
+
+    assert prompt_seeds(0, 3) == [6956993988634818902, 3373202220108974583, 8501781468137428041]
+    assert all(0 <= s < 2**63 for s in prompt_seeds(7, 100)) and len(set(prompt_seeds(7, 100))) == 100
+    assert draw_step(random.Random(0), list(range(10)), 3) == ([6, 9, 0], [199397271131000043, 2284932007262676052, 2141479890809876938])
+    picked, seeds = draw_step(random.Random(0), list(range(2)), 3)  # fewer items than asked: all of them, once each
+    assert sorted(picked) == [0, 1] and len(seeds) == 2
