@@ -119,3 +119,17 @@ def test_a_stop_asked_of_another_rank_saves_and_stops_this_one_naming_why(tmp_pa
     with pytest.raises(Stopped) as stopped:
         ck.step_done(4, 8, _Trainer(4), LocalRuntime(), random.Random(0), {})
     assert stopped.value.reason == "SIGUSR1" and _saves(tmp_path) == ["step-00000004"]
+
+
+def test_a_continued_stage_keeps_the_metrics_rows_of_the_steps_before_its_save_and_drops_a_cut_line(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    resume.kept_rows(metrics, 3)
+    assert not metrics.exists()  # a stage that logged nothing
+    rows = [json.dumps({"step": s, "loss": s / 10}) for s in range(5)]
+    metrics.write_text("\n".join([*rows[:2], "", rows[2], json.dumps({"loss": 0.5}), *rows[3:]]) + '\n{"step": 5, "lo')
+    resume.kept_rows(metrics, 3)
+    assert metrics.read_text() == "".join(line + "\n" for line in [*rows[:3], json.dumps({"loss": 0.5})])  # no step: step 0
+    resume.kept_rows(metrics, 1)
+    assert metrics.read_text() == "".join(line + "\n" for line in [rows[0], json.dumps({"loss": 0.5})])
+    resume.kept_rows(metrics, 0)
+    assert metrics.read_text() == ""
