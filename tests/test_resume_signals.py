@@ -17,8 +17,11 @@ from s2d_bench.errors import Stopped
 
 @pytest.fixture(autouse=True)
 def no_request():
+    """No stop asked for, and Ctrl-C with Python's own handler (a runner may start the tests with SIGINT ignored)."""
     resume._requested.clear()
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
+    signal.signal(signal.SIGINT, before)
     resume._requested.clear()
 
 
