@@ -75,7 +75,7 @@ def _saves(folder):
     return sorted(p.name for p in folder.glob("step-*"))
 
 
-def test_saves_come_every_m_minutes_counted_from_the_start_a_continuation_and_the_last_save(tmp_path, monkeypatch):
+def test_saves_come_every_m_minutes_counted_from_the_start_a_continuation_and_the_last_save(tmp_path, monkeypatch, capsys):
     clock = [1000.0]
     monkeypatch.setattr(resume.time, "monotonic", lambda: clock[0])
     ck = resume.Checkpoints(tmp_path, CheckpointConfig(every_steps=0, every_minutes=2), stage="opd")
@@ -89,6 +89,9 @@ def test_saves_come_every_m_minutes_counted_from_the_start_a_continuation_and_th
     again = resume.Checkpoints(tmp_path, CheckpointConfig(every_steps=0, every_minutes=2), stage="opd")
     clock[0] = 6000.0
     assert again.resume(_Trainer(), rng)[0] == 4
+    assert capsys.readouterr().err == "opd: continuing from its saved state at step 4\n"
+    assert resume.Checkpoints(tmp_path, again.cfg, "opd", main=False).resume(_Trainer(), rng)[0] == 4  # one rank says so
+    assert capsys.readouterr().err == ""
     clock[0] = 6119.0
     again.step_done(5, 10, trainer, rt, rng, {})
     assert _saves(tmp_path) == ["step-00000004"]
@@ -129,7 +132,8 @@ def test_a_continued_stage_keeps_the_metrics_rows_of_the_steps_before_its_save_a
     resume.kept_rows(metrics, 3)
     assert not metrics.exists()  # a stage that logged nothing
     rows = [json.dumps({"step": s, "loss": s / 10}) for s in range(5)]
-    metrics.write_text("\n".join([*rows[:2], "", rows[2], json.dumps({"loss": 0.5}), *rows[3:]]) + '\n{"step": 5, "lo')
+    # a line cut by an earlier kill sits among the rows a continued stage appended after it
+    metrics.write_text("\n".join([rows[0], '{"step": 1, "lo', *rows[1:2], "", rows[2], json.dumps({"loss": 0.5}), *rows[3:]]) + '\n{"step": 5, "lo')
     resume.kept_rows(metrics, 3)
     assert metrics.read_text() == "".join(line + "\n" for line in [*rows[:3], json.dumps({"loss": 0.5})])  # no step: step 0
     resume.kept_rows(metrics, 1)
