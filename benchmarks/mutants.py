@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -647,10 +648,16 @@ EQUIVALENT: dict[tuple[str, str], str] = {
 }
 
 
+# Test runs that ended without passing in a way mutmut does not call killed: a KeyboardInterrupt the mutant raised escaped
+# the test (pytest's exit status 2, "interrupted by user": nobody pressed Ctrl-C during a mutation run), or a signal the
+# mutant left unhandled ended the test process (SIGUSR1, SIGINT: resume.py's stop requests).
+FAILED_RUNS = {2: "killed", -signal.SIGUSR1: "killed", -signal.SIGINT: "killed"}
+
+
 def _status(exit_code: int | None) -> str:
     from mutmut.stats import status_by_exit_code
 
-    return status_by_exit_code[exit_code]
+    return FAILED_RUNS.get(exit_code) or status_by_exit_code[exit_code]
 
 
 @functools.cache
