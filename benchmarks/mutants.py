@@ -715,6 +715,7 @@ def mutated_line(name: str, where: Path = ROOT) -> str | None:
 
 
 # Whole kinds of mutant that cannot change behaviour, by a rule on the changed line (original, mutated) -> why.
+NCOLS = re.compile(r",?\s*dynamic_ncols=\w+")
 SQL = re.compile(r"""["']\s*(select|insert|delete|alter|drop|pragma|create|update|where|order by)\b""", re.IGNORECASE)
 RULES: list[tuple[Callable[[str, str, str], bool], str]] = [
     (lambda function, old, new: old != new and old.lower() == new.lower() and bool(SQL.search(old)),
@@ -723,6 +724,8 @@ RULES: list[tuple[Callable[[str, str, str], bool], str]] = [
      "json.dumps reads ensure_ascii as a truth value: None is False"),
     (lambda function, old, new: function.startswith("s2d_bench.resume.") and "cuda" in old.lower(),
      "CUDA's random states, saved and restored beside the CPU's: this machine has no CUDA device (the CPU state's path is tested)"),
+    (lambda function, old, new: "dynamic_ncols=" in old and NCOLS.sub("", old) == NCOLS.sub("", new),
+     "dynamic_ncols only fits a bar to a terminal's changing width: nothing else about the bar or the run changes"),
     (lambda function, old, new: function.endswith("ǁStoreǁ_use_wal") and any(t in old for t in ("time.sleep", "attempts: int", "timeout=")),
      "how long and how often the journal switch retries a locked file: timing, not outcome (test: a held lock is waited for)"),
 ]

@@ -11,7 +11,7 @@ from s2d_bench.models.builders import tiny_qwen3_student
 from s2d_bench.tasks.base import Problem
 
 
-def test_each_rank_samples_its_share_with_the_problems_own_seeds_and_rank_0_gets_them_in_order(monkeypatch):
+def test_each_rank_samples_its_share_with_the_problems_own_seeds_and_rank_0_gets_them_in_order(monkeypatch, capsys):
     model, tok = tiny_qwen3_student(seed=3)
     problems = [Problem(str(i), f"{i}+{2 * i}=", "0") for i in range(7)]
     s = Sampling(k=3, temperature=1.0, max_new_tokens=6)
@@ -31,8 +31,14 @@ def test_each_rank_samples_its_share_with_the_problems_own_seeds_and_rank_0_gets
             return real_generate(prompts, sampling, seeds, progress)
 
         monkeypatch.setattr(engine, "generate", generate)
+        capsys.readouterr()
         out = evaluate_module.generate_shared(engine, problems, s, 11, "eval")
         assert (out is None) == (rank == 1)
+        bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("eval:")]
+        if rank:  # one bar per launch, rank 0's, counting its own share's samples
+            assert bars == []
+        else:
+            assert bars[-1].startswith("eval: 100%") and " 12/12 " in bars[-1] and "sample/s]" in bars[-1]
     assert asked[0] == [p.prompt for p in problems[0::2]] and asked[1] == [p.prompt for p in problems[1::2]]
     assert [c.ids for c in out] == [c.ids for c in alone]
 
