@@ -128,13 +128,18 @@ def test_a_rank_samples_every_world_th_prompt_of_the_step_with_its_seed_and_coun
 
 @pytest.mark.parametrize("stage, sampler, trained", [("warmup", "teacher", False), ("opd", "model", True)])
 def test_distillation_samples_from_the_right_model_and_splits_and_logs_the_step(watch, capsys, stage, sampler, trained):
+    settings = [f"stages.{stage}.temperature=0.7", f"stages.{stage}.max_new_tokens=4", f"stages.{stage}.micro_batch_size=2"]
+    _run(stage, settings)
+    whole = watch["engines"][-1][2]
+    for key in ("engines", "phases", "last"):
+        watch[key].clear()
+    capsys.readouterr()
     rank = _SecondOfTwo()
-    x = _run(stage, [f"stages.{stage}.temperature=0.7", f"stages.{stage}.max_new_tokens=4", f"stages.{stage}.micro_batch_size=2"],
-             runtime=rank)
+    x = _run(stage, settings, runtime=rank)
     ((model, opened_trained, calls),) = watch["engines"]
     assert model is getattr(x, sampler) and opened_trained is trained and rank.gathered == [model, model]
-    whole = [b for b in range(8)]
-    assert [len(prompts) for prompts, _, _ in calls] == [len(whole[1::2])] * 2  # this rank's half of the step's 8 prompts
+    assert [(prompts, seeds) for prompts, _, seeds in calls] == [(prompts[1::2], seeds[1::2]) for prompts, _, seeds in whole]
+    assert all(len(prompts) == 4 for prompts, _, _ in calls)  # this rank's half of the step's 8 prompts
     assert [sampling for _, sampling, _ in calls] == [Sampling(k=1, temperature=0.7, max_new_tokens=4)] * 2
     assert watch["phases"] == ["rollout", "update"] * 2
     assert watch["last"] == [False, True] * 2  # 4 sequences in micro-batches of 2: the last pass of each step says so
