@@ -1,6 +1,7 @@
 """What a config names and what its backend cannot express: refused by `preflight.check_config`
 before any model is built, and from the config alone (config.py imports no registry)."""
 
+import json
 import subprocess
 import sys
 
@@ -91,3 +92,57 @@ def test_a_run_whose_c2_would_not_fit_is_refused_before_anything_trains(tiny_ove
         Runner(load_config(None, overrides)).run()
     run_dir = Path(load_config(None, overrides).run_dir)
     assert not (run_dir / "nodes").exists() or not any((run_dir / "nodes").iterdir())
+
+
+# `s2d-bench plan`'s report (preflight.offline_report: the shipped shape table, no weights) of the paper configs and of
+# variants that reach every part of it: TRL's host-held rollouts, vLLM's share of a GPU, a served teacher, a GPU too
+# small (with the settings that would make it fit), C2 scoring, a world of another size. The numbers are the memory
+# model's as committed in tests/data/plan_reports.json: a change to the model is a change to that file, made on purpose.
+PLAN_CASES = {
+    "paper-qwen3": ("paper-qwen3", [], 8),
+    "paper-llama": ("paper-llama", [], 32),
+    "paper-llama-served": ("paper-llama-served", [], 8),
+    "paper-qwen3-trl-vllm": ("paper-qwen3", ["backend=trl", "rollout.engine=vllm", "rollout.gpu_memory_utilization=0.4"], 8),
+    "paper-qwen3-24gb": ("paper-qwen3", ["preflight.device_memory_gb=24", "deepspeed.zero_stage=2", "eval.max_batch_tokens=0"], 4),
+    "paper-qwen3-kl": ("paper-qwen3", ["stages.teacher_rl.kl_coef=0.05", "stages.student_rl.kl_coef=0.05", "prompt.thinking=true"], 16),
+}
+
+
+def plan_report(name: str, overrides: list[str], world: int) -> dict:
+    from conftest import SHARED_DATA
+
+    from s2d_bench import preflight
+    from s2d_bench.harness.targets import run_targets
+    from s2d_bench.plan import plan
+
+    cfg = load_config(name, [f"task.data_dir={SHARED_DATA}", *overrides])
+    report = preflight.offline_report(cfg, plan(cfg), run_targets(cfg, "math_verify", []), world)
+    return json.loads(json.dumps(report, default=str))
+
+
+@pytest.mark.parametrize("case", sorted(PLAN_CASES))
+def test_the_plan_of_each_paper_config_is_the_memory_model_as_committed(case):
+    from pathlib import Path
+
+    golden = json.loads((Path(__file__).parent / "data" / "plan_reports.json").read_text())[case]
+    assert plan_report(*PLAN_CASES[case]) == golden
+
+
+def test_every_benchmarks_prompts_are_checked_against_each_models_context_before_anything_trains():
+    from types import SimpleNamespace
+
+    from s2d_bench import preflight
+    from s2d_bench.models.builders import char_tokenizer
+    from s2d_bench.tasks.base import Problem
+
+    cfg = load_config(None, [])
+    context = preflight._config(cfg, "student").max_position_embeddings
+    tok = char_tokenizer()
+    fits = SimpleNamespace(problems=[Problem("short", "1+2=", "3")], cfg=SimpleNamespace(max_new_tokens=16))
+    preflight.check_contexts(cfg, [fits], {"student": tok, "teacher": tok})
+    long = SimpleNamespace(problems=[Problem("ok", "1+2=", "3"), Problem("long", "1" * context, "0")], cfg=SimpleNamespace(max_new_tokens=16))
+    with pytest.raises(UserError, match=f"problem long: its prompt .* does not fit the model's context of {context:,} tokens"):
+        preflight.check_contexts(cfg, [fits, long], {"student": tok})
+    near = SimpleNamespace(problems=[Problem("near", "1" * (context - 40), "0")], cfg=SimpleNamespace(max_new_tokens=64))
+    with pytest.raises(UserError, match="problem near: prompt .* \\+ max_new_tokens \\(64\\) exceed"):
+        preflight.check_contexts(cfg, [near], {"teacher": tok})

@@ -285,3 +285,30 @@ def test_a_served_teachers_evaluation_refuses_a_prompt_past_the_servers_context_
         engine.check_prompts(PROMPTS, [str(i) for i in range(len(PROMPTS))], 2048)
     assert asked == []  # the card was read once, on connecting
     served.close()
+
+
+def test_the_preflight_checks_a_served_teachers_tokenizer_on_each_benchmarks_first_prompt_and_the_probes(world, monkeypatch):
+    """Before anything trains: the server answers and tokenizes as the student does, on the rendered first prompt of each
+    benchmark (non-thinking, as the run prompts) and the probe strings (digits, LaTeX, non-ASCII, whitespace)."""
+    from types import SimpleNamespace
+
+    from s2d_bench import preflight
+    from s2d_bench.config import load_config
+    from s2d_bench.generation.protocol import render_texts
+    from s2d_bench.tasks.base import Problem
+
+    _, tok = _local(world)
+    cfg = load_config(None, [f"teacher.server={world['url']}", "teacher.served_model=teacher", "teacher.builder="])
+    targets = [SimpleNamespace(problems=[Problem("a1", "12+7=", "19"), Problem("a2", "3+4=", "7")]), SimpleNamespace(problems=[]),
+               SimpleNamespace(problems=[Problem("b1", "\\frac{1}{2}+1=", "3/2")])]
+    asked, closed = [], []
+    check, close = ServedTeacher.check_tokenizer, ServedTeacher.close
+    monkeypatch.setattr(ServedTeacher, "check_tokenizer", lambda self, texts: (asked.append((self.cfg.server, texts)), check(self, texts))[1])
+    monkeypatch.setattr(ServedTeacher, "close", lambda self: (closed.append(True), close(self))[1])
+    preflight.check_served_teacher(cfg, tok, targets)
+    assert asked == [(world["url"], render_texts(tok, ["12+7=", "\\frac{1}{2}+1="], False) + preflight.PROBES)] and closed == [True]
+    other = copy.deepcopy(tok)
+    other.add_tokens(["<extra>"])
+    with pytest.raises(ServerError, match="student's vocabulary has 105 tokens"):
+        preflight.check_served_teacher(cfg, other, targets)
+    assert len(closed) == 2  # closed after a refusal too
