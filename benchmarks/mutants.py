@@ -681,6 +681,15 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.backends.torch_backend.xǁTorchBackendǁload',
      'return load_pretrained(ref, )'):
         "load_pretrained's default device is the CPU, this backend's device on this machine (a GPU run's tests would catch it)",
+    ('s2d_bench.backends.torch_backend.x__micro_loss',
+     'mb.completion_ids, mb.completion_mask, objective, cfg.chunk_size, calls, )'):
+        "a stage with a served teacher runs at temperature 1 (the preflight refuses any other: the server's log-probs are at 1), the default",
+    ('s2d_bench.backends.torch_backend.x__micro_loss',
+     'mb.completion_ids, mb.completion_mask, objective, calls, cfg.temperature)'):
+        "chunk sizes and the number of chunk calls change memory and ZeRO-3's call counts, not the values (one process here: the most over ranks is this rank's)",
+    ('s2d_bench.backends.torch_backend.x__micro_loss',
+     'mb.completion_ids, mb.completion_mask, objective, cfg.chunk_size, cfg.temperature)'):
+        "chunk sizes and the number of chunk calls change memory and ZeRO-3's call counts, not the values (one process here: the most over ranks is this rank's)",
 }
 
 

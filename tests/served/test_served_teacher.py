@@ -121,6 +121,25 @@ def _warmup(world, tok, teacher, steps: int = 2, cache: Path | None = None):
     return student, rows
 
 
+def test_a_served_teacher_scores_opds_student_samples_as_the_local_teacher_does(world):
+    """On-policy distillation against the server (k = V: the exact reverse KL): the student samples locally, the
+    server scores every sample's tokens, and the stage's losses and weights are the local stage's."""
+    teacher, tok = _local(world)
+    runs = []
+    for against in (teacher, _served(world["url"], tok)):
+        student, _ = tiny_qwen3_student(seed=2)
+        vocab = student.get_output_embeddings().weight.shape[0]
+        cfg = DistillConfig(steps=2, batch_size=4, lr=1e-2, max_new_tokens=6, estimator="topk", top_k=vocab, chunk_size=0, temperature=1.0)
+        rows = []
+        TorchBackend(RunConfig(device="cpu")).opd(DistillJob("opd", student, against, tok, PROMPTS, cfg, 11, rows.append))
+        runs.append((student, rows))
+    (local, local_rows), (served, served_rows) = runs
+    assert [r["loss"] for r in served_rows] == pytest.approx([r["loss"] for r in local_rows], rel=1e-5)
+    assert all(r["loss"] > 0 for r in served_rows)
+    for (name, a), b in zip(local.state_dict().items(), served.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-4, msg=name)  # as in the warmup's test below
+
+
 def test_a_served_warmup_trains_the_student_the_local_teacher_trains(world, tmp_path):
     """The server samples each prompt from the seed the local teacher would use and sends every log-prob (k = V): the
     warmup's weights are the local warmup's (forward KL top-k at k = V is the exact KL). Then the same warmup from the
