@@ -34,7 +34,7 @@ def _run(backend: str, stage: str, folder, stop_after: int | None = None):
 
 @pytest.mark.parametrize("backend", ["torch", "deepspeed"])
 @pytest.mark.parametrize("stage", ["teacher_rl", "opd"])
-def test_a_stage_stopped_at_step_2_and_continued_equals_one_uninterrupted_run(backend, stage, tmp_path):
+def test_a_stage_stopped_at_step_2_and_continued_equals_one_uninterrupted_run(backend, stage, tmp_path, capsys):
     if backend == "deepspeed":
         pytest.importorskip("deepspeed")
     whole, report = _run(backend, stage, tmp_path / "whole")
@@ -43,7 +43,10 @@ def test_a_stage_stopped_at_step_2_and_continued_equals_one_uninterrupted_run(ba
     with pytest.raises(Stopped, match=f"{stage} saved its state at step 2 of 4"):
         _run(backend, stage, tmp_path / "cut", stop_after=2)
     assert [p.name for p in (tmp_path / "cut").iterdir()] == ["step-00000002"]
+    capsys.readouterr()
     continued, again = _run(backend, stage, tmp_path / "cut")
+    bars = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith(f"{stage}:") and "|" in line]
+    assert " 2/4 " in bars[0] and " 4/4 " in bars[-1]  # the continued stage's bar starts where it continues
 
     assert [row["step"] for row in continued.logged] == [2, 3]  # steps 0-1 were logged by the stopped run
     assert continued.logged == whole.logged[2:]  # the same losses, rewards, norms from step 2 on

@@ -97,7 +97,8 @@ def _bar(err: str, name: str) -> str:
 
 
 def test_grpo_samples_the_moving_policy_with_its_settings_and_pays_the_kl_to_a_reference(watch, capsys):
-    rl = ["stages.teacher_rl.temperature=0.7", "stages.teacher_rl.max_new_tokens=5", "stages.teacher_rl.kl_coef=0.1"]
+    rl = ["stages.teacher_rl.temperature=0.7", "stages.teacher_rl.max_new_tokens=5", "stages.teacher_rl.kl_coef=0.1",
+          "stages.teacher_rl.micro_batch_size=16"]
     x = _run("teacher_rl", rl, reward=lambda texts, problems: Scores([float(len(t) % 2 == 0) for t in texts], timeouts=3))
     ((model, trained, calls),) = watch["engines"]
     assert model is x.model and trained is True  # the policy moves between rollouts (vLLM pushes its weights each time)
@@ -106,8 +107,10 @@ def test_grpo_samples_the_moving_policy_with_its_settings_and_pays_the_kl_to_a_r
     assert len(watch["updates"]) == 2 and all(ref is not None and ref is not x.model for ref in watch["updates"])
     assert all(row["kl_ref"] >= 0 for row in x.logged) and x.logged[1]["kl_ref"] > 0  # the policy left its anchor
     assert [row["grading_timeouts"] for row in x.logged] == [3, 3]
+    assert watch["last"] == [False, True] * 2  # 4 prompts x 8 samples in micro-batches of 16: the last pass of each step says so
+    assert all(row["entropy"] > 0 and row["grad_norm"] > 0 for row in x.logged)
     bar = _bar(capsys.readouterr().err, "teacher_rl")
-    assert bar.startswith("teacher_rl: 100%") and f"reward={x.logged[-1]['reward']:.3f}" in bar
+    assert bar.startswith("teacher_rl: 100%") and " 2/2 " in bar and "step/s" in bar and f"reward={x.logged[-1]['reward']:.3f}" in bar
 
     watch["phases"].clear(), watch["updates"].clear()
     _run("teacher_rl", ["stages.teacher_rl.kl_coef=0"])
