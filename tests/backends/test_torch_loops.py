@@ -108,7 +108,7 @@ def test_grpo_samples_the_moving_policy_with_its_settings_and_pays_the_kl_to_a_r
     assert all(row["kl_ref"] >= 0 for row in x.logged) and x.logged[1]["kl_ref"] > 0  # the policy left its anchor
     assert [row["grading_timeouts"] for row in x.logged] == [3, 3]
     assert watch["last"] == [False, True] * 2  # 4 prompts x 8 samples in micro-batches of 16: the last pass of each step says so
-    assert all(row["entropy"] > 0 and row["grad_norm"] > 0 for row in x.logged)
+    assert all(row["entropy"] > 0 and row["grad_norm"] > 0 and 1 <= row["response_length"] <= 5 for row in x.logged)
     bar = _bar(capsys.readouterr().err, "teacher_rl")
     assert bar.startswith("teacher_rl: 100%") and " 2/2 " in bar and "step/s" in bar and f"reward={x.logged[-1]['reward']:.3f}" in bar
 
@@ -225,3 +225,8 @@ def test_opd_with_the_topk_estimator_keeps_the_configured_k():
     full = _run("opd", [])
     topk = _run("opd", ["stages.opd.estimator=topk", "stages.opd.top_k=3"])
     assert all(0 < row["loss"] for row in topk.logged) and topk.logged[0]["loss"] != full.logged[0]["loss"]
+
+
+def test_metrics_are_means_over_every_ranks_items_and_a_step_without_items_logs_zeros():
+    assert torch_backend.global_means(LocalRuntime(), {"loss": 3.0, "kl": 1.0}, 2.0) == {"loss": 1.5, "kl": 0.5}
+    assert torch_backend.global_means(LocalRuntime(), {"loss": 0.0}, 0.0) == {"loss": 0.0}  # no token anywhere: 0, not NaN
