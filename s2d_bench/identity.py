@@ -43,6 +43,7 @@ from s2d_bench.harness.targets import TASK
 if TYPE_CHECKING:
     from s2d_bench.config import RunConfig
     from s2d_bench.harness.targets import Target
+    from s2d_bench.store import Store
 
 EVAL_SEED = 1234  # one sampling seed for every evaluation in a run: common random numbers across models
 
@@ -172,6 +173,13 @@ def eval_keys(record: dict[str, Any], evaluation: str | None = None) -> tuple[st
     """A record's store key and the legacy key it replaces: `store.put_eval(key, suite, record, replaces=legacy)`."""
     parsed = EvalRecord.from_dict(record)
     return eval_key(parsed, evaluation), legacy_eval_key(parsed)
+
+
+def put_record(store: Store, suite: str, record: dict[str, Any], evaluation: str | None = None) -> None:
+    """Store an evaluation record under its key (`evaluation`: a run's file id), replacing the row an older store keyed
+    by `legacy_eval_key`: the one way every writer (a run, `s2d-bench eval`, `store rebuild`) stores a record."""
+    key, legacy = eval_keys(record, evaluation)
+    store.put_eval(key, suite, record, replaces=legacy)
 
 
 def legacy_eval_key(record: EvalRecord) -> str:

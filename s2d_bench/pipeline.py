@@ -29,7 +29,7 @@ from s2d_bench.config import RunConfig, from_dict, to_dict
 from s2d_bench.evaluation import Evaluation
 from s2d_bench.generation.engine import resolve_device
 from s2d_bench.harness.targets import run_targets
-from s2d_bench.identity import eval_keys, run_hash
+from s2d_bench.identity import put_record, run_hash
 from s2d_bench.nodefiles import node_lock, write_json
 from s2d_bench.plan import Node, arm_paths, arm_rows, base_node, plan
 from s2d_bench.reporting import REPORTERS, report_arms
@@ -189,8 +189,7 @@ class Runner:
         """Store the node's evaluation records (one per benchmark) and its diagnostics."""
         records = [self.dir.read_record(node, t) for t in self.targets]
         for target, record in zip(self.targets, records):
-            key, legacy = eval_keys(record, self.dir.eval_name(target))  # keyed by the file's evaluation id
-            self.store.put_eval(key, self.cfg.name, record, replaces=legacy)
+            put_record(self.store, self.cfg.name, record, self.dir.eval_name(target))  # keyed by the file's evaluation id
         result = self.evaluation.diagnostics_of(node)
         if result is not None:
             self.store.put_diagnostic(self.cfg.name, node.id, result["kind"], {**result, "stage": node.stage, "seed": self.cfg.seed})

@@ -17,7 +17,7 @@ from typing import Any
 
 from s2d_bench.errors import UserError
 from s2d_bench.harness.records import eval_records, read_record
-from s2d_bench.identity import eval_keys
+from s2d_bench.identity import put_record
 from s2d_bench.store import Store
 
 
@@ -48,8 +48,7 @@ def rebuild(store: Store, folders: list[Path], eval_suite: str = "eval") -> dict
             for path in records:
                 record = _record(path)
                 if record is not None:
-                    key, legacy = eval_keys(record)
-                    store.put_eval(key, record.get("run") or eval_suite, record, replaces=legacy)
+                    put_record(store, record.get("run") or eval_suite, record)
                     counts["evals"] += 1
         else:
             raise UserError(f"{folder} is neither a run directory (nodes/) nor an `s2d-bench eval` output folder (<model>/<benchmark>/results.json)")
@@ -74,8 +73,7 @@ def _run_dir(store: Store, root: Path, counts: dict[str, int]) -> None:
     for path in sorted((root / "nodes").glob("*/eval-*.json")):
         record = _record(path)
         if record is not None:  # keyed by its file's evaluation id, as the run keyed it (eval-<id>.json)
-            key, legacy = eval_keys(record, path.stem.removeprefix("eval-"))
-            store.put_eval(key, record.get("run") or root.name, record, replaces=legacy)
+            put_record(store, record.get("run") or root.name, record, path.stem.removeprefix("eval-"))
             counts["evals"] += 1
     for path in sorted((root / "nodes").glob("*/diagnostics.json")):
         data = _read(path)

@@ -45,7 +45,7 @@ def test_store_keys_end_in_the_evaluation_id_and_follow_the_protocol():
 
 
 def test_the_keys_earlier_stores_hold_are_known_so_a_row_put_again_replaces_its_old_row(tmp_path):
-    from s2d_bench.identity import eval_keys, legacy_eval_key
+    from s2d_bench.identity import eval_keys, legacy_eval_key, put_record
     from s2d_bench.store import Store
 
     assert legacy_eval_key(RECORD) == "eval:m:math500:63c08dbbe694"  # what stores before the one identity hold
@@ -56,7 +56,7 @@ def test_the_keys_earlier_stores_hold_are_known_so_a_row_put_again_replaces_its_
         store.put_eval(legacy_eval_key(record), "eval", record.to_dict())  # an old store: two rows
     key, legacy = eval_keys(dataclasses.replace(RECORD, mean=0.9).to_dict())
     assert (key, legacy) == (eval_key(RECORD), legacy_eval_key(RECORD)) and key != legacy
-    store.put_eval(key, "eval", dataclasses.replace(RECORD, mean=0.9).to_dict(), replaces=legacy)
+    put_record(store, "eval", dataclasses.replace(RECORD, mean=0.9).to_dict())
     assert sorted((r["benchmark"], r["mean"]) for r in store.evals()) == [("aime24", 0.5), ("math500", 0.9)]
 
 

@@ -20,7 +20,7 @@ from s2d_bench.config import BenchmarkConfig, EvalConfig, require
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.harness.evaluate import evaluate
-from s2d_bench.identity import config_hash, eval_keys
+from s2d_bench.identity import config_hash, put_record
 from s2d_bench.harness.grading import GradingPool
 from s2d_bench.harness.records import EvalRecord
 from s2d_bench.harness.targets import Target, benchmark_target, entries
@@ -90,10 +90,10 @@ def run_suite(
             if record is None:  # another rank's share, gathered by rank 0
                 continue
             (folder / target.label / "results.json").write_text(record.to_json())
+            row = record.to_dict()
             if store is not None:
-                key, legacy = eval_keys(record.to_dict())
-                store.put_eval(key, suite, record.to_dict(), replaces=legacy)
-            records.append(record.to_dict())
+                put_record(store, suite, row)
+            records.append(row)
     return records, folder
 
 

@@ -36,7 +36,7 @@ class _SecondOfTwo(LocalRuntime):
 @pytest.fixture
 def watch(monkeypatch):
     """Every engine a stage opens (its model, `trained`, each rollouts call), every phase, every backward's `last`."""
-    seen = {"engines": [], "phases": [], "last": [], "updates": [], "checkpointing": []}
+    seen = {"engines": [], "phases": [], "last": [], "updates": [], "advantages": [], "checkpointing": []}
     real_engine = TorchBackend._engine
 
     def engine(self, model, tok, trained):
@@ -71,7 +71,7 @@ def watch(monkeypatch):
 
     def policy_updates(trainer, ref, batch, advantages, *args):
         seen["updates"].append(ref)
-        seen.setdefault("advantages", []).append(advantages.clone())
+        seen["advantages"].append(advantages.clone())
         return updates(trainer, ref, batch, advantages, *args)
 
     monkeypatch.setattr(TorchBackend, "_engine", engine)
