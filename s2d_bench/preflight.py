@@ -383,7 +383,7 @@ def _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, mem
 def refuse_what_does_not_fit(report: dict[str, Any]) -> None:
     """One line naming every stage over the device's memory and what to set for each."""
     over = [r for r in report["stages"] if r["fixes"]]
-    late = [r for r in report.get("phases", []) if r["fixes"]]
+    late = [r for r in report["phases"] if r["fixes"]]
     if over or late:
         parts = [f"stage {r['stage']} needs about {r['device_gib']:.1f} GiB a rank: set {'; '.join(r['fixes'])}" for r in over]
         parts += [f"{r['phase']} ({r['model']}) needs about {r['device_gib']:.1f} GiB a rank: set {'; '.join(r['fixes'])}" for r in late]

@@ -2,6 +2,7 @@
 before any model is built, and from the config alone (config.py imports no registry)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -105,6 +106,16 @@ PLAN_CASES = {
     "paper-qwen3-trl-vllm": ("paper-qwen3", ["backend=trl", "rollout.engine=vllm", "rollout.gpu_memory_utilization=0.4"], 8),
     "paper-qwen3-24gb": ("paper-qwen3", ["preflight.device_memory_gb=24", "deepspeed.zero_stage=2", "eval.max_batch_tokens=0"], 4),
     "paper-qwen3-kl": ("paper-qwen3", ["stages.teacher_rl.kl_coef=0.05", "stages.student_rl.kl_coef=0.05", "prompt.thinking=true"], 16),
+    # the fixes a user is offered: GRPO's states over the device with its reference named; a micro-batch without and
+    # with checkpointing (down to 1); none fits at any micro-batch; ZeRO-3's gathered model leaving no room to sample
+    "paper-qwen3-kl-40gb": ("paper-qwen3", ["stages.teacher_rl.kl_coef=0.05", "preflight.device_memory_gb=40", "rollout.prompts_per_batch=2"], 8),
+    "paper-qwen3-no-checkpointing": ("paper-qwen3", ["stages.student_rl.gradient_checkpointing=false", "stages.student_rl.micro_batch_size=64",
+                                                     "preflight.device_memory_gb=40"], 8),
+    "paper-qwen3-long-opd": ("paper-qwen3", ["stages.opd.max_new_tokens=400000", "preflight.device_memory_gb=80"], 8),
+    "paper-qwen3-zero3-20gb": ("paper-qwen3", ["deepspeed.zero_stage=3", "preflight.device_memory_gb=20"], 64),
+    # no device memory known (a CPU run): nothing is refused, nothing offered; no C2 without a distillation stage
+    "tiny": ("tiny", [], 1),
+    "tiny-direct-grpo": ("tiny", ["arms={d: {stages: [student_rl]}}"], 1),
 }
 
 
@@ -148,3 +159,106 @@ def test_every_benchmarks_prompts_are_checked_against_each_models_context_before
     near = SimpleNamespace(problems=[Problem("near", "1" * (context - 40), "0")], cfg=SimpleNamespace(max_new_tokens=64))
     with pytest.raises(UserError, match="problem near: prompt .* \\+ max_new_tokens \\(64\\) exceed"):
         preflight.check_contexts(cfg, [near], {"teacher": tok})
+
+
+# ---------------------------------------------------------------- the memory check's rules at their edges
+
+
+def test_a_model_folder_that_cannot_load_is_named_with_its_role_before_anything_runs(tmp_path):
+    from s2d_bench import preflight
+    from s2d_bench.models.builders import save, tiny_qwen3_student
+
+    folder = tmp_path / "student"
+    save(*tiny_qwen3_student(), folder)
+    preflight.check_models(load_config(None, ["student.builder=", f"student.path={folder}"]))  # a whole folder passes
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(UserError, match=rf"^student.path '{re.escape(str(folder))}': model.safetensors has [\d,]+ bytes where its header describes"):
+        preflight.check_models(load_config(None, ["student.builder=", f"student.path={folder}"]))
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match=rf"^teacher.path '{re.escape(str(folder))}': no tokenizer files"):
+        preflight.check_models(load_config(None, ["teacher.builder=", f"teacher.path={folder}"]))
+
+
+def test_the_device_memory_is_the_configs_else_the_gpus_on_a_gpu_run_else_unknown(monkeypatch):
+    """On this CPU-only machine CUDA is stood in for: a run on the GPU reads device 0's memory, a CPU run never does."""
+    import torch
+
+    from s2d_bench import budget, preflight
+
+    asked = []
+
+    def properties(index):
+        asked.append(index)
+        return type("Props", (), {"total_memory": 80 * budget.GIB})()
+
+    assert preflight.device_memory_gib(load_config(None, ["device=cpu"])) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    assert preflight.device_memory_gib(load_config(None, ["device=cpu"])) is None  # a CPU run on a GPU machine
+    assert preflight.device_memory_gib(load_config(None, ["device=cuda"])) == 80.0 and asked == [0]
+    assert preflight.device_memory_gib(load_config(None, ["device=cuda", "preflight.device_memory_gb=40"])) == 40e9 / budget.GIB
+
+
+def test_a_phase_that_needs_exactly_the_devices_memory_fits_and_one_over_is_offered_the_largest_batch_that_fits():
+    from s2d_bench import budget, preflight
+
+    def estimate(m):  # weights of 2 GiB and 1 GiB of work a problem in the batch
+        return {"weights": 2 * budget.GIB, "work": m * budget.GIB}
+
+    def fixes(memory):
+        return preflight._phase("eval x", "student", 10, 100, estimate, memory)["fixes"]
+
+    assert fixes(12.0) == [] and fixes(None) == []  # 10 problems need 12 GiB
+    for memory, fitting in ((11.0, 9), (10.0, 8), (3.0, 1)):
+        assert fixes(memory) == [f"eval.max_batch_tokens <= {fitting * 100:,}"], memory
+    assert fixes(2.5) == ["eval x: one problem a batch does not fit; lower max_new_tokens or samples"]
+
+
+def _row(**gib):
+    """A stage estimate's row (budget.stage_estimate) in whole GiB, for the rules of preflight._fixes."""
+    return {"reference_gib": 0.0, "gathered_gib": 0.0, "activations_gib": 0.0, "logits_gib": 0.0, "teacher_hidden_gib": 0.0,
+            "rollout_gib": 0.0, **gib}
+
+
+@pytest.mark.parametrize("row, memory, fixes", [
+    (_row(device_gib=30.0, states_gib=10.0), 30.0, []),  # exactly the device: fits
+    (_row(device_gib=35.0, states_gib=10.0, activations_gib=20.0), 30.0, []),  # states and one update fill it exactly
+    (_row(device_gib=35.0, states_gib=10.0, rollout_gib=20.0), 30.0, []),  # states and the rollouts fill it exactly
+    (_row(device_gib=40.0, states_gib=30.0, rollout_gib=10.0), 30.0,
+     ["the model states alone take 30.0 GiB a rank: raise deepspeed.zero_stage, offload, or use more ranks"]),
+    (_row(device_gib=40.0, states_gib=10.0, gathered_gib=20.0, rollout_gib=25.0), 30.0,
+     ["sampling gathers the whole student under ZeRO-3 (20 GiB): use devices with more memory"]),  # no room left at all
+])
+def test_a_stage_that_fills_the_device_exactly_fits_and_one_that_cannot_is_told_why(row, memory, fixes):
+    from s2d_bench import preflight
+
+    assert preflight._fixes(row, None, None, "student", None, None, None, None, None, memory) == fixes
+
+
+def test_a_runs_preflight_reads_a_hub_checkpoints_own_config_not_the_shipped_shape_table(tmp_path, monkeypatch):
+    """`s2d-bench plan` may use the table (no hub); a run reads the checkpoint it will load (here a cached snapshot of
+    a hub id in the table, holding a tiny model's config)."""
+    import huggingface_hub.constants
+
+    from s2d_bench import budget, preflight
+    from s2d_bench.models import refs
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    model, _ = tiny_qwen3_student()
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen3-1.7B" / "snapshots" / ("0" * 40)
+    model.config.save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    refs.hub_offline.cache_clear()
+    try:
+        cfg = load_config(None, ["student.builder=", "student.path=Qwen/Qwen3-1.7B"])
+        ran = preflight.memory_report(cfg, [], preflight.BASE_LAYOUT)["params"]["student"]
+        planned = preflight.offline_report(cfg, [], [], 1)["params"]["student"]
+    finally:
+        refs.hub_offline.cache_clear()
+    assert ran == budget.params_of(model.config) == sum(p.numel() for p in model.parameters())
+    assert planned > 1e9  # the table's Qwen3-1.7B
