@@ -690,6 +690,41 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.backends.torch_backend.x__micro_loss',
      'mb.completion_ids, mb.completion_mask, objective, cfg.chunk_size, cfg.temperature)'):
         "chunk sizes and the number of chunk calls change memory and ZeRO-3's call counts, not the values (one process here: the most over ranks is this rank's)",
+    ('s2d_bench.preflight.x__phase',
+     'fitting = next((m for m in range(b + 1, 0, -1) if _fits(estimate(m), memory)), None)'):
+        "an estimate grows with its batch and the batch b itself is over the device: a search that starts above b finds the same batch",
+    ('s2d_bench.preflight.x_memory_report',
+     'row["host_gib"] = cache / budget.GIB'):
+        "TRL, the one backend that holds rollouts on the host (budget.HOST_ROLLOUTS), offloads nothing: host_gib is 0 before the cache is added",
+    ('s2d_bench.preflight.x_memory_report',
+     'if node.stage not in largest or row["device_gib"] >= largest[node.stage][0]["device_gib"]:'):
+        "two nodes of one stage with the same estimate have the same memory settings: either is the stage's row",
+    ('s2d_bench.preflight.x__fixes',
+     'return budget.stage_estimate(None, stage.trains, params, shapes, shape, None, stage.needs_teacher, precision,'):
+        "the stage's name only labels an estimate's row; update_fits reads its device_gib",
+    ('s2d_bench.preflight.x__fixes',
+     'if room <= 1:'):
+        "under one byte of room either answer says no rollout fits (a token's KV cache is more than a byte); "
+        "differences of GiB figures do not land between 0 and 1 byte",
+    ('s2d_bench.preflight.x_refuse_what_does_not_fit',
+     'parts += [f"{r[\'phase\']} ({r[\'model\']}) needs about {r[\'device_gib\']:.1f} GiB a rank: set {\'XX; XX\'.join(r[\'fixes\'])}" for r in late]'):
+        "a phase's row offers one fix (preflight._phase): the separator between fixes is never written",
+    ('s2d_bench.preflight.x__config',
+     'return MODELS.get(model_cfg.builder)(seed=1)[0].config'):
+        "a builder's seed initialises the weights; its config is the same for every seed",
+    ('s2d_bench.preflight.x__tokenizer',
+     'return MODELS.get(model_cfg.builder)(seed=1)[1]'):
+        "a builder's seed initialises the weights; its tokenizer is the same for every seed",
+    ('s2d_bench.preflight.x__config',
+     'ref = resolve_model(model_cfg.path, f"{role}.path", tokenizer=None)'):
+        "resolve_model reads `tokenizer` as a truth value: None is False",
+    ('s2d_bench.preflight.x__config',
+     'return AutoConfig.from_pretrained(ref, )'):
+        "load_kwargs only adds local_files_only offline, which spares the hub's retries: a cached snapshot loads either way "
+        "(transformers reads HF_HUB_OFFLINE too)",
+    ('s2d_bench.preflight.x_run',
+     'refusals(cfg.backend).pair(None, lambda role: _config(cfg, role).vocab_size)'):
+        "the one pair refusal (TRL's, backends/refusals.py) reads the two embedding sizes, not the config",
 }
 
 

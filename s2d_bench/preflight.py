@@ -357,10 +357,10 @@ def _fixes(row, st, stage, sampler, params, shapes, precision, layout, vllm, mem
         anchor = f" (GRPO's reference model, {row['reference_gib']:.1f} GiB, included: kl_coef 0 drops it)" if row["reference_gib"] else ""
         return [f"the model states alone take {states:.1f} GiB a rank{anchor}: raise deepspeed.zero_stage, offload, or use more ranks"]
 
-    def update_fits(micro: int, checkpointing: bool) -> bool:  # states plus the update alone (a rollout of 0 GiB)
+    def update_fits(micro: int, checkpointing: bool) -> bool:  # states plus the update alone (no sampler: no rollout)
         shape = replace(st, micro_batch=micro, checkpointing=checkpointing)
-        return budget.stage_estimate(stage.name, stage.trains, params, shapes, shape, sampler, stage.needs_teacher, precision, layout,
-                                     0.0)["device_gib"] <= memory
+        return budget.stage_estimate(stage.name, stage.trains, params, shapes, shape, None, stage.needs_teacher, precision,
+                                     layout)["device_gib"] <= memory
 
     fixes = []
     if states + budget.update_work(row) > memory:

@@ -41,7 +41,7 @@ def _built_from(nodes: dict[str, Any], node_id: str) -> set[str]:
     return {n.id for n in ancestors(nodes, node_id)[1:]}
 
 
-def build_all(nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, dict[str, Any]], threads: int = 1) -> None:
+def build_all(nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, dict[str, Any]], threads: int) -> None:
     """Call build(cfgs[node_id], node_id, node_threads) for every node in worker processes, dependencies first.
 
     `nodes` maps id -> node (with `.parent` and `.teacher` ids or None), in plan order; `cfgs` gives

@@ -216,3 +216,58 @@ def test_seed_scope_all_gives_each_seed_its_own_base_models_and_stages_keeps_one
     from s2d_bench.identity import run_hash
 
     assert run_hash(load_config(None, tiny_overrides)) == run_hash(load_config(None, [*tiny_overrides, "seed_scope=stages"]))
+
+
+def test_run_all_builds_each_seed_in_turn_or_all_seeds_in_one_schedule_with_the_same_records(tiny_overrides, tmp_path):
+    """`run_all` over a grid's seeds (sharing a run directory): with jobs=1 seed after seed, each announced; with jobs=2
+    one schedule for every seed's nodes, then each run stores its records; both give the same records in the same order."""
+    import dataclasses
+
+    from s2d_bench.pipeline import run_all
+
+    def runners(jobs: int, where: str) -> list[Runner]:
+        cfg = load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}", f"run_dir={tmp_path / where}",
+                                 f"store={tmp_path / where}.sqlite", f"jobs={jobs}"])
+        return [Runner(dataclasses.replace(cfg, seed=seed)) for seed in (1, 2)]
+
+    said: dict[int, list[str]] = {1: [], 2: []}
+    done = {jobs: run_all(made := runners(jobs, f"jobs{jobs}"), said[jobs].append) for jobs in (1, 2)}
+    assert said == {1: ["seed=1", "seed=2"], 2: ["seeds 1, 2 jobs=2"]}
+    assert made[1].arm_paths() == {"d": [n.id for n in made[1].nodes.values() if n.stage == "student_rl"]}
+    rows = {jobs: [[(r["node"], r["per_problem"], r["labeled_draws"]) for r in records] for records in out] for jobs, out in done.items()}
+    assert rows[1] == rows[2] and [len(records) for records in rows[1]] == [3, 3]  # the base models, then the stage
+    assert rows[1][0][:2] == rows[1][1][:2] and rows[1][0][2][0] != rows[1][1][2][0]  # shared base models, a stage node per seed
+    assert len(Store(str(tmp_path / "jobs2.sqlite")).evals("tiny")) == 4
+
+
+def test_a_slurm_run_is_handed_to_the_slurm_executor(tiny_overrides, monkeypatch):
+    """The dispatch alone (tests/test_slurm.py runs grids on a real one-node cluster, from the CLI's subprocess)."""
+    from s2d_bench import slurm
+    from s2d_bench.pipeline import run_all
+
+    handed = []
+    monkeypatch.setattr(slurm, "run", lambda runners, announce: handed.append((runners, announce)) or "queued")
+    runner = Runner(load_config(None, [*tiny_overrides, "executor=slurm"]))
+    announce = print
+    assert run_all([runner], announce) == "queued" and handed == [([runner], announce)]
+    assert not runner.dir.root.exists()  # nothing was built here
+
+
+def test_a_workers_job_builds_one_node_of_the_run_its_config_describes_with_its_threads(tiny_overrides):
+    """pipeline.build_node, run here as a scheduler worker (or a Slurm job) runs it: that node trained and evaluated, no
+    other, at the threads it was given."""
+    from s2d_bench.config import to_dict
+    from s2d_bench.pipeline import build_node
+
+    cfg = load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"])
+    runner = Runner(cfg)
+    runner.prepare()
+    base = runner.base("student")
+    threads = torch.get_num_threads()
+    try:
+        build_node(to_dict(cfg), base.id, 2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert [n.id for n in runner.nodes.values() if runner.dir.is_trained(n)] == [base.id]
+    assert all(runner.dir.read_record(base, t) is not None for t in runner.targets)

@@ -161,6 +161,100 @@ def test_every_benchmarks_prompts_are_checked_against_each_models_context_before
         preflight.check_contexts(cfg, [near], {"teacher": tok})
 
 
+def test_a_prompts_context_is_counted_as_the_run_renders_it_thinking_or_not():
+    """Qwen3's template closes an empty think block in a non-thinking prompt: 4 tokens a thinking prompt does not have."""
+    from types import SimpleNamespace
+
+    from s2d_bench import preflight
+    from s2d_bench.generation.protocol import render
+    from s2d_bench.models.qwen_bpe import qwen_tokenizer
+    from s2d_bench.tasks.base import Problem
+
+    tok = qwen_tokenizer()
+    for thinking in (True, False):
+        cfg = load_config(None, [f"prompt.thinking={str(thinking).lower()}"])
+        context = preflight._config(cfg, "student").max_position_embeddings
+        size = len(render(tok, ["1+2="], thinking)[0])
+        target = lambda new: SimpleNamespace(problems=[Problem("p", "1+2=", "3")], cfg=SimpleNamespace(max_new_tokens=new))  # noqa: E731
+        preflight.check_contexts(cfg, [target(context - size)], {"student": tok})  # exactly the context
+        with pytest.raises(UserError, match=f"prompt \\({size} tokens\\) \\+ max_new_tokens"):
+            preflight.check_contexts(cfg, [target(context - size + 1)], {"student": tok})
+    assert len(render(tok, ["1+2="], False)[0]) == len(render(tok, ["1+2="], True)[0]) + 4
+
+
+SERVED = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", "arms={b: {stages: [student_rl, warmup, opd]}}",
+          "stages.warmup.estimator=topk", "stages.opd.estimator=topk"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["student.builder=", "student.server=http://127.0.0.1:9", "student.served_model=s"],
+     "student.server: the student trains here; only the teacher can be served"),
+    (["stages.opd.teacher_cache=true"], "arms.b.opd.teacher_cache: only the warmup's teacher rollouts can be cached; opd trains on the "
+                                        "student's own samples, new at every step, so there is nothing to reuse"),
+    (["arms={b: {stages: [teacher_rl, warmup]}}"], "arms.b: teacher_rl trains the teacher, which lives on teacher.server; serve the "
+                                                   "RL-trained teacher (vllm serve CHECKPOINT) and drop teacher_rl from the arm"),
+    (["stages.warmup.estimator=full"], "arms.b.warmup.estimator: 'full' needs the teacher's whole vocabulary at every position and a "
+                                       "server gives its top-k log-probs; use 'topk'"),
+    (["stages.opd.estimator=full"], "arms.b.opd.estimator: 'full' needs the teacher's whole vocabulary at every position and a server "
+                                    "gives its top-k log-probs; use 'topk' or 'sampled'"),  # after student_rl, which needs no teacher
+    (["stages.opd.temperature=0.7"], "arms.b.opd.temperature: 0.7 with a served teacher; its log-probs are at temperature 1 (vLLM "
+                                     "computes prompt log-probs from the raw logits whatever logprobs_mode), so the stage samples at "
+                                     "temperature 1"),
+    (["arms={b: {stages: [warmup, opd], overrides: {student_rl.lr: 1}}}"],
+     "arms.b.overrides: 'student_rl.lr' names a stage the arm does not run (warmup, opd)"),
+    (["arms={b: {stages: [opd], overrides: {opd.lr.x: 1}}}"],  # a key's stage is what precedes its first dot
+     "unknown key 'arms.b.overrides.opd.lr.x'. Did you mean 'lr'? Known keys: steps, batch_size, lr, temperature, max_new_tokens, "
+     "max_grad_norm, estimator, top_k, chunk_size, micro_batch_size, gradient_checkpointing, teacher_cache"),
+    (["stages.warmup.estimator=sampled"], "stages.warmup.estimator: 'sampled' is a reverse-KL (OPD only) estimator; use 'full' or 'topk'"),
+    (["report_to=[tensorbord]"], "unknown reporter 'tensorbord'. Did you mean 'tensorboard'? Available: tensorboard"),
+])
+def test_what_a_served_teacher_or_an_arm_cannot_do_is_refused_with_the_fix_in_full(overrides, message):
+    with pytest.raises(UserError) as refused:
+        _check(*SERVED, *overrides)
+    assert str(refused.value) == message
+
+
+def test_a_served_teachers_warmup_may_cache_its_rollouts():
+    _check(*SERVED, "stages.warmup.teacher_cache=true")
+
+
+def test_a_runs_preflight_checks_at_the_process_groups_size_prints_its_table_and_reaches_the_server(tmp_path, monkeypatch, capsys):
+    """preflight.run (a run's, before its first file): the world is the process group's; every benchmark's evaluation is
+    in the report and the table on stderr; a served teacher is asked for its tokenizer (here: nobody listens)."""
+    from conftest import TINY_OVERRIDES
+
+    from s2d_bench import budget, distributed, preflight
+    from s2d_bench.harness.targets import run_targets
+    from s2d_bench.plan import plan
+
+    cfg = load_config(None, TINY_OVERRIDES)
+    monkeypatch.setattr(distributed, "world", lambda: 4)
+    report = preflight.run(cfg, plan(cfg), {}, run_targets(cfg, "math_verify", []))
+    assert report["world"] == 4
+    assert {p["phase"] for p in report["phases"]} == {"c2", *(f"eval {t}" for t in ("add3mix",))}
+    assert capsys.readouterr().err.strip() == budget.render(report).strip()
+    served = load_config(None, [*TINY_OVERRIDES, "teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t",
+                                "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk", "teacher.http.retries=0"])
+    with pytest.raises(UserError, match=r"teacher server http://127.0.0.1:9/v1/models: unreachable"):
+        preflight.run(served, plan(served), {}, run_targets(served, "math_verify", []))
+
+
+def test_a_runs_preflight_names_the_model_folder_a_tokenizer_is_missing_from(tmp_path):
+    from s2d_bench import preflight
+    from s2d_bench.models.builders import save, tiny_qwen3_student
+    from s2d_bench.plan import plan
+
+    folder = tmp_path / "student"
+    save(*tiny_qwen3_student(), folder)
+    cfg = load_config(None, ["student.builder=", f"student.path={folder}", "arms={d: {stages: [student_rl]}}"])
+    assert preflight.run(cfg, plan(cfg), {}, [])["params"]["student"] > 0
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match=rf"^student.path '{re.escape(str(folder))}': no tokenizer files"):
+        preflight.run(cfg, plan(cfg), {}, [])
+    with pytest.raises(UserError, match=r"^student.path '\./nowhere' does not exist"):
+        preflight.offline_report(load_config(None, ["student.builder=", "student.path=./nowhere"]), [], [], 1)
+
+
 # ---------------------------------------------------------------- the memory check's rules at their edges
 
 

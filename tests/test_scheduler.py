@@ -4,6 +4,7 @@ so the build below is module-level and logs to a file every worker appends to.""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -14,14 +15,21 @@ from s2d_bench.plan import Node
 
 
 def _build(cfg: dict, node_id: str, threads: int) -> None:
-    """Log this build's start (with its threads) and end; fail where the config says so."""
-    with open(cfg["log"], "a") as log:
-        log.write(f"start {node_id} {threads}\n")
-    time.sleep(cfg.get("seconds", 0.3))
+    """Log this build's start (with its threads) and end; wait for the nodes `cfg["beside"]` pairs it with to start
+    (at most 10 s); fail where the config says so; log what this process was handed of the parent's state."""
+    log = Path(cfg["log"])
+    with open(log, "a") as out:
+        out.write(f"start {node_id} {threads} {MARK}\n")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(f"start {other} " in log.read_text() for other in cfg.get("beside", {}).get(node_id, ())):
+        time.sleep(0.05)
     if node_id in cfg.get("fail", ()):
         raise ValueError(f"{node_id} failed on purpose")
-    with open(cfg["log"], "a") as log:
-        log.write(f"end {node_id}\n")
+    with open(log, "a") as out:
+        out.write(f"end {node_id}\n")
+
+
+MARK = "fresh"  # the parent sets another value: a spawned worker imports this module anew and never sees it
 
 
 def _node(node_id: str, parent: str | None = None, teacher: str | None = None) -> Node:
@@ -45,8 +53,17 @@ def _run(tmp_path: Path, nodes: dict[str, Node], jobs: int, threads: int = 1, **
     return _events(log)
 
 
+def _most_at_once(events: list[tuple[str, ...]]) -> int:
+    running, most = 0, 0
+    for kind, *_ in events:
+        running += 1 if kind == "start" else -1
+        most = max(most, running)
+    return most
+
+
 def test_every_node_is_built_once_after_its_parent_and_teacher_at_most_jobs_at_a_time(tmp_path):
-    events = _run(tmp_path, _graph(), jobs=2)
+    beside = {"b": ["c"], "c": ["b"]}  # each waits for the other to start: only two jobs let them both finish at once
+    events = _run(tmp_path, _graph(), jobs=2, beside=beside)
     starts = [e[1] for e in events if e[0] == "start"]
     assert sorted(starts) == ["a", "b", "c", "d"]
     order = {e[:2]: i for i, e in enumerate(events)}
@@ -54,11 +71,15 @@ def test_every_node_is_built_once_after_its_parent_and_teacher_at_most_jobs_at_a
         for dep in (node.parent, node.teacher):
             if dep:
                 assert order[("end", dep)] < order[("start", node.id)], (node.id, dep)
-    running, most = 0, 0
-    for kind, *_ in events:
-        running += 1 if kind == "start" else -1
-        most = max(most, running)
-    assert most == 2  # b and c side by side: two jobs were used, never more
+    assert _most_at_once(events) == 2
+    (tmp_path / "log.txt").unlink()
+    assert _most_at_once(_run(tmp_path, _graph(), jobs=1)) == 1  # one job: b and c one after the other
+
+
+def test_workers_are_spawned_fresh_never_forked_from_the_parent(tmp_path, monkeypatch):
+    """A fork would copy a parent that has run torch (its thread pools, a CUDA context): workers start a new interpreter."""
+    monkeypatch.setattr(sys.modules[__name__], "MARK", "parent")
+    assert {e[3] for e in _run(tmp_path, _graph(), jobs=2) if e[0] == "start"} == {"fresh"}
 
 
 def test_a_node_nothing_can_run_beside_gets_every_jobs_threads(tmp_path):
@@ -76,7 +97,7 @@ def test_a_node_whose_waiting_nodes_all_descend_from_it_gets_every_jobs_threads(
 
 def test_a_failed_node_stops_the_run_with_its_error_and_its_descendants_never_start(tmp_path):
     with pytest.raises(ValueError, match="b failed on purpose"):
-        _run(tmp_path, _graph(), jobs=2, fail=["b"])
+        _run(tmp_path, _graph(), jobs=2, fail=["b"], beside={"b": ["c"]})
     events = _events(tmp_path / "log.txt")
     assert ("start", "d") not in {e[:2] for e in events}
     assert ("end", "c") in events  # c was running beside b: it finishes, its work kept
@@ -89,12 +110,12 @@ def test_nodes_waiting_on_a_node_outside_the_plan_are_named(tmp_path):
     assert not (tmp_path / "log.txt").exists()
 
 
-def test_workers_ignore_ctrl_c_which_the_parent_answers(tmp_path):
+def test_workers_leave_interrupts_to_the_parent(tmp_path):
     """The worker initializer leaves Ctrl-C and a forwarded stop to the parent (one line, not a traceback per worker)."""
     import signal
 
     log = tmp_path / "log.txt"
-    scheduler.build_all({"a": _node("a")}, 1, _signals, {"a": {"log": str(log)}})
+    scheduler.build_all({"a": _node("a")}, 1, _signals, {"a": {"log": str(log)}}, 1)
     assert log.read_text().split() == [str(signal.SIG_IGN), str(signal.SIG_IGN)]
 
 
@@ -103,3 +124,50 @@ def _signals(cfg: dict, node_id: str, threads: int) -> None:
 
     with open(cfg["log"], "a") as log:
         log.write(f"{signal.getsignal(signal.SIGINT)} {signal.getsignal(signal.SIGUSR1)}\n")
+
+
+def test_a_worker_ignores_ctrl_c_and_a_stop_and_shares_bars_through_a_thread_lock():
+    """The initializer, run here: Ctrl-C and SIGUSR1 ignored (a building worker listens for the stop itself), tqdm's
+    lock a thread lock (a multiprocessing one would be left behind by a worker stopped mid-stage)."""
+    import signal
+    import threading
+
+    from tqdm import tqdm
+
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1), tqdm.get_lock()
+    try:
+        scheduler._worker_init()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN and signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        assert isinstance(tqdm.get_lock(), type(threading.RLock()))
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGUSR1, saved[1])
+        tqdm.set_lock(saved[2])
+
+
+def _wait_for_usr1(log: str) -> str:
+    import signal
+
+    got = []
+    signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+    with open(log, "a") as out:
+        out.write("ready\n")
+    deadline = time.monotonic() + 20
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "stop asked" if got else "nothing asked"
+
+
+def test_a_stop_asked_of_the_run_reaches_every_worker(tmp_path):
+    import multiprocessing as mp
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    log = tmp_path / "log.txt"
+    with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_wait_for_usr1, str(log)) for _ in range(2)]
+        deadline = time.monotonic() + 60
+        while (not log.exists() or log.read_text().count("ready") < 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        scheduler._signal_workers(pool, signal.SIGUSR1)
+        assert [f.result(timeout=30) for f in futures] == ["stop asked", "stop asked"]
