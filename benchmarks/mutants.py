@@ -722,6 +722,27 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'return AutoConfig.from_pretrained(ref, )'):
         "load_kwargs only adds local_files_only offline, which spares the hub's retries: a cached snapshot loads either way "
         "(transformers reads HF_HUB_OFFLINE too)",
+    ('s2d_bench.preflight.x__fixes',
+     'if row["device_gib"] < memory:'):
+        "a stage estimate at exactly the device's memory passes the checks after this one too: its states plus the update, "
+        "or plus the rollouts, are at most its total (budget.stage_estimate), so no fix is offered either way",
+    ('s2d_bench.preflight.x__fixes',
+     'layout)["device_gib"] < memory'):
+        "only a device whose memory equals a micro-batch's estimate to the byte tells < from <= (the estimates are byte "
+        "counts over 2**30; the device's is a config's GB or CUDA's byte count)",
+    ('s2d_bench.preflight.x__served_teacher',
+     'require(stage == "warmup" or not getattr(st, "teacher_cache", None),'):
+        "GRPO's config has no teacher_cache: the default is read as a truth value, where None is False",
+    ('s2d_bench.preflight.x_check_models',
+     'damage = damaged_weights(Path(ref)) if (Path(ref).is_dir()) or True else None'):
+        "a reference that is not a folder is a hub id (resolve_model refuses files and missing paths): damaged_weights finds "
+        "no weight file under it and says nothing",
+    ('s2d_bench.preflight.x_check_served_teacher',
+     'served = ServedTeacher(cfg.teacher, tok, None, cfg.prompt.thinking)'):
+        "check_tokenizer only tokenizes text: the stop ids serve sampling",
+    ('s2d_bench.preflight.x_check_served_teacher',
+     'served = ServedTeacher(cfg.teacher, tok, stop_ids_of(None, tok), None)'):
+        "check_tokenizer only tokenizes text (both prompt modes are probed): the prompt mode serves sampling",
     ('s2d_bench.preflight.x_run',
      'refusals(cfg.backend).pair(None, lambda role: _config(cfg, role).vocab_size)'):
         "the one pair refusal (TRL's, backends/refusals.py) reads the two embedding sizes, not the config",

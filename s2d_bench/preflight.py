@@ -170,12 +170,14 @@ PROBES = ["0123456789 +-*/=^_{}()[]", "\\frac{\\sqrt{2}}{3} \\boxed{x^2} \\le \\
 
 def check_served_teacher(cfg: RunConfig, tok: Any, targets: list) -> None:  # noqa: ANN001 - harness Targets
     """The server answers, serves `teacher.served_model`, and tokenizes as the student does: its vocabulary reaches the
-    student's last id, and rendered prompts (the first problem of each benchmark), digits, LaTeX and non-ASCII text give
-    the same ids (served/teacher.py: `check_tokenizer`)."""
+    student's last id, and rendered prompts (the first problem of each benchmark, thinking and not), digits, LaTeX and
+    non-ASCII text give the same ids (served/teacher.py: `check_tokenizer`)."""
     from s2d_bench.generation.protocol import render_texts, stop_ids_of
     from s2d_bench.served.teacher import ServedTeacher
 
-    prompts = render_texts(tok, [t.problems[0].prompt for t in targets if t.problems], cfg.prompt.thinking)
+    firsts = [t.problems[0].prompt for t in targets if t.problems]
+    # rendered both ways: the teacher scores a think block either way (an empty one closes a non-thinking prompt)
+    prompts = list(dict.fromkeys(render_texts(tok, firsts, False) + render_texts(tok, firsts, True)))
     served = ServedTeacher(cfg.teacher, tok, stop_ids_of(None, tok), cfg.prompt.thinking)
     try:
         served.check_tokenizer(prompts + PROBES)

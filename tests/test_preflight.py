@@ -239,6 +239,26 @@ def test_a_runs_preflight_checks_at_the_process_groups_size_prints_its_table_and
         preflight.run(served, plan(served), {}, run_targets(served, "math_verify", []))
 
 
+def test_a_served_teachers_tokenizer_is_probed_on_prompts_rendered_thinking_and_not(monkeypatch):
+    """Qwen3's template renders a non-thinking prompt with an empty think block: both renderings go to the server (its
+    check_tokenizer stood in for: tests/served/ asks a real server), with the probe strings."""
+    from types import SimpleNamespace
+
+    from s2d_bench import preflight
+    from s2d_bench.generation.protocol import render_texts
+    from s2d_bench.models.qwen_bpe import qwen_tokenizer
+    from s2d_bench.served.teacher import ServedTeacher
+    from s2d_bench.tasks.base import Problem
+
+    asked = []
+    monkeypatch.setattr(ServedTeacher, "check_tokenizer", lambda self, texts: asked.append(texts))
+    tok = qwen_tokenizer()
+    cfg = load_config(None, ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t"])
+    preflight.check_served_teacher(cfg, tok, [SimpleNamespace(problems=[Problem("a", "1+2=", "3")])])
+    plain, thinking = render_texts(tok, ["1+2="], False), render_texts(tok, ["1+2="], True)
+    assert plain != thinking and asked == [plain + thinking + preflight.PROBES]
+
+
 def test_a_runs_preflight_names_the_model_folder_a_tokenizer_is_missing_from(tmp_path):
     from s2d_bench import preflight
     from s2d_bench.models.builders import save, tiny_qwen3_student
@@ -332,15 +352,19 @@ def test_a_stage_that_fills_the_device_exactly_fits_and_one_that_cannot_is_told_
 
 
 def test_a_runs_preflight_reads_a_hub_checkpoints_own_config_not_the_shipped_shape_table(tmp_path, monkeypatch):
-    """`s2d-bench plan` may use the table (no hub); a run reads the checkpoint it will load (here a cached snapshot of
-    a hub id in the table, holding a tiny model's config)."""
+    """`s2d-bench plan` may use the table (no hub); a run's memory and context checks read the checkpoint it will load
+    (here a cached snapshot of a hub id in the table, holding a tiny model's config)."""
     import huggingface_hub.constants
 
     from s2d_bench import budget, preflight
     from s2d_bench.models import refs
     from s2d_bench.models.builders import tiny_qwen3_student
 
-    model, _ = tiny_qwen3_student()
+    from types import SimpleNamespace
+
+    from s2d_bench.tasks.base import Problem
+
+    model, tok = tiny_qwen3_student()
     snapshot = tmp_path / "hub" / "models--Qwen--Qwen3-1.7B" / "snapshots" / ("0" * 40)
     model.config.save_pretrained(snapshot)
     (snapshot.parents[1] / "refs").mkdir()
@@ -348,10 +372,14 @@ def test_a_runs_preflight_reads_a_hub_checkpoints_own_config_not_the_shipped_sha
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     refs.hub_offline.cache_clear()
+    context = model.config.max_position_embeddings
+    long = SimpleNamespace(problems=[Problem("p", "1+2=", "3")], cfg=SimpleNamespace(max_new_tokens=context))  # fits the table's
     try:
         cfg = load_config(None, ["student.builder=", "student.path=Qwen/Qwen3-1.7B"])
         ran = preflight.memory_report(cfg, [], preflight.BASE_LAYOUT)["params"]["student"]
         planned = preflight.offline_report(cfg, [], [], 1)["params"]["student"]
+        with pytest.raises(UserError, match=f"exceed the model's context of {context:,} tokens"):
+            preflight.check_contexts(cfg, [long], {"student": tok})
     finally:
         refs.hub_offline.cache_clear()
     assert ran == budget.params_of(model.config) == sum(p.numel() for p in model.parameters())

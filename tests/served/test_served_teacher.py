@@ -308,7 +308,8 @@ def test_a_served_teachers_evaluation_refuses_a_prompt_past_the_servers_context_
 
 def test_the_preflight_checks_a_served_teachers_tokenizer_on_each_benchmarks_first_prompt_and_the_probes(world, monkeypatch):
     """Before anything trains: the server answers and tokenizes as the student does, on the rendered first prompt of each
-    benchmark (non-thinking, as the run prompts) and the probe strings (digits, LaTeX, non-ASCII, whitespace)."""
+    benchmark (rendered thinking and not: this tokenizer's template renders both alike) and the probe strings (digits,
+    LaTeX, non-ASCII, whitespace)."""
     from types import SimpleNamespace
 
     from s2d_bench import preflight
