@@ -690,6 +690,17 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.backends.torch_backend.x__micro_loss',
      'mb.completion_ids, mb.completion_mask, objective, cfg.chunk_size, cfg.temperature)'):
         "chunk sizes and the number of chunk calls change memory and ZeRO-3's call counts, not the values (one process here: the most over ranks is this rank's)",
+    ('s2d_bench.scheduler.x_build_all',
+     'pool = ProcessPoolExecutor(max_workers=None, mp_context=mp.get_context("spawn"), initializer=_worker_init)'):
+        "the schedule submits at most `jobs` builds at a time and the pool reuses an idle worker before it spawns one: "
+        "its size never binds",
+    ('s2d_bench.scheduler.x_build_all',
+     'pool = ProcessPoolExecutor(mp_context=mp.get_context("spawn"), initializer=_worker_init)'):
+        "the schedule submits at most `jobs` builds at a time and the pool reuses an idle worker before it spawns one: "
+        "its size never binds",
+    ('s2d_bench.scheduler.x_build_all',
+     'with _terminate_is_an_interrupt(), resume.listening(interrupt=None, forward=lambda signum: _signal_workers(pool, signum)):'):
+        "resume.listening reads `interrupt` as a truth value: None is False",
     ('s2d_bench.preflight.x__phase',
      'fitting = next((m for m in range(b + 1, 0, -1) if _fits(estimate(m), memory)), None)'):
         "an estimate grows with its batch and the batch b itself is over the device: a search that starts above b finds the same batch",

@@ -218,7 +218,7 @@ def test_seed_scope_all_gives_each_seed_its_own_base_models_and_stages_keeps_one
     assert run_hash(load_config(None, tiny_overrides)) == run_hash(load_config(None, [*tiny_overrides, "seed_scope=stages"]))
 
 
-def test_run_all_builds_each_seed_in_turn_or_all_seeds_in_one_schedule_with_the_same_records(tiny_overrides, tmp_path):
+def test_run_all_builds_each_seed_in_turn_or_all_seeds_in_one_schedule_with_the_same_records(tiny_overrides, tmp_path, capsys):
     """`run_all` over a grid's seeds (sharing a run directory): with jobs=1 seed after seed, each announced; with jobs=2
     one schedule for every seed's nodes, then each run stores its records; both give the same records in the same order."""
     import dataclasses
@@ -231,8 +231,12 @@ def test_run_all_builds_each_seed_in_turn_or_all_seeds_in_one_schedule_with_the_
         return [Runner(dataclasses.replace(cfg, seed=seed)) for seed in (1, 2)]
 
     said: dict[int, list[str]] = {1: [], 2: []}
-    done = {jobs: run_all(made := runners(jobs, f"jobs{jobs}"), said[jobs].append) for jobs in (1, 2)}
+    done, preflights = {}, {}
+    for jobs in (1, 2):
+        done[jobs] = run_all(made := runners(jobs, f"jobs{jobs}"), said[jobs].append)
+        preflights[jobs] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("preflight: ")]
     assert said == {1: ["seed=1", "seed=2"], 2: ["seeds 1, 2 jobs=2"]}
+    assert len(preflights[1]) == len(preflights[2]) == 2  # each run prepared once: the schedule's runs only store
     assert made[1].arm_paths() == {"d": [n.id for n in made[1].nodes.values() if n.stage == "student_rl"]}
     rows = {jobs: [[(r["node"], r["per_problem"], r["labeled_draws"]) for r in records] for records in out] for jobs, out in done.items()}
     assert rows[1] == rows[2] and [len(records) for records in rows[1]] == [3, 3]  # the base models, then the stage

@@ -4,6 +4,7 @@ so the build below is module-level and logs to a file every worker appends to.""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -171,3 +172,74 @@ def test_a_stop_asked_of_the_run_reaches_every_worker(tmp_path):
             time.sleep(0.05)
         scheduler._signal_workers(pool, signal.SIGUSR1)
         assert [f.result(timeout=30) for f in futures] == ["stop asked", "stop asked"]
+
+
+def _until_stopped(cfg: dict, node_id: str, threads: int) -> None:
+    """A build that listens for a stop (as a building stage does) and logs whether one reached it within 20 s."""
+    import signal
+
+    got = []
+    signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+    log = Path(cfg["log"])
+    with open(log, "a") as out:
+        out.write(f"start {node_id}\n")
+    deadline = time.monotonic() + 20
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with open(log, "a") as out:
+        out.write(f"{'asked' if got else 'unasked'} {node_id}\n")
+
+
+def _signal_when_started(log: Path, signum: int) -> None:
+    """From a thread: send this process `signum` once a build has logged its start."""
+    import threading
+
+    def send() -> None:
+        deadline = time.monotonic() + 60
+        while (not log.exists() or "start" not in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signum)  # handled by the main thread, which is waiting on the builds
+
+    threading.Thread(target=send, daemon=True).start()
+
+
+@pytest.fixture
+def python_signals():
+    """Python's own Ctrl-C handler and no stop asked, whatever the runner left (mutmut starts tests with SIGINT ignored)."""
+    import signal
+
+    from s2d_bench import resume
+
+    resume._requested.clear()
+    before = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGUSR1)
+    yield
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGUSR1, before[1])
+    resume._requested.clear()
+
+
+def test_a_stop_asked_of_the_run_reaches_the_building_worker_and_nothing_new_starts(tmp_path, python_signals):
+    import signal
+
+    from s2d_bench.resume import Stopped
+
+    log = tmp_path / "log.txt"
+    _signal_when_started(log, signal.SIGUSR1)
+    nodes = {"a": _node("a"), "b": _node("b", parent="a")}
+    with pytest.raises(Stopped, match=r"the nodes built so far are kept; stopped \(SIGUSR1\)"):
+        scheduler.build_all(nodes, 2, _until_stopped, {i: {"log": str(log)} for i in nodes}, 1)
+    assert log.read_text().split("\n")[:2] == ["start a", "asked a"]  # b, whose parent finished after the stop, never starts
+    assert "start b" not in log.read_text()
+
+
+def test_ctrl_c_stops_the_run_at_once_stopping_its_workers(tmp_path, python_signals):
+    import signal
+
+    log = tmp_path / "log.txt"
+    _signal_when_started(log, signal.SIGINT)
+    nodes = {"a": _node("a"), "b": _node("b", parent="a")}
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        scheduler.build_all(nodes, 2, _until_stopped, {i: {"log": str(log)} for i in nodes}, 1)
+    assert time.monotonic() - start < 15  # not after the build's 20 s: the pool's shutdown did not wait, its worker was stopped
+    assert log.read_text().split() == ["start", "a"]
