@@ -177,7 +177,7 @@ def check_served_teacher(cfg: RunConfig, tok: Any, targets: list) -> None:  # no
 
     firsts = [t.problems[0].prompt for t in targets if t.problems]
     # rendered both ways: the teacher scores a think block either way (an empty one closes a non-thinking prompt)
-    prompts = list(dict.fromkeys(render_texts(tok, firsts, False) + render_texts(tok, firsts, True)))
+    prompts = list(dict.fromkeys(p for thinking in (False, True) for p in render_texts(tok, firsts, thinking)))
     served = ServedTeacher(cfg.teacher, tok, stop_ids_of(None, tok), cfg.prompt.thinking)
     try:
         served.check_tokenizer(prompts + PROBES)
