@@ -701,6 +701,15 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.scheduler.x_build_all',
      'with _terminate_is_an_interrupt(), resume.listening(interrupt=None, forward=lambda signum: _signal_workers(pool, signum)):'):
         "resume.listening reads `interrupt` as a truth value: None is False",
+    ('s2d_bench.scheduler.x_build_all',
+     'proc.join(timeout=None)'):
+        "a terminated worker exits at once (workers leave SIGTERM at its default): the join's bound is never reached",
+    ('s2d_bench.scheduler.x_build_all',
+     'proc.join(timeout=11)'):
+        "a terminated worker exits at once (workers leave SIGTERM at its default): the join's bound is never reached",
+    ('s2d_bench.scheduler.x_build_all',
+     'pool.shutdown(wait=True, cancel_futures=None)'):
+        "the schedule submits no more builds than the pool has workers: no build waits in its queue to be cancelled",
     ('s2d_bench.preflight.x__phase',
      'fitting = next((m for m in range(b + 1, 0, -1) if _fits(estimate(m), memory)), None)'):
         "an estimate grows with its batch and the batch b itself is over the device: a search that starts above b finds the same batch",

@@ -17,13 +17,15 @@ from s2d_bench.plan import Node
 
 def _build(cfg: dict, node_id: str, threads: int) -> None:
     """Log this build's start (with its threads) and end; wait for the nodes `cfg["beside"]` pairs it with to start
-    (at most 10 s); fail where the config says so; log what this process was handed of the parent's state."""
+    (at most 10 s), then `cfg["hold"]` seconds; fail where the config says so; log what this process was handed of the
+    parent's state."""
     log = Path(cfg["log"])
     with open(log, "a") as out:
         out.write(f"start {node_id} {threads} {MARK}\n")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not all(f"start {other} " in log.read_text() for other in cfg.get("beside", {}).get(node_id, ())):
         time.sleep(0.05)
+    time.sleep(cfg.get("hold", {}).get(node_id, 0))
     if node_id in cfg.get("fail", ()):
         raise ValueError(f"{node_id} failed on purpose")
     with open(log, "a") as out:
@@ -98,10 +100,10 @@ def test_a_node_whose_waiting_nodes_all_descend_from_it_gets_every_jobs_threads(
 
 def test_a_failed_node_stops_the_run_with_its_error_and_its_descendants_never_start(tmp_path):
     with pytest.raises(ValueError, match="b failed on purpose"):
-        _run(tmp_path, _graph(), jobs=2, fail=["b"], beside={"b": ["c"]})
+        _run(tmp_path, _graph(), jobs=2, fail=["b"], beside={"b": ["c"]}, hold={"c": 1.0})
     events = _events(tmp_path / "log.txt")
     assert ("start", "d") not in {e[:2] for e in events}
-    assert ("end", "c") in events  # c was running beside b: it finishes, its work kept
+    assert ("end", "c") in events  # c was running beside b (and outlasts it): the run waits for it to finish, its work kept
 
 
 def test_nodes_waiting_on_a_node_outside_the_plan_are_named(tmp_path):
