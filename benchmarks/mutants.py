@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import fnmatch
 import functools
 import json
 import os
@@ -857,10 +858,10 @@ def _toml(value) -> str:  # noqa: ANN001 - the str / bool / list[str] values of 
     return json.dumps(value)
 
 
-def prepare(group: str) -> Path:
+def prepare(group: str, names: list[str]) -> Path:
     """The group's copy of the repository, refreshed (its mutants/ kept, so mutmut reuses results of unchanged code)."""
     where = workdir(group)
-    _drop_stale_test_map(where)
+    _drop_stale_test_map(where, names)
     if group == "core":
         _refresh_package_data(where)
         return where
@@ -879,27 +880,34 @@ def prepare(group: str) -> Path:
     return where
 
 
-def _drop_stale_test_map(where: Path) -> None:
+def _drop_stale_test_map(where: Path, names: list[str]) -> None:
     """mutmut keeps which tests call each function (mutants/mutmut-stats.json) and, on a later run, adds only the tests it
     has not seen: a function added since, or one that old tests now reach, is mapped to the new tests alone, and its
     mutants pass that the old tests would kill (found on #32's helpers). When any source or test file is newer than the
-    map, drop it: the next run measures every test again (a few minutes) before running mutants."""
+    map, drop it: the next run measures every test again (a few minutes) before running mutants. The survivors then run
+    again (`_rerun_survivors`): all of them on a whole-group run; on a run of named mutants only those named, and the
+    others keep their verdicts, marked (mutants/survivors-unchecked) until a whole-group run reruns them."""
     stats = where / "mutants" / "mutmut-stats.json"
-    if not stats.exists():
-        return
-    sources = [f for folder in ("s2d_bench", "tests") for f in (ROOT / folder).rglob("*.py")]
-    if max(f.stat().st_mtime for f in sources) > stats.stat().st_mtime:
-        stats.unlink()
-        _rerun_survivors(where)
+    marker = where / "mutants" / "survivors-unchecked"
+    if stats.exists():
+        sources = [f for folder in ("s2d_bench", "tests") for f in (ROOT / folder).rglob("*.py")]
+        if max(f.stat().st_mtime for f in sources) > stats.stat().st_mtime:
+            stats.unlink()
+            marker.touch()
+    if marker.exists():
+        _rerun_survivors(where, names)
+        if not names:
+            marker.unlink()
 
 
-def _rerun_survivors(where: Path) -> None:
+def _rerun_survivors(where: Path, names: list[str]) -> None:
     """mutmut keeps each mutant's result while its function is unchanged, so a test written to kill a survivor was never
-    run against it (found on static_decode's survivors): forget the survivors' results, and they run again."""
+    run against it (found on static_decode's survivors): forget the survivors' results (those `names` matches, as
+    mutmut matches them, or all), and they run again."""
     for meta in (where / "mutants").rglob("*.meta"):
         data = json.loads(meta.read_text())
         codes = data.get("exit_code_by_key", {})
-        survived = [key for key, code in codes.items() if code == 0]
+        survived = [key for key, code in codes.items() if code == 0 and (not names or any(fnmatch.fnmatch(key, n) for n in names))]
         if survived:
             for key in survived:
                 codes[key] = None
@@ -949,7 +957,7 @@ def score(group: str = "core") -> dict:
 
 def _run(group: str, max_children: int, names: list[str]) -> int:
     """mutmut over one group (all its mutants, or those named); returns the seconds it took."""
-    where = prepare(group)
+    where = prepare(group, names)
     start = time.perf_counter()
     # A test's subprocesses (the CLI, DeepSpeed's ranks) import the editable install, not the mutated copy, so only
     # in-process tests kill mutants. (PYTHONPATH at the copy would reach them, but then mutmut's stats pass records no
