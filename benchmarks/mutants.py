@@ -711,6 +711,22 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.scheduler.x_build_all',
      'pool.shutdown(wait=True, cancel_futures=None)'):
         "the schedule submits no more builds than the pool has workers: no build waits in its queue to be cancelled",
+    ('s2d_bench.scheduler.x_build_all',
+     'pool.shutdown(cancel_futures=True)'):
+        "shutdown waits by default",
+    ('s2d_bench.scheduler.x_build_all',
+     'pool.shutdown(wait=True, )'):
+        "the schedule submits no more builds than the pool has workers: no build waits in its queue to be cancelled",
+    ('s2d_bench.scheduler.x_build_all',
+     'pool.shutdown(wait=True, cancel_futures=False)'):
+        "the schedule submits no more builds than the pool has workers: no build waits in its queue to be cancelled",
+    ('s2d_bench.pipeline.x_build_node',
+     'with resume.listening(interrupt=None):  # a stop asked of the run (SIGUSR1) while this node is evaluated ends nothing'):
+        "resume.listening reads `interrupt` as a truth value: None is False",
+    ('s2d_bench.pipeline.x_build_node',
+     'with resume.listening(interrupt=True):  # a stop asked of the run (SIGUSR1) while this node is evaluated ends nothing'):
+        "build_node runs in a scheduler worker, whose Ctrl-C is ignored (listening then installs no Ctrl-C handler), or in a "
+        "Slurm job, which Slurm stops with SIGUSR1 or SIGTERM, never Ctrl-C",
     ('s2d_bench.preflight.x__phase',
      'fitting = next((m for m in range(b + 1, 0, -1) if _fits(estimate(m), memory)), None)'):
         "an estimate grows with its batch and the batch b itself is over the device: a search that starts above b finds the same batch",

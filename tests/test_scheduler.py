@@ -79,6 +79,15 @@ def test_every_node_is_built_once_after_its_parent_and_teacher_at_most_jobs_at_a
     assert _most_at_once(_run(tmp_path, _graph(), jobs=1)) == 1  # one job: b and c one after the other
 
 
+def test_a_node_starts_as_soon_as_its_parent_is_built_not_when_every_running_build_ends(tmp_path):
+    """e (from b) starts while c still builds: c waits for e to start, which only a schedule that acts on each finished
+    build lets happen before c's 10 s are out."""
+    nodes = {**_graph(), "e": _node("e", parent="b")}
+    events = _run(tmp_path, nodes, jobs=2, beside={"c": ["e"]})
+    order = {e[:2]: i for i, e in enumerate(events)}
+    assert order[("start", "e")] < order[("end", "c")]
+
+
 def test_workers_are_spawned_fresh_never_forked_from_the_parent(tmp_path, monkeypatch):
     """A fork would copy a parent that has run torch (its thread pools, a CUDA context): workers start a new interpreter."""
     monkeypatch.setattr(sys.modules[__name__], "MARK", "parent")
