@@ -162,3 +162,17 @@ def test_two_deepspeed_ranks_train_against_a_served_teacher(teacher_folder, tmp_
         (folder,) = (run / "nodes").glob(f"{stage}-*")
         assert (folder / "model").is_dir() and (folder / "metrics.jsonl").read_text().count("\n") == steps
     assert len(list((run / "teacher-cache").glob("*.pt"))) == 2 * 2  # a file per step and rank (each its share)
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_a_served_teachers_evaluation_and_c2_prompt_it_as_the_run_prompts(tmp_path, thinking):
+    """The served teacher that evaluation and C2 use renders prompts in the run's mode (a template such as Qwen3's renders
+    a non-thinking prompt with an empty think block; no server is asked here)."""
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    save(*tiny_qwen3_student(), tmp_path / "student")
+    cfg = load_config(None, ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", "student.builder=",
+                             f"student.path={tmp_path / 'student'}", "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk",
+                             f"prompt.thinking={str(thinking).lower()}", f"run_dir={tmp_path / 'run'}"])
+    served = Runner(cfg).evaluation.served_teacher()
+    assert served.thinking is thinking and served.name == "t"
