@@ -71,3 +71,19 @@ class AgreeingPool:
 @pytest.fixture
 def agreeing_pool() -> AgreeingPool:
     return AgreeingPool()
+
+
+@pytest.fixture
+def python_signals():
+    """Python's own Ctrl-C handler and no stop asked, whatever the runner left (a runner may start the tests with SIGINT
+    ignored: mutmut's stats pass did); the SIGINT and SIGUSR1 handlers before are put back after."""
+    import signal
+
+    from s2d_bench import resume
+
+    resume._requested.clear()
+    before = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGUSR1)
+    yield
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGUSR1, before[1])
+    resume._requested.clear()

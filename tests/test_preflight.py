@@ -182,8 +182,8 @@ def test_a_prompts_context_is_counted_as_the_run_renders_it_thinking_or_not():
     assert len(render(tok, ["1+2="], False)[0]) == len(render(tok, ["1+2="], True)[0]) + 4
 
 
-SERVED = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", "arms={b: {stages: [student_rl, warmup, opd]}}",
-          "stages.warmup.estimator=topk", "stages.opd.estimator=topk"]
+SERVED_TEACHER = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t"]  # nobody listens there
+SERVED = [*SERVED_TEACHER, "arms={b: {stages: [student_rl, warmup, opd]}}", "stages.warmup.estimator=topk", "stages.opd.estimator=topk"]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -233,8 +233,8 @@ def test_a_runs_preflight_checks_at_the_process_groups_size_prints_its_table_and
     assert report["world"] == 4
     assert {p["phase"] for p in report["phases"]} == {"c2", *(f"eval {t}" for t in ("add3mix",))}
     assert capsys.readouterr().err.strip() == budget.render(report).strip()
-    served = load_config(None, [*TINY_OVERRIDES, "teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t",
-                                "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk", "teacher.http.retries=0"])
+    served = load_config(None, [*TINY_OVERRIDES, *SERVED_TEACHER, "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk",
+                                "teacher.http.retries=0"])
     with pytest.raises(UserError, match=r"teacher server http://127.0.0.1:9/v1/models: unreachable"):
         preflight.run(served, plan(served), {}, run_targets(served, "math_verify", []))
 
@@ -253,7 +253,7 @@ def test_a_served_teachers_tokenizer_is_probed_on_prompts_rendered_thinking_and_
     asked = []
     monkeypatch.setattr(ServedTeacher, "check_tokenizer", lambda self, texts: asked.append(texts))
     tok = qwen_tokenizer()
-    cfg = load_config(None, ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t"])
+    cfg = load_config(None, SERVED_TEACHER)
     preflight.check_served_teacher(cfg, tok, [SimpleNamespace(problems=[Problem("a", "1+2=", "3")])])
     plain, thinking = render_texts(tok, ["1+2="], False), render_texts(tok, ["1+2="], True)
     assert plain != thinking and asked == [plain + thinking + preflight.PROBES]

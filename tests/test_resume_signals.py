@@ -15,14 +15,7 @@ from s2d_bench.config import CheckpointConfig
 from s2d_bench.errors import Stopped
 
 
-@pytest.fixture(autouse=True)
-def no_request():
-    """No stop asked for, and Ctrl-C with Python's own handler (a runner may start the tests with SIGINT ignored)."""
-    resume._requested.clear()
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-    resume._requested.clear()
+pytestmark = pytest.mark.usefixtures("python_signals")  # conftest: Python's own Ctrl-C handler, no stop asked
 
 
 def test_a_first_ctrl_c_asks_for_a_stop_and_passes_it_on_and_a_second_stops_at_once(capsys):

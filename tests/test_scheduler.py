@@ -157,34 +157,6 @@ def test_a_worker_ignores_ctrl_c_and_a_stop_and_shares_bars_through_a_thread_loc
         tqdm.set_lock(saved[2])
 
 
-def _wait_for_usr1(log: str) -> str:
-    import signal
-
-    got = []
-    signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
-    with open(log, "a") as out:
-        out.write("ready\n")
-    deadline = time.monotonic() + 20
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return "stop asked" if got else "nothing asked"
-
-
-def test_a_stop_asked_of_the_run_reaches_every_worker(tmp_path):
-    import multiprocessing as mp
-    import signal
-    from concurrent.futures import ProcessPoolExecutor
-
-    log = tmp_path / "log.txt"
-    with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_wait_for_usr1, str(log)) for _ in range(2)]
-        deadline = time.monotonic() + 60
-        while (not log.exists() or log.read_text().count("ready") < 2) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        scheduler._signal_workers(pool, signal.SIGUSR1)
-        assert [f.result(timeout=30) for f in futures] == ["stop asked", "stop asked"]
-
-
 def _until_stopped(cfg: dict, node_id: str, threads: int) -> None:
     """A build that listens for a stop (as a building stage does) and logs whether one reached it within 20 s."""
     import signal
@@ -201,32 +173,37 @@ def _until_stopped(cfg: dict, node_id: str, threads: int) -> None:
         out.write(f"{'asked' if got else 'unasked'} {node_id}\n")
 
 
+def _wait_for(log: Path, text: str, count: int = 1) -> None:
+    """Until `text` is in the log `count` times (at most 60 s)."""
+    deadline = time.monotonic() + 60
+    while (not log.exists() or log.read_text().count(text) < count) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _signal_when_started(log: Path, signum: int, starts: int = 1) -> None:
     """From a thread: send this process `signum` once `starts` builds have logged their start."""
     import threading
 
     def send() -> None:
-        deadline = time.monotonic() + 60
-        while (not log.exists() or log.read_text().count("start") < starts) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for(log, "start", starts)
         os.kill(os.getpid(), signum)  # handled by the main thread, which is waiting on the builds
 
     threading.Thread(target=send, daemon=True).start()
 
 
-@pytest.fixture
-def python_signals():
-    """Python's own Ctrl-C handler and no stop asked, whatever the runner left (mutmut starts tests with SIGINT ignored)."""
+def test_a_stop_asked_of_the_run_reaches_every_worker(tmp_path):
+    import multiprocessing as mp
     import signal
+    from concurrent.futures import ProcessPoolExecutor
 
-    from s2d_bench import resume
-
-    resume._requested.clear()
-    before = signal.signal(signal.SIGINT, signal.default_int_handler), signal.getsignal(signal.SIGUSR1)
-    yield
-    signal.signal(signal.SIGINT, before[0])
-    signal.signal(signal.SIGUSR1, before[1])
-    resume._requested.clear()
+    log = tmp_path / "log.txt"
+    with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_until_stopped, {"log": str(log)}, name, 1) for name in ("a", "b")]
+        _wait_for(log, "start", 2)
+        scheduler._signal_workers(pool, signal.SIGUSR1)
+        for future in futures:
+            future.result(timeout=30)
+    assert sorted(log.read_text().splitlines()) == ["asked a", "asked b", "start a", "start b"]
 
 
 def test_a_stop_asked_of_the_run_reaches_the_building_workers_and_nothing_new_starts(tmp_path, python_signals):
