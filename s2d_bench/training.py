@@ -99,13 +99,7 @@ class Training:
 
     def stage(self, node: Node, log: Log, checkpoints: resume.Checkpoints) -> tuple[Any, Any, dict]:
         """The node's stage on its parent's model (and its teacher: a model of the run, or a served one)."""
-        model, tok = self.backend.load(self.dir.model_ref(self.nodes[node.parent]), trained=True)
-        if node.teacher is not None and self.nodes[node.teacher].served:  # on its own server; tokenizer probed in preflight
-            teacher = ServedTeacher(self.cfg.teacher, tok, stop_ids(model, tok), self.cfg.prompt.thinking)
-        elif node.teacher is not None:  # pair checked in preflight
-            teacher = self.backend.load(self.dir.model_ref(self.nodes[node.teacher]), trained=False)[0]
-        else:
-            teacher = None
+        model, tok, teacher = self.models(node)
         torch.manual_seed(node.seed)
         with GradingPool() as pool, resume.listening(interrupt=True):  # pool workers start only if the stage grades (RL stages)
             inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, pool), node.settings,
@@ -116,6 +110,19 @@ class Training:
                 if isinstance(teacher, ServedTeacher):
                     teacher.close()
         return model, tok, {"steps": report.steps, "draws": report.labeled_draws}
+
+    def models(self, node: Node) -> tuple[Any, Any, Any]:
+        """What a stage node works with: its parent's model and tokenizer, loaded to be trained, and its teacher (None for
+        RL): a model of the run loaded frozen (DeepSpeed partitions the two by their own settings), or the served one,
+        asked in the run's prompt mode to stop where the student stops."""
+        model, tok = self.backend.load(self.dir.model_ref(self.nodes[node.parent]), trained=True)
+        if node.teacher is not None and self.nodes[node.teacher].served:  # on its own server; tokenizer probed in preflight
+            teacher = ServedTeacher(self.cfg.teacher, tok, stop_ids(model, tok), self.cfg.prompt.thinking)
+        elif node.teacher is not None:  # pair checked in preflight
+            teacher = self.backend.load(self.dir.model_ref(self.nodes[node.teacher]), trained=False)[0]
+        else:
+            teacher = None
+        return model, tok, teacher
 
     def teacher_cache(self, node: Node) -> Path | None:
         """Where a stage keeps a served teacher's rollouts for every node of the run directory that draws the same

@@ -275,3 +275,46 @@ def test_a_workers_job_builds_one_node_of_the_run_its_config_describes_with_its_
         torch.set_num_threads(threads)
     assert [n.id for n in runner.nodes.values() if runner.dir.is_trained(n)] == [base.id]
     assert all(runner.dir.read_record(base, t) is not None for t in runner.targets)
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_a_stage_trains_its_parents_model_against_a_frozen_teacher_or_a_served_one_prompted_as_the_run(
+        tiny_overrides, tmp_path, monkeypatch, thinking):
+    """The parent's model is loaded to be trained, the teacher frozen (DeepSpeed partitions each by its own setting: ZeRO-3
+    for the trained model, `teacher_zero3` for the teacher); a served teacher is asked in the run's prompt mode to stop
+    where the student stops. RL has no teacher."""
+    from s2d_bench.generation.protocol import stop_ids
+    from s2d_bench.models.builders import save, tiny_qwen3_student
+    from s2d_bench.served.teacher import ServedTeacher
+
+    loads = []
+
+    def load(self, ref, trained):
+        loads.append((ref, trained))
+        return tiny_qwen3_student()
+
+    monkeypatch.setattr(TorchBackend, "load", load)
+    runner = Runner(load_config(None, tiny_overrides + [f"prompt.thinking={str(thinking).lower()}"]))
+    by_stage = {n.stage: n for n in runner.nodes.values()}
+    for stage in ("opd", "student_rl"):
+        node = by_stage[stage]
+        loads.clear()
+        _, _, teacher = runner.training.models(node)
+        parent_ref = runner.dir.model_ref(runner.nodes[node.parent])
+        if stage == "opd":
+            assert loads == [(parent_ref, True), (runner.dir.model_ref(runner.nodes[node.teacher]), False)]
+            assert loads[0][1] is True and loads[1][1] is False
+        else:
+            assert loads == [(parent_ref, True)] and loads[0][1] is True and teacher is None
+
+    save(*tiny_qwen3_student(), tmp_path / "student")
+    cfg = load_config(None, ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", "student.builder=",
+                             f"student.path={tmp_path / 'student'}", "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk",
+                             f"prompt.thinking={str(thinking).lower()}", f"run_dir={tmp_path / 'served'}"])
+    runner = Runner(cfg)
+    (warmup,) = (n for n in runner.nodes.values() if n.stage == "warmup")
+    loads.clear()
+    model, tok, teacher = runner.training.models(warmup)
+    assert loads == [(runner.dir.model_ref(runner.nodes[warmup.parent]), True)] and loads[0][1] is True  # nothing else loaded
+    assert isinstance(teacher, ServedTeacher) and teacher.thinking is thinking and teacher.name == "t"
+    assert teacher.stop_ids == stop_ids(model, tok) and teacher.stop_ids
