@@ -318,3 +318,31 @@ def test_a_stage_trains_its_parents_model_against_a_frozen_teacher_or_a_served_o
     assert loads == [(runner.dir.model_ref(runner.nodes[warmup.parent]), True)] and loads[0][1] is True  # nothing else loaded
     assert isinstance(teacher, ServedTeacher) and teacher.thinking is thinking and teacher.name == "t"
     assert teacher.stop_ids == stop_ids(model, tok) and teacher.stop_ids
+
+
+@pytest.mark.usefixtures("python_signals")
+def test_a_ctrl_c_mid_stage_stops_it_at_a_step_boundary_with_its_state_saved_and_a_rerun_continues(tiny_overrides, monkeypatch):
+    import signal
+
+    from s2d_bench.errors import Stopped
+
+    original = TorchBackend.opd
+
+    def interrupted(self, job):
+        signal.raise_signal(signal.SIGINT)  # a user's first Ctrl-C as the stage starts: a stop at the next step boundary
+        return original(self, job)
+
+    monkeypatch.setattr(TorchBackend, "opd", interrupted)
+    with pytest.raises(Stopped, match=r"stopped \(SIGINT\)"):
+        Runner(load_config(None, tiny_overrides)).run()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+    monkeypatch.undo()
+    runner = Runner(load_config(None, tiny_overrides))
+    (opd,) = (n for n in runner.nodes.values() if n.stage == "opd")
+    assert list((runner.dir.node_dir(opd) / "resume").iterdir()) and not runner.dir.is_trained(opd)
+    calls = _count_stage_calls(monkeypatch)
+    runner.run()
+    steps = runner.cfg.stages.opd.steps
+    assert calls.count("opd") == 1 and runner.dir.stage_info(opd)["steps"] == steps
+    rows = [json.loads(line) for line in (runner.dir.node_dir(opd) / "metrics.jsonl").read_text().splitlines()]
+    assert steps > 1 and [r["step"] for r in rows] == list(range(steps))  # the step before the stop, then the rest
