@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from s2d_bench.config import PretrainConfig, TaskConfig, load_config
@@ -176,3 +177,42 @@ def test_a_served_teachers_evaluation_and_c2_prompt_it_as_the_run_prompts(tmp_pa
                              f"prompt.thinking={str(thinking).lower()}", f"run_dir={tmp_path / 'run'}"])
     served = Runner(cfg).evaluation.served_teacher()
     assert served.thinking is thinking and served.name == "t"
+
+
+def test_a_served_teachers_c2_is_the_local_teachers_on_the_same_samples(teacher_folder):
+    """C2 with the teacher on its server, in two sampling batches and 3-position chunks: the top-k + tail KL at k = the
+    vocabulary is the exact KL C2 measures with the teacher at hand (the server samples from the per-prompt seeds the
+    local teacher would), and the sampled-token estimate is the token mean of the sampled tokens' log-ratio, by full logits."""
+    from s2d_bench.config import DiagnosticsConfig, HTTPConfig, ModelConfig
+    from s2d_bench.diagnostics import kl_both_ways, served_kl_both_ways
+    from s2d_bench.generation.engine import EngineConfig
+    from s2d_bench.generation.hf import HFEngine
+    from s2d_bench.generation.protocol import prompt_seeds, stop_ids
+    from s2d_bench.generation.sampling import Sampling
+    from s2d_bench.models.builders import load_pretrained, tiny_qwen3_student
+    from s2d_bench.models.sequences import completion_logits
+    from s2d_bench.served.teacher import ServedTeacher
+
+    teacher, tok = load_pretrained(str(teacher_folder), "cpu")
+    student, _ = tiny_qwen3_student(seed=2)
+    prompts, new_tokens, seed = ["12+7=", "3+45=", "100+2="], 6, 5
+    settings, batching = DiagnosticsConfig(c2_samples=2, chunk_size=3), EngineConfig(prompts_per_batch=2)
+    exact = kl_both_ways(teacher, student, tok, prompts, new_tokens, seed, settings=settings, batching=batching)
+    with serving(teacher_folder) as (url, _):
+        cfg = ModelConfig(server=url, served_model="teacher", http=HTTPConfig(timeout_s=30, retries=1, concurrency=4))
+        served = ServedTeacher(cfg, tok, stop_ids(teacher, tok), thinking=False)
+        try:
+            estimate = served_kl_both_ways(served, student, prompts, new_tokens, seed, teacher.config.vocab_size, settings, batching)
+        finally:
+            served.close()
+    assert min(exact.values()) > 1e-3
+    assert estimate["kl_forward_topk"] == pytest.approx(exact["kl_forward"], rel=1e-4)
+    assert estimate["kl_reverse_topk"] == pytest.approx(exact["kl_reverse"], rel=1e-4)
+    for name, sampler, sign in (("kl_forward", teacher, 1), ("kl_reverse", student, -1)):
+        engine = HFEngine(sampler, tok, EngineConfig(prompts_per_batch=0))
+        batch = engine.rollouts(prompts, Sampling(k=2, temperature=1.0, max_new_tokens=new_tokens), prompt_seeds(seed, len(prompts))).batch
+        with torch.no_grad():
+            t_logp, s_logp = (completion_logits(m, batch).log_softmax(-1) for m in (teacher, student))
+        ids, mask = batch.completion_ids[..., None], batch.completion_mask
+        log_ratio = sign * (t_logp.gather(-1, ids) - s_logp.gather(-1, ids)).squeeze(-1)  # log p_T - log p_S on teacher samples
+        assert estimate[name] == pytest.approx(float((log_ratio * mask).sum() / mask.sum()), rel=1e-4), name
