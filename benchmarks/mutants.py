@@ -727,6 +727,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'with resume.listening(interrupt=True):  # a stop asked of the run (SIGUSR1) while this node is evaluated ends nothing'):
         "build_node runs in a scheduler worker, whose Ctrl-C is ignored (listening then installs no Ctrl-C handler), or in a "
         "Slurm job, which Slurm stops with SIGUSR1 or SIGTERM, never Ctrl-C",
+    ('s2d_bench.training.xǁTrainingǁstage',
+     'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
+        "grade() given no pool starts its own for each call and closes it: the same verdicts (its workers are the stage's "
+        "pool's kind, with the same deadlines), one pool start a step slower",
     ('s2d_bench.preflight.x__phase',
      'fitting = next((m for m in range(b + 1, 0, -1) if _fits(estimate(m), memory)), None)'):
         "an estimate grows with its batch and the batch b itself is over the device: a search that starts above b finds the same batch",

@@ -346,3 +346,27 @@ def test_a_ctrl_c_mid_stage_stops_it_at_a_step_boundary_with_its_state_saved_and
     assert calls.count("opd") == 1 and runner.dir.stage_info(opd)["steps"] == steps
     rows = [json.loads(line) for line in (runner.dir.node_dir(opd) / "metrics.jsonl").read_text().splitlines()]
     assert steps > 1 and [r["step"] for r in rows] == list(range(steps))  # the step before the stop, then the rest
+
+
+def test_a_stage_is_given_its_nodes_folder_and_rewards_by_the_tasks_grader(tiny_overrides, monkeypatch):
+    """An RL stage's reward grades by the task's grader (a boxed right answer 1, a wrong one 0); a distillation stage's
+    folder (where TRL keeps its teacher rollouts) is its node's."""
+    seen = {}
+    rl, warmup = TorchBackend.teacher_rl, TorchBackend.warmup
+
+    def graded(self, job):
+        p = job.problems[0]
+        seen["rewards"] = job.reward([f"so \\boxed{{{p.answer}}}", "\\boxed{-1}"], [p, p]).rewards
+        return rl(self, job)
+
+    def folder(self, job):
+        seen["workdir"] = job.workdir
+        return warmup(self, job)
+
+    monkeypatch.setattr(TorchBackend, "teacher_rl", graded)
+    monkeypatch.setattr(TorchBackend, "warmup", folder)
+    runner = Runner(load_config(None, tiny_overrides + ["arms={b: {stages: [teacher_rl, warmup]}}"]))
+    for node in runner.nodes.values():  # plan order: parents first; trained only, no evaluation
+        runner.training.train(node)
+    (warm,) = (n for n in runner.nodes.values() if n.stage == "warmup")
+    assert seen == {"rewards": [1.0, 0.0], "workdir": str(runner.dir.node_dir(warm))}
