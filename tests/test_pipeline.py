@@ -370,3 +370,21 @@ def test_a_stage_is_given_its_nodes_folder_and_rewards_by_the_tasks_grader(tiny_
         runner.training.train(node)
     (warm,) = (n for n in runner.nodes.values() if n.stage == "warmup")
     assert seen == {"rewards": [1.0, 0.0], "workdir": str(runner.dir.node_dir(warm))}
+
+
+def test_only_a_served_teachers_warmup_keeps_its_rollouts_in_the_run_directorys_cache_unless_told_not_to(tiny_overrides, tmp_path):
+    """`teacher_cache` unset or true: a served teacher's warmup keeps its rollouts in <run_dir>/teacher-cache; false: it
+    keeps none; OPD (the student samples) and a local teacher's stages have nothing to keep."""
+    from s2d_bench.models.builders import save, tiny_qwen3_student
+
+    local = Runner(load_config(None, tiny_overrides))
+    assert all(local.training.teacher_cache(n) is None for n in local.nodes.values() if n.stage != "base")
+    save(*tiny_qwen3_student(), tmp_path / "student")
+    served = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", "student.builder=",
+              f"student.path={tmp_path / 'student'}", "arms={b: {stages: [warmup, opd]}}", "stages.warmup.estimator=topk",
+              "stages.opd.estimator=sampled", f"run_dir={tmp_path / 'served'}"]
+    for setting, cached in (([], True), (["stages.warmup.teacher_cache=true"], True), (["stages.warmup.teacher_cache=false"], False)):
+        runner = Runner(load_config(None, served + setting))
+        by_stage = {n.stage: n for n in runner.nodes.values()}
+        assert runner.training.teacher_cache(by_stage["warmup"]) == (tmp_path / "served" / "teacher-cache" if cached else None)
+        assert runner.training.teacher_cache(by_stage["opd"]) is None
