@@ -307,3 +307,46 @@ def test_a_number_past_a_floats_range_is_left_to_the_grader_never_a_crash(pool):
     assert rules.decide("5", "5e999") is None and rules.decide("5e999", "5e999") is None
     verdicts = grade(["So \\boxed{5e999}.", "So \\boxed{5}."], ["5", "5"], pool=pool, rules=[rules, rules])
     assert [v.correct for v in verdicts] == [False, True]
+
+
+class InProcess:
+    """The pool's contract with its items graded here, by the grader functions the pool's workers call (mutation testing
+    sees only what runs in this process)."""
+
+    def run(self, items):
+        from s2d_bench.harness.graders import GRADERS
+
+        return {item: GRADERS.get(item[0])(item[1], item[2]) for item in items}
+
+
+def test_the_golden_verdicts_are_the_grader_functions_own_in_this_process():
+    """Every golden case, and every answer-rules case, graded in this process gives the verdict the pool gives: math-verify
+    with the gold as written first (`x \\in [-2,7]`) and the case-folded tautology (`N=n`) refused."""
+    from s2d_bench.tasks.answer_rules import AnswerRules
+
+    cases = [r for r in GOLDEN if "must time out" not in r["case"]]  # here no deadline would stop it
+    verdicts = grade([r["completion"] for r in cases], [r["gold"] for r in cases], pool=InProcess())
+    assert len(verdicts) == len(cases) == len(GOLDEN) - 1 and [r["case"] for r, v in zip(cases, verdicts) if v.correct is not r["expected"]] == []
+    rules = [AnswerRules(tuple(r.get("rewrites", ())), r.get("unit"), r.get("tolerance")) for r in RULES]
+    verdicts = grade([f"So \\boxed{{{r['answer']}}}{r.get('after', '')}" for r in RULES], [r["gold"] for r in RULES],
+                     pool=InProcess(), rules=rules)
+    assert len(verdicts) == len(RULES) and [r["case"] for r, v in zip(RULES, verdicts) if v.correct is not r["expected"]] == []
+
+
+def test_a_verdict_the_answer_rules_settle_keeps_the_answer_is_the_audits_too_and_asks_no_grader(agreeing_pool):
+    """Inside a tolerance, or two numbers under e-notation, the rules decide: the verdict keeps the answer read, the audit
+    says the same (none without an audit grader), and no grader is asked, nor for a completion without an answer (wrong,
+    whatever its rules' rewrites)."""
+    from s2d_bench.tasks.answer_rules import AnswerRules
+
+    tolerant, minerva = AnswerRules((), None, 0.1), AnswerRules(("e_notation",), None, None)
+    completions = ["\\boxed{50.05}", "\\boxed{51}", "\\boxed{2.88 \\times 10^{-19}}", "\\boxed{4.32e-19}", "no box", "no box", "\\boxed{7}"]
+    golds = ["50", "50", "2.88e-19", "2.88e-19", "50", "2.88e-19", "7"]
+    rules = [tolerant, tolerant, minerva, minerva, tolerant, minerva, AnswerRules()]
+    verdicts = grade(completions, golds, pool=agreeing_pool, rules=rules)
+    assert [(v.extracted, v.correct, v.audit) for v in verdicts] == [
+        ("50.05", True, True), ("51", True, False),  # outside the tolerance the graders decide (this pool: right; Hendrycks: no)
+        ("2.88 \\times 10^{-19}", True, True), ("4.32e-19", False, False), (None, False, False), (None, False, False), ("7", True, True)]
+    assert sorted({e for _, _, e in agreeing_pool.asked}) == ["51", "7"]  # decided, or no answer: never asked
+    assert [(v.correct, v.audit) for v in grade(completions[:4], golds[:4], audit=None, pool=agreeing_pool, rules=rules[:4])] == [
+        (True, None), (True, None), (True, None), (False, None)]
