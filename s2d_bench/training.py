@@ -58,11 +58,11 @@ class Training:
         if node.stage == "base" and not main:
             return distributed.barrier()
         out = self.dir.node_dir(node)
-        partial = self.dir.clear(node) if main else out / "model.partial"
+        partial = self.dir.clear(node) if main else None  # rank 0 alone clears the folder and saves the model
         start = time.perf_counter()
         prefix = node.stage if node.stage != "base" else f"pretrain_{node.role}"
         checkpoints = self.checkpoints(node)
-        saved = checkpoints.latest() if main and node.stage != "base" else None
+        saved = checkpoints.latest() if main else None  # (a base model's pretraining keeps no saves)
         if saved is not None:  # a continued stage: the rows of the steps it does not redo stay
             resume.kept_rows(out / "metrics.jsonl", saved[0])
         with (open(out / "metrics.jsonl", "a" if saved else "w") if main else open(os.devnull, "w")) as metrics, \

@@ -388,3 +388,40 @@ def test_only_a_served_teachers_warmup_keeps_its_rollouts_in_the_run_directorys_
         by_stage = {n.stage: n for n in runner.nodes.values()}
         assert runner.training.teacher_cache(by_stage["warmup"]) == (tmp_path / "served" / "teacher-cache" if cached else None)
         assert runner.training.teacher_cache(by_stage["opd"]) is None
+
+
+def test_a_rank_other_than_0_trains_a_stage_with_the_others_and_writes_nothing_and_pretrains_nothing(tiny_overrides, monkeypatch):
+    """Rank 0 alone pretrains a base model, clears a node's folder, logs, saves and commits; every rank trains a stage."""
+    import s2d_bench.training as training
+
+    runner = Runner(load_config(None, tiny_overrides + ["arms={b: {stages: [warmup]}}"]))
+    nodes = list(runner.nodes.values())
+    for node in nodes[:-1]:  # the base models, built by rank 0
+        runner.training.train(node)
+    warm = nodes[-1]
+    assert warm.stage == "warmup"
+    folder = runner.dir.node_dir(warm)
+    folder.mkdir(parents=True)
+    (folder / "diagnostics.json").write_text("{}")  # what rank 0 would clear
+    pretrained, calls = [], _count_stage_calls(monkeypatch)
+    monkeypatch.setattr(training, "pretrain", lambda *a, **k: pretrained.append(a))
+    monkeypatch.setattr(training.distributed, "is_main", lambda: False)
+    for node in nodes:
+        runner.training.train(node)
+    assert pretrained == [] and calls == ["warmup"]
+    assert sorted(p.name for p in folder.iterdir()) == ["diagnostics.json"]  # no metrics, no model, no stage.json: rank 0's
+    assert not runner.dir.is_trained(warm)
+
+
+def test_each_nodes_training_curves_are_named_for_its_stage_or_for_the_role_a_base_model_is_pretrained_for(tiny_overrides):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runner = Runner(load_config(None, tiny_overrides + ["report_to=[tensorboard]", "arms={b: {stages: [teacher_rl]}}"]))
+    named = {}
+    for node in runner.nodes.values():
+        runner.training.train(node)
+        events = EventAccumulator(str(runner.dir.tb_dir(node)))
+        events.Reload()
+        named[node.stage if node.stage != "base" else node.role] = {tag.split("/")[0] for tag in events.Tags()["scalars"]}
+    assert named == {"teacher": {"pretrain_teacher"}, "student": {"pretrain_student"}, "teacher_rl": {"teacher_rl"}}
