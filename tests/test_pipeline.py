@@ -1,6 +1,7 @@
 """The pipeline on tiny budgets: records, shared stages once, resume at stage boundaries."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -366,10 +367,18 @@ def test_a_stage_is_given_its_nodes_folder_and_rewards_by_the_tasks_grader(tiny_
     monkeypatch.setattr(TorchBackend, "teacher_rl", graded)
     monkeypatch.setattr(TorchBackend, "warmup", folder)
     runner = Runner(load_config(None, tiny_overrides + ["arms={b: {stages: [teacher_rl, warmup]}}"]))
+    took = {}
     for node in runner.nodes.values():  # plan order: parents first; trained only, no evaluation
+        start = time.perf_counter()
         runner.training.train(node)
+        took[node.stage if node.stage != "base" else node.role] = (time.perf_counter() - start, runner.dir.stage_info(node))
+        assert not (runner.dir.node_dir(node) / "resume").exists()  # committed: nothing left to continue
     (warm,) = (n for n in runner.nodes.values() if n.stage == "warmup")
     assert seen == {"rewards": [1.0, 0.0], "workdir": str(runner.dir.node_dir(warm))}
+    # stage.json: the steps taken, the seconds the node took, the labeled problems drawn (RL: 2 steps of 4 prompts)
+    assert {name: (info["steps"], info["labeled_draws"]) for name, (_, info) in took.items()} == {
+        "teacher": (20, 0), "student": (20, 0), "teacher_rl": (2, 8), "warmup": (2, 0)}
+    assert all(0 < info["seconds"] <= wall for wall, info in took.values())
 
 
 def test_only_a_served_teachers_warmup_keeps_its_rollouts_in_the_run_directorys_cache_unless_told_not_to(tiny_overrides, tmp_path):
