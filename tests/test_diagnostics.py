@@ -59,6 +59,10 @@ def test_reward_gain_compares_the_last_tenth_of_training_with_the_first(tmp_path
     path.write_text("".join(json.dumps({"step": i, "reward": 0.1 if i < 10 else 0.6}) + "\n" for i in range(100)))
     assert reward_gain(path) == pytest.approx({"reward_first": 0.1, "reward_last": 0.6, "reward_gain": 0.5})
     assert reward_gain(tmp_path / "missing.jsonl") is None
+    path.write_text("".join(json.dumps({"step": i, "reward": float(i)}) + "\n" for i in range(100)))  # the means of steps 0-9, 90-99
+    assert reward_gain(path) == pytest.approx({"reward_first": 4.5, "reward_last": 94.5, "reward_gain": 90.0})
+    path.write_text("".join(json.dumps({"step": i, "reward": float(i)}) + "\n" for i in range(5)))  # under ten steps: one each
+    assert reward_gain(path) == pytest.approx({"reward_first": 0.0, "reward_last": 4.0, "reward_gain": 4.0})
 
 
 def test_a_node_c2_record_is_kept_until_its_counts_change(tmp_path):
