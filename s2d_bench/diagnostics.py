@@ -101,13 +101,14 @@ def served_kl_both_ways(
 
 def c2(
     teacher: PreTrainedModel | ServedTeacher, students: Iterable[tuple[str, Callable[[], PreTrainedModel]]], tok: PreTrainedTokenizerBase,
-    prompts: list[str], max_new_tokens: int, seed: int, thinking: bool = False, settings: DiagnosticsConfig = DiagnosticsConfig(),
-    batching: EngineConfig = EngineConfig(prompts_per_batch=0), top_k: int = 64,
+    prompts: list[str], max_new_tokens: int, seed: int, thinking: bool, top_k: int, settings: DiagnosticsConfig = DiagnosticsConfig(),
+    batching: EngineConfig = EngineConfig(prompts_per_batch=0),
 ) -> dict[str, Any]:
     """C2 around one distillation stage: the teacher against each student, `students` as ("before"/"after", loader).
 
     A student is loaded when its turn comes and let go after, so at most the teacher and one student are held. A served
-    teacher's record says its KLs are estimates (`served_kl_both_ways`), and from which top k."""
+    teacher's record says its KLs are estimates (`served_kl_both_ways`), and from which top k (its stage's: what its
+    server sends; a local teacher's KLs are exact and `top_k` is not read)."""
     prompts = prompts[: settings.c2_prompts]
     record: dict[str, Any] = {"prompts": len(prompts), "samples_per_prompt": settings.c2_samples}
     served = isinstance(teacher, ServedTeacher)
@@ -158,8 +159,8 @@ def of_node(node: Any, folder: Path, load: Callable[[str], tuple[Any, Any]], pro
         teacher, tok = load(node.teacher)
         students = [(when, lambda i=i: load(i)[0]) for when, i in (("before", node.parent), ("after", node.id))]
         try:
-            top_k = node.settings.top_k if isinstance(teacher, ServedTeacher) else 0  # the stage's k: what its server sends
-            result = {"kind": "c2", **c2(teacher, students, tok, prompts, max_new_tokens, seed, thinking, settings, batching, top_k)}
+            top_k = node.settings.top_k  # a served teacher's: what its server sends
+            result = {"kind": "c2", **c2(teacher, students, tok, prompts, max_new_tokens, seed, thinking, top_k, settings, batching)}
         finally:
             if isinstance(teacher, ServedTeacher):
                 teacher.close()

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from s2d_bench.config import DiagnosticsConfig
+from s2d_bench.config import DiagnosticsConfig, DistillConfig
 from s2d_bench.diagnostics import c2, reward_gain
 from s2d_bench.models import MODELS
 
@@ -14,7 +14,8 @@ def test_c2_is_zero_for_a_student_equal_to_its_teacher_and_positive_otherwise():
     other, _ = MODELS.get("tiny-qwen3-student")(seed=1)
     loaded = []
     students = [(when, lambda m=m, when=when: loaded.append(when) or m) for when, m in (("before", other), ("after", same))]
-    record = c2(teacher, students, tok, ["1+2=", "33+4=", "5+5="], max_new_tokens=6, seed=0, settings=DiagnosticsConfig(c2_prompts=2))
+    record = c2(teacher, students, tok, ["1+2=", "33+4=", "5+5="], max_new_tokens=6, seed=0, thinking=False, top_k=0,
+                settings=DiagnosticsConfig(c2_prompts=2))
     assert record["kl_forward_after"] == pytest.approx(0.0, abs=1e-6)
     assert record["kl_reverse_after"] == pytest.approx(0.0, abs=1e-6)
     assert record["kl_forward_before"] > 1e-3 and record["kl_reverse_before"] > 1e-3
@@ -73,7 +74,7 @@ def test_a_node_c2_record_is_kept_until_its_counts_change(tmp_path):
     model, tok = MODELS.get("tiny-qwen3-student")(seed=0)
     loads = []
     load = lambda i: loads.append(i) or (model, tok)  # noqa: E731 - a built node's model, here one for every id
-    node = SimpleNamespace(id="opd-1", stage="opd", parent="warmup-1", teacher="teacher_rl-1")
+    node = SimpleNamespace(id="opd-1", stage="opd", parent="warmup-1", teacher="teacher_rl-1", settings=DistillConfig())
     prompts = ["1+2=", "3+4=", "5+6="]
     first = of_node(node, tmp_path, load, prompts, 4, 0, False, DiagnosticsConfig(c2_prompts=2, c2_samples=2))
     assert (first["kind"], first["prompts"], first["samples_per_prompt"]) == ("c2", 2, 2) and loads == ["teacher_rl-1", "warmup-1", "opd-1"]

@@ -434,3 +434,16 @@ def test_each_nodes_training_curves_are_named_for_its_stage_or_for_the_role_a_ba
         events.Reload()
         named[node.stage if node.stage != "base" else node.role] = {tag.split("/")[0] for tag in events.Tags()["scalars"]}
     assert named == {"teacher": {"pretrain_teacher"}, "student": {"pretrain_student"}, "teacher_rl": {"teacher_rl"}}
+
+
+def test_a_built_nodes_model_is_loaded_onto_the_runs_device_in_the_dtype_asked(tiny_overrides):
+    """C2 loads each model onto the run's device in evaluation's dtype (here the meta device: the one besides the CPU that
+    every machine has, where a model left on the CPU shows)."""
+    from dataclasses import replace
+
+    runner = Runner(load_config(None, tiny_overrides))
+    base = runner.base("student")
+    runner.training.train(base)
+    model, _ = replace(runner.evaluation, device="meta").load(base.id, torch.bfloat16)
+    assert {(p.device.type, p.dtype) for p in model.parameters()} == {("meta", torch.bfloat16)}
+    assert {(p.device.type, p.dtype) for p in runner.evaluation.load(base.id)[0].parameters()} == {("cpu", torch.float32)}
