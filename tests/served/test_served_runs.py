@@ -73,7 +73,8 @@ def test_a_run_with_a_served_teacher(teacher_folder, tmp_path):
     assert all(r["teacher_model"] == "teacher (served)" for r in records)
     opd = next(n for n in runner.nodes.values() if n.stage == "opd")
     c2 = json.loads((runner.dir.node_dir(opd) / "diagnostics.json").read_text())
-    assert c2["teacher"] == "served" and c2["top_k"] == 8 and "sampled-token" in c2["kl_estimate"]
+    assert c2["teacher"] == "served" and c2["top_k"] == 8
+    assert c2["kl_estimate"] == "sampled-token log-ratio (kl_*_topk: top-k + tail lower bound)"
     assert c2["kl_reverse_after"] == pytest.approx(c2["kl_reverse_after"])  # a number, not NaN
     assert {"kl_forward_topk_before", "kl_reverse_topk_after"} <= set(c2)
     rows = [json.loads(line) for line in (runner.dir.node_dir(opd) / "metrics.jsonl").read_text().splitlines()]
@@ -85,6 +86,10 @@ def test_a_run_with_a_served_teacher(teacher_folder, tmp_path):
     # steps' rollouts is drawn once, into the cache, and read by the other arm
     warmups = [n for n in runner.nodes.values() if n.stage == "warmup"]
     assert len(warmups) == 2 and warmups[0].seed == warmups[1].seed and warmups[0].id != warmups[1].id
+    # one teacher, one student before either warmup, the same seeded samples: the same C2 before both
+    before = [{k: v for k, v in json.loads((runner.dir.node_dir(w) / "diagnostics.json").read_text()).items() if k.endswith("_before")}
+              for w in warmups]
+    assert len(before[0]) == 4 and before[0] == before[1]
     assert len(list((runner.dir.root / "teacher-cache").glob("*.pt"))) == 2
 
 
