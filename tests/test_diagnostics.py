@@ -83,3 +83,20 @@ def test_a_node_c2_record_is_kept_until_its_counts_change(tmp_path):
     again = of_node(node, tmp_path, load, prompts, 4, 0, False, DiagnosticsConfig(c2_prompts=5, c2_samples=2))
     assert again["prompts"] == 3 and len(loads) == 6  # more prompts asked (3 exist): measured again
     assert of_node(node, tmp_path, load, prompts, 4, 0, False, DiagnosticsConfig(c2_prompts=9, c2_samples=2)) == again  # still 3
+
+
+def test_c2_measures_with_the_runs_seed_and_prompt_mode():
+    """On the real Qwen vocabulary, whose chat template renders a thinking prompt apart from a non-thinking one: C2's
+    numbers are `kl_both_ways`' with the seed and prompt mode it is given, and each changes them."""
+    from s2d_bench.diagnostics import kl_both_ways
+
+    teacher, tok = MODELS.get("tiny-qwen3-bpe-151936")(seed=0)
+    student, _ = MODELS.get("tiny-qwen3-bpe-151936")(seed=1)
+    prompts, settings = ["What is 1+2?", "What is 33+4?"], DiagnosticsConfig(c2_samples=1)
+    measured = {(seed, thinking): c2(teacher, [("after", lambda: student)], tok, prompts, 3, seed, thinking, 0, settings)
+                for seed, thinking in ((5, True), (5, False), (6, True))}
+    for (seed, thinking), record in measured.items():
+        exact = kl_both_ways(teacher, student, tok, prompts, 3, seed, thinking, settings)
+        assert {k: record[f"{k}_after"] for k in exact} == exact
+    kls = [tuple(r[k] for k in ("kl_forward_after", "kl_reverse_after")) for r in measured.values()]
+    assert len(set(kls)) == 3

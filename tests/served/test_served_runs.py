@@ -185,11 +185,12 @@ def test_a_served_teachers_evaluation_and_c2_prompt_it_as_the_run_prompts(tmp_pa
 
 
 def test_a_served_teachers_c2_is_the_local_teachers_on_the_same_samples(teacher_folder):
-    """C2 with the teacher on its server, in two sampling batches and 3-position chunks: the top-k + tail KL at k = the
-    vocabulary is the exact KL C2 measures with the teacher at hand (the server samples from the per-prompt seeds the
-    local teacher would), and the sampled-token estimate is the token mean of the sampled tokens' log-ratio, by full logits."""
+    """C2 with the teacher on its server, in evaluation's sampling batches (two here) and 3-position chunks: the top-k + tail
+    KL at k = the vocabulary is the exact KL C2 measures with the teacher at hand (the server samples from the per-prompt
+    seeds the local teacher would), and the sampled-token estimate is the token mean of the sampled tokens' log-ratio, by
+    full logits."""
     from s2d_bench.config import DiagnosticsConfig, HTTPConfig, ModelConfig
-    from s2d_bench.diagnostics import kl_both_ways, served_kl_both_ways
+    from s2d_bench.diagnostics import c2, kl_both_ways
     from s2d_bench.generation.engine import EngineConfig
     from s2d_bench.generation.hf import HFEngine
     from s2d_bench.generation.protocol import prompt_seeds, stop_ids
@@ -206,11 +207,15 @@ def test_a_served_teachers_c2_is_the_local_teachers_on_the_same_samples(teacher_
     with serving(teacher_folder) as (url, _):
         cfg = ModelConfig(server=url, served_model="teacher", http=HTTPConfig(timeout_s=30, retries=1, concurrency=4))
         served = ServedTeacher(cfg, tok, stop_ids(teacher, tok), thinking=False)
+        asked, rollouts = [], served.rollouts
+        served.rollouts = lambda mine, *rest: asked.append(len(mine)) or rollouts(mine, *rest)
         try:
-            estimate = served_kl_both_ways(served, student, prompts, new_tokens, seed, teacher.config.vocab_size, settings, batching)
+            record = c2(served, [("after", lambda: student)], tok, prompts, new_tokens, seed, False, teacher.config.vocab_size, settings,
+                        batching)
         finally:
             served.close()
-    assert min(exact.values()) > 1e-3
+    estimate = {key[: -len("_after")]: value for key, value in record.items() if key.endswith("_after")}
+    assert asked == [2, 1] and min(exact.values()) > 1e-3
     assert estimate["kl_forward_topk"] == pytest.approx(exact["kl_forward"], rel=1e-4)
     assert estimate["kl_reverse_topk"] == pytest.approx(exact["kl_reverse"], rel=1e-4)
     for name, sampler, sign in (("kl_forward", teacher, 1), ("kl_reverse", student, -1)):
