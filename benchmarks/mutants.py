@@ -731,6 +731,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
         "grade() given no pool starts its own for each call and closes it: the same verdicts (its workers are the stage's "
         "pool's kind, with the same deadlines), one pool start a step slower",
+    ('s2d_bench.evaluation.xǁEvaluationǁevaluate',
+     'todo = [t for t in self.targets if not distributed.agree(self.dir.read_record(node, t) is not None if (distributed.is_main()) or True else None)]'):
+        "distributed.agree hands every rank rank 0's value: what another rank read is never used",
     ('s2d_bench.preflight.x__phase',
      'fitting = next((m for m in range(b + 1, 0, -1) if _fits(estimate(m), memory)), None)'):
         "an estimate grows with its batch and the batch b itself is over the device: a search that starts above b finds the same batch",

@@ -85,18 +85,27 @@ def test_a_node_c2_record_is_kept_until_its_counts_change(tmp_path):
     assert of_node(node, tmp_path, load, prompts, 4, 0, False, DiagnosticsConfig(c2_prompts=9, c2_samples=2)) == again  # still 3
 
 
-def test_c2_measures_with_the_runs_seed_and_prompt_mode():
+def test_c2_measures_with_the_runs_seed_prompt_mode_and_batches(monkeypatch):
     """On the real Qwen vocabulary, whose chat template renders a thinking prompt apart from a non-thinking one: C2's
-    numbers are `kl_both_ways`' with the seed and prompt mode it is given, and each changes them."""
+    numbers are `kl_both_ways`' with the seed and prompt mode it is given, and each changes them; it samples in the batches
+    it is given."""
     from s2d_bench.diagnostics import kl_both_ways
+
+    from s2d_bench.generation.engine import EngineConfig
+    from s2d_bench.generation.hf import HFEngine
 
     teacher, tok = MODELS.get("tiny-qwen3-bpe-151936")(seed=0)
     student, _ = MODELS.get("tiny-qwen3-bpe-151936")(seed=1)
     prompts, settings = ["What is 1+2?", "What is 33+4?"], DiagnosticsConfig(c2_samples=1)
-    measured = {(seed, thinking): c2(teacher, [("after", lambda: student)], tok, prompts, 3, seed, thinking, 0, settings)
+    sampled, rollouts = [], HFEngine.rollouts
+    monkeypatch.setattr(HFEngine, "rollouts", lambda self, mine, *rest: sampled.append(len(mine)) or rollouts(self, mine, *rest))
+    measured = {(seed, thinking): c2(teacher, [("after", lambda: student)], tok, prompts, 3, seed, thinking, 0, settings,
+                                     EngineConfig(prompts_per_batch=1))  # evaluation's batches: a prompt at a time
                 for seed, thinking in ((5, True), (5, False), (6, True))}
+    assert sampled == [1] * 12  # 3 records x 2 directions x 2 prompts
+    monkeypatch.undo()
     for (seed, thinking), record in measured.items():
-        exact = kl_both_ways(teacher, student, tok, prompts, 3, seed, thinking, settings)
-        assert {k: record[f"{k}_after"] for k in exact} == exact
+        exact = kl_both_ways(teacher, student, tok, prompts, 3, seed, thinking, settings)  # in one batch: the same tokens
+        assert {k: record[f"{k}_after"] for k in exact} == pytest.approx(exact, rel=1e-4)
     kls = [tuple(r[k] for k in ("kl_forward_after", "kl_reverse_after")) for r in measured.values()]
     assert len(set(kls)) == 3

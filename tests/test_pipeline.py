@@ -422,18 +422,30 @@ def test_a_rank_other_than_0_trains_a_stage_with_the_others_and_writes_nothing_a
     assert not runner.dir.is_trained(warm)
 
 
-def test_each_nodes_training_curves_are_named_for_its_stage_or_for_the_role_a_base_model_is_pretrained_for(tiny_overrides):
+def test_each_nodes_curves_and_progress_bars_are_named_for_its_stage_or_for_the_role_of_a_base_model(tiny_overrides, monkeypatch):
+    """Training curves under the stage's name (a base model's: pretrain_<role>), its evaluation at the node's steps, and the
+    evaluation's progress bar saying which node it samples."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    import s2d_bench.evaluation as evaluation
+
+    bars, evaluate_target = [], evaluation.evaluate_target
+    monkeypatch.setattr(evaluation, "evaluate_target", lambda *a: bars.append(a[-1]) or evaluate_target(*a))
     runner = Runner(load_config(None, tiny_overrides + ["report_to=[tensorboard]", "arms={b: {stages: [teacher_rl]}}"]))
     named = {}
     for node in runner.nodes.values():
         runner.training.train(node)
+        runner.evaluation.evaluate(node)
         events = EventAccumulator(str(runner.dir.tb_dir(node)))
         events.Reload()
-        named[node.stage if node.stage != "base" else node.role] = {tag.split("/")[0] for tag in events.Tags()["scalars"]}
+        tags = events.Tags()["scalars"]
+        named[node.stage if node.stage != "base" else node.role] = {tag.split("/")[0] for tag in tags if not tag.startswith("eval/")}
+        ((step, mean),) = [(e.step, e.value) for e in events.Scalars("eval/add3mix/avg@2")]
+        record = runner.dir.read_record(node, runner.targets[0])
+        assert step == runner.dir.stage_info(node)["steps"] and mean == pytest.approx(record["mean"], rel=1e-6)
     assert named == {"teacher": {"pretrain_teacher"}, "student": {"pretrain_student"}, "teacher_rl": {"teacher_rl"}}
+    assert bars == ["eval base teacher", "eval base student", "eval teacher_rl"]
 
 
 def test_a_built_nodes_model_is_loaded_onto_the_runs_device_in_the_dtype_asked(tiny_overrides):
