@@ -56,6 +56,19 @@ def tiny_overrides(tmp_path):
     return TINY_OVERRIDES + [f"run_dir={tmp_path / 'run'}"]
 
 
+SERVED_TEACHER = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t"]  # nobody listens there
+
+
+@pytest.fixture
+def served_teacher_run(tmp_path) -> list[str]:
+    """A run whose teacher is served (SERVED_TEACHER: a runner is built, nothing asks the server) and whose student is a
+    saved tiny model (a served teacher is read with the student's tokenizer), in tmp_path/served."""
+    from s2d_bench.models.builders import save, tiny_qwen3_student
+
+    save(*tiny_qwen3_student(), tmp_path / "student")
+    return [*SERVED_TEACHER, "student.builder=", f"student.path={tmp_path / 'student'}", f"run_dir={tmp_path / 'served'}"]
+
+
 class AgreeingPool:
     """A grading pool stand-in that says every answer is right and keeps what it was asked, so a test of what hands items
     to the pool (evaluation, rewards) sees which pool graded and what reached it."""

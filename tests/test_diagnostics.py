@@ -90,7 +90,6 @@ def test_c2_measures_with_the_runs_seed_prompt_mode_and_batches(monkeypatch):
     numbers are `kl_both_ways`' with the seed and prompt mode it is given, and each changes them; it samples in the batches
     it is given."""
     from s2d_bench.diagnostics import kl_both_ways
-
     from s2d_bench.generation.engine import EngineConfig
     from s2d_bench.generation.hf import HFEngine
 

@@ -280,12 +280,12 @@ def test_a_workers_job_builds_one_node_of_the_run_its_config_describes_with_its_
 
 @pytest.mark.parametrize("thinking", [False, True])
 def test_a_stage_trains_its_parents_model_against_a_frozen_teacher_or_a_served_one_prompted_as_the_run(
-        tiny_overrides, tmp_path, monkeypatch, thinking):
+        tiny_overrides, served_teacher_run, monkeypatch, thinking):
     """The parent's model is loaded to be trained, the teacher frozen (DeepSpeed partitions each by its own setting: ZeRO-3
     for the trained model, `teacher_zero3` for the teacher); a served teacher is asked in the run's prompt mode to stop
     where the student stops. RL has no teacher."""
     from s2d_bench.generation.protocol import stop_ids
-    from s2d_bench.models.builders import save, tiny_qwen3_student
+    from s2d_bench.models.builders import tiny_qwen3_student
     from s2d_bench.served.teacher import ServedTeacher
 
     loads = []
@@ -308,11 +308,8 @@ def test_a_stage_trains_its_parents_model_against_a_frozen_teacher_or_a_served_o
         else:
             assert loads == [(parent_ref, True)] and loads[0][1] is True and teacher is None
 
-    save(*tiny_qwen3_student(), tmp_path / "student")
-    cfg = load_config(None, ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", "student.builder=",
-                             f"student.path={tmp_path / 'student'}", "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk",
-                             f"prompt.thinking={str(thinking).lower()}", f"run_dir={tmp_path / 'served'}"])
-    runner = Runner(cfg)
+    runner = Runner(load_config(None, [*served_teacher_run, "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk",
+                                       f"prompt.thinking={str(thinking).lower()}"]))
     (warmup,) = (n for n in runner.nodes.values() if n.stage == "warmup")
     loads.clear()
     model, tok, teacher = runner.training.models(warmup)
@@ -381,17 +378,13 @@ def test_a_stage_is_given_its_nodes_folder_and_rewards_by_the_tasks_grader(tiny_
     assert all(0 < info["seconds"] <= wall for wall, info in took.values())
 
 
-def test_only_a_served_teachers_warmup_keeps_its_rollouts_in_the_run_directorys_cache_unless_told_not_to(tiny_overrides, tmp_path):
+def test_only_a_served_teachers_warmup_keeps_its_rollouts_in_the_run_directorys_cache_unless_told_not_to(
+        tiny_overrides, served_teacher_run, tmp_path):
     """`teacher_cache` unset or true: a served teacher's warmup keeps its rollouts in <run_dir>/teacher-cache; false: it
     keeps none; OPD (the student samples) and a local teacher's stages have nothing to keep."""
-    from s2d_bench.models.builders import save, tiny_qwen3_student
-
     local = Runner(load_config(None, tiny_overrides))
     assert all(local.training.teacher_cache(n) is None for n in local.nodes.values() if n.stage != "base")
-    save(*tiny_qwen3_student(), tmp_path / "student")
-    served = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", "student.builder=",
-              f"student.path={tmp_path / 'student'}", "arms={b: {stages: [warmup, opd]}}", "stages.warmup.estimator=topk",
-              "stages.opd.estimator=sampled", f"run_dir={tmp_path / 'served'}"]
+    served = [*served_teacher_run, "arms={b: {stages: [warmup, opd]}}", "stages.warmup.estimator=topk", "stages.opd.estimator=sampled"]
     for setting, cached in (([], True), (["stages.warmup.teacher_cache=true"], True), (["stages.warmup.teacher_cache=false"], False)):
         runner = Runner(load_config(None, served + setting))
         by_stage = {n.stage: n for n in runner.nodes.values()}

@@ -3,6 +3,8 @@
 Plans only, nothing trained: these run in milliseconds, and `make mutants` runs them against every mutant of plan.py.
 """
 
+from conftest import SERVED_TEACHER
+
 from s2d_bench.config import load_config
 from s2d_bench.plan import plan
 
@@ -194,7 +196,7 @@ def test_warmups_on_a_served_teacher_draw_alike_across_students_and_learning_rat
     from s2d_bench.identity import node_seed
 
     arms = "arms={a: {stages: [warmup]}, b: {stages: [warmup], overrides: {warmup.lr: 3.0e-4}}, c: {stages: [warmup], overrides: {warmup.steps: 7}}}"
-    served = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", arms]
+    served = [*SERVED_TEACHER, arms]
 
     def warmups(overrides):
         return {n.arms[0]: n for n in plan(load_config(None, overrides)) if n.stage == "warmup"}
@@ -212,8 +214,7 @@ def test_base_models_come_teacher_first_unless_the_teacher_is_served():
     """A served teacher is evaluated with the student's tokenizer, so the student's base is built first; a local pair
     keeps the teacher first (the order earlier run directories were built in). The draw seed of a served warmup is
     pinned: a grid continued by a later version draws what its first arms drew (and reads their cached rollouts)."""
-    served = plan(load_config(None, ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t",
-                                     "arms={a: {stages: [warmup]}}"]))
+    served = plan(load_config(None, [*SERVED_TEACHER, "arms={a: {stages: [warmup]}}"]))
     assert [(n.stage, n.role) for n in served[:2]] == [("base", "student"), ("base", "teacher")]
     assert served[2].stage == "warmup" and served[2].seed == 3663448147
     local = plan(load_config(None, ["arms={a: {stages: [warmup]}}"]))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import SERVED_TEACHER
 
 from s2d_bench.config import load_config
 from s2d_bench.errors import UserError
@@ -182,7 +183,6 @@ def test_a_prompts_context_is_counted_as_the_run_renders_it_thinking_or_not():
     assert len(render(tok, ["1+2="], False)[0]) == len(render(tok, ["1+2="], True)[0]) + 4
 
 
-SERVED_TEACHER = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t"]  # nobody listens there
 SERVED = [*SERVED_TEACHER, "arms={b: {stages: [student_rl, warmup, opd]}}", "stages.warmup.estimator=topk", "stages.opd.estimator=topk"]
 
 

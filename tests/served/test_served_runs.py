@@ -171,15 +171,11 @@ def test_two_deepspeed_ranks_train_against_a_served_teacher(teacher_folder, tmp_
 
 
 @pytest.mark.parametrize("thinking", [False, True])
-def test_a_served_teachers_evaluation_and_c2_prompt_it_as_the_run_prompts(tmp_path, thinking):
+def test_a_served_teachers_evaluation_and_c2_prompt_it_as_the_run_prompts(served_teacher_run, thinking):
     """The served teacher that evaluation and C2 use renders prompts in the run's mode (a template such as Qwen3's renders
     a non-thinking prompt with an empty think block; no server is asked here)."""
-    from s2d_bench.models.builders import tiny_qwen3_student
-
-    save(*tiny_qwen3_student(), tmp_path / "student")
-    cfg = load_config(None, ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t", "student.builder=",
-                             f"student.path={tmp_path / 'student'}", "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk",
-                             f"prompt.thinking={str(thinking).lower()}", f"run_dir={tmp_path / 'run'}"])
+    cfg = load_config(None, [*served_teacher_run, "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk",
+                             f"prompt.thinking={str(thinking).lower()}"])
     served = Runner(cfg).evaluation.served_teacher()
     assert served.thinking is thinking and served.name == "t"
 
