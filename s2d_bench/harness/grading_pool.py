@@ -7,13 +7,22 @@ once the worker has warmed up; an item that runs out, or whose worker dies (kill
 a crash at start-up or mid-item), is retried once on a fresh worker, and a failure after that is
 reported as None (grading.grade counts it wrong, and counts it with the timeouts): one bad item
 never costs the run.
+
+A worker is a fresh interpreter that imports the graders and nothing else (`python -c` with the worker function's name
+and its end of a socket pair). multiprocessing's spawn also re-runs the parent's main script in every worker: a script
+that imports torch at the top (a benchmark, a notebook's export) paid seconds of CPU per worker, and again for every
+worker replaced after a hang.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import importlib
 import os
+import socket
+import subprocess
+import sys
 import time
+import weakref
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -40,12 +49,29 @@ def _worker(conn: Connection) -> None:
     for name in ISOLATED:
         GRADERS.get(name)("1", "1")
     conn.send(READY)
-    while (item := conn.recv()) is not None:
+    while (item := _receive(conn)) is not None:
         key, grader, gold, pred = item
         try:
             conn.send((key, bool(GRADERS.get(grader)(gold, pred))))
         except Exception:  # noqa: BLE001 - unparseable garbage is a wrong answer, not a crash
             conn.send((key, False))
+
+
+def _receive(conn: Connection) -> tuple | None:
+    """The next item; None when told to stop or when the parent is gone (its end of the socket closed)."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
+
+
+BOOT = "import sys; from s2d_bench.harness.grading_pool import serve; serve(sys.argv[1], int(sys.argv[2]))"
+
+
+def serve(target: str, fd: int) -> None:
+    """A worker process's entry (BOOT): run the worker function `module:name` on the connection at file descriptor `fd`."""
+    module, name = target.split(":")
+    getattr(importlib.import_module(module), name)(Connection(fd))
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -60,11 +86,18 @@ def cpu_seconds(pid: int) -> float | None:
 class _Slot:
     """One worker process and the item it is grading."""
 
-    def __init__(self, ctx: mp.context.BaseContext) -> None:
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
+    def __init__(self) -> None:
+        mine, theirs = socket.socketpair()
+        self.conn = Connection(mine.detach())
+        fd = theirs.detach()
+        path = [p for p in [*sys.path, *os.environ.get("PYTHONPATH", "").split(os.pathsep)] if p]  # what the parent imports from
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
+        target = f"{_worker.__module__}:{_worker.__qualname__}"  # read now: a test swaps the worker function
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", BOOT, target, str(fd)], pass_fds=[fd], env=env, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(fd)
+        self._reaper = weakref.finalize(self, self.proc.kill)  # at the latest when the parent exits: a hung worker never outlives it
         self.key: tuple | None = None
         self.deadline = 0.0
         self.ready = False
@@ -85,6 +118,9 @@ class _Slot:
             return 0.0
         return max(0.0, timeout - (now_cpu - self.cpu_at_send))
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def stop(self, kill: bool = False) -> None:
         if kill:
             self.proc.kill()
@@ -93,7 +129,12 @@ class _Slot:
                 self.conn.send(None)
             except (BrokenPipeError, OSError):
                 self.proc.kill()
-        self.proc.join(timeout=5)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reaper.detach()
         self.conn.close()
 
 
@@ -107,7 +148,6 @@ class GradingPool:
     def __init__(self, workers: int | None = None, timeout: float = 5.0) -> None:
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.timeout = timeout
-        self._ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
         self._slots: list[_Slot] = []
         self.timeouts = 0
 
@@ -130,7 +170,7 @@ class GradingPool:
         if not todo:
             return results
         while len(self._slots) < min(self.workers, len(todo)):
-            self._slots.append(_Slot(self._ctx))
+            self._slots.append(_Slot())
         start_failures = 0
         while todo or any(s.key is not None for s in self._slots):
             for slot in self._slots:
@@ -153,7 +193,7 @@ class GradingPool:
                     except (EOFError, OSError):  # it crashed while starting: another takes its place, a few times
                         start_failures += 1
                         if start_failures > MAX_START_FAILURES:
-                            raise RuntimeError(f"grading workers keep dying while they start (exit code {slot.proc.exitcode}); "
+                            raise RuntimeError(f"grading workers keep dying while they start (exit code {slot.proc.poll()}); "
                                                "is math-verify importable in this environment?") from None
                         self._replace(slot)
                         continue
@@ -161,7 +201,7 @@ class GradingPool:
                         raise RuntimeError("grading worker sent a result before it was ready")
                     slot.ready = True
                 elif time.monotonic() >= slot.started + STARTUP:
-                    raise RuntimeError(f"a grading worker did not start within {STARTUP:.0f} s (exit code {slot.proc.exitcode})")
+                    raise RuntimeError(f"a grading worker did not start within {STARTUP:.0f} s (exit code {slot.proc.poll()})")
             for slot in busy:
                 if slot.conn in ready:
                     try:
@@ -192,4 +232,4 @@ class GradingPool:
 
     def _replace(self, slot: _Slot) -> None:
         slot.stop(kill=True)
-        self._slots[self._slots.index(slot)] = _Slot(self._ctx)
+        self._slots[self._slots.index(slot)] = _Slot()

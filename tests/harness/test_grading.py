@@ -171,17 +171,29 @@ def test_an_unknown_grader_is_refused_before_anything_is_graded():
         grade(["no answer"], ["1"], grader="nope", audit=None)
 
 
-def test_grade_closes_the_pool_it_made_and_leaves_a_given_one_running():
-    import multiprocessing as mp
+def _children() -> set[int]:
+    """This process's child processes, live or not yet reaped (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.add(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
+
+def test_grade_closes_the_pool_it_made_and_leaves_a_given_one_running():
     from s2d_bench.harness.grading import GradingPool, grade
 
-    before = set(mp.active_children())
-    assert grade(["\\boxed{1}"], ["1"], audit=None)[0].correct
-    assert set(mp.active_children()) <= before  # its own workers are gone
+    before = _children()
+    assert grade(["\\boxed{x^2}"], ["x \\cdot x"], audit=None)[0].correct  # graded by a worker: not equal as written
+    assert _children() <= before  # its own workers are gone, reaped
     with GradingPool(workers=1) as pool:
-        assert grade(["\\boxed{1}"], ["1"], audit=None, pool=pool)[0].correct
-        assert pool._slots and all(slot.proc.is_alive() for slot in pool._slots)  # the caller's pool is still up
+        assert grade(["\\boxed{x^2}"], ["x \\cdot x"], audit=None, pool=pool)[0].correct
+        assert pool._slots and all(slot.alive() for slot in pool._slots)  # the caller's pool is still up
+        assert {slot.proc.pid for slot in pool._slots} <= _children() - before
+    assert _children() <= before
 
 
 # ---------------------------------------------------------------- a dead grading worker costs one item, never the run
