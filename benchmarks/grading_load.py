@@ -1,8 +1,9 @@
 """Grading verdicts on an idle machine and beside CPU-bound neighbours: they must be identical.
 
-This script is the main module of the grading pool's workers (they are spawned, so each
-re-imports it), and it imports torch and transformers' model classes as a user's script or
-lm-eval's CLI does: the slow start that once made deadlines expire under load. It grades the
+It imports torch and transformers' model classes at the top, as a user's script or lm-eval's CLI
+does: the slow start that once made deadlines expire under load, when the pool's workers were
+spawned by multiprocessing and each re-ran this script (they are fresh interpreters now, which
+import the graders only: grading_pool.py). It grades the
 same completions (right answers, respaced ones, other problems' answers, random integers:
 benchmarks/eval_throughput.py's set) idle, then beside `--burners` CPU-bound processes, and
 prints and writes (`--out`) the timeouts, the score and the verdicts that differ.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402,F401 - the imports a user's main module carries into every spawned worker
+import torch  # noqa: E402,F401 - the imports a user's main module carries (once carried into every worker)
 from transformers import Qwen3ForCausalLM  # noqa: E402,F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

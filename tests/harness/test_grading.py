@@ -196,6 +196,27 @@ def test_grade_closes_the_pool_it_made_and_leaves_a_given_one_running():
     assert _children() <= before
 
 
+
+def test_the_workers_never_rerun_the_callers_main_script(tmp_path):
+    """A worker imports the graders, not the script that made the pool: multiprocessing's spawn re-ran a main script's
+    top level in every worker (a script importing torch at the top paid its start-up once a worker)."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    script = tmp_path / "main.py"
+    script.write_text(
+        f"with open({str(runs)!r}, 'a') as f:\n"
+        "    f.write('ran\\n')\n"
+        "if __name__ == '__main__':\n"
+        "    from s2d_bench.harness.grading import GradingPool, grade\n"
+        "    with GradingPool(workers=2) as pool:\n"
+        "        print(sum(v.correct for v in grade(['\\\\boxed{x^2}', '\\\\boxed{3}'], ['x \\\\cdot x', '4'], pool=pool)))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"  # both items graded (by two workers), one right
+    assert runs.read_text() == "ran\n"  # the script's top level ran once: in the parent
+
 # ---------------------------------------------------------------- a dead grading worker costs one item, never the run
 # Worker targets defined here (module level, so a spawned worker imports them): the real worker, except on one answer.
 
