@@ -28,6 +28,7 @@ from s2d_bench.models.sequences import positions
 
 NAME = "s2d_shared_prefix"
 KWARG = "s2d_shared_prefix"  # the forward keyword that carries the cache down to attention
+LENGTHS = "s2d_prompt_lengths"  # the prefill's keyword: each left-padded row's real length
 
 
 class SharedPrefixLayer(DynamicLayer):
@@ -95,15 +96,38 @@ class SharedPrefixCache(Cache):
 def prefill(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, k: int, capacity: int) -> tuple[torch.Tensor, SharedPrefixCache]:
     """Last-position logits (B, V) and the shared cache of left-padded prompts, in one batched forward.
 
-    Positions count real tokens only (`positions`), so each prompt's keys equal its unpadded ones;
-    the keys and values at padding positions are zeroed (they are never attended: the cache's
-    bias is -inf there), so nothing a padding row computed can reach a sample.
+    Positions count real tokens only (`positions`), so each prompt's keys equal its unpadded ones. Attention is causal
+    over each prompt's own tokens (`prefill_attention`), never a padding mask, so the fused kernel skips the masked half;
+    the keys and values at padding positions are zeroed (they are never attended: the cache's bias is -inf there).
     """
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask), past_key_values=DynamicCache(),
-                use_cache=True, logits_to_keep=1)
+                use_cache=True, logits_to_keep=1, **{LENGTHS: prompt_mask.sum(1)})
     real = prompt_mask.bool()[:, None, :, None]
     prompt_kv = [(torch.where(real, layer.keys, 0), torch.where(real, layer.values, 0)) for layer in out.past_key_values.layers]
     return out.logits[:, -1], SharedPrefixCache(prompt_kv, prompt_mask, k, capacity)
+
+
+def prefill_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: torch.Tensor,
+                      scaling: float | None) -> tuple[torch.Tensor, None]:
+    """Causal attention of left-padded prompts, each over its own tokens: the rows of one length together, unpadded.
+
+    A padding mask keeps SDPA's fused kernel from skipping the upper triangle and makes every row as long as the
+    longest: with MATH prompts (100-800 tokens, 8 a batch) that was most of an evaluation's prefill. Prompts of equal
+    length (a task's templated prompts) are one call on the whole batch, the call an unpadded batch made before.
+    Outputs at padding positions are zero; nothing reads them (the cache zeroes their keys and values).
+    """
+    b, heads, p, dim = query.shape
+    gqa = key.shape[1] != heads
+    groups = lengths.unique().tolist()
+    if len(groups) == 1 and groups[0] == p:
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling, enable_gqa=gqa)
+        return out.transpose(1, 2).contiguous(), None
+    out = query.new_zeros(b, p, heads, dim)
+    for length in groups:
+        rows = (lengths == length).nonzero().flatten()
+        q, kk, v = (t[rows, :, p - length :] for t in (query, key, value))
+        out[rows, p - length :] = torch.nn.functional.scaled_dot_product_attention(q, kk, v, is_causal=True, scale=scaling, enable_gqa=gqa).transpose(1, 2)
+    return out, None
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +153,8 @@ def shared_prefix_attention(
     scaling: float | None = None,
     **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
-    """Attention for a decoding step over a SharedPrefixCache; anything else goes to plain SDPA.
+    """Attention for a decoding step over a SharedPrefixCache, or for the prefill (given the prompts' lengths: prefill_attention);
+    anything else goes to plain SDPA.
 
     query (B*k, H, q, D); key/value: the generated part only, (B*k, Hkv, t, D), t >= q.
     The two parts are attended separately and merged by their log-sum-exps (as flash-decoding
@@ -137,6 +162,9 @@ def shared_prefix_attention(
     """
     cache = kwargs.get(KWARG)
     if not isinstance(cache, SharedPrefixCache):
+        lengths = kwargs.get(LENGTHS)
+        if isinstance(lengths, torch.Tensor) and query.shape[2] > 1:  # the prefill
+            return prefill_attention(query, key, value, lengths, scaling)
         return sdpa_gqa_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     layer = cache.layers[module.layer_idx]
     bk, heads, q, dim = query.shape

@@ -338,3 +338,45 @@ def test_the_uniform_stream_gives_each_steps_per_step_draw(block):
     gens = generators([5, 6, 7])  # k a prompt, prompt-major, at every step
     per_step = torch.stack([torch.cat([torch.rand(k, generator=g, dtype=torch.float64) for g in gens]) for _ in range(steps)])
     assert at_once.dtype == torch.float64 and torch.equal(at_once, per_step)
+
+
+def test_the_prefill_attends_each_prompt_causally_over_its_own_tokens():
+    """Rows of mixed lengths: each row's attention equals that prompt's own causal attention, unpadded, and is zero at its
+    padding; rows of one length are one causal call on the batch, bit for bit the call an unpadded batch made before."""
+    from s2d_bench.generation.shared_prefix import prefill_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, heads, 9, 8, generator=g) for heads in (4, 2, 2))  # grouped-query: 2 query heads a KV head
+    lengths = torch.tensor([9, 3, 6, 3])
+    out, _ = prefill_attention(q, k, v, lengths, 0.3)
+    assert out.shape == (4, 9, 4, 8)
+    for row, n in enumerate(lengths.tolist()):
+        alone = torch.nn.functional.scaled_dot_product_attention(q[row : row + 1, :, 9 - n :], k[row : row + 1, :, 9 - n :], v[row : row + 1, :, 9 - n :],
+                                                                 is_causal=True, scale=0.3, enable_gqa=True)
+        torch.testing.assert_close(out[row, 9 - n :], alone[0].transpose(0, 1), rtol=1e-6, atol=1e-6)
+        assert not out[row, : 9 - n].any()
+    same, _ = prefill_attention(q, k, v, torch.tensor([9, 9, 9, 9]), 0.3)
+    whole = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3, enable_gqa=True)
+    assert torch.equal(same, whole.transpose(1, 2))
+
+
+def test_a_prefill_of_prompts_of_one_length_is_the_models_own_forward_bit_for_bit():
+    """The embedded task's prompts all have one length: their prefill is the model's plain causal forward, so no record
+    of a run on them moves; mixed lengths give the padded forward's logits to rounding."""
+    from s2d_bench.generation.shared_prefix import prefill, sharing_prompts
+    from s2d_bench.models.builders import tiny_qwen3_teacher
+    from s2d_bench.models.sequences import positions
+
+    model, tok = tiny_qwen3_teacher(seed=4)
+    model.eval()
+    for prompts in (["12+34=", "56+78=", "90+12="], ["1+1=", "123+456=", "7"]):
+        ids, mask = left_pad(encode_prompts(tok, prompts), tok.pad_token_id)
+        with torch.no_grad(), sharing_prompts(model):
+            logits, cache = prefill(model, ids, mask, 2, 8)
+            ref = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True, logits_to_keep=1)  # the prefill before
+        if bool(mask.all()):
+            assert torch.equal(logits, ref.logits[:, -1])
+            assert all(torch.equal(a.prompt_keys, b.keys) and torch.equal(a.prompt_values, b.values)
+                       for a, b in zip(cache.layers, ref.past_key_values.layers))
+        else:
+            torch.testing.assert_close(logits, ref.logits[:, -1], rtol=1e-5, atol=1e-5)
