@@ -65,7 +65,9 @@ def _receive(conn: Connection) -> tuple | None:
         return None
 
 
-BOOT = "import sys; from s2d_bench.harness.grading_pool import serve; serve(sys.argv[1], int(sys.argv[2]))"
+# Ctrl-C reaches the whole process group: the parent answers it and ends the pool, so a worker ignores it from its first line
+BOOT = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "from s2d_bench.harness.grading_pool import serve; serve(sys.argv[1], int(sys.argv[2]))")
 
 
 def serve(target: str, fd: int) -> None:
