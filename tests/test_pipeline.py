@@ -441,6 +441,24 @@ def test_each_nodes_curves_and_progress_bars_are_named_for_its_stage_or_for_the_
     assert bars == ["eval base teacher", "eval base student", "eval teacher_rl"]
 
 
+def test_c2_loads_its_models_in_the_dtype_evaluation_samples_in(tiny_overrides, monkeypatch):
+    """The C2 diagnostics load each model as evaluation does: bf16 on a GPU that has it (what the preflight plans that
+    phase's memory for), float32 on the CPU or on a GPU without bf16."""
+    from dataclasses import replace
+
+    from s2d_bench import diagnostics
+
+    runner = Runner(load_config(None, tiny_overrides))
+    node = runner.base("student")
+    asked = []
+    monkeypatch.setattr(diagnostics, "of_node", lambda node, folder, load, *rest: load(node.id))
+    monkeypatch.setattr(type(runner.evaluation), "load", lambda self, node_id, dtype=torch.float32: asked.append((self.device, dtype)))
+    for device, bf16 in (("cpu", True), ("cuda", True), ("cuda", False)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        replace(runner.evaluation, device=device).diagnostics_of(node)
+    assert asked == [("cpu", torch.float32), ("cuda", torch.bfloat16), ("cuda", torch.float32)]
+
+
 def test_a_built_nodes_model_is_loaded_onto_the_runs_device_in_the_dtype_asked(tiny_overrides):
     """C2 loads each model onto the run's device in evaluation's dtype (here the meta device: the one besides the CPU that
     every machine has, where a model left on the CPU shows)."""
