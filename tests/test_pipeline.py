@@ -441,22 +441,32 @@ def test_each_nodes_curves_and_progress_bars_are_named_for_its_stage_or_for_the_
     assert bars == ["eval base teacher", "eval base student", "eval teacher_rl"]
 
 
-def test_c2_loads_its_models_in_the_dtype_evaluation_samples_in(tiny_overrides, monkeypatch):
-    """The C2 diagnostics load each model as evaluation does: bf16 on a GPU that has it (what the preflight plans that
-    phase's memory for), float32 on the CPU or on a GPU without bf16."""
+def test_c2_samples_the_test_prompts_as_evaluation_does_with_its_models_in_evaluations_dtype(tiny_overrides, monkeypatch):
+    """The C2 diagnostics sample as evaluation does: the test split's prompts, its token budget, seed, prompt mode and
+    batches, and load each model in its dtype: bf16 on a GPU that has it (what the preflight plans that phase's memory
+    for), float32 on the CPU or on a GPU without bf16."""
     from dataclasses import replace
 
     from s2d_bench import diagnostics
+    from s2d_bench.identity import EVAL_SEED
 
-    runner = Runner(load_config(None, tiny_overrides))
+    runner = Runner(load_config(None, [*tiny_overrides, "prompt.thinking=true", "eval.max_new_tokens=7", "eval.prompts_per_batch=3"]))
     node = runner.base("student")
-    asked = []
-    monkeypatch.setattr(diagnostics, "of_node", lambda node, folder, load, *rest: load(node.id))
+    asked, calls = [], []
+
+    def of_node(node, folder, load, *rest):
+        calls.append(rest)
+        return load(node.id)
+
+    monkeypatch.setattr(diagnostics, "of_node", of_node)
     monkeypatch.setattr(type(runner.evaluation), "load", lambda self, node_id, dtype=torch.float32: asked.append((self.device, dtype)))
     for device, bf16 in (("cpu", True), ("cuda", True), ("cuda", False)):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
         replace(runner.evaluation, device=device).diagnostics_of(node)
     assert asked == [("cpu", torch.float32), ("cuda", torch.bfloat16), ("cuda", torch.float32)]
+    cfg = runner.cfg
+    assert calls[0] == ([p.prompt for p in runner.splits.test], 7, EVAL_SEED, True, cfg.diagnostics, runner.evaluation.engine_config())
+    assert (calls[0][-1].prompts_per_batch, calls[0][-1].thinking) == (3, True)
 
 
 def test_a_built_nodes_model_is_loaded_onto_the_runs_device_in_the_dtype_asked(tiny_overrides):
