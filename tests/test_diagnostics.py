@@ -66,6 +66,34 @@ def test_reward_gain_compares_the_last_tenth_of_training_with_the_first(tmp_path
     assert reward_gain(path) == pytest.approx({"reward_first": 0.0, "reward_last": 4.0, "reward_gain": 4.0})
 
 
+def test_c1_after_teacher_rl_is_its_reward_gain_computed_once_and_other_stages_have_none(tmp_path):
+    """C1 is the teacher-RL node's own reward gain, from its metrics and no model, written once and kept; a node without
+    rewards logged has a C1 without figures; RL on the student, and base models, have no diagnostics."""
+    from types import SimpleNamespace
+
+    from s2d_bench.diagnostics import of_node
+
+    def load(node_id):
+        raise AssertionError(f"C1 loads no model ({node_id})")
+
+    args = (["1+2="], 4, 0, False, DiagnosticsConfig())
+    log = tmp_path / "rl" / "metrics.jsonl"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps({"step": i, "reward": 0.2 if i < 2 else 0.7}) + "\n" for i in range(20)))
+    node = SimpleNamespace(id="teacher_rl-1", stage="teacher_rl")
+    c1 = of_node(node, log.parent, load, *args)
+    assert c1 == {"kind": "c1", **reward_gain(log)} and c1["reward_gain"] == pytest.approx(0.5)
+    assert json.loads((log.parent / "diagnostics.json").read_text()) == c1
+    log.write_text(json.dumps({"step": 0, "reward": 1.0}) + "\n")
+    assert of_node(node, log.parent, load, *args) == c1  # computed once
+    (tmp_path / "quiet").mkdir()
+    assert of_node(node, tmp_path / "quiet", load, *args) == {"kind": "c1"}
+    for stage in ("student_rl", "base"):
+        (tmp_path / stage).mkdir()
+        assert of_node(SimpleNamespace(id=stage, stage=stage), tmp_path / stage, load, *args) is None
+        assert not (tmp_path / stage / "diagnostics.json").exists()
+
+
 def test_a_node_c2_record_is_kept_until_its_counts_change(tmp_path):
     from types import SimpleNamespace
 
