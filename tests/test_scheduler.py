@@ -206,6 +206,25 @@ def test_a_stop_asked_of_the_run_reaches_every_worker(tmp_path):
     assert sorted(log.read_text().splitlines()) == ["asked a", "asked b", "start a", "start b"]
 
 
+def test_a_stop_reaches_the_live_workers_when_one_has_just_exited():
+    """The pool lists a worker that has exited and been reaped until it notices (a pid no process has now): the stop
+    passes over it, raises nothing, and reaches the others."""
+    import signal
+    import subprocess
+    from types import SimpleNamespace
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # SIGUSR1's default action ends it
+    try:
+        pool = SimpleNamespace(_processes={1: SimpleNamespace(pid=gone.pid), 2: SimpleNamespace(pid=live.pid)})
+        scheduler._signal_workers(pool, signal.SIGUSR1)
+        assert live.wait(timeout=30) == -signal.SIGUSR1
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_a_stop_asked_of_the_run_reaches_the_building_workers_and_nothing_new_starts(tmp_path, python_signals):
     """Three nodes ready at once, two jobs: a stop asked while two build reaches both, and the third never starts (it was
     never handed to the pool, where a queued build would start once a worker is free)."""
