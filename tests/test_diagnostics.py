@@ -94,6 +94,26 @@ def test_c1_after_teacher_rl_is_its_reward_gain_computed_once_and_other_stages_h
         assert not (tmp_path / stage / "diagnostics.json").exists()
 
 
+def test_a_distillation_nodes_c2_is_measured_as_it_is_asked(tmp_path, monkeypatch):
+    """of_node hands C2 the teacher, the parent (before) and the node (after), and the prompts, token budget, seed, prompt
+    mode, the stage's top-k, settings and batches it was given (c2's own test shows each of them moves the numbers)."""
+    from types import SimpleNamespace
+
+    from s2d_bench import diagnostics
+    from s2d_bench.generation.engine import EngineConfig
+
+    asked = []
+    monkeypatch.setattr(diagnostics, "c2", lambda *args: asked.append(args) or {"kl_forward_after": 0.5})
+    models = {"t": "teacher-model", "w": "warmup-model", "o": "opd-model"}
+    node = SimpleNamespace(id="o", stage="opd", parent="w", teacher="t", settings=DistillConfig(top_k=7))
+    settings, batching = DiagnosticsConfig(c2_prompts=2, c2_samples=3), EngineConfig(prompts_per_batch=2)
+    record = diagnostics.of_node(node, tmp_path, lambda i: (models[i], "tok"), ["a", "b", "c"], 9, 41, True, settings, batching)
+    assert record == {"kind": "c2", "kl_forward_after": 0.5}
+    (teacher, students, tok, *rest), = asked
+    assert (teacher, tok, rest) == ("teacher-model", "tok", [["a", "b", "c"], 9, 41, True, 7, settings, batching])
+    assert [(when, student()) for when, student in students] == [("before", "warmup-model"), ("after", "opd-model")]
+
+
 def test_a_node_c2_record_is_kept_until_its_counts_change(tmp_path):
     from types import SimpleNamespace
 
