@@ -732,6 +732,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "grade() given no pool starts its own for each call and closes it: the same verdicts (its workers are the stage's "
         "pool's kind, with the same deadlines), one pool start a step slower",
     ('s2d_bench.evaluation.xǁEvaluationǁevaluate',
+     'record = evaluate_target(engine, target, EVAL_SEED, self.dir.node_dir(node), None, fields,'):
+        "grade() given no pool starts its own for the benchmark and closes it: the same verdicts (the same kind of workers "
+        "and deadlines), a pool start per benchmark instead of per node",
+    ('s2d_bench.evaluation.xǁEvaluationǁevaluate',
      'todo = [t for t in self.targets if not distributed.agree(self.dir.read_record(node, t) is not None if (distributed.is_main()) or True else None)]'):
         "distributed.agree hands every rank rank 0's value: what another rank read is never used",
     ('s2d_bench.preflight.x__phase',
