@@ -450,7 +450,8 @@ def test_c2_samples_the_test_prompts_as_evaluation_does_with_its_models_in_evalu
     from s2d_bench import diagnostics
     from s2d_bench.identity import EVAL_SEED
 
-    runner = Runner(load_config(None, [*tiny_overrides, "prompt.thinking=true", "eval.max_new_tokens=7", "eval.prompts_per_batch=3"]))
+    runner = Runner(load_config(None, [*tiny_overrides, "prompt.thinking=true", "eval.max_new_tokens=7", "eval.prompts_per_batch=3",
+                                       "eval.max_batch_tokens=5000"]))
     node = runner.base("student")
     asked, calls = [], []
 
@@ -466,7 +467,22 @@ def test_c2_samples_the_test_prompts_as_evaluation_does_with_its_models_in_evalu
     assert asked == [("cpu", torch.float32), ("cuda", torch.bfloat16), ("cuda", torch.float32)]
     cfg = runner.cfg
     assert calls[0] == ([p.prompt for p in runner.splits.test], 7, EVAL_SEED, True, cfg.diagnostics, runner.evaluation.engine_config())
-    assert (calls[0][-1].prompts_per_batch, calls[0][-1].thinking) == (3, True)
+    assert [(c[-1].device, c[-1].prompts_per_batch, c[-1].max_batch_tokens, c[-1].thinking) for c in calls] == [
+        (device, 3, 5000, True) for device in ("cpu", "cuda", "cuda")]
+
+
+def test_a_model_from_a_path_is_evaluated_at_step_0_of_its_curves(tiny_overrides, tmp_path, monkeypatch):
+    """A base model from a path has no stage, so no steps: its evaluations are reported at step 0."""
+    import s2d_bench.evaluation as evaluation
+    from s2d_bench.models.builders import save, tiny_qwen3_student
+
+    save(*tiny_qwen3_student(), tmp_path / "student")
+    overrides = [o for o in tiny_overrides if not o.startswith("student.pretrain")]  # a model from a path is not pretrained
+    runner = Runner(load_config(None, [*overrides, "student.builder=", f"student.path={tmp_path / 'student'}"]))
+    reported = []
+    monkeypatch.setattr(evaluation, "report_evaluations", lambda names, folder, records, step: reported.append((len(records), step)))
+    runner.evaluation.evaluate(runner.base("student"))
+    assert reported == [(len(runner.targets), 0)]
 
 
 def test_a_built_nodes_model_is_loaded_onto_the_runs_device_in_the_dtype_asked(tiny_overrides):
