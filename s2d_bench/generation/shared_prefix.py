@@ -28,7 +28,7 @@ from s2d_bench.models.sequences import positions
 
 NAME = "s2d_shared_prefix"
 KWARG = "s2d_shared_prefix"  # the forward keyword that carries the cache down to attention
-LENGTHS = "s2d_prompt_lengths"  # the prefill's keyword: each left-padded row's real length
+LENGTHS = "s2d_prompt_lengths"  # the prefill's keyword: its rows grouped by real length (prompt_groups)
 
 
 class SharedPrefixLayer(DynamicLayer):
@@ -101,15 +101,22 @@ def prefill(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch
     the keys and values at padding positions are zeroed (they are never attended: the cache's bias is -inf there).
     """
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask), past_key_values=DynamicCache(),
-                use_cache=True, logits_to_keep=1, **{LENGTHS: prompt_mask.sum(1)})
+                use_cache=True, logits_to_keep=1, **{LENGTHS: prompt_groups(prompt_mask.sum(1))})
     real = prompt_mask.bool()[:, None, :, None]
     prompt_kv = [(torch.where(real, layer.keys, 0), torch.where(real, layer.values, 0)) for layer in out.past_key_values.layers]
     return out.logits[:, -1], SharedPrefixCache(prompt_kv, prompt_mask, k, capacity)
 
 
-def prefill_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: torch.Tensor,
+def prompt_groups(lengths: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """(length, row indices) for each real length among left-padded rows: worked out once a prefill, not in every layer
+    (on a GPU each `.tolist()` waits for the device)."""
+    return [(length, (lengths == length).nonzero().flatten()) for length in lengths.unique().tolist()]
+
+
+def prefill_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, groups: list[tuple[int, torch.Tensor]],
                       scaling: float | None) -> tuple[torch.Tensor, None]:
-    """Causal attention of left-padded prompts, each over its own tokens: the rows of one length together, unpadded.
+    """Causal attention of left-padded prompts, each over its own tokens: the rows of one length together (`groups`,
+    from prompt_groups), unpadded.
 
     A padding mask keeps SDPA's fused kernel from skipping the upper triangle and makes every row as long as the
     longest: with MATH prompts (100-800 tokens, 8 a batch) that was most of an evaluation's prefill. Prompts of equal
@@ -118,13 +125,11 @@ def prefill_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     """
     b, heads, p, dim = query.shape
     gqa = key.shape[1] != heads
-    groups = lengths.unique().tolist()
-    if len(groups) == 1 and groups[0] == p:
+    if len(groups) == 1 and groups[0][0] == p:
         out = torch.nn.functional.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling, enable_gqa=gqa)
         return out.transpose(1, 2).contiguous(), None
     out = query.new_zeros(b, p, heads, dim)
-    for length in groups:
-        rows = (lengths == length).nonzero().flatten()
+    for length, rows in groups:
         q, kk, v = (t[rows, :, p - length :] for t in (query, key, value))
         out[rows, p - length :] = torch.nn.functional.scaled_dot_product_attention(q, kk, v, is_causal=True, scale=scaling, enable_gqa=gqa).transpose(1, 2)
     return out, None
@@ -162,9 +167,9 @@ def shared_prefix_attention(
     """
     cache = kwargs.get(KWARG)
     if not isinstance(cache, SharedPrefixCache):
-        lengths = kwargs.get(LENGTHS)
-        if isinstance(lengths, torch.Tensor) and query.shape[2] > 1:  # the prefill
-            return prefill_attention(query, key, value, lengths, scaling)
+        groups = kwargs.get(LENGTHS)
+        if groups is not None and query.shape[2] > 1:  # the prefill
+            return prefill_attention(query, key, value, groups, scaling)
         return sdpa_gqa_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     layer = cache.layers[module.layer_idx]
     bk, heads, q, dim = query.shape
