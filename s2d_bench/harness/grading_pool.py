@@ -42,9 +42,7 @@ def _worker(conn: Connection) -> None:
     loaded machine; an item's deadline must not pay for them, so they happen before `READY`.
     """
     import logging
-    import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent answers it and ends the pool
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # the one-time "timeout disabled" warning
     for name in ISOLATED:
         GRADERS.get(name)("1", "1")

@@ -196,7 +196,6 @@ def test_grade_closes_the_pool_it_made_and_leaves_a_given_one_running():
     assert _children() <= before
 
 
-
 def test_the_workers_never_rerun_the_callers_main_script(tmp_path):
     """A worker imports the graders, not the script that made the pool: multiprocessing's spawn re-ran a main script's
     top level in every worker (a script importing torch at the top paid its start-up once a worker)."""
@@ -218,7 +217,7 @@ def test_the_workers_never_rerun_the_callers_main_script(tmp_path):
     assert runs.read_text() == "ran\n"  # the script's top level ran once: in the parent
 
 # ---------------------------------------------------------------- a dead grading worker costs one item, never the run
-# Worker targets defined here (module level, so a spawned worker imports them): the real worker, except on one answer.
+# Worker targets defined here (module level, so a worker imports them by name): the real worker, except on one answer.
 
 def _dies_on_marked_answers(conn):
     """The real worker, but an answer 'SIGKILL' kills the process mid-item and 'EXIT' leaves through os._exit."""
