@@ -60,13 +60,19 @@ SERVED_TEACHER = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teac
 
 
 @pytest.fixture
-def served_teacher_run(tmp_path) -> list[str]:
-    """A run whose teacher is served (SERVED_TEACHER: a runner is built, nothing asks the server) and whose student is a
-    saved tiny model (a served teacher is read with the student's tokenizer), in tmp_path/served."""
+def student_from_path(tmp_path) -> list[str]:
+    """Overrides for a student that is a saved tiny model, used as it is (tmp_path/student)."""
     from s2d_bench.models.builders import save, tiny_qwen3_student
 
     save(*tiny_qwen3_student(), tmp_path / "student")
-    return [*SERVED_TEACHER, "student.builder=", f"student.path={tmp_path / 'student'}", f"run_dir={tmp_path / 'served'}"]
+    return ["student.builder=", f"student.path={tmp_path / 'student'}"]
+
+
+@pytest.fixture
+def served_teacher_run(tmp_path, student_from_path) -> list[str]:
+    """A run whose teacher is served (SERVED_TEACHER: a runner is built, nothing asks the server) and whose student is a
+    saved tiny model (a served teacher is read with the student's tokenizer), in tmp_path/served."""
+    return [*SERVED_TEACHER, *student_from_path, f"run_dir={tmp_path / 'served'}"]
 
 
 class AgreeingPool:

@@ -471,14 +471,12 @@ def test_c2_samples_the_test_prompts_as_evaluation_does_with_its_models_in_evalu
         (device, 3, 5000, True) for device in ("cpu", "cuda", "cuda")]
 
 
-def test_a_model_from_a_path_is_evaluated_at_step_0_of_its_curves(tiny_overrides, tmp_path, monkeypatch):
+def test_a_model_from_a_path_is_evaluated_at_step_0_of_its_curves(tiny_overrides, student_from_path, monkeypatch):
     """A base model from a path has no stage, so no steps: its evaluations are reported at step 0."""
     import s2d_bench.evaluation as evaluation
-    from s2d_bench.models.builders import save, tiny_qwen3_student
 
-    save(*tiny_qwen3_student(), tmp_path / "student")
     overrides = [o for o in tiny_overrides if not o.startswith("student.pretrain")]  # a model from a path is not pretrained
-    runner = Runner(load_config(None, [*overrides, "student.builder=", f"student.path={tmp_path / 'student'}"]))
+    runner = Runner(load_config(None, [*overrides, *student_from_path]))
     reported = []
     monkeypatch.setattr(evaluation, "report_evaluations", lambda names, folder, records, step: reported.append((len(records), step)))
     runner.evaluation.evaluate(runner.base("student"))
