@@ -8,26 +8,21 @@ a crash at start-up or mid-item), is retried once on a fresh worker, and a failu
 reported as None (grading.grade counts it wrong, and counts it with the timeouts): one bad item
 never costs the run.
 
-A worker is a fresh interpreter that imports the graders and nothing else (`python -c` with the worker function's name
-and its end of a socket pair). multiprocessing's spawn also re-runs the parent's main script in every worker: a script
-that imports torch at the top (a benchmark, a notebook's export) paid seconds of CPU per worker, and again for every
-worker replaced after a hang.
+A worker is a fresh interpreter that imports the graders and nothing else (`s2d_bench.worker_process`: multiprocessing's
+spawn re-ran the parent's main script in every worker, seconds of CPU each for a script that imports torch).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import socket
 import subprocess
-import sys
 import time
-import weakref
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from s2d_bench.harness.graders import GRADERS, ISOLATED
+from s2d_bench.worker_process import start
 
 STARTUP = 300.0  # seconds a fresh worker may take to import and warm up its graders (a loaded machine is slow)
 MAX_STALL = 30.0  # a starved worker's item may take this many times the timeout in wall time before it counts anyway
@@ -63,17 +58,6 @@ def _receive(conn: Connection) -> tuple | None:
         return None
 
 
-# Ctrl-C reaches the whole process group: the parent answers it and ends the pool, so a worker ignores it from its first line
-BOOT = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-        "from s2d_bench.harness.grading_pool import serve; serve(sys.argv[1], int(sys.argv[2]))")
-
-
-def serve(target: str, fd: int) -> None:
-    """A worker process's entry (BOOT): run the worker function `module:name` on the connection at file descriptor `fd`."""
-    module, name = target.split(":")
-    getattr(importlib.import_module(module), name)(Connection(fd))
-
-
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time a process has used (Linux /proc); None where that cannot be read."""
     try:
@@ -87,17 +71,8 @@ class _Slot:
     """One worker process and the item it is grading."""
 
     def __init__(self) -> None:
-        mine, theirs = socket.socketpair()
-        self.conn = Connection(mine.detach())
-        fd = theirs.detach()
-        path = [p for p in [*sys.path, *os.environ.get("PYTHONPATH", "").split(os.pathsep)] if p]  # what the parent imports from
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
         target = f"{_worker.__module__}:{_worker.__qualname__}"  # read now: a test swaps the worker function
-        try:
-            self.proc = subprocess.Popen([sys.executable, "-c", BOOT, target, str(fd)], pass_fds=[fd], env=env, stdin=subprocess.DEVNULL)
-        finally:
-            os.close(fd)
-        self._reaper = weakref.finalize(self, self.proc.kill)  # at the latest when the parent exits: a hung worker never outlives it
+        self.proc, self.conn, self._reaper = start(target, self)  # killed at the latest when the parent exits
         self.key: tuple | None = None
         self.deadline = 0.0
         self.ready = False
