@@ -151,7 +151,8 @@ class TorchBackend:
         ENGINES.get(cfg.rollout.engine)  # a rollout engine whose extra is missing fails now
         self.runtime = runtime or LocalRuntime()
         self.rollout, self.prompt, self.device = cfg.rollout, cfg.prompt, resolve_device(cfg.device)
-        self.teacher_process = cfg.teacher_process and runtime is None  # one process: DeepSpeed's ranks keep theirs in the trainer
+        # on a CPU in one process (DeepSpeed's ranks keep theirs beside them; a GPU's kernels already run beside the host)
+        self.teacher_process = cfg.teacher_process and runtime is None and self.device == "cpu"
 
     def load(self, ref: str, trained: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         return load_pretrained(ref, self.device)

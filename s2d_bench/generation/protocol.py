@@ -35,7 +35,8 @@ def render_texts(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: boo
 def render(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: bool) -> list[list[int]]:
     """Prompt token ids of each user message, chat-templated, `enable_thinking=thinking` (templates
     that do not know the flag ignore it)."""
-    return [tok(t, add_special_tokens=False)["input_ids"] for t in render_texts(tok, prompts, thinking)]
+    texts = render_texts(tok, prompts, thinking)
+    return tok(texts, add_special_tokens=False)["input_ids"] if texts else []  # one call: a fast tokenizer's batch
 
 
 def completion_texts(tok: PreTrainedTokenizerBase, completions) -> list[str]:  # noqa: ANN001 - id lists or a tensor

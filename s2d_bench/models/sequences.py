@@ -16,7 +16,8 @@ from s2d_bench.generation.protocol import render
 
 def encode_completions(tok: PreTrainedTokenizerBase, completions: list[str]) -> list[list[int]]:
     """Completion text plus the end-of-turn token the model must learn to emit."""
-    return [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in completions]
+    ids = tok(list(completions), add_special_tokens=False)["input_ids"] if completions else []  # one call: a fast tokenizer's batch
+    return [row + [tok.eos_token_id] for row in ids]
 
 
 @dataclass
