@@ -727,6 +727,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'with resume.listening(interrupt=True):  # a stop asked of the run (SIGUSR1) while this node is evaluated ends nothing'):
         "build_node runs in a scheduler worker, whose Ctrl-C is ignored (listening then installs no Ctrl-C handler), or in a "
         "Slurm job, which Slurm stops with SIGUSR1 or SIGTERM, never Ctrl-C",
+    ('s2d_bench.pipeline.xǁRunnerǁrun',
+     'sequential = self.jobs == 1 or not prebuilt'):
+        "with jobs > 1, or prebuilt, every node was built and evaluated before the loop: building it again there finds it "
+        "trained and evaluated (a lock taken, files read, memory.json kept: phasemem writes no phase it did not measure) "
+        "and a stop asked meanwhile already ended the parallel build",
     ('s2d_bench.training.xǁTrainingǁstage',
      'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
         "grade() given no pool starts its own for each call and closes it: the same verdicts (its workers are the stage's "

@@ -53,6 +53,10 @@ def test_run_writes_one_record_per_evaluation_and_resumes_without_redoing(tiny_o
     phases = {runner.nodes[n].stage: p for n, p in estimated.items()}
     assert phases["base"] == {"eval add3mix"} and phases["teacher_rl"] == {"rollout", "update", "eval add3mix"}
     assert phases["warmup"] == phases["opd"] == {"rollout", "update", "eval add3mix", "c2"}
+    # C1 after teacher RL, C2 after each distillation stage, stored with the node's stage and the run's seed
+    diagnosed = {(d["node"], d["kind"]): (d["stage"], d["seed"]) for d in runner.store.diagnostics(runner.cfg.name)}
+    kinds = {"teacher_rl": "c1", "warmup": "c2", "opd": "c2"}
+    assert diagnosed == {(n.id, kinds[n.stage]): (n.stage, 0) for n in runner.nodes.values() if n.stage in kinds}
 
     calls.clear()
     again = Runner(load_config(None, [*tiny_overrides, "eval.max_batch_tokens=1"])).run()  # a memory bound: the same run
@@ -60,6 +64,27 @@ def test_run_writes_one_record_per_evaluation_and_resumes_without_redoing(tiny_o
     assert [r["mean"] for r in again] == [r["mean"] for r in records]
     assert [r["config_hash"] for r in again] == [r["config_hash"] for r in records]
     assert len((runner.dir.root / "results.jsonl").read_text().splitlines()) == 7
+
+
+def test_a_node_added_beyond_the_plan_is_built_and_evaluated_like_a_planned_one(tiny_overrides):
+    """Runner.add (benchmarks/cross_swap.py: a stage trained from another grid's inputs): the node trains from its parent's
+    model with its own seed, and its evaluation record names it and its lineage."""
+    from s2d_bench.identity import node_id
+    from s2d_bench.models.builders import load_pretrained
+    from s2d_bench.plan import Node
+
+    runner = Runner(load_config(None, [*tiny_overrides, "arms={w: {stages: [warmup]}}"]))
+    runner.run()
+    warm = next(n for n in runner.nodes.values() if n.stage == "warmup")
+    again = Node(node_id("warmup", {"again_of": warm.id}), warm.stage, warm.role, warm.parent, warm.teacher, warm.cfg, [],
+                 seed=warm.seed + 1, settings=warm.settings)
+    runner.add(again)
+    runner.build(again)
+    (target,) = runner.targets
+    record = runner.dir.read_record(again, target)
+    assert (record["node"], record["parent"], record["stage"]) == (again.id, warm.parent, "warmup")
+    weights = [load_pretrained(str(runner.dir.node_dir(n) / "model"))[0].state_dict() for n in (warm, again)]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # its own seed: another student
 
 
 def test_an_evaluation_token_budget_splits_batches_and_changes_no_completion(tiny_overrides, monkeypatch):
