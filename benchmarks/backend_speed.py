@@ -8,8 +8,11 @@ stage's wall time (from the stage call to its return: trainer set-up, every roll
 TRL's stage 2a includes generating its teacher rollouts) is reported as the median over rounds,
 with the median gap between consecutive steps beside it.
 
-Usage: python benchmarks/backend_speed.py [--steps 8] [--rounds 3]
-Prints a table and writes benchmarks/results/backend_speed.json. Goal: torch <= 0.5x TRL per stage.
+The torch side runs the embedded default's settings, so its distillation stages keep their frozen teacher in a process of
+its own (`teacher_process: true`, on the second core); `--override teacher_process=false` measures it in the trainer.
+
+Usage: python benchmarks/backend_speed.py [--steps 8] [--rounds 3] [--stages warmup opd] [--override KEY=VALUE ...] [--out FILE]
+Prints a table and writes benchmarks/results/backend_speed.json (or --out). Goal: torch <= 0.5x TRL per stage.
 """
 
 from __future__ import annotations
@@ -66,16 +69,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stages", nargs="+", choices=STAGE_NAMES, default=STAGE_NAMES)
+    parser.add_argument("--override", action="append", default=[], help="a config override (key=value) for both backends")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "backend_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    base = load_config()
+    base = load_config(None, args.override)
     task = TASKS.get("add3mix")(TaskConfig(n_labeled=256, n_unlabeled=2000, n_test=50))
     splits = task.splits()
     teacher, student, tok = models(task)
-    report: dict = {"device": "cpu", "torch_threads": 1, "steps": args.steps, "rounds": args.rounds, "stages": {}}
+    report: dict = {"device": "cpu", "torch_threads": 1, "steps": args.steps, "rounds": args.rounds, "overrides": args.override,
+                    "teacher_process": base.teacher_process, "date": time.strftime("%Y-%m-%d"), "stages": {}}
     with GradingPool() as pool:
         reward = PoolReward(task.grader, pool)
-        for stage in STAGE_NAMES:
+        for stage in args.stages:
             cfg = type(getattr(base.stages, stage))(**{**vars(getattr(base.stages, stage)), "steps": args.steps})
             runs: dict[str, list[dict]] = {"torch": [], "trl": []}
             for _ in range(args.rounds):
@@ -96,7 +103,7 @@ def main() -> None:
         t, r = row["torch"], row["trl"]
         print(f"{stage:<12}{t['stage_wall_s']:>9.2f}{r['stage_wall_s']:>9.2f}{row['ratio_torch_over_trl']:>8.2f}"
               f"{t['median_step_gap_s'] * 1e3:>15.0f}{r['median_step_gap_s'] * 1e3:>13.0f}")
-    out = ROOT / "results" / "backend_speed.json"
+    out = args.out
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {out}  (ratio = torch / trl, whole stages; goal <= 0.5)")

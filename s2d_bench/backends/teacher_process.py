@@ -1,16 +1,18 @@
-"""The distillation stages' frozen teacher in a process of its own (config `teacher_process`), on a core the trainer leaves free.
+"""The warmup's teacher rollouts sampled in a process of their own (config `teacher_process`), on a core the trainer leaves free.
 
-The warmup's teacher work (sampling a step's rollouts, then the teacher's hidden states over them) does not depend on
-anything the student learns, so this process does step t + 1's while the student trains on step t: on the tiny world it was
-three quarters of a warmup step. In on-policy distillation it runs the teacher over the student's samples while the
-student runs its own forward.
+The teacher's rollouts in stage 2a depend on nothing the student learns, so this process samples step t + 1's while the
+trainer runs the teacher and the student over step t's. Measured on the tiny world (2 cores, idle): a warmup step took
+0.18 s instead of 0.33 s; sampling was about half of it. The teacher's forward over the rollouts stays with the trainer: moved
+here too, it made this process the slower of the two, and in on-policy distillation (where the student samples) running it
+here beside the student's forward saved nothing. Until the process is ready (importing torch and transformers takes a few
+seconds) the trainer samples itself, so a short stage does not wait for it.
 
-The results are the in-process teacher's, bit for bit: the same weights (the model itself is sent, pickled), the same
-code (`open_rollouts`, `completion_hidden`) and the same shapes (each micro-batch as the trainer splits it). The stage's
-torch threads are split between the two processes (one each at `threads: 1`), so on a CPU the bits are the same where
-torch's kernels give the same bits at any thread count, as they do here (the scheduler relies on it too; tested). So the
-option changes how long a stage takes, never its numbers, and is left out of config hashes (`identity.RUN_ONLY`). The
-teacher is held twice (the trainer keeps its head, to map hidden states to logits).
+The rollouts are the trainer's own, bit for bit: the same weights (the model itself is sent, pickled), the same engine
+(`open_rollouts`), the same prompts and seeds (`peek_draw` reads the next step's draw without moving the stage's random
+stream, which its checkpoints save). The stage's torch threads are split between the two processes (one each at
+`threads: 1`), so on a CPU the bits are the same where torch's kernels give the same bits at any thread count, as they do
+here (the scheduler relies on it too; tested). So the option changes how long a stage takes, never its numbers, and is left
+out of config hashes (`identity.RUN_ONLY`). The teacher is held twice.
 """
 
 from __future__ import annotations
@@ -19,38 +21,21 @@ import contextlib
 import pickle
 import random
 import subprocess
+import threading
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from s2d_bench.backends.batching import micro_batches
-from s2d_bench.backends.runtime import LocalRuntime
 from s2d_bench.config import RolloutConfig
 from s2d_bench.generation.engine import open_rollouts
 from s2d_bench.generation.protocol import draw_step
 from s2d_bench.generation.rollouts import Rollouts
 from s2d_bench.generation.sampling import Sampling
-from s2d_bench.models.sequences import Batch, completion_hidden
 from s2d_bench.worker_process import start
-
-
-class TeacherHidden:
-    """The teacher's final hidden states over one batch, a tensor per micro-batch (read by its rows), and the teacher's
-    head that maps them to logits. A reply the teacher process is still computing is waited for at the first read."""
-
-    def __init__(self, head: torch.nn.Module, reply: Callable[[], dict[tuple[int, int], torch.Tensor]]) -> None:
-        self.head = head
-        self._reply = reply
-        self._parts: dict[tuple[int, int], torch.Tensor] | None = None
-
-    def rows(self, rows: slice) -> torch.Tensor:
-        if self._parts is None:
-            self._parts = self._reply()
-        return self._parts[(rows.start, rows.stop)]
 
 
 def peek_draw(rng: random.Random, items: Sequence, n: int) -> tuple[list, list[int]]:
@@ -61,14 +46,16 @@ def peek_draw(rng: random.Random, items: Sequence, n: int) -> tuple[list, list[i
 
 
 class TeacherProcess:
-    """The teacher's process for one stage; requests are answered in the order they are sent."""
+    """The teacher's sampling process for one warmup; requests (sent once it is `ready`) are answered in the order sent."""
 
     def __init__(self, teacher: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool) -> None:
         self.proc, self.conn, self._reaper = start(f"{__name__}:_worker", self)
-        self.head = teacher.get_output_embeddings()
         self._asked: deque[Any] = deque()  # what each request sent and not yet answered was for, oldest first
+        self._ready = False
         self._threads = torch.get_num_threads()  # the stage's: half to the teacher's process, the rest to the trainer until close
-        self._put(("init", teacher, tok, rollout, thinking, max(1, self._threads // 2)))
+        # sent from a thread: the socket holds less than a model, and the process reads it only once it has imported torch
+        init = pickle.dumps(("init", teacher, tok, rollout, thinking, max(1, self._threads // 2)), protocol=pickle.HIGHEST_PROTOCOL)
+        threading.Thread(target=self._send_init, args=(init,), daemon=True).start()
         torch.set_num_threads(max(1, self._threads - self._threads // 2))
 
     def __enter__(self) -> "TeacherProcess":
@@ -77,30 +64,36 @@ class TeacherProcess:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def rollouts(self, prompts: list[str], seeds: list[int], sampling: Sampling, micro_batch_size: int,
-                 upcoming: tuple[list[str], list[int]] | None) -> tuple[Rollouts, TeacherHidden]:
-        """The teacher's rollouts of this step and its hidden states over them (asked a step ahead, or now), after
-        asking for those of `upcoming` (the next step's prompts and seeds; None at the last step)."""
+    def _send_init(self, init: bytes) -> None:
+        with contextlib.suppress(OSError):  # it died starting: `ready` reads why
+            self.conn.send_bytes(init)
+
+    def ready(self, timeout: float | None = 0.0) -> bool:
+        """Whether the process has the teacher and takes requests (waiting up to `timeout` seconds, None: until it does)."""
+        if not self._ready and self.conn.poll(timeout):
+            self._asked.append("ready")
+            self._ready = self._reply() == "ready"
+        return self._ready
+
+    def rollouts(self, prompts: list[str], seeds: list[int], sampling: Sampling, upcoming: tuple[list[str], list[int]] | None) -> Rollouts:
+        """The teacher's rollouts of this step (asked a step ahead, or now), after asking for those of `upcoming` (the
+        next step's prompts and seeds; None at the last step)."""
         key = (list(prompts), list(seeds))
         if self._asked and self._asked[0] != key:  # not what the last step looked ahead to (a stage's draws never do this)
             self._drop_replies()
         if not self._asked:
-            self._ask_rollouts(key, sampling, micro_batch_size)
+            self._ask_rollouts(key, sampling)
         if upcoming is not None:
-            self._ask_rollouts((list(upcoming[0]), list(upcoming[1])), sampling, micro_batch_size)
-        roll, parts = self._reply()
-        return roll, TeacherHidden(self.head, lambda: parts)
-
-    def hidden(self, batch: Batch, micro_batch_size: int) -> TeacherHidden:
-        """The teacher's hidden states over `batch` (the student's samples), asked now, computed while the caller works."""
-        self._drop_replies()
-        self._asked.append(None)
-        self._put(("hidden", batch, micro_batch_size))
-        return TeacherHidden(self.head, self._reply)
+            self._ask_rollouts((list(upcoming[0]), list(upcoming[1])), sampling)
+        return self._reply()
 
     def close(self) -> None:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            self.conn.send_bytes(pickle.dumps(None))
+        """Stop the process: told to when it is idle, killed when it is still starting or working (nothing it does is kept)."""
+        if self._ready and not self._asked:
+            with contextlib.suppress(OSError):
+                self.conn.send_bytes(pickle.dumps(None))
+        else:
+            self.proc.kill()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -117,9 +110,9 @@ class TeacherProcess:
             code = None
         return RuntimeError(f"the teacher process ended (exit code {code}); what it printed is above")
 
-    def _ask_rollouts(self, key: tuple[list[str], list[int]], sampling: Sampling, micro_batch_size: int) -> None:
+    def _ask_rollouts(self, key: tuple[list[str], list[int]], sampling: Sampling) -> None:
         self._asked.append(key)
-        self._put(("rollouts", key[0], key[1], sampling, micro_batch_size))
+        self._put(("rollouts", key[0], key[1], sampling))
 
     def _drop_replies(self) -> None:
         while self._asked:
@@ -142,18 +135,12 @@ class TeacherProcess:
         return value
 
 
-def _hidden(teacher: PreTrainedModel, batch: Batch, micro_batch_size: int) -> dict[tuple[int, int], torch.Tensor]:
-    """The teacher's hidden states per micro-batch, split as the trainer splits the batch (one process: `LocalRuntime`)."""
-    with torch.no_grad():
-        return {(p.rows.start, p.rows.stop): completion_hidden(teacher, batch.rows(p.rows))
-                for p in micro_batches(batch.completion_ids.shape[0], micro_batch_size, LocalRuntime())}
-
-
 def _worker(conn: Connection) -> None:
-    """The teacher process: take the teacher, then answer requests until told to stop (None) or the parent is gone."""
+    """The teacher's process: take the teacher, then sample what is asked until told to stop (None) or the parent is gone."""
     _, teacher, tok, rollout, thinking, threads = pickle.loads(conn.recv_bytes())
     torch.set_num_threads(threads)
     teacher.eval()
+    conn.send_bytes(pickle.dumps(("ok", "ready")))
     with contextlib.ExitStack() as opened:
         engine = None
         while True:
@@ -164,14 +151,9 @@ def _worker(conn: Connection) -> None:
             if request is None:
                 return
             try:
-                if request[0] == "rollouts":
-                    _, prompts, seeds, sampling, size = request
-                    engine = engine or opened.enter_context(open_rollouts(rollout, teacher, tok, thinking, trained=False))
-                    roll = engine.rollouts(prompts, sampling, seeds)
-                    answer = ("ok", (roll, _hidden(teacher, roll.batch, size)))
-                else:
-                    _, batch, size = request
-                    answer = ("ok", _hidden(teacher, batch, size))
+                _, prompts, seeds, sampling = request
+                engine = engine or opened.enter_context(open_rollouts(rollout, teacher, tok, thinking, trained=False))
+                answer = ("ok", engine.rollouts(prompts, sampling, seeds))
             except Exception:  # noqa: BLE001 - the trainer raises it, with this traceback
                 answer = ("error", traceback.format_exc())
             conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))

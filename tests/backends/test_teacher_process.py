@@ -1,7 +1,9 @@
-"""The distillation stages' teacher in a process of its own (config `teacher_process`, backends/teacher_process.py): the
-same rollouts, losses, metrics and weights as the teacher in the trainer, bit for bit, with the trainer's micro-batches;
-the trainer itself samples nothing for the warmup; a teacher process that dies or fails ends the stage with its error."""
+"""The warmup's teacher rollouts sampled in a process of their own (config `teacher_process`, backends/teacher_process.py):
+the same rollouts, losses, metrics and weights as when the trainer samples them, bit for bit, whether the process takes
+over at the first step or later (the trainer samples until it is ready); each step asked one ahead; on-policy distillation
+untouched; a teacher process that dies or fails ends the stage with its error."""
 
+import contextlib
 import os
 import signal
 
@@ -22,15 +24,28 @@ def _stage(stage, overrides):
     return x
 
 
-@pytest.mark.parametrize("stage, micro, threads", [("warmup", 0, 1), ("warmup", 3, 2), ("opd", 0, 2), ("opd", 3, 1)])
-def test_the_teacher_in_its_own_process_trains_the_same_student_bit_for_bit(stage, micro, threads):
-    """8 sequences a step in one pass, or in passes of 3, 3 and 2; at 1 thread, or 2 split between the processes (the
-    trainer's own count back after the stage): every logged number and every weight equal."""
-    mb = [f"stages.{stage}.micro_batch_size={micro}"]
+def _ready_after(monkeypatch, local_steps):
+    """The teacher's process is found not ready by the first `local_steps` steps, then waited for: which steps it takes
+    over does not depend on how fast it starts."""
+    real, checks = teacher_process.TeacherProcess.ready, []
+
+    def ready(self, timeout=0.0):
+        checks.append(timeout)
+        return len(checks) > local_steps and real(self, None)
+
+    monkeypatch.setattr(teacher_process.TeacherProcess, "ready", ready)
+
+
+@pytest.mark.parametrize("threads, local", [(1, 0), (2, 1)])
+def test_teacher_rollouts_from_their_own_process_train_the_same_student_bit_for_bit(threads, local, monkeypatch):
+    """At 1 thread, or 2 split between the processes (the trainer's own count back after the stage); from the first step
+    or the second: every logged number and every weight equal."""
+    stage, mb = "warmup", []
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
         here = _stage(stage, mb)
+        _ready_after(monkeypatch, local)
         apart = _stage(stage, [*mb, "teacher_process=true"])
         assert torch.get_num_threads() == threads
     finally:
@@ -41,18 +56,22 @@ def test_the_teacher_in_its_own_process_trains_the_same_student_bit_for_bit(stag
     assert any(not torch.equal(a, b) for a, b in zip(apart.model.state_dict().values(), _inputs("torch", stage).model.state_dict().values()))
 
 
-def test_the_warmup_asks_each_step_once_and_a_step_ahead_and_samples_nothing_in_the_trainer(monkeypatch):
-    """...and trains with its share of the stage's threads (2: one each)."""
-    asked, opened, threads = [], [], []
+@pytest.mark.parametrize("local", [0, 1])
+def test_the_warmup_asks_each_step_once_and_a_step_ahead_once_its_teacher_process_is_ready(monkeypatch, local):
+    """Steps before it is ready are sampled by the trainer; the trainer trains with its share of the stage's threads."""
+    asked, sampled, threads = [], [], []
     real_ask, real_engine, real_update = teacher_process.TeacherProcess._ask_rollouts, TorchBackend._engine, torch_backend.distill_update
 
-    def ask(self, key, sampling, size):
+    def ask(self, key, sampling):
         asked.append((key, len(self._asked)))  # what was still unanswered when it was asked
-        return real_ask(self, key, sampling, size)
+        return real_ask(self, key, sampling)
 
+    @contextlib.contextmanager
     def engine(self, model, tok, trained):
-        opened.append(model)
-        return real_engine(self, model, tok, trained)
+        with real_engine(self, model, tok, trained) as live:
+            rollouts = live.rollouts
+            live.rollouts = lambda prompts, sampling, seeds: sampled.append((list(prompts), list(seeds))) or rollouts(prompts, sampling, seeds)
+            yield live
 
     def update(*args):
         threads.append(torch.get_num_threads())
@@ -61,6 +80,7 @@ def test_the_warmup_asks_each_step_once_and_a_step_ahead_and_samples_nothing_in_
     monkeypatch.setattr(teacher_process.TeacherProcess, "_ask_rollouts", ask)
     monkeypatch.setattr(TorchBackend, "_engine", engine)
     monkeypatch.setattr(torch_backend, "distill_update", update)
+    _ready_after(monkeypatch, local)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -68,11 +88,18 @@ def test_the_warmup_asks_each_step_once_and_a_step_ahead_and_samples_nothing_in_
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert opened == [] and threads == [1, 1, 1]
     keys = [key for key, _ in asked]
-    assert len(keys) == 3 and len({str(k) for k in keys}) == 3  # the 3 steps' prompts and seeds, each asked once
-    assert [pending for _, pending in asked] == [0, 1, 1]  # step 1 alone, then each next step while the current one is out
-    assert all(len(prompts) == 8 == len(seeds) for prompts, seeds in keys)
+    assert len(sampled) == local and len(keys) == 3 - local and threads == [1, 1, 1]
+    assert len({str(k) for k in sampled + keys}) == 3  # the 3 steps' prompts and seeds, each sampled once, here or there
+    assert [pending for _, pending in asked] == [0, 1, 1][: 3 - local]  # the first alone, then each next while one is out
+    assert all(len(prompts) == 8 == len(seeds) for prompts, seeds in sampled + keys)
+
+
+def test_on_policy_distillation_starts_no_teacher_process(monkeypatch):
+    started = []
+    monkeypatch.setattr(teacher_process.TeacherProcess, "__init__", lambda self, *args: started.append(args))
+    x = _stage("opd", ["teacher_process=true"])
+    assert x.backend.teacher_process and started == [] and len(x.logged) == 3
 
 
 def test_a_teacher_process_that_dies_or_fails_ends_the_stage_with_its_error(monkeypatch):
@@ -83,12 +110,13 @@ def test_a_teacher_process_that_dies_or_fails_ends_the_stage_with_its_error(monk
         self.proc.wait()
         return real(self, *args)
 
+    _ready_after(monkeypatch, 0)
     monkeypatch.setattr(teacher_process.TeacherProcess, "rollouts", killed)
     with pytest.raises(RuntimeError, match=r"the teacher process ended \(exit code -9\)"):
         _stage("warmup", ["teacher_process=true"])
-    monkeypatch.undo()
+    monkeypatch.setattr(teacher_process.TeacherProcess, "rollouts", real)
 
-    x = _inputs("torch", "opd", [f"stages.opd.{s}" for s in SETTINGS] + ["teacher_process=true"])
+    x = _inputs("torch", "warmup", [f"stages.warmup.{s}" for s in SETTINGS] + ["teacher_process=true"])
     x.teacher.get_decoder().layers[0].self_attn.q_proj.weight.data = torch.zeros(1)  # the teacher's forward fails there
     with pytest.raises(RuntimeError, match=r"(?s)the teacher process failed:.*Traceback.*q_proj"):
-        STAGES.get("opd").run(x)
+        STAGES.get("warmup").run(x)
