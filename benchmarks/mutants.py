@@ -728,6 +728,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "build_node runs in a scheduler worker, whose Ctrl-C is ignored (listening then installs no Ctrl-C handler), or in a "
         "Slurm job, which Slurm stops with SIGUSR1 or SIGTERM, never Ctrl-C",
     ('s2d_bench.pipeline.xǁRunnerǁrun',
+     'with resume.listening(interrupt=None):  # SIGUSR1 between stages: stop after this node'):
+        "resume.listening reads `interrupt` as a truth value: None is False",
+    ('s2d_bench.pipeline.xǁRunnerǁrun',
      'sequential = self.jobs == 1 or not prebuilt'):
         "with jobs > 1, or prebuilt, every node was built and evaluated before the loop: building it again there finds it "
         "trained and evaluated (a lock taken, files read, memory.json kept: phasemem writes no phase it did not measure) "

@@ -87,6 +87,59 @@ def test_a_node_added_beyond_the_plan_is_built_and_evaluated_like_a_planned_one(
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # its own seed: another student
 
 
+def test_a_python_callers_run_stops_after_the_node_on_sigusr1_and_at_once_on_ctrl_c(tiny_overrides, monkeypatch):
+    """Runner.run outside the CLI, one node at a time: SIGUSR1 while a node is evaluated stops the run once that node is
+    built (what it says: the nodes built so far are kept); Ctrl-C is Python's KeyboardInterrupt, at once (the CLI, not the
+    library, turns a first Ctrl-C into a stop after the step)."""
+    import os
+    import signal
+
+    from s2d_bench import resume
+    from s2d_bench.errors import Stopped
+    from s2d_bench.evaluation import Evaluation
+
+    real = Evaluation.evaluate
+    sent = []
+
+    def evaluate(self, node):
+        if not sent:
+            sent.append(node.id)
+            os.kill(os.getpid(), signum)
+        return real(self, node)
+
+    monkeypatch.setattr(Evaluation, "evaluate", evaluate)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a plain Python process
+    try:
+        signum = signal.SIGUSR1
+        runner = Runner(load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"]))
+        with pytest.raises(Stopped, match="^the nodes built so far are kept; stopped \\(SIGUSR1\\)"):
+            runner.run()
+        assert [n.id for n in runner.nodes.values() if runner.dir.read_record(n, runner.targets[0])] == sent  # that node, no other
+        sent.clear()
+        signum = signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            Runner(load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"])).run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        resume._requested.clear()  # noqa: SLF001 - what a stop asked must not reach the next test
+
+
+def test_a_run_reports_each_arms_path_under_its_seed(tiny_overrides):
+    """report_to: each arm's avg@k after each of its models (the base student first) under tb/arms/<arm>-seed<seed>."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runner = Runner(load_config(None, [*tiny_overrides, "report_to=[tensorboard]", "seed=2", "arms={d: {stages: [student_rl]}}"]))
+    records = runner.run()
+    acc = EventAccumulator(str(runner.dir.root / "tb" / "arms" / "d-seed2"), size_guidance={"scalars": 0})
+    acc.Reload()
+    ((tag,),) = [acc.Tags()["scalars"]]
+    means = {r["node"]: r["mean"] for r in records}
+    assert tag == f"eval/add3mix/avg@{records[0]['k']}"
+    assert [(e.step, e.value) for e in acc.Scalars(tag)] == [
+        (i, pytest.approx(means[node], rel=1e-6)) for i, (node, _) in enumerate(runner.arm_rows()["d"])]
+
+
 def test_an_evaluation_token_budget_splits_batches_and_changes_no_completion(tiny_overrides, monkeypatch):
     """eval.max_batch_tokens bounds every sampling batch's KV cache; problems sample from their own seeds, so a budget
     that forces one problem a batch re-evaluates a node to the same completions, byte for byte."""
