@@ -139,10 +139,8 @@ def _worker(conn: Connection) -> None:
     """The teacher's process: take the teacher, then sample what is asked until told to stop (None) or the parent is gone."""
     _, teacher, tok, rollout, thinking, threads = pickle.loads(conn.recv_bytes())
     torch.set_num_threads(threads)
-    teacher.eval()
-    conn.send_bytes(pickle.dumps(("ok", "ready")))
-    with contextlib.ExitStack() as opened:
-        engine = None
+    with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=False) as engine:
+        conn.send_bytes(pickle.dumps(("ok", "ready")))
         while True:
             try:
                 request = pickle.loads(conn.recv_bytes())
@@ -152,7 +150,6 @@ def _worker(conn: Connection) -> None:
                 return
             try:
                 _, prompts, seeds, sampling = request
-                engine = engine or opened.enter_context(open_rollouts(rollout, teacher, tok, thinking, trained=False))
                 answer = ("ok", engine.rollouts(prompts, sampling, seeds))
             except Exception:  # noqa: BLE001 - the trainer raises it, with this traceback
                 answer = ("error", traceback.format_exc())

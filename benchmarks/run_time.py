@@ -1,0 +1,86 @@
+"""`s2d-bench run` (the embedded default) end to end, with the warmup's teacher rollouts in their own process and without.
+
+Runs the command in fresh run directories, `teacher_process` true and false alternately (so drift hits both), `--pairs`
+times; times each from the command to its exit (wall, and the CPU time of its whole process tree), reads each node's
+stage time from its stage.json, and checks that each pair wrote the same records, model files and metrics byte for byte
+(the option changes how long a run takes, never its numbers). Goal (issue #33): the embedded default under 5 minutes on
+this 2-core machine with the venv installed.
+
+Usage: python benchmarks/run_time.py [--pairs 3] [--out benchmarks/results/run_time.json] [KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+CLI = Path(sys.executable).with_name("s2d-bench")
+
+
+def one_run(folder: Path, overrides: list[str]) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with open(folder / "log", "w") as log:
+        subprocess.run([str(CLI), "run", f"run_dir={folder / 'runs'}", f"store={folder / 's.sqlite'}", *overrides],
+                       env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stages = {p.parent.name: round(json.loads(p.read_text())["seconds"], 1) for p in sorted((folder / "runs" / "nodes").glob("*/stage.json"))}
+    return {"wall_s": round(wall, 1), "cpu_s": round(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, 1), "stage_s": stages}
+
+
+def fingerprint(folder: Path) -> dict:
+    """What must not move: every record's numbers, every model file, every metrics row."""
+    runs = folder / "runs"
+    records = [json.loads(line) for line in (runs / "results.jsonl").read_text().splitlines()]
+    files = sorted(p for pattern in ("nodes/*/model/*", "nodes/*/metrics.jsonl") for p in runs.glob(pattern))
+    return {"records": [(r["node"], r["mean"], r["per_problem"]) for r in records],
+            "files": {str(p.relative_to(runs)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "run_time.json")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
+    args = parser.parse_args()
+    runs: dict[str, list[dict]] = {"teacher_process": [], "in the trainer": []}
+    identical = []
+    with tempfile.TemporaryDirectory(prefix="s2d-run-time-") as tmp:
+        for pair in range(args.pairs):
+            prints = []
+            for name, extra in (("teacher_process", "teacher_process=true"), ("in the trainer", "teacher_process=false")):
+                folder = Path(tmp) / f"{pair}-{extra}"
+                folder.mkdir()
+                runs[name].append(one_run(folder, [*args.overrides, extra]))
+                prints.append(fingerprint(folder))
+                print(f"pair {pair + 1}, {name}: {runs[name][-1]['wall_s']:.1f} s", flush=True)
+                shutil.rmtree(folder / "runs" / "nodes", ignore_errors=True)  # models are large; the records stay in memory
+            identical.append(prints[0] == prints[1])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    report = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "overrides": args.overrides,
+              "identical_records_models_metrics": identical, "runs": runs,
+              "median_wall_s": {name: statistics.median(r["wall_s"] for r in rows) for name, rows in runs.items()}}
+    print(f"\n{'':<18}{'wall s (median)':>16}{'runs':>26}{'cpu s':>22}")
+    for name, rows in runs.items():
+        print(f"{name:<18}{report['median_wall_s'][name]:>16.1f}{str([r['wall_s'] for r in rows]):>26}{str([r['cpu_s'] for r in rows]):>22}")
+    print(f"same records, models and metrics in every pair: {all(identical)}")
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
