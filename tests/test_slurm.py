@@ -17,7 +17,10 @@ from s2d_bench.config import load_config
 from s2d_bench.slurm_config import SlurmConfig, SlurmJob
 
 CLI = [sys.executable, "-m", "s2d_bench.cli"]
-GRID = ["ablate", "--drop", "warmup", *TINY_OVERRIDES, "stages.teacher_rl.steps=12", "slurm.job.cpus_per_task=1", "slurm.job.mem=2G"]
+# opd long enough that a cancel sent once its bar shows lands mid-stage (2 steps were done, evaluated and saved before it
+# arrived, on a fast day)
+GRID = ["ablate", "--drop", "warmup", *TINY_OVERRIDES, "stages.teacher_rl.steps=12", "stages.opd.steps=30", "slurm.job.cpus_per_task=1",
+        "slurm.job.mem=2G"]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +74,7 @@ def test_a_grid_through_slurm_matches_the_local_executor_and_a_cancelled_node_re
         log = Path(jobs[opd]["log"])
         return log.exists() and "opd" in log.read_text(errors="replace")
 
-    _wait(stage_running)
+    _wait(stage_running, poll=0.05)
     subprocess.run(["scancel", jobs[opd]["job"]], check=True)  # mid-stage
     _wait(_queue_empty)
     rows = {r["node"]: r for r in slurm.status(remote)}
