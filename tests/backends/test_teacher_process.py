@@ -120,3 +120,27 @@ def test_a_teacher_process_that_dies_or_fails_ends_the_stage_with_its_error(monk
     x.teacher.get_decoder().layers[0].self_attn.q_proj.weight.data = torch.zeros(1)  # the teacher's forward fails there
     with pytest.raises(RuntimeError, match=r"(?s)the teacher process failed:.*Traceback.*q_proj"):
         STAGES.get("warmup").run(x)
+
+
+def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_stops_or_is_killed():
+    """Not ready at once (it imports torch first), then the engine's rollouts for those prompts and seeds, token for token;
+    told to stop when idle (exit 0), killed while it is still starting (nothing it would do is kept)."""
+    from s2d_bench.config import RolloutConfig
+    from s2d_bench.generation.engine import open_rollouts
+    from s2d_bench.generation.sampling import Sampling
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    teacher, tok = tiny_qwen3_student(seed=1)
+    prompts, seeds, sampling = ["12+30=", "7+8=", "100+1="], [5, 6, 7], Sampling(k=1, temperature=1.0, max_new_tokens=6)
+    with open_rollouts(RolloutConfig(), teacher.eval(), tok, False, trained=False) as engine:
+        here = engine.rollouts(prompts, sampling, seeds)
+    helper = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
+    assert not helper.ready() and helper.ready(None)
+    there = helper.rollouts(prompts, seeds, sampling, None)
+    assert there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
+    helper.close()
+    assert helper.proc.returncode == 0
+
+    starting = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
+    starting.close()
+    assert starting.proc.returncode == -signal.SIGKILL
