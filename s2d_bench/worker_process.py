@@ -44,3 +44,15 @@ def start(target: str, owner: object) -> tuple[subprocess.Popen, Connection, wea
     finally:
         os.close(fd)
     return proc, conn, weakref.finalize(owner, proc.kill)
+
+
+def reap(proc: subprocess.Popen, conn: Connection, reaper: weakref.finalize, wait: float) -> None:
+    """Let go of a worker told to stop (or killed): wait up to `wait` seconds for it to exit, kill it past that, and close
+    its connection; its finalizer (from `start`) is no longer needed."""
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    reaper.detach()
+    conn.close()

@@ -35,7 +35,7 @@ from s2d_bench.generation.engine import open_rollouts
 from s2d_bench.generation.protocol import draw_step
 from s2d_bench.generation.rollouts import Rollouts
 from s2d_bench.generation.sampling import Sampling
-from s2d_bench.worker_process import start
+from s2d_bench.worker_process import reap, start
 
 
 def peek_draw(rng: random.Random, items: Sequence, n: int) -> tuple[list, list[int]]:
@@ -94,13 +94,7 @@ class TeacherProcess:
                 self.conn.send_bytes(pickle.dumps(None))
         else:
             self.proc.kill()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reaper.detach()
-        self.conn.close()
+        reap(self.proc, self.conn, self._reaper, wait=10)
         torch.set_num_threads(self._threads)
 
     def _ended(self) -> RuntimeError:

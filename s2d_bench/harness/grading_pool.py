@@ -15,14 +15,13 @@ spawn re-ran the parent's main script in every worker, seconds of CPU each for a
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from s2d_bench.harness.graders import GRADERS, ISOLATED
-from s2d_bench.worker_process import start
+from s2d_bench.worker_process import reap, start
 
 STARTUP = 300.0  # seconds a fresh worker may take to import and warm up its graders (a loaded machine is slow)
 MAX_STALL = 30.0  # a starved worker's item may take this many times the timeout in wall time before it counts anyway
@@ -104,13 +103,7 @@ class _Slot:
                 self.conn.send(None)
             except (BrokenPipeError, OSError):
                 self.proc.kill()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reaper.detach()
-        self.conn.close()
+        reap(self.proc, self.conn, self._reaper, wait=5)
 
 
 class GradingPool:
