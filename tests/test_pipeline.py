@@ -124,6 +124,88 @@ def test_a_python_callers_run_stops_after_the_node_on_sigusr1_and_at_once_on_ctr
         resume._requested.clear()  # noqa: SLF001 - what a stop asked must not reach the next test
 
 
+def test_a_run_directory_under_folders_not_made_yet_is_made_with_them(tiny_overrides, tmp_path):
+    """run_dir may name a folder several levels below the nearest existing one: the run makes them all."""
+    runner = Runner(load_config(None, [*tiny_overrides, f"run_dir={tmp_path / 'a' / 'b' / 'run'}"]))
+    runner.prepare()
+    assert json.loads((tmp_path / "a" / "b" / "run" / "preflight.json").read_text()) == runner.preflight()
+
+
+def test_a_node_is_built_under_its_lock_and_its_memory_measured_on_the_runs_device(tiny_overrides, monkeypatch):
+    """A node built while another process (a second run of the config, a seed beside it) holds its lock waits for the
+    lock before training; memory.json says what was measured: a CUDA device's allocated memory, a CPU's resident set."""
+    import threading
+
+    from s2d_bench import phasemem
+    from s2d_bench.nodefiles import node_lock
+    from s2d_bench.training import Training
+
+    runner = Runner(load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"]))
+    base = next(n for n in runner.nodes.values() if n.stage == "base")
+    held, times = threading.Event(), {}
+
+    def hold():
+        with node_lock(runner.dir.lock(base)):
+            held.set()
+            time.sleep(0.5)
+            times["released"] = time.monotonic()
+
+    real = Training.train
+    monkeypatch.setattr(Training, "train", lambda self, node: times.setdefault("trained", time.monotonic()) and real(self, node))
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    runner.build(base)
+    holder.join()
+    assert times["trained"] >= times["released"]
+    assert json.loads((runner.dir.node_dir(base) / "memory.json").read_text())["measure"] == "resident set"
+
+    monkeypatch.setattr(phasemem, "_cuda_probe", lambda: (lambda: 0, lambda begun: 2**20))  # a device that grew 1 MiB a phase
+    runner.device = "cuda:0"  # what measures: training and evaluation keep their own device (this machine's CPU)
+    for path in [runner.dir.node_dir(base) / "memory.json", *runner.dir.node_dir(base).glob("eval-*.json")]:
+        path.unlink()
+    runner.build(base)  # trained: evaluated again, measured as a CUDA device's
+    assert json.loads((runner.dir.node_dir(base) / "memory.json").read_text())["measure"] == "cuda allocated"
+
+
+def test_a_workers_build_outlives_sigusr1_in_evaluation_and_ends_at_once_on_ctrl_c(tiny_overrides, monkeypatch):
+    """pipeline.build_node, one node built by a scheduler worker or a Slurm job (`s2d-bench build-node`): SIGUSR1 while
+    the node is evaluated ends nothing (the node is built and evaluated; the request waits for its caller, which stops or
+    requeues); Ctrl-C is Python's KeyboardInterrupt at once, never a stop at the next step (which a Slurm job requeues)."""
+    import os
+    import signal
+
+    from s2d_bench import resume
+    from s2d_bench.config import to_dict
+    from s2d_bench.evaluation import Evaluation
+    from s2d_bench.pipeline import build_node
+
+    real = Evaluation.evaluate
+
+    def evaluate(self, node):
+        os.kill(os.getpid(), signum)
+        return real(self, node)
+
+    monkeypatch.setattr(Evaluation, "evaluate", evaluate)
+    cfg = load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"])
+    runner = Runner(cfg)
+    base = next(n for n in runner.nodes.values() if n.stage == "base" and n.role == "student")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a Slurm job's process
+    try:
+        signum = signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            build_node(to_dict(cfg), base.id, 1)
+        assert runner.dir.is_trained(base) and not runner.dir.read_record(base, runner.targets[0])  # trained, stopped in its evaluation
+        assert not resume._requested  # noqa: SLF001 - nothing deferred
+        signum = signal.SIGUSR1
+        build_node(to_dict(cfg), base.id, 1)
+        assert runner.dir.read_record(base, runner.targets[0])["node"] == base.id
+        assert resume._requested == ["SIGUSR1"]  # noqa: SLF001 - kept for the caller
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        resume._requested.clear()  # noqa: SLF001 - what a stop asked must not reach the next test
+
+
 def test_a_run_reports_each_arms_path_under_its_seed(tiny_overrides):
     """report_to: each arm's avg@k after each of its models (the base student first) under tb/arms/<arm>-seed<seed>."""
     pytest.importorskip("tensorboard")
