@@ -1,18 +1,24 @@
-"""The warmup's teacher rollouts sampled in a process of their own (config `teacher_process`), on a core the trainer leaves free.
+"""A second process that samples beside the trainer (config `sampling_process`), on a core the trainer leaves free.
 
-The teacher's rollouts in stage 2a depend on nothing the student learns, so this process samples step t + 1's while the
-trainer runs the teacher and the student over step t's. Measured on the tiny world (2 cores, idle): a warmup step took
-0.18 s instead of 0.33 s; sampling was about half of it. The teacher's forward over the rollouts stays with the trainer: moved
-here too, it made this process the slower of the two, and in on-policy distillation (where the student samples) running it
-here beside the student's forward saved nothing. Until the process is ready (importing torch and transformers takes a few
-seconds) the trainer samples itself, so a short stage does not wait for it.
+Two uses, both in the torch backend on a CPU:
+- **The warmup's teacher rollouts, a step ahead.** They depend on nothing the student learns, so this process samples step
+  t + 1's while the trainer runs the teacher and the student over step t's (`rollouts`). Measured on the tiny world (2
+  cores, idle): a warmup step took 0.18 s instead of 0.33 s. The teacher's forward over the rollouts stays with the
+  trainer: moved here too, it made this process the slower of the two.
+- **A share of an on-policy step's samples** (GRPO, on-policy distillation), when the stage has two threads or more (the
+  scheduler gives them to a node that runs alone): the policy's weights as they are now are sent with the step's last
+  prompts (`share`), this process samples those while the trainer samples the others, and the trainer lays the whole out
+  as one (`split_rollouts`). A stage with one thread has no core to spare (the scheduler runs
+  another node beside it), so it samples alone.
+Until the process is ready (importing torch and transformers takes a few seconds) the trainer samples everything itself,
+so a short stage does not wait for it.
 
-The rollouts are the trainer's own, bit for bit: the same weights (the model itself is sent, pickled), the same engine
-(`open_rollouts`), the same prompts and seeds (`peek_draw` reads the next step's draw without moving the stage's random
-stream, which its checkpoints save). The stage's torch threads are split between the two processes (one each at
-`threads: 1`), so on a CPU the bits are the same where torch's kernels give the same bits at any thread count, as they do
-here (the scheduler relies on it too; tested). So the option changes how long a stage takes, never its numbers, and is left
-out of config hashes (`identity.RUN_ONLY`). The teacher is held twice.
+The samples are the trainer's own, bit for bit: the same weights (the model is sent pickled, the policy's weights again
+with every share), the same engine (`open_rollouts`), the same prompts and seeds (`peek_draw` reads the next step's draw
+without moving the stage's random stream, which its checkpoints save). A prompt samples from its own seed, and torch's
+CPU kernels give a row the same bits whatever else is in its batch and at any thread count, as they do here (the
+scheduler and the engine's batching rely on it too; tested). So the option changes how long a stage takes, never its
+numbers, and is left out of config hashes (`identity.RUN_ONLY`). The sampled model is held twice.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import threading
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -45,20 +51,19 @@ def peek_draw(rng: random.Random, items: Sequence, n: int) -> tuple[list, list[i
     return draw_step(copy, items, n)
 
 
-class TeacherProcess:
-    """The teacher's sampling process for one warmup; requests (sent once it is `ready`) are answered in the order sent."""
+class SamplingProcess:
+    """The sampling process of one stage; requests (sent once it is `ready`) are answered in the order sent."""
 
-    def __init__(self, teacher: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool) -> None:
+    def __init__(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool) -> None:
         self.proc, self.conn, self._reaper = start(f"{__name__}:_worker", self)
         self._asked: deque[Any] = deque()  # what each request sent and not yet answered was for, oldest first
         self._ready = False
-        self._threads = torch.get_num_threads()  # the stage's: half to the teacher's process, the rest to the trainer until close
+        self._threads = torch.get_num_threads()  # the stage's: half to this process, the rest to the trainer while it samples
         # sent from a thread: the socket holds less than a model, and the process reads it only once it has imported torch
-        init = pickle.dumps(("init", teacher, tok, rollout, thinking, max(1, self._threads // 2)), protocol=pickle.HIGHEST_PROTOCOL)
+        init = pickle.dumps(("init", model, tok, rollout, thinking, max(1, self._threads // 2)), protocol=pickle.HIGHEST_PROTOCOL)
         threading.Thread(target=self._send_init, args=(init,), daemon=True).start()
-        torch.set_num_threads(max(1, self._threads - self._threads // 2))
 
-    def __enter__(self) -> "TeacherProcess":
+    def __enter__(self) -> "SamplingProcess":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -69,7 +74,7 @@ class TeacherProcess:
             self.conn.send_bytes(init)
 
     def ready(self, timeout: float | None = 0.0) -> bool:
-        """Whether the process has the teacher and takes requests (waiting up to `timeout` seconds, None: until it does)."""
+        """Whether the process has the model and takes requests (waiting up to `timeout` seconds, None: until it does)."""
         if not self._ready and self.conn.poll(timeout):
             self._asked.append("ready")
             self._ready = self._reply() == "ready"
@@ -87,6 +92,25 @@ class TeacherProcess:
             self._ask_rollouts((list(upcoming[0]), list(upcoming[1])), sampling)
         return self._reply()
 
+    @contextlib.contextmanager
+    def trainer_threads(self) -> Iterator[None]:
+        """The trainer's torch threads while this process works: the stage's less this process's half."""
+        torch.set_num_threads(max(1, self._threads - self._threads // 2))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self._threads)
+
+    def share(self, prompts: list[str], seeds: list[int], sampling: Sampling, weights: dict[str, torch.Tensor]) -> None:
+        """Ask for the samples of these prompts (token ids, prompt-major) from the policy with these weights; `shared`
+        answers."""
+        self._drop_replies()
+        self._asked.append("share")
+        self._put(("share", prompts, seeds, sampling, weights))
+
+    def shared(self) -> list[list[int]]:
+        return self._reply()
+
     def close(self) -> None:
         """Stop the process: told to when it is idle, killed when it is still starting or working (nothing it does is kept)."""
         if self._ready and not self._asked:
@@ -95,14 +119,13 @@ class TeacherProcess:
         else:
             self.proc.kill()
         reap(self.proc, self.conn, self._reaper, wait=10)
-        torch.set_num_threads(self._threads)
 
     def _ended(self) -> RuntimeError:
         try:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
-        return RuntimeError(f"the teacher process ended (exit code {code}); what it printed is above")
+        return RuntimeError(f"the sampling process ended (exit code {code}); what it printed is above")
 
     def _ask_rollouts(self, key: tuple[list[str], list[int]], sampling: Sampling) -> None:
         self._asked.append(key)
@@ -125,15 +148,28 @@ class TeacherProcess:
         except (EOFError, OSError) as e:
             raise self._ended() from e
         if kind == "error":
-            raise RuntimeError(f"the teacher process failed:\n{value}")
+            raise RuntimeError(f"the sampling process failed:\n{value}")
         return value
 
 
+def split_rollouts(engine: Any, helper: SamplingProcess | None, policy: PreTrainedModel, prompts: list[str], sampling: Sampling,
+                   seeds: list[int]) -> Rollouts:
+    """An on-policy step's rollouts: with a ready sampling process, the last half of the prompts sampled there (with the
+    policy's weights as they are now) while the trainer samples the first half; else the trainer's engine alone."""
+    if helper is None or len(prompts) < 2 or not helper.ready():
+        return engine.rollouts(prompts, sampling, seeds)
+    half = len(prompts) // 2
+    helper.share(prompts[half:], seeds[half:], sampling, policy.state_dict())
+    with helper.trainer_threads():
+        here = engine.sample_ids(prompts[:half], sampling, seeds[:half])
+    return engine.lay_out(prompts, sampling.k, here + helper.shared())
+
+
 def _worker(conn: Connection) -> None:
-    """The teacher's process: take the teacher, then sample what is asked until told to stop (None) or the parent is gone."""
-    _, teacher, tok, rollout, thinking, threads = pickle.loads(conn.recv_bytes())
+    """The sampling process: take the model, then sample what is asked until told to stop (None) or the parent is gone."""
+    _, model, tok, rollout, thinking, threads = pickle.loads(conn.recv_bytes())
     torch.set_num_threads(threads)
-    with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=False) as engine:
+    with open_rollouts(rollout, model.eval(), tok, thinking, trained=False) as engine:
         conn.send_bytes(pickle.dumps(("ok", "ready")))
         while True:
             try:
@@ -143,8 +179,18 @@ def _worker(conn: Connection) -> None:
             if request is None:
                 return
             try:
-                _, prompts, seeds, sampling = request
-                answer = ("ok", engine.rollouts(prompts, sampling, seeds))
+                answer = ("ok", _answer(engine, model, *request))
             except Exception:  # noqa: BLE001 - the trainer raises it, with this traceback
                 answer = ("error", traceback.format_exc())
             conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _answer(engine: Any, model: PreTrainedModel, kind: str, prompts: list[str], seeds: list[int], sampling: Sampling,
+            weights: dict[str, torch.Tensor] | None = None) -> Any:
+    """A teacher's rollouts, or a policy's samples with the weights sent (copied in: the same bits)."""
+    if kind == "rollouts":
+        return engine.rollouts(prompts, sampling, seeds)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(weights[name])
+    return engine.sample_ids(prompts, sampling, seeds)
