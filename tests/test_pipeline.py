@@ -131,6 +131,17 @@ def test_a_run_directory_under_folders_not_made_yet_is_made_with_them(tiny_overr
     assert json.loads((tmp_path / "a" / "b" / "run" / "preflight.json").read_text()) == runner.preflight()
 
 
+def test_a_runs_arm_rows_in_the_store_carry_its_start_as_its_arms_file_does(tiny_overrides):
+    """The store orders a suite's configs by when their runs started (the newest is the leaderboard's): its arm rows carry
+    the run directory's start, the time the arms file says, so a store rebuilt from the directory orders them alike."""
+    runner = Runner(load_config(None, tiny_overrides))
+    time.sleep(0.01)
+    runner.prepare()
+    written = json.loads(runner.dir.arms_file(runner.cfg.seed).read_text())["written"]
+    rows = runner.store.arms(runner.cfg.name)
+    assert written == runner.dir.started and {r["written"] for r in rows} == {written} and len(rows) == 11
+
+
 def test_a_node_is_built_under_its_lock_and_its_memory_measured_on_the_runs_device(tiny_overrides, monkeypatch):
     """A node built while another process (a second run of the config, a seed beside it) holds its lock waits for the
     lock before training; memory.json says what was measured: a CUDA device's allocated memory, a CPU's resident set."""
