@@ -723,6 +723,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.pipeline.x_build_node',
      'with resume.listening(interrupt=None):  # a stop asked of the run (SIGUSR1) while this node is evaluated ends nothing'):
         "resume.listening reads `interrupt` as a truth value: None is False",
+    ('s2d_bench.training.xǁTrainingǁstage',
+     'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
+        "grade() given no pool starts its own for each step's rewards and closes it: the same rewards (the same kind of "
+        "workers and deadlines), a pool start a step slower; the tiny task's exact grader uses no pool at all",
     ('s2d_bench.pipeline.xǁRunnerǁbuild',
      'if not distributed.agree(self.dir.is_trained(node) if (main) or True else None):  # rank 0 checks the files, once'):
         "distributed.agree hands every rank rank 0's value: what another rank read is never used",
