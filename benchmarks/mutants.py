@@ -723,6 +723,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.pipeline.x_build_node',
      'with resume.listening(interrupt=None):  # a stop asked of the run (SIGUSR1) while this node is evaluated ends nothing'):
         "resume.listening reads `interrupt` as a truth value: None is False",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     "saved = checkpoints.latest() if (main) or True else None  # (a base model's pretraining keeps no saves)"):
+        "in one process `main` is True; only ranks past 0 would read the saves too (and trim metrics.jsonl beside rank 0), "
+        "and ranks run as subprocesses, which import the installed code, not the mutated copy",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     'reporting(self.cfg.report_to if (main) or True else [], self.dir.tb_dir(node)) as mirror:'):
+        "in one process `main` is True; only ranks past 0 would mirror their (devnull) metrics to TensorBoard too, and "
+        "ranks run as subprocesses, which import the installed code, not the mutated copy",
     ('s2d_bench.training.xǁTrainingǁstage',
      'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
         "grade() given no pool starts its own for each step's rewards and closes it: the same rewards (the same kind of "

@@ -142,6 +142,32 @@ def test_a_runs_arm_rows_in_the_store_carry_its_start_as_its_arms_file_does(tiny
     assert written == runner.dir.started and {r["written"] for r in rows} == {written} and len(rows) == 11
 
 
+@pytest.mark.parametrize("every_steps", [2, 0])
+def test_a_stage_built_again_after_a_crash_logs_each_step_once(tiny_overrides, monkeypatch, every_steps):
+    """A crash after step 2 of 4: with a save after step 1 the stage continues from it and its metrics keep the rows of
+    the steps before it; with none (saves by minutes only) it starts again and its metrics start again. Either way each
+    step's row once, in order."""
+    from s2d_bench import resume
+
+    overrides = [*tiny_overrides, "arms={d: {stages: [student_rl]}}", "stages.student_rl.steps=4", f"checkpoint.every_steps={every_steps}"]
+    real, crashed = resume.Checkpoints.step_done, []
+
+    def step_done(self, done, *args, **kwargs):
+        if done == 3 and not crashed:
+            crashed.append(done)
+            raise RuntimeError("killed after step 2")
+        return real(self, done, *args, **kwargs)
+
+    monkeypatch.setattr(resume.Checkpoints, "step_done", step_done)
+    with pytest.raises(RuntimeError, match="killed after step 2"):
+        Runner(load_config(None, overrides)).run()
+    runner = Runner(load_config(None, overrides))
+    runner.run()
+    (node,) = [n for n in runner.nodes.values() if n.stage == "student_rl"]
+    rows = [json.loads(line) for line in (runner.dir.node_dir(node) / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 1, 2, 3]
+
+
 def test_a_node_is_built_under_its_lock_and_its_memory_measured_on_the_runs_device(tiny_overrides, monkeypatch):
     """A node built while another process (a second run of the config, a seed beside it) holds its lock waits for the
     lock before training; memory.json says what was measured: a CUDA device's allocated memory, a CPU's resident set."""
