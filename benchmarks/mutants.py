@@ -731,6 +731,15 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'reporting(self.cfg.report_to if (main) or True else [], self.dir.tb_dir(node)) as mirror:'):
         "in one process `main` is True; only ranks past 0 would mirror their (devnull) metrics to TensorBoard too, and "
         "ranks run as subprocesses, which import the installed code, not the mutated copy",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     'mirror(prefix, row, int(row.get("step", None)))'):
+        "every row a stage or a pretraining logs carries its step (the torch and TRL backends, models/pretrain.py): the default is never read",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     'mirror(prefix, row, int(row.get("step", )))'):
+        "every row a stage or a pretraining logs carries its step (the torch and TRL backends, models/pretrain.py): the default is never read",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     'mirror(prefix, row, int(row.get("step", 1)))'):
+        "every row a stage or a pretraining logs carries its step (the torch and TRL backends, models/pretrain.py): the default is never read",
     ('s2d_bench.training.xǁTrainingǁstage',
      'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
         "grade() given no pool starts its own for each step's rewards and closes it: the same rewards (the same kind of "

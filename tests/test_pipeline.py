@@ -257,6 +257,14 @@ def test_a_run_reports_each_arms_path_under_its_seed(tiny_overrides):
     assert tag == f"eval/add3mix/avg@{records[0]['k']}"
     assert [(e.step, e.value) for e in acc.Scalars(tag)] == [
         (i, pytest.approx(means[node], rel=1e-6)) for i, (node, _) in enumerate(runner.arm_rows()["d"])]
+    # each node's training curves (tb/<node>): every logged row at its own step
+    for node in runner.nodes.values():
+        rows = [json.loads(line) for line in (runner.dir.node_dir(node) / "metrics.jsonl").read_text().splitlines()]
+        curves = EventAccumulator(str(runner.dir.tb_dir(node)), size_guidance={"scalars": 0})
+        curves.Reload()
+        prefix = node.stage if node.stage != "base" else f"pretrain_{node.role}"
+        assert [(e.step, e.value) for e in curves.Scalars(f"{prefix}/loss")] == [
+            (row["step"], pytest.approx(row["loss"], rel=1e-6)) for row in rows], node.id
 
 
 def test_an_evaluation_token_budget_splits_batches_and_changes_no_completion(tiny_overrides, monkeypatch):
