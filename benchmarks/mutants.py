@@ -740,6 +740,15 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.training.xǁTrainingǁtrain',
      'mirror(prefix, row, int(row.get("step", 1)))'):
         "every row a stage or a pretraining logs carries its step (the torch and TRL backends, models/pretrain.py): the default is never read",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     'with self.backend.saving(model) if (node.stage != "base") or True else contextlib.nullcontext():  # a stage: every rank enters'):
+        "a base model is whole (rank 0 alone pretrains it): every backend's saving context is then a null context "
+        "(torch and TRL always; DeepSpeed's gathers only ZeRO-3 parameters)",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     'with self.backend.saving(model) if (node.stage != "base") and False else contextlib.nullcontext():  # a stage: every rank enters'):
+        "torch's and TRL's saving is a null context; DeepSpeed's gathers ZeRO-3's partitions across ranks, and in one process "
+        "a ZeRO-3 stage saved outside it still reloads whole and trained (test_a_zero3_stage_is_saved_whole_and_evaluated "
+        "passes with this mutant): only ranks past one differ, and ranks run as subprocesses, which import the installed code",
     ('s2d_bench.training.xǁTrainingǁstage',
      'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
         "grade() given no pool starts its own for each step's rewards and closes it: the same rewards (the same kind of "

@@ -168,6 +168,33 @@ def test_a_stage_built_again_after_a_crash_logs_each_step_once(tiny_overrides, m
     assert [row["step"] for row in rows] == [0, 1, 2, 3]
 
 
+def test_each_nodes_curves_are_its_metrics_plotted_for_its_stage_under_its_name(tiny_overrides, tmp_path):
+    """curves.png beside metrics.jsonl: the stage's panels of its metrics, titled with what trained and the node's id."""
+    from s2d_bench.reporting.curves import plot_metrics
+
+    runner = Runner(load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"]))
+    runner.run()
+    for node in runner.nodes.values():
+        out, name = runner.dir.node_dir(node), node.stage if node.stage != "base" else f"pretrain_{node.role}"
+        assert plot_metrics(out / "metrics.jsonl", tmp_path / f"{node.id}.png", node.stage, f"{name}  ({node.id})")
+        assert (out / "curves.png").read_bytes() == (tmp_path / f"{node.id}.png").read_bytes(), node.id
+
+
+def test_a_zero3_stage_is_saved_whole_and_evaluated(tiny_overrides):
+    """DeepSpeed's ZeRO-3 partitions a stage's parameters over its ranks (one here): the model is gathered whole to be
+    saved, so it reloads with the base model's shapes, trained, and is evaluated."""
+    pytest.importorskip("deepspeed")
+    from s2d_bench.models.builders import load_pretrained
+
+    runner = Runner(load_config(None, [*tiny_overrides, "backend=deepspeed", "deepspeed.zero_stage=3", "arms={d: {stages: [warmup]}}"]))
+    records = runner.run()
+    base, stage = (next(n for n in runner.nodes.values() if n.stage == s and n.role == "student") for s in ("base", "warmup"))
+    before, after = (load_pretrained(runner.dir.model_ref(n), "cpu")[0].state_dict() for n in (base, stage))
+    assert [(k, v.shape) for k, v in after.items()] == [(k, v.shape) for k, v in before.items()]
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert {base.id, stage.id} <= {r["node"] for r in records}
+
+
 def test_a_node_is_built_under_its_lock_and_its_memory_measured_on_the_runs_device(tiny_overrides, monkeypatch):
     """A node built while another process (a second run of the config, a seed beside it) holds its lock waits for the
     lock before training; memory.json says what was measured: a CUDA device's allocated memory, a CPU's resident set."""
