@@ -749,6 +749,15 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "torch's and TRL's saving is a null context; DeepSpeed's gathers ZeRO-3's partitions across ranks, and in one process "
         "a ZeRO-3 stage saved outside it still reloads whole and trained (test_a_zero3_stage_is_saved_whole_and_evaluated "
         "passes with this mutant): only ranks past one differ, and ranks run as subprocesses, which import the installed code",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     'with self.backend.saving(model) if node.stage == "base" else contextlib.nullcontext():  # a stage: every rank enters'):
+        "a base model is whole and, in one process, so is a stage's when saved (see the mutant that never enters the context): only which nodes enter the backend's saving context changes, which matters across ranks only, and ranks run as subprocesses, which import the installed code",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     'with self.backend.saving(model) if node.stage != "XXbaseXX" else contextlib.nullcontext():  # a stage: every rank enters'):
+        "a base model is whole and, in one process, so is a stage's when saved (see the mutant that never enters the context): only which nodes enter the backend's saving context changes, which matters across ranks only, and ranks run as subprocesses, which import the installed code",
+    ('s2d_bench.training.xǁTrainingǁtrain',
+     'with self.backend.saving(model) if node.stage != "BASE" else contextlib.nullcontext():  # a stage: every rank enters'):
+        "a base model is whole and, in one process, so is a stage's when saved (see the mutant that never enters the context): only which nodes enter the backend's saving context changes, which matters across ranks only, and ranks run as subprocesses, which import the installed code",
     ('s2d_bench.training.xǁTrainingǁstage',
      'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
         "grade() given no pool starts its own for each step's rewards and closes it: the same rewards (the same kind of "

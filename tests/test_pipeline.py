@@ -143,10 +143,10 @@ def test_a_runs_arm_rows_in_the_store_carry_its_start_as_its_arms_file_does(tiny
 
 
 @pytest.mark.parametrize("every_steps", [2, 0])
-def test_a_stage_built_again_after_a_crash_logs_each_step_once(tiny_overrides, monkeypatch, every_steps):
-    """A crash after step 2 of 4: with a save after step 1 the stage continues from it and its metrics keep the rows of
-    the steps before it; with none (saves by minutes only) it starts again and its metrics start again. Either way each
-    step's row once, in order."""
+def test_a_stage_built_again_after_a_crash_logs_each_step_once(tiny_overrides, monkeypatch, capsys, every_steps):
+    """A crash after step 2 of 4: with a save after step 1 the stage continues from it (and says so) and its metrics keep
+    the rows of the steps before it; with none (saves by minutes only) it starts again and its metrics start again. Either
+    way each step's row once, in order, and no save is left once the model is committed."""
     from s2d_bench import resume
 
     overrides = [*tiny_overrides, "arms={d: {stages: [student_rl]}}", "stages.student_rl.steps=4", f"checkpoint.every_steps={every_steps}"]
@@ -161,11 +161,43 @@ def test_a_stage_built_again_after_a_crash_logs_each_step_once(tiny_overrides, m
     monkeypatch.setattr(resume.Checkpoints, "step_done", step_done)
     with pytest.raises(RuntimeError, match="killed after step 2"):
         Runner(load_config(None, overrides)).run()
+    (node,) = [n for n in Runner(load_config(None, overrides)).nodes.values() if n.stage == "student_rl"]
+    capsys.readouterr()
     runner = Runner(load_config(None, overrides))
+    assert (runner.dir.node_dir(node) / "resume").is_dir() == bool(every_steps)
     runner.run()
-    (node,) = [n for n in runner.nodes.values() if n.stage == "student_rl"]
     rows = [json.loads(line) for line in (runner.dir.node_dir(node) / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [0, 1, 2, 3]
+    assert ("student_rl: continuing from its saved state at step 2" in capsys.readouterr().err) == bool(every_steps)
+    assert not (runner.dir.node_dir(node) / "resume").exists() and runner.dir.is_trained(node)
+
+
+def test_a_stop_asked_in_a_stages_last_step_ends_the_run_once_its_model_is_saved(tiny_overrides, monkeypatch):
+    """SIGUSR1 during a stage's last step: the step saves no state (the model is saved next); the run stops right after
+    the model is committed, before its evaluation, and says so."""
+    import os
+    import signal
+
+    from s2d_bench import resume
+    from s2d_bench.errors import Stopped
+
+    overrides = [*tiny_overrides, "arms={d: {stages: [student_rl]}}"]
+    real = resume.Checkpoints.step_done
+
+    def step_done(self, done, steps, *args, **kwargs):
+        if self.stage == "student_rl" and done == steps:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real(self, done, steps, *args, **kwargs)
+
+    monkeypatch.setattr(resume.Checkpoints, "step_done", step_done)
+    runner = Runner(load_config(None, overrides))
+    (node,) = [n for n in runner.nodes.values() if n.stage == "student_rl"]
+    try:
+        with pytest.raises(Stopped, match="student_rl finished and its model is saved"):
+            runner.run()
+    finally:
+        resume._requested.clear()  # noqa: SLF001 - what a stop asked must not reach the next test
+    assert runner.dir.is_trained(node) and runner.dir.read_record(node, runner.targets[0]) is None
 
 
 def test_each_nodes_curves_are_its_metrics_plotted_for_its_stage_under_its_name(tiny_overrides, tmp_path):
