@@ -762,6 +762,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'model.to(None)'):
         "a base model is built on the CPU, and the tests' runs train on the CPU: moving it there or nowhere is the same (a "
         "GPU run's base models would stay on the CPU; no GPU here)",
+    ('s2d_bench.training.xǁTrainingǁcheckpoints',
+     'return resume.Checkpoints(self.dir.node_dir(node) / "resume", self.cfg.checkpoint, node.stage, )'):
+        "in one process `distributed.is_main()` is True, Checkpoints' default: only ranks past 0 differ, and ranks run as "
+        "subprocesses, which import the installed code",
+    ('s2d_bench.pipeline.xǁRunnerǁ_jobs',
+     'if self.cfg.jobs > 1 and (self.cfg.backend == "deepspeed" or distributed.world() > 2):'):
+        "differs only for a launched run of exactly two ranks on another backend; in one process the world is 1, and "
+        "launched ranks run as subprocesses, which import the installed code",
     ('s2d_bench.training.xǁTrainingǁstage',
      'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
         "grade() given no pool starts its own for each step's rewards and closes it: the same rewards (the same kind of "
