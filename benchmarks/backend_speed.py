@@ -52,20 +52,13 @@ def models(task):
     return teacher, student, tok
 
 
-def one_run(backend: str, stage: str, teacher, student, tok, splits, reward, cfg, run_cfg, rows: list[dict] | None = None) -> dict:
-    """Fresh copies of the models, one stage of cfg.steps steps; per-step gaps and total wall time (each logged row
-    appended to `rows` when given)."""
+def one_run(backend: str, stage: str, teacher, student, tok, splits, reward, cfg, run_cfg) -> dict:
+    """Fresh copies of the models, one stage of cfg.steps steps; per-step gaps and total wall time."""
     import copy
 
     model = copy.deepcopy(teacher if stage == "teacher_rl" else student)
     stamps: list[float] = []
-
-    def log(row: dict) -> None:
-        stamps.append(time.perf_counter())
-        if rows is not None:
-            rows.append(row)
-
-    x = StageInputs(BACKENDS.get(backend)(run_cfg), model, copy.deepcopy(teacher), tok, splits, reward, cfg, 0, log)
+    x = StageInputs(BACKENDS.get(backend)(run_cfg), model, copy.deepcopy(teacher), tok, splits, reward, cfg, 0, lambda row: stamps.append(time.perf_counter()))
     start = time.perf_counter()
     STAGES.get(stage).run(x)
     total = time.perf_counter() - start
