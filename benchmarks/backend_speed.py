@@ -9,9 +9,7 @@ TRL's stage 2a includes generating its teacher rollouts) is reported as the medi
 with the median gap between consecutive steps beside it.
 
 The torch side runs the embedded default's settings, so its distillation stages keep their frozen teacher in a process of
-its own (`sampling_process: true`, on the second core; on-policy stages share their sampling with it only at two threads
-or more, so at this benchmark's one thread they sample alone); `--override sampling_process=false` measures the warmup
-with the trainer sampling alone.
+its own (`teacher_process: true`, on the second core); `--override teacher_process=false` measures it in the trainer.
 
 Usage: python benchmarks/backend_speed.py [--steps 8] [--rounds 3] [--stages warmup opd] [--override KEY=VALUE ...] [--out FILE]
 Prints a table and writes benchmarks/results/backend_speed.json (or --out). Goal: torch <= 0.5x TRL per stage.
@@ -81,7 +79,7 @@ def main() -> None:
     splits = task.splits()
     teacher, student, tok = models(task)
     report: dict = {"device": "cpu", "torch_threads": 1, "steps": args.steps, "rounds": args.rounds, "overrides": args.override,
-                    "sampling_process": base.sampling_process, "date": time.strftime("%Y-%m-%d"), "stages": {}}
+                    "teacher_process": base.teacher_process, "date": time.strftime("%Y-%m-%d"), "stages": {}}
     with GradingPool() as pool:
         reward = PoolReward(task.grader, pool)
         for stage in args.stages:

@@ -1,6 +1,6 @@
-"""`s2d-bench run` (the embedded default) end to end, with a sampling process beside the trainer and without.
+"""`s2d-bench run` (the embedded default) end to end, with the warmup's teacher rollouts in their own process and without.
 
-Runs the command in fresh run directories, `sampling_process` true and false alternately (so drift hits both), `--pairs`
+Runs the command in fresh run directories, `teacher_process` true and false alternately (so drift hits both), `--pairs`
 times; times each from the command to its exit (wall, and the CPU time of its whole process tree), reads each node's
 stage time from its stage.json, and checks that each pair wrote the same records, model files and metrics byte for byte
 (the option changes how long a run takes, never its numbers). Goal (issue #33): the embedded default under 5 minutes on
@@ -56,12 +56,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "run_time.json")
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = parser.parse_args()
-    runs: dict[str, list[dict]] = {"sampling_process": [], "in the trainer": []}
+    runs: dict[str, list[dict]] = {"teacher_process": [], "in the trainer": []}
     identical = []
     with tempfile.TemporaryDirectory(prefix="s2d-run-time-") as tmp:
         for pair in range(args.pairs):
             prints = []
-            for name, extra in (("sampling_process", "sampling_process=true"), ("in the trainer", "sampling_process=false")):
+            for name, extra in (("teacher_process", "teacher_process=true"), ("in the trainer", "teacher_process=false")):
                 folder = Path(tmp) / f"{pair}-{extra}"
                 folder.mkdir()
                 runs[name].append(one_run(folder, [*args.overrides, extra]))

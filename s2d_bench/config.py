@@ -372,10 +372,9 @@ class RunConfig:
     threads: int = _help("torch CPU threads; 1 is fastest for tiny models on a shared machine", 1)
     jobs: int = _help("nodes built at once, each in its own process, e.g. one per CPU core for the tiny world; backend=deepspeed "
                       "and launched runs build one at a time (their ranks share each stage)", 1)
-    sampling_process: bool = _help("torch backend on a CPU: a second process samples beside the trainer, with half the stage's "
-                                   "threads (a second core): the warmup's teacher rollouts a step ahead, and in GRPO and on-policy "
-                                   "distillation with 2+ threads a share of each step's samples. The same numbers, the sampled "
-                                   "model held twice. Elsewhere the trainer samples alone", False)
+    teacher_process: bool = _help("torch backend on a CPU: the warmup's teacher rollouts are sampled a step ahead in a process of "
+                                  "their own, with half the stage's threads (a second core); the same numbers, the teacher held "
+                                  "twice. Elsewhere the trainer samples them", False)
     task: TaskConfig = _help("the verifiable task", factory=TaskConfig)
     teacher: ModelConfig = _help("the teacher", factory=lambda: ModelConfig(builder="tiny-qwen3-teacher"))
     student: ModelConfig = _help("the deployment student", factory=lambda: ModelConfig(builder="tiny-qwen3-student", pretrain=PretrainConfig(steps=800)))

@@ -49,7 +49,7 @@ EVAL_SEED = 1234  # one sampling seed for every evaluation in a run: common rand
 
 # Where and how a config runs, not what it computes ("section.key": one key of a section; memory bounds give the same samples).
 # The C2 settings ("diagnostics") change no model or evaluation; each C2 record keeps its own prompt and sample counts.
-RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "sampling_process", "preflight", "report_to", "eval.max_batch_tokens",
+RUN_ONLY = ("run_dir", "store", "arms", "seed", "jobs", "threads", "teacher_process", "preflight", "report_to", "eval.max_batch_tokens",
             "diagnostics", "executor", "slurm", "checkpoint", "teacher.http", "student.http")
 # stage settings that trade memory (or disk) for time and give the same step
 MEMORY_ONLY = ("micro_batch_size", "gradient_checkpointing", "teacher_cache")

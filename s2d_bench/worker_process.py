@@ -1,6 +1,6 @@
 """A helper process: a fresh interpreter running one worker function on its end of a socket pair.
 
-The grading pool's workers and the training stages' sampling process start this way (`start`), not through
+The grading pool's workers and the distillation stages' teacher process start this way (`start`), not through
 multiprocessing: its spawn re-runs the parent's main script in every worker, and a script that imports torch at the
 top (a benchmark, a notebook's export) paid seconds of CPU for each. The worker imports what its own module needs and
 nothing else; it finds the parent's code where the parent does (PYTHONPATH is the parent's `sys.path`), ignores Ctrl-C

@@ -40,7 +40,7 @@ TINY_OVERRIDES = [
     "task.n_unlabeled=64",
     "eval.samples=2",
     "jobs=1",  # one process: the tests that build in parallel say so
-    "sampling_process=false",  # the trainer samples alone (a sampling process costs seconds to start): tests/backends/test_sampling_process.py
+    "teacher_process=false",  # the teacher in the trainer (its process costs seconds to start): tests/backends/test_teacher_process.py
 ]
 
 

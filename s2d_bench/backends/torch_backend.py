@@ -23,7 +23,7 @@ from s2d_bench import chunked, losses
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
 from s2d_bench.backends.batching import micro_batches, mini_batch_rows, shard, token_shares
 from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer
-from s2d_bench.backends.sampling_process import SamplingProcess, peek_draw, split_rollouts
+from s2d_bench.backends.teacher_process import TeacherProcess, peek_draw
 from s2d_bench.config import RunConfig
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import open_rollouts, resolve_device
@@ -147,7 +147,7 @@ class TorchBackend:
         self.runtime = runtime or LocalRuntime()
         self.rollout, self.prompt, self.device = cfg.rollout, cfg.prompt, resolve_device(cfg.device)
         # on a CPU in one process (DeepSpeed's ranks keep theirs beside them; a GPU's kernels already run beside the host)
-        self.sampling_process = cfg.sampling_process and runtime is None and self.device == "cpu"
+        self.teacher_process = cfg.teacher_process and runtime is None and self.device == "cpu"
 
     def load(self, ref: str, trained: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         return load_pretrained(ref, self.device)
@@ -160,13 +160,6 @@ class TorchBackend:
 
     def _engine(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, trained: bool):  # noqa: ANN202 - a context manager
         return open_rollouts(self.rollout, model, tok, self.prompt.thinking, trained)
-
-    def _sharing(self, policy: PreTrainedModel, tok: PreTrainedTokenizerBase) -> SamplingProcess | None:
-        """A process that samples a share of each on-policy step (sampling_process.py), when the stage has a core to spare:
-        two threads or more (a node running alone), the hf engine."""
-        if self.sampling_process and self.rollout.engine == "hf" and torch.get_num_threads() >= 2:
-            return SamplingProcess(policy, tok, self.rollout, self.prompt.thinking)
-        return None
 
     # ------------------------------------------------------------------ stages 1 and 3
     def teacher_rl(self, job: RLJob) -> StageReport:
@@ -191,14 +184,13 @@ class TorchBackend:
         start, kept = job.checkpoints.resume(trainer, rng) if job.checkpoints else (0, {})  # after the reference: the stage's start
         draws: list[str] = kept.get("draws", [])
         bar = _steps(job.name, start, cfg.steps, rt)
-        helper = self._sharing(model, job.tok)
-        with self._engine(model, job.tok, trained=True) as engine, helper or contextlib.nullcontext():
+        with self._engine(model, job.tok, trained=True) as engine:
             for step in bar:
                 problems, seeds = draw_step(rng, job.problems, cfg.prompts_per_step)
                 draws.extend(p.id for p in problems)
                 mine, my_seeds = shard(problems, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
                 with rt.full_weights(model), phase("rollout"):
-                    roll = split_rollouts(engine, helper, model, [p.prompt for p in mine], sampling, my_seeds)
+                    roll = engine.rollouts([p.prompt for p in mine], sampling, my_seeds)
                 scores = job.reward(roll.texts, [mine[i // roll.k] for i in range(len(roll.texts))])
                 rewards = torch.tensor(scores.rewards)
                 advantages = losses.grpo_advantages(rewards.view(len(mine), roll.k), cfg.scale_rewards).flatten()
@@ -226,24 +218,21 @@ class TorchBackend:
 
         A served teacher (served/) samples the warmup's rollouts with their top-k log-probs (from the teacher cache when
         drawn before) and scores the student's samples in on-policy distillation; it is never resident here. With
-        `sampling_process` a local teacher's warmup rollouts are sampled a step ahead in a process of its own once it is
-        ready, and a share of the student's in on-policy distillation beside the trainer (sampling_process.py); the same
-        numbers."""
+        `teacher_process` a local teacher's warmup rollouts are sampled a step ahead in a process of its own once it is
+        ready (teacher_process.py), the same numbers."""
         cfg, rt = job.cfg, self.runtime
         rng = random.Random(job.seed)
         served = job.teacher if isinstance(job.teacher, ServedTeacher) else None
         teacher = rt.frozen(job.teacher) if served is None else None
         trainer = rt.trainer(job.student, cfg.lr, cfg.max_grad_norm)
+        helper = (TeacherProcess(teacher, job.tok, self.rollout, self.prompt.thinking)
+                  if self.teacher_process and teacher_samples and teacher is not None else None)
         sampler = teacher if teacher_samples else trainer.model  # None: the served teacher samples
-        ahead = self.sampling_process and teacher_samples and teacher is not None  # the warmup's teacher rollouts, a step ahead
-        helper = SamplingProcess(teacher, job.tok, self.rollout, self.prompt.thinking) if ahead else None
-        sharing = None if teacher_samples else self._sharing(trainer.model, job.tok)  # a share of each step's samples
         sampling = Sampling(k=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         start, _ = job.checkpoints.resume(trainer, rng) if job.checkpoints else (0, {})
         bar = _steps(job.name, start, cfg.steps, rt)
         opened = self._engine(sampler, job.tok, trained=not teacher_samples) if sampler is not None else contextlib.nullcontext()
-        with opened as engine, helper or contextlib.nullcontext(), sharing or contextlib.nullcontext(), \
-                helper.trainer_threads() if helper is not None else contextlib.nullcontext():  # the trainer's share, throughout
+        with opened as engine, helper or contextlib.nullcontext():
             for step in bar:
                 prompts, seeds = draw_step(rng, job.prompts, cfg.batch_size)
                 mine, my_seeds = shard(prompts, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
@@ -255,7 +244,7 @@ class TorchBackend:
                         roll, view = served.rollouts(mine, sampling, my_seeds, cfg.top_k, job.teacher_cache)
                     else:
                         with rt.full_weights(sampler):
-                            roll = split_rollouts(engine, sharing, sampler, mine, sampling, my_seeds)
+                            roll = engine.rollouts(mine, sampling, my_seeds)
                         view = served.score(roll.batch, cfg.top_k) if served is not None else None
                     batch = roll.batch.to(trainer.model.device)
                 with phase("update"):

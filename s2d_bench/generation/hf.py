@@ -68,15 +68,6 @@ class HFEngine:
         rows = render(self.tok, prompts, self.cfg.thinking)
         return rollouts_from_tokens(self.tok, rows, sampling.k, self._sample(rows, sampling, seeds, None))
 
-    def sample_ids(self, prompts: list[str], sampling: Sampling, seeds: list[int]) -> list[list[int]]:
-        """`rollouts` in two halves, for samples drawn in two processes (backends/sampling_process.py): the token ids of
-        every sample (up to and including its stop token), prompt-major..."""
-        return self._sample(render(self.tok, prompts, self.cfg.thinking), sampling, seeds, None)
-
-    def lay_out(self, prompts: list[str], k: int, samples: list[list[int]]) -> Rollouts:
-        """...and those of every prompt laid out for training as `rollouts` lays out its own."""
-        return rollouts_from_tokens(self.tok, render(self.tok, prompts, self.cfg.thinking), k, samples)
-
     def batches(self, prompts: list[str], sampling: Sampling) -> list[list[int]]:
         """The prompt indices this engine samples together (`_batches`), for a caller that must also score each batch
         within the same bound (the C2 diagnostics)."""

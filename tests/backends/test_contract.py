@@ -37,7 +37,7 @@ def _inputs(backend: str, stage: str, cfg_overrides: list[str] = ()) -> StageInp
 
     cfg = load_config(None, ["stages.teacher_rl.steps=2", "stages.teacher_rl.prompts_per_step=4", "stages.student_rl.steps=2",
                              "stages.student_rl.prompts_per_step=4", "stages.warmup.steps=2", "stages.warmup.batch_size=8",
-                             "stages.opd.steps=2", "stages.opd.batch_size=8", "sampling_process=false", *cfg_overrides])
+                             "stages.opd.steps=2", "stages.opd.batch_size=8", "teacher_process=false", *cfg_overrides])
     splits = TASKS.get("add3mix")(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=6)).splits()
     model, tok = tiny_qwen3_student(seed=0)
     teacher, _ = tiny_qwen3_student(seed=1)

@@ -60,7 +60,7 @@ def _run(stage: str, backend: str = "torch", *overrides: str):
     """Run `stage` on fresh tiny models; return the trained model and its weights after each step."""
     cfg = load_config(None, [STEPS[stage], "stages.teacher_rl.prompts_per_step=4", "stages.student_rl.prompts_per_step=4",
                              "stages.warmup.batch_size=8", "stages.opd.batch_size=8",
-                             "sampling_process=false", *overrides])  # the fake engine lives in this process
+                             "teacher_process=false", *overrides])  # the fake engine lives in this process
     runner = BACKENDS.get(backend)(cfg)
     splits = TASKS.get("add3mix")(TaskConfig(n_labeled=16, n_unlabeled=64, n_test=6)).splits()
     model, tok = tiny_qwen3_student(seed=0)

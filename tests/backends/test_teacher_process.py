@@ -1,8 +1,7 @@
-"""A second process that samples beside the trainer (config `sampling_process`, backends/sampling_process.py): the warmup's
-teacher rollouts a step ahead, a share of each on-policy step's samples (GRPO, OPD) when the stage has two threads. The
-same rollouts, losses, metrics and weights as when the trainer samples alone, bit for bit, whether the process takes over
-at the first step or later (the trainer samples until it is ready); each step asked once; a process that dies or fails
-ends the stage with its error."""
+"""The warmup's teacher rollouts sampled in a process of their own (config `teacher_process`, backends/teacher_process.py):
+the same rollouts, losses, metrics and weights as when the trainer samples them, bit for bit, whether the process takes
+over at the first step or later (the trainer samples until it is ready); each step asked one ahead; on-policy distillation
+untouched; a teacher process that dies or fails ends the stage with its error."""
 
 import contextlib
 import os
@@ -12,7 +11,7 @@ import pytest
 import torch
 from test_contract import _inputs
 
-from s2d_bench.backends import sampling_process, torch_backend
+from s2d_bench.backends import teacher_process, torch_backend
 from s2d_bench.backends.torch_backend import TorchBackend
 from s2d_bench.stages import STAGES
 
@@ -28,13 +27,13 @@ def _stage(stage, overrides):
 def _ready_after(monkeypatch, local_steps):
     """The teacher's process is found not ready by the first `local_steps` steps, then waited for: which steps it takes
     over does not depend on how fast it starts."""
-    real, checks = sampling_process.SamplingProcess.ready, []
+    real, checks = teacher_process.TeacherProcess.ready, []
 
     def ready(self, timeout=0.0):
         checks.append(timeout)
         return len(checks) > local_steps and real(self, None)
 
-    monkeypatch.setattr(sampling_process.SamplingProcess, "ready", ready)
+    monkeypatch.setattr(teacher_process.TeacherProcess, "ready", ready)
 
 
 @pytest.mark.parametrize("threads, local", [(1, 0), (2, 1)])
@@ -47,21 +46,21 @@ def test_teacher_rollouts_from_their_own_process_train_the_same_student_bit_for_
         torch.set_num_threads(threads)
         here = _stage(stage, mb)
         _ready_after(monkeypatch, local)
-        apart = _stage(stage, [*mb, "sampling_process=true"])
+        apart = _stage(stage, [*mb, "teacher_process=true"])
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
-    assert apart.backend.sampling_process and not here.backend.sampling_process
+    assert apart.backend.teacher_process and not here.backend.teacher_process
     assert apart.logged == here.logged and len(here.logged) == 3
     assert all(torch.equal(a, b) for a, b in zip(apart.model.state_dict().values(), here.model.state_dict().values()))
     assert any(not torch.equal(a, b) for a, b in zip(apart.model.state_dict().values(), _inputs("torch", stage).model.state_dict().values()))
 
 
 @pytest.mark.parametrize("local", [0, 1])
-def test_the_warmup_asks_each_step_once_and_a_step_ahead_once_its_sampling_process_is_ready(monkeypatch, local):
+def test_the_warmup_asks_each_step_once_and_a_step_ahead_once_its_teacher_process_is_ready(monkeypatch, local):
     """Steps before it is ready are sampled by the trainer; the trainer trains with its share of the stage's threads."""
     asked, sampled, threads = [], [], []
-    real_ask, real_engine, real_update = sampling_process.SamplingProcess._ask_rollouts, TorchBackend._engine, torch_backend.distill_update
+    real_ask, real_engine, real_update = teacher_process.TeacherProcess._ask_rollouts, TorchBackend._engine, torch_backend.distill_update
 
     def ask(self, key, sampling):
         asked.append((key, len(self._asked)))  # what was still unanswered when it was asked
@@ -78,14 +77,14 @@ def test_the_warmup_asks_each_step_once_and_a_step_ahead_once_its_sampling_proce
         threads.append(torch.get_num_threads())
         return real_update(*args)
 
-    monkeypatch.setattr(sampling_process.SamplingProcess, "_ask_rollouts", ask)
+    monkeypatch.setattr(teacher_process.TeacherProcess, "_ask_rollouts", ask)
     monkeypatch.setattr(TorchBackend, "_engine", engine)
     monkeypatch.setattr(torch_backend, "distill_update", update)
     _ready_after(monkeypatch, local)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        _stage("warmup", ["sampling_process=true"])
+        _stage("warmup", ["teacher_process=true"])
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -96,58 +95,15 @@ def test_the_warmup_asks_each_step_once_and_a_step_ahead_once_its_sampling_proce
     assert all(len(prompts) == 8 == len(seeds) for prompts, seeds in sampled + keys)
 
 
-@pytest.mark.parametrize("stage, local", [("opd", 0), ("student_rl", 1), ("teacher_rl", 0)])
-def test_an_on_policy_stage_with_two_threads_shares_its_sampling_and_trains_the_same_model_bit_for_bit(stage, local, monkeypatch):
-    """Two threads: each step's last half of the prompts sampled in the process with the policy's weights as they are then,
-    the first half by the trainer at one thread, the update at both; every logged number and every weight equal to the
-    trainer sampling alone. The process takes over at the first step or the second."""
-    shared, threads = [], []
-    real_share, real_update = sampling_process.SamplingProcess.share, torch_backend.distill_update
-    real_grpo = torch_backend.policy_updates
-
-    def share(self, prompts, seeds, sampling, weights):
-        shared.append((len(prompts), {k: v.clone() for k, v in weights.items()}, torch.get_num_threads()))
-        return real_share(self, prompts, seeds, sampling, weights)
-
-    def update(*args):
-        threads.append(torch.get_num_threads())
-        return (real_update if stage == "opd" else real_grpo)(*args)
-
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        here = _stage(stage, [])
-        monkeypatch.setattr(sampling_process.SamplingProcess, "share", share)
-        monkeypatch.setattr(torch_backend, "distill_update" if stage == "opd" else "policy_updates", update)
-        _ready_after(monkeypatch, local)
-        apart = _stage(stage, ["sampling_process=true"])
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-    assert apart.logged == here.logged and len(here.logged) == 3
-    assert all(torch.equal(a, b) for a, b in zip(apart.model.state_dict().values(), here.model.state_dict().values()))
-    per_step = 8 // 2 if stage == "opd" else 4 // 2  # the stages' batch_size / prompts_per_step in _inputs, halved
-    assert [(n, t) for n, _, t in shared] == [(per_step, 2)] * (3 - local) and threads == [2, 2, 2]
-    # the weights sent at a step are the policy's after the step before: the first share's differ from the last's
-    assert any(not torch.equal(a, b) for a, b in zip(shared[0][1].values(), shared[-1][1].values()))
-
-
-@pytest.mark.parametrize("stage", ["opd", "student_rl"])
-def test_an_on_policy_stage_with_one_thread_starts_no_sampling_process(stage, monkeypatch):
-    """One thread: another node runs beside it (the scheduler's jobs), so there is no core to share."""
+def test_on_policy_distillation_starts_no_teacher_process(monkeypatch):
     started = []
-    monkeypatch.setattr(sampling_process.SamplingProcess, "__init__", lambda self, *args: started.append(args))
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        x = _stage(stage, ["sampling_process=true"])
-    finally:
-        torch.set_num_threads(before)
-    assert x.backend.sampling_process and started == [] and len(x.logged) == 3
+    monkeypatch.setattr(teacher_process.TeacherProcess, "__init__", lambda self, *args: started.append(args))
+    x = _stage("opd", ["teacher_process=true"])
+    assert x.backend.teacher_process and started == [] and len(x.logged) == 3
 
 
-def test_a_sampling_process_that_dies_or_fails_ends_the_stage_with_its_error(monkeypatch):
-    real = sampling_process.SamplingProcess.rollouts
+def test_a_teacher_process_that_dies_or_fails_ends_the_stage_with_its_error(monkeypatch):
+    real = teacher_process.TeacherProcess.rollouts
 
     def killed(self, *args):
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -155,14 +111,14 @@ def test_a_sampling_process_that_dies_or_fails_ends_the_stage_with_its_error(mon
         return real(self, *args)
 
     _ready_after(monkeypatch, 0)
-    monkeypatch.setattr(sampling_process.SamplingProcess, "rollouts", killed)
-    with pytest.raises(RuntimeError, match=r"the sampling process ended \(exit code -9\)"):
-        _stage("warmup", ["sampling_process=true"])
-    monkeypatch.setattr(sampling_process.SamplingProcess, "rollouts", real)
+    monkeypatch.setattr(teacher_process.TeacherProcess, "rollouts", killed)
+    with pytest.raises(RuntimeError, match=r"the teacher process ended \(exit code -9\)"):
+        _stage("warmup", ["teacher_process=true"])
+    monkeypatch.setattr(teacher_process.TeacherProcess, "rollouts", real)
 
-    x = _inputs("torch", "warmup", [f"stages.warmup.{s}" for s in SETTINGS] + ["sampling_process=true"])
+    x = _inputs("torch", "warmup", [f"stages.warmup.{s}" for s in SETTINGS] + ["teacher_process=true"])
     x.teacher.get_decoder().layers[0].self_attn.q_proj.weight.data = torch.zeros(1)  # the teacher's forward fails there
-    with pytest.raises(RuntimeError, match=r"(?s)the sampling process failed:.*Traceback.*q_proj"):
+    with pytest.raises(RuntimeError, match=r"(?s)the teacher process failed:.*Traceback.*q_proj"):
         STAGES.get("warmup").run(x)
 
 
@@ -178,13 +134,13 @@ def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_st
     prompts, seeds, sampling = ["12+30=", "7+8=", "100+1="], [5, 6, 7], Sampling(k=1, temperature=1.0, max_new_tokens=6)
     with open_rollouts(RolloutConfig(), teacher.eval(), tok, False, trained=False) as engine:
         here = engine.rollouts(prompts, sampling, seeds)
-    helper = sampling_process.SamplingProcess(teacher, tok, RolloutConfig(), False)
+    helper = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
     assert not helper.ready() and helper.ready(None)
     there = helper.rollouts(prompts, seeds, sampling, None)
     assert there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
     helper.close()
     assert helper.proc.returncode == 0
 
-    starting = sampling_process.SamplingProcess(teacher, tok, RolloutConfig(), False)
+    starting = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
     starting.close()
     assert starting.proc.returncode == -signal.SIGKILL

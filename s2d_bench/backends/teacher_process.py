@@ -1,0 +1,150 @@
+"""The warmup's teacher rollouts sampled in a process of their own (config `teacher_process`), on a core the trainer leaves free.
+
+The teacher's rollouts in stage 2a depend on nothing the student learns, so this process samples step t + 1's while the
+trainer runs the teacher and the student over step t's. Measured on the tiny world (2 cores, idle): a warmup step took
+0.18 s instead of 0.33 s; sampling was about half of it. The teacher's forward over the rollouts stays with the trainer: moved
+here too, it made this process the slower of the two, and in on-policy distillation (where the student samples) running it
+here beside the student's forward saved nothing. Until the process is ready (importing torch and transformers takes a few
+seconds) the trainer samples itself, so a short stage does not wait for it.
+
+The rollouts are the trainer's own, bit for bit: the same weights (the model itself is sent, pickled), the same engine
+(`open_rollouts`), the same prompts and seeds (`peek_draw` reads the next step's draw without moving the stage's random
+stream, which its checkpoints save). The stage's torch threads are split between the two processes (one each at
+`threads: 1`), so on a CPU the bits are the same where torch's kernels give the same bits at any thread count, as they do
+here (the scheduler relies on it too; tested). So the option changes how long a stage takes, never its numbers, and is left
+out of config hashes (`identity.RUN_ONLY`). The teacher is held twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import random
+import subprocess
+import threading
+import traceback
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from s2d_bench.config import RolloutConfig
+from s2d_bench.generation.engine import open_rollouts
+from s2d_bench.generation.protocol import draw_step
+from s2d_bench.generation.rollouts import Rollouts
+from s2d_bench.generation.sampling import Sampling
+from s2d_bench.worker_process import reap, start
+
+
+def peek_draw(rng: random.Random, items: Sequence, n: int) -> tuple[list, list[int]]:
+    """The draw the next `draw_step(rng, items, n)` will make, leaving `rng` as it is (a stage's checkpoint saves it)."""
+    copy = random.Random()
+    copy.setstate(rng.getstate())
+    return draw_step(copy, items, n)
+
+
+class TeacherProcess:
+    """The teacher's sampling process for one warmup; requests (sent once it is `ready`) are answered in the order sent."""
+
+    def __init__(self, teacher: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool) -> None:
+        self.proc, self.conn, self._reaper = start(f"{__name__}:_worker", self)
+        self._asked: deque[Any] = deque()  # what each request sent and not yet answered was for, oldest first
+        self._ready = False
+        self._threads = torch.get_num_threads()  # the stage's: half to the teacher's process, the rest to the trainer until close
+        # sent from a thread: the socket holds less than a model, and the process reads it only once it has imported torch
+        init = pickle.dumps(("init", teacher, tok, rollout, thinking, max(1, self._threads // 2)), protocol=pickle.HIGHEST_PROTOCOL)
+        threading.Thread(target=self._send_init, args=(init,), daemon=True).start()
+        torch.set_num_threads(max(1, self._threads - self._threads // 2))
+
+    def __enter__(self) -> "TeacherProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send_init(self, init: bytes) -> None:
+        with contextlib.suppress(OSError):  # it died starting: `ready` reads why
+            self.conn.send_bytes(init)
+
+    def ready(self, timeout: float | None = 0.0) -> bool:
+        """Whether the process has the teacher and takes requests (waiting up to `timeout` seconds, None: until it does)."""
+        if not self._ready and self.conn.poll(timeout):
+            self._asked.append("ready")
+            self._ready = self._reply() == "ready"
+        return self._ready
+
+    def rollouts(self, prompts: list[str], seeds: list[int], sampling: Sampling, upcoming: tuple[list[str], list[int]] | None) -> Rollouts:
+        """The teacher's rollouts of this step (asked a step ahead, or now), after asking for those of `upcoming` (the
+        next step's prompts and seeds; None at the last step)."""
+        key = (list(prompts), list(seeds))
+        if self._asked and self._asked[0] != key:  # not what the last step looked ahead to (a stage's draws never do this)
+            self._drop_replies()
+        if not self._asked:
+            self._ask_rollouts(key, sampling)
+        if upcoming is not None:
+            self._ask_rollouts((list(upcoming[0]), list(upcoming[1])), sampling)
+        return self._reply()
+
+    def close(self) -> None:
+        """Stop the process: told to when it is idle, killed when it is still starting or working (nothing it does is kept)."""
+        if self._ready and not self._asked:
+            with contextlib.suppress(OSError):
+                self.conn.send_bytes(pickle.dumps(None))
+        else:
+            self.proc.kill()
+        reap(self.proc, self.conn, self._reaper, wait=10)
+        torch.set_num_threads(self._threads)
+
+    def _ended(self) -> RuntimeError:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return RuntimeError(f"the teacher process ended (exit code {code}); what it printed is above")
+
+    def _ask_rollouts(self, key: tuple[list[str], list[int]], sampling: Sampling) -> None:
+        self._asked.append(key)
+        self._put(("rollouts", key[0], key[1], sampling))
+
+    def _drop_replies(self) -> None:
+        while self._asked:
+            self._reply()
+
+    def _put(self, message: tuple) -> None:
+        try:
+            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError as e:  # a broken pipe: it is gone
+            raise self._ended() from e
+
+    def _reply(self) -> Any:
+        self._asked.popleft()
+        try:
+            kind, value = pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError) as e:
+            raise self._ended() from e
+        if kind == "error":
+            raise RuntimeError(f"the teacher process failed:\n{value}")
+        return value
+
+
+def _worker(conn: Connection) -> None:
+    """The teacher's process: take the teacher, then sample what is asked until told to stop (None) or the parent is gone."""
+    _, teacher, tok, rollout, thinking, threads = pickle.loads(conn.recv_bytes())
+    torch.set_num_threads(threads)
+    with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=False) as engine:
+        conn.send_bytes(pickle.dumps(("ok", "ready")))
+        while True:
+            try:
+                request = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                return
+            if request is None:
+                return
+            try:
+                _, prompts, seeds, sampling = request
+                answer = ("ok", engine.rollouts(prompts, sampling, seeds))
+            except Exception:  # noqa: BLE001 - the trainer raises it, with this traceback
+                answer = ("error", traceback.format_exc())
+            conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
