@@ -244,6 +244,32 @@ def test_a_base_models_pretraining_shows_its_role_on_its_progress_bar(tiny_overr
     assert "pretrain student: 100%" in capsys.readouterr().err
 
 
+def test_a_stop_asked_while_a_base_model_pretrains_ends_the_run_once_it_is_evaluated(tiny_overrides, monkeypatch):
+    """Pretraining keeps no saves, so a stop asked during it waits for the node: the base model is saved and evaluated,
+    then the run stops with the nodes built so far."""
+    import os
+    import signal
+
+    from s2d_bench import resume, training
+    from s2d_bench.errors import Stopped
+
+    real = training.pretrain
+
+    def pretrain(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "pretrain", pretrain)
+    runner = Runner(load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"]))
+    try:
+        with pytest.raises(Stopped, match="^the nodes built so far are kept"):
+            runner.run()
+    finally:
+        resume._requested.clear()  # noqa: SLF001 - what a stop asked must not reach the next test
+    built = [n for n in runner.nodes.values() if runner.dir.read_record(n, runner.targets[0])]
+    assert len(built) == 1 and built[0].stage == "base"
+
+
 def test_a_node_is_built_under_its_lock_and_its_memory_measured_on_the_runs_device(tiny_overrides, monkeypatch):
     """A node built while another process (a second run of the config, a seed beside it) holds its lock waits for the
     lock before training; memory.json says what was measured: a CUDA device's allocated memory, a CPU's resident set."""
