@@ -770,6 +770,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'if self.cfg.jobs > 1 and (self.cfg.backend == "deepspeed" or distributed.world() > 2):'):
         "differs only for a launched run of exactly two ranks on another backend; in one process the world is 1, and "
         "launched ranks run as subprocesses, which import the installed code",
+    ('s2d_bench.pipeline.xǁRunnerǁ__init__',
+     'self.store = Store(cfg.store) if (distributed.is_main()) or True else None  # rank 0 alone writes results'):
+        "in one process `distributed.is_main()` is True; only ranks past 0 would open the store too, and ranks run as "
+        "subprocesses, which import the installed code",
+    ('s2d_bench.pipeline.xǁRunnerǁ__init__',
+     'self.training = Training(self.cfg, self.dir, self.nodes, self.backend, self.task, self.splits, None)'):
+        "Training's device only places base models (model.to(device)), built on the CPU, where the tests' runs train "
+        "(see Training.base's model.to(None)); not testable without a GPU",
     ('s2d_bench.training.xǁTrainingǁstage',
      'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
         "grade() given no pool starts its own for each step's rewards and closes it: the same rewards (the same kind of "

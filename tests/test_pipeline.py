@@ -270,6 +270,14 @@ def test_a_stop_asked_while_a_base_model_pretrains_ends_the_run_once_it_is_evalu
     assert len(built) == 1 and built[0].stage == "base"
 
 
+def test_a_store_that_cannot_be_created_is_refused_before_the_run_naming_the_store(tiny_overrides, tmp_path):
+    from s2d_bench.errors import UserError
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UserError, match="^store '.*a-file/s.sqlite': '.*a-file' is a file, so nothing can be created under it"):
+        Runner(load_config(None, [*tiny_overrides, f"store={tmp_path / 'a-file' / 's.sqlite'}"]))
+
+
 def test_a_node_is_built_under_its_lock_and_its_memory_measured_on_the_runs_device(tiny_overrides, monkeypatch):
     """A node built while another process (a second run of the config, a seed beside it) holds its lock waits for the
     lock before training; memory.json says what was measured: a CUDA device's allocated memory, a CPU's resident set."""
