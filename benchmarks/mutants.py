@@ -47,6 +47,13 @@ OUT = ROOT / "benchmarks" / "results" / "mutants.json"
 # (mutated function, the line as the mutant reads) -> why it behaves as the original. Keyed by what the mutant changes,
 # not by mutmut's number (editing a function renumbers its mutants), so an entry can never excuse another mutation.
 # Reviewed by hand; a new survivor is either killed by a test or added here with its reason.
+# Reasons shared by several mutations of one line (each mutant is still listed by the line it writes).
+STEP_ALWAYS_LOGGED = "every row a stage or a pretraining logs carries its step (the torch and TRL backends, models/pretrain.py): the default is never read"
+SAVING_MATTERS_ACROSS_RANKS = (
+    "a base model is whole and, in one process, so is a stage's when saved (see the mutant that never enters the context): "
+    "only which nodes enter the backend's saving context changes, which matters across ranks only, and ranks run as "
+    "subprocesses, which import the installed code")
+
 EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.budget.x_rollout_bytes',
      'b = sample_batch(st.sequences / st.samples, st.per_batch, st.samples, st.prompt_tokens, st.new_tokens, st.kv_budget)'):
@@ -733,13 +740,13 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "ranks run as subprocesses, which import the installed code, not the mutated copy",
     ('s2d_bench.training.xǁTrainingǁtrain',
      'mirror(prefix, row, int(row.get("step", None)))'):
-        "every row a stage or a pretraining logs carries its step (the torch and TRL backends, models/pretrain.py): the default is never read",
+        STEP_ALWAYS_LOGGED,
     ('s2d_bench.training.xǁTrainingǁtrain',
      'mirror(prefix, row, int(row.get("step", )))'):
-        "every row a stage or a pretraining logs carries its step (the torch and TRL backends, models/pretrain.py): the default is never read",
+        STEP_ALWAYS_LOGGED,
     ('s2d_bench.training.xǁTrainingǁtrain',
      'mirror(prefix, row, int(row.get("step", 1)))'):
-        "every row a stage or a pretraining logs carries its step (the torch and TRL backends, models/pretrain.py): the default is never read",
+        STEP_ALWAYS_LOGGED,
     ('s2d_bench.training.xǁTrainingǁtrain',
      'with self.backend.saving(model) if (node.stage != "base") or True else contextlib.nullcontext():  # a stage: every rank enters'):
         "a base model is whole (rank 0 alone pretrains it): every backend's saving context is then a null context "
@@ -751,13 +758,13 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "passes with this mutant): only ranks past one differ, and ranks run as subprocesses, which import the installed code",
     ('s2d_bench.training.xǁTrainingǁtrain',
      'with self.backend.saving(model) if node.stage == "base" else contextlib.nullcontext():  # a stage: every rank enters'):
-        "a base model is whole and, in one process, so is a stage's when saved (see the mutant that never enters the context): only which nodes enter the backend's saving context changes, which matters across ranks only, and ranks run as subprocesses, which import the installed code",
+        SAVING_MATTERS_ACROSS_RANKS,
     ('s2d_bench.training.xǁTrainingǁtrain',
      'with self.backend.saving(model) if node.stage != "XXbaseXX" else contextlib.nullcontext():  # a stage: every rank enters'):
-        "a base model is whole and, in one process, so is a stage's when saved (see the mutant that never enters the context): only which nodes enter the backend's saving context changes, which matters across ranks only, and ranks run as subprocesses, which import the installed code",
+        SAVING_MATTERS_ACROSS_RANKS,
     ('s2d_bench.training.xǁTrainingǁtrain',
      'with self.backend.saving(model) if node.stage != "BASE" else contextlib.nullcontext():  # a stage: every rank enters'):
-        "a base model is whole and, in one process, so is a stage's when saved (see the mutant that never enters the context): only which nodes enter the backend's saving context changes, which matters across ranks only, and ranks run as subprocesses, which import the installed code",
+        SAVING_MATTERS_ACROSS_RANKS,
     ('s2d_bench.training.xǁTrainingǁbase',
      'model.to(None)'):
         "a base model is built on the CPU, and the tests' runs train on the CPU: moving it there or nowhere is the same (a "
@@ -778,10 +785,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'self.training = Training(self.cfg, self.dir, self.nodes, self.backend, self.task, self.splits, None)'):
         "Training's device only places base models (model.to(device)), built on the CPU, where the tests' runs train "
         "(see Training.base's model.to(None)); not testable without a GPU",
-    ('s2d_bench.training.xǁTrainingǁstage',
-     'inputs = StageInputs(self.backend, model, teacher, tok, self.splits, PoolReward(self.task.grader, None), node.settings,'):
-        "grade() given no pool starts its own for each step's rewards and closes it: the same rewards (the same kind of "
-        "workers and deadlines), a pool start a step slower; the tiny task's exact grader uses no pool at all",
     ('s2d_bench.pipeline.xǁRunnerǁbuild',
      'if not distributed.agree(self.dir.is_trained(node) if (main) or True else None):  # rank 0 checks the files, once'):
         "distributed.agree hands every rank rank 0's value: what another rank read is never used",
