@@ -13,6 +13,15 @@ from s2d_bench.plan import plan
 from s2d_bench.store import Store
 
 
+@pytest.fixture
+def stop_requests():
+    """The stops a test asks of itself (SIGUSR1, Ctrl-C), cleared after it: what a stop asked must not reach the next test."""
+    from s2d_bench import resume
+
+    yield resume._requested  # noqa: SLF001
+    resume._requested.clear()  # noqa: SLF001
+
+
 def _count_stage_calls(monkeypatch):
     calls = []
     for name in ("teacher_rl", "warmup", "opd", "student_rl"):
@@ -87,14 +96,13 @@ def test_a_node_added_beyond_the_plan_is_built_and_evaluated_like_a_planned_one(
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # its own seed: another student
 
 
-def test_a_python_callers_run_stops_after_the_node_on_sigusr1_and_at_once_on_ctrl_c(tiny_overrides, monkeypatch):
+def test_a_python_callers_run_stops_after_the_node_on_sigusr1_and_at_once_on_ctrl_c(tiny_overrides, monkeypatch, stop_requests):
     """Runner.run outside the CLI, one node at a time: SIGUSR1 while a node is evaluated stops the run once that node is
     built (what it says: the nodes built so far are kept); Ctrl-C is Python's KeyboardInterrupt, at once (the CLI, not the
     library, turns a first Ctrl-C into a stop after the step)."""
     import os
     import signal
 
-    from s2d_bench import resume
     from s2d_bench.errors import Stopped
     from s2d_bench.evaluation import Evaluation
 
@@ -121,7 +129,6 @@ def test_a_python_callers_run_stops_after_the_node_on_sigusr1_and_at_once_on_ctr
             Runner(load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"])).run()
     finally:
         signal.signal(signal.SIGINT, previous)
-        resume._requested.clear()  # noqa: SLF001 - what a stop asked must not reach the next test
 
 
 def test_a_run_directory_under_folders_not_made_yet_is_made_with_them(tiny_overrides, tmp_path):
@@ -172,7 +179,7 @@ def test_a_stage_built_again_after_a_crash_logs_each_step_once(tiny_overrides, m
     assert not (runner.dir.node_dir(node) / "resume").exists() and runner.dir.is_trained(node)
 
 
-def test_a_stop_asked_in_a_stages_last_step_ends_the_run_once_its_model_is_saved(tiny_overrides, monkeypatch):
+def test_a_stop_asked_in_a_stages_last_step_ends_the_run_once_its_model_is_saved(tiny_overrides, monkeypatch, stop_requests):
     """SIGUSR1 during a stage's last step: the step saves no state (the model is saved next); the run stops right after
     the model is committed, before its evaluation, and says so."""
     import os
@@ -192,11 +199,8 @@ def test_a_stop_asked_in_a_stages_last_step_ends_the_run_once_its_model_is_saved
     monkeypatch.setattr(resume.Checkpoints, "step_done", step_done)
     runner = Runner(load_config(None, overrides))
     (node,) = [n for n in runner.nodes.values() if n.stage == "student_rl"]
-    try:
-        with pytest.raises(Stopped, match="student_rl finished and its model is saved"):
-            runner.run()
-    finally:
-        resume._requested.clear()  # noqa: SLF001 - what a stop asked must not reach the next test
+    with pytest.raises(Stopped, match="student_rl finished and its model is saved"):
+        runner.run()
     assert runner.dir.is_trained(node) and runner.dir.read_record(node, runner.targets[0]) is None
 
 
@@ -244,13 +248,13 @@ def test_a_base_models_pretraining_shows_its_role_on_its_progress_bar(tiny_overr
     assert "pretrain student: 100%" in capsys.readouterr().err
 
 
-def test_a_stop_asked_while_a_base_model_pretrains_ends_the_run_once_it_is_evaluated(tiny_overrides, monkeypatch):
+def test_a_stop_asked_while_a_base_model_pretrains_ends_the_run_once_it_is_evaluated(tiny_overrides, monkeypatch, stop_requests):
     """Pretraining keeps no saves, so a stop asked during it waits for the node: the base model is saved and evaluated,
     then the run stops with the nodes built so far."""
     import os
     import signal
 
-    from s2d_bench import resume, training
+    from s2d_bench import training
     from s2d_bench.errors import Stopped
 
     real = training.pretrain
@@ -261,11 +265,8 @@ def test_a_stop_asked_while_a_base_model_pretrains_ends_the_run_once_it_is_evalu
 
     monkeypatch.setattr(training, "pretrain", pretrain)
     runner = Runner(load_config(None, [*tiny_overrides, "arms={d: {stages: [student_rl]}}"]))
-    try:
-        with pytest.raises(Stopped, match="^the nodes built so far are kept"):
-            runner.run()
-    finally:
-        resume._requested.clear()  # noqa: SLF001 - what a stop asked must not reach the next test
+    with pytest.raises(Stopped, match="^the nodes built so far are kept"):
+        runner.run()
     built = [n for n in runner.nodes.values() if runner.dir.read_record(n, runner.targets[0])]
     assert len(built) == 1 and built[0].stage == "base"
 
@@ -315,7 +316,7 @@ def test_a_node_is_built_under_its_lock_and_its_memory_measured_on_the_runs_devi
     assert json.loads((runner.dir.node_dir(base) / "memory.json").read_text())["measure"] == "cuda allocated"
 
 
-def test_a_workers_build_outlives_sigusr1_in_evaluation_and_ends_at_once_on_ctrl_c(tiny_overrides, monkeypatch):
+def test_a_workers_build_outlives_sigusr1_in_evaluation_and_ends_at_once_on_ctrl_c(tiny_overrides, monkeypatch, stop_requests):
     """pipeline.build_node, one node built by a scheduler worker or a Slurm job (`s2d-bench build-node`): SIGUSR1 while
     the node is evaluated ends nothing (the node is built and evaluated; the request waits for its caller, which stops or
     requeues); Ctrl-C is Python's KeyboardInterrupt at once, never a stop at the next step (which a Slurm job requeues)."""
@@ -350,7 +351,6 @@ def test_a_workers_build_outlives_sigusr1_in_evaluation_and_ends_at_once_on_ctrl
         assert resume._requested == ["SIGUSR1"]  # noqa: SLF001 - kept for the caller
     finally:
         signal.signal(signal.SIGINT, previous)
-        resume._requested.clear()  # noqa: SLF001 - what a stop asked must not reach the next test
 
 
 def test_a_run_reports_each_arms_path_under_its_seed(tiny_overrides):
