@@ -411,6 +411,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         'a store not marked ready is checked again on its next use: the same file, the same answer (one more connection)',
     ('s2d_bench.store.xǁStoreǁ__init__', 'self._ready = None'):
         'None is falsy like False: the store is checked on first use either way',
+    ('s2d_bench.store.xǁStoreǁput_eval', 'if replaces is not None or replaces != key:'):
+        "deleting the row under `key` first (replaces == key) or under no key (replaces is None) changes nothing: INSERT OR "
+        "REPLACE then writes the row under `key` either way",
     # sampling.UniformStream (core)
     ('s2d_bench.generation.sampling.xǁUniformStreamǁ__init__',
      'def xǁUniformStreamǁ__init____mutmut_orig(self, gens: list[torch.Generator], k: int, device: torch.device | str, block: int = 257) -> None:'):

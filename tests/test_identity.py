@@ -149,3 +149,24 @@ def test_extraction_joins_a_protocol_only_where_it_differs_from_what_earlier_rec
     assert legacy_eval_key(dataclasses.replace(RECORD, eval_config={"samples": 4, "extraction": "boxes"})) != legacy_eval_key(RECORD)
     with pytest.raises(Exception, match="extraction 'first'"):
         load_config(None, ["eval.extraction=first"])
+
+
+def test_a_run_keys_its_record_by_its_file_and_a_record_put_again_is_one_row(tmp_path):
+    """put_record with a run's file id keys the row by that id (two file ids: two evaluations, though the record says
+    the same), and a record put again (a re-evaluation) replaces its row."""
+    from s2d_bench.identity import eval_keys, put_record
+    from s2d_bench.store import Store
+
+    record = dataclasses.replace(RECORD, node="opd-123").to_dict()
+    assert eval_keys(record, "abc")[0] == "opd-123:math500:abc"
+    store = Store(tmp_path / "s.sqlite")
+    put_record(store, "run", record, "abc")
+    put_record(store, "run", {**record, "mean": 0.7}, "abc")
+    assert [r["mean"] for r in store.evals()] == [0.7]
+    put_record(store, "run", record, "abd")  # the task's own split under other task settings: another evaluation
+    assert sorted(r["mean"] for r in store.evals()) == [0.5, 0.7]
+
+
+def test_without_keeps_the_plain_values_of_a_list_whose_sections_it_trims():
+    values = {"benchmarks": ["aime24", {"name": "math500", "limit": 5, "extraction": "boxed"}], "name": "x"}
+    assert without(values, ("benchmarks.extraction",), {}) == {"benchmarks": ["aime24", {"name": "math500", "limit": 5}], "name": "x"}

@@ -135,3 +135,14 @@ def test_results_hold_every_seed_of_the_config_oldest_first_and_an_unreadable_re
     rd.result_path(node_a, Target()).write_text("{not json")
     assert rd.read_record(node_a, Target()) is None and not rd.result_path(node_a, Target()).exists()
     assert "is not a readable evaluation record; evaluating add again" in capsys.readouterr().err
+
+
+def test_every_seed_of_a_run_locks_a_node_at_the_one_place_the_layout_names(tmp_path):
+    """Seeds side by side (and a second `run` of one config) wait on each other through this file: it must be the same
+    path for them, the node's own, inside the run directory where the module docstring says."""
+    rd, nodes = _dir(tmp_path)
+    other_seed, _ = _dir(tmp_path, "seed=3")
+    locks = {rd.lock(n) for n in nodes.values()}
+    assert len(locks) == len(nodes)
+    for node in nodes.values():
+        assert rd.lock(node) == other_seed.lock(node) == tmp_path / "run" / "locks" / f"{node.id}.lock"

@@ -163,3 +163,34 @@ def test_switching_a_locked_new_file_to_wal_waits_for_the_lock_and_other_errors_
     with pytest.raises(sqlite3.OperationalError, match="unable to open"):
         unopenable._use_wal()
     assert time.perf_counter() - start < 1.0  # not retried
+
+
+def test_a_store_answered_locked_tries_again_up_to_its_attempts_then_says_so(tmp_path, monkeypatch):
+    """The immediate "database is locked" of two processes switching a new file to WAL together is a race no test can
+    time; a real SQLite connection that answers the first `locked` journal switches so stands in for the other process."""
+    import functools
+    import sqlite3
+
+    import pytest
+
+    tries = []
+
+    class Busy(sqlite3.Connection):
+        def execute(self, sql, *args):  # noqa: ANN001, ANN202 - sqlite3's own signature
+            if sql.startswith("PRAGMA journal_mode"):
+                tries.append(sql)
+                if len(tries) <= self.locked_answers:
+                    raise sqlite3.OperationalError("database is locked")
+            return super().execute(sql, *args)
+
+    monkeypatch.setattr(sqlite3, "connect", functools.partial(sqlite3.connect, factory=Busy))
+    Busy.locked_answers = 2
+    Store(tmp_path / "a.sqlite")._use_wal(attempts=3)  # the third try switches it
+    assert len(tries) == 3
+    with sqlite3.connect(tmp_path / "a.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    tries.clear()
+    Busy.locked_answers = 10
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        Store(tmp_path / "b.sqlite")._use_wal(attempts=3)
+    assert len(tries) == 3  # every attempt, then the error
