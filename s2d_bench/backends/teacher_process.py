@@ -8,7 +8,7 @@ here beside the student's forward saved nothing. Until the process is ready (imp
 seconds) the trainer samples itself, so a short stage does not wait for it.
 
 The rollouts are the trainer's own, bit for bit: the same weights (the model itself is sent, pickled), the same engine
-(`open_rollouts`), the same prompts and seeds (`peek_draw` reads the next step's draw without moving the stage's random
+(`open_rollouts`), the same prompts and seeds (`protocol.peek_draw` reads the next step's draw without moving the stage's random
 stream, which its checkpoints save). The stage's torch threads are split between the two processes (one each at
 `threads: 1`), so on a CPU the bits are the same where torch's kernels give the same bits at any thread count, as they do
 here (the scheduler relies on it too; tested). So the option changes how long a stage takes, never its numbers, and is left
@@ -19,30 +19,21 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-import random
 import subprocess
 import threading
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.config import RolloutConfig
 from s2d_bench.generation.engine import open_rollouts
-from s2d_bench.generation.protocol import draw_step
 from s2d_bench.generation.rollouts import Rollouts
 from s2d_bench.generation.sampling import Sampling
 from s2d_bench.worker_process import reap, start
-
-
-def peek_draw(rng: random.Random, items: Sequence, n: int) -> tuple[list, list[int]]:
-    """The draw the next `draw_step(rng, items, n)` will make, leaving `rng` as it is (a stage's checkpoint saves it)."""
-    copy = random.Random()
-    copy.setstate(rng.getstate())
-    return draw_step(copy, items, n)
 
 
 class TeacherProcess:

@@ -23,11 +23,11 @@ from s2d_bench import chunked, losses
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
 from s2d_bench.backends.batching import micro_batches, mini_batch_rows, shard, token_shares
 from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer
-from s2d_bench.backends.teacher_process import TeacherProcess, peek_draw
+from s2d_bench.backends.teacher_process import TeacherProcess
 from s2d_bench.config import RunConfig
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import open_rollouts, resolve_device
-from s2d_bench.generation.protocol import draw_step
+from s2d_bench.generation.protocol import draw_step, peek_draw
 from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.builders import load_pretrained
 from s2d_bench.models.checkpointing import checkpointing

@@ -103,3 +103,11 @@ def draw_step(rng: random.Random, items: Sequence[T], n: int) -> tuple[list[T], 
     """
     picked = rng.sample(items, min(n, len(items)))
     return picked, prompt_seeds(rng.randrange(2**31), len(picked))
+
+
+def peek_draw(rng: random.Random, items: Sequence[T], n: int) -> tuple[list[T], list[int]]:
+    """The draw the next `draw_step(rng, items, n)` will make, leaving `rng` as it is (a stage's checkpoint saves it):
+    a helper process samples the next step's rollouts while this one trains (backends/teacher_process.py)."""
+    ahead = random.Random()
+    ahead.setstate(rng.getstate())
+    return draw_step(ahead, items, n)

@@ -211,3 +211,21 @@ def test_prompt_seeds_and_step_draws_are_the_ones_earlier_runs_drew():
     assert draw_step(random.Random(0), list(range(10)), 3) == ([6, 9, 0], [199397271131000043, 2284932007262676052, 2141479890809876938])
     picked, seeds = draw_step(random.Random(0), list(range(2)), 3)  # fewer items than asked: all of them, once each
     assert sorted(picked) == [0, 1] and len(seeds) == 2
+
+
+
+def test_peeking_at_the_next_step_draws_what_it_will_draw_and_moves_nothing():
+    """A helper process samples step t + 1's rollouts while step t trains: the peek must be that step's draw exactly, and
+    leave the stage's random stream (which its checkpoints save) where it was."""
+    import random
+
+    from s2d_bench.generation.protocol import draw_step, peek_draw
+
+    items = list(range(20))
+    rng = random.Random(5)
+    draw_step(rng, items, 4)  # a stage some steps in
+    for n in (4, 30):  # a step's batch, and more than there are items
+        before = rng.getstate()
+        ahead = peek_draw(rng, items, n)
+        assert rng.getstate() == before
+        assert ahead == draw_step(rng, items, n) and len(ahead[0]) == min(n, 20)
