@@ -92,6 +92,7 @@ def test_the_template_would_think_without_the_flag():
     assert tok.decode(plain).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert thinking != plain
     assert tok.apply_chat_template([{"role": "user", "content": "1+1="}], tokenize=False, add_generation_prompt=True) == tok.decode(thinking)
+    assert render(tok, [], True) == []  # no prompts, no rows (a fast tokenizer's batch call refuses [])
 
 
 @pytest.mark.parametrize("backend", ["torch", "deepspeed", "trl"])

@@ -17,6 +17,7 @@ def test_encode_completions_is_the_text_plus_the_end_of_turn_token_and_nothing_e
     tok = char_tokenizer()
     ids = encode_completions(tok, ["12", ""])
     assert ids == [[tok.convert_tokens_to_ids("1"), tok.convert_tokens_to_ids("2"), tok.eos_token_id], [tok.eos_token_id]]
+    assert encode_completions(tok, []) == []  # no texts (a fast tokenizer's batch call refuses [])
 
 
 def test_left_pad_by_hand():
