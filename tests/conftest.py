@@ -59,6 +59,14 @@ def tiny_overrides(tmp_path):
 
 SERVED_TEACHER = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t"]  # nobody listens there
 
+# A Qwen3-style chat template small enough for the char tokenizer: the reply opens with an empty think block unless the
+# prompt is rendered for thinking (`enable_thinking`), which the tiny builders' own template ignores.
+QWEN3_LIKE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
 
 @pytest.fixture
 def student_from_path(tmp_path) -> list[str]:

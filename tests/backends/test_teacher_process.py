@@ -9,6 +9,7 @@ import signal
 
 import pytest
 import torch
+from conftest import QWEN3_LIKE
 from test_contract import _inputs
 
 from s2d_bench.backends import teacher_process, torch_backend
@@ -20,6 +21,7 @@ SETTINGS = ["steps=3", "temperature=0.9", "max_new_tokens=6"]
 
 def _stage(stage, overrides):
     x = _inputs("torch", stage, [f"stages.{stage}.{s}" for s in SETTINGS] + overrides)
+    x.tok.chat_template = QWEN3_LIKE  # Qwen3's way with `enable_thinking` (the tiny template ignores it): each mode renders apart
     STAGES.get(stage).run(x)
     return x
 
@@ -36,11 +38,12 @@ def _ready_after(monkeypatch, local_steps):
     monkeypatch.setattr(teacher_process.TeacherProcess, "ready", ready)
 
 
-@pytest.mark.parametrize("threads, local", [(1, 0), (2, 1)])
-def test_teacher_rollouts_from_their_own_process_train_the_same_student_bit_for_bit(threads, local, monkeypatch):
+@pytest.mark.parametrize("threads, local, mb", [(1, 0, []), (2, 1, []), (1, 0, ["prompt.thinking=true"])],
+                         ids=["one-thread", "two-threads-later", "thinking-prompts"])
+def test_teacher_rollouts_from_their_own_process_train_the_same_student_bit_for_bit(threads, local, mb, monkeypatch):
     """At 1 thread, or 2 split between the processes (the trainer's own count back after the stage); from the first step
-    or the second: every logged number and every weight equal."""
-    stage, mb = "warmup", []
+    or the second; prompts rendered for thinking too: every logged number and every weight equal."""
+    stage = "warmup"
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)

@@ -10,6 +10,8 @@ would miss a stop token. Each path is spied on where the ids enter the model.
 
 import pytest
 
+from conftest import QWEN3_LIKE
+
 from s2d_bench import diagnostics
 from s2d_bench.backends import BACKENDS
 from s2d_bench.config import EvalConfig, TaskConfig, load_config
@@ -24,11 +26,6 @@ from s2d_bench.models.builders import tiny_qwen3_student
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.tasks import TASKS
 
-QWEN3_LIKE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
-)
 STEPS = ["stages.teacher_rl.steps=1", "stages.teacher_rl.prompts_per_step=2", "stages.teacher_rl.samples_per_prompt=2",
          "stages.opd.steps=1", "stages.opd.batch_size=2", "stages.warmup.steps=1", "stages.warmup.batch_size=2",
          "stages.teacher_rl.max_new_tokens=4", "stages.opd.max_new_tokens=4", "stages.warmup.max_new_tokens=4"]
