@@ -238,7 +238,7 @@ def test_deepspeed_builds_one_node_at_a_time_and_says_so_only_when_asked_for_mor
     assert Runner(load_config(None, [*tiny_overrides, "backend=deepspeed", "jobs=1"])).jobs == 1
     assert "one node at a time" not in capsys.readouterr().err
     assert Runner(load_config(None, [*tiny_overrides, "backend=deepspeed", "jobs=2"])).jobs == 1
-    assert "jobs=2: backend=deepspeed on 1 rank(s) builds one node at a time" in capsys.readouterr().err
+    assert "jobs=2: backend=deepspeed on 1 rank(s) builds one node at a time; its ranks share each stage instead\n" in capsys.readouterr().err
     assert Runner(load_config(None, [*tiny_overrides, "jobs=2"])).jobs == 2
 
 
