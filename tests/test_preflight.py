@@ -65,6 +65,34 @@ def test_deepspeed_refuses_a_step_with_fewer_prompts_than_the_launch_has_ranks(m
     _check("backend=torch", *args[1:])  # a world is DeepSpeed's
 
 
+def test_each_backend_refusal_says_what_cannot_run_and_what_to_do_instead(monkeypatch):
+    """The whole line a user reads for each refusal of backends/refusals.py (the tests above match their first words)."""
+    refused = {
+        ("backend=trl", *SERVED_TEACHER, "arms={b: {stages: [warmup]}}", "stages.warmup.estimator=topk"):
+            "backend=trl: TRL's distillation trainers score with a teacher model resident beside the student; a served teacher "
+            "(teacher.server) trains with backend=torch or backend=deepspeed",
+        ("backend=trl", "rollout.engine=hf-compiled"):
+            "backend=trl: rollout.engine=hf-compiled is not one of TRL's samplers (hf, vllm: its own generate, or its colocated "
+            "vLLM); use backend=torch",
+        ("backend=trl", "stages.teacher_rl.micro_batch_size=3"):
+            "backend=trl: teacher_rl: mini_batches and micro_batch_size must divide the step's 256 sequences evenly (TRL "
+            "accumulates equal micro-batches)",
+        ("backend=trl", "stages.opd.estimator=topk"):
+            "backend=trl: opd.estimator=topk has no TRL equivalent (its trainers use the full-vocabulary divergence): set "
+            "estimator: full, or use backend=torch",
+    }
+    for overrides, line in refused.items():
+        with pytest.raises(UserError) as refusal:
+            _check(*overrides)
+        assert str(refusal.value) == line
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    _check("backend=deepspeed", "arms={b: {stages: [opd]}}", "stages.opd.batch_size=8")  # a prompt for each rank is enough
+    with pytest.raises(UserError) as refusal:
+        _check("backend=deepspeed", "arms={b: {stages: [opd]}}", "stages.opd.batch_size=7")
+    assert str(refusal.value) == ("backend=deepspeed: b/opd draws 7 prompts a step for 8 ranks; raise its prompts_per_step/batch_size "
+                                  "to at least the number of ranks")
+
+
 def test_deepspeed_refuses_bf16_without_fp32_gradient_accumulation():
     for zero in (0, 1):
         with pytest.raises(UserError, match=f"deepspeed.bf16 with zero_stage {zero} would accumulate micro-batch gradients in bf16"):

@@ -44,6 +44,21 @@ def test_a_bf16_reference_of_an_fp32_policy_is_made_a_tensor_at_a_time_and_equal
     assert not torch.equal(next(policy.parameters()), next(same.parameters()))  # a copy: training the policy leaves it
 
 
+def test_a_cast_copy_casts_only_floating_tensors_and_keeps_which_parameters_train():
+    """Integer buffers (step counters, position ids) keep their dtype in a bf16 copy, a frozen parameter stays frozen, and
+    the copy shares no storage with the model it was made from."""
+    model = torch.nn.Linear(3, 2)
+    model.register_buffer("count", torch.tensor([7], dtype=torch.int64))
+    model.bias.requires_grad_(False)
+    copy = cast_copy(model, "cpu", torch.bfloat16)
+    assert copy.count.dtype == torch.int64 and copy.count.item() == 7
+    assert copy.weight.dtype == copy.bias.dtype == torch.bfloat16
+    assert (copy.weight.requires_grad, copy.bias.requires_grad) == (True, False)
+    assert copy.weight.data_ptr() != model.weight.data_ptr() and torch.equal(copy.weight, model.weight.to(torch.bfloat16))
+    same = cast_copy(model)  # no dtype: every tensor as it was
+    assert same.weight.dtype == torch.float32 and same.count.dtype == torch.int64 and same.weight.data_ptr() != model.weight.data_ptr()
+
+
 def test_the_preflight_counts_the_reference_model_in_the_weights_precision_and_partitioned_under_zero3():
     from dataclasses import replace
 

@@ -380,3 +380,53 @@ def test_a_prefill_of_prompts_of_one_length_is_the_models_own_forward_bit_for_bi
                        for a, b in zip(cache.layers, ref.past_key_values.layers))
         else:
             torch.testing.assert_close(logits, ref.logits[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_each_sample_ends_at_its_own_stop_and_the_engine_reports_every_sample_done():
+    """k samples of a prompt end at different steps: each keeps its own tokens up to and including its stop (or the cap),
+    whether asked as texts or as token rows, and the progress callback counts every sample."""
+    model, tok = MODELS.get("tiny-qwen3-student")(seed=2)
+    engine = HFEngine(model, tok, EngineConfig(prompts_per_batch=2))
+    prompts, s = ["1+1=", "23+4=", "9="], Sampling(k=8, temperature=1.0, max_new_tokens=40)
+    seeds, seen = prompt_seeds(3, len(prompts)), []
+    out = engine.generate(prompts, s, seeds, seen.append)
+    assert sum(seen) == len(out) == 24 and len({len(c.ids) for c in out}) > 2  # lengths differ within prompts
+    stops = set(engine.eos_ids)
+    for c in out:
+        first = next((i for i, t in enumerate(c.ids) if t in stops), None)
+        assert (first == len(c.ids) - 1) if first is not None else len(c.ids) == s.max_new_tokens
+        assert c.tokens == len(c.ids)
+    seen.clear()
+    again = engine.generate_ids(render(tok, prompts, False), s, seeds, seen.append)
+    assert [c.ids for c in again] == [c.ids for c in out] and sum(seen) == 24
+    with pytest.raises(ValueError, match=r"^2 seeds for 3 prompts: one seed per prompt$"):
+        engine.generate(prompts, s, seeds[:2])
+
+
+def test_a_non_thinking_engine_checks_and_batches_prompts_as_it_renders_them(monkeypatch):
+    """With a template that renders the two prompt modes apart, the context check and the batches an engine reports
+    (C2 scores in them) follow the engine's own mode: the batches are the ones it samples in."""
+    from conftest import QWEN3_LIKE
+
+    from s2d_bench.errors import UserError
+
+    model, tok = MODELS.get("tiny-qwen3-student")(seed=2)
+    tok.chat_template = QWEN3_LIKE
+    prompts = ["12+34=", "56+78="]
+    size = len(render(tok, prompts[:1], False)[0])
+    assert size > len(render(tok, prompts[:1], True)[0])  # the empty think block of a non-thinking reply
+    model.config.max_position_embeddings = size + 5
+    engine = HFEngine(model, tok, EngineConfig(prompts_per_batch=0, max_batch_tokens=2 * (size - 1 + 4), thinking=False))
+    engine.check_prompts(prompts, ["a", "b"], 5)  # fills the context exactly
+    with pytest.raises(UserError, match=rf"prompt \({size} tokens\) \+ max_new_tokens \(6\) exceed the model's context of {size + 5} tokens"):
+        engine.check_prompts(prompts, ["a", "b"], 6)
+    s, shapes = Sampling(k=1, temperature=1.0, max_new_tokens=4), []
+    real_sample = sampling_module.sample
+
+    def counting(model, ids, mask, *args):
+        shapes.append(ids.shape[0])
+        return real_sample(model, ids, mask, *args)
+
+    monkeypatch.setattr(HFEngine, "decode", staticmethod(counting))
+    engine.generate(prompts, s, prompt_seeds(0, 2))
+    assert [len(b) for b in engine.batches(prompts, s)] == shapes == [1, 1]  # two of them are over the bound
