@@ -304,11 +304,13 @@ def test_rows_after_their_stop_hold_the_pad_id_and_the_width_is_the_longest_row(
         assert row[n - 1].item() in stops and (row[n:] == 57).all()
 
 
-def test_rows_left_after_the_longest_prompts_leave_keep_their_padding_mask(monkeypatch):
-    """Repeated-cache path: the two longest prompts (no padding) are made to stop at their second token, so they leave
-    the batch first and every prompt still generating is left-padded; its mask must be kept for the rows that remain
-    (the tokens are the loop's that never evicts)."""
-    monkeypatch.setattr(sampling_module, "sharing_prompts", lambda m: contextlib.nullcontext())
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-prefix", "repeated-cache"])
+def test_rows_left_after_the_longest_prompts_leave_keep_their_padding_mask(monkeypatch, shared):
+    """Both decode paths: the two longest prompts (no padding) are made to stop at their second token, so they leave
+    the batch first and every prompt still generating is left-padded; its mask (the shared cache's prompt bias) must be
+    kept for the rows that remain (the tokens are the loop's that never evicts)."""
+    if not shared:
+        monkeypatch.setattr(sampling_module, "sharing_prompts", lambda m: contextlib.nullcontext())
     model, tok = MODELS.get("tiny-qwen3-teacher")(seed=5)
     prompts = ["123+456=", "250+250=", "1+1=", "7", "5+5=", "9+9="]
     ids, mask = left_pad(encode_prompts(tok, prompts), tok.pad_token_id)
