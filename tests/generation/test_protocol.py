@@ -9,6 +9,7 @@ would miss a stop token. Each path is spied on where the ids enter the model.
 """
 
 import pytest
+import torch
 
 from conftest import QWEN3_LIKE
 
@@ -227,3 +228,38 @@ def test_peeking_at_the_next_step_draws_what_it_will_draw_and_moves_nothing():
         ahead = peek_draw(rng, items, n)
         assert rng.getstate() == before
         assert ahead == draw_step(rng, items, n) and len(ahead[0]) == min(n, 20)
+
+
+def test_engine_settings_devices_and_dtypes_are_checked_with_the_fix_named():
+    """What a user mistypes in `eval:`/`rollout:` (or asks of a machine without a GPU) fails at once, saying what to use."""
+    from s2d_bench.errors import UserError
+    from s2d_bench.generation.engine import EngineConfig, resolve_device, resolve_dtype
+
+    EngineConfig(dtype="bfloat16", prompts_per_batch=0, max_batch_tokens=0)  # 0: every prompt at once, no bound
+    for bad, line in [({"dtype": "fp8"}, "dtype fp8: use auto, float32, bfloat16, float16"),
+                      ({"prompts_per_batch": -1}, "prompts_per_batch must be >= 0 (0: every prompt in one batch)"),
+                      ({"max_batch_tokens": -1}, "max_batch_tokens must be >= 0 (0: no bound)")]:
+        with pytest.raises(UserError) as refusal:
+            EngineConfig(**bad)
+        assert str(refusal.value) == line
+    assert not torch.cuda.is_available()  # this machine: the GPU branches are a GPU run's to test
+    assert resolve_device("auto") == resolve_device("cpu") == "cpu"
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(UserError) as refusal:
+            resolve_device(name)
+        assert str(refusal.value) == f"device={name} but torch sees no GPU: use device=cpu (or auto)"
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+
+
+def test_a_stages_engine_follows_its_model_and_is_closed_when_its_block_ends_or_fails(monkeypatch):
+    from s2d_bench.config import RolloutConfig
+    from s2d_bench.generation.engine import open_rollouts
+
+    closed = []
+    monkeypatch.setattr(HFEngine, "close", lambda self: closed.append(self))
+    student, _, tok = _models()
+    with open_rollouts(RolloutConfig(prompts_per_batch=3), student, tok, True, trained=True) as engine:
+        assert isinstance(engine, HFEngine) and engine.model is student and engine.cfg.thinking and engine.cfg.prompts_per_batch == 3
+    with pytest.raises(KeyError), open_rollouts(RolloutConfig(), student, tok, False, trained=False):
+        raise KeyError("a stage failed")
+    assert len(closed) == 2
