@@ -88,6 +88,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = ""'):
         "read only when the wait runs out, which a process that closed its socket does not make it do (see the wait's bound)",
     ('s2d_bench.generation.hf.xǁHFEngineǁ_sample', 'device = None'): CPU_HERE,
+    ('s2d_bench.generation.hf.xǁHFEngineǁ_batches', 'cap = self.cfg.prompts_per_batch or max(len(order), 2)'):
+        "with no count bound the cap is the number of prompts: 1 and 2 differ only for a single prompt (or none), and a lone "
+        "prompt's batch is yielded at the end either way",
     ('s2d_bench.generation.hf.xǁHFEngineǁ_sample',
      'tokens, alive = self.decode(self.model, ids.to(None), mask.to(device), sampling, self.eos_ids, self.tok.pad_token_id,'): CPU_HERE,
     ('s2d_bench.generation.hf.xǁHFEngineǁ_sample',

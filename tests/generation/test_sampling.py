@@ -432,3 +432,30 @@ def test_a_non_thinking_engine_checks_and_batches_prompts_as_it_renders_them(mon
     monkeypatch.setattr(HFEngine, "decode", staticmethod(counting))
     engine.generate(prompts, s, prompt_seeds(0, 2))
     assert [len(b) for b in engine.batches(prompts, s)] == shapes == [1, 1]  # two of them are over the bound
+
+
+def test_prompts_of_like_length_share_a_batch_within_the_count_and_the_token_bound():
+    """Batches take prompts shortest first (the least left padding), at most prompts_per_batch of them (0: all), and at
+    most max_batch_tokens KV positions, k x (the batch's longest prompt + max_new_tokens) each: a bound met exactly fits."""
+    model, tok = MODELS.get("tiny-qwen3-student")(seed=2)
+    prompts = ["1234+5678=", "1=", "123+4=", "12="]
+    size = [len(r) for r in render(tok, prompts, False)]
+    assert size[1] < size[3] < size[2] < size[0]
+    s = Sampling(k=3, temperature=1.0, max_new_tokens=5)
+    batches = lambda **cfg: HFEngine(model, tok, EngineConfig(**cfg)).batches(prompts, s)  # noqa: E731
+    assert batches(prompts_per_batch=2) == [[1, 3], [2, 0]]
+    assert batches(prompts_per_batch=0) == [[1, 3, 2, 0]]
+    two = 2 * s.k * (size[3] + s.max_new_tokens)  # the two shortest, exactly
+    assert batches(prompts_per_batch=0, max_batch_tokens=two) == [[1, 3], [2], [0]]
+    assert batches(prompts_per_batch=0, max_batch_tokens=two - 1) == [[1], [3], [2], [0]]
+
+
+def test_the_sampler_never_draws_an_id_past_the_tokenizer_of_a_padded_embedding():
+    """Checkpoints pad their embedding past the tokenizer (Qwen3: 151,936 rows for 151,669 tokens): rows no text maps to."""
+    model, tok = MODELS.get("tiny-qwen3-student")(seed=2)
+    model.resize_token_embeddings(len(tok) + 40, mean_resizing=False)
+    with torch.no_grad():
+        model.get_output_embeddings().weight[len(tok):] *= 50  # the padding rows would win many draws
+    out = HFEngine(model, tok, EngineConfig()).generate(["1+1=", "22+3="], Sampling(k=8, temperature=1.0, max_new_tokens=12),
+                                                       prompt_seeds(1, 2))
+    assert max(t for c in out for t in c.ids) < len(tok)
