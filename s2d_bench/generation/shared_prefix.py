@@ -143,6 +143,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     """
     if q.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias, scale=scale)
+    return attend_plain(q, k, v, bias, scale)
+
+
+def attend_plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`attend` off the CPU: the scores in float32 by plain matmuls, then their softmax and log-sum-exp."""
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
     if bias is not None:
         scores = scores + bias

@@ -237,6 +237,28 @@ def test_shared_prefix_attention_equals_plain_attention_for_several_new_tokens()
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("masked", [True, False], ids=["padding-bias", "no-bias"])
+def test_attention_off_the_cpu_equals_the_cpu_kernel_which_the_cpu_uses_bit_for_bit(masked):
+    """Off the CPU, attention over the shared cache is plain matmuls; on it, torch's fused kernel, whose bits every CPU
+    run's tokens so far came from. The two agree (values and log-sum-exp) up to float rounding, padding excluded."""
+    from s2d_bench.generation.shared_prefix import attend, attend_plain
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, n, 8, generator=gen) for n in (1, 5, 5))
+    bias = torch.zeros(3, 1, 1, 5).masked_fill(torch.tensor([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0] * 5]).bool()[:, None, None], float("-inf"))
+    bias = bias if masked else None
+    fused = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias, scale=0.3)
+    out, lse = attend(q, k, v, bias, 0.3)
+    assert torch.equal(out, fused[0]) and torch.equal(lse, fused[1])
+    plain_out, plain_lse = attend_plain(q, k, v, bias, 0.3)
+    torch.testing.assert_close(plain_out, out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain_lse, lse.reshape(plain_lse.shape), rtol=1e-5, atol=1e-6)
+    if masked:  # a padded position takes no weight: moving its value changes nothing
+        v2 = v.clone()
+        v2[0, :, :2] = 100.0
+        torch.testing.assert_close(attend_plain(q, k, v2, bias, 0.3)[0], plain_out)
+
+
 def test_shared_prefix_cache_grows_past_its_first_buffer_and_stops_at_its_budget(monkeypatch):
     from s2d_bench.generation.shared_prefix import SharedPrefixLayer
 
