@@ -147,3 +147,48 @@ def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_st
     starting = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
     starting.close()
     assert starting.proc.returncode == -signal.SIGKILL
+
+
+def test_the_process_loop_takes_the_teacher_answers_in_order_reports_failures_and_stops(monkeypatch):
+    """The loop the process runs (`_worker`), run here over a pipe: ready once it holds the teacher, each request's
+    rollouts at the threads it was given, a failing request answered with its traceback (the loop goes on), and an end
+    on None or when the trainer's end closes."""
+    import pickle
+    import threading
+    from multiprocessing import Pipe
+
+    from s2d_bench.config import RolloutConfig
+    from s2d_bench.generation.engine import open_rollouts
+    from s2d_bench.generation.sampling import Sampling
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    teacher, tok = tiny_qwen3_student(seed=1)
+    tok.chat_template = QWEN3_LIKE  # prompts rendered for thinking differ from the others
+    prompts, seeds, sampling = ["12+30=", "7+8="], [5, 6], Sampling(k=1, temperature=1.0, max_new_tokens=6)
+    with open_rollouts(RolloutConfig(), teacher.eval(), tok, True, trained=False) as engine:
+        here = engine.rollouts(prompts, sampling, seeds)
+    threads = []
+    monkeypatch.setattr(teacher_process.torch, "set_num_threads", threads.append)
+
+    def answer(conn):  # noqa: ANN001, ANN202 - a loop that stopped answering fails the test instead of hanging it
+        assert conn.poll(30), "the loop did not answer"
+        return pickle.loads(conn.recv_bytes())
+
+    for end in (None, "close"):
+        trainer, process = Pipe()
+        loop = threading.Thread(target=teacher_process._worker, args=(process,))
+        loop.start()
+        trainer.send_bytes(pickle.dumps(("init", teacher, tok, RolloutConfig(), True, 3)))
+        assert answer(trainer) == ("ok", "ready") and threads[-1] == 3
+        trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds, sampling)))
+        kind, there = answer(trainer)
+        assert kind == "ok" and there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
+        trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds[:1], sampling)))  # one seed for two prompts
+        kind, error = answer(trainer)
+        assert kind == "error" and "Traceback" in error and "1 seeds for 2 prompts" in error
+        if end is None:
+            trainer.send_bytes(pickle.dumps(None))
+        else:
+            trainer.close()
+        loop.join(timeout=30)
+        assert not loop.is_alive()
