@@ -57,6 +57,13 @@ SAVING_MATTERS_ACROSS_RANKS = (
 CPU_HERE = "on this CPU-only machine every tensor is on the CPU, where a device of None or the default leaves it (a GPU run's tests would catch it)"
 GROWTH = ("how much the generated tokens' cache grows when full (double, at least what is needed, at most the capacity): "
           "allocation sizes, not values; every size the rule can give holds the tokens written so far")
+ZEROED_NOT_DROPPED = ("gradients zeroed in place instead of dropped: every parameter of the models the stages train takes part in "
+                      "every forward, so the next backward writes each one anew either way (the same sums), and AdamW steps the "
+                      "same parameters")
+UNSHOWN_DEFAULT = ("the default is read only for a stage config without an estimator (GRPO's), which the same check accepts: its "
+                   "message is never shown")
+EXITED_WAIT = ("the process closed its end of the socket (the pipe broke, or EOF): it has exited or is exiting, and the wait's "
+               "bound is never reached")
 
 EQUIVALENT: dict[tuple[str, str], str] = {
     # engines group
@@ -66,35 +73,27 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'return t.detach().to(dtype=dtype if dtype is not None and t.is_floating_point() else None, copy=True)'): CPU_HERE,
     ('s2d_bench.backends.runtime.xǁAdamWTrainerǁbackward', 'def xǁAdamWTrainerǁbackward__mutmut_orig(self, loss: torch.Tensor, last: bool = False) -> None:'):
         "AdamWTrainer.backward never reads `last` (DeepSpeed's trainer does)",
-    ('s2d_bench.backends.runtime.xǁAdamWTrainerǁstep', 'self.opt.zero_grad(set_to_none=None)'):
-        "gradients zeroed in place instead of dropped: every parameter of the models the stages train takes part in every "
-        "forward, so the next backward writes each one anew either way (the same sums), and AdamW steps the same parameters",
-    ('s2d_bench.backends.runtime.xǁAdamWTrainerǁstep', 'self.opt.zero_grad(set_to_none=False)'):
-        "gradients zeroed in place instead of dropped: every parameter of the models the stages train takes part in every "
-        "forward, so the next backward writes each one anew either way (the same sums), and AdamW steps the same parameters",
+    ('s2d_bench.backends.runtime.xǁAdamWTrainerǁstep', 'self.opt.zero_grad(set_to_none=None)'): ZEROED_NOT_DROPPED,
+    ('s2d_bench.backends.runtime.xǁAdamWTrainerǁstep', 'self.opt.zero_grad(set_to_none=False)'): ZEROED_NOT_DROPPED,
     ('s2d_bench.backends.refusals.x__trl', 'per_step = st.step_sequences / st.step_mini_batches'):
         "read only when the mini-batches divide the step's sequences (the `or` before it refuses otherwise): the quotient is "
         "exact, and a float with an integer's value leaves the same remainder",
     ('s2d_bench.backends.refusals.x__trl',
-     "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', None)} has no TRL equivalent (its trainers use the \""):
-        "the default is read only for a stage config without an estimator (GRPO's), which the same check accepts: its message is never shown",
+     "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', None)} has no TRL equivalent (its trainers use the \""): UNSHOWN_DEFAULT,
     ('s2d_bench.backends.refusals.x__trl',
-     "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', 'XXXX')} has no TRL equivalent (its trainers use the \""):
-        "the default is read only for a stage config without an estimator (GRPO's), which the same check accepts: its message is never shown",
-    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = self.proc.wait(timeout=None)'):
-        "the process closed its end of the socket (the pipe broke, or EOF): it has exited or is exiting, and the wait's bound is never reached",
-    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = self.proc.wait(timeout=6)'):
-        "the process closed its end of the socket (the pipe broke, or EOF): it has exited or is exiting, and the wait's bound is never reached",
+     "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', 'XXXX')} has no TRL equivalent (its trainers use the \""): UNSHOWN_DEFAULT,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = self.proc.wait(timeout=None)'): EXITED_WAIT,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = self.proc.wait(timeout=6)'): EXITED_WAIT,
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = ""'):
         "read only when the wait runs out, which a process that closed its socket does not make it do (see the wait's bound)",
     ('s2d_bench.generation.hf.xǁHFEngineǁ_sample', 'device = None'): CPU_HERE,
-    ('s2d_bench.generation.hf.xǁHFEngineǁ_batches', 'cap = self.cfg.prompts_per_batch or max(len(order), 2)'):
-        "with no count bound the cap is the number of prompts: 1 and 2 differ only for a single prompt (or none), and a lone "
-        "prompt's batch is yielded at the end either way",
     ('s2d_bench.generation.hf.xǁHFEngineǁ_sample',
      'tokens, alive = self.decode(self.model, ids.to(None), mask.to(device), sampling, self.eos_ids, self.tok.pad_token_id,'): CPU_HERE,
     ('s2d_bench.generation.hf.xǁHFEngineǁ_sample',
      'tokens, alive = self.decode(self.model, ids.to(device), mask.to(None), sampling, self.eos_ids, self.tok.pad_token_id,'): CPU_HERE,
+    ('s2d_bench.generation.hf.xǁHFEngineǁ_batches', 'cap = self.cfg.prompts_per_batch or max(len(order), 2)'):
+        "with no count bound the cap is the number of prompts: 1 and 2 differ only for a single prompt (or none), and a lone "
+        "prompt's batch is yielded at the end either way",
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 2 / self.gen_keys.shape[-2]))'): GROWTH,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 3 * self.gen_keys.shape[-2]))'): GROWTH,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 2 * self.gen_keys.shape[+2]))'): GROWTH,
