@@ -212,7 +212,6 @@ def test_prompt_seeds_and_step_draws_are_the_ones_earlier_runs_drew():
     assert sorted(picked) == [0, 1] and len(seeds) == 2
 
 
-
 def test_peeking_at_the_next_step_draws_what_it_will_draw_and_moves_nothing():
     """A helper process samples step t + 1's rollouts while step t trains: the peek must be that step's draw exactly, and
     leave the stage's random stream (which its checkpoints save) where it was."""

@@ -4,6 +4,7 @@ import contextlib
 
 import pytest
 import torch
+from conftest import QWEN3_LIKE
 
 from s2d_bench.generation import sampling as sampling_module
 from s2d_bench.generation.engine import EngineConfig
@@ -20,6 +21,18 @@ def rollouts(model, tok, prompts, s, seed, per_batch=0):
 
 def encode_prompts(tok, prompts):
     return render(tok, prompts, False)
+
+
+def _decode_batches(monkeypatch) -> list[tuple[int, int]]:
+    """The (prompts, prompt length) of every batch the hf engine's decode loop is handed, as they are sampled."""
+    shapes: list[tuple[int, int]] = []
+
+    def counting(model, ids, mask, *args):
+        shapes.append(tuple(ids.shape))
+        return sample(model, ids, mask, *args)
+
+    monkeypatch.setattr(HFEngine, "decode", staticmethod(counting))
+    return shapes
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-prefix", "repeated-cache"])
@@ -124,14 +137,7 @@ def test_a_token_budget_bounds_every_sampling_batch_and_changes_no_token(monkeyp
     s = Sampling(k=3, temperature=1.0, max_new_tokens=12)
     seeds = prompt_seeds(4, len(prompts))
     whole = [c.ids for c in HFEngine(model, tok, EngineConfig(prompts_per_batch=0)).generate(prompts, s, seeds)]
-    shapes = []
-    real_sample = sampling_module.sample
-
-    def counting(model, ids, mask, *args):
-        shapes.append(tuple(ids.shape))
-        return real_sample(model, ids, mask, *args)
-
-    monkeypatch.setattr(HFEngine, "decode", staticmethod(counting))  # the hf engine's decode loop
+    shapes = _decode_batches(monkeypatch)
     longest = max(len(r) for r in render(tok, prompts, False))
     budget = 2 * s.k * (longest + s.max_new_tokens)  # two of the longest prompts fit
     bounded = HFEngine(model, tok, EngineConfig(prompts_per_batch=0, max_batch_tokens=budget)).generate(prompts, s, seeds)
@@ -430,8 +436,6 @@ def test_each_sample_ends_at_its_own_stop_and_the_engine_reports_every_sample_do
 def test_a_non_thinking_engine_checks_and_batches_prompts_as_it_renders_them(monkeypatch):
     """With a template that renders the two prompt modes apart, the context check and the batches an engine reports
     (C2 scores in them) follow the engine's own mode: the batches are the ones it samples in."""
-    from conftest import QWEN3_LIKE
-
     from s2d_bench.errors import UserError
 
     model, tok = MODELS.get("tiny-qwen3-student")(seed=2)
@@ -444,16 +448,9 @@ def test_a_non_thinking_engine_checks_and_batches_prompts_as_it_renders_them(mon
     engine.check_prompts(prompts, ["a", "b"], 5)  # fills the context exactly
     with pytest.raises(UserError, match=rf"prompt \({size} tokens\) \+ max_new_tokens \(6\) exceed the model's context of {size + 5} tokens"):
         engine.check_prompts(prompts, ["a", "b"], 6)
-    s, shapes = Sampling(k=1, temperature=1.0, max_new_tokens=4), []
-    real_sample = sampling_module.sample
-
-    def counting(model, ids, mask, *args):
-        shapes.append(ids.shape[0])
-        return real_sample(model, ids, mask, *args)
-
-    monkeypatch.setattr(HFEngine, "decode", staticmethod(counting))
+    s, shapes = Sampling(k=1, temperature=1.0, max_new_tokens=4), _decode_batches(monkeypatch)
     engine.generate(prompts, s, prompt_seeds(0, 2))
-    assert [len(b) for b in engine.batches(prompts, s)] == shapes == [1, 1]  # two of them are over the bound
+    assert [len(b) for b in engine.batches(prompts, s)] == [b for b, _ in shapes] == [1, 1]  # two of them are over the bound
 
 
 def test_prompts_of_like_length_share_a_batch_within_the_count_and_the_token_bound():
