@@ -38,6 +38,21 @@ def _ready_after(monkeypatch, local_steps):
     monkeypatch.setattr(teacher_process.TeacherProcess, "ready", ready)
 
 
+def _trainers_rollouts(thinking: bool):  # noqa: ANN202 - teacher, tok, prompts, seeds, sampling, rollouts
+    """A teacher and the rollouts the trainer's own engine samples from it, prompts rendered as `thinking` says (a
+    Qwen3-style template, which tells the two modes apart): what the teacher's process must answer."""
+    from s2d_bench.config import RolloutConfig
+    from s2d_bench.generation.engine import open_rollouts
+    from s2d_bench.generation.sampling import Sampling
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    teacher, tok = tiny_qwen3_student(seed=1)
+    tok.chat_template = QWEN3_LIKE
+    prompts, seeds, sampling = ["12+30=", "7+8=", "100+1="], [5, 6, 7], Sampling(k=1, temperature=1.0, max_new_tokens=6)
+    with open_rollouts(RolloutConfig(), teacher.eval(), tok, thinking, trained=False) as engine:
+        return teacher, tok, prompts, seeds, sampling, engine.rollouts(prompts, sampling, seeds)
+
+
 @pytest.mark.parametrize("threads, local, mb", [(1, 0, []), (2, 1, []), (1, 0, ["prompt.thinking=true"])],
                          ids=["one-thread", "two-threads-later", "thinking-prompts"])
 def test_teacher_rollouts_from_their_own_process_train_the_same_student_bit_for_bit(threads, local, mb, monkeypatch):
@@ -129,14 +144,8 @@ def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_st
     """Not ready at once (it imports torch first), then the engine's rollouts for those prompts and seeds, token for token;
     told to stop when idle (exit 0), killed while it is still starting (nothing it would do is kept)."""
     from s2d_bench.config import RolloutConfig
-    from s2d_bench.generation.engine import open_rollouts
-    from s2d_bench.generation.sampling import Sampling
-    from s2d_bench.models.builders import tiny_qwen3_student
 
-    teacher, tok = tiny_qwen3_student(seed=1)
-    prompts, seeds, sampling = ["12+30=", "7+8=", "100+1="], [5, 6, 7], Sampling(k=1, temperature=1.0, max_new_tokens=6)
-    with open_rollouts(RolloutConfig(), teacher.eval(), tok, False, trained=False) as engine:
-        here = engine.rollouts(prompts, sampling, seeds)
+    teacher, tok, prompts, seeds, sampling, here = _trainers_rollouts(thinking=False)
     helper = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
     assert not helper.ready() and helper.ready(None)
     there = helper.rollouts(prompts, seeds, sampling, None)
@@ -158,15 +167,8 @@ def test_the_process_loop_takes_the_teacher_answers_in_order_reports_failures_an
     from multiprocessing import Pipe
 
     from s2d_bench.config import RolloutConfig
-    from s2d_bench.generation.engine import open_rollouts
-    from s2d_bench.generation.sampling import Sampling
-    from s2d_bench.models.builders import tiny_qwen3_student
 
-    teacher, tok = tiny_qwen3_student(seed=1)
-    tok.chat_template = QWEN3_LIKE  # prompts rendered for thinking differ from the others
-    prompts, seeds, sampling = ["12+30=", "7+8="], [5, 6], Sampling(k=1, temperature=1.0, max_new_tokens=6)
-    with open_rollouts(RolloutConfig(), teacher.eval(), tok, True, trained=False) as engine:
-        here = engine.rollouts(prompts, sampling, seeds)
+    teacher, tok, prompts, seeds, sampling, here = _trainers_rollouts(thinking=False)  # the mode a None would not give
     threads = []
     monkeypatch.setattr(teacher_process.torch, "set_num_threads", threads.append)
 
@@ -178,14 +180,14 @@ def test_the_process_loop_takes_the_teacher_answers_in_order_reports_failures_an
         trainer, process = Pipe()
         loop = threading.Thread(target=teacher_process._worker, args=(process,))
         loop.start()
-        trainer.send_bytes(pickle.dumps(("init", teacher, tok, RolloutConfig(), True, 3)))
+        trainer.send_bytes(pickle.dumps(("init", teacher, tok, RolloutConfig(), False, 3)))
         assert answer(trainer) == ("ok", "ready") and threads[-1] == 3
         trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds, sampling)))
         kind, there = answer(trainer)
         assert kind == "ok" and there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
         trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds[:1], sampling)))  # one seed for two prompts
         kind, error = answer(trainer)
-        assert kind == "error" and "Traceback" in error and "1 seeds for 2 prompts" in error
+        assert kind == "error" and "Traceback" in error and "1 seeds for 3 prompts" in error
         if end is None:
             trainer.send_bytes(pickle.dumps(None))
         else:
