@@ -82,6 +82,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', None)} has no TRL equivalent (its trainers use the \""): UNSHOWN_DEFAULT,
     ('s2d_bench.backends.refusals.x__trl',
      "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', 'XXXX')} has no TRL equivalent (its trainers use the \""): UNSHOWN_DEFAULT,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._ready = None'):
+        "None and False are read alike: `ready` and `close` test it for truth only, and `ready` sets a bool once the process is",
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = self.proc.wait(timeout=None)'): EXITED_WAIT,
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = self.proc.wait(timeout=6)'): EXITED_WAIT,
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = ""'):
@@ -100,6 +102,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 2 * self.gen_keys.shape[-3]))'): GROWTH,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁkeep_prompts',
      'rows = (prompts[:, None] * self.k + torch.arange(self.k, device=None)).flatten()'): CPU_HERE,
+    ('s2d_bench.generation.shared_prefix.x_attend_plain', 'scores = torch.matmul(q, k.transpose(-1, +2)).float() * scale'):
+        "q, k and v are 4-D (batch, heads, positions, dim) wherever attention runs: dim +2 is dim -2",
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁkeep_prompts', 'rows = (prompts[:, None] * self.k + torch.arange(self.k, )).flatten()'): CPU_HERE,
     ('s2d_bench.budget.x_rollout_bytes',
      'b = sample_batch(st.sequences / st.samples, st.per_batch, st.samples, st.prompt_tokens, st.new_tokens, st.kv_budget)'):

@@ -36,6 +36,12 @@ from s2d_bench.generation.sampling import Sampling
 from s2d_bench.worker_process import reap, start
 
 
+def thread_shares(threads: int) -> tuple[int, int]:
+    """(the teacher process's, the trainer's) torch threads out of a stage's `threads`: half each, the odd one to the
+    trainer, at least one each (at one thread both run on it)."""
+    return max(1, threads // 2), max(1, threads - threads // 2)
+
+
 class TeacherProcess:
     """The teacher's sampling process for one warmup; requests (sent once it is `ready`) are answered in the order sent."""
 
@@ -43,11 +49,12 @@ class TeacherProcess:
         self.proc, self.conn, self._reaper = start(f"{__name__}:_worker", self)
         self._asked: deque[Any] = deque()  # what each request sent and not yet answered was for, oldest first
         self._ready = False
-        self._threads = torch.get_num_threads()  # the stage's: half to the teacher's process, the rest to the trainer until close
+        self._threads = torch.get_num_threads()  # the stage's: shared with the teacher's process until close
+        teachers, trainers = thread_shares(self._threads)
         # sent from a thread: the socket holds less than a model, and the process reads it only once it has imported torch
-        init = pickle.dumps(("init", teacher, tok, rollout, thinking, max(1, self._threads // 2)), protocol=pickle.HIGHEST_PROTOCOL)
+        init = pickle.dumps((teacher, tok, rollout, thinking, teachers))
         threading.Thread(target=self._send_init, args=(init,), daemon=True).start()
-        torch.set_num_threads(max(1, self._threads - self._threads // 2))
+        torch.set_num_threads(trainers)
 
     def __enter__(self) -> "TeacherProcess":
         return self
@@ -97,7 +104,7 @@ class TeacherProcess:
 
     def _ask_rollouts(self, key: tuple[list[str], list[int]], sampling: Sampling) -> None:
         self._asked.append(key)
-        self._put(("rollouts", key[0], key[1], sampling))
+        self._put((key[0], key[1], sampling))
 
     def _drop_replies(self) -> None:
         while self._asked:
@@ -105,7 +112,7 @@ class TeacherProcess:
 
     def _put(self, message: tuple) -> None:
         try:
-            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            self.conn.send_bytes(pickle.dumps(message))
         except OSError as e:  # a broken pipe: it is gone
             raise self._ended() from e
 
@@ -122,7 +129,7 @@ class TeacherProcess:
 
 def _worker(conn: Connection) -> None:
     """The teacher's process: take the teacher, then sample what is asked until told to stop (None) or the parent is gone."""
-    _, teacher, tok, rollout, thinking, threads = pickle.loads(conn.recv_bytes())
+    teacher, tok, rollout, thinking, threads = pickle.loads(conn.recv_bytes())
     torch.set_num_threads(threads)
     with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=False) as engine:
         conn.send_bytes(pickle.dumps(("ok", "ready")))
@@ -134,8 +141,8 @@ def _worker(conn: Connection) -> None:
             if request is None:
                 return
             try:
-                _, prompts, seeds, sampling = request
+                prompts, seeds, sampling = request
                 answer = ("ok", engine.rollouts(prompts, sampling, seeds))
             except Exception:  # noqa: BLE001 - the trainer raises it, with this traceback
                 answer = ("error", traceback.format_exc())
-            conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+            conn.send_bytes(pickle.dumps(answer))

@@ -140,6 +140,11 @@ def test_a_teacher_process_that_dies_or_fails_ends_the_stage_with_its_error(monk
         STAGES.get("warmup").run(x)
 
 
+def test_a_stages_threads_are_shared_half_each_the_odd_one_to_the_trainer_and_one_at_least():
+    """(teacher process, trainer) shares: the warmup test above sees the trainer's at 2 threads, this the rest."""
+    assert [teacher_process.thread_shares(n) for n in (1, 2, 3, 4, 5)] == [(1, 1), (1, 1), (1, 2), (2, 2), (2, 3)]
+
+
 def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_stops_or_is_killed():
     """Not ready at once (it imports torch first), then the engine's rollouts for those prompts and seeds, token for token;
     told to stop when idle (exit 0), killed while it is still starting (nothing it would do is kept)."""
@@ -147,7 +152,8 @@ def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_st
 
     teacher, tok, prompts, seeds, sampling, here = _trainers_rollouts(thinking=False)
     helper = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
-    assert not helper.ready() and helper.ready(None)
+    # bounded: a teacher never sent would block an unbounded wait forever (and mutmut's limit is CPU time, which it never uses)
+    assert not helper.ready() and helper.ready(120)
     there = helper.rollouts(prompts, seeds, sampling, None)
     assert there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
     helper.close()
@@ -180,12 +186,12 @@ def test_the_process_loop_takes_the_teacher_answers_in_order_reports_failures_an
         trainer, process = Pipe()
         loop = threading.Thread(target=teacher_process._worker, args=(process,))
         loop.start()
-        trainer.send_bytes(pickle.dumps(("init", teacher, tok, RolloutConfig(), False, 3)))
+        trainer.send_bytes(pickle.dumps((teacher, tok, RolloutConfig(), False, 3)))
         assert answer(trainer) == ("ok", "ready") and threads[-1] == 3
-        trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds, sampling)))
+        trainer.send_bytes(pickle.dumps((prompts, seeds, sampling)))
         kind, there = answer(trainer)
         assert kind == "ok" and there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
-        trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds[:1], sampling)))  # one seed for two prompts
+        trainer.send_bytes(pickle.dumps((prompts, seeds[:1], sampling)))  # one seed for two prompts
         kind, error = answer(trainer)
         assert kind == "error" and "Traceback" in error and "1 seeds for 3 prompts" in error
         if end is None:

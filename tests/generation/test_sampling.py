@@ -259,6 +259,9 @@ def test_attention_off_the_cpu_equals_the_cpu_kernel_which_the_cpu_uses_bit_for_
     plain_out, plain_lse = attend_plain(q, k, v, bias, 0.3)
     torch.testing.assert_close(plain_out, out, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(plain_lse, lse.reshape(plain_lse.shape), rtol=1e-5, atol=1e-6)
+    low_out, low_lse = attend_plain(*(t.bfloat16() for t in (q, k, v)), bias, 0.3)  # a GPU's dtype: the scores in float32
+    assert low_out.dtype == torch.bfloat16 and low_lse.dtype == torch.float32
+    torch.testing.assert_close(low_out.float(), plain_out, rtol=0.05, atol=0.05)
     if masked:  # a padded position takes no weight: moving its value changes nothing
         v2 = v.clone()
         v2[0, :, :2] = 100.0
