@@ -65,6 +65,11 @@ UNSHOWN_DEFAULT = ("the default is read only for a stage config without an estim
 EXITED_WAIT = ("the process closed its end of the socket (the pipe broke, or EOF): it has exited or is exiting, and the wait's "
                "bound is never reached")
 
+DAEMON = ("the thread sending the teacher ends once the process has it or is gone, and `close` (which kills a process still "
+          "starting) waits for it: no such thread outlives a stage, so whether the interpreter would wait for one at exit never comes up")
+STOP_WAIT = ("how long a process told to stop (or killed) gets to exit before it is killed: it exits at once in every case "
+             "(told when idle, killed otherwise), so the bound is never reached")
+
 EQUIVALENT: dict[tuple[str, str], str] = {
     # engines group
     ('s2d_bench.backends.runtime.x_cast_copy',
@@ -82,6 +87,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', None)} has no TRL equivalent (its trainers use the \""): UNSHOWN_DEFAULT,
     ('s2d_bench.backends.refusals.x__trl',
      "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', 'XXXX')} has no TRL equivalent (its trainers use the \""): UNSHOWN_DEFAULT,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._sending = threading.Thread(target=self._send_init, args=(init,), daemon=None)'): DAEMON,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._sending = threading.Thread(target=self._send_init, args=(init,), daemon=False)'): DAEMON,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._sending = threading.Thread(target=self._send_init, args=(init,), )'): DAEMON,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁclose', 'reap(self.proc, self.conn, self._reaper, wait=None)'): STOP_WAIT,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁclose', 'reap(self.proc, self.conn, self._reaper, wait=11)'): STOP_WAIT,
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._ready = None'):
         "None and False are read alike: `ready` and `close` test it for truth only, and `ready` sets a bool once the process is",
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ_ended', 'code = self.proc.wait(timeout=None)'): EXITED_WAIT,

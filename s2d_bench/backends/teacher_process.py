@@ -53,7 +53,8 @@ class TeacherProcess:
         teachers, trainers = thread_shares(self._threads)
         # sent from a thread: the socket holds less than a model, and the process reads it only once it has imported torch
         init = pickle.dumps((teacher, tok, rollout, thinking, teachers))
-        threading.Thread(target=self._send_init, args=(init,), daemon=True).start()
+        self._sending = threading.Thread(target=self._send_init, args=(init,), daemon=True)
+        self._sending.start()
         torch.set_num_threads(trainers)
 
     def __enter__(self) -> "TeacherProcess":
@@ -69,8 +70,7 @@ class TeacherProcess:
     def ready(self, timeout: float | None = 0.0) -> bool:
         """Whether the process has the teacher and takes requests (waiting up to `timeout` seconds, None: until it does)."""
         if not self._ready and self.conn.poll(timeout):
-            self._asked.append("ready")
-            self._ready = self._reply() == "ready"
+            self._ready = self._receive() == "ready"
         return self._ready
 
     def rollouts(self, prompts: list[str], seeds: list[int], sampling: Sampling, upcoming: tuple[list[str], list[int]] | None) -> Rollouts:
@@ -92,6 +92,7 @@ class TeacherProcess:
                 self.conn.send_bytes(pickle.dumps(None))
         else:
             self.proc.kill()
+        self._sending.join()  # done once the process has the teacher, or once it is gone (the pipe breaks)
         reap(self.proc, self.conn, self._reaper, wait=10)
         torch.set_num_threads(self._threads)
 
@@ -117,7 +118,11 @@ class TeacherProcess:
             raise self._ended() from e
 
     def _reply(self) -> Any:
+        """The answer to the oldest request."""
         self._asked.popleft()
+        return self._receive()
+
+    def _receive(self) -> Any:
         try:
             kind, value = pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError) as e:

@@ -6,6 +6,7 @@ untouched; a teacher process that dies or fails ends the stage with its error.""
 import contextlib
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ def _ready_after(monkeypatch, local_steps):
 
     def ready(self, timeout=0.0):
         checks.append(timeout)
-        return len(checks) > local_steps and real(self, None)
+        return len(checks) > local_steps and real(self, 120)
 
     monkeypatch.setattr(teacher_process.TeacherProcess, "ready", ready)
 
@@ -152,8 +153,10 @@ def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_st
 
     teacher, tok, prompts, seeds, sampling, here = _trainers_rollouts(thinking=False)
     helper = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
+    asked = time.monotonic()
+    assert not helper.ready() and time.monotonic() - asked < 0.5  # the trainer asks at every step: asking never waits
     # bounded: a teacher never sent would block an unbounded wait forever (and mutmut's limit is CPU time, which it never uses)
-    assert not helper.ready() and helper.ready(120)
+    assert helper.ready(120)
     there = helper.rollouts(prompts, seeds, sampling, None)
     assert there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
     helper.close()
@@ -162,6 +165,29 @@ def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_st
     starting = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
     starting.close()
     assert starting.proc.returncode == -signal.SIGKILL
+
+
+def test_a_process_killed_while_the_teacher_is_sent_or_dead_when_the_stage_ends_closes_without_a_word(monkeypatch):
+    """Neither the broken pipe of a teacher still being sent (Ctrl-C as a warmup starts) nor that of a process that died
+    (its error is what the stage raises) is raised or printed from a thread when the stage closes it."""
+    import threading
+
+    from s2d_bench.config import RolloutConfig
+
+    thrown = []
+    monkeypatch.setattr(threading, "excepthook", thrown.append)
+    big = torch.zeros(2**22)  # 16 MiB, more than the socket holds: still being sent when the process is killed
+    starting = teacher_process.TeacherProcess(big, None, RolloutConfig(), False)
+    starting.close()
+    assert starting.proc.returncode == -signal.SIGKILL and thrown == []
+
+    teacher, tok, *_ = _trainers_rollouts(thinking=False)
+    died = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
+    assert died.ready(120)
+    os.kill(died.proc.pid, signal.SIGKILL)
+    died.proc.wait()
+    died.close()
+    assert died.proc.returncode == -signal.SIGKILL and thrown == []
 
 
 def test_the_process_loop_takes_the_teacher_answers_in_order_reports_failures_and_stops(monkeypatch):
