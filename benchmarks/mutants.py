@@ -55,8 +55,9 @@ SAVING_MATTERS_ACROSS_RANKS = (
     "subprocesses, which import the installed code")
 
 CPU_HERE = "on this CPU-only machine every tensor is on the CPU, where a device of None or the default leaves it (a GPU run's tests would catch it)"
-GROWTH = ("how much the generated tokens' cache grows when full (double, at least what is needed, at most the capacity): "
-          "allocation sizes, not values; every size the rule can give holds the tokens written so far")
+FOUR_D = "the tensors are 4-D (batch, heads, positions, dim) wherever attention and its cache run: dim +2 is dim -2"
+OFF_CPU = ("the branch for tensors off the CPU, which this CPU-only machine never takes; attend_plain, what it calls, is tested "
+           "against the CPU kernel")
 ZEROED_NOT_DROPPED = ("gradients zeroed in place instead of dropped: every parameter of the models the stages train takes part in "
                       "every forward, so the next backward writes each one anew either way (the same sums), and AdamW steps the "
                       "same parameters")
@@ -106,14 +107,18 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.hf.xǁHFEngineǁ_batches', 'cap = self.cfg.prompts_per_batch or max(len(order), 2)'):
         "with no count bound the cap is the number of prompts: 1 and 2 differ only for a single prompt (or none), and a lone "
         "prompt's batch is yielded at the end either way",
-    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 2 / self.gen_keys.shape[-2]))'): GROWTH,
-    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 3 * self.gen_keys.shape[-2]))'): GROWTH,
-    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 2 * self.gen_keys.shape[+2]))'): GROWTH,
-    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 2 * self.gen_keys.shape[-3]))'): GROWTH,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 2 * self.gen_keys.shape[+2]))'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁkeep_prompts',
      'rows = (prompts[:, None] * self.k + torch.arange(self.k, device=None)).flatten()'): CPU_HERE,
-    ('s2d_bench.generation.shared_prefix.x_attend_plain', 'scores = torch.matmul(q, k.transpose(-1, +2)).float() * scale'):
-        "q, k and v are 4-D (batch, heads, positions, dim) wherever attention runs: dim +2 is dim -2",
+    ('s2d_bench.generation.shared_prefix.x_attend_plain', 'scores = torch.matmul(q, k.transpose(-1, +2)).float() * scale'): FOUR_D,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'end = self.length + key_states.shape[+2]'): FOUR_D,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'if end > self.gen_keys.shape[+2]:'): FOUR_D,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁget_seq_length', 'return self.prompt_keys.shape[+2] + self.length'): FOUR_D,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(None, k, v, bias, scale)'): OFF_CPU,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, None, v, bias, scale)'): OFF_CPU,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, k, None, bias, scale)'): OFF_CPU,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, k, v, None, scale)'): OFF_CPU,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, k, v, bias, None)'): OFF_CPU,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁkeep_prompts', 'rows = (prompts[:, None] * self.k + torch.arange(self.k, )).flatten()'): CPU_HERE,
     ('s2d_bench.budget.x_rollout_bytes',
      'b = sample_batch(st.sequences / st.samples, st.per_batch, st.samples, st.prompt_tokens, st.new_tokens, st.kv_budget)'):
@@ -1066,14 +1071,15 @@ def _drop_stale_test_map(where: Path, names: list[str]) -> None:
 
 def _rerun_survivors(where: Path, names: list[str]) -> None:
     """mutmut keeps each mutant's result while its function is unchanged, so a test written to kill a survivor was never
-    run against it (found on static_decode's survivors): forget the survivors' results (those `names` matches, as
-    mutmut matches them, or all), and they run again."""
+    run against it (found on static_decode's survivors), nor a test that now reaches a function no test reached before
+    (found on the engines group's 126, kept as "no tests" after the tests that reach them joined the group): forget the
+    results of both (those `names` matches, as mutmut matches them, or all), and they run again."""
     for meta in (where / "mutants").rglob("*.meta"):
         data = json.loads(meta.read_text())
         codes = data.get("exit_code_by_key", {})
-        survived = [key for key, code in codes.items() if code == 0 and (not names or any(fnmatch.fnmatch(key, n) for n in names))]
-        if survived:
-            for key in survived:
+        again = [key for key, code in codes.items() if code in (0, 33) and (not names or any(fnmatch.fnmatch(key, n) for n in names))]
+        if again:
+            for key in again:
                 codes[key] = None
             meta.write_text(json.dumps(data))
 
