@@ -71,7 +71,25 @@ DAEMON = ("the thread sending the teacher ends once the process has it or is gon
 STOP_WAIT = ("how long a process told to stop (or killed) gets to exit before it is killed: it exits at once in every case "
              "(told when idle, killed otherwise), so the bound is never reached")
 
+PARTIAL_NAME = "the name of the file written before it replaces the cache: any name in the same folder, replaced onto it whole"
+TEMP_PREFIX = "the start of the name of the folder TRL's trainers write in, removed with the backend: any name serves"
+FROZEN_TEACHER = ("`trained` tells only the vllm engine to push the weights before every rollout instead of once; the hf engine, "
+                  "the one here (vLLM does not install), samples the module itself either way")
+
 EQUIVALENT: dict[tuple[str, str], str] = {
+    # trl group
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ_teacher_rollouts', 'tmp = cache.with_suffix("XX.partialXX")'): PARTIAL_NAME,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ_teacher_rollouts', 'tmp = cache.with_suffix(".PARTIAL")'): PARTIAL_NAME,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ_teacher_rollouts',
+     'with open_rollouts(self.rollout, job.teacher, job.tok, self.prompt.thinking, trained=True) as engine:'): FROZEN_TEACHER,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ_teacher_rollouts',
+     'with open_rollouts(self.rollout, job.teacher, job.tok, self.prompt.thinking, trained=None) as engine:'): FROZEN_TEACHER,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ_grpo', 'args = trl_args("grpo", job.cfg, job.seed, None, self._tmp.name, self.rollout, self.prompt)'): CPU_HERE,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁwarmup', 'args = trl_args("forward_kl", job.cfg, job.seed, None, self._tmp.name)'): CPU_HERE,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁopd', 'args = trl_args("reverse_kl", job.cfg, job.seed, None, self._tmp.name, self.rollout, self.prompt)'): CPU_HERE,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ__init__', 'self._tmp = tempfile.TemporaryDirectory(prefix=None)'): TEMP_PREFIX,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ__init__', 'self._tmp = tempfile.TemporaryDirectory(prefix="XXs2d-trl-XX")'): TEMP_PREFIX,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ__init__', 'self._tmp = tempfile.TemporaryDirectory(prefix="S2D-TRL-")'): TEMP_PREFIX,
     # engines group
     ('s2d_bench.backends.runtime.x_cast_copy',
      'return t.detach().to(device=None, dtype=dtype if dtype is not None and t.is_floating_point() else None, copy=True)'): CPU_HERE,

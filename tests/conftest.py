@@ -115,3 +115,28 @@ def python_signals():
     signal.signal(signal.SIGINT, before[0])
     signal.signal(signal.SIGUSR1, before[1])
     resume._requested.clear()
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """vLLM's stand-in (tests/fakes/vllm, made from the real package's API manifest: test_vllm_manifest.py) imported as
+    `vllm` for the test, and everything it started shut down after it."""
+    import sys
+    from pathlib import Path
+
+    fakes = Path(__file__).resolve().parent / "fakes"
+    modules = ("vllm", "s2d_bench.generation.vllm")  # all that import vllm
+    env = dict(os.environ)
+    monkeypatch.syspath_prepend(str(fakes))
+    for name in modules:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import vllm
+
+    vllm.INSTANCES.clear()
+    yield vllm
+    for llm in vllm.INSTANCES:  # a test that failed half-way leaves its engines; their start froze the collector
+        llm.llm_engine.engine_core.shutdown()
+    for name in modules:
+        sys.modules.pop(name, None)
+    os.environ.clear()
+    os.environ.update(env)

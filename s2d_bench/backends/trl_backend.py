@@ -39,7 +39,7 @@ from s2d_bench.backends.base import DistillJob, Logger, RLJob, StageReport  # no
 from s2d_bench.config import DistillConfig, GRPOConfig, PromptConfig, RolloutConfig, RunConfig  # noqa: E402
 from s2d_bench.generation import ENGINES  # noqa: E402
 from s2d_bench.generation.engine import open_rollouts, resolve_device  # noqa: E402
-from s2d_bench.generation.protocol import completion_texts, draw_step, render_texts  # noqa: E402
+from s2d_bench.generation.protocol import completion_texts, draw_step, render_texts, user_turn  # noqa: E402
 from s2d_bench.generation.rollouts import Rollouts  # noqa: E402
 from s2d_bench.generation.sampling import Sampling  # noqa: E402
 from s2d_bench.models.builders import load_pretrained  # noqa: E402
@@ -93,8 +93,10 @@ def trl_args(kind: str, cfg: GRPOConfig | DistillConfig, seed: int, device: str,
         # sequential: step s trains rows s*B..(s+1)*B, the batch the torch backend's warmup draws at step s
         return GKDConfig(**common, **accumulation(cfg), lmbda=0.0, beta=0.0, seq_kd=False, train_sampling_strategy="sequential",
                          max_new_tokens=cfg.max_new_tokens, dataset_kwargs={"skip_prepare_dataset": True})
-    return trl.DistillationConfig(**common, **accumulation(cfg), beta=1.0,
-                                  max_completion_length=cfg.max_new_tokens, top_k=0, top_p=1.0, **vllm_args(rollout), **template)
+    if kind == "reverse_kl":
+        return trl.DistillationConfig(**common, **accumulation(cfg), beta=1.0,
+                                      max_completion_length=cfg.max_new_tokens, top_k=0, top_p=1.0, **vllm_args(rollout), **template)
+    raise ValueError(f"no TRL trainer for {kind!r}: grpo, forward_kl or reverse_kl")
 
 
 class _Metrics(TrainerCallback):
@@ -153,10 +155,6 @@ def _rollout_rows(tok, prompts: list[str], roll: Rollouts, thinking: bool) -> li
     return rows
 
 
-def _chat(prompt: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": prompt}]
-
-
 class TRLBackend:
     name = "trl"
 
@@ -193,7 +191,7 @@ class TRLBackend:
             timeouts.append(scores.timeouts)
             return scores.rewards
 
-        data = Dataset.from_list([{"prompt": _chat(p.prompt), "problem_id": p.id} for p in job.problems])
+        data = Dataset.from_list([{"prompt": user_turn(p.prompt), "problem_id": p.id} for p in job.problems])
         args = trl_args("grpo", job.cfg, job.seed, job.policy.device.type, self._tmp.name, self.rollout, self.prompt)
         trainer = trl.GRPOTrainer(model=job.policy, reward_funcs=reward, args=args, train_dataset=data,
                                   processing_class=job.tok, callbacks=[_Metrics(job.log, timeouts)])
@@ -238,7 +236,7 @@ class TRLBackend:
         return rows
 
     def opd(self, job: DistillJob) -> StageReport:
-        data = Dataset.from_list([{"prompt": _chat(p)} for p in job.prompts])
+        data = Dataset.from_list([{"prompt": user_turn(p)} for p in job.prompts])
         args = trl_args("reverse_kl", job.cfg, job.seed, job.student.device.type, self._tmp.name, self.rollout, self.prompt)
         trainer = trl.DistillationTrainer(model=job.student, teacher_model=job.teacher, args=args, train_dataset=data,
                                           processing_class=job.tok, callbacks=[_Metrics(job.log)])

@@ -27,9 +27,14 @@ def render_chat(tok: PreTrainedTokenizerBase, chat: list[dict[str, str]], thinki
     return tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=thinking)
 
 
+def user_turn(prompt: str) -> list[dict[str, str]]:
+    """A prompt as the one user message of a conversation (TRL's trainers render it themselves: test_trl_backend)."""
+    return [{"role": "user", "content": prompt}]
+
+
 def render_texts(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: bool) -> list[str]:
     """Each user message through the chat template, ready for the reply (strings)."""
-    return [render_chat(tok, [{"role": "user", "content": p}], thinking) for p in prompts]
+    return [render_chat(tok, user_turn(p), thinking) for p in prompts]
 
 
 def render(tok: PreTrainedTokenizerBase, prompts: list[str], thinking: bool) -> list[list[int]]:

@@ -10,8 +10,6 @@ and same weights mean the same tokens, so "vllm" must train exactly as that does
 
 import gc
 import importlib.util
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,28 +24,8 @@ from s2d_bench.models.builders import tiny_qwen3_student
 from s2d_bench.stages import STAGES, StageInputs
 from s2d_bench.tasks import TASKS
 
-FAKES = Path(__file__).resolve().parent.parent / "fakes"
-MODULES = ("vllm", "s2d_bench.generation.vllm")  # all that import vllm
 STEPS = {"teacher_rl": "stages.teacher_rl.steps=3", "warmup": "stages.warmup.steps=3", "opd": "stages.opd.steps=3",
          "student_rl": "stages.student_rl.steps=3"}
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    env = dict(os.environ)
-    monkeypatch.syspath_prepend(str(FAKES))
-    for name in MODULES:
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    import vllm
-
-    vllm.INSTANCES.clear()
-    yield vllm
-    for llm in vllm.INSTANCES:  # a test that failed half-way leaves its engines; their start froze the collector
-        llm.llm_engine.engine_core.shutdown()
-    for name in MODULES:
-        sys.modules.pop(name, None)
-    os.environ.clear()
-    os.environ.update(env)
 
 
 def _reference(fake_vllm, stage: str, backend: str = "torch"):
