@@ -72,6 +72,14 @@ STOP_WAIT = ("how long a process told to stop (or killed) gets to exit before it
              "(told when idle, killed otherwise), so the bound is never reached")
 
 PARTIAL_NAME = "the name of the file written before it replaces the cache: any name in the same folder, replaced onto it whole"
+DTYPE_AS_DEVICE = ("the dtype given as the device: loaded in float32, `model.to(dtype)` casts it on the CPU, where it already "
+                   "is: the model asked for (tested in bfloat16); on a GPU it would stay on the CPU")
+SAFE_LOAD_DEFAULT = "torch.load's default is weights_only=True (since torch 2.6): the same refusal of a planted pickle (tested)"
+COLLATOR_BOUNDARY = ("without the completion mask TRL's ChatML collator finds the prompt's end by tokenizing the row's "
+                     "rendered prompt, which is how its prompt_ids were made (protocol.render): the same boundary")
+TRL_DEFAULT = ("the value trl 1.16's config takes by default: written out so that a TRL release with another default changes "
+               "nothing of ours (test_trl_backend checks each value)")
+VLLM_ONLY = "TRL reads the importance-sampling correction only when it samples with vLLM: with its own generate the flag is never read"
 TEMP_PREFIX = "the start of the name of the folder TRL's trainers write in, removed with the backend: any name serves"
 FROZEN_TEACHER = ("`trained` tells only the vllm engine to push the weights before every rollout instead of once; the hf engine, "
                   "the one here (vLLM does not install), samples the module itself either way")
@@ -90,7 +98,55 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ__init__', 'self._tmp = tempfile.TemporaryDirectory(prefix=None)'): TEMP_PREFIX,
     ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ__init__', 'self._tmp = tempfile.TemporaryDirectory(prefix="XXs2d-trl-XX")'): TEMP_PREFIX,
     ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ__init__', 'self._tmp = tempfile.TemporaryDirectory(prefix="S2D-TRL-")'): TEMP_PREFIX,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁwarmup',
+     '"XXcompletion_maskXX": [0] * len(r["prompt_ids"]) + [1] * len(r["completion_ids"])} for r in rows])'): COLLATOR_BOUNDARY,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁwarmup',
+     '"COMPLETION_MASK": [0] * len(r["prompt_ids"]) + [1] * len(r["completion_ids"])} for r in rows])'): COLLATOR_BOUNDARY,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ_teacher_rollouts',
+     'sampling = Sampling(temperature=job.cfg.temperature, max_new_tokens=job.cfg.max_new_tokens)'): "a Sampling draws one sample a prompt unless told (k=1)",
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁ_teacher_rollouts',
+     'sampling = Sampling(k=1, max_new_tokens=job.cfg.max_new_tokens)'): "TRL's warmup runs only at temperature 1 (refused otherwise: GKD leaves it out of its loss), Sampling's default",
+    ('s2d_bench.backends.trl_backend.x_vllm_args',
+     'return dict(use_vllm=True, vllm_gpu_memory_utilization=rollout.gpu_memory_utilization,'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'output_dir=output_dir, max_steps=cfg.steps, learning_rate=cfg.lr, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=cfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to=[],'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'max_grad_norm=cfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to=[],'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'weight_decay=0.0, max_grad_norm=cfg.max_grad_norm, logging_steps=1, save_strategy="no", seed=seed, bf16=False, use_cpu=device == "cpu", gradient_checkpointing=cfg.gradient_checkpointing, remove_unused_columns=False,'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'top_k=0, top_p=1.0,  # dapo: token mean over the batch, as losses.policy_loss'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'loss_type="dapo", top_p=1.0,  # dapo: token mean over the batch, as losses.policy_loss'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'loss_type="dapo", top_k=0, **vllm_args(rollout), **template,'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     '**({"vllm_importance_sampling_correction": False} if (rollout.engine == "vllm") or True else {}),'): VLLM_ONLY,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'return GKDConfig(**common, **accumulation(cfg), lmbda=0.0, beta=0.0, train_sampling_strategy="sequential",'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'return trl.DistillationConfig(**common, **accumulation(cfg), max_completion_length=cfg.max_new_tokens, top_k=0, top_p=1.0, **vllm_args(rollout), **template)'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'max_completion_length=cfg.max_new_tokens, top_p=1.0, **vllm_args(rollout), **template)'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.x_trl_args',
+     'max_completion_length=cfg.max_new_tokens, top_k=0, **vllm_args(rollout), **template)'): TRL_DEFAULT,
     # engines group
+    ('s2d_bench.backends.teacher_process.x__worker',
+     'with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=None) as engine:'): FROZEN_TEACHER,
+    ('s2d_bench.backends.teacher_process.x__worker',
+     'with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=True) as engine:'): FROZEN_TEACHER,
+    ('s2d_bench.generation.hf.xǁHFEngineǁload',
+     'model, tok = load_pretrained(ref, None, resolve_dtype(cfg.dtype, device))'): CPU_HERE,
+    ('s2d_bench.generation.hf.xǁHFEngineǁload',
+     'model, tok = load_pretrained(ref, resolve_dtype(cfg.dtype, device))'): DTYPE_AS_DEVICE,
+    ('s2d_bench.backends.runtime.xǁAdamWTrainerǁload_state',
+     'state = torch.load(folder / "state.pt", map_location=None, weights_only=True)'): CPU_HERE,
+    ('s2d_bench.backends.runtime.xǁAdamWTrainerǁload_state',
+     'state = torch.load(folder / "state.pt", weights_only=True)'): CPU_HERE,
+    ('s2d_bench.backends.runtime.xǁAdamWTrainerǁload_state',
+     'state = torch.load(folder / "state.pt", map_location=next(self.model.parameters()).device, weights_only=None)'): SAFE_LOAD_DEFAULT,
+    ('s2d_bench.backends.runtime.xǁAdamWTrainerǁload_state',
+     'state = torch.load(folder / "state.pt", map_location=next(self.model.parameters()).device, )'): SAFE_LOAD_DEFAULT,
     ('s2d_bench.backends.runtime.x_cast_copy',
      'return t.detach().to(device=None, dtype=dtype if dtype is not None and t.is_floating_point() else None, copy=True)'): CPU_HERE,
     ('s2d_bench.backends.runtime.x_cast_copy',

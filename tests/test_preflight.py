@@ -77,6 +77,9 @@ def test_each_backend_refusal_says_what_cannot_run_and_what_to_do_instead(monkey
         ("backend=trl", "stages.teacher_rl.micro_batch_size=3"):
             "backend=trl: teacher_rl: mini_batches and micro_batch_size must divide the step's 256 sequences evenly (TRL "
             "accumulates equal micro-batches)",
+        ("backend=trl", "stages.warmup.temperature=0.7"):
+            "backend=trl: warmup.temperature=0.7: TRL's GKD trainer takes the forward KL at temperature 1, ours at the stage's "
+            "sampling temperature (as TRL's other trainers do); set temperature: 1.0, or use backend=torch",
         ("backend=trl", "stages.opd.estimator=topk"):
             "backend=trl: opd.estimator=topk has no TRL equivalent (its trainers use the full-vocabulary divergence): set "
             "estimator: full, or use backend=torch",
@@ -85,6 +88,7 @@ def test_each_backend_refusal_says_what_cannot_run_and_what_to_do_instead(monkey
         with pytest.raises(UserError) as refusal:
             _check(*overrides)
         assert str(refusal.value) == line
+    _check("backend=trl", "stages.opd.temperature=0.7", "stages.teacher_rl.temperature=0.7")  # their trainers take it
     monkeypatch.setenv("WORLD_SIZE", "8")
     _check("backend=deepspeed", "arms={b: {stages: [opd]}}", "stages.opd.batch_size=8")  # a prompt for each rank is enough
     with pytest.raises(UserError) as refusal:

@@ -185,7 +185,14 @@ def test_trl_refuses_the_two_padding_pair_before_any_stage_runs(tiny_overrides):
     from s2d_bench.config import load_config
     from s2d_bench.pipeline import Runner
 
-    runner = Runner(load_config(None, [*tiny_overrides, "backend=trl", f"teacher.builder={TEACHER}", f"student.builder={STUDENT}"]))
-    with pytest.raises(UserError, match="teacher's embedding has 152,064 rows and the student's 151,936.*use backend=torch"):
+    from s2d_bench.backends.refusals import REFUSALS
+
+    cfg = load_config(None, [*tiny_overrides, "backend=trl", f"teacher.builder={TEACHER}", f"student.builder={STUDENT}"])
+    runner = Runner(cfg)
+    with pytest.raises(UserError) as refusal:
         runner.run()
+    assert str(refusal.value) == (
+        "backend=trl: the teacher's embedding has 152,064 rows and the student's 151,936 (one tokenizer, padded differently); "
+        "TRL's distillation trainers need equal sizes: use backend=torch or backend=deepspeed, which compare the shared vocabulary")
     assert not list(runner.dir.root.glob("nodes/*/model"))
+    REFUSALS["trl"].pair(cfg, lambda role: 151_936)  # one size for both: taken

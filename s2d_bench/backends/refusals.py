@@ -22,7 +22,8 @@ TRL_ESTIMATORS = ("full",)  # GKD and Distillation trainers compute the full-voc
 
 
 def _trl(cfg: RunConfig) -> None:
-    """TRL accumulates equal micro-batches and has only full-vocabulary divergences, against a resident teacher model."""
+    """TRL accumulates equal micro-batches and has only full-vocabulary divergences, against a resident teacher model;
+    GKD (the warmup's trainer) leaves the temperature out of its loss (found by test_parity at 0.7: another student)."""
     require(not cfg.teacher.server, "backend=trl: TRL's distillation trainers score with a teacher model resident beside the student; "
                                     "a served teacher (teacher.server) trains with backend=torch or backend=deepspeed")
     require(cfg.rollout.engine in TRL_ENGINES, f"backend=trl: rollout.engine={cfg.rollout.engine} is not one of TRL's samplers "
@@ -32,6 +33,9 @@ def _trl(cfg: RunConfig) -> None:
         require(not (st.step_sequences % st.step_mini_batches or (st.micro_batch_size and per_step % st.micro_batch_size)),
                  f"backend=trl: {stage}: mini_batches and micro_batch_size must divide the step's {st.step_sequences} sequences "
                  "evenly (TRL accumulates equal micro-batches)")
+        require(stage != "warmup" or st.temperature == 1.0,
+                f"backend=trl: warmup.temperature={st.temperature}: TRL's GKD trainer takes the forward KL at temperature 1, "
+                "ours at the stage's sampling temperature (as TRL's other trainers do); set temperature: 1.0, or use backend=torch")
         require(not isinstance(st, DistillConfig) or st.estimator in TRL_ESTIMATORS,
                  f"backend=trl: {stage}.estimator={getattr(st, 'estimator', '')} has no TRL equivalent (its trainers use the "
                  "full-vocabulary divergence): set estimator: full, or use backend=torch")

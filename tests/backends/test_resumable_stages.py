@@ -66,3 +66,38 @@ def test_saves_come_every_n_steps_only_the_last_is_kept_and_a_save_cut_short_is_
     assert x.checkpoints.latest() == (4, tmp_path / "step-00000004")
     (tmp_path / "step-00000009" / "trainer").mkdir(parents=True)  # a save killed before its `complete` marker
     assert x.checkpoints.latest()[0] == 4
+
+
+def test_a_trainers_state_is_saved_into_a_new_or_used_folder_and_taken_back_exactly_never_code(tmp_path):
+    """AdamWTrainer's save makes its folder and the folders above it, and writes over a save already there (a stage
+    stopped twice at one step); the load gives back the weights and the optimizer's moments exactly, and refuses a
+    state file that would run code when read."""
+    import pickle
+
+    from s2d_bench.backends.runtime import LocalRuntime
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    model, _ = tiny_qwen3_student(seed=0)
+    trainer = LocalRuntime().trainer(model, lr=1e-2, max_norm=1.0)
+    trainer.backward(model(input_ids=torch.tensor([[3, 4, 5]])).logits.square().mean())
+    trainer.step()
+    folder = tmp_path / "checkpoints" / "step-1"
+    trainer.save_state(folder)
+    trainer.save_state(folder)
+    other, _ = tiny_qwen3_student(seed=1)
+    taken = LocalRuntime().trainer(other, lr=1e-2, max_norm=1.0)
+    taken.load_state(folder)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in taken.opt.state_dict()["state"].values()]
+    assert len(moments) == len(list(model.parameters())) and all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        for a, b in zip(moments, [(s["exp_avg"], s["exp_avg_sq"]) for s in trainer.opt.state_dict()["state"].values()]))
+
+    torch.save({"model": _RunsCode(), "optimizer": {}}, folder / "state.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        taken.load_state(folder)
+
+
+class _RunsCode:
+    def __reduce__(self):  # noqa: ANN204 - what a planted pickle does when read
+        return (print, ("this ran",))

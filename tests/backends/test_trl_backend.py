@@ -6,6 +6,7 @@ Losses and gradients against the torch backend's are test_parity.py's."""
 
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -63,6 +64,9 @@ def test_a_stages_settings_are_its_trl_trainers_setting_for_setting(kind, tmp_pa
     expected = {"output_dir": str(tmp_path), **COMMON, **own}
     assert {name: getattr(args, name) for name in expected} == expected
     assert not trl_args(kind, cfg, 9, "cuda", str(tmp_path)).use_cpu
+    assert not trl_args(kind, replace(cfg, gradient_checkpointing=False), 9, "cpu", str(tmp_path)).gradient_checkpointing  # TRL's default: on
+    if kind == "grpo":
+        assert trl_args(kind, replace(cfg, scale_rewards=True), 9, "cpu", str(tmp_path)).scale_rewards == "group"
 
 
 @pytest.mark.parametrize("kind, cfg", [("grpo", GRPOConfig()), ("reverse_kl", DistillConfig())], ids=["grpo", "opd"])

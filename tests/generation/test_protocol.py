@@ -250,6 +250,29 @@ def test_engine_settings_devices_and_dtypes_are_checked_with_the_fix_named():
     assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("bfloat16", "cpu") == torch.bfloat16
 
 
+@pytest.mark.parametrize("bf16", [True, False], ids=["gpu-with-bf16", "gpu-without"])
+def test_auto_dtype_is_bf16_only_on_a_cuda_gpu_that_supports_it(bf16, monkeypatch):
+    from s2d_bench.generation.engine import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)  # the GPU asked about, as a GPU would answer
+    assert resolve_dtype("auto", "cuda:1") == (torch.bfloat16 if bf16 else torch.float32)
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("float16", "cuda") == torch.float16
+
+
+def test_an_evaluation_engine_loads_the_model_in_the_dtype_and_with_the_settings_asked(tmp_path):
+    from s2d_bench.generation.engine import EngineConfig
+    from s2d_bench.generation.hf import HFEngine
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    model, tok = tiny_qwen3_student(seed=0)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    cfg = EngineConfig(device="cpu", dtype="bfloat16", prompts_per_batch=3, thinking=True)
+    engine = HFEngine.load(str(tmp_path), cfg)
+    assert engine.cfg == cfg and engine.model.dtype == torch.bfloat16 and engine.model.device.type == "cpu"
+    assert all(torch.equal(a.bfloat16(), b) for a, b in zip(model.state_dict().values(), engine.model.state_dict().values()))
+
+
 def test_a_stages_engine_follows_its_model_and_is_closed_when_its_block_ends_or_fails(monkeypatch):
     from s2d_bench.config import RolloutConfig
     from s2d_bench.generation.engine import open_rollouts
