@@ -130,6 +130,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'max_completion_length=cfg.max_new_tokens, top_p=1.0, **vllm_args(rollout), **template)'): TRL_DEFAULT,
     ('s2d_bench.backends.trl_backend.x_trl_args',
      'max_completion_length=cfg.max_new_tokens, top_k=0, **vllm_args(rollout), **template)'): TRL_DEFAULT,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁload', 'return load_pretrained(ref, None)'): CPU_HERE,
+    ('s2d_bench.backends.trl_backend.xǁTRLBackendǁload', 'return load_pretrained(ref, )'): CPU_HERE,
     # engines group
     ('s2d_bench.backends.teacher_process.x__worker',
      'with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=None) as engine:'): FROZEN_TEACHER,

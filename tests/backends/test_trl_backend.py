@@ -183,3 +183,12 @@ def test_a_finished_trainers_colocated_vllm_is_shut_down_and_its_memory_freed(fa
     fake_vllm.LLM(model=str(tmp_path), enable_sleep_mode=True).llm_engine.engine_core.shutdown()  # the next one starts
     trl_backend._release(SimpleNamespace(accelerator=accelerator))
     assert freed == [True, True]
+
+
+def test_a_trl_run_loads_a_nodes_model_as_saved_with_a_tokenizer_for_sampling(tmp_path):
+    model, tok = tiny_qwen3_student(seed=0)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, loaded_tok = BACKENDS.get("trl")(load_config(None, ["backend=trl"])).load(str(tmp_path), trained=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert loaded.dtype == torch.float32 and loaded_tok.padding_side == "left" and loaded_tok("7+8=")["input_ids"] == tok("7+8=")["input_ids"]
