@@ -195,6 +195,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, k, None, bias, scale)'): OFF_CPU,
     ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, k, v, None, scale)'): OFF_CPU,
     ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, k, v, bias, None)'): OFF_CPU,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(k, v, bias, scale)'): OFF_CPU,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, v, bias, scale)'): OFF_CPU,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, k, bias, scale)'): OFF_CPU,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, k, v, scale)'): OFF_CPU,
+    ('s2d_bench.generation.shared_prefix.x_attend', 'return attend_plain(q, k, v, bias, )'): OFF_CPU,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁkeep_prompts', 'rows = (prompts[:, None] * self.k + torch.arange(self.k, )).flatten()'): CPU_HERE,
     ('s2d_bench.budget.x_rollout_bytes',
      'b = sample_batch(st.sequences / st.samples, st.per_batch, st.samples, st.prompt_tokens, st.new_tokens, st.kv_budget)'):
