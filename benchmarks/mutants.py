@@ -80,6 +80,14 @@ COLLATOR_BOUNDARY = ("without the completion mask TRL's ChatML collator finds th
 TRL_DEFAULT = ("the value trl 1.16's config takes by default: written out so that a TRL release with another default changes "
                "nothing of ours (test_trl_backend checks each value)")
 VLLM_ONLY = "TRL reads the importance-sampling correction only when it samples with vLLM: with its own generate the flag is never read"
+BIAS_DTYPE = ("the prompt bias holds 0 and -inf, exact in every float dtype, and both kernels take a float32 bias beside bfloat16 "
+              "queries (tested: a bfloat16 engine samples): its dtype changes no value")
+LAYERS_ONE_DTYPE = "every layer's keys and values share the model's one dtype: any of them gives the bias's"
+PREFILL_LENGTHS = ("the prefill's attention reads the prompts' lengths (prefill_attention), never the mask: the mask given to the "
+                   "model is not read")
+PREFILL_GROUPS = ("the prompts' lengths are a speed-up: without them the prefill attends with the padding mask (plain SDPA), "
+                  "the same values to float rounding at the real positions, the same tokens in every test")
+PADDING_KV = "keys and values at padding positions are never attended (the cache's bias is -inf there): any value serves"
 TEMP_PREFIX = "the start of the name of the folder TRL's trainers write in, removed with the backend: any name serves"
 FROZEN_TEACHER = ("`trained` tells only the vllm engine to push the weights before every rollout instead of once; the hf engine, "
                   "the one here (vLLM does not install), samples the module itself either way")
@@ -186,6 +194,32 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ_grow', 'size = min(self.capacity, max(needed, 2 * self.gen_keys.shape[+2]))'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁkeep_prompts',
      'rows = (prompts[:, None] * self.k + torch.arange(self.k, device=None)).flatten()'): CPU_HERE,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁ__init__',
+     'bias = torch.zeros(prompt_mask.shape, dtype=None, device=prompt_mask.device)'): BIAS_DTYPE,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁ__init__',
+     'bias = torch.zeros(prompt_mask.shape, device=prompt_mask.device)'): BIAS_DTYPE,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁ__init__',
+     'bias = torch.zeros(prompt_mask.shape, dtype=prompt_kv[0][0].dtype, device=None)'): CPU_HERE,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁ__init__',
+     'bias = torch.zeros(prompt_mask.shape, dtype=prompt_kv[0][0].dtype, )'): CPU_HERE,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁ__init__',
+     'bias = torch.zeros(prompt_mask.shape, dtype=prompt_kv[1][0].dtype, device=prompt_mask.device)'): LAYERS_ONE_DTYPE,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁ__init__',
+     'bias = torch.zeros(prompt_mask.shape, dtype=prompt_kv[0][1].dtype, device=prompt_mask.device)'): LAYERS_ONE_DTYPE,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁ__init__',
+     'self.prompt_bias = bias.masked_fill(prompt_mask == 0, float("-INF"))[:, None, None, :]'): "Python reads float(\"-INF\") as float(\"-inf\")",
+    ('s2d_bench.generation.shared_prefix.x_prefill',
+     'out = model(input_ids=prompt_ids, attention_mask=None, position_ids=positions(prompt_mask), past_key_values=DynamicCache(),'): PREFILL_LENGTHS,
+    ('s2d_bench.generation.shared_prefix.x_prefill',
+     'out = model(input_ids=prompt_ids, position_ids=positions(prompt_mask), past_key_values=DynamicCache(),'): PREFILL_LENGTHS,
+    ('s2d_bench.generation.shared_prefix.x_prefill',
+     'out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask), past_key_values=None,'): "with use_cache and no cache given, the model makes the same empty DynamicCache",
+    ('s2d_bench.generation.shared_prefix.x_prefill',
+     'out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions(prompt_mask), use_cache=True, logits_to_keep=1, **{LENGTHS: prompt_groups(prompt_mask.sum(1))})'): "with use_cache and no cache given, the model makes the same empty DynamicCache",
+    ('s2d_bench.generation.shared_prefix.x_prefill',
+     'use_cache=True, logits_to_keep=1, )'): PREFILL_GROUPS,
+    ('s2d_bench.generation.shared_prefix.x_prefill',
+     'prompt_kv = [(torch.where(real, layer.keys, 1), torch.where(real, layer.values, 0)) for layer in out.past_key_values.layers]'): PADDING_KV,
     ('s2d_bench.generation.shared_prefix.x_attend_plain', 'scores = torch.matmul(q, k.transpose(-1, +2)).float() * scale'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'end = self.length + key_states.shape[+2]'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'if end > self.gen_keys.shape[+2]:'): FOUR_D,

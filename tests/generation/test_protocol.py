@@ -271,6 +271,9 @@ def test_an_evaluation_engine_loads_the_model_in_the_dtype_and_with_the_settings
     engine = HFEngine.load(str(tmp_path), cfg)
     assert engine.cfg == cfg and engine.model.dtype == torch.bfloat16 and engine.model.device.type == "cpu"
     assert all(torch.equal(a.bfloat16(), b) for a, b in zip(model.state_dict().values(), engine.model.state_dict().values()))
+    from s2d_bench.generation.sampling import Sampling  # and it samples in that dtype (shared-prefix attention included)
+
+    assert len(engine.generate(["12+30=", "7+8="], Sampling(k=2, temperature=1.0, max_new_tokens=4), [0, 1])) == 4
 
 
 def test_a_stages_engine_follows_its_model_and_is_closed_when_its_block_ends_or_fails(monkeypatch):
