@@ -88,6 +88,10 @@ PREFILL_LENGTHS = ("the prefill's attention reads the prompts' lengths (prefill_
 PREFILL_GROUPS = ("the prompts' lengths are a speed-up: without them the prefill attends with the padding mask (plain SDPA), "
                   "the same values to float rounding at the real positions, the same tokens in every test")
 PADDING_KV = "keys and values at padding positions are never attended (the cache's bias is -inf there): any value serves"
+SHORT_PROMPTS = ("which prefill goes by the lengths and which takes plain SDPA differs only for prompts of one or two tokens: "
+                 "the same values to float rounding either way (PREFILL_GROUPS)")
+DEFAULT_SCALE = "the models' attention scale is head_dim ** -0.5, SDPA's default when none is given"
+CAUSAL_MODULE = "sdpa_gqa_forward reads only the module's is_causal, True for every causal LM's attention and the default without one"
 TEMP_PREFIX = "the start of the name of the folder TRL's trainers write in, removed with the backend: any name serves"
 FROZEN_TEACHER = ("`trained` tells only the vllm engine to push the weights before every rollout instead of once; the hf engine, "
                   "the one here (vLLM does not install), samples the module itself either way")
@@ -220,6 +224,26 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'use_cache=True, logits_to_keep=1, )'): PREFILL_GROUPS,
     ('s2d_bench.generation.shared_prefix.x_prefill',
      'prompt_kv = [(torch.where(real, layer.keys, 1), torch.where(real, layer.values, 0)) for layer in out.past_key_values.layers]'): PADDING_KV,
+    ('s2d_bench.generation.shared_prefix.x_prefill',
+     'prompt_kv = [(torch.where(real, layer.keys, 0), torch.where(real, layer.values, 1)) for layer in out.past_key_values.layers]'): PADDING_KV,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'groups = None'): PREFILL_GROUPS,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'groups = kwargs.get(None)'): PREFILL_GROUPS,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'if groups is not None and query.shape[3] > 1:  # the prefill'): SHORT_PROMPTS,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'if groups is not None and query.shape[2] >= 1:  # the prefill'): SHORT_PROMPTS,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'if groups is not None and query.shape[2] > 2:  # the prefill'): SHORT_PROMPTS,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'return prefill_attention(query, key, value, groups, None)'): DEFAULT_SCALE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'return sdpa_gqa_forward(None, query, key, value, attention_mask, scaling=scaling, **kwargs)'): CAUSAL_MODULE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'return sdpa_gqa_forward(module, query, key, value, attention_mask, scaling=None, **kwargs)'): DEFAULT_SCALE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'return sdpa_gqa_forward(module, query, key, value, attention_mask, **kwargs)'): DEFAULT_SCALE,
     ('s2d_bench.generation.shared_prefix.x_attend_plain', 'scores = torch.matmul(q, k.transpose(-1, +2)).float() * scale'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'end = self.length + key_states.shape[+2]'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'if end > self.gen_keys.shape[+2]:'): FOUR_D,
