@@ -3,7 +3,8 @@
   stages 1 and 3  trl.GRPOTrainer, our grader as the reward function
   stage 2a        trl.experimental.gkd.GKDTrainer with lmbda=0 (never on-policy) and beta=0
                   (forward KL(teacher || student)) on teacher rollouts generated once per stage
-                  and cached as JSON Lines beside the stage's model
+                  and cached as JSON Lines beside the stage's model; GKD's loss takes no temperature, so
+                  the warmup runs at temperature 1 on TRL (refused otherwise, backends/refusals.py)
   stage 2b        trl.DistillationTrainer with beta=1: on-policy reverse KL(student || teacher)
 
 Our configs are translated into TRL's in `trl_args` and nowhere else; our config classes never
