@@ -173,6 +173,7 @@ def test_a_process_killed_while_the_teacher_is_sent_or_dead_when_the_stage_ends_
     import threading
 
     from s2d_bench.config import RolloutConfig
+    from s2d_bench.models.builders import tiny_qwen3_student
 
     thrown = []
     monkeypatch.setattr(threading, "excepthook", thrown.append)
@@ -181,7 +182,7 @@ def test_a_process_killed_while_the_teacher_is_sent_or_dead_when_the_stage_ends_
     starting.close()
     assert starting.proc.returncode == -signal.SIGKILL and thrown == []
 
-    teacher, tok, *_ = _trainers_rollouts(thinking=False)
+    teacher, tok = tiny_qwen3_student(seed=1)  # its rollouts are never asked for
     died = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
     assert died.ready(120)
     os.kill(died.proc.pid, signal.SIGKILL)
