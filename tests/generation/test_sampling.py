@@ -272,7 +272,7 @@ def test_shared_prefix_cache_grows_past_its_first_buffer_and_stops_at_its_budget
     from s2d_bench.generation.shared_prefix import SharedPrefixLayer
 
     monkeypatch.setattr(SharedPrefixLayer, "INITIAL", 2)
-    keys = torch.randn(2, 3, 3, 4)  # 2 prompts, 3 KV heads, 3 prompt tokens
+    keys = torch.randn(2, 3, 7, 4)  # 2 prompts, 3 KV heads, 7 prompt tokens (each size its own: a wrong axis shows)
     layer = SharedPrefixLayer(keys, keys.clone(), k=2, capacity=5)
     assert layer.gen_keys.shape == (4, 3, 2, 4)  # memory follows what is generated
     steps, sizes = [torch.randn(4, 3, 1, 4) for _ in range(5)], []
@@ -281,7 +281,7 @@ def test_shared_prefix_cache_grows_past_its_first_buffer_and_stops_at_its_budget
         sizes.append(layer.gen_keys.shape[-2])
     assert sizes == [2, 2, 4, 4, 5]  # grown only when full: doubled, at most the capacity
     assert torch.equal(got_keys, torch.cat(steps, dim=2)) and torch.equal(got_values, -got_keys)
-    assert layer.get_seq_length() == 3 + 5
+    assert layer.get_seq_length() == 7 + 5
     with pytest.raises(RuntimeError, match="capacity 5"):
         layer.update(steps[0], steps[0])
 
