@@ -220,14 +220,20 @@ def test_shared_prefix_decoding_matches_repeated_prompt_cache():
     assert len({tuple(r.tolist()) for r in got_ids}) > 3  # the k samples of a prompt differ
 
 
-def test_shared_prefix_attention_equals_plain_attention_for_several_new_tokens():
-    """A multi-token step over the shared cache (causal within the new tokens) matches SDPA."""
+@pytest.mark.parametrize("scaling", ["model", None, 0.2], ids=["model-scale", "no-scale", "other-scale"])
+def test_shared_prefix_attention_equals_plain_attention_for_several_new_tokens(scaling):
+    """A multi-token step over the shared cache (causal within the new tokens) matches SDPA, at the scale the model's
+    attention passes: Qwen3's head_dim ** -0.5, none (SDPA's default, the same), or another (a model with its own)."""
     from s2d_bench.generation.shared_prefix import KWARG, prefill, use_shared_prefix_attention
     from s2d_bench.models.builders import tiny_qwen3_teacher
     from s2d_bench.models.sequences import positions
 
     model, tok = tiny_qwen3_teacher(seed=2)
     model.eval()
+    attentions = [m for m in model.modules() if hasattr(m, "scaling")]
+    assert len(attentions) == model.config.num_hidden_layers
+    for attention in attentions if scaling != "model" else []:
+        attention.scaling = scaling
     ids, mask = left_pad(encode_prompts(tok, ["12+3=", "4="]), tok.pad_token_id)
     k, new = 2, torch.tensor([[5, 6, 7], [8, 9, 10], [5, 5, 5], [11, 12, 13]])
     full_ids = torch.cat([ids.repeat_interleave(k, 0), new], 1)
