@@ -244,6 +244,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'return sdpa_gqa_forward(module, query, key, value, attention_mask, scaling=None, **kwargs)'): DEFAULT_SCALE,
     ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
      'return sdpa_gqa_forward(module, query, key, value, attention_mask, **kwargs)'): DEFAULT_SCALE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'return sdpa_gqa_forward(module, query, key, value, attention_mask, scaling=scaling, )'):
+        "the other keywords a model's attention passes are its dropout and sliding window: the shared-prefix attention is on "
+        "only inside `sample`, which puts the model in eval mode (dropout 0), and sdpa_gqa_forward reads no sliding window",
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'scale = dim**-0.5 if (scaling is None) and False else scaling'):
+        "a scale of None reaches torch's CPU kernel as its default, head_dim ** -0.5, the value computed here (tested with "
+        "no scale); off the CPU attend_plain would multiply by None (OFF_CPU)",
     ('s2d_bench.generation.shared_prefix.x_attend_plain', 'scores = torch.matmul(q, k.transpose(-1, +2)).float() * scale'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'end = self.length + key_states.shape[+2]'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'if end > self.gen_keys.shape[+2]:'): FOUR_D,
