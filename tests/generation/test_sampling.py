@@ -222,8 +222,9 @@ def test_shared_prefix_decoding_matches_repeated_prompt_cache():
 
 @pytest.mark.parametrize("scaling", ["model", None, 0.2], ids=["model-scale", "no-scale", "other-scale"])
 def test_shared_prefix_attention_equals_plain_attention_for_several_new_tokens(scaling):
-    """A multi-token step over the shared cache (causal within the new tokens) matches SDPA, at the scale the model's
-    attention passes: Qwen3's head_dim ** -0.5, none (SDPA's default, the same), or another (a model with its own)."""
+    """Multi-token steps over the shared cache (causal within the new tokens: 2, then 3 after those) match SDPA, at the
+    scale the model's attention passes: Qwen3's head_dim ** -0.5, none (SDPA's default, the same), or another (a model
+    with its own)."""
     from s2d_bench.generation.shared_prefix import KWARG, prefill, use_shared_prefix_attention
     from s2d_bench.models.builders import tiny_qwen3_teacher
     from s2d_bench.models.sequences import positions
@@ -235,18 +236,18 @@ def test_shared_prefix_attention_equals_plain_attention_for_several_new_tokens(s
     for attention in attentions if scaling != "model" else []:
         attention.scaling = scaling
     ids, mask = left_pad(encode_prompts(tok, ["12+3=", "4="]), tok.pad_token_id)
-    k, new = 2, torch.tensor([[5, 6, 7], [8, 9, 10], [5, 5, 5], [11, 12, 13]])
+    k, new = 2, torch.tensor([[5, 6, 7, 8, 9], [8, 9, 10, 11, 12], [5, 5, 5, 5, 5], [11, 12, 13, 14, 15]])
     full_ids = torch.cat([ids.repeat_interleave(k, 0), new], 1)
     full_mask = torch.cat([mask.repeat_interleave(k, 0), torch.ones_like(new)], 1)
     model.set_attn_implementation("sdpa")
     with torch.no_grad():
-        ref = model(input_ids=full_ids, attention_mask=full_mask, position_ids=positions(full_mask)).logits[:, -3:]
+        ref = model(input_ids=full_ids, attention_mask=full_mask, position_ids=positions(full_mask)).logits[:, -5:]
         use_shared_prefix_attention(model)
-        pos = positions(mask)
         _, cache = prefill(model, ids, mask, k, capacity=8)
-        new_pos = pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(3)
-        got = model(input_ids=new, position_ids=new_pos, past_key_values=cache, use_cache=True, **{KWARG: cache}).logits
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+        new_pos = positions(mask)[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(5)
+        got = [model(input_ids=new[:, part], position_ids=new_pos[:, part], past_key_values=cache, use_cache=True, **{KWARG: cache}).logits
+               for part in (slice(0, 2), slice(2, 5))]  # a step of 2 over none generated, then of 3 over those 2
+    torch.testing.assert_close(torch.cat(got, 1), ref, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("masked", [True, False], ids=["padding-bias", "no-bias"])
