@@ -82,6 +82,9 @@ TRL_DEFAULT = ("the value trl 1.16's config takes by default: written out so tha
 VLLM_ONLY = "TRL reads the importance-sampling correction only when it samples with vLLM: with its own generate the flag is never read"
 BIAS_DTYPE = ("the prompt bias holds 0 and -inf, exact in every float dtype, and both kernels take a float32 bias beside bfloat16 "
               "queries (tested: a bfloat16 engine samples): its dtype changes no value")
+STEP_BIAS_DTYPE = ("the causal bias of a multi-token step holds 0 and -inf, exact in every float dtype, and the CPU kernel "
+                   "takes a float32 bias beside bfloat16 queries with the same result (checked by hand), as attend_plain adds it to "
+                   "float32 scores: its dtype changes no value")
 LAYERS_ONE_DTYPE = "every layer's keys and values share the model's one dtype: any of them gives the bias's"
 PREFILL_LENGTHS = ("the prefill's attention reads the prompts' lengths (prefill_attention), never the mask: the mask given to the "
                    "model is not read")
@@ -252,6 +255,26 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'scale = dim**-0.5 if (scaling is None) and False else scaling'):
         "a scale of None reaches torch's CPU kernel as its default, head_dim ** -0.5, the value computed here (tested with "
         "no scale); off the CPU attend_plain would multiply by None (OFF_CPU)",
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'if q >= 1:'):
+        "one new token may attend every generated key: the causal bias built for it masks nothing (all zeros), the same as none",
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'future = torch.ones(q, t, dtype=torch.bool, device=None).triu(t - q + 1)'): CPU_HERE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'future = torch.ones(q, t, dtype=torch.bool, ).triu(t - q + 1)'): CPU_HERE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'bias = torch.zeros(q, t, dtype=query.dtype, device=None).masked_fill(future, float("-inf"))'): CPU_HERE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'bias = torch.zeros(q, t, dtype=query.dtype, ).masked_fill(future, float("-inf"))'): CPU_HERE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'bias = torch.zeros(q, t, dtype=None, device=query.device).masked_fill(future, float("-inf"))'): STEP_BIAS_DTYPE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'bias = torch.zeros(q, t, device=query.device).masked_fill(future, float("-inf"))'): STEP_BIAS_DTYPE,
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'bias = torch.zeros(t, dtype=query.dtype, device=query.device).masked_fill(future, float("-inf"))'):
+        "masked_fill broadcasts the row of t zeros to the (q, t) mask it fills: the same (q, t) bias",
+    ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
+     'bias = torch.zeros(q, t, dtype=query.dtype, device=query.device).masked_fill(future, float("-INF"))'): 'float("-INF") is float("-inf")',
     ('s2d_bench.generation.shared_prefix.x_attend_plain', 'scores = torch.matmul(q, k.transpose(-1, +2)).float() * scale'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'end = self.length + key_states.shape[+2]'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'if end > self.gen_keys.shape[+2]:'): FOUR_D,
