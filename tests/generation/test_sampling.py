@@ -382,22 +382,25 @@ def test_the_uniform_stream_gives_each_steps_per_step_draw(block):
     assert at_once.dtype == torch.float64 and torch.equal(at_once, per_step)
 
 
-def test_the_prefill_attends_each_prompt_causally_over_its_own_tokens():
+@pytest.mark.parametrize("longest", [9, 4], ids=["9-tokens", "as-many-tokens-as-heads"])
+def test_the_prefill_attends_each_prompt_causally_over_its_own_tokens(longest):
     """Rows of mixed lengths: each row's attention equals that prompt's own causal attention, unpadded, and is zero at its
-    padding; rows of one length are one causal call on the batch, bit for bit the call an unpadded batch made before."""
+    padding; rows of one length are one causal call on the batch, bit for bit the call an unpadded batch made before.
+    The longest prompt has 9 tokens, or as many as the query heads (4), so that reading one axis for the other shows."""
     from s2d_bench.generation.shared_prefix import prefill_attention, prompt_groups
 
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(4, heads, 9, 8, generator=g) for heads in (4, 2, 2))  # grouped-query: 2 query heads a KV head
-    lengths = torch.tensor([9, 3, 6, 3])
+    q, k, v = (torch.randn(4, heads, longest, 8, generator=g) for heads in (4, 2, 2))  # grouped-query: 2 query heads a KV head
+    lengths = torch.tensor({9: [9, 3, 6, 3], 4: [4, 2, 3, 2]}[longest])
     out, _ = prefill_attention(q, k, v, prompt_groups(lengths), 0.3)
-    assert out.shape == (4, 9, 4, 8)
+    assert out.shape == (4, longest, 4, 8)
     for row, n in enumerate(lengths.tolist()):
-        alone = torch.nn.functional.scaled_dot_product_attention(q[row : row + 1, :, 9 - n :], k[row : row + 1, :, 9 - n :], v[row : row + 1, :, 9 - n :],
+        pad = longest - n
+        alone = torch.nn.functional.scaled_dot_product_attention(q[row : row + 1, :, pad:], k[row : row + 1, :, pad:], v[row : row + 1, :, pad:],
                                                                  is_causal=True, scale=0.3, enable_gqa=True)
-        torch.testing.assert_close(out[row, 9 - n :], alone[0].transpose(0, 1), rtol=1e-6, atol=1e-6)
-        assert not out[row, : 9 - n].any()
-    same, _ = prefill_attention(q, k, v, prompt_groups(torch.tensor([9, 9, 9, 9])), 0.3)
+        torch.testing.assert_close(out[row, pad:], alone[0].transpose(0, 1), rtol=1e-6, atol=1e-6)
+        assert not out[row, :pad].any()
+    same, _ = prefill_attention(q, k, v, prompt_groups(torch.full((4,), longest)), 0.3)
     whole = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3, enable_gqa=True)
     assert torch.equal(same, whole.transpose(1, 2))
 
