@@ -276,6 +276,13 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
      'bias = torch.zeros(q, t, dtype=query.dtype, device=query.device).masked_fill(future, float("-INF"))'): 'float("-INF") is float("-inf")',
     ('s2d_bench.generation.shared_prefix.x_attend_plain', 'scores = torch.matmul(q, k.transpose(-1, +2)).float() * scale'): FOUR_D,
+    ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ__init__',
+     'self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, False'):
+        "transformers' DynamicLayer reads is_initialized in update and get_seq_length, which this layer overrides, and in "
+        "offload, prefetch, reset and early initialisation, which the sampler never calls",
+    ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 1 or groups[0][0] == p:'):
+        "prompt_groups lists the lengths sorted (Tensor.unique sorts) and the longest is p: the first group is p tokens long "
+        "exactly when it is the only one",
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'end = self.length + key_states.shape[+2]'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁupdate', 'if end > self.gen_keys.shape[+2]:'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁget_seq_length', 'return self.prompt_keys.shape[+2] + self.length'): FOUR_D,
