@@ -191,10 +191,13 @@ def test_in_kernel_gqa_attention_matches_transformers_sdpa_under_left_padding():
     torch.testing.assert_close(fast[real], reference[real], rtol=1e-4, atol=1e-5)
 
 
-def test_shared_prefix_decoding_matches_repeated_prompt_cache():
+@pytest.mark.parametrize("attention", ["sdpa", "s2d_sdpa_gqa"])
+def test_shared_prefix_decoding_matches_repeated_prompt_cache(attention):
     """Shared-prefix attention reads one prompt cache for k samples; tokens must not change. The sampler
-    switches to it for the call only: the model's own attention is back afterwards (training uses it)."""
-    from s2d_bench.generation.shared_prefix import NAME
+    switches a model on SDPA (transformers' or ours with grouped-query heads in the kernel) to it for the
+    call only: every step reads the shared cache, and the model's own attention is back afterwards
+    (training uses it)."""
+    from s2d_bench.generation.shared_prefix import NAME, SharedPrefixCache
     from s2d_bench.models.builders import tiny_qwen3_teacher
 
     model, tok = tiny_qwen3_teacher(seed=5)  # random weights: long, varied completions
@@ -205,16 +208,17 @@ def test_shared_prefix_decoding_matches_repeated_prompt_cache():
     def run() -> tuple[torch.Tensor, torch.Tensor]:
         return sample(model, ids, mask, s, tok.eos_token_id, tok.pad_token_id, [11, 12, 13])
 
-    model.set_attn_implementation("sdpa")
+    model.set_attn_implementation(attention)
     original = model.forward
-    model.forward = lambda *a, **kw: seen.append(model.config._attn_implementation) or original(*a, **kw)
+    model.forward = lambda *a, **kw: seen.append((model.config._attn_implementation, type(kw.get("past_key_values")))) or original(*a, **kw)
     with pytest.MonkeyPatch.context() as patch:  # the repeated-cache path as the reference
         patch.setattr(sampling_module, "sharing_prompts", lambda m: contextlib.nullcontext())
         ref_ids, ref_mask = run()
-    assert set(seen) == {"sdpa"}
+    assert {impl for impl, _ in seen} == {attention}
     seen.clear()
     got_ids, got_mask = run()
-    assert set(seen) == {NAME} and model.config._attn_implementation == "sdpa"
+    assert {impl for impl, _ in seen} == {NAME} and model.config._attn_implementation == attention
+    assert all(cache is SharedPrefixCache for _, cache in seen[1:])  # every decode step (after the prefill) reads it
     assert ref_mask.sum() > 3 * 3 * 4  # samples ran for several steps
     assert torch.equal(got_mask, ref_mask) and torch.equal(got_ids, ref_ids)
     assert len({tuple(r.tolist()) for r in got_ids}) > 3  # the k samples of a prompt differ
