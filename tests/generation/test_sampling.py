@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import QWEN3_LIKE
 
+from s2d_bench.config import RolloutConfig
 from s2d_bench.generation import sampling as sampling_module
 from s2d_bench.generation.engine import EngineConfig
 from s2d_bench.generation.hf import HFEngine
@@ -486,6 +487,8 @@ def test_prompts_of_like_length_share_a_batch_within_the_count_and_the_token_bou
     two = 2 * s.k * (size[3] + s.max_new_tokens)  # the two shortest, exactly
     assert batches(prompts_per_batch=0, max_batch_tokens=two) == [[1, 3], [2], [0]]
     assert batches(prompts_per_batch=0, max_batch_tokens=two - 1) == [[1], [3], [2], [0]]
+    live = lambda **cfg: HFEngine.live(model, tok, RolloutConfig(**cfg), thinking=False, trained=True).batches(prompts, s)  # noqa: E731
+    assert live(max_batch_tokens=two) == [[1, 3], [2], [0]] and live(prompts_per_batch=2) == [[1, 3], [2, 0]]  # a stage's rollouts: its bounds
 
 
 def test_the_sampler_never_draws_an_id_past_the_tokenizer_of_a_padded_embedding():
