@@ -250,6 +250,13 @@ def test_engine_settings_devices_and_dtypes_are_checked_with_the_fix_named():
     assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("bfloat16", "cpu") == torch.bfloat16
 
 
+def test_auto_device_is_cuda_where_torch_sees_a_gpu(monkeypatch):
+    from s2d_bench.generation.engine import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what torch answers on a GPU machine
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1" and resolve_device("cpu") == "cpu"
+
+
 @pytest.mark.parametrize("bf16", [True, False], ids=["gpu-with-bf16", "gpu-without"])
 def test_auto_dtype_is_bf16_only_on_a_cuda_gpu_that_supports_it(bf16, monkeypatch):
     from s2d_bench.generation.engine import resolve_dtype
