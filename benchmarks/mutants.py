@@ -85,6 +85,9 @@ BIAS_DTYPE = ("the prompt bias holds 0 and -inf, exact in every float dtype, and
 STEP_BIAS_DTYPE = ("the causal bias of a multi-token step holds 0 and -inf, exact in every float dtype, and the CPU kernel "
                    "takes a float32 bias beside bfloat16 queries with the same result (checked by hand), as attend_plain adds it to "
                    "float32 scores: its dtype changes no value")
+ONE_GROUP_SHORTCUT = ("the whole-batch call is a shortcut the condition never takes then: with one group the loop makes the "
+                      "same SDPA call on every row, in order, and writes them whole, bit for bit the same (tested on prompts of one "
+                      "length), an index copy slower")
 LAYERS_ONE_DTYPE = "every layer's keys and values share the model's one dtype: any of them gives the bias's"
 PREFILL_LENGTHS = ("the prefill's attention reads the prompts' lengths (prefill_attention), never the mask: the mask given to the "
                    "model is not read")
@@ -280,6 +283,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, False'):
         "transformers' DynamicLayer reads is_initialized in update and get_seq_length, which this layer overrides, and in "
         "offload, prefetch, reset and early initialisation, which the sampler never calls",
+    ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) != 1 and groups[0][0] == p:'): ONE_GROUP_SHORTCUT,
+    ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 2 and groups[0][0] == p:'): ONE_GROUP_SHORTCUT,
+    ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 1 and groups[0][0] != p:'): ONE_GROUP_SHORTCUT,
     ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 1 or groups[0][0] == p:'):
         "prompt_groups lists the lengths sorted (Tensor.unique sorts) and the longest is p: the first group is p tokens long "
         "exactly when it is the only one",
