@@ -88,6 +88,7 @@ STEP_BIAS_DTYPE = ("the causal bias of a multi-token step holds 0 and -inf, exac
 ONE_GROUP_SHORTCUT = ("the whole-batch call is a shortcut the condition never takes then: with one group the loop makes the "
                       "same SDPA call on every row, in order, and writes them whole, bit for bit the same (tested on prompts of one "
                       "length), an index copy slower")
+ATTN_ALWAYS_SET = "every transformers config has _attn_implementation (PretrainedConfig sets it): the default is never read"
 LAYERS_ONE_DTYPE = "every layer's keys and values share the model's one dtype: any of them gives the bias's"
 PREFILL_LENGTHS = ("the prefill's attention reads the prompts' lengths (prefill_attention), never the mask: the mask given to the "
                    "model is not read")
@@ -286,6 +287,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) != 1 and groups[0][0] == p:'): ONE_GROUP_SHORTCUT,
     ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 2 and groups[0][0] == p:'): ONE_GROUP_SHORTCUT,
     ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 1 and groups[0][0] != p:'): ONE_GROUP_SHORTCUT,
+    ('s2d_bench.generation.shared_prefix.x_supports_shared_prefix', 'return getattr(model.config, "_attn_implementation", ) == NAME'): ATTN_ALWAYS_SET,
+    ('s2d_bench.generation.shared_prefix.x_use_shared_prefix_attention', 'if getattr(model.config, "_attn_implementation", ) in ("sdpa", "s2d_sdpa_gqa"):'): ATTN_ALWAYS_SET,
     ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 1 or groups[0][0] == p:'):
         "prompt_groups lists the lengths sorted (Tensor.unique sorts) and the longest is p: the first group is p tokens long "
         "exactly when it is the only one",
