@@ -43,6 +43,9 @@ from s2d_bench.nodefiles import write_json
 
 LIVE = {"PENDING": "queued", "CONFIGURING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "RESIZING": "queued",
         "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "running", "STOPPED": "running"}
+# A task's output reaches the job's log through srun, which a requeue kills: the line saying why, written just before,
+# was missing from the log once in a suite run (2026-12-05; srun had not forwarded it yet): a second gives srun time to.
+FORWARD_SECONDS = 1.0
 OPTIONS = {"partition": "--partition", "account": "--account", "qos": "--qos", "time": "--time", "nodes": "--nodes",
            "gpus_per_node": "--gpus-per-node", "tasks_per_node": "--ntasks-per-node", "cpus_per_task": "--cpus-per-task",
            "mem": "--mem", "constraint": "--constraint"}
@@ -132,6 +135,7 @@ def requeue(why: str) -> bool:
         return False
     if os.environ.get("SLURM_PROCID", "0") == "0":
         print(f"{why.split(';')[0]}; requeueing job {job}", file=sys.stderr, flush=True)
+        time.sleep(FORWARD_SECONDS)
         _slurm(["scontrol", "requeue", job])
     return True
 
