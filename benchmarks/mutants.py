@@ -80,11 +80,10 @@ COLLATOR_BOUNDARY = ("without the completion mask TRL's ChatML collator finds th
 TRL_DEFAULT = ("the value trl 1.16's config takes by default: written out so that a TRL release with another default changes "
                "nothing of ours (test_trl_backend checks each value)")
 VLLM_ONLY = "TRL reads the importance-sampling correction only when it samples with vLLM: with its own generate the flag is never read"
-BIAS_DTYPE = ("the prompt bias holds 0 and -inf, exact in every float dtype, and both kernels take a float32 bias beside bfloat16 "
-              "queries (tested: a bfloat16 engine samples): its dtype changes no value")
-STEP_BIAS_DTYPE = ("the causal bias of a multi-token step holds 0 and -inf, exact in every float dtype, and the CPU kernel "
-                   "takes a float32 bias beside bfloat16 queries with the same result (checked by hand), as attend_plain adds it to "
-                   "float32 scores: its dtype changes no value")
+BIAS_DTYPE = ("an attention bias here (the prompts' padding, a multi-token step's causal mask) holds 0 and -inf, exact in "
+              "every float dtype; the CPU kernel takes a float32 bias beside bfloat16 queries with the same result (a bfloat16 "
+              "engine samples; the step's checked by hand) and attend_plain adds it to float32 scores: its dtype changes no value")
+NEG_INF = 'float("-INF") is float("-inf")'
 ONE_GROUP_SHORTCUT = ("the whole-batch call is a shortcut the condition never takes then: with one group the loop makes the "
                       "same SDPA call on every row, in order, and writes them whole, bit for bit the same (tested on prompts of one "
                       "length), an index copy slower")
@@ -218,7 +217,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁ__init__',
      'bias = torch.zeros(prompt_mask.shape, dtype=prompt_kv[0][1].dtype, device=prompt_mask.device)'): LAYERS_ONE_DTYPE,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixCacheǁ__init__',
-     'self.prompt_bias = bias.masked_fill(prompt_mask == 0, float("-INF"))[:, None, None, :]'): "Python reads float(\"-INF\") as float(\"-inf\")",
+     'self.prompt_bias = bias.masked_fill(prompt_mask == 0, float("-INF"))[:, None, None, :]'): NEG_INF,
     ('s2d_bench.generation.shared_prefix.x_prefill',
      'out = model(input_ids=prompt_ids, attention_mask=None, position_ids=positions(prompt_mask), past_key_values=DynamicCache(),'): PREFILL_LENGTHS,
     ('s2d_bench.generation.shared_prefix.x_prefill',
@@ -271,14 +270,14 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
      'bias = torch.zeros(q, t, dtype=query.dtype, ).masked_fill(future, float("-inf"))'): CPU_HERE,
     ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
-     'bias = torch.zeros(q, t, dtype=None, device=query.device).masked_fill(future, float("-inf"))'): STEP_BIAS_DTYPE,
+     'bias = torch.zeros(q, t, dtype=None, device=query.device).masked_fill(future, float("-inf"))'): BIAS_DTYPE,
     ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
-     'bias = torch.zeros(q, t, device=query.device).masked_fill(future, float("-inf"))'): STEP_BIAS_DTYPE,
+     'bias = torch.zeros(q, t, device=query.device).masked_fill(future, float("-inf"))'): BIAS_DTYPE,
     ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
      'bias = torch.zeros(t, dtype=query.dtype, device=query.device).masked_fill(future, float("-inf"))'):
         "masked_fill broadcasts the row of t zeros to the (q, t) mask it fills: the same (q, t) bias",
     ('s2d_bench.generation.shared_prefix.x_shared_prefix_attention',
-     'bias = torch.zeros(q, t, dtype=query.dtype, device=query.device).masked_fill(future, float("-INF"))'): 'float("-INF") is float("-inf")',
+     'bias = torch.zeros(q, t, dtype=query.dtype, device=query.device).masked_fill(future, float("-INF"))'): NEG_INF,
     ('s2d_bench.generation.shared_prefix.x_attend_plain', 'scores = torch.matmul(q, k.transpose(-1, +2)).float() * scale'): FOUR_D,
     ('s2d_bench.generation.shared_prefix.xǁSharedPrefixLayerǁ__init__',
      'self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, False'):
@@ -431,13 +430,13 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "next_token's logits are (N, V): dim/index +1 (or the default) is dim -1",
     ('s2d_bench.generation.sampling.x_next_token',
      'logits = logits.masked_fill(logits < kth, float("-INF"))'):
-        'float("-INF") is float("-inf")',
+        NEG_INF,
     ('s2d_bench.generation.sampling.x_next_token',
      'sorted_logits = sorted_logits.masked_fill(drop, float("-INF"))'):
-        'float("-INF") is float("-inf")',
+        NEG_INF,
     ('s2d_bench.generation.sampling.x_next_token',
      'logits = torch.full_like(logits, float("-INF")).scatter(-1, order, sorted_logits)'):
-        'float("-INF") is float("-inf")',
+        NEG_INF,
     ('s2d_bench.generation.sampling.x_next_token',
      'if s.top_p <= 1.0:'):
         'top_p is at most 1 (config-checked); at 1 the exclusive cumulative mass reaches it only on zero-probability tokens: nothing drawable is dropped either way',
@@ -631,7 +630,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "without position ids a left-padded row's real tokens are shifted by one offset, and rotary attention depends only on position differences",
     ('s2d_bench.losses.x__log_tail',
      'return logp.scatter(-1, top_ids, float("-INF")).logsumexp(dim=-1, keepdim=True)'):
-        'float("-INF") is float("-inf")',
+        NEG_INF,
     ('s2d_bench.leaderboards.intervals.x_interval', 'matrix = np.asarray(matrix, dtype=None)'):
         'an integer or boolean matrix is promoted to float by every mean and variance taken of it: the same numbers',
     ('s2d_bench.leaderboards.intervals.x_interval', 'matrix = np.asarray(matrix, )'):
