@@ -22,8 +22,9 @@ run: $(STAMP)
 	$(VENV)/bin/s2d-bench run $(ARGS)
 
 # Both cores: test files are spread over two workers (xdist's loadfile keeps a file's module fixtures in one process).
+# In the order tests/conftest.py gives (longest files first, tests/file_seconds.json), not xdist's most-tests-first.
 test: $(STAMP) slurm
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 # The executor's tests start a real one-node Slurm cluster (tests/slurm_cluster.py) from Debian's packages.
 slurm:

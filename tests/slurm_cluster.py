@@ -35,6 +35,8 @@ JobAcctGatherType=jobacct_gather/none
 MinJobAge=3600
 ReturnToService=2
 KillWait=5
+# a requeued job is started by the backfill pass (every 30 s by default): the test's requeue waited 18 s for it
+SchedulerParameters=bf_interval=1,sched_interval=1
 NodeName={host} CPUs={cpus} RealMemory={mem} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
