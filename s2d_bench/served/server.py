@@ -126,7 +126,10 @@ class Batcher:
     A client sends one request a prompt (vLLM takes one seed a request), so a training step arrives as many concurrent
     requests; answering them one at a time would decode one prompt a batch. The worker takes whatever is queued (up to
     `max_prompts`), samples the prompts that share sampling settings in one batch (each from its own seed: the tokens do
-    not depend on the batch, sampling.py) and scores their sequences a few at a time; it alone touches the model."""
+    not depend on the batch, sampling.py) and scores each request's sequences a few at a time; it alone touches the model.
+    Scores are never batched across requests: which requests arrive together is chance, and a sequence padded to another
+    request's length rounds otherwise (1e-7), so a served teacher's log-probs, and the OPD weights and C2 figures made
+    from them, would differ from rerun to rerun."""
 
     def __init__(self, model: PreTrainedModel, tok: PreTrainedTokenizerBase, max_prompts: int = 64, score_batch: int = 8) -> None:
         self.model, self.tok, self.max_prompts, self.score_batch = model, tok, max_prompts, score_batch
@@ -170,12 +173,10 @@ class Batcher:
         outs = self.engine.generate_ids([j.row for j in jobs], sampling, [j.seed for j in jobs])
         for i, job in enumerate(jobs):
             job.samples = [c.ids for c in outs[i * sampling.k : (i + 1) * sampling.k]]
-        wanted = [(job, ids) for job in jobs if job.k is not None for ids in job.samples]
-        for start in range(0, len(wanted), self.score_batch):
-            part = wanted[start : start + self.score_batch]
-            k = max(job.k for job, _ in part)
-            for (job, _), table in zip(part, self._tables([job.row + ids for job, ids in part], k)):
-                job.tables.append(table)
+        for job in jobs:  # each request's sequences apart from the others': see the class's docstring
+            if job.k is not None:
+                for start in range(0, len(job.samples), self.score_batch):
+                    job.tables += self._tables([job.row + ids for ids in job.samples[start : start + self.score_batch]], job.k)
 
     def _tables(self, seqs: list[list[int]], k: int) -> list[Table]:
         """Per sequence, position p (>= 1) -> (token, its log-prob, its rank, the top-k (id, log-prob)) under the model's

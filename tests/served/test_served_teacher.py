@@ -26,6 +26,7 @@ from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.builders import load_pretrained, save, tiny_qwen3_student, tiny_qwen3_teacher
 from s2d_bench.models.sequences import completion_hidden
 from s2d_bench.served.client import Client, ServerError
+from s2d_bench.served.server import Batcher, Job
 from s2d_bench.served.teacher import ServedTeacher
 from served_server import free_port, serving
 
@@ -109,6 +110,26 @@ def test_topk_below_the_vocabulary_is_the_local_topk_estimate(world):
         served, _ = chunked.served_distill_loss(s_hidden, student.get_output_embeddings(), view, batch.completion_ids, batch.completion_mask,
                                                 chunked.Objective("reverse", "topk", 7))
     torch.testing.assert_close(served, local, rtol=1e-4, atol=1e-5)
+
+
+def test_a_requests_log_probs_do_not_depend_on_the_requests_that_reach_the_server_with_it(world):
+    """A client sends a stage's scoring requests together, and which of them the server's worker takes in one batch is
+    chance: a sequence's log-probs are the same, bit for bit, scored alone or beside longer requests, so a served OPD
+    or C2 reruns to the same numbers (the worker never pads one request to another's length)."""
+    teacher, tok = _local(world)
+    batcher = Batcher(teacher, tok)
+    sampling = Sampling(k=1, max_new_tokens=1)
+
+    def tables(*prompts: str) -> list:  # the worker's answer to requests taken together, as a score request asks (max_tokens 1)
+        jobs = [Job(tok(p)["input_ids"], sampling, 5, tuple(batcher.engine.eos_ids), 9) for p in prompts]
+        with torch.no_grad():
+            batcher._answer(sampling, jobs[0].stop, jobs)
+        return [job.tables for job in jobs]
+
+    (alone,) = tables(PROMPTS[0])
+    longer = ["".join(PROMPTS) * n for n in (1, 2, 3)]
+    assert tables(PROMPTS[0], *longer)[0] == alone and tables(*longer, PROMPTS[0])[-1] == alone
+    assert len(alone) == 1 and len(alone[0]) == len(tok(PROMPTS[0])["input_ids"])  # each prompt position + the sampled token's
 
 
 def _warmup(world, tok, teacher, steps: int = 2, cache: Path | None = None):
