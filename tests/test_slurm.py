@@ -52,9 +52,13 @@ def _records(run: Path) -> dict[str, float]:
     return {(r["node"], r["task"]): r["mean"] for r in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
 
 
-def test_a_grid_through_slurm_matches_the_local_executor_and_a_cancelled_node_resumes(cluster, tmp_path):
+def test_a_grid_through_slurm_matches_the_local_executor_and_a_cancelled_node_resumes(cluster, tmp_path, request):
     local, remote = tmp_path / "local", tmp_path / "slurm"
-    _cli(*GRID, f"run_dir={local}", f"store={tmp_path / 'local.sqlite'}")
+    # the local executor's grid, for the comparison at the end, runs meanwhile (Slurm's jobs leave the CPUs idle at times)
+    reference_log = tmp_path / "local.log"  # a file, not a pipe: its progress bars would fill a pipe and stall it
+    with reference_log.open("w") as log:
+        reference = subprocess.Popen([*CLI, *GRID, f"run_dir={local}", f"store={tmp_path / 'local.sqlite'}"], stdout=log, stderr=log)
+    request.addfinalizer(reference.kill)  # not left running by a failure before its end
     args = [*GRID, "--executor", "slurm", f"run_dir={remote}", f"store={tmp_path / 'slurm.sqlite'}"]
     queued = _cli(*args)
     assert "queued on Slurm" in queued.stdout
@@ -95,6 +99,7 @@ def test_a_grid_through_slurm_matches_the_local_executor_and_a_cancelled_node_re
     resubmitted = {n for n in jobs if again[n].get("job") not in (None, jobs[n].get("job"))}
     assert resubmitted == failed
     assert all(r["state"] == "done" for r in slurm.status(remote))
+    assert reference.wait(timeout=900) == 0, reference_log.read_text()[-3000:]
     assert _records(remote) == _records(local)  # the same records: seeds come from node ids
     for node in again:
         for weights in (local / "nodes" / node / "model").glob("*.safetensors"):
