@@ -46,7 +46,8 @@ def kl_both_ways(
     Memory is bounded whatever the length: prompts are sampled and scored in the sampler's batches (`batching`:
     prompts per batch and KV-cache positions, as evaluation sets them), and each batch is scored from both models'
     final hidden states a `settings.chunk_size` of positions at a time (`chunked.distill_loss`), so no (sequences,
-    length, vocabulary) logits exist. Problems sample from their own seeds, so the batching changes no token."""
+    length, vocabulary) logits exist. Problems sample from their own seeds, so the batching changes no token (but
+    through float rounding: sampling.py)."""
     sampling = Sampling(k=settings.c2_samples, temperature=1.0, max_new_tokens=max_new_tokens)
     seeds = prompt_seeds(seed, len(prompts))
     heads = student.get_output_embeddings(), teacher.get_output_embeddings()

@@ -126,7 +126,8 @@ class Batcher:
     A client sends one request a prompt (vLLM takes one seed a request), so a training step arrives as many concurrent
     requests; answering them one at a time would decode one prompt a batch. The worker takes whatever is queued (up to
     `max_prompts`), samples the prompts that share sampling settings in one batch (each from its own seed: the tokens do
-    not depend on the batch, sampling.py) and scores each request's sequences a few at a time; it alone touches the model.
+    not depend on the batch but through float rounding, sampling.py) and scores each request's sequences a few at a time;
+    it alone touches the model.
     Scores are never batched across requests: which requests arrive together is chance, and a sequence padded to another
     request's length rounds otherwise (1e-7), so a served teacher's log-probs, and the OPD weights and C2 figures made
     from them, would differ from rerun to rerun."""
