@@ -10,14 +10,19 @@ torch.set_num_threads(1)
 FILE_SECONDS = os.path.join(os.path.dirname(__file__), "file_seconds.json")  # tests/file_seconds.py writes it
 
 
-def pytest_collection_modifyitems(items):  # noqa: ANN001, ANN201
+def pytest_collection_modifyitems(config, items):  # noqa: ANN001, ANN201
     """Longest test files first (their recorded seconds, tests/file_seconds.json): the Makefile's two workers take files
     in this order (`--dist loadfile --no-loadscope-reorder`), so the longest file never starts last and runs alone at
-    the end. A file not recorded yet counts as long, so it starts early. The order within a file is kept."""
+    the end. A file not recorded yet counts as long, so it starts early. The order within a file is kept. Only under
+    xdist: a run in one process keeps the order it was given (mutation testing hands pytest its tests fastest first)."""
+    if not hasattr(config, "workerinput"):
+        return
     import json
+    from pathlib import Path
 
-    seconds = json.loads(open(FILE_SECONDS).read()) if os.path.exists(FILE_SECONDS) else {}
+    seconds = json.loads(Path(FILE_SECONDS).read_text()) if os.path.exists(FILE_SECONDS) else {}
     items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 60.0))
+
 
 def _shared_data():  # noqa: ANN202 - a Path
     """The real evaluation data: $S2D_DATA_DIR, else the first `shared/data` above the tests (beside the checkout, or
