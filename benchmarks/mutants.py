@@ -287,7 +287,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 2 and groups[0][0] == p:'): ONE_GROUP_SHORTCUT,
     ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 1 and groups[0][0] != p:'): ONE_GROUP_SHORTCUT,
     ('s2d_bench.generation.shared_prefix.x_supports_shared_prefix', 'return getattr(model.config, "_attn_implementation", ) == NAME'): ATTN_ALWAYS_SET,
-    ('s2d_bench.generation.shared_prefix.x_use_shared_prefix_attention', 'if getattr(model.config, "_attn_implementation", ) in ("sdpa", "s2d_sdpa_gqa"):'): ATTN_ALWAYS_SET,
+    ('s2d_bench.generation.shared_prefix.x_use_shared_prefix_attention', 'if getattr(model.config, "_attn_implementation", ) in ("sdpa", SDPA_GQA):'): ATTN_ALWAYS_SET,
     ('s2d_bench.generation.shared_prefix.x_prefill_attention', 'if len(groups) == 1 or groups[0][0] == p:'):
         "prompt_groups lists the lengths sorted (Tensor.unique sorts) and the longest is p: the first group is p tokens long "
         "exactly when it is the only one",

@@ -23,7 +23,7 @@ from transformers import AttentionInterface, AttentionMaskInterface, DynamicCach
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.masking_utils import sdpa_mask
 
-from s2d_bench.models.attention import sdpa_gqa_forward
+from s2d_bench.models.attention import NAME as SDPA_GQA, sdpa_gqa_forward
 from s2d_bench.models.sequences import positions
 
 NAME = "s2d_shared_prefix"
@@ -204,7 +204,7 @@ AttentionMaskInterface.register(NAME, sdpa_mask)
 
 def use_shared_prefix_attention(model: torch.nn.Module) -> None:
     """Switch a model on SDPA (or on s2d_sdpa_gqa) to shared-prefix decoding; others are left alone."""
-    if getattr(model.config, "_attn_implementation", None) in ("sdpa", "s2d_sdpa_gqa"):
+    if getattr(model.config, "_attn_implementation", None) in ("sdpa", SDPA_GQA):
         model.set_attn_implementation(NAME)
 
 
