@@ -4,15 +4,22 @@ The teacher's rollouts in stage 2a depend on nothing the student learns, so this
 trainer runs the teacher and the student over step t's. Measured on the tiny world (2 cores, idle): a warmup step took
 0.18 s instead of 0.33 s; sampling was about half of it. The teacher's forward over the rollouts stays with the trainer: moved
 here too, it made this process the slower of the two, and in on-policy distillation (where the student samples) running it
-here beside the student's forward saved nothing. Until the process is ready (importing torch and transformers takes a few
-seconds) the trainer samples itself, so a short stage does not wait for it.
+here beside the student's forward saved nothing. Until the process is ready the trainer samples itself, so a short stage
+does not wait for it.
 
-The rollouts are the trainer's own, bit for bit: the same weights (the model itself is sent, pickled), the same engine
-(`open_rollouts`), the same prompts and seeds (`protocol.peek_draw` reads the next step's draw without moving the stage's random
-stream, which its checkpoints save). The stage's torch threads are split between the two processes (one each at
-`threads: 1`), so on a CPU the bits are the same where torch's kernels give the same bits at any thread count, as they do
-here (the scheduler relies on it too; tested). So the option changes how long a stage takes, never its numbers, and is left
-out of config hashes (`identity.RUN_ONLY`). The teacher is held twice.
+Where it can (`forks`: Linux, a one-thread share, no CUDA in the trainer) the process is forked from the trainer's: it
+starts with torch imported and the teacher in memory, shared with the trainer (copy-on-write, never sent), and is ready
+at once. Otherwise it is a fresh interpreter that imports torch and transformers (about 4 s of CPU here, which an
+8-step warmup never got back: measured in benchmarks/backend_speed.py) and is sent the teacher pickled, so the teacher is
+held twice. A fork cannot take more threads: GNU OpenMP's pool (torch's on Linux) does not survive it, and a forked
+child's first parallel region over more than one thread hangs (tested here); nor can CUDA be used after one.
+
+The rollouts are the trainer's own, bit for bit: the same weights, the same engine (`open_rollouts`), the same prompts
+and seeds (`protocol.peek_draw` reads the next step's draw without moving the stage's random stream, which its
+checkpoints save). The stage's torch threads are split between the two processes (one each at `threads: 1`), so on a
+CPU the bits are the same where torch's kernels give the same bits at any thread count, as they do here (the scheduler
+relies on it too; tested). So the option changes how long a stage takes, never its numbers, and is left out of config
+hashes (`identity.RUN_ONLY`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from s2d_bench.config import RolloutConfig
 from s2d_bench.generation.engine import open_rollouts
 from s2d_bench.generation.rollouts import Rollouts
 from s2d_bench.generation.sampling import Sampling
-from s2d_bench.worker_process import reap, start
+from s2d_bench.worker_process import can_fork, fork, reap, start
 
 
 def thread_shares(threads: int) -> tuple[int, int]:
@@ -42,19 +49,28 @@ def thread_shares(threads: int) -> tuple[int, int]:
     return max(1, threads // 2), max(1, threads - threads // 2)
 
 
+def forks(teacher_threads: int) -> bool:
+    """Whether the teacher's process is forked from the trainer's (see the module's docstring), given its thread share."""
+    return teacher_threads == 1 and can_fork() and not torch.cuda.is_initialized()
+
+
 class TeacherProcess:
     """The teacher's sampling process for one warmup; requests (sent once it is `ready`) are answered in the order sent."""
 
     def __init__(self, teacher: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool) -> None:
-        self.proc, self.conn, self._reaper = start(f"{__name__}:_worker", self)
         self._asked: deque[Any] = deque()  # what each request sent and not yet answered was for, oldest first
         self._ready = False
         self._threads = torch.get_num_threads()  # the stage's: shared with the teacher's process until close
         teachers, trainers = thread_shares(self._threads)
-        # sent from a thread: the socket holds less than a model, and the process reads it only once it has imported torch
-        init = pickle.dumps((teacher, tok, rollout, thinking, teachers))
-        self._sending = threading.Thread(target=self._send_init, args=(init,), daemon=True)
-        self._sending.start()
+        init = (teacher, tok, rollout, thinking, teachers)
+        self._sending: threading.Thread | None = None
+        if forks(teachers):
+            self.proc, self.conn, self._reaper = fork(_serve, init, self)
+        else:
+            self.proc, self.conn, self._reaper = start(f"{__name__}:_worker", self)
+            # sent from a thread: the socket holds less than a model, and the process reads it only once it has imported torch
+            self._sending = threading.Thread(target=self._send_init, args=(pickle.dumps(init),), daemon=True)
+            self._sending.start()
         torch.set_num_threads(trainers)
 
     def __enter__(self) -> "TeacherProcess":
@@ -92,7 +108,8 @@ class TeacherProcess:
                 self.conn.send_bytes(pickle.dumps(None))
         else:
             self.proc.kill()
-        self._sending.join()  # done once the process has the teacher, or once it is gone (the pipe breaks)
+        if self._sending is not None:
+            self._sending.join()  # done once the process has the teacher, or once it is gone (the pipe breaks)
         reap(self.proc, self.conn, self._reaper, wait=10)
         torch.set_num_threads(self._threads)
 
@@ -133,8 +150,13 @@ class TeacherProcess:
 
 
 def _worker(conn: Connection) -> None:
-    """The teacher's process: take the teacher, then sample what is asked until told to stop (None) or the parent is gone."""
-    teacher, tok, rollout, thinking, threads = pickle.loads(conn.recv_bytes())
+    """A fresh interpreter's teacher process: take the teacher, then `_serve`."""
+    _serve(conn, *pickle.loads(conn.recv_bytes()))
+
+
+def _serve(conn: Connection, teacher: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool,
+           threads: int) -> None:
+    """The teacher's process, at `threads` torch threads: sample what is asked until told to stop (None) or the parent is gone."""
     torch.set_num_threads(threads)
     with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=False) as engine:
         conn.send_bytes(pickle.dumps(("ok", "ready")))

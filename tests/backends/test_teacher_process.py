@@ -1,7 +1,8 @@
 """The warmup's teacher rollouts sampled in a process of their own (config `teacher_process`, backends/teacher_process.py):
 the same rollouts, losses, metrics and weights as when the trainer samples them, bit for bit, whether the process takes
-over at the first step or later (the trainer samples until it is ready); each step asked one ahead; on-policy distillation
-untouched; a teacher process that dies or fails ends the stage with its error."""
+over at the first step or later (the trainer samples until it is ready) and whether it is forked or a fresh interpreter;
+each step asked one ahead; on-policy distillation untouched; a teacher process that dies or fails ends the stage with its
+error."""
 
 import contextlib
 import os
@@ -16,6 +17,7 @@ from test_contract import _inputs
 from s2d_bench.backends import teacher_process, torch_backend
 from s2d_bench.backends.torch_backend import TorchBackend
 from s2d_bench.stages import STAGES
+from s2d_bench.worker_process import Forked
 
 SETTINGS = ["steps=3", "temperature=0.9", "max_new_tokens=6"]
 
@@ -54,12 +56,21 @@ def _trainers_rollouts(thinking: bool):  # noqa: ANN202 - teacher, tok, prompts,
         return teacher, tok, prompts, seeds, sampling, engine.rollouts(prompts, sampling, seeds)
 
 
-@pytest.mark.parametrize("threads, local, mb", [(1, 0, []), (2, 1, []), (1, 0, ["prompt.thinking=true"])],
-                         ids=["one-thread", "two-threads-later", "thinking-prompts"])
-def test_teacher_rollouts_from_their_own_process_train_the_same_student_bit_for_bit(threads, local, mb, monkeypatch):
+def _fresh_interpreter(monkeypatch):
+    """The teacher's process started as where it cannot be forked (a share of more than one thread, CUDA, not Linux)."""
+    monkeypatch.setattr(teacher_process, "forks", lambda threads: False)
+
+
+@pytest.mark.parametrize("threads, local, mb, fresh", [(1, 0, [], False), (2, 1, [], False), (1, 0, ["prompt.thinking=true"], False),
+                                                       (1, 1, [], True)],
+                         ids=["one-thread", "two-threads-later", "thinking-prompts", "fresh-interpreter"])
+def test_teacher_rollouts_from_their_own_process_train_the_same_student_bit_for_bit(threads, local, mb, fresh, monkeypatch):
     """At 1 thread, or 2 split between the processes (the trainer's own count back after the stage); from the first step
-    or the second; prompts rendered for thinking too: every logged number and every weight equal."""
+    or the second; prompts rendered for thinking too; forked or a fresh interpreter: every logged number and every
+    weight equal."""
     stage = "warmup"
+    if fresh:
+        _fresh_interpreter(monkeypatch)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
@@ -146,15 +157,29 @@ def test_a_stages_threads_are_shared_half_each_the_odd_one_to_the_trainer_and_on
     assert [teacher_process.thread_shares(n) for n in (1, 2, 3, 4, 5)] == [(1, 1), (1, 1), (1, 2), (2, 2), (2, 3)]
 
 
-def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_stops_or_is_killed():
-    """Not ready at once (it imports torch first), then the engine's rollouts for those prompts and seeds, token for token;
-    told to stop when idle (exit 0), killed while it is still starting (nothing it would do is kept)."""
+def test_the_process_is_forked_at_a_one_thread_share_on_linux_without_cuda(monkeypatch):
+    """A forked child's parallel region over more than one thread hangs (GNU OpenMP's pool does not survive a fork), and
+    CUDA cannot be used after one: those start a fresh interpreter."""
+    assert [teacher_process.forks(n) for n in (1, 2)] == [True, False]
+    monkeypatch.setattr(teacher_process.torch.cuda, "is_initialized", lambda: True)
+    assert not teacher_process.forks(1)
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["forked", "fresh-interpreter"])
+def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_stops_or_is_killed(fresh, monkeypatch):
+    """Asking whether it is ready never waits (a fresh interpreter is not, at once: it imports torch first), then the
+    engine's rollouts for those prompts and seeds, token for token; told to stop when idle (exit 0), killed while it is
+    still starting (nothing it would do is kept)."""
     from s2d_bench.config import RolloutConfig
 
+    if fresh:
+        _fresh_interpreter(monkeypatch)
     teacher, tok, prompts, seeds, sampling, here = _trainers_rollouts(thinking=False)
     helper = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
+    assert isinstance(helper.proc, Forked) != fresh
     asked = time.monotonic()
-    assert not helper.ready() and time.monotonic() - asked < 0.5  # the trainer asks at every step: asking never waits
+    ready = helper.ready()
+    assert time.monotonic() - asked < 0.5 and not (fresh and ready)  # the trainer asks at every step: asking never waits
     # bounded: a teacher never sent would block an unbounded wait forever (and mutmut's limit is CPU time, which it never uses)
     assert helper.ready(120)
     there = helper.rollouts(prompts, seeds, sampling, None)
@@ -177,8 +202,10 @@ def test_a_process_killed_while_the_teacher_is_sent_or_dead_when_the_stage_ends_
 
     thrown = []
     monkeypatch.setattr(threading, "excepthook", thrown.append)
-    big = torch.zeros(2**22)  # 16 MiB, more than the socket holds: still being sent when the process is killed
-    starting = teacher_process.TeacherProcess(big, None, RolloutConfig(), False)
+    with monkeypatch.context() as fresh:  # only a fresh interpreter is sent the teacher
+        _fresh_interpreter(fresh)
+        big = torch.zeros(2**22)  # 16 MiB, more than the socket holds: still being sent when the process is killed
+        starting = teacher_process.TeacherProcess(big, None, RolloutConfig(), False)
     starting.close()
     assert starting.proc.returncode == -signal.SIGKILL and thrown == []
 
