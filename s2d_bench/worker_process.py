@@ -48,7 +48,7 @@ def start(target: str, owner: object) -> tuple[subprocess.Popen, Connection, wea
     mine, theirs = socket.socketpair()
     conn = Connection(mine.detach())
     fd = theirs.detach()
-    path = [p for p in [*sys.path, *os.environ.get("PYTHONPATH", "").split(os.pathsep)] if p]  # what the parent imports from
+    path = [p for p in sys.path if p]  # what the parent imports from (PYTHONPATH's entries among them, unless it ran with -E)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
     try:
         proc = subprocess.Popen([sys.executable, "-c", BOOT, target, str(fd)], pass_fds=[fd], env=env, stdin=subprocess.DEVNULL)
@@ -79,6 +79,9 @@ def fork(function: Callable[..., None], args: tuple, owner: object) -> tuple["Fo
         try:
             mine.close()  # the parent's end: the child sees the parent go (EOF) once the parent's copy closes
             _helper_signals()
+            null = os.open(os.devnull, os.O_RDONLY)  # stdin, as `start`'s: the terminal's input is the parent's
+            os.dup2(null, 0)
+            os.close(null)
             function(Connection(theirs.detach()), *args)
             code = 0
         except BaseException:  # noqa: BLE001 - printed for the parent's stderr, which reports the exit code

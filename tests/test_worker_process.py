@@ -3,6 +3,7 @@ the connection, ignores the stops its parent answers (Ctrl-C, SIGUSR1), ends whe
 the parent's own objects, has no Python signal handler of the parent's, reports a failure by its exit code and traceback,
 and leaves without running the parent's exit handlers."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +15,14 @@ import pytest
 from s2d_bench import worker_process
 
 
+@pytest.fixture(autouse=True)
+def _tests_pid(monkeypatch):
+    monkeypatch.setenv("S2D_TESTS_PID", str(os.getpid()))
+
+
 def _echo(conn, *args):  # noqa: ANN001, ANN202 - the worker: answer each message (and what it was given) until None
+    if os.getpid() == int(os.environ["S2D_TESTS_PID"]):  # a fork that swapped its roles: the tests go on in the child
+        raise RuntimeError("the worker runs in the tests' own process")
     try:
         while (message := conn.recv()) is not None:
             conn.send((message, [a() if callable(a) else a for a in args], os.getpid()))
@@ -49,6 +57,7 @@ def _answers(conn, message):  # noqa: ANN001, ANN202 - bounded: a worker that st
 def test_a_worker_answers_ignores_ctrl_c_and_a_stop_request_and_ends_when_told_when_the_parent_goes_or_killed(how):
     owner, proc, conn, reaper = _helper(how)
     assert _answers(conn, "a")[::2] == ("a", proc.pid)
+    assert os.readlink(f"/proc/{proc.pid}/fd/0") == os.devnull  # the terminal's input stays the parent's
     for stop in (signal.SIGINT, signal.SIGUSR1):  # the parent's to answer: it ends its helpers
         os.kill(proc.pid, stop)
         assert _answers(conn, stop.name)[0] == stop.name and proc.poll() is None
@@ -109,3 +118,37 @@ def test_a_forked_workers_wait_runs_out_then_reap_kills_it():
     assert proc.returncode == -signal.SIGKILL and conn.closed
     proc.kill()  # already waited for: its pid is not signalled again
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_fresh_interpreters_entry_runs_the_named_function_on_the_descriptor_it_is_given():
+    """`serve` (run in the fresh interpreter, so reached here in a thread of the tests' own process)."""
+    import socket
+
+    mine, theirs = socket.socketpair()
+    conn = worker_process.Connection(mine.detach())
+    os.environ["S2D_TESTS_PID"] = "0"  # the monkeypatched value: the worker runs in this process, on purpose
+    loop = threading.Thread(target=worker_process.serve, args=(f"{__name__}:_echo", theirs.detach()))
+    loop.start()
+    assert _answers(conn, "m") == ("m", [], os.getpid())
+    conn.send(None)
+    loop.join(timeout=30)
+    assert not loop.is_alive()
+    conn.close()
+
+
+def test_a_forked_workers_signal_handlers_are_a_fresh_interpreters_less_the_stops_it_ignores():
+    """Run here (the child's are out of mutmut's sight), every handler put back after: a Python handler of the parent's is
+    dropped for the default, the stops are ignored, and what a fresh interpreter also ignores (SIGPIPE) stays ignored."""
+    saved = {s: signal.getsignal(s) for s in signal.valid_signals() if signal.getsignal(s) is not None}
+    try:
+        signal.signal(signal.SIGTERM, lambda *a: None)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        worker_process._helper_signals()
+        got = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE)}
+    finally:
+        for s, handler in saved.items():
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(s, handler)
+    assert got == {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.SIG_IGN, signal.SIGUSR1: signal.SIG_IGN,
+                   signal.SIGUSR2: signal.SIG_IGN, signal.SIGPIPE: signal.SIG_IGN}
