@@ -5,7 +5,8 @@ trainer runs the teacher and the student over step t's. Measured on the tiny wor
 0.18 s instead of 0.33 s; sampling was about half of it. The teacher's forward over the rollouts stays with the trainer: moved
 here too, it made this process the slower of the two, and in on-policy distillation (where the student samples) running it
 here beside the student's forward saved nothing. Until the process is ready the trainer samples itself, so a short stage
-does not wait for it.
+does not wait for it, and at the first step it is ready for the trainer samples that step while the process samples the
+next (a step the process was not asked for ahead is never waited for).
 
 Where it can (`forks`: Linux, a one-thread share, no CUDA in the trainer) the process is forked from the trainer's: it
 starts with torch imported and the teacher in memory, shared with the trainer (copy-on-write, never sent), and is ready
@@ -49,6 +50,9 @@ def thread_shares(threads: int) -> tuple[int, int]:
     return max(1, threads // 2), max(1, threads - threads // 2)
 
 
+FORKED_READY_S = 10  # how long a stage waits for a forked process to be ready (it takes ms); past that the trainer samples
+
+
 def forks(teacher_threads: int) -> bool:
     """Whether the teacher's process is forked from the trainer's (see the module's docstring), given its thread share."""
     return teacher_threads == 1 and can_fork() and not torch.cuda.is_initialized()
@@ -66,6 +70,7 @@ class TeacherProcess:
         self._sending: threading.Thread | None = None
         if forks(teachers):
             self.proc, self.conn, self._reaper = fork(_serve, init, self)
+            self._await(FORKED_READY_S)  # milliseconds: it has torch and the teacher, so it takes over from the first step
         else:
             self.proc, self.conn, self._reaper = start(f"{__name__}:_worker", self)
             # sent from a thread: the socket holds less than a model, and the process reads it only once it has imported torch
@@ -85,21 +90,20 @@ class TeacherProcess:
 
     def ready(self, timeout: float | None = 0.0) -> bool:
         """Whether the process has the teacher and takes requests (waiting up to `timeout` seconds, None: until it does)."""
-        if not self._ready and self.conn.poll(timeout):
-            self._ready = self._receive() == "ready"
-        return self._ready
+        return self._await(timeout)
 
-    def rollouts(self, prompts: list[str], seeds: list[int], sampling: Sampling, upcoming: tuple[list[str], list[int]] | None) -> Rollouts:
-        """The teacher's rollouts of this step (asked a step ahead, or now), after asking for those of `upcoming` (the
-        next step's prompts and seeds; None at the last step)."""
+    def rollouts(self, prompts: list[str], seeds: list[int], sampling: Sampling,
+                 upcoming: tuple[list[str], list[int]] | None) -> Rollouts | None:
+        """The teacher's rollouts of this step if they were asked a step ahead, else None (the trainer samples them while
+        this process samples the next step's), after asking for those of `upcoming` (the next step's prompts and seeds;
+        None at the last step)."""
         key = (list(prompts), list(seeds))
         if self._asked and self._asked[0] != key:  # not what the last step looked ahead to (a stage's draws never do this)
             self._drop_replies()
-        if not self._asked:
-            self._ask_rollouts(key, sampling)
+        asked = bool(self._asked)
         if upcoming is not None:
             self._ask_rollouts((list(upcoming[0]), list(upcoming[1])), sampling)
-        return self._reply()
+        return self._reply() if asked else None
 
     def close(self) -> None:
         """Stop the process: told to when it is idle, killed when it is still starting or working (nothing it does is kept)."""
@@ -112,6 +116,11 @@ class TeacherProcess:
             self._sending.join()  # done once the process has the teacher, or once it is gone (the pipe breaks)
         reap(self.proc, self.conn, self._reaper, wait=10)
         torch.set_num_threads(self._threads)
+
+    def _await(self, timeout: float | None) -> bool:
+        if not self._ready and self.conn.poll(timeout):
+            self._ready = self._receive() == "ready"
+        return self._ready
 
     def _ended(self) -> RuntimeError:
         try:

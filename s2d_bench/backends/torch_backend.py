@@ -237,12 +237,13 @@ class TorchBackend:
                 prompts, seeds = draw_step(rng, job.prompts, cfg.batch_size)
                 mine, my_seeds = shard(prompts, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
                 with phase("rollout"):
+                    roll = None
                     if helper is not None and helper.ready():  # the next step's asked for now, sampled while this one trains
                         upcoming = peek_draw(rng, job.prompts, cfg.batch_size) if step + 1 < cfg.steps else None
-                        roll = helper.rollouts(mine, my_seeds, sampling, upcoming)
-                    elif engine is None:
+                        roll = helper.rollouts(mine, my_seeds, sampling, upcoming)  # None: not asked, sampled here
+                    if roll is None and engine is None:
                         roll, view = served.rollouts(mine, sampling, my_seeds, cfg.top_k, job.teacher_cache)
-                    else:
+                    elif roll is None:
                         with rt.full_weights(sampler):
                             roll = engine.rollouts(mine, sampling, my_seeds)
                         view = served.score(roll.batch, cfg.top_k) if served is not None else None

@@ -88,7 +88,8 @@ def test_teacher_rollouts_from_their_own_process_train_the_same_student_bit_for_
 
 @pytest.mark.parametrize("local", [0, 1])
 def test_the_warmup_asks_each_step_once_and_a_step_ahead_once_its_teacher_process_is_ready(monkeypatch, local):
-    """Steps before it is ready are sampled by the trainer; the trainer trains with its share of the stage's threads."""
+    """Steps before it is ready are sampled by the trainer, and the first it is ready at too, while the process samples
+    the next; the trainer trains with its share of the stage's threads."""
     asked, sampled, threads = [], [], []
     real_ask, real_engine, real_update = teacher_process.TeacherProcess._ask_rollouts, TorchBackend._engine, torch_backend.distill_update
 
@@ -119,9 +120,10 @@ def test_the_warmup_asks_each_step_once_and_a_step_ahead_once_its_teacher_proces
     finally:
         torch.set_num_threads(before)
     keys = [key for key, _ in asked]
-    assert len(sampled) == local and len(keys) == 3 - local and threads == [1, 1, 1]
+    # the first step it is ready at is sampled here while it samples the next: local + 1 here, the rest there
+    assert len(sampled) == local + 1 and len(keys) == 2 - local and threads == [1, 1, 1]
     assert len({str(k) for k in sampled + keys}) == 3  # the 3 steps' prompts and seeds, each sampled once, here or there
-    assert [pending for _, pending in asked] == [0, 1, 1][: 3 - local]  # the first alone, then each next while one is out
+    assert [pending for _, pending in asked] == [0, 1][: 2 - local]  # the first alone, then each next while one is out
     assert all(len(prompts) == 8 == len(seeds) for prompts, seeds in sampled + keys)
 
 
@@ -136,8 +138,9 @@ def test_a_teacher_process_that_dies_or_fails_ends_the_stage_with_its_error(monk
     real = teacher_process.TeacherProcess.rollouts
 
     def killed(self, *args):
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         return real(self, *args)
 
     _ready_after(monkeypatch, 0)
@@ -146,10 +149,16 @@ def test_a_teacher_process_that_dies_or_fails_ends_the_stage_with_its_error(monk
         _stage("warmup", ["teacher_process=true"])
     monkeypatch.setattr(teacher_process.TeacherProcess, "rollouts", real)
 
-    x = _inputs("torch", "warmup", [f"stages.warmup.{s}" for s in SETTINGS] + ["teacher_process=true"])
-    x.teacher.get_decoder().layers[0].self_attn.q_proj.weight.data = torch.zeros(1)  # the teacher's forward fails there
-    with pytest.raises(RuntimeError, match=r"(?s)the teacher process failed:.*Traceback.*q_proj"):
-        STAGES.get("warmup").run(x)
+    @contextlib.contextmanager
+    def failing(*args, **kwargs):  # the forked process's engine (the trainer's own is torch_backend's)
+        class Engine:
+            def rollouts(self, *args):
+                raise ValueError("the teacher's engine failed here")
+        yield Engine()
+
+    monkeypatch.setattr(teacher_process, "open_rollouts", failing)
+    with pytest.raises(RuntimeError, match=r"(?s)the teacher process failed:.*Traceback.*the teacher's engine failed here"):
+        _stage("warmup", ["teacher_process=true"])
 
 
 def test_a_stages_threads_are_shared_half_each_the_odd_one_to_the_trainer_and_one_at_least():
@@ -179,15 +188,20 @@ def test_the_process_says_when_it_is_ready_samples_what_the_trainer_would_and_st
     assert isinstance(helper.proc, Forked) != fresh
     asked = time.monotonic()
     ready = helper.ready()
-    assert time.monotonic() - asked < 0.5 and not (fresh and ready)  # the trainer asks at every step: asking never waits
+    assert time.monotonic() - asked < 0.5  # the trainer asks at every step: asking never waits
+    assert ready != fresh  # a forked one was waited for as it started (it has everything); a fresh one imports torch first
     # bounded: a teacher never sent would block an unbounded wait forever (and mutmut's limit is CPU time, which it never uses)
     assert helper.ready(120)
-    there = helper.rollouts(prompts, seeds, sampling, None)
+    assert helper.rollouts(prompts[:1], seeds[:1], sampling, (prompts, seeds)) is None  # not asked ahead: the trainer's
+    there = helper.rollouts(prompts, seeds, sampling, None)  # asked a step ahead
     assert there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
     helper.close()
     assert helper.proc.returncode == 0
 
-    starting = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
+    with monkeypatch.context() as slow:  # one still starting: killed
+        slow.setattr(teacher_process, "FORKED_READY_S", 0)
+        slow.setattr(teacher_process, "open_rollouts", lambda *a, **k: time.sleep(600))
+        starting = teacher_process.TeacherProcess(teacher, tok, RolloutConfig(), False)
     starting.close()
     assert starting.proc.returncode == -signal.SIGKILL
 
