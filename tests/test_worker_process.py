@@ -55,7 +55,15 @@ def _answers(conn, message):  # noqa: ANN001, ANN202 - bounded: a worker that st
 
 @pytest.mark.parametrize("how", ["start", "fork"])
 def test_a_worker_answers_ignores_ctrl_c_and_a_stop_request_and_ends_when_told_when_the_parent_goes_or_killed(how):
-    owner, proc, conn, reaper = _helper(how)
+    read, write = os.pipe()  # the parent's stdin, as a terminal's would be (pytest's may be /dev/null already)
+    saved = os.dup(0)
+    os.dup2(read, 0)
+    try:
+        owner, proc, conn, reaper = _helper(how)
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read, write):
+            os.close(fd)
     assert _answers(conn, "a")[::2] == ("a", proc.pid)
     assert os.readlink(f"/proc/{proc.pid}/fd/0") == os.devnull  # the terminal's input stays the parent's
     for stop in (signal.SIGINT, signal.SIGUSR1):  # the parent's to answer: it ends its helpers
