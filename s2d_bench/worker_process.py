@@ -32,8 +32,8 @@ from multiprocessing.connection import Connection
 # Ctrl-C reaches the whole process group and SIGUSR1 (a stop asked before a time limit) may reach every process of a
 # Slurm job: the parent answers both and ends its helpers, so a worker ignores them from its first line
 STOPS = (signal.SIGINT, signal.SIGUSR1)
-BOOT = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGUSR1, signal.SIG_IGN); "
-        "from s2d_bench.worker_process import serve; serve(sys.argv[1], int(sys.argv[2]))")
+BOOT = ("import signal, sys; " + "".join(f"signal.signal(signal.{stop.name}, signal.SIG_IGN); " for stop in STOPS)
+        + "from s2d_bench.worker_process import serve; serve(sys.argv[1], int(sys.argv[2]))")
 
 
 def serve(target: str, fd: int) -> None:
@@ -97,9 +97,10 @@ def fork(function: Callable[..., None], args: tuple, owner: object) -> tuple["Fo
 def _helper_signals() -> None:
     """A forked worker's signal handlers as a fresh interpreter's would be, less the stops it ignores (see STOPS)."""
     for signum in signal.valid_signals():
-        handler = signal.getsignal(signum)
-        if callable(handler) or signum in STOPS:  # a Python handler of the parent's (its own state is not the child's)
-            signal.signal(signum, signal.SIG_IGN if signum in STOPS else signal.SIG_DFL)
+        if signum in STOPS:
+            signal.signal(signum, signal.SIG_IGN)
+        elif callable(signal.getsignal(signum)):  # a Python handler of the parent's (its own state is not the child's)
+            signal.signal(signum, signal.SIG_DFL)
 
 
 class Forked:
