@@ -5,13 +5,17 @@ The embedded world is CPU-bound at one thread a process (two threads on two core
 than one when anything else runs, ../shared/research/env.md), and its arms are mostly independent
 once their shared prefix is built: the teacher's and the student's base models, direct GRPO
 beside the bridge, the ablation grid's branches. So `jobs: 2` on two cores runs two nodes at a
-time, each in its own process with `threads` torch threads. A node that nothing else can run
-beside (every node still waiting descends from it, and no other is running) gets all
-`jobs x threads` threads instead: the tail of a chain does not leave cores idle, and no two
-processes ever share a core. A node's seeds come from its id, so a parallel run writes what a
-sequential one writes (torch's CPU kernels give the same bits at one thread and at two here;
-tests/test_pipeline.py compares whole runs). Workers only build (train, evaluate,
-diagnose, all to the node's folder); the calling process then stores the records in plan order.
+time, each in its own process with `threads` torch threads. A lone node (`lone`, decided from the
+plan alone) gets all `jobs x threads` threads instead, so the tail of a chain does not leave cores
+idle and no two processes ever share a core. It was once decided from timing (nothing else
+running as the node starts), and a node's thread count changes its bits: a weight's gradient
+(x.T @ dy over the batch's tokens) differs at one and two threads (a 64 x 128 weight: the same
+bits over 512 tokens, not over 1,024; measured, torch 2.13 CPU), so a run could write other numbers than the same run before it. A
+node's seeds come from its id, so a run writes the same numbers every time at the same `jobs`, and
+a parallel run writes what a sequential one writes where one and two threads give the same bits
+(the tests' tiny shapes: tests/test_pipeline.py compares whole runs; not the embedded default's).
+Workers only build (train, evaluate, diagnose, all to the node's folder); the calling process then
+stores the records in plan order.
 A failed node stops the run after the nodes already running finish; finished nodes stay on disk,
 so a rerun resumes.
 """
@@ -39,6 +43,26 @@ def _deps(node: Any) -> list[str]:
 def _built_from(nodes: dict[str, Any], node_id: str) -> set[str]:
     """Every node `node_id` is built from, transitively (`plan.ancestors`, less the node)."""
     return {n.id for n in ancestors(nodes, node_id)[1:]}
+
+
+def lone(nodes: dict[str, Any]) -> dict[str, set[str]]:
+    """The nodes that get every job's threads, each with the unrelated nodes it waits for, from the plan alone.
+
+    A node is lone when every node neither built from it nor among its own sources is ready strictly earlier: its
+    sources are a proper subset of the node's (direct GRPO, from the student's base model, against the warmup, from
+    both base models and the RL teacher). Such a node starts once those have finished too, so nothing runs beside it,
+    whatever finishes first. Nodes that are ready together (two base models, an ablation grid's branches, other
+    seeds' chains) stay at `threads` each and run side by side. Every wait is on a node with fewer sources, so no
+    two nodes wait on each other.
+    """
+    sources = {node_id: _built_from(nodes, node_id) for node_id in nodes}
+    out = {}
+    for node_id in nodes:
+        unrelated = {other for other in nodes if other != node_id and other not in sources[node_id]
+                     and node_id not in sources[other]}
+        if all(sources[other] < sources[node_id] for other in unrelated):
+            out[node_id] = unrelated
+    return out
 
 
 def build_all(nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, dict[str, Any]], threads: int) -> None:
@@ -100,7 +124,12 @@ def _terminate_is_an_interrupt() -> Iterator[None]:
 
 
 def _schedule(pool: ProcessPoolExecutor, nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, dict[str, Any]], threads: int) -> None:
+    outside = sorted(node_id for node_id, node in nodes.items() if any(dep not in nodes for dep in _deps(node)))
+    if outside:
+        raise RuntimeError(f"nodes wait on nodes outside the plan: {outside}")
     waiting = dict(nodes)
+    lone_waits = lone(nodes)
+    deps = {node_id: set(_deps(node)) | lone_waits.get(node_id, set()) for node_id, node in nodes.items()}
     done: set[str] = set()
     running: dict[Future, str] = {}
     while waiting or running:
@@ -109,14 +138,13 @@ def _schedule(pool: ProcessPoolExecutor, nodes: dict[str, Any], jobs: int, build
         for node_id, node in list(waiting.items()):
             if len(running) >= jobs:
                 break
-            if all(dep in done for dep in _deps(node)):
+            if deps[node_id] <= done:
                 del waiting[node_id]
-                alone = not running and all(node_id in _built_from(nodes, other) for other in waiting)
-                running[pool.submit(build, cfgs[node_id], node_id, threads * jobs if alone else threads)] = node_id
+                running[pool.submit(build, cfgs[node_id], node_id, threads * jobs if node_id in lone_waits else threads)] = node_id
         if not running:
             if not waiting:
                 break
-            raise RuntimeError(f"nodes wait on nodes outside the plan: {sorted(waiting)}")
+            raise RuntimeError(f"nodes wait on each other: {sorted(waiting)}")
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in finished:
             node_id = running.pop(future)

@@ -107,6 +107,35 @@ def test_a_node_whose_waiting_nodes_all_descend_from_it_gets_every_jobs_threads(
     assert threads == {"a": 2, "b": 1, "c": 1, "d": 2, "e": 2}
 
 
+def _bridge() -> dict[str, Node]:
+    """The embedded default's shape: base models s and t; x (direct GRPO) from s; r (teacher RL) from t; w (the
+    warmup) from s with teacher r; o from w with teacher r."""
+    nodes = [_node("s"), _node("t"), _node("x", parent="s"), _node("r", parent="t"),
+             _node("w", parent="s", teacher="r"), _node("o", parent="w", teacher="r")]
+    return {n.id: n for n in nodes}
+
+
+def test_lone_nodes_come_from_the_plan_alone():
+    """w and o: x, the only node they are not related to, is ready strictly earlier (from s alone), so they wait for
+    it. s and t, x and r are ready together: none waits. In _graph, b and c (siblings) are not lone; a and d are."""
+    assert scheduler.lone(_bridge()) == {"w": {"x"}, "o": {"x"}}
+    assert scheduler.lone(_graph()) == {"a": set(), "d": set()}
+    seeds = {**_bridge(), **{f"{i}2": _node(f"{i}2", parent=n.parent and f"{n.parent}2", teacher=n.teacher and f"{n.teacher}2")
+                             for i, n in _bridge().items()}}
+    assert scheduler.lone(seeds) == {}  # two seeds' chains: every node has another seed's node ready as early
+
+
+@pytest.mark.parametrize("slow", ["x", "r"])
+def test_a_lone_nodes_threads_do_not_depend_on_which_build_ends_first(tmp_path, slow):
+    """x outlasting r used to start w beside x at `threads` (other bits at these shapes than at 2 threads); now w waits
+    for x and gets jobs x threads, whichever ends first."""
+    events = _run(tmp_path, _bridge(), jobs=2, hold={slow: 1.5}, beside={"s": ["t"], "t": ["s"]})
+    threads = {e[1]: int(e[2]) for e in events if e[0] == "start"}
+    assert threads == {"s": 1, "t": 1, "x": 1, "r": 1, "w": 2, "o": 2}
+    order = {e[:2]: i for i, e in enumerate(events)}
+    assert order[("end", "x")] < order[("start", "w")] and order[("end", "r")] < order[("start", "w")]
+
+
 def test_a_failed_node_stops_the_run_with_its_error_and_its_descendants_never_start(tmp_path):
     with pytest.raises(ValueError, match="b failed on purpose"):
         _run(tmp_path, _graph(), jobs=2, fail=["b"], beside={"b": ["c"]}, hold={"c": 1.0})

@@ -18,9 +18,10 @@ child's first parallel region over more than one thread hangs (tested here); nor
 The rollouts are the trainer's own, bit for bit: the same weights, the same engine (`open_rollouts`), the same prompts
 and seeds (`protocol.peek_draw` reads the next step's draw without moving the stage's random stream, which its
 checkpoints save). The stage's torch threads are split between the two processes (one each at `threads: 1`), so on a
-CPU the bits are the same where torch's kernels give the same bits at any thread count, as they do here (the scheduler
-relies on it too; tested). So the option changes how long a stage takes, never its numbers, and is left out of config
-hashes (`identity.RUN_ONLY`).
+CPU the bits are those of a warmup trained in the trainer at the trainer's share of threads: the same as without the
+process at `threads: 1` (tested), not on a lone node's two threads at the embedded default's shapes, where one and two
+threads give other bits (scheduler.py). So the option changes how long a stage takes, and its numbers only as a thread
+count does, and is left out of config hashes as `threads` is (`identity.RUN_ONLY`).
 """
 
 from __future__ import annotations
