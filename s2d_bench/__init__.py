@@ -5,3 +5,7 @@ student GRPO, evaluated with avg@k after every stage. See README.md.
 """
 
 __version__ = "0.1.0"
+
+from s2d_bench import lean_imports
+
+lean_imports.install()

@@ -46,3 +46,17 @@ def test_no_module_imports_itself_back_through_others():
 def test_the_cli_starts_without_torch():
     code = "import sys, s2d_bench.cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_a_process_that_loads_a_model_never_imports_scikit_learn():
+    """lean_imports: transformers' generation package imports sklearn.metrics (about 1.1 s here) when scikit-learn is
+    installed; it is kept out, here too where transformers is imported before s2d_bench, and transformers'
+    `is_sklearn_available` still answers True afterwards (only that one module's import is changed)."""
+    code = ("import sys, transformers, s2d_bench.pipeline\n"
+            "from s2d_bench.models.builders import tiny_qwen3_student\n"
+            "tiny_qwen3_student()[0].generate\n"
+            "from transformers import GenerationMixin\n"
+            "import transformers.utils as u, transformers.generation.candidate_generator as cg\n"
+            "print('sklearn' in sys.modules, u.is_sklearn_available(), cg.is_sklearn_available())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "False"]

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from s2d_bench.config import BenchmarkConfig, EvalConfig, require
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import EngineConfig
@@ -118,5 +116,7 @@ def render(records: list[dict[str, Any]]) -> str:
             "no answer": f"{r['no_answer']:.3f}", "graders agree": "-" if r["agreement"] is None else f"{r['agreement']:.3f}",
             "timeouts": r["timeouts"], "samples/s": f"{r['samples_per_second']:.1f}",
         })
+    import pandas as pd  # here: importing it costs every evaluating process 0.5 s, and only this table uses it
+
     return pd.DataFrame(rows).to_string(index=False)
 

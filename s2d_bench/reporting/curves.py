@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+if TYPE_CHECKING:
+    import pandas as pd
 
 OBJECTIVE = {"teacher_rl": "reward", "student_rl": "reward", "warmup": "kl_forward", "opd": "kl_reverse"}  # else: loss
 PANELS = ("entropy", "response_length")
@@ -32,6 +29,12 @@ def plot_metrics(metrics: Path, path: Path, stage: str, title: str) -> bool:
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
     if not rows:
         return False
+    import matplotlib  # here, not at the top: every process that runs the pipeline imports this module, few plot (0.5 s)
+    import pandas as pd
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+
     frame = pd.DataFrame(rows).sort_values("step")
     names = panels(frame, stage)
     if not names:
