@@ -151,6 +151,13 @@ def test_nodes_waiting_on_a_node_outside_the_plan_are_named(tmp_path):
     assert not (tmp_path / "log.txt").exists()
 
 
+def test_nodes_that_wait_on_each_other_are_named_and_nothing_runs_forever(tmp_path):
+    nodes = {"a": _node("a", parent="b"), "b": _node("b", parent="a"), "c": _node("c")}
+    with pytest.raises(RuntimeError, match=r"wait on each other: \['a', 'b'\]"):
+        _run(tmp_path, nodes, jobs=2)
+    assert [e[:2] for e in _events(tmp_path / "log.txt")] == [("start", "c"), ("end", "c")]  # what could be built was
+
+
 def test_workers_leave_interrupts_to_the_parent(tmp_path):
     """The worker initializer leaves Ctrl-C and a forwarded stop to the parent (one line, not a traceback per worker)."""
     import signal
