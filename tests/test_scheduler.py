@@ -277,6 +277,21 @@ def test_a_stop_asked_of_the_run_reaches_the_building_workers_and_nothing_new_st
     assert sorted(lines) == ["asked a", "asked b", "start a", "start b"]
 
 
+def test_a_stop_asked_while_the_last_running_build_ends_still_stops_the_run(tmp_path, python_signals):
+    """a answers the stop and ends, so nothing runs when the schedule clears b: the run stops (Stopped), never returns as
+    if every node were built."""
+    import signal
+
+    from s2d_bench.resume import Stopped
+
+    log = tmp_path / "log.txt"
+    _signal_when_started(log, signal.SIGUSR1)
+    nodes = {"a": _node("a"), "b": _node("b", parent="a")}
+    with pytest.raises(Stopped, match="the nodes built so far are kept"):
+        scheduler.build_all(nodes, 2, _until_stopped, {i: {"log": str(log)} for i in nodes}, 1)
+    assert log.read_text().splitlines() == ["start a", "asked a"]
+
+
 def test_ctrl_c_stops_the_run_at_once_stopping_its_workers(tmp_path, python_signals):
     import signal
 
