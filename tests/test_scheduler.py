@@ -51,8 +51,20 @@ def _events(log: Path) -> list[tuple[str, ...]]:
 
 
 def _run(tmp_path: Path, nodes: dict[str, Node], jobs: int, threads: int = 1, **cfg) -> list[tuple[str, ...]]:
+    """The schedule, bounded: a schedule that never ends (one that forgets a finished build spins) fails at 60 s."""
+    import signal
+
+    def late(signum, frame):
+        raise TimeoutError("the schedule did not end within 60 s")
+
     log = tmp_path / "log.txt"
-    scheduler.build_all(nodes, jobs, _build, {i: {"log": str(log), **cfg} for i in nodes}, threads)
+    previous = signal.signal(signal.SIGALRM, late)
+    signal.alarm(60)
+    try:
+        scheduler.build_all(nodes, jobs, _build, {i: {"log": str(log), **cfg} for i in nodes}, threads)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     return _events(log)
 
 
