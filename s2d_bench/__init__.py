@@ -4,8 +4,8 @@ Teacher GRPO (sparse reward) -> forward-KL warmup -> on-policy distillation (den
 student GRPO, evaluated with avg@k after every stage. See README.md.
 """
 
-__version__ = "0.1.0"
-
 from s2d_bench import lean_imports
 
-lean_imports.install()
+__version__ = "0.1.0"
+
+lean_imports.install()  # before anything imports transformers' generation package (lean_imports.py says why)

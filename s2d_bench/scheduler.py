@@ -10,10 +10,11 @@ plan alone) gets all `jobs x threads` threads instead, so the tail of a chain do
 idle and no two processes ever share a core. It was once decided from timing (nothing else
 running as the node starts), and a node's thread count changes its bits: a weight's gradient
 (x.T @ dy over the batch's tokens) differs at one and two threads (a 64 x 128 weight: the same
-bits over 512 tokens, not over 1,024; measured, torch 2.13 CPU), so a run could write other numbers than the same run before it. A
-node's seeds come from its id, so a run writes the same numbers every time at the same `jobs`, and
-a parallel run writes what a sequential one writes where one and two threads give the same bits
-(the tests' tiny shapes: tests/test_pipeline.py compares whole runs; not the embedded default's).
+bits over 512 tokens, not over 1,024; measured, torch 2.13 CPU), so a run could write other
+numbers than the same run before it. A node's seeds come from its id, so a run writes the same
+numbers every time at the same `jobs`, and a parallel run writes what a sequential one writes
+where one and two threads give the same bits (the tests' tiny shapes: tests/test_pipeline.py
+compares whole runs; not the embedded default's).
 Workers only build (train, evaluate, diagnose, all to the node's folder); the calling process then
 stores the records in plan order.
 A failed node stops the run after the nodes already running finish; finished nodes stay on disk,
