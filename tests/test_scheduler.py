@@ -1,6 +1,6 @@
 """The parallel scheduler (scheduler.py) on a small graph with a build that only logs: dependencies first, at most
-`jobs` at once, all threads to a node nothing can run beside, a failure stops the run. Workers are spawned processes,
-so the build below is module-level and logs to a file every worker appends to."""
+`jobs` at once, every job's threads to a lone node (from the plan, whichever build ends first), a failure stops the
+run. Workers are spawned processes, so the build below is module-level and logs to a file every worker appends to."""
 
 from __future__ import annotations
 
