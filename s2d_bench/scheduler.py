@@ -125,18 +125,20 @@ def _terminate_is_an_interrupt() -> Iterator[None]:
 
 
 def _schedule(pool: ProcessPoolExecutor, nodes: dict[str, Any], jobs: int, build: Build, cfgs: dict[str, dict[str, Any]], threads: int) -> None:
-    outside = sorted(node_id for node_id, node in nodes.items() if any(dep not in nodes for dep in _deps(node)))
+    deps = {node_id: set(_deps(node)) for node_id, node in nodes.items()}
+    outside = sorted(node_id for node_id, own in deps.items() if not own <= nodes.keys())
     if outside:
         raise RuntimeError(f"nodes wait on nodes outside the plan: {outside}")
-    waiting = dict(nodes)
-    lone_waits = lone(nodes)
-    deps = {node_id: set(_deps(node)) | lone_waits.get(node_id, set()) for node_id, node in nodes.items()}
+    lone_waits = lone(nodes)  # after the check: ancestors of a node outside the plan cannot be walked
+    for node_id, unrelated in lone_waits.items():
+        deps[node_id] |= unrelated
+    waiting = dict.fromkeys(nodes)  # plan order
     done: set[str] = set()
     running: dict[Future, str] = {}
     while waiting or running:
         if resume.stop_requested():
             waiting.clear()  # a stop was asked for: start nothing new; the running nodes save at their next step and stop
-        for node_id, node in list(waiting.items()):
+        for node_id in list(waiting):
             if len(running) >= jobs:
                 break
             if deps[node_id] <= done:
