@@ -6,10 +6,11 @@ completion token" is decided once: the logit at position P + t - 1 scores comple
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.generation.protocol import render
 
@@ -96,15 +97,57 @@ def completion_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
     return out.logits[:, p - 1 : -1].float()
 
 
-def completion_hidden(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+def completion_hidden(model: PreTrainedModel, batch: Batch, share_prompts: bool = False) -> torch.Tensor:
     """Final hidden states that predict each completion token: (N, T, H), no logits made.
 
     The language-model head (`model.get_output_embeddings()`) maps them to `completion_logits`;
     `s2d_bench.chunked` applies it a chunk at a time so (N, T, V) never exists at once.
+
+    share_prompts: run each run of consecutive rows with the same prompt (GRPO's k samples of a prompt) through the
+    prompt once, and the completions on that prompt's keys and values (`shared_prompt_hidden`). The caller decides, not
+    the data: under ZeRO-3 every rank must make as many module calls. Off under activation checkpointing, whose
+    recomputation would append to the cache again.
     """
-    out = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+    decoder = model.get_decoder()
+    if share_prompts and not getattr(model, "is_gradient_checkpointing", False):
+        return shared_prompt_hidden(decoder, batch)
+    out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
     p = batch.prompt_len
     return out.last_hidden_state[:, p - 1 : -1]
+
+
+def prompt_runs(batch: Batch) -> list[int]:
+    """Lengths of the runs of consecutive rows whose prompts (ids and padding) are the same, in row order."""
+    p = batch.prompt_len
+    key = torch.cat([batch.input_ids[:, :p], batch.attention_mask[:, :p]], dim=1)
+    starts = [0] + [i for i in range(1, len(key)) if not torch.equal(key[i], key[i - 1])]
+    return [b - a for a, b in zip(starts, starts[1:] + [len(key)])]
+
+
+def expand_runs(x: torch.Tensor, runs: list[int]) -> torch.Tensor:
+    """Row i of x repeated runs[i] times, (len(runs), ...) -> (sum(runs), ...). Broadcast views, so the backward sums
+    each run's gradients in a fixed order (no scatter: the same bits on every run, on a GPU too)."""
+    if len(set(runs)) == 1:
+        return x.unsqueeze(1).expand(x.shape[0], runs[0], *x.shape[1:]).reshape(-1, *x.shape[1:])
+    return torch.cat([x[i : i + 1].expand(n, *x.shape[1:]) for i, n in enumerate(runs)])
+
+
+def shared_prompt_hidden(decoder: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """`completion_hidden` with each distinct prompt computed once: for GRPO's k samples of a prompt the prompt's
+    positions (most of a short answer's tokens) cost 1/k of a forward and backward. Its keys and values are broadcast
+    to the run's rows as a KV cache that keeps its gradient, and the completions attend to them as they would in one
+    forward (equal up to float rounding: tested)."""
+    p, runs = batch.prompt_len, prompt_runs(batch)
+    first = torch.tensor([0] + list(itertools.accumulate(runs))[:-1])
+    prompt = decoder(input_ids=batch.input_ids[first, :p], attention_mask=batch.attention_mask[first, :p],
+                     position_ids=batch.position_ids[first, :p], past_key_values=DynamicCache(), use_cache=True)
+    cache = prompt.past_key_values
+    for layer in cache.layers:
+        layer.keys, layer.values = expand_runs(layer.keys, runs), expand_runs(layer.values, runs)
+    rest = decoder(input_ids=batch.input_ids[:, p:], attention_mask=batch.attention_mask, position_ids=batch.position_ids[:, p:],
+                   past_key_values=cache, use_cache=True)
+    last = expand_runs(prompt.last_hidden_state[:, -1:], runs)  # the prompt's last position predicts completion token 0
+    return torch.cat([last, rest.last_hidden_state[:, :-1]], dim=1)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

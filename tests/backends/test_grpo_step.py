@@ -60,7 +60,21 @@ def test_two_passes_take_ratios_against_the_rollout_policy_and_pay_the_kl_to_the
     for a, b in zip(ours.parameters(), model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert stats["clip_frac"] > 0 and metrics["clip_frac"] == stats["clip_frac"]  # the last pass's statistics are logged
-    assert metrics["kl_ref"] == stats["kl_ref"] > 0 and metrics["loss"] == loss.item()
+    # to float rounding: ours runs each prompt once for its samples (completion_hidden's share_prompts), the hand loop not
+    assert stats["kl_ref"] > 0 and metrics["kl_ref"] == pytest.approx(stats["kl_ref"], rel=1e-5)
+    assert metrics["loss"] == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_the_update_runs_each_prompt_once_for_its_samples():
+    """GRPO's k samples of a prompt are consecutive rows: the update's forward takes the prompt's positions once
+    (`completion_hidden`'s share_prompts), which is most of a short answer's tokens."""
+    batch = _batch()  # 4 prompts, 2 samples each
+    model, _ = tiny_qwen3_student(seed=0)
+    rows: list[int] = []
+    model.get_decoder().register_forward_pre_hook(lambda _, args, kwargs: rows.append(len(kwargs["input_ids"])), with_kwargs=True)
+    adv = torch.tensor([1.0, -1.0] * 4)
+    policy_updates(AdamWTrainer(model, 1e-3, 1.0), None, batch, adv, GRPOConfig(samples_per_prompt=2, chunk_size=0), LocalRuntime())
+    assert rows == [4, 8]  # the 4 prompts, then the 8 completions on their keys and values
 
 
 def _job(scorer, steps=2, **cfg):

@@ -8,7 +8,8 @@ import torch
 from s2d_bench.generation.protocol import render
 from s2d_bench.models.builders import tiny_qwen3_student
 from s2d_bench.models.sequences import (
-    Batch, completion_hidden, completion_logits, encode_completions, join, join_texts, left_pad, positions, token_logprobs,
+    Batch, completion_hidden, completion_logits, encode_completions, expand_runs, join, join_texts, left_pad, positions, prompt_runs,
+    token_logprobs,
 )
 from s2d_bench.models.tokenizer import char_tokenizer
 
@@ -119,3 +120,64 @@ def test_join_texts_renders_without_thinking_unless_told():
     default, on = join_texts(tok, ["1+1="], ["2"]), join_texts(tok, ["1+1="], ["2"], thinking=True)
     assert tok.decode(default.input_ids[0, : default.prompt_len]).endswith("assistant\n" + think)
     assert not tok.decode(on.input_ids[0, : on.prompt_len]).endswith(think)
+
+
+def test_prompt_runs_are_consecutive_rows_with_the_same_prompt_ids_and_padding():
+    completions, mask = torch.ones(6, 2, dtype=torch.long), torch.ones(6, 2)
+    b = join([[5, 6], [5, 6], [7], [7], [7], [5, 6]], completions, mask, pad_id=0)
+    assert prompt_runs(b) == [2, 3, 1]  # the last row's prompt came before, but not just before: a run of its own
+    b = join([[0, 5], [5], [5]], completions[:3], mask[:3], pad_id=0)  # same ids (pad 0), other padding
+    assert prompt_runs(b) == [1, 2]
+
+
+def test_expand_runs_repeats_each_row_its_runs_times_in_order():
+    x = torch.tensor([[1.0], [2.0], [3.0]])
+    assert expand_runs(x, [2, 2, 2]).flatten().tolist() == [1, 1, 2, 2, 3, 3]
+    assert expand_runs(x, [1, 3, 2]).flatten().tolist() == [1, 2, 2, 2, 3, 3]
+    x.requires_grad_(True)
+    expand_runs(x, [1, 3, 2]).mul(torch.arange(6.0)[:, None]).sum().backward()
+    assert x.grad.flatten().tolist() == [0, 1 + 2 + 3, 4 + 5]  # each row's gradient sums its run's
+
+
+def _decoder_rows(model):
+    """The batch sizes the model's decoder is called with, recorded."""
+    rows: list[int] = []
+    model.get_decoder().register_forward_pre_hook(lambda _, args, kwargs: rows.append(len(kwargs["input_ids"])), with_kwargs=True)
+    return rows
+
+
+@pytest.mark.parametrize("rows", [slice(0, 9), slice(1, 8)], ids=["whole runs", "runs cut by a micro-batch"])
+def test_shared_prompts_give_the_one_forward_hidden_states_and_gradients(rows):
+    """Each prompt's positions once (GRPO's k samples), its keys and values broadcast: the same hidden states and
+    parameter gradients as one forward over every row, left padding and completions that end early included."""
+    model, _ = tiny_qwen3_student(seed=0)
+    model = model.double()  # float64 (RMS norms still run in float32): a wrong broadcast is far above the rounding
+    prompts = [[5, 6, 7, 8, 9], [3, 4], [7, 7, 7, 7, 7, 7]]
+    completions = torch.randint(3, 30, (9, 6), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(6)[None, :] < torch.tensor([6, 1, 4, 2, 6, 3, 5, 1, 6])[:, None]).float()
+    b = join([p for p in prompts for _ in range(3)], completions, mask, pad_id=0).rows(rows)
+    weight = torch.randn(*b.completion_ids.shape, model.config.hidden_size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    calls = _decoder_rows(model)
+    out = {}
+    for share in (False, True):
+        hidden = completion_hidden(model, b, share_prompts=share)
+        loss = (hidden * weight * b.completion_mask[..., None]).sum()
+        out[share] = (hidden, torch.autograd.grad(loss, list(model.parameters())))
+    runs = prompt_runs(b)
+    assert calls == [len(b.input_ids), len(runs), len(b.input_ids)]  # one forward; then each prompt once, every completion
+    keep = b.completion_mask.bool()
+    torch.testing.assert_close(out[True][0][keep], out[False][0][keep], rtol=1e-6, atol=1e-9)
+    for shared, one in zip(out[True][1], out[False][1]):  # to the tensor's scale: single elements can be sums that cancel
+        assert float((shared - one).abs().max()) <= 1e-5 * float(one.abs().max())
+
+
+def test_shared_prompts_step_aside_under_activation_checkpointing():
+    """Checkpointing recomputes a layer in backward, which would append to the prompt's cache a second time."""
+    from s2d_bench.models.checkpointing import checkpointing
+
+    model, tok = tiny_qwen3_student(seed=0)
+    b = join_texts(tok, ["1+1=", "1+1="], ["2", "3"])
+    calls = _decoder_rows(model)
+    with checkpointing(model, True):
+        completion_hidden(model, b, share_prompts=True).sum().backward()
+    assert calls == [2]
