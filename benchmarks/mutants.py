@@ -980,6 +980,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.scheduler.x_build_all',
      'pool.shutdown(wait=True, cancel_futures=False)'):
         "the schedule submits no more builds than the pool has workers: no build waits in its queue to be cancelled",
+    ('s2d_bench.scheduler.x__schedule',
+     'outside = sorted(node_id for node_id, own in deps.items() if not own < nodes.keys())'):
+        "a node is among the plan's ids and never among its own sources (it is named by the hash of its lineage): its "
+        "sources are a subset of the plan's ids only as a proper subset",
     ('s2d_bench.pipeline.x_build_node',
      'with resume.listening(interrupt=None):  # a stop asked of the run (SIGUSR1) while this node is evaluated ends nothing'):
         "resume.listening reads `interrupt` as a truth value: None is False",

@@ -8,7 +8,9 @@ the numbers only as a thread count does, and the lone warmup trains at 2 threads
 which at the embedded default's shapes give other bits (scheduler.py). Goal (issue #33): the embedded default under
 5 minutes on this 2-core machine with the venv installed.
 
-Usage: python benchmarks/run_time.py [--pairs 3] [--out benchmarks/results/run_time.json] [KEY=VALUE ...]
+`--settings default` times the embedded default alone (`teacher_process: true`), `--pairs` runs of it.
+
+Usage: python benchmarks/run_time.py [--pairs 3] [--settings both|default] [--out benchmarks/results/run_time.json] [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -55,14 +57,19 @@ def fingerprint(folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--settings", choices=["both", "default"], default="both",
+                        help="both: teacher_process true and false alternately; default: the embedded default's (true) alone")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "run_time.json")
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = parser.parse_args()
-    runs: dict[str, list[dict]] = {"teacher_process": [], "in the trainer": []}
+    settings = {"teacher_process": "teacher_process=true", "in the trainer": "teacher_process=false"}
+    if args.settings == "default":
+        del settings["in the trainer"]
+    runs: dict[str, list[dict]] = {name: [] for name in settings}
     prints: dict[str, list[dict]] = {name: [] for name in runs}
     with tempfile.TemporaryDirectory(prefix="s2d-run-time-") as tmp:
         for pair in range(args.pairs):
-            for name, extra in (("teacher_process", "teacher_process=true"), ("in the trainer", "teacher_process=false")):
+            for name, extra in settings.items():
                 folder = Path(tmp) / f"{pair}-{extra}"
                 folder.mkdir()
                 runs[name].append(one_run(folder, [*args.overrides, extra]))
@@ -70,9 +77,9 @@ def main() -> None:
                 print(f"pair {pair + 1}, {name}: {runs[name][-1]['wall_s']:.1f} s", flush=True)
                 shutil.rmtree(folder / "runs" / "nodes", ignore_errors=True)  # models are large; the records stay in memory
     every_run = {name: all(p == rows[0] for p in rows) for name, rows in prints.items()}
-    pairs = [a == b for a, b in zip(*prints.values())]
+    pairs = [a == b for a, b in zip(*prints.values())] if len(prints) == 2 else []
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    report = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "overrides": args.overrides,
+    report = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "overrides": args.overrides, "settings": args.settings,
               "same_records_models_metrics_every_run": every_run, "pair_identical": pairs, "runs": runs,
               "median_wall_s": {name: statistics.median(r["wall_s"] for r in rows) for name, rows in runs.items()}}
     print(f"\n{'':<18}{'wall s (median)':>16}{'runs':>26}{'cpu s':>22}")
