@@ -3,7 +3,10 @@
 The teacher's rollouts in stage 2a depend on nothing the student learns, so this process samples step t + 1's while the
 trainer runs the teacher and the student over step t's. Measured on the tiny world (2 cores, idle): a warmup step took
 0.18 s instead of 0.33 s; sampling was about half of it. The teacher's forward over the rollouts stays with the trainer: moved
-here too, it made this process the slower of the two, and in on-policy distillation (where the student samples) running it
+here too, it made this process the slower of the two; half of it here (the first half of each step's rows, sent back as
+hidden states) made a step slower too (2026-12-06, 12-step warmups of the embedded default's batch: 0.24 to 0.34 s a
+step against 0.19 to 0.30 s, the trainer's update alone 0.23 s against 0.19 s with the whole forward in it: two busy
+processes slow each other on this machine's two cores); and in on-policy distillation (where the student samples) running it
 here beside the student's forward saved nothing. Until the process is ready the trainer samples itself, so a short stage
 does not wait for it, and at the first step it is ready for the trainer samples that step while the process samples the
 next (a step the process was not asked for ahead is never waited for).
