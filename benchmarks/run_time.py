@@ -50,8 +50,16 @@ def fingerprint(folder: Path) -> dict:
     runs = folder / "runs"
     records = [json.loads(line) for line in (runs / "results.jsonl").read_text().splitlines()]
     files = sorted(p for pattern in ("nodes/*/model/*", "nodes/*/metrics.jsonl") for p in runs.glob(pattern))
-    return {"records": [(r["node"], r["mean"], r["per_problem"]) for r in records],
+    # sorted: results.jsonl is in the order evaluations ended, which nodes that run side by side race for
+    return {"records": sorted((r["node"], str(r.get("benchmark")), r["mean"], json.dumps(r["per_problem"], sort_keys=True)) for r in records),
             "files": {str(p.relative_to(runs)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}}
+
+
+def _differences(first: dict, other: dict) -> dict:
+    """What a run wrote otherwise than the first run of its setting: the nodes whose records differ, the files."""
+    records = sorted({a[0] for a, b in zip(first["records"], other["records"]) if a != b})
+    files = sorted(name for name in first["files"].keys() | other["files"].keys() if first["files"].get(name) != other["files"].get(name))
+    return {"records": records, "files": files}
 
 
 def main() -> None:
@@ -77,10 +85,12 @@ def main() -> None:
                 print(f"pair {pair + 1}, {name}: {runs[name][-1]['wall_s']:.1f} s", flush=True)
                 shutil.rmtree(folder / "runs" / "nodes", ignore_errors=True)  # models are large; the records stay in memory
     every_run = {name: all(p == rows[0] for p in rows) for name, rows in prints.items()}
+    differing = {name: [_differences(rows[0], p) for p in rows[1:]] for name, rows in prints.items()}
     pairs = [a == b for a, b in zip(*prints.values())] if len(prints) == 2 else []
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     report = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "overrides": args.overrides, "settings": args.settings,
-              "same_records_models_metrics_every_run": every_run, "pair_identical": pairs, "runs": runs,
+              "same_records_models_metrics_every_run": every_run,
+              "differences_from_the_first_run": differing, "pair_identical": pairs, "runs": runs,
               "median_wall_s": {name: statistics.median(r["wall_s"] for r in rows) for name, rows in runs.items()}}
     print(f"\n{'':<18}{'wall s (median)':>16}{'runs':>26}{'cpu s':>22}")
     for name, rows in runs.items():
