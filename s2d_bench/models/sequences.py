@@ -120,7 +120,7 @@ def prompt_runs(batch: Batch) -> list[int]:
     """Lengths of the runs of consecutive rows whose prompts (ids and padding) are the same, in row order."""
     p = batch.prompt_len
     key = torch.cat([batch.input_ids[:, :p], batch.attention_mask[:, :p]], dim=1)
-    starts = [0] + [i for i in range(1, len(key)) if not torch.equal(key[i], key[i - 1])]
+    starts = [0, *((key[1:] != key[:-1]).any(dim=1).nonzero().flatten() + 1).tolist()]
     return [b - a for a, b in zip(starts, starts[1:] + [len(key)])]
 
 
@@ -138,7 +138,7 @@ def shared_prompt_hidden(decoder: torch.nn.Module, batch: Batch) -> torch.Tensor
     to the run's rows as a KV cache that keeps its gradient, and the completions attend to them as they would in one
     forward (equal up to float rounding: tested)."""
     p, runs = batch.prompt_len, prompt_runs(batch)
-    first = torch.tensor([0] + list(itertools.accumulate(runs))[:-1])
+    first = torch.tensor([0, *itertools.accumulate(runs[:-1])], device=batch.input_ids.device)
     prompt = decoder(input_ids=batch.input_ids[first, :p], attention_mask=batch.attention_mask[first, :p],
                      position_ids=batch.position_ids[first, :p], past_key_values=DynamicCache(), use_cache=True)
     cache = prompt.past_key_values
