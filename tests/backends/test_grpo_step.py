@@ -75,6 +75,10 @@ def test_the_update_runs_each_prompt_once_for_its_samples():
     adv = torch.tensor([1.0, -1.0] * 4)
     policy_updates(AdamWTrainer(model, 1e-3, 1.0), None, batch, adv, GRPOConfig(samples_per_prompt=2, chunk_size=0), LocalRuntime())
     assert rows == [4, 8]  # the 4 prompts, then the 8 completions on their keys and values
+    rows.clear()
+    policy_updates(AdamWTrainer(model, 1e-3, 1.0), None, batch, adv, GRPOConfig(samples_per_prompt=2, chunk_size=0, micro_batch_size=1),
+                   LocalRuntime())
+    assert rows == [1] * 8  # micro-batches of one sequence: nothing to share, one forward each
 
 
 def _job(scorer, steps=2, **cfg):
