@@ -57,7 +57,8 @@ def fingerprint(folder: Path) -> dict:
 
 def _differences(first: dict, other: dict) -> dict:
     """What a run wrote otherwise than the first run of its setting: the nodes whose records differ, the files."""
-    records = sorted({a[0] for a, b in zip(first["records"], other["records"]) if a != b})
+    mine, theirs = ({(r[0], r[1]): r[2:] for r in run["records"]} for run in (first, other))
+    records = sorted({key[0] for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key)})
     files = sorted(name for name in first["files"].keys() | other["files"].keys() if first["files"].get(name) != other["files"].get(name))
     return {"records": records, "files": files}
 
