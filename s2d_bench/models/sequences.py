@@ -10,7 +10,7 @@ import itertools
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.generation.protocol import render
 
@@ -109,7 +109,7 @@ def completion_hidden(model: PreTrainedModel, batch: Batch, share_prompts: bool 
     recomputation would append to the cache again.
     """
     decoder = model.get_decoder()
-    if share_prompts and not getattr(model, "is_gradient_checkpointing", False):
+    if share_prompts and not model.is_gradient_checkpointing:
         return shared_prompt_hidden(decoder, batch)
     out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
     p = batch.prompt_len
@@ -138,14 +138,14 @@ def shared_prompt_hidden(decoder: torch.nn.Module, batch: Batch) -> torch.Tensor
     to the run's rows as a KV cache that keeps its gradient, and the completions attend to them as they would in one
     forward (equal up to float rounding: tested)."""
     p, runs = batch.prompt_len, prompt_runs(batch)
-    first = torch.tensor([0, *itertools.accumulate(runs[:-1])], device=batch.input_ids.device)
+    first = [0, *itertools.accumulate(runs[:-1])]  # each run's first row
     prompt = decoder(input_ids=batch.input_ids[first, :p], attention_mask=batch.attention_mask[first, :p],
-                     position_ids=batch.position_ids[first, :p], past_key_values=DynamicCache(), use_cache=True)
+                     position_ids=batch.position_ids[first, :p], use_cache=True)  # whatever the model's config says
     cache = prompt.past_key_values
     for layer in cache.layers:
         layer.keys, layer.values = expand_runs(layer.keys, runs), expand_runs(layer.values, runs)
     rest = decoder(input_ids=batch.input_ids[:, p:], attention_mask=batch.attention_mask, position_ids=batch.position_ids[:, p:],
-                   past_key_values=cache, use_cache=True)
+                   past_key_values=cache)
     last = expand_runs(prompt.last_hidden_state[:, -1:], runs)  # the prompt's last position predicts completion token 0
     return torch.cat([last, rest.last_hidden_state[:, :-1]], dim=1)
 

@@ -123,7 +123,7 @@ def test_join_texts_renders_without_thinking_unless_told():
 
 
 def test_prompt_runs_are_consecutive_rows_with_the_same_prompt_ids_and_padding():
-    completions, mask = torch.ones(6, 2, dtype=torch.long), torch.ones(6, 2)
+    completions, mask = torch.arange(12).view(6, 2), torch.ones(6, 2)  # every completion its own: runs are the prompts'
     b = join([[5, 6], [5, 6], [7], [7], [7], [5, 6]], completions, mask, pad_id=0)
     assert prompt_runs(b) == [2, 3, 1]  # the last row's prompt came before, but not just before: a run of its own
     b = join([[0, 5], [5], [5]], completions[:3], mask[:3], pad_id=0)  # same ids (pad 0), other padding
@@ -134,6 +134,9 @@ def test_expand_runs_repeats_each_row_its_runs_times_in_order():
     x = torch.tensor([[1.0], [2.0], [3.0]])
     assert expand_runs(x, [2, 2, 2]).flatten().tolist() == [1, 1, 2, 2, 3, 3]
     assert expand_runs(x, [1, 3, 2]).flatten().tolist() == [1, 2, 2, 2, 3, 3]
+    wide = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # rows of more than one value stay rows
+    assert expand_runs(wide, [2, 2]).tolist() == [[1, 2], [1, 2], [3, 4], [3, 4]]
+    assert expand_runs(wide[:1], [3]).tolist() == [[1, 2]] * 3  # one run
     x.requires_grad_(True)
     expand_runs(x, [1, 3, 2]).mul(torch.arange(6.0)[:, None]).sum().backward()
     assert x.grad.flatten().tolist() == [0, 1 + 2 + 3, 4 + 5]  # each row's gradient sums its run's
@@ -146,12 +149,13 @@ def _decoder_rows(model):
     return rows
 
 
-@pytest.mark.parametrize("rows", [slice(0, 9), slice(1, 8)], ids=["whole runs", "runs cut by a micro-batch"])
+@pytest.mark.parametrize("rows", [slice(0, 9), slice(1, 8), slice(2, 8)], ids=["whole runs", "runs cut by a micro-batch", "a run of one first"])
 def test_shared_prompts_give_the_one_forward_hidden_states_and_gradients(rows):
     """Each prompt's positions once (GRPO's k samples), its keys and values broadcast: the same hidden states and
     parameter gradients as one forward over every row, left padding and completions that end early included."""
     model, _ = tiny_qwen3_student(seed=0)
     model = model.double()  # float64 (RMS norms still run in float32): a wrong broadcast is far above the rounding
+    model.config.use_cache = False  # as checkpoints saved from training often say: the prompt's cache is asked for anyway
     prompts = [[5, 6, 7, 8, 9], [3, 4], [7, 7, 7, 7, 7, 7]]
     completions = torch.randint(3, 30, (9, 6), generator=torch.Generator().manual_seed(0))
     mask = (torch.arange(6)[None, :] < torch.tensor([6, 1, 4, 2, 6, 3, 5, 1, 6])[:, None]).float()
@@ -165,6 +169,9 @@ def test_shared_prompts_give_the_one_forward_hidden_states_and_gradients(rows):
         out[share] = (hidden, torch.autograd.grad(loss, list(model.parameters())))
     runs = prompt_runs(b)
     assert calls == [len(b.input_ids), len(runs), len(b.input_ids)]  # one forward; then each prompt once, every completion
+    calls.clear()
+    completion_hidden(model, b)
+    assert calls == [len(b.input_ids)]  # unasked, one forward (the distillation stages, whose prompts are each their own)
     keep = b.completion_mask.bool()
     torch.testing.assert_close(out[True][0][keep], out[False][0][keep], rtol=1e-6, atol=1e-9)
     for shared, one in zip(out[True][1], out[False][1]):  # to the tensor's scale: single elements can be sums that cancel
