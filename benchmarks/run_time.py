@@ -85,8 +85,8 @@ def main() -> None:
                 prints[name].append(fingerprint(folder))
                 print(f"pair {pair + 1}, {name}: {runs[name][-1]['wall_s']:.1f} s", flush=True)
                 shutil.rmtree(folder / "runs" / "nodes", ignore_errors=True)  # models are large; the records stay in memory
-    every_run = {name: all(p == rows[0] for p in rows) for name, rows in prints.items()}
     differing = {name: [_differences(rows[0], p) for p in rows[1:]] for name, rows in prints.items()}
+    every_run = {name: not any(d["records"] or d["files"] for d in found) for name, found in differing.items()}
     pairs = [a == b for a, b in zip(*prints.values())] if len(prints) == 2 else []
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     report = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "overrides": args.overrides, "settings": args.settings,

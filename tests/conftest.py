@@ -78,6 +78,13 @@ SERVED_TEACHER = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teac
 
 # A Qwen3-style chat template small enough for the char tokenizer: the reply opens with an empty think block unless the
 # prompt is rendered for thinking (`enable_thinking`), which the tiny builders' own template ignores.
+def decoder_rows(model) -> list[int]:  # noqa: ANN001 - a PreTrainedModel
+    """The batch sizes `model`'s decoder is called with from now on, recorded (which forwards GRPO's update makes)."""
+    rows: list[int] = []
+    model.get_decoder().register_forward_pre_hook(lambda _, args, kwargs: rows.append(len(kwargs["input_ids"])), with_kwargs=True)
+    return rows
+
+
 QWEN3_LIKE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n"

@@ -63,7 +63,7 @@ def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor
     Ratios are against the rollout policy whenever the policy moves within a batch (several passes or mini-batches).
     A prompt's k samples are consecutive rows, so each forward takes the prompt's positions once (`share_prompts`),
     except in micro-batches of one sequence, which have nothing to share: there one forward holds less than the two
-    calls (measured: 55.8 MiB against 49.4 MiB in benchmarks/memory_model.py's GRPO case). The rule reads the config,
+    calls (measured: 55.8 MiB against 49.2 MiB in benchmarks/memory_model.py's GRPO case at micro-batch 1). The rule reads the config,
     not the rows, so every ZeRO-3 rank makes as many module calls.
     """
     model = trainer.model

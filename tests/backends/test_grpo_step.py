@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from conftest import decoder_rows
 
 from s2d_bench import chunked, losses
 from s2d_bench.backends.base import RLJob
@@ -70,8 +71,7 @@ def test_the_update_runs_each_prompt_once_for_its_samples():
     (`completion_hidden`'s share_prompts), which is most of a short answer's tokens."""
     batch = _batch()  # 4 prompts, 2 samples each
     model, _ = tiny_qwen3_student(seed=0)
-    rows: list[int] = []
-    model.get_decoder().register_forward_pre_hook(lambda _, args, kwargs: rows.append(len(kwargs["input_ids"])), with_kwargs=True)
+    rows = decoder_rows(model)
     adv = torch.tensor([1.0, -1.0] * 4)
     policy_updates(AdamWTrainer(model, 1e-3, 1.0), None, batch, adv, GRPOConfig(samples_per_prompt=2, chunk_size=0), LocalRuntime())
     assert rows == [4, 8]  # the 4 prompts, then the 8 completions on their keys and values

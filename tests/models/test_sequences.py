@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import decoder_rows
 
 from s2d_bench.generation.protocol import render
 from s2d_bench.models.builders import tiny_qwen3_student
@@ -142,13 +143,6 @@ def test_expand_runs_repeats_each_row_its_runs_times_in_order():
     assert x.grad.flatten().tolist() == [0, 1 + 2 + 3, 4 + 5]  # each row's gradient sums its run's
 
 
-def _decoder_rows(model):
-    """The batch sizes the model's decoder is called with, recorded."""
-    rows: list[int] = []
-    model.get_decoder().register_forward_pre_hook(lambda _, args, kwargs: rows.append(len(kwargs["input_ids"])), with_kwargs=True)
-    return rows
-
-
 @pytest.mark.parametrize("rows", [slice(0, 9), slice(1, 8), slice(2, 8)], ids=["whole runs", "runs cut by a micro-batch", "a run of one first"])
 def test_shared_prompts_give_the_one_forward_hidden_states_and_gradients(rows):
     """Each prompt's positions once (GRPO's k samples), its keys and values broadcast: the same hidden states and
@@ -161,7 +155,7 @@ def test_shared_prompts_give_the_one_forward_hidden_states_and_gradients(rows):
     mask = (torch.arange(6)[None, :] < torch.tensor([6, 1, 4, 2, 6, 3, 5, 1, 6])[:, None]).float()
     b = join([p for p in prompts for _ in range(3)], completions, mask, pad_id=0).rows(rows)
     weight = torch.randn(*b.completion_ids.shape, model.config.hidden_size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    calls = _decoder_rows(model)
+    calls = decoder_rows(model)
     out = {}
     for share in (False, True):
         hidden = completion_hidden(model, b, share_prompts=share)
@@ -184,7 +178,7 @@ def test_shared_prompts_step_aside_under_activation_checkpointing():
 
     model, tok = tiny_qwen3_student(seed=0)
     b = join_texts(tok, ["1+1=", "1+1="], ["2", "3"])
-    calls = _decoder_rows(model)
+    calls = decoder_rows(model)
     with checkpointing(model, True):
         completion_hidden(model, b, share_prompts=True).sum().backward()
     assert calls == [2]
