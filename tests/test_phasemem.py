@@ -47,6 +47,20 @@ def test_mapped_file_pages_read_in_a_phase_are_the_weights_not_its_work(tmp_path
     assert 38 <= meter.peaks["eval x"] / MIB <= 48  # 64 MiB of file pages read, not counted
 
 
+def test_mapped_weights_written_in_a_phase_are_copied_not_grown(tmp_path):
+    """The optimizer's first step writes mapped weights in place: each file page becomes an anonymous copy, the resident
+    set stays the same and the phase grew by its own work only (once counted as 64 MiB more: the file pages' fall)."""
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\1" * (64 * MIB))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) as mapped:
+        assert sum(mapped[i] for i in range(0, len(mapped), 4096)) == 64 * MIB // 4096  # loaded: resident before the phase
+        with phasemem.measuring("cpu") as meter, phasemem.phase("update"):
+            for offset in range(0, len(mapped), 4096):
+                mapped[offset] = 2  # copy on write: a file page less, an anonymous page more
+            _allocate(40)
+    assert 38 <= meter.peaks["update"] / MIB <= 48
+
+
 def test_without_a_meter_a_phase_measures_nothing_and_a_node_file_merges(tmp_path):
     with phasemem.phase("update"):  # a backend used by hand: no meter, no error
         _allocate(1)
@@ -69,7 +83,7 @@ def test_a_whole_run_measures_every_phase_the_preflight_estimates(tmp_path):
     """benchmarks/run_memory.py --small: all four stages (GRPO with its reference copy), evaluation and C2 on scaled
     random Qwen3 models. Every node's measured phases are the phases the preflight estimated for it, and the
     phases of this small case large enough to rise over the allocator's noise (the reference copy, every update)
-    are within -15% / +30% of the estimate (the full case, every phase: the benchmark's table)."""
+    are within -10% / +30% of the estimate (the full case, every phase: the benchmark's table)."""
     import os
     import subprocess
     import sys
@@ -89,9 +103,9 @@ def test_a_whole_run_measures_every_phase_the_preflight_estimates(tmp_path):
                         "warmup": {"rollout", "update", "eval add3mix", "c2"}, "opd": {"rollout", "update", "eval add3mix", "c2"},
                         "student_rl": {"rollout", "update", "eval add3mix"}}
     large = [r for r in rows if r["phase"] in ("reference", "update")]
-    # -15%: GRPO's update with shared prompts holds the broadcast prompt keys and values and their join with the
-    # completions' (models/sequences.py), which the estimate does not count yet: measured 0.89 to 0.91 here (2026-12-06)
-    assert len(large) == 5 and all(0.85 <= r["estimate_mib"] / r["measured_mib"] <= 1.3 for r in large), large
+    # measured 1.07 to 1.16 here (2026-12-06; 0.89 to 0.92 while the meter counted the first step's copy-on-write of the
+    # mapped weights as growth: phasemem._host_probe)
+    assert len(large) == 5 and all(0.9 <= r["estimate_mib"] / r["measured_mib"] <= 1.3 for r in large), large
 
 
 def test_the_benchmark_table_takes_a_phase_measured_at_zero():
