@@ -1,4 +1,5 @@
-"""The warmup's teacher rollouts sampled in a process of their own (config `teacher_process`), on a core the trainer leaves free.
+"""The frozen teacher's work in a process of its own (config `teacher_process`), on a core the trainer leaves free: the
+warmup's rollouts, and in on-policy distillation a share of the teacher's forward (`SplitTeacher`).
 
 The teacher's rollouts in stage 2a depend on nothing the student learns, so this process samples step t + 1's while the
 trainer runs the teacher and the student over step t's. Measured on the tiny world (2 cores, idle): a warmup step took
@@ -6,8 +7,11 @@ trainer runs the teacher and the student over step t's. Measured on the tiny wor
 here too, it made this process the slower of the two; half of it here (the first half of each step's rows, sent back as
 hidden states) made a step slower too (2026-12-06, 12-step warmups of the embedded default's batch: 0.24 to 0.34 s a
 step against 0.19 to 0.30 s, the trainer's update alone 0.23 s against 0.19 s with the whole forward in it: two busy
-processes slow each other on this machine's two cores); and in on-policy distillation (where the student samples) running it
-here beside the student's forward saved nothing. Until the process is ready the trainer samples itself, so a short stage
+processes slow each other on this machine's two cores). In on-policy distillation the student samples and this process
+would idle: it runs a share of each micro-batch's rows of the teacher's forward while the trainer runs the student's forward
+and then the other rows (the whole forward here instead once saved nothing: the trainer waited on it). Measured on the
+embedded default's batch (2 cores, 2026-12-06, `benchmarks/backend_speed.py`): a step took 306 ms instead of 397, the
+update 217 ms instead of 284. Until the process is ready the trainer samples itself, so a short stage
 does not wait for it, and at the first step it is ready for the trainer samples that step while the process samples the
 next (a step the process was not asked for ahead is never waited for).
 
@@ -33,6 +37,7 @@ import contextlib
 import pickle
 import subprocess
 import threading
+import time
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection
@@ -45,6 +50,7 @@ from s2d_bench.config import RolloutConfig
 from s2d_bench.generation.engine import open_rollouts
 from s2d_bench.generation.rollouts import Rollouts
 from s2d_bench.generation.sampling import Sampling
+from s2d_bench.models.sequences import Batch, completion_hidden
 from s2d_bench.worker_process import can_fork, fork, reap, start
 
 
@@ -63,7 +69,7 @@ def forks(teacher_threads: int) -> bool:
 
 
 class TeacherProcess:
-    """The teacher's sampling process for one warmup; requests (sent once it is `ready`) are answered in the order sent."""
+    """The teacher's process for one distillation stage; requests (sent once it is `ready`) are answered in the order sent."""
 
     def __init__(self, teacher: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool) -> None:
         self._asked: deque[Any] = deque()  # what each request sent and not yet answered was for, oldest first
@@ -108,6 +114,16 @@ class TeacherProcess:
         if upcoming is not None:
             self._ask_rollouts((list(upcoming[0]), list(upcoming[1])), sampling)
         return self._reply() if asked else None
+
+    def ask_hidden(self, batch: Batch) -> None:
+        """Ask for the teacher's final hidden states at `batch`'s completion positions (`completion_hidden`); `hidden`
+        takes them."""
+        self._asked.append("hidden")
+        self._put((batch,))
+
+    def hidden(self) -> tuple[torch.Tensor, float]:
+        """The hidden states asked for by `ask_hidden`, and the seconds the process took over them."""
+        return self._reply()
 
     def close(self) -> None:
         """Stop the process: told to when it is idle, killed when it is still starting or working (nothing it does is kept)."""
@@ -181,8 +197,55 @@ def _serve(conn: Connection, teacher: PreTrainedModel, tok: PreTrainedTokenizerB
             if request is None:
                 return
             try:
-                prompts, seeds, sampling = request
-                answer = ("ok", engine.rollouts(prompts, sampling, seeds))
+                if len(request) == 1:  # (batch,): the teacher's hidden states at its completion positions (ask_hidden)
+                    start = time.perf_counter()
+                    with torch.no_grad():
+                        hidden = completion_hidden(teacher, request[0])
+                    answer = ("ok", (hidden, time.perf_counter() - start))
+                else:
+                    prompts, seeds, sampling = request
+                    answer = ("ok", engine.rollouts(prompts, sampling, seeds))
             except Exception:  # noqa: BLE001 - the trainer raises it, with this traceback
                 answer = ("error", traceback.format_exc())
             conn.send_bytes(pickle.dumps(answer))
+
+
+class SplitTeacher:
+    """On-policy distillation's frozen teacher, its forward over each micro-batch split by rows between the trainer and
+    the teacher's process (otherwise idle there: the student samples), which runs its share while the trainer runs the
+    student's forward and then its own share. The trainer's share is set each call from the last call's times so that
+    both end together: the student's forward plus its rows take as long as the process's rows. A row's hidden states do
+    not depend on the other rows of its batch (tested, bit for bit, at one thread), so a stage's numbers are those of the
+    teacher in the trainer. Until the process is ready the trainer runs the whole forward."""
+
+    def __init__(self, model: PreTrainedModel, helper: TeacherProcess) -> None:
+        self.model, self.helper = model, helper
+        self.share = 0.5  # of the rows, the process's, until the first times are measured
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.model.get_output_embeddings()
+
+    def hidden(self, batch: Batch, student: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the student's hidden states, from `student()`, the teacher's at `batch`'s completion positions, no gradient)."""
+        n = batch.completion_ids.shape[0]
+        theirs = max(1, round(n * self.share)) if n > 1 and self.helper.ready() else 0  # one at least: its time is measured
+        ours = n - theirs
+        if theirs:
+            self.helper.ask_hidden(batch.rows(slice(ours, n)))
+        start = time.perf_counter()
+        student_hidden = student()
+        own_start = time.perf_counter()
+        with torch.no_grad():
+            parts = [completion_hidden(self.model, batch.rows(slice(0, ours)))] if ours else []
+        end = time.perf_counter()
+        if theirs:
+            hidden, seconds = self.helper.hidden()
+            parts.append(hidden)
+            self._balance(n, own_start - start, (end - own_start) / ours if ours else None, seconds / theirs)
+        return student_hidden, torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def _balance(self, n: int, student_s: float, own_row_s: float | None, their_row_s: float) -> None:
+        """The process's share for the next call: its rows take the student's forward plus the trainer's rows."""
+        own_row_s = their_row_s if own_row_s is None else own_row_s
+        ours = (n * their_row_s - student_s) / (own_row_s + their_row_s)
+        self.share = min(max(1 - ours / n, 0.0), 1.0)

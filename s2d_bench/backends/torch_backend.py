@@ -23,7 +23,7 @@ from s2d_bench import chunked, losses
 from s2d_bench.backends.base import DistillJob, RLJob, StageReport
 from s2d_bench.backends.batching import micro_batches, mini_batch_rows, shard, token_shares
 from s2d_bench.backends.runtime import LocalRuntime, Runtime, Trainer
-from s2d_bench.backends.teacher_process import TeacherProcess
+from s2d_bench.backends.teacher_process import SplitTeacher, TeacherProcess
 from s2d_bench.config import RunConfig
 from s2d_bench.generation import ENGINES
 from s2d_bench.generation.engine import open_rollouts, resolve_device
@@ -103,7 +103,7 @@ def policy_updates(trainer: Trainer, ref, batch: Batch, advantages: torch.Tensor
     return {**global_means(rt, totals, sum(weights)), "grad_norm": grad_norm}
 
 
-def distill_update(trainer: Trainer, teacher: PreTrainedModel | TeacherLogprobs, batch: Batch, objective: chunked.Objective, cfg,
+def distill_update(trainer: Trainer, teacher: PreTrainedModel | SplitTeacher | TeacherLogprobs, batch: Batch, objective: chunked.Objective, cfg,
                    rt: Runtime) -> dict:
     """One step of the student on `objective` against the frozen teacher (a model, or a served teacher's log-probs of this
     batch's completion tokens and their top k): logits in chunks, the gradient accumulated over micro-batches of
@@ -121,16 +121,20 @@ def distill_update(trainer: Trainer, teacher: PreTrainedModel | TeacherLogprobs,
     return {**global_means(rt, totals, sum(shares)), "grad_norm": grad_norm, **global_means(rt, _lengths(batch), len(batch.completion_ids))}
 
 
-def _micro_loss(student: PreTrainedModel, teacher: PreTrainedModel | TeacherLogprobs, mb: Batch, rows: slice, objective: chunked.Objective,
+def _micro_loss(student: PreTrainedModel, teacher: PreTrainedModel | SplitTeacher | TeacherLogprobs, mb: Batch, rows: slice, objective: chunked.Objective,
                 cfg, rt: Runtime) -> tuple[torch.Tensor, dict[str, float]]:  # noqa: ANN001 - a DistillConfig
     """A micro-batch's objective: against the teacher's hidden states, or a served teacher's log-probs (its `rows`)."""
     calls = rt.most(chunked.n_chunks(mb.completion_mask, cfg.chunk_size))
     if isinstance(teacher, TeacherLogprobs):
         return chunked.served_distill_loss(completion_hidden(student, mb), student.get_output_embeddings(), teacher.rows(rows),
                                            mb.completion_ids, mb.completion_mask, objective, cfg.chunk_size, calls, cfg.temperature)
-    with torch.no_grad():
-        t_hidden = completion_hidden(teacher, mb)
-    return chunked.distill_loss(completion_hidden(student, mb), student.get_output_embeddings(), t_hidden, teacher.get_output_embeddings(),
+    if isinstance(teacher, SplitTeacher):  # its forward beside the student's (teacher_process.py)
+        s_hidden, t_hidden = teacher.hidden(mb, lambda: completion_hidden(student, mb))
+    else:
+        with torch.no_grad():
+            t_hidden = completion_hidden(teacher, mb)
+        s_hidden = completion_hidden(student, mb)
+    return chunked.distill_loss(s_hidden, student.get_output_embeddings(), t_hidden, teacher.get_output_embeddings(),
                                 mb.completion_ids, mb.completion_mask, objective, cfg.chunk_size, calls, cfg.temperature)
 
 
@@ -224,14 +228,17 @@ class TorchBackend:
         A served teacher (served/) samples the warmup's rollouts with their top-k log-probs (from the teacher cache when
         drawn before) and scores the student's samples in on-policy distillation; it is never resident here. With
         `teacher_process` a local teacher's warmup rollouts are sampled a step ahead in a process of its own once it is
-        ready (teacher_process.py), the same numbers."""
+        ready, and in on-policy distillation that process runs a share of the teacher's forward beside the student's
+        (teacher_process.py): the same numbers."""
         cfg, rt = job.cfg, self.runtime
         rng = random.Random(job.seed)
         served = job.teacher if isinstance(job.teacher, ServedTeacher) else None
         teacher = rt.frozen(job.teacher) if served is None else None
         trainer = rt.trainer(job.student, cfg.lr, cfg.max_grad_norm)
         helper = (TeacherProcess(teacher, job.tok, self.rollout, self.prompt.thinking)
-                  if self.teacher_process and teacher_samples and teacher is not None else None)
+                  if self.teacher_process and teacher is not None else None)
+        sampling_helper = helper if teacher_samples else None  # the warmup's rollouts; on-policy, the teacher's forward
+        split = SplitTeacher(teacher, helper) if helper is not None and not teacher_samples else None
         sampler = teacher if teacher_samples else trainer.model  # None: the served teacher samples
         sampling = Sampling(k=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
         start, _ = job.checkpoints.resume(trainer, rng) if job.checkpoints else (0, {})
@@ -243,9 +250,9 @@ class TorchBackend:
                 mine, my_seeds = shard(prompts, rt.rank, rt.world), shard(seeds, rt.rank, rt.world)
                 with phase("rollout"):
                     roll = None
-                    if helper is not None and helper.ready():  # the next step's asked for now, sampled while this one trains
+                    if sampling_helper is not None and sampling_helper.ready():  # the next step's asked now, sampled while this one trains
                         upcoming = peek_draw(rng, job.prompts, cfg.batch_size) if step + 1 < cfg.steps else None
-                        roll = helper.rollouts(mine, my_seeds, sampling, upcoming)  # None: not asked, sampled here
+                        roll = sampling_helper.rollouts(mine, my_seeds, sampling, upcoming)  # None: not asked, sampled here
                     if roll is None and engine is None:
                         roll, view = served.rollouts(mine, sampling, my_seeds, cfg.top_k, job.teacher_cache)
                     elif roll is None:
@@ -254,7 +261,7 @@ class TorchBackend:
                         view = served.score(roll.batch, cfg.top_k) if served is not None else None
                     batch = roll.batch.to(trainer.model.device)
                 with phase("update"):
-                    against = teacher if served is None else view.to(batch.completion_ids.device)
+                    against = (split or teacher) if served is None else view.to(batch.completion_ids.device)
                     metrics = distill_update(trainer, against, batch, objective, cfg, rt)  # global means already
                 job.log({"step": step, **metrics})
                 kl = metrics["kl_reverse"] if "kl_reverse" in metrics else metrics["kl_reverse_topk"]  # served: its top-k estimate

@@ -1,7 +1,7 @@
 """The warmup's teacher rollouts sampled in a process of their own (config `teacher_process`, backends/teacher_process.py):
 the same rollouts, losses, metrics and weights as when the trainer samples them, bit for bit, whether the process takes
 over at the first step or later (the trainer samples until it is ready) and whether it is forked or a fresh interpreter;
-each step asked one ahead; on-policy distillation untouched; a teacher process that dies or fails ends the stage with its
+each step asked one ahead; in on-policy distillation a share of the teacher's forward, the same numbers; a teacher process that dies or fails ends the stage with its
 error."""
 
 import contextlib
@@ -16,6 +16,7 @@ from test_contract import _inputs
 
 from s2d_bench.backends import teacher_process, torch_backend
 from s2d_bench.backends.torch_backend import TorchBackend
+from s2d_bench.models.sequences import completion_hidden
 from s2d_bench.stages import STAGES
 from s2d_bench.worker_process import Forked
 
@@ -127,11 +128,37 @@ def test_the_warmup_asks_each_step_once_and_a_step_ahead_once_its_teacher_proces
     assert all(len(prompts) == 8 == len(seeds) for prompts, seeds in sampled + keys)
 
 
-def test_on_policy_distillation_starts_no_teacher_process(monkeypatch):
-    started = []
-    monkeypatch.setattr(teacher_process.TeacherProcess, "__init__", lambda self, *args: started.append(args))
-    x = _stage("opd", ["teacher_process=true"])
-    assert x.backend.teacher_process and started == [] and len(x.logged) == 3
+@pytest.mark.parametrize("local", [0, 1], ids=["ready-at-once", "ready-later"])
+def test_on_policy_distillation_splits_the_teachers_forward_with_its_process_bit_for_bit(monkeypatch, local):
+    """The student samples; the teacher's process runs a share of each micro-batch's rows of the teacher's forward (the
+    process's first, the trainer's after the student's forward), never sampling: every logged number and weight as with
+    the teacher in the trainer, the whole forward here until the process is ready (asked at every micro-batch)."""
+    asked, sampled = [], []
+    real_ask = teacher_process.TeacherProcess.ask_hidden
+    monkeypatch.setattr(teacher_process.TeacherProcess, "ask_hidden", lambda self, batch: asked.append(len(batch.input_ids)) or real_ask(self, batch))
+    monkeypatch.setattr(teacher_process.TeacherProcess, "_ask_rollouts", lambda self, *a: sampled.append(a))
+    monkeypatch.setattr(teacher_process.SplitTeacher, "_balance", lambda self, *a: None)  # half the rows each side (timed below)
+    here = _stage("opd", ["stages.opd.micro_batch_size=4"])
+    _ready_after(monkeypatch, local)
+    apart = _stage("opd", ["teacher_process=true", "stages.opd.micro_batch_size=4"])
+    assert apart.backend.teacher_process and sampled == []
+    assert asked == [2] * (2 * 3 - local)  # each micro-batch (2 a step) once it is ready, 2 of its 4 rows there
+    assert apart.logged == here.logged and len(here.logged) == 3
+    assert all(torch.equal(a, b) for a, b in zip(apart.model.state_dict().values(), here.model.state_dict().values()))
+
+
+def test_the_trainers_share_of_the_teachers_rows_ends_with_the_processs():
+    """The student's forward plus the trainer's rows take as long as the process's rows, by the last call's times; all
+    rows go to the process when the student's forward alone outlasts them, and one at least stays there to be timed."""
+    split = teacher_process.SplitTeacher(None, None)
+    split._balance(100, student_s=0.02, own_row_s=0.001, their_row_s=0.001)
+    assert split.share == pytest.approx(0.6)  # 40 rows here after 20 ms of the student: 60 ms each side
+    split._balance(100, student_s=0.02, own_row_s=None, their_row_s=0.002)  # no rows here last time: the process's rate
+    assert split.share == pytest.approx(0.55)
+    split._balance(10, student_s=1.0, own_row_s=0.001, their_row_s=0.001)
+    assert split.share == 1.0
+    split._balance(10, student_s=0.0, own_row_s=0.001, their_row_s=1.0)
+    assert split.share == pytest.approx(1 / 1.001 * 0.001, abs=1e-3)
 
 
 def test_a_teacher_process_that_dies_or_fails_ends_the_stage_with_its_error(monkeypatch):
@@ -259,6 +286,10 @@ def test_the_process_loop_takes_the_teacher_answers_in_order_reports_failures_an
         trainer.send_bytes(pickle.dumps((prompts, seeds, sampling)))
         kind, there = answer(trainer)
         assert kind == "ok" and there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
+        trainer.send_bytes(pickle.dumps((here.batch.rows(slice(1, 3)),)))  # the teacher's hidden states of two rows
+        kind, (hidden, seconds) = answer(trainer)
+        with torch.no_grad():
+            assert kind == "ok" and seconds > 0 and torch.equal(hidden, completion_hidden(teacher, here.batch)[1:])
         trainer.send_bytes(pickle.dumps((prompts, seeds[:1], sampling)))  # one seed for two prompts
         kind, error = answer(trainer)
         assert kind == "error" and "Traceback" in error and "1 seeds for 3 prompts" in error
