@@ -8,10 +8,12 @@ here too, it made this process the slower of the two; half of it here (the first
 hidden states) made a step slower too (2026-12-06, 12-step warmups of the embedded default's batch: 0.24 to 0.34 s a
 step against 0.19 to 0.30 s, the trainer's update alone 0.23 s against 0.19 s with the whole forward in it: two busy
 processes slow each other on this machine's two cores). In on-policy distillation the student samples and this process
-would idle: it runs a share of each micro-batch's rows of the teacher's forward while the trainer runs the student's forward
-and then the other rows (the whole forward here instead once saved nothing: the trainer waited on it). Measured on the
-embedded default's batch (2 cores, 2026-12-06, `benchmarks/backend_speed.py`): a step took 306 ms instead of 397, the
-update 217 ms instead of 284. Until the process is ready the trainer samples itself, so a short stage
+would idle: it samples a share of the step's prompts with the student's weights, and runs a share of each micro-batch's
+rows of the teacher's forward while the trainer runs the student's forward and then the other rows (the whole forward
+here instead once saved nothing: the trainer waited on it). Measured on the embedded default's batch (2 cores,
+2026-12-06, `benchmarks/backend_speed.py`, 8-step stages, 3 rounds): a step took 397 ms with the teacher in the trainer,
+306 with the forward shared, 285 with the samples shared too (sampling half the prompts took 68 ms of the whole's 110:
+a decode step's cost is mostly per step, not per row). Until the process is ready the trainer samples itself, so a short stage
 does not wait for it, and at the first step it is ready for the trainer samples that step while the process samples the
 next (a step the process was not asked for ahead is never waited for).
 
@@ -48,7 +50,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2d_bench.config import RolloutConfig
 from s2d_bench.generation.engine import open_rollouts
-from s2d_bench.generation.rollouts import Rollouts
+from s2d_bench.generation.protocol import render
+from s2d_bench.generation.rollouts import Rollouts, rollouts_from_tokens
 from s2d_bench.generation.sampling import Sampling
 from s2d_bench.models.sequences import Batch, completion_hidden
 from s2d_bench.worker_process import can_fork, fork, reap, start
@@ -71,12 +74,14 @@ def forks(teacher_threads: int) -> bool:
 class TeacherProcess:
     """The teacher's process for one distillation stage; requests (sent once it is `ready`) are answered in the order sent."""
 
-    def __init__(self, teacher: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool) -> None:
+    def __init__(self, teacher: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool,
+                 student: PreTrainedModel | None = None) -> None:
+        """`student`: on-policy distillation's, whose samples the process shares (`ask_samples`, with its weights then)."""
         self._asked: deque[Any] = deque()  # what each request sent and not yet answered was for, oldest first
         self._ready = False
         self._threads = torch.get_num_threads()  # the stage's: shared with the teacher's process until close
         teachers, trainers = thread_shares(self._threads)
-        init = (teacher, tok, rollout, thinking, teachers)
+        init = (teacher, tok, rollout, thinking, teachers, student)
         self._sending: threading.Thread | None = None
         if forks(teachers):
             self.proc, self.conn, self._reaper = fork(_serve, init, self)
@@ -116,13 +121,20 @@ class TeacherProcess:
         return self._reply() if asked else None
 
     def ask_hidden(self, batch: Batch) -> None:
-        """Ask for the teacher's final hidden states at `batch`'s completion positions (`completion_hidden`); `hidden`
-        takes them."""
+        """Ask for the teacher's final hidden states at `batch`'s completion positions (`completion_hidden`); `answer`
+        takes them, and the seconds the process took."""
         self._asked.append("hidden")
-        self._put((batch,))
+        self._put(("hidden", batch))
 
-    def hidden(self) -> tuple[torch.Tensor, float]:
-        """The hidden states asked for by `ask_hidden`, and the seconds the process took over them."""
+    def ask_samples(self, student: PreTrainedModel, rows: list[list[int]], seeds: list[int], sampling: Sampling) -> None:
+        """Ask for the student's samples of prompt `rows` (token ids) at its weights as they are now (sent with the
+        request): `answer` takes their token ids (the engine's `generate_ids`), and the seconds the process took."""
+        weights = {name: p.detach() for name, p in student.named_parameters()}
+        self._asked.append("samples")
+        self._put(("samples", weights, rows, seeds, sampling))
+
+    def answer(self) -> Any:
+        """The answer to the oldest request asked by `ask_hidden` or `ask_samples`."""
         return self._reply()
 
     def close(self) -> None:
@@ -151,7 +163,7 @@ class TeacherProcess:
 
     def _ask_rollouts(self, key: tuple[list[str], list[int]], sampling: Sampling) -> None:
         self._asked.append(key)
-        self._put((key[0], key[1], sampling))
+        self._put(("rollouts", key[0], key[1], sampling))
 
     def _drop_replies(self) -> None:
         while self._asked:
@@ -184,10 +196,14 @@ def _worker(conn: Connection) -> None:
 
 
 def _serve(conn: Connection, teacher: PreTrainedModel, tok: PreTrainedTokenizerBase, rollout: RolloutConfig, thinking: bool,
-           threads: int) -> None:
-    """The teacher's process, at `threads` torch threads: sample what is asked until told to stop (None) or the parent is gone."""
+           threads: int, student: PreTrainedModel | None = None) -> None:
+    """The teacher's process, at `threads` torch threads: answer what is asked until told to stop (None) or the parent is
+    gone: the teacher's rollouts, its hidden states over a batch, or (given the `student`) the student's samples."""
     torch.set_num_threads(threads)
-    with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=False) as engine:
+    with contextlib.ExitStack() as stack:
+        engines = {"teacher": stack.enter_context(open_rollouts(rollout, teacher.eval(), tok, thinking, trained=False))}
+        if student is not None:  # as the trainer's engine samples it: trained, in its mode
+            engines["student"] = stack.enter_context(open_rollouts(rollout, student, tok, thinking, trained=True))
         conn.send_bytes(pickle.dumps(("ok", "ready")))
         while True:
             try:
@@ -197,38 +213,93 @@ def _serve(conn: Connection, teacher: PreTrainedModel, tok: PreTrainedTokenizerB
             if request is None:
                 return
             try:
-                if len(request) == 1:  # (batch,): the teacher's hidden states at its completion positions (ask_hidden)
-                    start = time.perf_counter()
-                    with torch.no_grad():
-                        hidden = completion_hidden(teacher, request[0])
-                    answer = ("ok", (hidden, time.perf_counter() - start))
-                else:
-                    prompts, seeds, sampling = request
-                    answer = ("ok", engine.rollouts(prompts, sampling, seeds))
+                answer = ("ok", ANSWERS[request[0]](teacher, student, engines, *request[1:]))
             except Exception:  # noqa: BLE001 - the trainer raises it, with this traceback
                 answer = ("error", traceback.format_exc())
             conn.send_bytes(pickle.dumps(answer))
 
 
+def _rollouts(teacher: PreTrainedModel, student: PreTrainedModel | None, engines: dict, prompts: list[str], seeds: list[int],
+              sampling: Sampling) -> Rollouts:
+    return engines["teacher"].rollouts(prompts, sampling, seeds)
+
+
+def _hidden(teacher: PreTrainedModel, student: PreTrainedModel | None, engines: dict, batch: Batch) -> tuple[torch.Tensor, float]:
+    start = time.perf_counter()
+    with torch.no_grad():
+        hidden = completion_hidden(teacher, batch)
+    return hidden, time.perf_counter() - start
+
+
+def _samples(teacher: PreTrainedModel, student: PreTrainedModel | None, engines: dict, weights: dict[str, torch.Tensor],
+             rows: list[list[int]], seeds: list[int], sampling: Sampling) -> tuple[list[list[int]], float]:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for name, p in student.named_parameters():
+            p.copy_(weights[name])
+    ids = [c.ids for c in engines["student"].generate_ids(rows, sampling, seeds)]
+    return ids, time.perf_counter() - start
+
+
+ANSWERS = {"rollouts": _rollouts, "hidden": _hidden, "samples": _samples}  # what the process answers, by request
+
+
+def process_share(n: int, before_s: float, own_row_s: float | None, their_row_s: float) -> float:
+    """The process's share of the next call's `n` rows, so that both sides end together: the trainer's `before_s` (work
+    of its own first) plus its rows take as long as the process's rows, at the last call's seconds per row (the process's
+    where the trainer had none)."""
+    own_row_s = their_row_s if own_row_s is None else own_row_s
+    ours = (n * their_row_s - before_s) / (own_row_s + their_row_s)
+    return min(max(1 - ours / n, 0.0), 1.0)
+
+
 class SplitTeacher:
-    """On-policy distillation's frozen teacher, its forward over each micro-batch split by rows between the trainer and
-    the teacher's process (otherwise idle there: the student samples), which runs its share while the trainer runs the
-    student's forward and then its own share. The trainer's share is set each call from the last call's times so that
-    both end together: the student's forward plus its rows take as long as the process's rows. A row's hidden states do
-    not depend on the other rows of its batch (tested, bit for bit, at one thread), so a stage's numbers are those of the
-    teacher in the trainer. Until the process is ready the trainer runs the whole forward."""
+    """On-policy distillation's frozen teacher, with the teacher's process (otherwise idle there: the student samples)
+    taking a share of the work of each step:
+    - the student's samples: the process gets the student's weights and the last rows of prompts, the trainer samples
+      the first; a prompt's samples do not depend on the other prompts of its batch (their own seeds), so the rollouts
+      are those the trainer's engine alone draws;
+    - the teacher's forward over each micro-batch: the process runs the last rows while the trainer runs the student's
+      forward and then the first rows; a row's hidden states do not depend on the other rows (tested, bit for bit, at
+      one thread).
+    The shares are set each call from the last call's times so that both sides end together (`process_share`). A
+    stage's numbers are those of the teacher in the trainer. Until the process is ready the trainer does it all."""
 
     def __init__(self, model: PreTrainedModel, helper: TeacherProcess) -> None:
         self.model, self.helper = model, helper
-        self.share = 0.5  # of the rows, the process's, until the first times are measured
+        self.shares = {"hidden": 0.5, "samples": 0.5}  # the process's, until the first times are measured
 
     def get_output_embeddings(self) -> torch.nn.Module:
         return self.model.get_output_embeddings()
 
+    def _theirs(self, n: int, work: str) -> int:
+        """Rows the process takes: its share, one at least (its time is measured), none until it is ready."""
+        return max(1, round(n * self.shares[work])) if n > 1 and self.helper.ready() else 0
+
+    def rollouts(self, engine: Any, student: PreTrainedModel, prompts: list[str], sampling: Sampling, seeds: list[int]) -> Rollouts:
+        """The student's rollouts of `prompts`, as `engine.rollouts` draws them; an engine without `generate_ids` (token
+        rows in, token ids out) samples them all."""
+        if not hasattr(engine, "generate_ids"):
+            return engine.rollouts(prompts, sampling, seeds)
+        rows = render(engine.tok, prompts, engine.cfg.thinking)
+        n = len(rows)
+        theirs = self._theirs(n, "samples")
+        ours = n - theirs
+        if theirs:
+            self.helper.ask_samples(student, rows[ours:], seeds[ours:], sampling)
+        start = time.perf_counter()
+        ids = [c.ids for c in engine.generate_ids(rows[:ours], sampling, seeds[:ours])] if ours else []
+        own_s = time.perf_counter() - start
+        if theirs:
+            their_ids, seconds = self.helper.answer()
+            ids += their_ids
+            self.shares["samples"] = process_share(n, 0.0, own_s / ours if ours else None, seconds / theirs)
+        return rollouts_from_tokens(engine.tok, rows, sampling.k, ids)
+
     def hidden(self, batch: Batch, student: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(the student's hidden states, from `student()`, the teacher's at `batch`'s completion positions, no gradient)."""
         n = batch.completion_ids.shape[0]
-        theirs = max(1, round(n * self.share)) if n > 1 and self.helper.ready() else 0  # one at least: its time is measured
+        theirs = self._theirs(n, "hidden")
         ours = n - theirs
         if theirs:
             self.helper.ask_hidden(batch.rows(slice(ours, n)))
@@ -239,13 +310,7 @@ class SplitTeacher:
             parts = [completion_hidden(self.model, batch.rows(slice(0, ours)))] if ours else []
         end = time.perf_counter()
         if theirs:
-            hidden, seconds = self.helper.hidden()
+            hidden, seconds = self.helper.answer()
             parts.append(hidden)
-            self._balance(n, own_start - start, (end - own_start) / ours if ours else None, seconds / theirs)
+            self.shares["hidden"] = process_share(n, own_start - start, (end - own_start) / ours if ours else None, seconds / theirs)
         return student_hidden, torch.cat(parts) if len(parts) > 1 else parts[0]
-
-    def _balance(self, n: int, student_s: float, own_row_s: float | None, their_row_s: float) -> None:
-        """The process's share for the next call: its rows take the student's forward plus the trainer's rows."""
-        own_row_s = their_row_s if own_row_s is None else own_row_s
-        ours = (n * their_row_s - student_s) / (own_row_s + their_row_s)
-        self.share = min(max(1 - ours / n, 0.0), 1.0)

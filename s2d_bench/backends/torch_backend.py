@@ -235,7 +235,7 @@ class TorchBackend:
         served = job.teacher if isinstance(job.teacher, ServedTeacher) else None
         teacher = rt.frozen(job.teacher) if served is None else None
         trainer = rt.trainer(job.student, cfg.lr, cfg.max_grad_norm)
-        helper = (TeacherProcess(teacher, job.tok, self.rollout, self.prompt.thinking)
+        helper = (TeacherProcess(teacher, job.tok, self.rollout, self.prompt.thinking, None if teacher_samples else trainer.model)
                   if self.teacher_process and teacher is not None else None)
         sampling_helper = helper if teacher_samples else None  # the warmup's rollouts; on-policy, the teacher's forward
         split = SplitTeacher(teacher, helper) if helper is not None and not teacher_samples else None
@@ -257,7 +257,8 @@ class TorchBackend:
                         roll, view = served.rollouts(mine, sampling, my_seeds, cfg.top_k, job.teacher_cache)
                     elif roll is None:
                         with rt.full_weights(sampler):
-                            roll = engine.rollouts(mine, sampling, my_seeds)
+                            roll = (split.rollouts(engine, sampler, mine, sampling, my_seeds) if split is not None
+                                    else engine.rollouts(mine, sampling, my_seeds))
                         view = served.score(roll.batch, cfg.top_k) if served is not None else None
                     batch = roll.batch.to(trainer.model.device)
                 with phase("update"):

@@ -129,36 +129,37 @@ def test_the_warmup_asks_each_step_once_and_a_step_ahead_once_its_teacher_proces
 
 
 @pytest.mark.parametrize("local", [0, 1], ids=["ready-at-once", "ready-later"])
-def test_on_policy_distillation_splits_the_teachers_forward_with_its_process_bit_for_bit(monkeypatch, local):
-    """The student samples; the teacher's process runs a share of each micro-batch's rows of the teacher's forward (the
-    process's first, the trainer's after the student's forward), never sampling: every logged number and weight as with
-    the teacher in the trainer, the whole forward here until the process is ready (asked at every micro-batch)."""
+def test_on_policy_distillation_shares_the_students_samples_and_the_teachers_forward_bit_for_bit(monkeypatch, local):
+    """The student samples, the last half of each step's prompts in the teacher's process (sent the student's weights of
+    that step), and the process runs the last rows of each micro-batch's teacher forward (the trainer the first, after
+    the student's forward); it never samples the teacher: every logged number and weight as with the teacher in the
+    trainer, all of it here until the process is ready (asked at each step's sampling and each micro-batch)."""
     asked, sampled = [], []
-    real_ask = teacher_process.TeacherProcess.ask_hidden
-    monkeypatch.setattr(teacher_process.TeacherProcess, "ask_hidden", lambda self, batch: asked.append(len(batch.input_ids)) or real_ask(self, batch))
+    real_hidden, real_samples = teacher_process.TeacherProcess.ask_hidden, teacher_process.TeacherProcess.ask_samples
+    monkeypatch.setattr(teacher_process.TeacherProcess, "ask_hidden", lambda self, b: asked.append(("hidden", len(b.input_ids))) or real_hidden(self, b))
+    monkeypatch.setattr(teacher_process.TeacherProcess, "ask_samples",
+                        lambda self, student, rows, *a: asked.append(("samples", len(rows))) or real_samples(self, student, rows, *a))
     monkeypatch.setattr(teacher_process.TeacherProcess, "_ask_rollouts", lambda self, *a: sampled.append(a))
-    monkeypatch.setattr(teacher_process.SplitTeacher, "_balance", lambda self, *a: None)  # half the rows each side (timed below)
+    monkeypatch.setattr(teacher_process, "process_share", lambda *a: 0.5)  # half of each each side (timed below)
     here = _stage("opd", ["stages.opd.micro_batch_size=4"])
     _ready_after(monkeypatch, local)
     apart = _stage("opd", ["teacher_process=true", "stages.opd.micro_batch_size=4"])
     assert apart.backend.teacher_process and sampled == []
-    assert asked == [2] * (2 * 3 - local)  # each micro-batch (2 a step) once it is ready, 2 of its 4 rows there
+    step = [("samples", 4), ("hidden", 2), ("hidden", 2)]  # 8 prompts a step, 2 micro-batches of 4 rows
+    assert asked == (step * 3)[local:]
     assert apart.logged == here.logged and len(here.logged) == 3
     assert all(torch.equal(a, b) for a, b in zip(apart.model.state_dict().values(), here.model.state_dict().values()))
 
 
-def test_the_trainers_share_of_the_teachers_rows_ends_with_the_processs():
-    """The student's forward plus the trainer's rows take as long as the process's rows, by the last call's times; all
-    rows go to the process when the student's forward alone outlasts them, and one at least stays there to be timed."""
-    split = teacher_process.SplitTeacher(None, None)
-    split._balance(100, student_s=0.02, own_row_s=0.001, their_row_s=0.001)
-    assert split.share == pytest.approx(0.6)  # 40 rows here after 20 ms of the student: 60 ms each side
-    split._balance(100, student_s=0.02, own_row_s=None, their_row_s=0.002)  # no rows here last time: the process's rate
-    assert split.share == pytest.approx(0.55)
-    split._balance(10, student_s=1.0, own_row_s=0.001, their_row_s=0.001)
-    assert split.share == 1.0
-    split._balance(10, student_s=0.0, own_row_s=0.001, their_row_s=1.0)
-    assert split.share == pytest.approx(1 / 1.001 * 0.001, abs=1e-3)
+def test_the_process_takes_the_share_that_ends_both_sides_together():
+    """The trainer's work before its rows plus its rows take as long as the process's rows, by the last call's times; all
+    rows go to the process when the trainer's own work outlasts them; the process's rate stands in for the trainer's
+    when the trainer had no rows."""
+    assert teacher_process.process_share(100, 0.02, 0.001, 0.001) == pytest.approx(0.6)  # 40 rows here after 20 ms: 60 ms each
+    assert teacher_process.process_share(100, 0.0, 0.001, 0.003) == pytest.approx(0.25)  # a slower process takes fewer
+    assert teacher_process.process_share(100, 0.02, None, 0.002) == pytest.approx(0.55)
+    assert teacher_process.process_share(10, 1.0, 0.001, 0.001) == 1.0
+    assert teacher_process.process_share(10, 0.0, 0.001, 1.0) == pytest.approx(0.001 / 1.001)
 
 
 def test_a_teacher_process_that_dies_or_fails_ends_the_stage_with_its_error(monkeypatch):
@@ -283,14 +284,14 @@ def test_the_process_loop_takes_the_teacher_answers_in_order_reports_failures_an
         loop.start()
         trainer.send_bytes(pickle.dumps((teacher, tok, RolloutConfig(), False, 3)))
         assert answer(trainer) == ("ok", "ready") and threads[-1] == 3
-        trainer.send_bytes(pickle.dumps((prompts, seeds, sampling)))
+        trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds, sampling)))
         kind, there = answer(trainer)
         assert kind == "ok" and there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
-        trainer.send_bytes(pickle.dumps((here.batch.rows(slice(1, 3)),)))  # the teacher's hidden states of two rows
+        trainer.send_bytes(pickle.dumps(("hidden", here.batch.rows(slice(1, 3)))))  # the teacher's hidden states of two rows
         kind, (hidden, seconds) = answer(trainer)
         with torch.no_grad():
             assert kind == "ok" and seconds > 0 and torch.equal(hidden, completion_hidden(teacher, here.batch)[1:])
-        trainer.send_bytes(pickle.dumps((prompts, seeds[:1], sampling)))  # one seed for two prompts
+        trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds[:1], sampling)))  # one seed for two prompts
         kind, error = answer(trainer)
         assert kind == "error" and "Traceback" in error and "1 seeds for 3 prompts" in error
         if end is None:
