@@ -373,8 +373,8 @@ class RunConfig:
     jobs: int = _help("nodes built at once, each in its own process, e.g. one per CPU core for the tiny world; backend=deepspeed "
                       "and launched runs build one at a time (their ranks share each stage)", 1)
     teacher_process: bool = _help("torch backend on a CPU: the warmup's teacher rollouts are sampled a step ahead in a process of "
-                                  "their own, with half the stage's threads (a second core), and in on-policy distillation that "
-                                  "process runs a share of the teacher's forward beside the student's; the numbers of a stage at the "
+                                  "their own, with half the stage's threads (a second core), and in on-policy distillation at one thread "
+                                  "that process shares the student's sampling and the teacher's forward; the numbers of a stage at the "
                                   "trainer's share of threads, the teacher held twice. Elsewhere the trainer runs the teacher", False)
     task: TaskConfig = _help("the verifiable task", factory=TaskConfig)
     teacher: ModelConfig = _help("the teacher", factory=lambda: ModelConfig(builder="tiny-qwen3-teacher"))

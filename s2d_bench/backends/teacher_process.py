@@ -7,8 +7,9 @@ trainer runs the teacher and the student over step t's. Measured on the tiny wor
 here too, it made this process the slower of the two; half of it here (the first half of each step's rows, sent back as
 hidden states) made a step slower too (2026-12-06, 12-step warmups of the embedded default's batch: 0.24 to 0.34 s a
 step against 0.19 to 0.30 s, the trainer's update alone 0.23 s against 0.19 s with the whole forward in it: two busy
-processes slow each other on this machine's two cores). In on-policy distillation the student samples and this process
-would idle: it samples a share of the step's prompts with the student's weights, and runs a share of each micro-batch's
+processes slow each other on this machine's two cores). In on-policy distillation at one thread (where the trainer keeps
+its threads: a lone node's two threads in the trainer made the embedded default's OPD as fast, 55.2 s either way, and a
+thread count moves the bits) the student samples and this process would idle: it samples a share of the step's prompts with the student's weights, and runs a share of each micro-batch's
 rows of the teacher's forward while the trainer runs the student's forward and then the other rows (the whole forward
 here instead once saved nothing: the trainer waited on it). Measured on the embedded default's batch (2 cores,
 2026-12-06, `benchmarks/backend_speed.py`, 8-step stages, 3 rounds): a step took 397 ms with the teacher in the trainer,

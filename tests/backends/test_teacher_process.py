@@ -151,6 +151,19 @@ def test_on_policy_distillation_shares_the_students_samples_and_the_teachers_for
     assert all(torch.equal(a, b) for a, b in zip(apart.model.state_dict().values(), here.model.state_dict().values()))
 
 
+def test_on_policy_distillation_over_more_threads_starts_no_teacher_process(monkeypatch):
+    """At two threads the trainer keeps them (the process would take one, which moves the bits and measured no faster)."""
+    started = []
+    monkeypatch.setattr(teacher_process.TeacherProcess, "__init__", lambda self, *args: started.append(args))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        x = _stage("opd", ["teacher_process=true"])
+    finally:
+        torch.set_num_threads(before)
+    assert x.backend.teacher_process and started == [] and len(x.logged) == 3
+
+
 def test_the_process_takes_the_share_that_ends_both_sides_together():
     """The trainer's work before its rows plus its rows take as long as the process's rows, by the last call's times; all
     rows go to the process when the trainer's own work outlasts them; the process's rate stands in for the trainer's
