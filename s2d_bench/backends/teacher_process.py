@@ -8,15 +8,17 @@ here too, it made this process the slower of the two; half of it here (the first
 hidden states) made a step slower too (2026-12-06, 12-step warmups of the embedded default's batch: 0.24 to 0.34 s a
 step against 0.19 to 0.30 s, the trainer's update alone 0.23 s against 0.19 s with the whole forward in it: two busy
 processes slow each other on this machine's two cores). In on-policy distillation at one thread (where the trainer keeps
-its threads: a lone node's two threads in the trainer made the embedded default's OPD as fast, 55.2 s either way, and a
-thread count moves the bits) the student samples and this process would idle: it samples a share of the step's prompts with the student's weights, and runs a share of each micro-batch's
-rows of the teacher's forward while the trainer runs the student's forward and then the other rows (the whole forward
-here instead once saved nothing: the trainer waited on it). Measured on the embedded default's batch (2 cores,
-2026-12-06, `benchmarks/backend_speed.py`, 8-step stages, 3 rounds): a step took 397 ms with the teacher in the trainer,
-306 with the forward shared, 285 with the samples shared too (sampling half the prompts took 68 ms of the whole's 110:
-a decode step's cost is mostly per step, not per row). Until the process is ready the trainer samples itself, so a short stage
-does not wait for it, and at the first step it is ready for the trainer samples that step while the process samples the
-next (a step the process was not asked for ahead is never waited for).
+its threads: with a lone node's two threads in the trainer the embedded default's OPD took 48.4 to 55.2 s in 3 runs of
+`make run`, 0.37 of the base teacher's pretraining time in each, and split 55.2 s, 0.39; and a thread count moves the
+bits) the student samples and this process would idle: it samples a share of the step's prompts with the student's
+weights, and runs a share of each micro-batch's rows of the teacher's forward while the trainer runs the student's
+forward and then the other rows (the whole forward here instead once saved nothing: the trainer waited on it). Measured
+on the embedded default's batch (2 cores, 2026-12-06, `benchmarks/backend_speed.py`, 8-step stages, 3 rounds): a step
+took 397 ms with the teacher in the trainer, 306 with the forward shared, 285 with the samples shared too (sampling half
+the prompts took 68 ms of the whole's 110: a decode step's cost is mostly per step, not per row). Until the process is
+ready the trainer samples itself, so a short stage does not wait for it, and at the first step it is ready for the
+trainer samples that step while the process samples the next (a step the process was not asked for ahead is never waited
+for).
 
 Where it can (`forks`: Linux, a one-thread share, no CUDA in the trainer) the process is forked from the trainer's: it
 starts with torch imported and the teacher in memory, shared with the trainer (copy-on-write, never sent), and is ready

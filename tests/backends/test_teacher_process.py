@@ -1,8 +1,8 @@
 """The warmup's teacher rollouts sampled in a process of their own (config `teacher_process`, backends/teacher_process.py):
 the same rollouts, losses, metrics and weights as when the trainer samples them, bit for bit, whether the process takes
 over at the first step or later (the trainer samples until it is ready) and whether it is forked or a fresh interpreter;
-each step asked one ahead; in on-policy distillation a share of the teacher's forward, the same numbers; a teacher process that dies or fails ends the stage with its
-error."""
+each step asked one ahead; in on-policy distillation at one thread, shares of the student's samples and the teacher's
+forward, the same numbers; a teacher process that dies or fails ends the stage with its error."""
 
 import contextlib
 import os
