@@ -99,6 +99,9 @@ SHORT_PROMPTS = ("which prefill goes by the lengths and which takes plain SDPA d
 DEFAULT_SCALE = "the models' attention scale is head_dim ** -0.5, SDPA's default when none is given"
 CAUSAL_MODULE = "sdpa_gqa_forward reads only the module's is_causal, True for every causal LM's attention and the default without one"
 TEMP_PREFIX = "the start of the name of the folder TRL's trainers write in, removed with the backend: any name serves"
+ASKED_MARK = ("what a hidden-state or samples request leaves in the queue of unanswered requests is only counted (`close` kills "
+              "a process with answers outstanding) and never compared: only the warmup's rollouts compare their key, and a "
+              "stage that asks these never asks rollouts")
 FROZEN_TEACHER = ("`trained` tells only the vllm engine to push the weights before every rollout instead of once; the hf engine, "
                   "the one here (vLLM does not install), samples the module itself either way")
 
@@ -151,10 +154,20 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.backends.trl_backend.xǁTRLBackendǁload', 'return load_pretrained(ref, None)'): CPU_HERE,
     ('s2d_bench.backends.trl_backend.xǁTRLBackendǁload', 'return load_pretrained(ref, )'): CPU_HERE,
     # engines group
-    ('s2d_bench.backends.teacher_process.x__worker',
-     'with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=None) as engine:'): FROZEN_TEACHER,
-    ('s2d_bench.backends.teacher_process.x__worker',
-     'with open_rollouts(rollout, teacher.eval(), tok, thinking, trained=True) as engine:'): FROZEN_TEACHER,
+    ('s2d_bench.backends.teacher_process.x__serve',
+     'engines = {"teacher": stack.enter_context(open_rollouts(rollout, teacher.eval(), tok, thinking, trained=None))}'): FROZEN_TEACHER,
+    ('s2d_bench.backends.teacher_process.x__serve',
+     'engines = {"teacher": stack.enter_context(open_rollouts(rollout, teacher.eval(), tok, thinking, trained=True))}'): FROZEN_TEACHER,
+    ('s2d_bench.backends.teacher_process.x__serve',
+     'engines["student"] = stack.enter_context(open_rollouts(rollout, student, tok, thinking, trained=None))'): FROZEN_TEACHER,
+    ('s2d_bench.backends.teacher_process.x__serve',
+     'engines["student"] = stack.enter_context(open_rollouts(rollout, student, tok, thinking, trained=False))'): FROZEN_TEACHER,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁask_hidden', 'self._asked.append(None)'): ASKED_MARK,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁask_hidden', 'self._asked.append("XXhiddenXX")'): ASKED_MARK,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁask_hidden', 'self._asked.append("HIDDEN")'): ASKED_MARK,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁask_samples', 'self._asked.append(None)'): ASKED_MARK,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁask_samples', 'self._asked.append("XXsamplesXX")'): ASKED_MARK,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁask_samples', 'self._asked.append("SAMPLES")'): ASKED_MARK,
     ('s2d_bench.generation.hf.xǁHFEngineǁload',
      'model, tok = load_pretrained(ref, None, resolve_dtype(cfg.dtype, device))'): CPU_HERE,
     ('s2d_bench.generation.hf.xǁHFEngineǁload',

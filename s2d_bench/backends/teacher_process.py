@@ -46,7 +46,7 @@ import time
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -268,8 +268,8 @@ class SplitTeacher:
     The shares are set each call from the last call's times so that both sides end together (`process_share`). A
     stage's numbers are those of the teacher in the trainer. Until the process is ready the trainer does it all."""
 
-    def __init__(self, model: PreTrainedModel, helper: TeacherProcess) -> None:
-        self.model, self.helper = model, helper
+    def __init__(self, model: PreTrainedModel, helper: TeacherProcess, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.model, self.helper, self.clock = model, helper, clock
         self.shares = {"hidden": 0.5, "samples": 0.5}  # the process's, until the first times are measured
 
     def get_output_embeddings(self) -> torch.nn.Module:
@@ -290,9 +290,9 @@ class SplitTeacher:
         ours = n - theirs
         if theirs:
             self.helper.ask_samples(student, rows[ours:], seeds[ours:], sampling)
-        start = time.perf_counter()
-        ids = [c.ids for c in engine.generate_ids(rows[:ours], sampling, seeds[:ours])] if ours else []
-        own_s = time.perf_counter() - start
+        start = self.clock()
+        ids = [c.ids for c in engine.generate_ids(rows[:ours], sampling, seeds[:ours])]  # none asked: none sampled
+        own_s = self.clock() - start
         if theirs:
             their_ids, seconds = self.helper.answer()
             ids += their_ids
@@ -305,15 +305,15 @@ class SplitTeacher:
         theirs = self._theirs(n, "hidden")
         ours = n - theirs
         if theirs:
-            self.helper.ask_hidden(batch.rows(slice(ours, n)))
-        start = time.perf_counter()
+            self.helper.ask_hidden(batch.rows(slice(ours, None)))
+        start = self.clock()
         student_hidden = student()
-        own_start = time.perf_counter()
+        own_start = self.clock()
         with torch.no_grad():
-            parts = [completion_hidden(self.model, batch.rows(slice(0, ours)))] if ours else []
-        end = time.perf_counter()
+            parts = [completion_hidden(self.model, batch.rows(slice(ours)))] if ours else []  # a forward of no rows fails
+        end = self.clock()
         if theirs:
             hidden, seconds = self.helper.answer()
             parts.append(hidden)
             self.shares["hidden"] = process_share(n, own_start - start, (end - own_start) / ours if ours else None, seconds / theirs)
-        return student_hidden, torch.cat(parts) if len(parts) > 1 else parts[0]
+        return student_hidden, torch.cat(parts)

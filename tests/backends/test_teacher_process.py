@@ -164,6 +164,110 @@ def test_on_policy_distillation_over_more_threads_starts_no_teacher_process(monk
     assert x.backend.teacher_process and started == [] and len(x.logged) == 3
 
 
+class _Helper:
+    """A teacher's process answering in this one: hidden states and samples as the real one computes them, taking the
+    seconds it is told to say; `ready` as told."""
+
+    def __init__(self, teacher, engine=None, seconds=0.0, ready=True):
+        self.teacher, self.engine, self.seconds, self.is_ready, self.asked = teacher, engine, seconds, ready, []
+
+    def ready(self):
+        return self.is_ready
+
+    def ask_hidden(self, batch):
+        self.asked.append(batch)
+
+    def ask_samples(self, student, rows, seeds, sampling):
+        self.asked.append((rows, seeds, sampling))
+
+    def answer(self):
+        request = self.asked[-1]
+        if isinstance(request, tuple):
+            rows, seeds, sampling = request
+            return [c.ids for c in self.engine.generate_ids(rows, sampling, seeds)], self.seconds
+        with torch.no_grad():
+            return completion_hidden(self.teacher, request), self.seconds
+
+
+def _clock(*times):
+    ticks = iter(times)
+    return lambda: next(ticks)
+
+
+def _batch(rows):
+    from s2d_bench.models.sequences import join
+
+    g = torch.Generator().manual_seed(0)
+    completions, mask = torch.randint(3, 60, (rows, 5), generator=g), torch.ones(rows, 5)
+    mask[::2, 3:] = 0
+    return join([[4 + i % 5] * (3 + i % 3) for i in range(rows)], completions, mask, 0)
+
+
+def test_the_teachers_forward_split_times_both_sides_and_sets_the_next_share():
+    """The process takes the last rows; the trainer times the student's forward and its own rows and the process says
+    its seconds: the next share ends both together (`process_share` of those times), and the hidden states are the
+    teacher's over the whole micro-batch, bit for bit; all rows there runs none here."""
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    teacher, _ = tiny_qwen3_student(seed=1)
+    batch = _batch(10)
+    with torch.no_grad():
+        whole = completion_hidden(teacher, batch)
+    helper = _Helper(teacher, seconds=0.8)
+    split = teacher_process.SplitTeacher(teacher, helper, clock=_clock(10.0, 10.2, 10.5))
+    mine, hidden = split.hidden(batch, lambda: "the student's")
+    assert mine == "the student's" and torch.equal(hidden, whole)
+    assert torch.equal(helper.asked[0].input_ids, batch.input_ids[5:])  # half of 10 rows there at first
+    # 0.2 s of the student, 0.3 s for 5 rows here (0.06 a row), 0.8 s for 5 there (0.16): 6.36 rows here next
+    assert split.shares == {"hidden": pytest.approx(1 - (10 * 0.16 - 0.2) / (0.06 + 0.16) / 10), "samples": 0.5}
+    split.clock = _clock(0.0, 0.1, 0.1)
+    split.shares["hidden"] = 1.0  # every row there: no forward here, the process's rate stands in for the trainer's
+    assert torch.equal(split.hidden(batch, lambda: None)[1], whole) and torch.equal(helper.asked[1].input_ids, batch.input_ids)
+    assert split.shares["hidden"] == pytest.approx(teacher_process.process_share(10, 0.1, 0.08, 0.08))
+
+
+@pytest.mark.parametrize("rows, share, ready, asked", [(1, 0.5, True, None), (2, 0.5, True, 1), (10, 0.01, True, 1), (10, 0.5, False, None)],
+                         ids=["one-row", "two-rows", "a-small-share", "not-ready"])
+def test_the_process_takes_one_row_at_least_and_none_of_one_row_or_before_it_is_ready(rows, share, ready, asked):
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    teacher, _ = tiny_qwen3_student(seed=1)
+    batch = _batch(rows)
+    helper = _Helper(teacher, ready=ready)
+    split = teacher_process.SplitTeacher(teacher, helper, clock=_clock(0.0, 0.1, 0.2))
+    split.shares["hidden"] = share
+    with torch.no_grad():
+        assert torch.equal(split.hidden(batch, lambda: None)[1], completion_hidden(teacher, batch))
+    assert [len(b.input_ids) for b in helper.asked] == ([] if asked is None else [asked])
+
+
+def test_the_students_samples_split_are_the_engines_and_set_the_next_share():
+    """The process samples the last prompts (their rows and seeds): the rollouts are the engine's alone, text and batch,
+    and the next share ends both together; an engine that takes no token rows samples them all."""
+    from s2d_bench.config import RolloutConfig
+    from s2d_bench.generation.engine import open_rollouts
+    from s2d_bench.generation.sampling import Sampling
+    from s2d_bench.models.builders import tiny_qwen3_student
+
+    student, tok = tiny_qwen3_student(seed=2)
+    prompts, seeds, sampling = ["12+30=", "7+8=", "100+1=", "5+5="], [5, 6, 7, 8], Sampling(k=2, temperature=1.0, max_new_tokens=6)
+    with open_rollouts(RolloutConfig(), student, tok, False, trained=True) as engine:
+        alone = engine.rollouts(prompts, sampling, seeds)
+        helper = _Helper(None, engine, seconds=0.3)
+        split = teacher_process.SplitTeacher(None, helper, clock=_clock(1.0, 1.4))
+        shared = split.rollouts(engine, student, prompts, sampling, seeds)
+    assert shared.texts == alone.texts and shared.k == 2
+    assert all(torch.equal(a, b) for a, b in zip(vars(shared.batch).values(), vars(alone.batch).values()) if isinstance(a, torch.Tensor))
+    assert helper.asked[0][1] == [7, 8]  # the last 2 prompts' seeds there
+    assert split.shares == {"hidden": 0.5, "samples": pytest.approx(1 - (4 * 0.15) / (0.2 + 0.15) / 4)}  # 0.4 s for 2 here, 0.3 there
+
+    class NoRows:
+        def rollouts(self, *args):
+            return args
+
+    assert split.rollouts(NoRows(), student, prompts, sampling, seeds) == (prompts, sampling, seeds)
+
+
 def test_the_process_takes_the_share_that_ends_both_sides_together():
     """The trainer's work before its rows plus its rows take as long as the process's rows, by the last call's times; all
     rows go to the process when the trainer's own work outlasts them; the process's rate stands in for the trainer's
@@ -274,16 +378,26 @@ def test_a_process_killed_while_the_teacher_is_sent_or_dead_when_the_stage_ends_
 
 
 def test_the_process_loop_takes_the_teacher_answers_in_order_reports_failures_and_stops(monkeypatch):
-    """The loop the process runs (`_worker`), run here over a pipe: ready once it holds the teacher, each request's
-    rollouts at the threads it was given, a failing request answered with its traceback (the loop goes on), and an end
-    on None or when the trainer's end closes."""
+    """The loop the process runs (`_worker`), run here over a pipe: ready once it holds the teacher (and OPD's student),
+    each request answered at the threads it was given (the teacher's rollouts, its hidden states, the student's samples
+    at the weights sent with them), a failing request answered with its traceback (the loop goes on), and an end on None
+    or when the trainer's end closes."""
     import pickle
     import threading
     from multiprocessing import Pipe
 
     from s2d_bench.config import RolloutConfig
+    from s2d_bench.generation.engine import open_rollouts
+    from s2d_bench.generation.protocol import render
+    from s2d_bench.models.builders import tiny_qwen3_student
 
     teacher, tok, prompts, seeds, sampling, here = _trainers_rollouts(thinking=False)  # the mode a None would not give
+    student, _ = tiny_qwen3_student(seed=2)
+    rows = render(tok, prompts, False)
+    with open_rollouts(RolloutConfig(), teacher, tok, False, trained=True) as engine:  # the weights the samples are asked at
+        teachers = [c.ids for c in engine.generate_ids(rows, sampling, seeds)]
+    with open_rollouts(RolloutConfig(), student, tok, False, trained=True) as engine:
+        assert [c.ids for c in engine.generate_ids(rows, sampling, seeds)] != teachers  # what weights not sent would give
     threads = []
     monkeypatch.setattr(teacher_process.torch, "set_num_threads", threads.append)
 
@@ -295,15 +409,19 @@ def test_the_process_loop_takes_the_teacher_answers_in_order_reports_failures_an
         trainer, process = Pipe()
         loop = threading.Thread(target=teacher_process._worker, args=(process,))
         loop.start()
-        trainer.send_bytes(pickle.dumps((teacher, tok, RolloutConfig(), False, 3)))
+        trainer.send_bytes(pickle.dumps((teacher, tok, RolloutConfig(), False, 3, student)))
         assert answer(trainer) == ("ok", "ready") and threads[-1] == 3
+        weights = {name: p.detach() for name, p in teacher.named_parameters()}  # the student's own would sample otherwise
+        trainer.send_bytes(pickle.dumps(("samples", weights, rows, seeds, sampling)))
+        kind, (ids, seconds) = answer(trainer)
+        assert kind == "ok" and ids == teachers and 0 < seconds < 60
         trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds, sampling)))
         kind, there = answer(trainer)
         assert kind == "ok" and there.texts == here.texts and torch.equal(there.batch.input_ids, here.batch.input_ids)
         trainer.send_bytes(pickle.dumps(("hidden", here.batch.rows(slice(1, 3)))))  # the teacher's hidden states of two rows
         kind, (hidden, seconds) = answer(trainer)
         with torch.no_grad():
-            assert kind == "ok" and seconds > 0 and torch.equal(hidden, completion_hidden(teacher, here.batch)[1:])
+            assert kind == "ok" and 0 < seconds < 60 and torch.equal(hidden, completion_hidden(teacher, here.batch)[1:])
         trainer.send_bytes(pickle.dumps(("rollouts", prompts, seeds[:1], sampling)))  # one seed for two prompts
         kind, error = answer(trainer)
         assert kind == "error" and "Traceback" in error and "1 seeds for 3 prompts" in error
