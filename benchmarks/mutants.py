@@ -162,6 +162,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'engines["student"] = stack.enter_context(open_rollouts(rollout, student, tok, thinking, trained=None))'): FROZEN_TEACHER,
     ('s2d_bench.backends.teacher_process.x__serve',
      'engines["student"] = stack.enter_context(open_rollouts(rollout, student, tok, thinking, trained=False))'): FROZEN_TEACHER,
+    ('s2d_bench.backends.teacher_process.x__serve',
+     'engines["student"] = stack.enter_context(open_rollouts(rollout, student, tok, None, trained=True))'):
+        "the process's student engine is given token rows (`generate_ids`), rendered by the trainer, never prompts: its "
+        "`thinking` is never read",
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁask_hidden', 'self._asked.append(None)'): ASKED_MARK,
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁask_hidden', 'self._asked.append("XXhiddenXX")'): ASKED_MARK,
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁask_hidden', 'self._asked.append("HIDDEN")'): ASKED_MARK,
@@ -195,9 +199,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', None)} has no TRL equivalent (its trainers use the \""): UNSHOWN_DEFAULT,
     ('s2d_bench.backends.refusals.x__trl',
      "f\"backend=trl: {stage}.estimator={getattr(st, 'estimator', 'XXXX')} has no TRL equivalent (its trainers use the \""): UNSHOWN_DEFAULT,
-    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._sending = threading.Thread(target=self._send_init, args=(init,), daemon=None)'): DAEMON,
-    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._sending = threading.Thread(target=self._send_init, args=(init,), daemon=False)'): DAEMON,
-    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._sending = threading.Thread(target=self._send_init, args=(init,), )'): DAEMON,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._sending = threading.Thread(target=self._send_init, args=(pickle.dumps(init),), daemon=None)'): DAEMON,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._sending = threading.Thread(target=self._send_init, args=(pickle.dumps(init),), daemon=False)'): DAEMON,
+    ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._sending = threading.Thread(target=self._send_init, args=(pickle.dumps(init),), )'): DAEMON,
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁclose', 'reap(self.proc, self.conn, self._reaper, wait=None)'): STOP_WAIT,
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁclose', 'reap(self.proc, self.conn, self._reaper, wait=11)'): STOP_WAIT,
     ('s2d_bench.backends.teacher_process.xǁTeacherProcessǁ__init__', 'self._ready = None'):

@@ -260,6 +260,10 @@ def test_the_students_samples_split_are_the_engines_and_set_the_next_share():
     assert all(torch.equal(a, b) for a, b in zip(vars(shared.batch).values(), vars(alone.batch).values()) if isinstance(a, torch.Tensor))
     assert helper.asked[0][1] == [7, 8]  # the last 2 prompts' seeds there
     assert split.shares == {"hidden": 0.5, "samples": pytest.approx(1 - (4 * 0.15) / (0.2 + 0.15) / 4)}  # 0.4 s for 2 here, 0.3 there
+    split.shares["samples"], split.clock = 1.0, _clock(2.0, 2.0)  # every prompt there: its rate stands in for the trainer's
+    with open_rollouts(RolloutConfig(), student, tok, False, trained=True) as engine:
+        assert split.rollouts(engine, student, prompts, sampling, seeds).texts == alone.texts
+    assert helper.asked[1][1] == seeds and split.shares["samples"] == pytest.approx(0.5)
 
     class NoRows:
         def rollouts(self, *args):
