@@ -151,6 +151,15 @@ def test_on_policy_distillation_shares_the_students_samples_and_the_teachers_for
     assert all(torch.equal(a, b) for a, b in zip(apart.model.state_dict().values(), here.model.state_dict().values()))
 
 
+def test_the_warmups_process_is_given_no_student(monkeypatch):
+    """Only on-policy distillation asks its process for the student's samples: the warmup's holds (and a fresh interpreter
+    is sent) the teacher alone."""
+    started, real = [], teacher_process.TeacherProcess.__init__
+    monkeypatch.setattr(teacher_process.TeacherProcess, "__init__", lambda self, *args: started.append(args) or real(self, *args))
+    _stage("warmup", ["teacher_process=true"])
+    assert len(started) == 1 and started[0][4] is None
+
+
 def test_on_policy_distillation_over_more_threads_starts_no_teacher_process(monkeypatch):
     """At two threads the trainer keeps them (the process would take one, which moves the bits and measured no faster)."""
     started = []
