@@ -933,7 +933,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
      'batch = roll.batch.to(None)'):
         "on this CPU-only machine the batch is already where the model is: `.to(None)` leaves it there (a GPU run's tests would catch it)",
     ('s2d_bench.backends.torch_backend.xǁTorchBackendǁ_distill',
-     'against = teacher if served is None else view.to(None)'):
+     'against = (split or teacher) if served is None else view.to(None)'):
         "on this CPU-only machine the batch is already where the model is: `.to(None)` leaves it there (a GPU run's tests would catch it)",
     ('s2d_bench.backends.torch_backend.x_policy_updates',
      'moving = cfg.updates_per_batch >= 1 or cfg.mini_batches > 1'):
