@@ -76,8 +76,7 @@ def tiny_overrides(tmp_path):
 
 SERVED_TEACHER = ["teacher.builder=", "teacher.server=http://127.0.0.1:9", "teacher.served_model=t"]  # nobody listens there
 
-# A Qwen3-style chat template small enough for the char tokenizer: the reply opens with an empty think block unless the
-# prompt is rendered for thinking (`enable_thinking`), which the tiny builders' own template ignores.
+
 def decoder_rows(model) -> list[int]:  # noqa: ANN001 - a PreTrainedModel
     """The batch sizes `model`'s decoder is called with from now on, recorded (which forwards GRPO's update makes)."""
     rows: list[int] = []
@@ -85,6 +84,8 @@ def decoder_rows(model) -> list[int]:  # noqa: ANN001 - a PreTrainedModel
     return rows
 
 
+# A Qwen3-style chat template small enough for the char tokenizer: the reply opens with an empty think block unless the
+# prompt is rendered for thinking (`enable_thinking`), which the tiny builders' own template ignores.
 QWEN3_LIKE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n"

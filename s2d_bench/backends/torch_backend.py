@@ -228,8 +228,8 @@ class TorchBackend:
         A served teacher (served/) samples the warmup's rollouts with their top-k log-probs (from the teacher cache when
         drawn before) and scores the student's samples in on-policy distillation; it is never resident here. With
         `teacher_process` a local teacher's warmup rollouts are sampled a step ahead in a process of its own once it is
-        ready, and in on-policy distillation that process runs a share of the teacher's forward beside the student's
-        (teacher_process.py): the same numbers."""
+        ready, and in on-policy distillation at one thread that process takes shares of the student's sampling and of the
+        teacher's forward (teacher_process.py): the same numbers."""
         cfg, rt = job.cfg, self.runtime
         rng = random.Random(job.seed)
         served = job.teacher if isinstance(job.teacher, ServedTeacher) else None
@@ -238,9 +238,9 @@ class TorchBackend:
         # on-policy, the process shares the student's samples and the teacher's forward only where that leaves the trainer the
         # stage's threads (one): a lone node's two threads in the trainer were no slower than one each (the embedded
         # default's OPD: 0.37 of its base teacher's pretraining time in 3 runs, 0.39 split), and a thread count moves the bits
-        shares = teacher_samples or torch.get_num_threads() == 1
+        helps = teacher_samples or torch.get_num_threads() == 1
         helper = (TeacherProcess(teacher, job.tok, self.rollout, self.prompt.thinking, None if teacher_samples else trainer.model)
-                  if self.teacher_process and teacher is not None and shares else None)
+                  if self.teacher_process and teacher is not None and helps else None)
         sampling_helper = helper if teacher_samples else None  # the warmup's rollouts; on-policy, the teacher's forward
         split = SplitTeacher(teacher, helper) if helper is not None and not teacher_samples else None
         sampler = teacher if teacher_samples else trainer.model  # None: the served teacher samples
