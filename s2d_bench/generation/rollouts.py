@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from s2d_bench.generation.protocol import completion_texts
-from s2d_bench.models.sequences import Batch, join
+from s2d_bench.models.sequences import Batch, join, right_pad
 
 
 @dataclass
@@ -31,11 +30,6 @@ def rollouts_from_tokens(tok: PreTrainedTokenizerBase, rows: list[list[int]], k:
     The layout is the sampler's: right-padded with the pad id, mask 1 up to and including the stop token. Every
     completion holds at least one token (max_new_tokens >= 1), and a step at least one prompt.
     """
-    width = max(map(len, completions))
-    ids = torch.full((len(completions), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(completions), width), dtype=torch.bool)
-    for i, c in enumerate(completions):
-        ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
-        mask[i, : len(c)] = True
+    ids, mask = right_pad(completions, tok.pad_token_id)
     batch = join([r for r in rows for _ in range(k)], ids, mask, tok.pad_token_id)
     return Rollouts(texts=completion_texts(tok, ids), batch=batch, k=k)

@@ -46,15 +46,29 @@ class Batch:
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask), both (N, max_len), rows aligned to the right edge."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row) :] = torch.tensor(row)
-            mask[i, width - len(row) :] = 1
-    return ids, mask
+    """(ids, mask), both (N, max_len) int64, rows aligned to the right edge (prompts)."""
+    return _pad(rows, pad_id, left=True)
+
+
+def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (N, max_len) int64, rows aligned to the left edge (completions: mask 1 up to and including
+    the stop token)."""
+    return _pad(rows, pad_id, left=False)
+
+
+def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One tensor from padded Python lists and the mask from the lengths, the same ids and mask as a row at a time (a
+    tensor and two slice writes a row), which was most of `rollouts_from_tokens` for GRPO's 256 rollouts (10 to 13 ms
+    a call, 2.2 to 3.5 now) and a quarter of a pretraining step's data (`join_texts` of 128 examples: 17 to 18 ms, 12
+    to 14 now; one thread, idle, 2026-12-06)."""
+    lengths = [len(r) for r in rows]
+    width = max(lengths)
+    pads = [[pad_id] * (width - n) for n in lengths]
+    padded = [pad + list(r) for pad, r in zip(pads, rows)] if left else [list(r) + pad for pad, r in zip(pads, rows)]
+    ids = torch.tensor(padded, dtype=torch.long).view(len(rows), width)
+    columns, sizes = torch.arange(width), torch.tensor(lengths)[:, None]
+    mask = columns >= width - sizes if left else columns < sizes
+    return ids, mask.long()
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -80,13 +94,7 @@ def join(prompt_ids: list[list[int]], completion_ids: torch.Tensor, completion_m
 def join_texts(tok: PreTrainedTokenizerBase, prompts: list[str], completions: list[str], thinking: bool = False) -> Batch:
     """A batch from prompt and completion strings (teacher-forcing data such as pretraining), prompts
     rendered by the one prompt protocol (`generation.protocol.render`)."""
-    rows = encode_completions(tok, completions)
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width))
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
+    ids, mask = right_pad(encode_completions(tok, completions), tok.pad_token_id)
     return join(render(tok, prompts, thinking), ids, mask, tok.pad_token_id)
 
 

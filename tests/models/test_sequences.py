@@ -10,7 +10,7 @@ from s2d_bench.generation.protocol import render
 from s2d_bench.models.builders import tiny_qwen3_student
 from s2d_bench.models.sequences import (
     Batch, completion_hidden, completion_logits, encode_completions, expand_runs, join, join_texts, left_pad, positions, prompt_runs,
-    token_logprobs,
+    right_pad, token_logprobs,
 )
 from s2d_bench.models.tokenizer import char_tokenizer
 
@@ -31,6 +31,17 @@ def test_left_pad_by_hand():
     assert ids.tolist() == [[5]]
     ids, _ = left_pad([[1, 2], [3]], pad_id=9)
     assert ids.tolist() == [[1, 2], [9, 3]]
+    ids, mask = left_pad([[], []], pad_id=9)  # nothing to pad to: (2, 0), as a row-by-row fill made it
+    assert ids.shape == mask.shape == (2, 0) and ids.dtype == mask.dtype == torch.long
+
+
+def test_right_pad_by_hand():
+    ids, mask = right_pad([[5, 6, 7], [8], []], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert ids.dtype == mask.dtype == torch.long
+    ids, mask = right_pad([(1, 2), (3,)], pad_id=9)  # any sequence of ids
+    assert ids.tolist() == [[1, 2], [3, 9]] and mask.tolist() == [[1, 1], [1, 0]]
 
 
 def test_positions_start_at_zero_on_each_rows_first_real_token():
