@@ -618,18 +618,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.models.sequences.xǁBatchǁto',
      'move = {k: v.to(None) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}'):
         "a device argument dropped: the same on one device (the suite is CPU-only; GPU runs are the device script's)",
-    ('s2d_bench.models.sequences.x_left_pad',
-     'ids = torch.full((len(rows), width), pad_id, dtype=None)'):
-        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
-    ('s2d_bench.models.sequences.x_left_pad',
-     'ids = torch.full((len(rows), width), pad_id, )'):
-        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
-    ('s2d_bench.models.sequences.x_join_texts',
-     'ids = torch.full((len(rows), width), tok.pad_token_id, dtype=None)'):
-        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
-    ('s2d_bench.models.sequences.x_join_texts',
-     'ids = torch.full((len(rows), width), tok.pad_token_id, )'):
-        'torch.full with an integer fill infers int64: the dtype given is the one inferred',
+    ('s2d_bench.models.sequences.x_right_pad', 'return _pad(rows, pad_id, left=None)'):
+        '_pad tests `left` for truth only: None pads on the right as False does',
     ('s2d_bench.models.sequences.x_positions',
      'return (mask.cumsum(+1) - 1).clamp(min=0)'):
         'masks are (N, L): dim +1 is dim -1',
@@ -878,24 +868,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ('s2d_bench.generation.protocol.x_stop_ids_of',
      'eos = eos if isinstance(eos, list) else [eos] if (eos is not None) or True else []'):
         "a missing EOS becomes [None], and the set difference with {None} drops it as [] would",
-    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
-     'ids = torch.full((len(completions), width), tok.pad_token_id, dtype=None)'):
-        "an int fill value makes an int64 tensor: the dtype asked for",
-    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
-     'ids = torch.full((len(completions), width), tok.pad_token_id, )'):
-        "an int fill value makes an int64 tensor: the dtype asked for",
-    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
-     'ids[i, : len(c)] = torch.tensor(c, dtype=None)'):
-        "a list of ints makes an int64 tensor: the dtype asked for",
-    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
-     'ids[i, : len(c)] = torch.tensor(c, )'):
-        "a list of ints makes an int64 tensor: the dtype asked for",
-    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
-     'mask = torch.zeros((len(completions), width), dtype=None)'):
-        "a float mask of 0/1 instead of a bool one: `join` makes the batch's masks float and long from either",
-    ('s2d_bench.generation.rollouts.x_rollouts_from_tokens',
-     'mask = torch.zeros((len(completions), width), )'):
-        "a float mask of 0/1 instead of a bool one: `join` makes the batch's masks float and long from either",
     ('s2d_bench.resume.x__is_ours',
      'return getattr(handler, "ours", None)'):
         "its one caller negates it: `not None` is `not False`",
