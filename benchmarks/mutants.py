@@ -1381,7 +1381,7 @@ def main() -> None:
         row_seconds = report["groups"][group]["seconds"]
         print(f"group {group}")
         print(f"{'module':<40}{'killed':>8}{'survived':>10}{'equiv':>7}{'no tests':>10}{'score':>7}")
-        for module, row in sorted(fresh["modules"].items()):
+        for module, row in sorted(report["groups"][group]["modules"].items()):  # a rerun by name keeps the others' last scores
             print(f"{module:<40}{row['killed'] + row['timeout']:>8}{row['survived']:>10}{row['equivalent']:>7}{row['no tests']:>10}"
                   f"{row['score'] if row['score'] is not None else '-':>7}")
         print(f"total (every group): {report['total']['killed']} of {report['total']['judged']} killed ({report['total']['score']}); "
