@@ -58,9 +58,9 @@ def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One tensor from padded Python lists and the mask from the lengths, the same ids and mask as a row at a time (a
-    tensor and two slice writes a row), which was most of `rollouts_from_tokens` for GRPO's 256 rollouts (10 to 13 ms
-    a call, 2.2 to 3.5 now) and a quarter of a pretraining step's data (`join_texts` of 128 examples: 17 to 18 ms, 12
-    to 14 now; one thread, idle, 2026-12-06)."""
+    tensor and two slice writes a row), which was most of `rollouts_from_tokens` for GRPO's 256 rollouts (9.2 to 13.9
+    ms a call, 3.0 to 3.3 now) and a quarter of a pretraining step's data (`join_texts` of 128 examples: 17.8 to 18.1
+    ms, 13.3 to 14.4 now; benchmarks/batch_building.py, one thread, 2026-12-06)."""
     lengths = [len(r) for r in rows]
     width = max(lengths)
     pads = [[pad_id] * (width - n) for n in lengths]
