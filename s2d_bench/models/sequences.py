@@ -65,7 +65,7 @@ def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, 
     width = max(lengths)
     pads = [[pad_id] * (width - n) for n in lengths]
     padded = [pad + list(r) for pad, r in zip(pads, rows)] if left else [list(r) + pad for pad, r in zip(pads, rows)]
-    ids = torch.tensor(padded, dtype=torch.long).view(len(rows), width)
+    ids = torch.tensor(padded, dtype=torch.long)  # (N, width): every padded row is `width` long, empty ones too ((N, 0))
     columns, sizes = torch.arange(width), torch.tensor(lengths)[:, None]
     mask = columns >= width - sizes if left else columns < sizes
     return ids, mask.long()
